@@ -1,0 +1,179 @@
+//! The Plan: everything about one sandboxed run, as plain data.
+//!
+//! Every security decision is taken while the Plan is built (see
+//! [`crate::settings`]); a backend only carries it out. `kennel run --dry-run`
+//! prints it as JSON, and the field names below are part of kennel's stable
+//! output (documented in the README under "The Plan").
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the Plan's JSON structure; bumped on incompatible changes.
+pub const PLAN_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub version: u32,
+    /// Catalog name of the agent (`shell`, `claude`, …).
+    pub agent: String,
+    /// Name given to the container (or native sandbox) for this run.
+    pub name: String,
+    /// The backend the user asked for (`auto`, `docker`, `podman`, `native`).
+    pub backend: String,
+    pub image: ImagePlan,
+    pub user: UserPlan,
+    /// The workspace root on the host; mounted read-write at the same path.
+    pub workspace: PathBuf,
+    /// Working directory inside the sandbox (the invocation directory).
+    pub workdir: PathBuf,
+    pub mounts: Vec<Mount>,
+    pub env: Vec<EnvVar>,
+    /// The full command line run inside the sandbox (argv, never a shell string).
+    pub command: Vec<String>,
+    /// Allocate a pseudo-terminal (true when kennel's stdin and stdout are terminals).
+    pub tty: bool,
+    /// Keep stdin open and forward kennel's stdin to the agent.
+    pub stdin: bool,
+    pub network: NetworkPlan,
+    pub limits: Limits,
+    pub security: SecurityPlan,
+    /// Ephemeral runs are removed when they end.
+    pub ephemeral: bool,
+    /// Labels put on the container so that kennel can find its own.
+    pub labels: BTreeMap<String, String>,
+    /// Things the user should know about this run (printed before it starts).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePlan {
+    /// The image reference the sandbox runs.
+    pub reference: String,
+    /// True when kennel builds `reference` from the agent's recipe (false for `--image`).
+    pub managed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserPlan {
+    pub uid: u32,
+    pub gid: u32,
+    pub name: String,
+    /// `$HOME` inside the sandbox (the same path as the user's home on the host).
+    pub home: PathBuf,
+    pub shell: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Path on the host.
+    pub source: PathBuf,
+    /// Path inside the sandbox.
+    pub target: PathBuf,
+    pub read_only: bool,
+    pub purpose: MountPurpose,
+}
+
+/// Why a mount is there; tests and `--dry-run` readers rely on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MountPurpose {
+    /// The workspace itself (read-write).
+    Workspace,
+    /// A path inside the workspace that is re-mounted read-only (`.git/hooks`, …).
+    Protect,
+    /// kennel's per-agent home, mounted as `$HOME`.
+    AgentHome,
+    /// One of the agent's state paths from the host (`--host-config`).
+    HostConfig,
+    /// Files kennel generates for the sandbox (`/etc/passwd`, `/etc/group`).
+    Identity,
+    /// A CA bundle made from the configured `ca_certificates`.
+    CaCertificates,
+    /// A mount the user configured (`mounts` in their config).
+    User,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+    /// Where the variable came from: `kennel`, `host`, `agent`, `config`, `flag`.
+    pub origin: String,
+    /// Credential values are redacted when the Plan is printed.
+    pub secret: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkMode {
+    None,
+    Allowlist,
+    Restricted,
+    Open,
+}
+
+impl NetworkMode {
+    pub const ALL: [NetworkMode; 4] = [Self::None, Self::Allowlist, Self::Restricted, Self::Open];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Allowlist => "allowlist",
+            Self::Restricted => "restricted",
+            Self::Open => "open",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|mode| mode.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkPlan {
+    pub mode: NetworkMode,
+    /// Domains the sandbox may reach in `allowlist` mode.
+    pub allow: Vec<String>,
+    /// Domains always refused (win over `allow`).
+    pub deny: Vec<String>,
+    /// False while a mode is requested that this kennel cannot enforce yet.
+    pub enforced: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    pub pids: i64,
+    /// Memory limit in bytes.
+    pub memory: Option<i64>,
+    /// CPU limit, in CPUs (fractional).
+    pub cpus: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityPlan {
+    /// Linux capabilities removed: always `ALL`.
+    pub cap_drop: Vec<String>,
+    pub no_new_privileges: bool,
+    /// Run an init as PID 1 that forwards signals and reaps zombies.
+    pub init: bool,
+    /// The root filesystem of the sandbox is read-only (the workspace, `$HOME`
+    /// and `/tmp` stay writable).
+    pub read_only_rootfs: bool,
+}
+
+impl Plan {
+    /// The Plan as printed by `--dry-run`: credential values replaced.
+    pub fn redacted(&self) -> Plan {
+        let mut plan = self.clone();
+        for var in plan.env.iter_mut().filter(|var| var.secret) {
+            var.value = "<redacted>".to_string();
+        }
+        plan
+    }
+
+    pub fn env_value(&self, name: &str) -> Option<&str> {
+        self.env.iter().find(|var| var.name == name).map(|var| var.value.as_str())
+    }
+}
