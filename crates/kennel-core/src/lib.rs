@@ -1,6 +1,11 @@
 //! kennel-core: configuration, the agent catalog, settings resolution and the
 //! Plan. Nothing here talks to an engine or prints.
 
+pub mod catalog;
+pub mod config;
+pub mod host;
 pub mod plan;
+pub mod settings;
+pub mod trust;
 
 pub use plan::Plan;

@@ -1,0 +1,295 @@
+//! The agent catalog: built-in entries (from `catalog/builtin.toml`) with the
+//! user's `[agents.NAME]` tables merged over them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::AgentOverride;
+
+const BUILTIN: &str = include_str!("catalog/builtin.toml");
+
+/// What the agent's image needs besides the base layer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Runtime {
+    /// Nothing beyond the base layer.
+    #[default]
+    None,
+    /// Node.js 22 with npm.
+    Node,
+    /// Python 3 in a virtualenv at /opt/kennel/python.
+    Python,
+    /// Only curl and a shell, for vendor install scripts.
+    Native,
+}
+
+impl Runtime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::None => "none",
+            Runtime::Node => "node",
+            Runtime::Python => "python",
+            Runtime::Native => "native",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    #[serde(default, skip_deserializing)]
+    pub name: String,
+    pub description: String,
+    pub command: Vec<String>,
+    /// Flags that switch off the agent's own permission prompts.
+    #[serde(default)]
+    pub yolo: Vec<String>,
+    #[serde(default)]
+    pub runtime: Runtime,
+    /// Shell script run as root while building the agent's image.
+    #[serde(default)]
+    pub install: String,
+    /// Paths (under `~`) where the agent keeps config, login and history.
+    #[serde(default)]
+    pub state: Vec<String>,
+    /// Variables passed from the host when set (credentials, settings).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Hosts the agent needs to reach.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// For `shell`: the user's arguments replace the command.
+    #[serde(default)]
+    pub command_from_args: bool,
+    /// The vendor page the facts were checked against.
+    #[serde(default)]
+    pub docs: String,
+    /// Fields that could not be confirmed from vendor material.
+    #[serde(default)]
+    pub unverified: Vec<String>,
+    /// Where the entry comes from: `built-in`, `config`, or `built-in+config`.
+    #[serde(default, skip_deserializing)]
+    pub source: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("the built-in catalog is invalid: {0}")]
+    Builtin(String),
+    #[error("agent `{name}` from your config has no `command`")]
+    MissingCommand { name: String },
+    #[error("agent `{name}`: {message}")]
+    Invalid { name: String, message: String },
+    #[error("unknown agent `{name}`")]
+    Unknown { name: String, suggestions: Vec<String> },
+}
+
+impl CatalogError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            CatalogError::MissingCommand { name } => {
+                Some(format!("add `command = [\"...\"]` under [agents.{name}] in your config"))
+            }
+            CatalogError::Unknown { suggestions, .. } if !suggestions.is_empty() => Some(format!(
+                "did you mean {}? `kennel agents` lists every agent",
+                suggestions.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(" or ")
+            )),
+            CatalogError::Unknown { .. } => {
+                Some("`kennel agents` lists every agent; add your own under [agents.NAME] in your config".into())
+            }
+            _ => None,
+        }
+    }
+
+    /// Unknown agents are a usage error (exit 2); the rest are kennel's own.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, CatalogError::Unknown { .. })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    agents: BTreeMap<String, AgentSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BuiltinFile {
+    agents: BTreeMap<String, AgentSpec>,
+}
+
+impl Catalog {
+    pub fn builtin() -> Result<Catalog, CatalogError> {
+        let file: BuiltinFile = toml::from_str(BUILTIN).map_err(|error| CatalogError::Builtin(error.to_string()))?;
+        let agents = file
+            .agents
+            .into_iter()
+            .map(|(name, mut spec)| {
+                spec.name = name.clone();
+                spec.source = "built-in".into();
+                (name, spec)
+            })
+            .collect();
+        Ok(Catalog { agents })
+    }
+
+    /// The built-in catalog with the user's agent tables applied.
+    pub fn with_overrides(overrides: &BTreeMap<String, AgentOverride>) -> Result<Catalog, CatalogError> {
+        let mut catalog = Catalog::builtin()?;
+        for (name, over) in overrides {
+            if !valid_name(name) {
+                return Err(CatalogError::Invalid {
+                    name: name.clone(),
+                    message: "agent names may use only lowercase letters, digits and '-'".into(),
+                });
+            }
+            let spec = match catalog.agents.remove(name) {
+                Some(base) => apply(base, over, "built-in+config"),
+                None => {
+                    let Some(command) = over.command.clone() else {
+                        return Err(CatalogError::MissingCommand { name: name.clone() });
+                    };
+                    let blank = AgentSpec {
+                        name: name.clone(),
+                        description: format!("{name} (from your config)"),
+                        command,
+                        yolo: Vec::new(),
+                        runtime: Runtime::None,
+                        install: String::new(),
+                        state: Vec::new(),
+                        env: Vec::new(),
+                        domains: Vec::new(),
+                        command_from_args: false,
+                        docs: String::new(),
+                        unverified: Vec::new(),
+                        source: String::new(),
+                    };
+                    apply(blank, over, "config")
+                }
+            };
+            if spec.command.is_empty() && !spec.command_from_args {
+                return Err(CatalogError::MissingCommand { name: name.clone() });
+            }
+            catalog.agents.insert(name.clone(), spec);
+        }
+        Ok(catalog)
+    }
+
+    pub fn get(&self, name: &str) -> Result<&AgentSpec, CatalogError> {
+        self.agents.get(name).ok_or_else(|| CatalogError::Unknown {
+            name: name.to_string(),
+            suggestions: self.closest(name),
+        })
+    }
+
+    pub fn agents(&self) -> impl Iterator<Item = &AgentSpec> {
+        self.agents.values()
+    }
+
+    fn closest(&self, name: &str) -> Vec<String> {
+        let mut scored: Vec<(f64, &String)> = self
+            .agents
+            .keys()
+            .map(|candidate| (strsim::jaro_winkler(name, candidate), candidate))
+            .filter(|(score, candidate)| *score > 0.7 || candidate.starts_with(name))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        scored.into_iter().take(3).map(|(_, candidate)| candidate.clone()).collect()
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+}
+
+fn apply(mut spec: AgentSpec, over: &AgentOverride, source: &str) -> AgentSpec {
+    if let Some(value) = &over.description {
+        spec.description = value.clone();
+    }
+    if let Some(value) = &over.command {
+        spec.command = value.clone();
+    }
+    if let Some(value) = &over.yolo {
+        spec.yolo = value.clone();
+    }
+    if let Some(value) = over.runtime {
+        spec.runtime = value;
+    }
+    if let Some(value) = &over.install {
+        spec.install = value.clone();
+    }
+    if let Some(value) = &over.state {
+        spec.state = value.clone();
+    }
+    if let Some(value) = &over.env {
+        spec.env = value.clone();
+    }
+    if let Some(value) = &over.domains {
+        spec.domains = value.clone();
+    }
+    if let Some(value) = over.command_from_args {
+        spec.command_from_args = value;
+    }
+    spec.source = source.to_string();
+    spec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_catalog_parses_and_has_shell() {
+        let catalog = Catalog::builtin().expect("builtin parses");
+        let shell = catalog.get("shell").expect("shell");
+        assert!(shell.command_from_args);
+        assert_eq!(shell.runtime, Runtime::None);
+    }
+
+    #[test]
+    fn every_builtin_agent_is_complete() {
+        let catalog = Catalog::builtin().expect("builtin parses");
+        for agent in catalog.agents().filter(|agent| agent.name != "shell") {
+            assert!(!agent.command.is_empty(), "{} has no command", agent.name);
+            assert!(!agent.install.is_empty(), "{} has no install recipe", agent.name);
+            assert!(!agent.description.is_empty(), "{} has no description", agent.name);
+            assert_ne!(agent.runtime, Runtime::None, "{} needs a runtime", agent.name);
+        }
+    }
+
+    #[test]
+    fn unknown_agent_suggests_close_names() {
+        let catalog = Catalog::builtin().expect("builtin parses");
+        match catalog.get("claud") {
+            Err(CatalogError::Unknown { suggestions, .. }) => assert_eq!(suggestions.first().map(String::as_str), Some("claude")),
+            other => panic!("expected Unknown, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn config_can_add_and_override_agents() {
+        let mut overrides = BTreeMap::new();
+        overrides.insert(
+            "hello".to_string(),
+            AgentOverride { command: Some(vec!["echo".into(), "hi".into()]), ..Default::default() },
+        );
+        overrides.insert("claude".to_string(), AgentOverride { yolo: Some(vec![]), ..Default::default() });
+        let catalog = Catalog::with_overrides(&overrides).expect("valid");
+        assert_eq!(catalog.get("hello").expect("hello").command, vec!["echo", "hi"]);
+        assert_eq!(catalog.get("hello").expect("hello").source, "config");
+        let claude = catalog.get("claude").expect("claude");
+        assert!(claude.yolo.is_empty());
+        assert_eq!(claude.source, "built-in+config");
+        assert!(!claude.install.is_empty(), "fields not overridden are kept");
+    }
+
+    #[test]
+    fn config_agent_without_command_is_refused() {
+        let mut overrides = BTreeMap::new();
+        overrides.insert("nothing".to_string(), AgentOverride::default());
+        assert!(matches!(Catalog::with_overrides(&overrides), Err(CatalogError::MissingCommand { .. })));
+    }
+}

@@ -1,0 +1,516 @@
+//! Layered configuration that remembers where every value came from.
+//!
+//! Layers, lowest first: built-in defaults → `/etc/kennel/config.toml` → the
+//! user's `config.toml` → the project's `.kennel.toml` (untrusted) →
+//! `KENNEL_*` variables. Command-line flags are applied later, while the
+//! Plan is built. Each layer is checked on its own (so an error names its
+//! file, line, column and key), then merged key by key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::NetworkMode;
+use crate::trust::TrustStore;
+
+/// The built-in defaults, written as TOML so that they go through the same
+/// path (and show up in `config show --origin`) as every other layer.
+pub const DEFAULTS_TOML: &str = r#"
+[defaults]
+backend = "auto"
+base_image = "debian:bookworm-slim"
+ca_certificates = []
+network = "allowlist"
+allow = []
+deny = []
+env = []
+mounts = []
+pids_limit = 1024
+"#;
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "source", rename_all = "kebab-case")]
+pub enum Origin {
+    Default,
+    System(PathBuf),
+    User(PathBuf),
+    Project(PathBuf),
+    Env(String),
+    Flag(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => write!(f, "default"),
+            Origin::System(path) => write!(f, "system config {}", path.display()),
+            Origin::User(path) => write!(f, "user config {}", path.display()),
+            Origin::Project(path) => write!(f, "project config {}", path.display()),
+            Origin::Env(var) => write!(f, "environment variable {var}"),
+            Origin::Flag(flag) => write!(f, "flag {flag}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid { path: PathBuf, line: usize, column: usize, key: Option<String>, message: String },
+    #[error("{variable}: {message}")]
+    BadEnv { variable: String, message: String },
+    #[error("{path} is a project config, and a repository may not set {}", keys.join(", "))]
+    Untrusted { path: PathBuf, keys: Vec<String> },
+}
+
+impl ConfigError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ConfigError::Read { .. } => Some("check the file's permissions, or remove it".into()),
+            ConfigError::Invalid { key: Some(key), .. } => Some(format!(
+                "fix or remove `{key}`; `kennel config show --origin` lists the valid keys and their current values"
+            )),
+            ConfigError::Invalid { .. } => Some("fix the TOML syntax at that position".into()),
+            ConfigError::BadEnv { .. } => Some("unset the variable or give it a valid value".into()),
+            ConfigError::Untrusted { path, .. } => Some(format!(
+                "a repository's config may only tighten policy. If you wrote this file and trust its exact content, run `kennel config trust {}` (editing the file revokes the trust), or move these keys to your own config.toml",
+                path.display()
+            )),
+        }
+    }
+}
+
+/// The `[defaults]` table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    pub backend: Option<String>,
+    pub base_image: Option<String>,
+    pub ca_certificates: Option<Vec<PathBuf>>,
+    pub network: Option<NetworkMode>,
+    pub allow: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
+    pub env: Option<Vec<String>>,
+    pub mounts: Option<Vec<String>>,
+    pub pids_limit: Option<i64>,
+    pub memory: Option<String>,
+    pub cpus: Option<f64>,
+}
+
+/// An `[agents.NAME]` table: every field optional, so a user can override
+/// one fact of a built-in agent or define a whole new one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentOverride {
+    pub description: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub yolo: Option<Vec<String>>,
+    pub runtime: Option<crate::catalog::Runtime>,
+    pub install: Option<String>,
+    pub state: Option<Vec<String>>,
+    pub env: Option<Vec<String>>,
+    pub domains: Option<Vec<String>>,
+    pub command_from_args: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub defaults: Defaults,
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentOverride>,
+}
+
+/// One parsed layer.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub origin: Origin,
+    pub table: toml::Table,
+}
+
+/// The merged configuration, with the origin of every leaf key.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: ConfigFile,
+    pub merged: toml::Table,
+    pub origins: BTreeMap<String, Origin>,
+    /// Project config files that were found (trusted or not).
+    pub project_file: Option<PathBuf>,
+}
+
+/// Where to look for each layer; the binary fills this from XDG paths, tests
+/// from temporary directories.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSources {
+    pub system: Option<PathBuf>,
+    pub user: Option<PathBuf>,
+    pub project: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+}
+
+/// `KENNEL_*` variables and the key each one sets.
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("KENNEL_BACKEND", "backend"),
+    ("KENNEL_BASE_IMAGE", "base_image"),
+    ("KENNEL_NETWORK", "network"),
+];
+
+impl Config {
+    pub fn load(sources: &ConfigSources, trust: &TrustStore) -> Result<Config, ConfigError> {
+        let mut layers = vec![parse_layer(DEFAULTS_TOML, Path::new("<built-in defaults>"), Origin::Default)?];
+        if let Some(path) = &sources.system {
+            if let Some(text) = read_optional(path)? {
+                layers.push(parse_layer(&text, path, Origin::System(path.clone()))?);
+            }
+        }
+        if let Some(path) = &sources.user {
+            if let Some(text) = read_optional(path)? {
+                layers.push(parse_layer(&text, path, Origin::User(path.clone()))?);
+            }
+        }
+        let mut project_file = None;
+        if let Some(path) = &sources.project {
+            if let Some(text) = read_optional(path)? {
+                let layer = parse_layer(&text, path, Origin::Project(path.clone()))?;
+                if !trust.is_trusted(path, text.as_bytes()) {
+                    let so_far = merge_layers(&layers).0;
+                    let refused = untrusted_keys(&layer.table, &so_far);
+                    if !refused.is_empty() {
+                        return Err(ConfigError::Untrusted { path: path.clone(), keys: refused });
+                    }
+                }
+                project_file = Some(path.clone());
+                layers.push(layer);
+            }
+        }
+        layers.push(env_layer(&sources.env)?);
+        let (merged, origins) = merge_layers(&layers);
+        let file = ConfigFile::deserialize(toml::Value::Table(merged.clone())).map_err(|error| {
+            ConfigError::Invalid {
+                path: PathBuf::from("<merged config>"),
+                line: 0,
+                column: 0,
+                key: None,
+                message: error.to_string(),
+            }
+        })?;
+        Ok(Config { file, merged, origins, project_file })
+    }
+
+    pub fn origin_of(&self, key: &str) -> Option<&Origin> {
+        self.origins.get(key)
+    }
+
+    /// Leaf keys with their values as TOML text, in key order.
+    pub fn entries(&self) -> Vec<(String, String, Origin)> {
+        let mut out = Vec::new();
+        flatten(&self.merged, "", &mut |key, value| {
+            let origin = self.origins.get(key).cloned().unwrap_or(Origin::Default);
+            out.push((key.to_string(), value.to_string(), origin));
+        });
+        out
+    }
+}
+
+fn read_optional(path: &Path) -> Result<Option<String>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ConfigError::Read { path: path.to_path_buf(), source }),
+    }
+}
+
+/// Parses and type-checks one file, pointing errors at the offending key.
+pub fn parse_layer(text: &str, path: &Path, origin: Origin) -> Result<Layer, ConfigError> {
+    let document = toml_edit::Document::parse(text).map_err(|error| {
+        let (line, column) = error.span().map(|span| line_column(text, span.start)).unwrap_or((1, 1));
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            key: None,
+            message: error.message().to_string(),
+        }
+    })?;
+    let table: toml::Table = toml::from_str(text).map_err(|error| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        line: 1,
+        column: 1,
+        key: None,
+        message: error.message().to_string(),
+    })?;
+    let checked: Result<ConfigFile, _> = serde_path_to_error::deserialize(toml::Value::Table(table.clone()));
+    if let Err(error) = checked {
+        let key = error.path().to_string();
+        let offset = key_offset(&document, &key).unwrap_or(0);
+        let (line, column) = line_column(text, offset);
+        return Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            key: Some(key),
+            message: error.into_inner().to_string(),
+        });
+    }
+    Ok(Layer { origin, table })
+}
+
+/// Byte offset of the deepest key along `dotted` that exists in the document.
+fn key_offset(document: &toml_edit::Document<&str>, dotted: &str) -> Option<usize> {
+    let mut table: &dyn toml_edit::TableLike = document.as_table();
+    let mut found = None;
+    for part in dotted.split('.') {
+        let part = part.split('[').next().unwrap_or(part);
+        let Some((key, item)) = table.get_key_value(part) else { break };
+        if let Some(span) = key.span() {
+            found = Some(span.start);
+        }
+        match item.as_table_like() {
+            Some(inner) => table = inner,
+            None => {
+                if let Some(span) = item.span() {
+                    found = found.or(Some(span.start));
+                }
+                break;
+            }
+        }
+    }
+    found
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map(|rest| rest.chars().count()).unwrap_or(0) + 1;
+    (line, column)
+}
+
+fn env_layer(env: &BTreeMap<String, String>) -> Result<Layer, ConfigError> {
+    let mut defaults = toml::Table::new();
+    for (variable, key) in ENV_KEYS {
+        if let Some(value) = env.get(*variable).filter(|value| !value.is_empty()) {
+            if *key == "network" && NetworkMode::parse(value).is_none() {
+                return Err(ConfigError::BadEnv {
+                    variable: variable.to_string(),
+                    message: format!("`{value}` is not a network mode (none, allowlist, restricted, open)"),
+                });
+            }
+            defaults.insert(key.to_string(), toml::Value::String(value.clone()));
+        }
+    }
+    let mut table = toml::Table::new();
+    table.insert("defaults".into(), toml::Value::Table(defaults));
+    let origin = Origin::Env("KENNEL_*".into());
+    Ok(Layer { origin, table })
+}
+
+/// Deep-merges the layers; later layers win, leaf by leaf.
+pub fn merge_layers(layers: &[Layer]) -> (toml::Table, BTreeMap<String, Origin>) {
+    let mut merged = toml::Table::new();
+    let mut origins = BTreeMap::new();
+    for layer in layers {
+        merge_into(&mut merged, &layer.table, "", &layer.origin, &mut origins);
+    }
+    // The environment layer has one origin for all variables; name the exact one.
+    for (variable, key) in ENV_KEYS {
+        let dotted = format!("defaults.{key}");
+        if matches!(origins.get(&dotted), Some(Origin::Env(_))) {
+            origins.insert(dotted, Origin::Env(variable.to_string()));
+        }
+    }
+    (merged, origins)
+}
+
+fn merge_into(
+    target: &mut toml::Table,
+    source: &toml::Table,
+    prefix: &str,
+    origin: &Origin,
+    origins: &mut BTreeMap<String, Origin>,
+) {
+    for (key, value) in source {
+        let dotted = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        match (target.get_mut(key), value) {
+            (Some(toml::Value::Table(existing)), toml::Value::Table(incoming)) => {
+                merge_into(existing, incoming, &dotted, origin, origins);
+            }
+            _ => {
+                if let toml::Value::Table(incoming) = value {
+                    let mut fresh = toml::Table::new();
+                    merge_into(&mut fresh, incoming, &dotted, origin, origins);
+                    target.insert(key.clone(), toml::Value::Table(fresh));
+                } else {
+                    target.insert(key.clone(), value.clone());
+                    origins.insert(dotted, origin.clone());
+                }
+            }
+        }
+    }
+}
+
+fn flatten(table: &toml::Table, prefix: &str, visit: &mut dyn FnMut(&str, &toml::Value)) {
+    for (key, value) in table {
+        let dotted = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        match value {
+            toml::Value::Table(inner) => flatten(inner, &dotted, visit),
+            other => visit(&dotted, other),
+        }
+    }
+}
+
+/// Keys of an untrusted project layer that would widen what the sandbox can
+/// reach. A repository may tighten policy (less network, more denied
+/// domains, a lower pids limit) and choose its base image; nothing else.
+fn untrusted_keys(project: &toml::Table, trusted_so_far: &toml::Table) -> Vec<String> {
+    let mut refused = Vec::new();
+    let current = |key: &str| trusted_so_far.get("defaults").and_then(|d| d.get(key)).cloned();
+    flatten(project, "", &mut |dotted, value| {
+        let allowed = match dotted {
+            "defaults.deny" | "defaults.base_image" => true,
+            "defaults.network" => {
+                let wanted = value.as_str().and_then(NetworkMode::parse);
+                let now = current("network").and_then(|v| v.as_str().and_then(NetworkMode::parse));
+                matches!((wanted, now), (Some(wanted), Some(now)) if wanted <= now)
+            }
+            "defaults.pids_limit" => {
+                let now = current("pids_limit").and_then(|v| v.as_integer());
+                matches!((value.as_integer(), now), (Some(wanted), Some(now)) if wanted > 0 && wanted <= now)
+            }
+            // Empty lists add nothing.
+            _ => value.as_array().is_some_and(|items| items.is_empty()),
+        };
+        if !allowed {
+            refused.push(dotted.to_string());
+        }
+    });
+    refused
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_with(user: Option<&str>, project: Option<&str>) -> (Result<Config, ConfigError>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sources = ConfigSources::default();
+        if let Some(text) = user {
+            let path = dir.path().join("config.toml");
+            std::fs::write(&path, text).expect("write");
+            sources.user = Some(path);
+        }
+        if let Some(text) = project {
+            let path = dir.path().join(".kennel.toml");
+            std::fs::write(&path, text).expect("write");
+            sources.project = Some(path);
+        }
+        let trust = TrustStore::in_memory();
+        (Config::load(&sources, &trust), dir)
+    }
+
+    #[test]
+    fn defaults_have_origin_default() {
+        let (config, _dir) = load_with(None, None);
+        let config = config.expect("loads");
+        assert_eq!(config.file.defaults.backend.as_deref(), Some("auto"));
+        assert_eq!(config.origin_of("defaults.backend"), Some(&Origin::Default));
+    }
+
+    #[test]
+    fn user_layer_overrides_and_is_remembered() {
+        let (config, dir) = load_with(Some("[defaults]\nbackend = \"podman\"\n"), None);
+        let config = config.expect("loads");
+        assert_eq!(config.file.defaults.backend.as_deref(), Some("podman"));
+        assert_eq!(
+            config.origin_of("defaults.backend"),
+            Some(&Origin::User(dir.path().join("config.toml")))
+        );
+        assert_eq!(config.origin_of("defaults.base_image"), Some(&Origin::Default));
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_column_and_key() {
+        let (config, _dir) = load_with(Some("[defaults]\nbackend = \"docker\"\n  bakend = 3\n"), None);
+        match config {
+            Err(ConfigError::Invalid { line, column, key, .. }) => {
+                assert_eq!((line, column), (3, 3));
+                assert_eq!(key.as_deref(), Some("defaults.bakend"));
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn wrong_type_points_at_the_key() {
+        let (config, _dir) = load_with(Some("[defaults]\npids_limit = \"many\"\n"), None);
+        match config {
+            Err(ConfigError::Invalid { line, key, .. }) => {
+                assert_eq!(line, 2);
+                assert_eq!(key.as_deref(), Some("defaults.pids_limit"));
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn syntax_error_has_a_position() {
+        let (config, _dir) = load_with(Some("[defaults\n"), None);
+        assert!(matches!(config, Err(ConfigError::Invalid { line: 1, key: None, .. })), "{config:?}");
+    }
+
+    #[test]
+    fn project_may_tighten() {
+        let (config, _dir) =
+            load_with(None, Some("[defaults]\nnetwork = \"none\"\ndeny = [\"evil.example\"]\npids_limit = 100\n"));
+        let config = config.expect("tightening is allowed");
+        assert_eq!(config.file.defaults.network, Some(NetworkMode::None));
+    }
+
+    #[test]
+    fn project_may_not_widen() {
+        let (config, _dir) = load_with(
+            None,
+            Some("[defaults]\nmounts = [\"/etc:/host-etc\"]\nenv = [\"AWS_SECRET\"]\nnetwork = \"open\"\nallow = [\"x.com\"]\n\n[agents.evil]\ncommand = [\"sh\"]\n"),
+        );
+        match config {
+            Err(ConfigError::Untrusted { keys, .. }) => assert_eq!(
+                keys,
+                vec!["agents.evil.command", "defaults.allow", "defaults.env", "defaults.mounts", "defaults.network"]
+            ),
+            other => panic!("expected Untrusted, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn trusted_project_may_widen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(".kennel.toml");
+        let text = "[defaults]\nmounts = [\"/etc:/host-etc\"]\n";
+        std::fs::write(&path, text).expect("write");
+        let mut trust = TrustStore::in_memory();
+        trust.trust(&path, text.as_bytes());
+        let sources = ConfigSources { project: Some(path.clone()), ..Default::default() };
+        let config = Config::load(&sources, &trust).expect("trusted");
+        assert_eq!(config.file.defaults.mounts, Some(vec!["/etc:/host-etc".to_string()]));
+        // Changing the content revokes the trust.
+        std::fs::write(&path, "[defaults]\nmounts = [\"/:/host\"]\n").expect("write");
+        assert!(matches!(Config::load(&sources, &trust), Err(ConfigError::Untrusted { .. })));
+    }
+
+    #[test]
+    fn env_layer_names_the_variable() {
+        let mut sources = ConfigSources::default();
+        sources.env.insert("KENNEL_BACKEND".into(), "docker".into());
+        let config = Config::load(&sources, &TrustStore::in_memory()).expect("loads");
+        assert_eq!(config.origin_of("defaults.backend"), Some(&Origin::Env("KENNEL_BACKEND".into())));
+        sources.env.insert("KENNEL_NETWORK".into(), "wide".into());
+        assert!(matches!(
+            Config::load(&sources, &TrustStore::in_memory()),
+            Err(ConfigError::BadEnv { .. })
+        ));
+    }
+}

@@ -1,0 +1,381 @@
+//! Settings → Plan: where every security decision is taken.
+//!
+//! Inputs are the merged config, the catalog entry, the host facts and the
+//! command-line request; the output is a [`Plan`]. Nothing here runs or
+//! mounts anything, so every rule below is unit-tested without an engine.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::catalog::AgentSpec;
+use crate::config::Config;
+use crate::host::{HostContext, Workspace};
+use crate::plan::*;
+
+/// What the user asked for on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    pub backend: Option<String>,
+    pub image: Option<String>,
+    /// `-e KEY` or `-e KEY=VALUE`, in order.
+    pub env: Vec<String>,
+    pub network: Option<NetworkMode>,
+    pub allow: Vec<String>,
+    pub no_yolo: bool,
+    pub host_config: bool,
+    pub args: Vec<String>,
+    pub tty: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("invalid variable name in `{0}`")]
+    BadEnvName(String),
+    #[error("invalid mount `{spec}` in {origin}: {reason}")]
+    BadMount { spec: String, origin: String, reason: String },
+    #[error("invalid value for `{key}`: {reason}")]
+    BadValue { key: String, reason: String },
+    #[error("unknown backend `{0}`")]
+    UnknownBackend(String),
+    #[error("agent `{0}` has no command to run")]
+    NoCommand(String),
+}
+
+impl PlanError {
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            PlanError::BadEnvName(_) => "use -e NAME or -e NAME=VALUE, with NAME made of letters, digits and _".into(),
+            PlanError::BadMount { .. } => {
+                "write mounts as \"/absolute/host/path:/path/in/sandbox\" with an optional \":ro\"".into()
+            }
+            PlanError::BadValue { .. } => "see the configuration reference in the README".into(),
+            PlanError::UnknownBackend(_) => "choose one of: auto, docker, podman, native".into(),
+            PlanError::NoCommand(_) => "pass the command after `--`".into(),
+        })
+    }
+
+    /// Errors in what the user typed are usage errors (exit 2).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, PlanError::BadEnvName(_) | PlanError::UnknownBackend(_) | PlanError::NoCommand(_))
+    }
+}
+
+pub const BACKENDS: &[&str] = &["auto", "docker", "podman", "native"];
+
+/// Host variables that always pass when set: terminal, locale, time zone.
+const PASSTHROUGH: &[&str] = &["TERM", "COLORTERM", "LANG", "LANGUAGE", "TZ", "NO_COLOR"];
+
+/// Where kennel mounts the bundle of configured CA certificates.
+pub const CA_BUNDLE_TARGET: &str = "/etc/kennel/ca-certificates.crt";
+
+/// Paths under kennel's data directory.
+pub fn agent_home(host: &HostContext, agent: &str) -> PathBuf {
+    host.data_dir.join("homes").join(agent)
+}
+
+pub fn identity_dir(host: &HostContext) -> PathBuf {
+    host.data_dir.join("identity").join(host.uid.to_string())
+}
+
+pub fn ca_bundle(host: &HostContext) -> PathBuf {
+    host.data_dir.join("ca").join("bundle.crt")
+}
+
+pub fn build_plan(
+    host: &HostContext,
+    config: &Config,
+    agent: &AgentSpec,
+    workspace: &Workspace,
+    image: ImagePlan,
+    request: &RunRequest,
+) -> Result<Plan, PlanError> {
+    let defaults = &config.file.defaults;
+    let backend = request.backend.clone().or_else(|| defaults.backend.clone()).unwrap_or_else(|| "auto".into());
+    if !BACKENDS.contains(&backend.as_str()) {
+        return Err(PlanError::UnknownBackend(backend));
+    }
+
+    let command = if agent.command_from_args && !request.args.is_empty() {
+        request.args.clone()
+    } else {
+        let mut command = agent.command.clone();
+        if !request.no_yolo {
+            command.extend(agent.yolo.iter().cloned());
+        }
+        command.extend(request.args.iter().cloned());
+        command
+    };
+    if command.is_empty() {
+        return Err(PlanError::NoCommand(agent.name.clone()));
+    }
+
+    let user = UserPlan {
+        uid: host.uid,
+        gid: host.gid,
+        name: host.user.clone(),
+        home: host.home.clone(),
+        shell: "/bin/bash".into(),
+    };
+
+    let mut warnings = Vec::new();
+    let mounts = plan_mounts(host, config, agent, workspace, request, &mut warnings)?;
+    let env = plan_env(host, config, agent, request, &mut warnings)?;
+    let network = plan_network(config, agent, request, &mut warnings);
+    let limits = Limits {
+        pids: defaults.pids_limit.unwrap_or(1024),
+        memory: defaults.memory.as_deref().map(parse_bytes).transpose()?,
+        cpus: defaults.cpus,
+    };
+    if limits.pids <= 0 {
+        return Err(PlanError::BadValue { key: "defaults.pids_limit".into(), reason: "must be positive".into() });
+    }
+
+    let mut labels = BTreeMap::new();
+    labels.insert("dev.kennel.managed".into(), "true".into());
+    labels.insert("dev.kennel.agent".into(), agent.name.clone());
+    labels.insert("dev.kennel.workspace".into(), workspace.root.display().to_string());
+
+    Ok(Plan {
+        version: PLAN_VERSION,
+        agent: agent.name.clone(),
+        name: sandbox_name(&agent.name, &workspace.root),
+        backend,
+        image,
+        user,
+        workspace: workspace.root.clone(),
+        workdir: workspace.workdir.clone(),
+        mounts,
+        env,
+        command,
+        tty: request.tty,
+        stdin: true,
+        network,
+        limits,
+        security: SecurityPlan {
+            cap_drop: vec!["ALL".into()],
+            no_new_privileges: true,
+            init: true,
+            read_only_rootfs: false,
+        },
+        ephemeral: true,
+        labels,
+        warnings,
+    })
+}
+
+fn plan_mounts(
+    host: &HostContext,
+    config: &Config,
+    agent: &AgentSpec,
+    workspace: &Workspace,
+    request: &RunRequest,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Mount>, PlanError> {
+    let mount = |source: PathBuf, target: PathBuf, read_only, purpose| Mount { source, target, read_only, purpose };
+    let mut mounts = vec![
+        mount(agent_home(host, &agent.name), host.home.clone(), false, MountPurpose::AgentHome),
+        mount(workspace.root.clone(), workspace.root.clone(), false, MountPurpose::Workspace),
+    ];
+    for path in &workspace.protected {
+        mounts.push(mount(path.clone(), path.clone(), true, MountPurpose::Protect));
+    }
+    let identity = identity_dir(host);
+    mounts.push(mount(identity.join("passwd"), "/etc/passwd".into(), true, MountPurpose::Identity));
+    mounts.push(mount(identity.join("group"), "/etc/group".into(), true, MountPurpose::Identity));
+    if config.file.defaults.ca_certificates.as_ref().is_some_and(|certs| !certs.is_empty()) {
+        mounts.push(mount(ca_bundle(host), CA_BUNDLE_TARGET.into(), true, MountPurpose::CaCertificates));
+    }
+    if request.host_config {
+        for state in &agent.state {
+            let path = host.expand(state);
+            if path.exists() {
+                mounts.push(mount(path.clone(), path, false, MountPurpose::HostConfig));
+            } else {
+                warnings.push(format!("--host-config: {} does not exist on the host; using kennel's copy", path.display()));
+            }
+        }
+    }
+    let origin = config.origin_of("defaults.mounts").map(|o| o.to_string()).unwrap_or_default();
+    for spec in config.file.defaults.mounts.iter().flatten() {
+        mounts.push(parse_user_mount(host, spec, &origin)?);
+    }
+    Ok(mounts)
+}
+
+fn parse_user_mount(host: &HostContext, spec: &str, origin: &str) -> Result<Mount, PlanError> {
+    let bad = |reason: &str| PlanError::BadMount { spec: spec.into(), origin: origin.into(), reason: reason.into() };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (source, target, read_only) = match parts.as_slice() {
+        [source, target] => (*source, *target, false),
+        [source, target, "ro"] => (*source, *target, true),
+        [source, target, "rw"] => (*source, *target, false),
+        _ => return Err(bad("expected HOST:TARGET or HOST:TARGET:ro")),
+    };
+    let source = host.expand(source);
+    let target = host.expand(target);
+    if !source.is_absolute() || !target.is_absolute() {
+        return Err(bad("both paths must be absolute (or start with ~/)"));
+    }
+    if !source.exists() {
+        return Err(bad("the host path does not exist"));
+    }
+    Ok(Mount { source, target, read_only, purpose: MountPurpose::User })
+}
+
+fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn looks_secret(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    ["KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "AUTH"].iter().any(|word| upper.contains(word))
+}
+
+fn plan_env(
+    host: &HostContext,
+    config: &Config,
+    agent: &AgentSpec,
+    request: &RunRequest,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<EnvVar>, PlanError> {
+    let mut env: BTreeMap<String, EnvVar> = BTreeMap::new();
+    let mut set = |name: &str, value: &str, origin: &str| {
+        let secret = origin != "kennel" && looks_secret(name);
+        env.insert(name.into(), EnvVar { name: name.into(), value: value.into(), origin: origin.into(), secret });
+    };
+    let home = host.home.display().to_string();
+    set("HOME", &home, "kennel");
+    set("USER", &host.user, "kennel");
+    set("LOGNAME", &host.user, "kennel");
+    set("SHELL", "/bin/bash", "kennel");
+    set("KENNEL", "1", "kennel");
+    set("KENNEL_AGENT", &agent.name, "kennel");
+    if config.file.defaults.ca_certificates.as_ref().is_some_and(|certs| !certs.is_empty()) {
+        set("NODE_EXTRA_CA_CERTS", CA_BUNDLE_TARGET, "kennel");
+    }
+    for (name, value) in &host.env {
+        if PASSTHROUGH.contains(&name.as_str()) || name.starts_with("LC_") {
+            set(name, value, "host");
+        }
+    }
+    for name in &agent.env {
+        if let Some(value) = host.env.get(name) {
+            set(name, value, "agent");
+        }
+    }
+    let mut from_spec = |spec: &str, origin: &str, warnings: &mut Vec<String>| -> Result<(), PlanError> {
+        match spec.split_once('=') {
+            Some((name, value)) => {
+                if !valid_env_name(name) {
+                    return Err(PlanError::BadEnvName(spec.into()));
+                }
+                set(name, value, origin);
+            }
+            None => {
+                if !valid_env_name(spec) {
+                    return Err(PlanError::BadEnvName(spec.into()));
+                }
+                match host.env.get(spec) {
+                    Some(value) => set(spec, value, origin),
+                    None => warnings.push(format!("{spec} is not set on the host; not passed")),
+                }
+            }
+        }
+        Ok(())
+    };
+    for spec in config.file.defaults.env.iter().flatten() {
+        from_spec(spec, "config", warnings)?;
+    }
+    for spec in &request.env {
+        from_spec(spec, "flag", warnings)?;
+    }
+    Ok(env.into_values().collect())
+}
+
+fn plan_network(config: &Config, agent: &AgentSpec, request: &RunRequest, warnings: &mut Vec<String>) -> NetworkPlan {
+    let defaults = &config.file.defaults;
+    let mode = request.network.or(defaults.network).unwrap_or(NetworkMode::Allowlist);
+    let mut allow: Vec<String> = agent.domains.clone();
+    allow.extend(defaults.allow.iter().flatten().cloned());
+    allow.extend(request.allow.iter().cloned());
+    allow.sort();
+    allow.dedup();
+    let deny = defaults.deny.clone().unwrap_or_default();
+    let enforced = matches!(mode, NetworkMode::None | NetworkMode::Open);
+    match mode {
+        NetworkMode::Open => warnings.push("network is open: the sandbox can reach any address".into()),
+        NetworkMode::Allowlist | NetworkMode::Restricted => warnings.push(format!(
+            "network mode `{}` is not enforced by this version of kennel: the sandbox has unrestricted network access (use --network none to cut it off)",
+            mode.as_str()
+        )),
+        NetworkMode::None => {}
+    }
+    NetworkPlan { mode, allow, deny, enforced }
+}
+
+/// Parses sizes such as `512m`, `4g`, `1073741824`.
+fn parse_bytes(text: &str) -> Result<i64, PlanError> {
+    let bad = || PlanError::BadValue { key: "defaults.memory".into(), reason: format!("`{text}` is not a size like 512m or 4g") };
+    let lower = text.trim().to_ascii_lowercase();
+    let lower = lower.trim_end_matches('b');
+    let (digits, factor) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1i64 << 10),
+        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
+        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
+        _ => (lower, 1),
+    };
+    let value: i64 = digits.parse().map_err(|_| bad())?;
+    value.checked_mul(factor).filter(|bytes| *bytes > 0).ok_or_else(bad)
+}
+
+/// A readable, unique container name: `kennel-<agent>-<dir>-<random>`.
+pub fn sandbox_name(agent: &str, workspace: &Path) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let dir: String = workspace
+        .file_name()
+        .map(|name| name.to_string_lossy().to_string())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c.to_ascii_lowercase() } else { '-' })
+        .take(24)
+        .collect();
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    hasher.write_u32(std::process::id());
+    let suffix = format!("{:08x}", hasher.finish() as u32);
+    if dir.is_empty() {
+        format!("kennel-{agent}-{suffix}")
+    } else {
+        format!("kennel-{agent}-{dir}-{suffix}")
+    }
+}
+
+/// The `/etc/passwd` and `/etc/group` the sandbox sees: root, nobody and the
+/// invoking user, so that `id -un` and `~` work for the user's own uid.
+pub fn identity_files(user: &UserPlan) -> (String, String) {
+    let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
+    let mut group = String::from("root:x:0:\n");
+    if user.uid != 0 {
+        passwd.push_str(&format!(
+            "{}:x:{}:{}:{}:{}:{}\n",
+            user.name,
+            user.uid,
+            user.gid,
+            user.name,
+            user.home.display(),
+            user.shell
+        ));
+    }
+    if user.gid != 0 {
+        group.push_str(&format!("{}:x:{}:\n", user.name, user.gid));
+    }
+    passwd.push_str("nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n");
+    group.push_str("nogroup:x:65534:\n");
+    (passwd, group)
+}
+
+#[cfg(test)]
+#[path = "settings_tests.rs"]
+mod tests;
