@@ -1,14 +1,294 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! kennel-image: agent recipes → Dockerfiles, content-hashed tags and build
+//! contexts.
+//!
+//! Every agent image is two layers: a base layer (the configured base image
+//! plus git, ripgrep, curl, tini and the CA certificates) and an agent layer
+//! (the agent's runtime and its install recipe). Tags carry a hash of
+//! everything that goes into the build, so an unchanged recipe is never
+//! rebuilt and a changed one always is.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use kennel_core::catalog::{AgentSpec, Runtime};
+use sha2::{Digest, Sha256};
+
+/// Bumped whenever the generated Dockerfiles change shape, so that old tags
+/// are never mistaken for new recipes.
+const RECIPE_FORMAT: &str = "kennel-recipe-1";
+
+/// Label keys kennel puts on the images it builds.
+pub const LABEL_MANAGED: &str = "dev.kennel.managed";
+pub const LABEL_AGENT: &str = "dev.kennel.agent";
+pub const LABEL_LAYER: &str = "dev.kennel.layer";
+pub const LABEL_RECIPE: &str = "dev.kennel.recipe";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("cannot read CA certificate {path} (from `defaults.ca_certificates`): {source}")]
+    CaCertificate { path: PathBuf, source: std::io::Error },
+    #[error("{path} (from `defaults.ca_certificates`) does not look like a PEM certificate")]
+    NotPem { path: PathBuf },
+    #[error("cannot assemble the build context: {0}")]
+    Context(std::io::Error),
+}
+
+impl ImageError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ImageError::CaCertificate { .. } | ImageError::NotPem { .. } => Some(
+                "list PEM files (such as /etc/ssl/certs/ca-certificates.crt) in `ca_certificates` under [defaults]"
+                    .into(),
+            ),
+            ImageError::Context(_) => None,
+        }
+    }
+}
+
+/// What every image of one configuration shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSettings {
+    pub base_image: String,
+    /// (file name, PEM content) of the extra CA certificates.
+    pub ca_certificates: Vec<(String, Vec<u8>)>,
+}
+
+impl ImageSettings {
+    /// Reads the configured CA files; a missing or non-PEM file is an error
+    /// that names it.
+    pub fn load(base_image: &str, ca_paths: &[PathBuf]) -> Result<ImageSettings, ImageError> {
+        let mut ca_certificates = Vec::new();
+        for (index, path) in ca_paths.iter().enumerate() {
+            let content = std::fs::read(path)
+                .map_err(|source| ImageError::CaCertificate { path: path.clone(), source })?;
+            if !content.windows(27).any(|window| window == b"-----BEGIN CERTIFICATE-----") {
+                return Err(ImageError::NotPem { path: path.clone() });
+            }
+            ca_certificates.push((format!("kennel-{index}.crt"), content));
+        }
+        Ok(ImageSettings { base_image: base_image.to_string(), ca_certificates })
+    }
+
+    /// All configured certificates in one PEM bundle (mounted into sandboxes).
+    pub fn ca_bundle(&self) -> Vec<u8> {
+        let mut bundle = Vec::new();
+        for (_, content) in &self.ca_certificates {
+            bundle.extend_from_slice(content);
+            if !content.ends_with(b"\n") {
+                bundle.push(b'\n');
+            }
+        }
+        bundle
+    }
+}
+
+/// One buildable layer: a Dockerfile and the files next to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipe {
+    pub tag: String,
+    pub dockerfile: String,
+    pub files: BTreeMap<String, Vec<u8>>,
+    pub labels: BTreeMap<String, String>,
+    pub hash: String,
+}
+
+impl Recipe {
+    fn new(repository: &str, layer: &str, agent: &str, dockerfile: String, files: BTreeMap<String, Vec<u8>>) -> Recipe {
+        let mut hasher = Sha256::new();
+        hasher.update(RECIPE_FORMAT.as_bytes());
+        hasher.update([0]);
+        hasher.update(dockerfile.as_bytes());
+        for (name, content) in &files {
+            hasher.update([0]);
+            hasher.update(name.as_bytes());
+            hasher.update([0]);
+            hasher.update(content);
+        }
+        let hash = hex::encode(hasher.finalize());
+        let mut labels = BTreeMap::new();
+        labels.insert(LABEL_MANAGED.to_string(), "true".to_string());
+        labels.insert(LABEL_LAYER.to_string(), layer.to_string());
+        labels.insert(LABEL_AGENT.to_string(), agent.to_string());
+        labels.insert(LABEL_RECIPE.to_string(), hash.clone());
+        Recipe { tag: format!("{repository}:{}", &hash[..12]), dockerfile, files, labels, hash }
+    }
+
+    /// The build context as a tar archive with the Dockerfile at its root.
+    pub fn context_tar(&self) -> Result<Vec<u8>, ImageError> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, content: &[u8]| -> std::io::Result<()> {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(0o644);
+            header.set_mtime(0);
+            header.set_cksum();
+            builder.append_data(&mut header, name, content)
+        };
+        add("Dockerfile", self.dockerfile.as_bytes()).map_err(ImageError::Context)?;
+        for (name, content) in &self.files {
+            add(name, content).map_err(ImageError::Context)?;
+        }
+        builder.into_inner().map_err(ImageError::Context)
+    }
+}
+
+const BASE_PACKAGES: &[&str] =
+    &["bash", "ca-certificates", "curl", "git", "less", "openssh-client", "procps", "ripgrep", "tini", "xz-utils"];
+
+/// The trust store the images use; tools that carry their own CA list are
+/// pointed at it so that configured certificates work everywhere.
+const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+pub fn base_recipe(settings: &ImageSettings) -> Recipe {
+    let mut files = BTreeMap::new();
+    // An empty marker keeps `COPY ca/` valid when no certificate is configured.
+    files.insert("ca/.keep".to_string(), Vec::new());
+    for (name, content) in &settings.ca_certificates {
+        files.insert(format!("ca/{name}"), content.clone());
+    }
+    let dockerfile = format!(
+        r#"FROM {base}
+COPY ca/ /usr/local/share/ca-certificates/kennel/
+RUN set -eu; export DEBIAN_FRONTEND=noninteractive; \
+    apt-get update -q; \
+    apt-get install -y -q --no-install-recommends {packages}; \
+    rm -f /usr/local/share/ca-certificates/kennel/.keep; \
+    update-ca-certificates; \
+    rm -rf /var/lib/apt/lists/*
+ENV LANG=C.UTF-8 \
+    SSL_CERT_FILE={bundle} \
+    REQUESTS_CA_BUNDLE={bundle} \
+    PIP_CERT={bundle} \
+    GIT_SSL_CAINFO={bundle} \
+    NODE_EXTRA_CA_CERTS={bundle}
+"#,
+        base = settings.base_image,
+        packages = BASE_PACKAGES.join(" "),
+        bundle = SYSTEM_BUNDLE,
+    );
+    Recipe::new("kennel/base", "base", "", dockerfile, files)
+}
+
+/// Commands that install a runtime on top of the base layer.
+fn runtime_setup(runtime: Runtime) -> Option<&'static str> {
+    match runtime {
+        Runtime::None | Runtime::Native => None,
+        // Debian 12's Node is 18, too old for most agents; the `node` package
+        // on the npm registry brings a current Node binary through the same
+        // registry the agents come from.
+        Runtime::Node => Some(
+            "set -eu; export DEBIAN_FRONTEND=noninteractive; \
+             apt-get update -q; apt-get install -y -q --no-install-recommends nodejs npm; \
+             npm install -g --no-fund --no-audit node@22 npm@10; hash -r; \
+             apt-get purge -y -q nodejs npm; apt-get autoremove -y -q; \
+             rm -rf /var/lib/apt/lists/* /root/.npm; node --version; npm --version",
+        ),
+        Runtime::Python => Some(
+            "set -eu; export DEBIAN_FRONTEND=noninteractive; \
+             apt-get update -q; apt-get install -y -q --no-install-recommends python3 python3-venv; \
+             python3 -m venv /opt/kennel/python; rm -rf /var/lib/apt/lists/*",
+        ),
+    }
+}
+
+pub fn agent_recipe(agent: &AgentSpec, base: &Recipe) -> Recipe {
+    let mut dockerfile = format!("FROM {}\n", base.tag);
+    if agent.runtime == Runtime::Python {
+        dockerfile.push_str("ENV VIRTUAL_ENV=/opt/kennel/python PATH=/opt/kennel/python/bin:$PATH\n");
+    }
+    if let Some(setup) = runtime_setup(agent.runtime) {
+        dockerfile.push_str(&format!("RUN {setup}\n"));
+    }
+    let mut files = BTreeMap::new();
+    if !agent.install.trim().is_empty() {
+        files.insert("install.sh".to_string(), format!("set -eu\n{}\n", agent.install).into_bytes());
+        dockerfile.push_str(
+            "COPY install.sh /tmp/kennel-install.sh\nRUN sh /tmp/kennel-install.sh && rm -rf /tmp/kennel-install.sh /root/.npm /root/.cache\n",
+        );
+    }
+    Recipe::new(&format!("kennel/{}", agent.name), "agent", &agent.name, dockerfile, files)
+}
+
+/// The layers to build for `agent`, in build order (base first).
+pub fn recipes_for(agent: &AgentSpec, settings: &ImageSettings) -> Vec<Recipe> {
+    let base = base_recipe(settings);
+    let agent = agent_recipe(agent, &base);
+    vec![base, agent]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kennel_core::catalog::Catalog;
+
+    fn settings() -> ImageSettings {
+        ImageSettings { base_image: "debian:bookworm-slim".into(), ca_certificates: Vec::new() }
+    }
 
     #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+    fn tags_are_stable_for_the_same_recipe() {
+        let catalog = Catalog::builtin().expect("catalog");
+        let claude = catalog.get("claude").expect("claude");
+        assert_eq!(recipes_for(claude, &settings()), recipes_for(claude, &settings()));
+        let tag = &recipes_for(claude, &settings())[1].tag;
+        assert!(tag.starts_with("kennel/claude:"), "{tag}");
+        assert_eq!(tag.len(), "kennel/claude:".len() + 12);
+    }
+
+    #[test]
+    fn any_change_gives_a_new_tag() {
+        let catalog = Catalog::builtin().expect("catalog");
+        let mut claude = catalog.get("claude").expect("claude").clone();
+        let before = recipes_for(&claude, &settings())[1].tag.clone();
+        claude.install.push_str(" && true");
+        assert_ne!(recipes_for(&claude, &settings())[1].tag, before, "install change");
+        let other_base = ImageSettings { base_image: "debian:trixie".into(), ..settings() };
+        assert_ne!(recipes_for(&claude, &other_base)[1].tag, recipes_for(&claude, &settings())[1].tag, "base change");
+        let with_ca = ImageSettings {
+            ca_certificates: vec![("kennel-0.crt".into(), b"-----BEGIN CERTIFICATE-----\n".to_vec())],
+            ..settings()
+        };
+        assert_ne!(base_recipe(&with_ca).tag, base_recipe(&settings()).tag, "CA change");
+    }
+
+    #[test]
+    fn context_has_dockerfile_and_certificates() {
+        let with_ca = ImageSettings {
+            ca_certificates: vec![("kennel-0.crt".into(), b"-----BEGIN CERTIFICATE-----\nx\n".to_vec())],
+            ..settings()
+        };
+        let tar_bytes = base_recipe(&with_ca).context_tar().expect("tar");
+        let mut archive = tar::Archive::new(tar_bytes.as_slice());
+        let names: Vec<String> = archive
+            .entries()
+            .expect("entries")
+            .map(|entry| entry.expect("entry").path().expect("path").display().to_string())
+            .collect();
+        assert_eq!(names, vec!["Dockerfile", "ca/.keep", "ca/kennel-0.crt"]);
+    }
+
+    #[test]
+    fn missing_or_bad_certificate_is_named() {
+        let missing = ImageSettings::load("x", &[PathBuf::from("/nonexistent/corp.crt")]);
+        assert!(matches!(missing, Err(ImageError::CaCertificate { .. })));
+        let dir = std::env::temp_dir().join(format!("kennel-image-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let junk = dir.join("junk.crt");
+        std::fs::write(&junk, "not a cert").expect("write");
+        assert!(matches!(ImageSettings::load("x", &[junk]), Err(ImageError::NotPem { .. })));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn python_agents_get_a_virtualenv_on_path() {
+        let catalog = Catalog::builtin().expect("catalog");
+        let aider = recipes_for(catalog.get("aider").expect("aider"), &settings());
+        assert!(aider[1].dockerfile.contains("python3 -m venv /opt/kennel/python"));
+        assert!(aider[1].dockerfile.contains("PATH=/opt/kennel/python/bin:$PATH"));
+    }
+
+    #[test]
+    fn base_dockerfile_snapshot() {
+        insta::assert_snapshot!(base_recipe(&settings()).dockerfile);
     }
 }

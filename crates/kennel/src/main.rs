@@ -1,3 +1,63 @@
+//! The kennel binary: parses the command line, runs one command, and turns
+//! its result into an exit code. Everything else lives in the library crates.
+
+mod cli;
+mod commands;
+mod context;
+mod engines;
+mod error;
+mod image_build;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+use crate::error::CliError;
+
 fn main() {
-    println!("Hello, world!");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            // clap uses 2 for usage errors and 0 for --help/--version.
+            std::process::exit(error.exit_code());
+        }
+    };
+    init_logging(cli.verbose);
+    let code = match dispatch(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("kennel: {error}");
+            error.kind.code()
+        }
+    };
+    std::process::exit(code);
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("KENNEL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn dispatch(cli: Cli) -> Result<i32, CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|error| CliError::kennel(format!("cannot start the async runtime: {error}")))?;
+    match cli.command {
+        Command::Run(args) => runtime.block_on(commands::run::run(args)),
+        Command::Agents(args) => commands::agents::run(args),
+        Command::Image(command) => runtime.block_on(commands::image::run(command)),
+        Command::Doctor(args) => runtime.block_on(commands::doctor::run(args)),
+        Command::Config(command) => commands::config::run(command),
+        Command::Completions(args) => commands::completions::run(args),
+        Command::Man => commands::completions::man(),
+    }
 }

@@ -1,0 +1,81 @@
+//! The command line, defined once: help, the man page and shell completions
+//! are all generated from these types.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kennel",
+    version,
+    about = "Run terminal AI coding agents in a sandbox",
+    long_about = "kennel runs terminal AI coding agents (Claude Code, Codex, Gemini CLI, Aider, …) inside a \
+                  sandbox on your machine: the agent gets your repository and its own state, and nothing \
+                  else of your host.",
+    after_help = "Start with `kennel run shell` to look around inside the sandbox.",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); KENNEL_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an agent in an ephemeral sandbox, attached to this terminal
+    Run(crate::commands::run::RunArgs),
+    /// List the agents kennel knows
+    Agents(crate::commands::agents::AgentsArgs),
+    /// Build, list and remove agent images
+    #[command(subcommand)]
+    Image(crate::commands::image::ImageCommand),
+    /// Check what works on this machine, and how to fix what does not
+    Doctor(crate::commands::doctor::DoctorArgs),
+    /// Show the merged configuration, or trust a project's config file
+    #[command(subcommand)]
+    Config(crate::commands::config::ConfigCommand),
+    /// Print a shell completion script
+    Completions(crate::commands::completions::CompletionsArgs),
+    /// Print the man page (roff)
+    #[command(hide = true)]
+    Man,
+}
+
+/// Shared `--json` switch.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct JsonFlag {
+    /// Print machine-readable JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    Auto,
+    Docker,
+    Podman,
+    Native,
+}
+
+impl BackendArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendArg::Auto => "auto",
+            BackendArg::Docker => "docker",
+            BackendArg::Podman => "podman",
+            BackendArg::Native => "native",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkArg {
+    None,
+    Allowlist,
+    Restricted,
+    Open,
+}
+

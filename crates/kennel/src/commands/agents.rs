@@ -1,0 +1,34 @@
+//! `kennel agents`: the catalog.
+
+use clap::Args;
+
+use crate::cli::JsonFlag;
+use crate::context::Context;
+use crate::error::CliError;
+
+#[derive(Debug, Args)]
+pub struct AgentsArgs {
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+pub fn run(args: AgentsArgs) -> Result<i32, CliError> {
+    let context = Context::load_here()?;
+    let agents: Vec<_> = context.catalog.agents().collect();
+    if args.json.json {
+        let json = serde_json::to_string_pretty(&agents)
+            .map_err(|error| CliError::kennel(format!("cannot serialise the catalog: {error}")))?;
+        println!("{json}");
+        return Ok(0);
+    }
+    let width = agents.iter().map(|agent| agent.name.len()).max().unwrap_or(5).max(5);
+    println!("{:width$}  {:7}  DESCRIPTION", "AGENT", "RUNTIME");
+    for agent in agents {
+        let mut description = agent.description.clone();
+        if agent.source != "built-in" {
+            description.push_str(&format!(" [{}]", agent.source));
+        }
+        println!("{:width$}  {:7}  {}", agent.name, agent.runtime.as_str(), description);
+    }
+    Ok(0)
+}

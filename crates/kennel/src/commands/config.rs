@@ -1,0 +1,130 @@
+//! `kennel config show` and `kennel config trust`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use kennel_core::trust::TrustStore;
+
+use crate::cli::JsonFlag;
+use crate::context::{project_file, Context};
+use crate::error::CliError;
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the merged configuration
+    Show(ShowArgs),
+    /// Trust a project config file's exact content (it may then widen policy)
+    Trust(TrustArgs),
+    /// Print the paths kennel reads config from and keeps data in
+    Paths(PathsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Say where each value came from
+    #[arg(long)]
+    pub origin: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// The file to trust (default: .kennel.toml of the current workspace)
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PathsArgs {
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+pub fn run(command: ConfigCommand) -> Result<i32, CliError> {
+    match command {
+        ConfigCommand::Show(args) => show(args),
+        ConfigCommand::Trust(args) => trust(args),
+        ConfigCommand::Paths(args) => paths(args),
+    }
+}
+
+fn show(args: ShowArgs) -> Result<i32, CliError> {
+    let context = Context::load_here()?;
+    let entries = context.config.entries();
+    if args.json.json {
+        let json: Vec<_> = entries
+            .iter()
+            .map(|(key, value, origin)| {
+                let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                    .ok()
+                    .and_then(|mut table| table.remove("v"))
+                    .unwrap_or(toml::Value::String(value.clone()));
+                serde_json::json!({ "key": key, "value": value, "origin": origin })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+        return Ok(0);
+    }
+    let width = entries.iter().map(|(key, _, _)| key.len()).max().unwrap_or(0);
+    for (key, value, origin) in entries {
+        if args.origin {
+            println!("{key:width$} = {value}    # {origin}");
+        } else {
+            println!("{key} = {value}");
+        }
+    }
+    Ok(0)
+}
+
+fn trust(args: TrustArgs) -> Result<i32, CliError> {
+    let context = Context::load_here().or_else(|_| {
+        // The project config may be the very thing that fails to load.
+        let host = kennel_core::host::HostContext::detect()?;
+        let workspace = kennel_core::host::Workspace::resolve(&host.cwd, &host.home).ok();
+        Ok::<_, CliError>(Context {
+            host,
+            workspace,
+            config: kennel_core::config::Config::load(&Default::default(), &TrustStore::in_memory())?,
+            catalog: kennel_core::catalog::Catalog::builtin()?,
+        })
+    })?;
+    let file = match args.file {
+        Some(file) => file,
+        None => context
+            .workspace
+            .as_ref()
+            .map(project_file)
+            .ok_or_else(|| CliError::usage("no workspace here; name the file to trust"))?,
+    };
+    let content = std::fs::read(&file)
+        .map_err(|error| CliError::usage(format!("cannot read {}: {error}", file.display())))?;
+    let mut store = TrustStore::load(&context.host.trust_file())?;
+    store.trust(&file, &content);
+    store.save()?;
+    eprintln!(
+        "kennel: trusted {} (sha256 {}); editing it revokes the trust",
+        file.display(),
+        &kennel_core::trust::content_digest(&content)[..16]
+    );
+    Ok(0)
+}
+
+fn paths(args: PathsArgs) -> Result<i32, CliError> {
+    let host = kennel_core::host::HostContext::detect()?;
+    let rows = [
+        ("system_config", host.system_config_file()),
+        ("user_config", host.user_config_file()),
+        ("data_dir", host.data_dir.clone()),
+        ("trust_store", host.trust_file()),
+    ];
+    if args.json.json {
+        let map: serde_json::Map<String, serde_json::Value> =
+            rows.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
+        println!("{}", serde_json::to_string_pretty(&map).unwrap_or_default());
+    } else {
+        for (name, path) in rows {
+            println!("{name:14} {}", path.display());
+        }
+    }
+    Ok(0)
+}

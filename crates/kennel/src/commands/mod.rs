@@ -1,0 +1,6 @@
+pub mod agents;
+pub mod completions;
+pub mod config;
+pub mod doctor;
+pub mod image;
+pub mod run;

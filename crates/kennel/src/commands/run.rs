@@ -1,0 +1,145 @@
+//! `kennel run`: one ephemeral sandbox, attached to this terminal.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::Args;
+use kennel_core::plan::{ImagePlan, NetworkMode, Plan};
+use kennel_core::settings::{self, RunRequest};
+
+use crate::cli::{BackendArg, NetworkArg};
+use crate::context::Context;
+use crate::error::CliError;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The agent to run (`kennel agents` lists them; `shell` for a plain shell)
+    pub agent: String,
+
+    /// The workspace directory (default: the current directory; its git top level is mounted)
+    #[arg(short, long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+
+    /// Where to run the sandbox
+    #[arg(short, long, value_enum)]
+    pub backend: Option<BackendArg>,
+
+    /// Run this image instead of the agent's own
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+
+    /// Pass a variable: KEY takes the host's value, KEY=VALUE sets it (repeatable)
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+
+    /// Network policy for the sandbox
+    #[arg(long, value_enum)]
+    pub network: Option<NetworkArg>,
+
+    /// An extra domain the agent may reach (repeatable)
+    #[arg(long, value_name = "DOMAIN")]
+    pub allow: Vec<String>,
+
+    /// Do not add the agent's skip-permission flags
+    #[arg(long)]
+    pub no_yolo: bool,
+
+    /// Mount the host's own config paths for this agent instead of kennel's copy
+    #[arg(long)]
+    pub host_config: bool,
+
+    /// Print the Plan as JSON and run nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Arguments passed to the agent (for `shell`: the command to run)
+    #[arg(last = true, value_name = "AGENT_ARGS")]
+    pub args: Vec<String>,
+}
+
+pub async fn run(args: RunArgs) -> Result<i32, CliError> {
+    let cwd = std::env::current_dir().map_err(|error| CliError::kennel(format!("no current directory: {error}")))?;
+    let context = Context::load(Some(args.workspace.as_deref().unwrap_or(&cwd)))?;
+    let agent = context.catalog.get(&args.agent)?;
+    let image_settings = context.image_settings()?;
+    let recipes = match &args.image {
+        Some(_) => Vec::new(),
+        None => kennel_image::recipes_for(agent, &image_settings),
+    };
+    let image = match (&args.image, recipes.last()) {
+        (Some(reference), _) => ImagePlan { reference: reference.clone(), managed: false },
+        (None, Some(recipe)) => ImagePlan { reference: recipe.tag.clone(), managed: true },
+        (None, None) => return Err(CliError::kennel("no image recipe for this agent")),
+    };
+    let request = RunRequest {
+        backend: args.backend.map(|backend| backend.as_str().to_string()),
+        image: args.image.clone(),
+        env: args.env.clone(),
+        network: args.network.map(network_mode),
+        allow: args.allow.clone(),
+        no_yolo: args.no_yolo,
+        host_config: args.host_config,
+        args: args.args.clone(),
+        tty: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
+    };
+    let Some(workspace) = &context.workspace else {
+        return Err(CliError::kennel("no workspace"));
+    };
+    let plan = settings::build_plan(&context.host, &context.config, agent, workspace, image, &request)?;
+
+    if args.dry_run {
+        let json = serde_json::to_string_pretty(&plan.redacted())
+            .map_err(|error| CliError::kennel(format!("cannot serialise the plan: {error}")))?;
+        println!("{json}");
+        return Ok(0);
+    }
+    for warning in &plan.warnings {
+        eprintln!("kennel: warning: {warning}");
+    }
+
+    let engine = crate::engines::connect(&plan.backend).await?;
+    crate::image_build::ensure(&engine, &recipes, false).await?;
+    prepare_host(&context, &plan, &image_settings)?;
+    tracing::info!(name = %plan.name, image = %plan.image.reference, "starting sandbox");
+    Ok(engine.run(&plan).await?)
+}
+
+fn network_mode(arg: NetworkArg) -> NetworkMode {
+    match arg {
+        NetworkArg::None => NetworkMode::None,
+        NetworkArg::Allowlist => NetworkMode::Allowlist,
+        NetworkArg::Restricted => NetworkMode::Restricted,
+        NetworkArg::Open => NetworkMode::Open,
+    }
+}
+
+/// Creates what the Plan's mounts point at: the agent's home, the generated
+/// identity files and the CA bundle. Files are written to a temporary name
+/// and renamed, so a concurrent run never sees half a file.
+fn prepare_host(context: &Context, plan: &Plan, images: &kennel_image::ImageSettings) -> Result<(), CliError> {
+    let io_error = |what: &str, error: std::io::Error| CliError::kennel(format!("cannot prepare {what}: {error}"));
+    let home = settings::agent_home(&context.host, &plan.agent);
+    std::fs::create_dir_all(&home).map_err(|error| io_error(&home.display().to_string(), error))?;
+    let identity = settings::identity_dir(&context.host);
+    std::fs::create_dir_all(&identity).map_err(|error| io_error(&identity.display().to_string(), error))?;
+    let (passwd, group) = settings::identity_files(&plan.user);
+    write_atomic(&identity.join("passwd"), passwd.as_bytes()).map_err(|error| io_error("/etc/passwd", error))?;
+    write_atomic(&identity.join("group"), group.as_bytes()).map_err(|error| io_error("/etc/group", error))?;
+    if !images.ca_certificates.is_empty() {
+        let bundle = settings::ca_bundle(&context.host);
+        if let Some(parent) = bundle.parent() {
+            std::fs::create_dir_all(parent).map_err(|error| io_error("the CA bundle", error))?;
+        }
+        write_atomic(&bundle, &images.ca_bundle()).map_err(|error| io_error("the CA bundle", error))?;
+    }
+    Ok(())
+}
+
+fn write_atomic(path: &std::path::Path, content: &[u8]) -> std::io::Result<()> {
+    if std::fs::read(path).is_ok_and(|existing| existing == content) {
+        return Ok(());
+    }
+    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&temporary, content)?;
+    std::fs::rename(&temporary, path)
+}

@@ -1,0 +1,67 @@
+//! Loads what most commands need: host facts, the workspace, the merged
+//! config and the catalog, in that order (the project config lives in the
+//! workspace, and the catalog takes agents from the config).
+
+use std::path::{Path, PathBuf};
+
+use kennel_core::catalog::Catalog;
+use kennel_core::config::{Config, ConfigSources};
+use kennel_core::host::{HostContext, Workspace};
+use kennel_core::trust::TrustStore;
+use kennel_image::ImageSettings;
+
+use crate::error::CliError;
+
+pub struct Context {
+    pub host: HostContext,
+    pub workspace: Option<Workspace>,
+    pub config: Config,
+    pub catalog: Catalog,
+}
+
+impl Context {
+    /// Loads everything; with `workspace` None the project layer is skipped.
+    pub fn load(workspace: Option<&Path>) -> Result<Context, CliError> {
+        let host = HostContext::detect()?;
+        let workspace = match workspace {
+            Some(dir) => Some(Workspace::resolve(dir, &host.home)?),
+            None => None,
+        };
+        let config = load_config(&host, workspace.as_ref())?;
+        let catalog = Catalog::with_overrides(&config.file.agents)?;
+        Ok(Context { host, workspace, config, catalog })
+    }
+
+    /// Like [`Context::load`], for commands that read the config of the
+    /// current directory when it is a usable workspace, and skip it otherwise.
+    pub fn load_here() -> Result<Context, CliError> {
+        let host = HostContext::detect()?;
+        let workspace = Workspace::resolve(&host.cwd, &host.home).ok();
+        let config = load_config(&host, workspace.as_ref())?;
+        let catalog = Catalog::with_overrides(&config.file.agents)?;
+        Ok(Context { host, workspace, config, catalog })
+    }
+
+    pub fn image_settings(&self) -> Result<ImageSettings, CliError> {
+        let defaults = &self.config.file.defaults;
+        let base = defaults.base_image.clone().unwrap_or_else(|| "debian:bookworm-slim".into());
+        let ca: Vec<PathBuf> =
+            defaults.ca_certificates.iter().flatten().map(|path| self.host.expand(&path.to_string_lossy())).collect();
+        Ok(ImageSettings::load(&base, &ca)?)
+    }
+}
+
+pub fn project_file(workspace: &Workspace) -> PathBuf {
+    workspace.root.join(".kennel.toml")
+}
+
+fn load_config(host: &HostContext, workspace: Option<&Workspace>) -> Result<Config, CliError> {
+    let trust = TrustStore::load(&host.trust_file())?;
+    let sources = ConfigSources {
+        system: Some(host.system_config_file()),
+        user: Some(host.user_config_file()),
+        project: workspace.map(project_file),
+        env: host.env.clone(),
+    };
+    Ok(Config::load(&sources, &trust)?)
+}

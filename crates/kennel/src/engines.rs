@@ -1,0 +1,28 @@
+//! Picks and connects the container engine a command should use.
+
+use kennel_engine::{Engine, EngineKind};
+
+use crate::error::CliError;
+
+/// Connects the engine named by `backend` (`auto`, `docker`, `podman`).
+pub async fn connect(backend: &str) -> Result<Engine, CliError> {
+    let engine = match backend {
+        "docker" => kennel_engine::connect(EngineKind::Docker).await?,
+        "podman" => kennel_engine::connect(EngineKind::Podman).await?,
+        "auto" => {
+            let (engine, why) = kennel_engine::connect_auto().await?;
+            tracing::info!(backend = engine.label(), "{why}");
+            engine
+        }
+        "native" => {
+            return Err(CliError::kennel("the native backend is not available in this version of kennel")
+                .with_hint("use --backend docker or --backend podman; `kennel doctor` shows which engines work here"))
+        }
+        other => {
+            return Err(CliError::usage(format!("unknown backend `{other}`"))
+                .with_hint("choose one of: auto, docker, podman, native"))
+        }
+    };
+    tracing::debug!(engine = engine.label(), version = engine.version(), socket = %engine.socket().display(), "connected");
+    Ok(engine)
+}
