@@ -1,0 +1,275 @@
+//! Command-line behaviour that needs no engine: usage errors, config errors,
+//! the Plan printed by `--dry-run`, and what users read (snapshots).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use assert_cmd::prelude::*;
+
+/// An isolated user: its own HOME, XDG dirs and a git workspace.
+struct Sandbox {
+    _root: tempfile::TempDir,
+    home: PathBuf,
+    workspace: PathBuf,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        let root = tempfile::tempdir().expect("tempdir");
+        let home = root.path().join("home");
+        let workspace = root.path().join("repo");
+        std::fs::create_dir_all(home.join(".config/kennel")).expect("home");
+        std::fs::create_dir_all(&workspace).expect("workspace");
+        let status = Command::new("git").args(["init", "-q"]).arg(&workspace).status().expect("git");
+        assert!(status.success());
+        Sandbox { _root: root, home, workspace }
+    }
+
+    fn user_config(&self, text: &str) -> &Sandbox {
+        std::fs::write(self.home.join(".config/kennel/config.toml"), text).expect("config");
+        self
+    }
+
+    fn project_config(&self, text: &str) -> &Sandbox {
+        std::fs::write(self.workspace.join(".kennel.toml"), text).expect("project config");
+        self
+    }
+
+    fn kennel(&self, args: &[&str]) -> Command {
+        let mut command = Command::cargo_bin("kennel").expect("binary");
+        command
+            .env_clear()
+            .env("HOME", &self.home)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KENNEL_SYSTEM_CONFIG", self.home.join("no-system-config.toml"))
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .env("CONTAINER_HOST", "unix:///nonexistent/podman.sock")
+            .current_dir(&self.workspace)
+            .args(args);
+        command
+    }
+}
+
+fn output(command: &mut Command) -> (i32, String, String) {
+    let output = command.output().expect("runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+fn dry_run(sandbox: &Sandbox, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["run", "shell", "--dry-run"];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = output(&mut sandbox.kennel(&args));
+    assert_eq!(code, 0, "stderr: {stderr}");
+    serde_json::from_str(&stdout).expect("dry-run prints JSON")
+}
+
+#[test]
+fn help_snapshot() {
+    let sandbox = Sandbox::new();
+    let (code, stdout, _) = output(&mut sandbox.kennel(&["--help"]));
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
+fn run_help_snapshot() {
+    let sandbox = Sandbox::new();
+    let (code, stdout, _) = output(&mut sandbox.kennel(&["run", "--help"]));
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
+fn unknown_agent_is_usage_error_with_suggestion() {
+    let sandbox = Sandbox::new();
+    let (code, _, stderr) = output(&mut sandbox.kennel(&["run", "claud"]));
+    assert_eq!(code, 2);
+    insta::assert_snapshot!(stderr, @r"
+    kennel: error: unknown agent `claud`
+      hint: did you mean `claude`? `kennel agents` lists every agent
+    ");
+}
+
+#[test]
+fn unknown_flag_is_usage_error() {
+    let sandbox = Sandbox::new();
+    let (code, _, _) = output(&mut sandbox.kennel(&["run", "shell", "--frobnicate"]));
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn bad_env_name_is_usage_error() {
+    let sandbox = Sandbox::new();
+    let (code, _, stderr) = output(&mut sandbox.kennel(&["run", "shell", "--dry-run", "-e", "1BAD"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("1BAD"), "{stderr}");
+}
+
+#[test]
+fn dry_run_prints_the_plan() {
+    let sandbox = Sandbox::new();
+    let plan = dry_run(&sandbox, &["--", "sh", "-c", "exit 7"]);
+    assert_eq!(plan["version"], 1);
+    assert_eq!(plan["agent"], "shell");
+    assert_eq!(plan["command"], serde_json::json!(["sh", "-c", "exit 7"]));
+    let workspace = std::fs::canonicalize(&sandbox.workspace).expect("canon");
+    assert_eq!(plan["workspace"], workspace.display().to_string());
+    assert_eq!(plan["security"]["cap_drop"], serde_json::json!(["ALL"]));
+    assert_eq!(plan["security"]["no_new_privileges"], true);
+    let reference = plan["image"]["reference"].as_str().expect("reference");
+    assert!(reference.starts_with("kennel/shell:"), "{reference}");
+}
+
+#[test]
+fn dry_run_redacts_credentials_and_drops_unnamed_variables() {
+    let sandbox = Sandbox::new();
+    let output = sandbox
+        .kennel(&["run", "claude", "--dry-run"])
+        .env("ANTHROPIC_API_KEY", "sk-very-secret")
+        .env("KENNEL_TEST_SECRET", "s3cret")
+        .output()
+        .expect("runs");
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("sk-very-secret"));
+    assert!(!stdout.contains("s3cret"));
+    let plan: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let names: Vec<&str> = plan["env"].as_array().expect("env").iter().filter_map(|v| v["name"].as_str()).collect();
+    assert!(names.contains(&"ANTHROPIC_API_KEY"));
+    assert!(!names.contains(&"KENNEL_TEST_SECRET"));
+}
+
+#[test]
+fn malformed_config_names_file_line_column_and_key() {
+    let sandbox = Sandbox::new();
+    sandbox.user_config("[defaults]\nbackend = \"docker\"\npids_limit = \"lots\"\n");
+    let (code, _, stderr) = output(&mut sandbox.kennel(&["run", "shell", "--dry-run"]));
+    assert_eq!(code, 125);
+    let file = sandbox.home.join(".config/kennel/config.toml");
+    assert!(stderr.contains(&format!("{}:3:1", file.display())), "{stderr}");
+    assert!(stderr.contains("defaults.pids_limit"), "{stderr}");
+}
+
+#[test]
+fn config_syntax_error_has_position() {
+    let sandbox = Sandbox::new();
+    sandbox.user_config("[defaults]\nbackend = \n");
+    let (code, _, stderr) = output(&mut sandbox.kennel(&["config", "show"]));
+    assert_eq!(code, 125);
+    assert!(stderr.contains("config.toml:2:"), "{stderr}");
+}
+
+#[test]
+fn project_config_cannot_widen_until_trusted() {
+    let sandbox = Sandbox::new();
+    sandbox.project_config("[defaults]\nmounts = [\"/etc:/host-etc:ro\"]\n");
+    let (code, _, stderr) = output(&mut sandbox.kennel(&["run", "shell", "--dry-run"]));
+    assert_eq!(code, 125);
+    assert!(stderr.contains("defaults.mounts"), "{stderr}");
+    assert!(stderr.contains("kennel config trust"), "{stderr}");
+
+    let (code, _, stderr) = output(&mut sandbox.kennel(&["config", "trust"]));
+    assert_eq!(code, 0, "{stderr}");
+    let plan = dry_run(&sandbox, &[]);
+    let targets: Vec<&str> =
+        plan["mounts"].as_array().expect("mounts").iter().filter_map(|m| m["target"].as_str()).collect();
+    assert!(targets.contains(&"/host-etc"), "{targets:?}");
+
+    // Any edit revokes the trust.
+    sandbox.project_config("[defaults]\nmounts = [\"/:/host\"]\n");
+    let (code, _, _) = output(&mut sandbox.kennel(&["run", "shell", "--dry-run"]));
+    assert_eq!(code, 125);
+}
+
+#[test]
+fn project_config_may_tighten() {
+    let sandbox = Sandbox::new();
+    sandbox.project_config("[defaults]\nnetwork = \"none\"\n");
+    let plan = dry_run(&sandbox, &[]);
+    assert_eq!(plan["network"]["mode"], "none");
+}
+
+#[test]
+fn user_config_may_widen() {
+    let sandbox = Sandbox::new();
+    sandbox.user_config("[defaults]\nmounts = [\"/etc:/host-etc:ro\"]\nenv = [\"FOO=bar\"]\nnetwork = \"open\"\n");
+    let plan = dry_run(&sandbox, &[]);
+    assert_eq!(plan["network"]["mode"], "open");
+    let env = plan["env"].as_array().expect("env");
+    assert!(env.iter().any(|v| v["name"] == "FOO" && v["value"] == "bar"));
+}
+
+#[test]
+fn config_show_origin_names_each_layer() {
+    let sandbox = Sandbox::new();
+    sandbox.user_config("[defaults]\nbase_image = \"local/base:1\"\n");
+    let (code, stdout, stderr) =
+        output(sandbox.kennel(&["config", "show", "--origin"]).env("KENNEL_BACKEND", "podman"));
+    assert_eq!(code, 0, "{stderr}");
+    let line = |key: &str| stdout.lines().find(|line| line.starts_with(key)).unwrap_or_default().to_string();
+    assert!(line("defaults.backend ").contains("environment variable KENNEL_BACKEND"), "{stdout}");
+    assert!(line("defaults.base_image ").contains("user config"), "{stdout}");
+    assert!(line("defaults.pids_limit ").contains("# default"), "{stdout}");
+}
+
+#[test]
+fn agents_json_lists_the_catalog() {
+    let sandbox = Sandbox::new();
+    let (code, stdout, _) = output(&mut sandbox.kennel(&["agents", "--json"]));
+    assert_eq!(code, 0);
+    let agents: Vec<serde_json::Value> = serde_json::from_str(&stdout).expect("json");
+    assert!(agents.len() >= 16, "{} agents", agents.len());
+    for name in ["claude", "codex", "gemini", "aider", "crush", "opencode", "copilot", "qwen", "amp", "goose",
+        "cursor-agent", "kilo", "auggie", "droid", "codebuddy", "qoder", "shell"]
+    {
+        let agent = agents.iter().find(|a| a["name"] == name).unwrap_or_else(|| panic!("{name} missing"));
+        for field in ["command", "yolo", "install", "state", "env", "domains", "runtime", "unverified"] {
+            assert!(!agent[field].is_null(), "{name}.{field} missing");
+        }
+    }
+}
+
+#[test]
+fn config_defined_agent_appears_in_catalog() {
+    let sandbox = Sandbox::new();
+    sandbox.user_config("[agents.hello]\ncommand = [\"echo\", \"hello\"]\n");
+    let (code, stdout, _) = output(&mut sandbox.kennel(&["agents"]));
+    assert_eq!(code, 0);
+    assert!(stdout.lines().any(|line| line.starts_with("hello ") && line.contains("[config]")), "{stdout}");
+}
+
+#[test]
+fn no_engine_is_exit_125_with_a_fix() {
+    let sandbox = Sandbox::new();
+    let (code, _, stderr) = output(&mut sandbox.kennel(&["run", "shell", "-b", "docker", "--", "true"]));
+    assert_eq!(code, 125, "{stderr}");
+    assert!(stderr.contains("/nonexistent/docker.sock"), "{stderr}");
+    assert!(stderr.contains("hint:"), "{stderr}");
+}
+
+#[test]
+fn workspace_may_not_be_home() {
+    let sandbox = Sandbox::new();
+    let home = sandbox.home.display().to_string();
+    let (code, _, stderr) = output(&mut sandbox.kennel(&["run", "shell", "--dry-run", "-w", &home]));
+    assert_eq!(code, 125);
+    assert!(stderr.contains("home directory"), "{stderr}");
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_cli_definition() {
+    let sandbox = Sandbox::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, stdout, _) = output(&mut sandbox.kennel(&["completions", shell]));
+        assert_eq!(code, 0);
+        assert!(stdout.contains("doctor"), "{shell} completion lacks subcommands");
+    }
+    let (code, stdout, _) = output(&mut sandbox.kennel(&["man"]));
+    assert_eq!(code, 0);
+    assert!(stdout.contains(".TH kennel"), "{}", &stdout[..200.min(stdout.len())]);
+}
+
