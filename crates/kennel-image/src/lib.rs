@@ -175,13 +175,17 @@ fn runtime_setup(runtime: Runtime) -> Option<&'static str> {
         Runtime::None | Runtime::Native => None,
         // Debian 12's Node is 18, too old for most agents; the `node` package
         // on the npm registry brings a current Node binary through the same
-        // registry the agents come from.
+        // registry the agents come from. Debian's Node 18 only bootstraps it
+        // (with npm fetched from the registry: Debian's npm pulls in hundreds
+        // of packages and doubles the build time), and is removed afterwards.
         Runtime::Node => Some(
-            "set -eu; export DEBIAN_FRONTEND=noninteractive; \
-             apt-get update -q; apt-get install -y -q --no-install-recommends nodejs npm; \
-             npm install -g --no-fund --no-audit node@22 npm@10; hash -r; \
-             apt-get purge -y -q nodejs npm; apt-get autoremove -y -q; \
-             rm -rf /var/lib/apt/lists/* /root/.npm; node --version; npm --version",
+            "set -eu; export DEBIAN_FRONTEND=noninteractive NPM_CONFIG_PREFIX=/usr/local; \
+             apt-get update -q; apt-get install -y -q --no-install-recommends nodejs libstdc++6; \
+             mkdir -p /tmp/npm; curl -fsSL https://registry.npmjs.org/npm/-/npm-10.9.2.tgz | tar -xz -C /tmp/npm; \
+             node /tmp/npm/package/bin/npm-cli.js install -g --no-fund --no-audit --no-update-notifier npm@10; hash -r; \
+             npm install -g --no-fund --no-audit --no-update-notifier node@22; hash -r; \
+             apt-get purge -y -q nodejs; apt-get autoremove -y -q; \
+             rm -rf /var/lib/apt/lists/* /root/.npm /tmp/npm; node --version; npm --version",
         ),
         Runtime::Python => Some(
             "set -eu; export DEBIAN_FRONTEND=noninteractive; \
