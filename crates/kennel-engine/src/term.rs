@@ -1,0 +1,234 @@
+//! The host side of an attached run: raw terminal mode, window size, a
+//! cancellable stdin reader, and copying the container's output.
+
+use std::io::IsTerminal;
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::termios::{self, SetArg, Termios};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+/// Puts the terminal on stdin in raw mode; restores it when dropped (on every
+/// exit path, including errors and panics that unwind).
+pub(crate) struct RawMode {
+    original: Termios,
+}
+
+impl RawMode {
+    /// `Ok(None)` when stdin is not a terminal.
+    pub(crate) fn enter() -> std::io::Result<Option<RawMode>> {
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            return Ok(None);
+        }
+        let original = termios::tcgetattr(stdin.as_fd()).map_err(std::io::Error::from)?;
+        let mut raw = original.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).map_err(std::io::Error::from)?;
+        debug!("terminal in raw mode");
+        Ok(Some(RawMode { original }))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let stdin = std::io::stdin();
+        if let Err(err) = termios::tcsetattr(stdin.as_fd(), SetArg::TCSADRAIN, &self.original) {
+            warn!(%err, "could not restore the terminal mode");
+        } else {
+            debug!("terminal mode restored");
+        }
+    }
+}
+
+/// The host terminal's size as (rows, columns), from stdout, stdin or stderr.
+pub(crate) fn window_size() -> Option<(u16, u16)> {
+    for fd in [libc::STDOUT_FILENO, libc::STDIN_FILENO, libc::STDERR_FILENO] {
+        let mut size = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ writes one `winsize` into the pointed-to struct.
+        let rc = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) };
+        if rc == 0 && size.ws_row > 0 && size.ws_col > 0 {
+            return Some((size.ws_row, size.ws_col));
+        }
+    }
+    None
+}
+
+/// Reads kennel's stdin on a plain thread (never the runtime's blocking pool,
+/// which would keep the process alive on a read that never returns) and can be
+/// cancelled through a pipe.
+pub(crate) struct StdinReader {
+    cancel: Option<OwnedFd>,
+}
+
+impl StdinReader {
+    /// Chunks of stdin arrive on the receiver; it closes at EOF.
+    pub(crate) fn spawn() -> std::io::Result<(StdinReader, mpsc::Receiver<Vec<u8>>)> {
+        let (cancel_read, cancel_write) = nix::unistd::pipe().map_err(std::io::Error::from)?;
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
+        std::thread::Builder::new()
+            .name("kennel-stdin".to_string())
+            .spawn(move || read_stdin(tx, cancel_read))?;
+        Ok((
+            StdinReader {
+                cancel: Some(cancel_write),
+            },
+            rx,
+        ))
+    }
+
+    pub(crate) fn cancel(&mut self) {
+        if let Some(fd) = self.cancel.take() {
+            let _ = nix::unistd::write(&fd, b"x");
+        }
+    }
+}
+
+impl Drop for StdinReader {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+fn read_stdin(tx: mpsc::Sender<Vec<u8>>, cancel: OwnedFd) {
+    let stdin = std::io::stdin();
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let mut fds = [
+            PollFd::new(stdin.as_fd(), PollFlags::POLLIN),
+            PollFd::new(cancel.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(err) => {
+                debug!(%err, "poll on stdin failed");
+                break;
+            }
+        }
+        if fds[1].revents().is_some_and(|events| !events.is_empty()) {
+            debug!("stdin reader cancelled");
+            return;
+        }
+        if fds[0].revents().is_none_or(|events| events.is_empty()) {
+            continue;
+        }
+        match nix::unistd::read(stdin.as_fd(), &mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                    return;
+                }
+            }
+            Err(Errno::EINTR | Errno::EAGAIN) => continue,
+            Err(err) => {
+                debug!(%err, "reading stdin failed; treating it as EOF");
+                break;
+            }
+        }
+    }
+    debug!("stdin reached EOF");
+}
+
+/// Writes to a host stream; after the first failure (a closed pipe), it keeps
+/// accepting and discarding output so the container is never blocked.
+struct Sink<W> {
+    inner: W,
+    broken: bool,
+}
+
+impl<W: AsyncWrite + Unpin> Sink<W> {
+    fn new(inner: W) -> Self {
+        Sink {
+            inner,
+            broken: false,
+        }
+    }
+
+    async fn write(&mut self, data: &[u8]) {
+        if self.broken || data.is_empty() {
+            return;
+        }
+        let result = async {
+            self.inner.write_all(data).await?;
+            self.inner.flush().await
+        }
+        .await;
+        if let Err(err) = result {
+            debug!(%err, "writing output failed; discarding the rest");
+            self.broken = true;
+        }
+    }
+
+    async fn flush(&mut self) {
+        if !self.broken {
+            let _ = self.inner.flush().await;
+        }
+    }
+}
+
+/// Copy the attach stream to kennel's stdout/stderr until the engine closes it.
+/// With a TTY the stream is raw; otherwise it is multiplexed in 8-byte-headed frames.
+pub(crate) async fn pump_output<R: tokio::io::AsyncRead + Unpin>(
+    mut reader: R,
+    leftover: Vec<u8>,
+    tty: bool,
+) -> std::io::Result<()> {
+    let mut stdout = Sink::new(tokio::io::stdout());
+    let mut stderr = Sink::new(tokio::io::stderr());
+    let mut buf = leftover;
+    let mut chunk = vec![0u8; 32 * 1024];
+    let mut raw = tty;
+    loop {
+        if raw {
+            stdout.write(&buf).await;
+            buf.clear();
+        } else {
+            // Emit every complete frame in the buffer.
+            loop {
+                if buf.len() < 8 {
+                    break;
+                }
+                let kind = buf[0];
+                if kind > 2 || buf[1..4] != [0, 0, 0] {
+                    // Not a multiplexed stream after all: pass it through as is.
+                    debug!("attach stream is not multiplexed; copying it raw");
+                    raw = true;
+                    stdout.write(&buf).await;
+                    buf.clear();
+                    break;
+                }
+                let length = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
+                if buf.len() < 8 + length {
+                    break;
+                }
+                let payload = &buf[8..8 + length];
+                match kind {
+                    2 => stderr.write(payload).await,
+                    _ => stdout.write(payload).await,
+                }
+                buf.drain(..8 + length);
+            }
+        }
+        let n = reader.read(&mut chunk).await?;
+        if n == 0 {
+            if !buf.is_empty() {
+                debug!(bytes = buf.len(), "incomplete frame at the end of the attach stream");
+                stdout.write(&buf).await;
+            }
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    stdout.flush().await;
+    stderr.flush().await;
+    Ok(())
+}
