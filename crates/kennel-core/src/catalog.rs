@@ -82,7 +82,10 @@ pub enum CatalogError {
     #[error("agent `{name}`: {message}")]
     Invalid { name: String, message: String },
     #[error("unknown agent `{name}`")]
-    Unknown { name: String, suggestions: Vec<String> },
+    Unknown {
+        name: String,
+        suggestions: Vec<String>,
+    },
 }
 
 impl CatalogError {
@@ -121,7 +124,8 @@ struct BuiltinFile {
 
 impl Catalog {
     pub fn builtin() -> Result<Catalog, CatalogError> {
-        let file: BuiltinFile = toml::from_str(BUILTIN).map_err(|error| CatalogError::Builtin(error.to_string()))?;
+        let file: BuiltinFile =
+            toml::from_str(BUILTIN).map_err(|error| CatalogError::Builtin(error.to_string()))?;
         let agents = file
             .agents
             .into_iter()
@@ -135,7 +139,9 @@ impl Catalog {
     }
 
     /// The built-in catalog with the user's agent tables applied.
-    pub fn with_overrides(overrides: &BTreeMap<String, AgentOverride>) -> Result<Catalog, CatalogError> {
+    pub fn with_overrides(
+        overrides: &BTreeMap<String, AgentOverride>,
+    ) -> Result<Catalog, CatalogError> {
         let mut catalog = Catalog::builtin()?;
         for (name, over) in overrides {
             if !valid_name(name) {
@@ -195,13 +201,19 @@ impl Catalog {
             .filter(|(score, candidate)| *score > 0.7 || candidate.starts_with(name))
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        scored.into_iter().take(3).map(|(_, candidate)| candidate.clone()).collect()
+        scored
+            .into_iter()
+            .take(3)
+            .map(|(_, candidate)| candidate.clone())
+            .collect()
     }
 }
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-')
 }
 
@@ -254,9 +266,22 @@ mod tests {
         let catalog = Catalog::builtin().expect("builtin parses");
         for agent in catalog.agents().filter(|agent| agent.name != "shell") {
             assert!(!agent.command.is_empty(), "{} has no command", agent.name);
-            assert!(!agent.install.is_empty(), "{} has no install recipe", agent.name);
-            assert!(!agent.description.is_empty(), "{} has no description", agent.name);
-            assert_ne!(agent.runtime, Runtime::None, "{} needs a runtime", agent.name);
+            assert!(
+                !agent.install.is_empty(),
+                "{} has no install recipe",
+                agent.name
+            );
+            assert!(
+                !agent.description.is_empty(),
+                "{} has no description",
+                agent.name
+            );
+            assert_ne!(
+                agent.runtime,
+                Runtime::None,
+                "{} needs a runtime",
+                agent.name
+            );
         }
     }
 
@@ -264,7 +289,9 @@ mod tests {
     fn unknown_agent_suggests_close_names() {
         let catalog = Catalog::builtin().expect("builtin parses");
         match catalog.get("claud") {
-            Err(CatalogError::Unknown { suggestions, .. }) => assert_eq!(suggestions.first().map(String::as_str), Some("claude")),
+            Err(CatalogError::Unknown { suggestions, .. }) => {
+                assert_eq!(suggestions.first().map(String::as_str), Some("claude"))
+            }
             other => panic!("expected Unknown, got {other:?}"),
         }
     }
@@ -274,11 +301,23 @@ mod tests {
         let mut overrides = BTreeMap::new();
         overrides.insert(
             "hello".to_string(),
-            AgentOverride { command: Some(vec!["echo".into(), "hi".into()]), ..Default::default() },
+            AgentOverride {
+                command: Some(vec!["echo".into(), "hi".into()]),
+                ..Default::default()
+            },
         );
-        overrides.insert("claude".to_string(), AgentOverride { yolo: Some(vec![]), ..Default::default() });
+        overrides.insert(
+            "claude".to_string(),
+            AgentOverride {
+                yolo: Some(vec![]),
+                ..Default::default()
+            },
+        );
         let catalog = Catalog::with_overrides(&overrides).expect("valid");
-        assert_eq!(catalog.get("hello").expect("hello").command, vec!["echo", "hi"]);
+        assert_eq!(
+            catalog.get("hello").expect("hello").command,
+            vec!["echo", "hi"]
+        );
         assert_eq!(catalog.get("hello").expect("hello").source, "config");
         let claude = catalog.get("claude").expect("claude");
         assert!(claude.yolo.is_empty());
@@ -290,6 +329,9 @@ mod tests {
     fn config_agent_without_command_is_refused() {
         let mut overrides = BTreeMap::new();
         overrides.insert("nothing".to_string(), AgentOverride::default());
-        assert!(matches!(Catalog::with_overrides(&overrides), Err(CatalogError::MissingCommand { .. })));
+        assert!(matches!(
+            Catalog::with_overrides(&overrides),
+            Err(CatalogError::MissingCommand { .. })
+        ));
     }
 }

@@ -58,9 +58,18 @@ impl fmt::Display for Origin {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}:{column}: {message}")]
-    Invalid { path: PathBuf, line: usize, column: usize, key: Option<String>, message: String },
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        key: Option<String>,
+        message: String,
+    },
     #[error("{variable}: {message}")]
     BadEnv { variable: String, message: String },
     #[error("{path} is a project config, and a repository may not set {}", keys.join(", "))]
@@ -75,7 +84,9 @@ impl ConfigError {
                 "fix or remove `{key}`; `kennel config show --origin` lists the valid keys and their current values"
             )),
             ConfigError::Invalid { .. } => Some("fix the TOML syntax at that position".into()),
-            ConfigError::BadEnv { .. } => Some("unset the variable or give it a valid value".into()),
+            ConfigError::BadEnv { .. } => {
+                Some("unset the variable or give it a valid value".into())
+            }
             ConfigError::Untrusted { path, .. } => Some(format!(
                 "a repository's config may only tighten policy. If you wrote this file and trust its exact content, run `kennel config trust {}` (editing the file revokes the trust), or move these keys to your own config.toml",
                 path.display()
@@ -162,44 +173,65 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
 
 impl Config {
     pub fn load(sources: &ConfigSources, trust: &TrustStore) -> Result<Config, ConfigError> {
-        let mut layers = vec![parse_layer(DEFAULTS_TOML, Path::new("<built-in defaults>"), Origin::Default)?];
-        if let Some(path) = &sources.system {
+        let mut layers = vec![parse_layer(
+            DEFAULTS_TOML,
+            Path::new("<built-in defaults>"),
+            Origin::Default,
+        )?];
+        let trusted_files = [
+            sources
+                .system
+                .as_ref()
+                .map(|path| (path, Origin::System(path.clone()))),
+            sources
+                .user
+                .as_ref()
+                .map(|path| (path, Origin::User(path.clone()))),
+        ];
+        for (path, origin) in trusted_files.into_iter().flatten() {
             if let Some(text) = read_optional(path)? {
-                layers.push(parse_layer(&text, path, Origin::System(path.clone()))?);
-            }
-        }
-        if let Some(path) = &sources.user {
-            if let Some(text) = read_optional(path)? {
-                layers.push(parse_layer(&text, path, Origin::User(path.clone()))?);
+                layers.push(parse_layer(&text, path, origin)?);
             }
         }
         let mut project_file = None;
-        if let Some(path) = &sources.project {
-            if let Some(text) = read_optional(path)? {
-                let layer = parse_layer(&text, path, Origin::Project(path.clone()))?;
-                if !trust.is_trusted(path, text.as_bytes()) {
-                    let so_far = merge_layers(&layers).0;
-                    let refused = untrusted_keys(&layer.table, &so_far);
-                    if !refused.is_empty() {
-                        return Err(ConfigError::Untrusted { path: path.clone(), keys: refused });
-                    }
+        if let Some((path, text)) = sources
+            .project
+            .as_ref()
+            .and_then(|path| read_optional(path).transpose().map(|text| (path, text)))
+        {
+            let text = text?;
+            let layer = parse_layer(&text, path, Origin::Project(path.clone()))?;
+            if !trust.is_trusted(path, text.as_bytes()) {
+                let so_far = merge_layers(&layers).0;
+                let refused = untrusted_keys(&layer.table, &so_far);
+                if !refused.is_empty() {
+                    return Err(ConfigError::Untrusted {
+                        path: path.clone(),
+                        keys: refused,
+                    });
                 }
-                project_file = Some(path.clone());
-                layers.push(layer);
             }
+            project_file = Some(path.clone());
+            layers.push(layer);
         }
         layers.push(env_layer(&sources.env)?);
         let (merged, origins) = merge_layers(&layers);
-        let file = ConfigFile::deserialize(toml::Value::Table(merged.clone())).map_err(|error| {
-            ConfigError::Invalid {
-                path: PathBuf::from("<merged config>"),
-                line: 0,
-                column: 0,
-                key: None,
-                message: error.to_string(),
-            }
-        })?;
-        Ok(Config { file, merged, origins, project_file })
+        let file =
+            ConfigFile::deserialize(toml::Value::Table(merged.clone())).map_err(|error| {
+                ConfigError::Invalid {
+                    path: PathBuf::from("<merged config>"),
+                    line: 0,
+                    column: 0,
+                    key: None,
+                    message: error.to_string(),
+                }
+            })?;
+        Ok(Config {
+            file,
+            merged,
+            origins,
+            project_file,
+        })
     }
 
     pub fn origin_of(&self, key: &str) -> Option<&Origin> {
@@ -221,14 +253,20 @@ fn read_optional(path: &Path) -> Result<Option<String>, ConfigError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ConfigError::Read { path: path.to_path_buf(), source }),
+        Err(source) => Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
 /// Parses and type-checks one file, pointing errors at the offending key.
 pub fn parse_layer(text: &str, path: &Path, origin: Origin) -> Result<Layer, ConfigError> {
     let document = toml_edit::Document::parse(text).map_err(|error| {
-        let (line, column) = error.span().map(|span| line_column(text, span.start)).unwrap_or((1, 1));
+        let (line, column) = error
+            .span()
+            .map(|span| line_column(text, span.start))
+            .unwrap_or((1, 1));
         ConfigError::Invalid {
             path: path.to_path_buf(),
             line,
@@ -244,7 +282,8 @@ pub fn parse_layer(text: &str, path: &Path, origin: Origin) -> Result<Layer, Con
         key: None,
         message: error.message().to_string(),
     })?;
-    let checked: Result<ConfigFile, _> = serde_path_to_error::deserialize(toml::Value::Table(table.clone()));
+    let checked: Result<ConfigFile, _> =
+        serde_path_to_error::deserialize(toml::Value::Table(table.clone()));
     if let Err(error) = checked {
         let key = error.path().to_string();
         let offset = key_offset(&document, &key).unwrap_or(0);
@@ -266,7 +305,9 @@ fn key_offset(document: &toml_edit::Document<&str>, dotted: &str) -> Option<usiz
     let mut found = None;
     for part in dotted.split('.') {
         let part = part.split('[').next().unwrap_or(part);
-        let Some((key, item)) = table.get_key_value(part) else { break };
+        let Some((key, item)) = table.get_key_value(part) else {
+            break;
+        };
         if let Some(span) = key.span() {
             found = Some(span.start);
         }
@@ -286,7 +327,12 @@ fn key_offset(document: &toml_edit::Document<&str>, dotted: &str) -> Option<usiz
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map(|rest| rest.chars().count()).unwrap_or(0) + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map(|rest| rest.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, column)
 }
 
@@ -297,7 +343,9 @@ fn env_layer(env: &BTreeMap<String, String>) -> Result<Layer, ConfigError> {
             if *key == "network" && NetworkMode::parse(value).is_none() {
                 return Err(ConfigError::BadEnv {
                     variable: variable.to_string(),
-                    message: format!("`{value}` is not a network mode (none, allowlist, restricted, open)"),
+                    message: format!(
+                        "`{value}` is not a network mode (none, allowlist, restricted, open)"
+                    ),
                 });
             }
             defaults.insert(key.to_string(), toml::Value::String(value.clone()));
@@ -334,7 +382,11 @@ fn merge_into(
     origins: &mut BTreeMap<String, Origin>,
 ) {
     for (key, value) in source {
-        let dotted = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let dotted = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
         match (target.get_mut(key), value) {
             (Some(toml::Value::Table(existing)), toml::Value::Table(incoming)) => {
                 merge_into(existing, incoming, &dotted, origin, origins);
@@ -355,7 +407,11 @@ fn merge_into(
 
 fn flatten(table: &toml::Table, prefix: &str, visit: &mut dyn FnMut(&str, &toml::Value)) {
     for (key, value) in table {
-        let dotted = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let dotted = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
         match value {
             toml::Value::Table(inner) => flatten(inner, &dotted, visit),
             other => visit(&dotted, other),
@@ -368,7 +424,12 @@ fn flatten(table: &toml::Table, prefix: &str, visit: &mut dyn FnMut(&str, &toml:
 /// domains, a lower pids limit) and choose its base image; nothing else.
 fn untrusted_keys(project: &toml::Table, trusted_so_far: &toml::Table) -> Vec<String> {
     let mut refused = Vec::new();
-    let current = |key: &str| trusted_so_far.get("defaults").and_then(|d| d.get(key)).cloned();
+    let current = |key: &str| {
+        trusted_so_far
+            .get("defaults")
+            .and_then(|d| d.get(key))
+            .cloned()
+    };
     flatten(project, "", &mut |dotted, value| {
         let allowed = match dotted {
             "defaults.deny" | "defaults.base_image" => true,
@@ -395,7 +456,10 @@ fn untrusted_keys(project: &toml::Table, trusted_so_far: &toml::Table) -> Vec<St
 mod tests {
     use super::*;
 
-    fn load_with(user: Option<&str>, project: Option<&str>) -> (Result<Config, ConfigError>, tempfile::TempDir) {
+    fn load_with(
+        user: Option<&str>,
+        project: Option<&str>,
+    ) -> (Result<Config, ConfigError>, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut sources = ConfigSources::default();
         if let Some(text) = user {
@@ -429,14 +493,22 @@ mod tests {
             config.origin_of("defaults.backend"),
             Some(&Origin::User(dir.path().join("config.toml")))
         );
-        assert_eq!(config.origin_of("defaults.base_image"), Some(&Origin::Default));
+        assert_eq!(
+            config.origin_of("defaults.base_image"),
+            Some(&Origin::Default)
+        );
     }
 
     #[test]
     fn unknown_key_names_file_line_column_and_key() {
-        let (config, _dir) = load_with(Some("[defaults]\nbackend = \"docker\"\n  bakend = 3\n"), None);
+        let (config, _dir) = load_with(
+            Some("[defaults]\nbackend = \"docker\"\n  bakend = 3\n"),
+            None,
+        );
         match config {
-            Err(ConfigError::Invalid { line, column, key, .. }) => {
+            Err(ConfigError::Invalid {
+                line, column, key, ..
+            }) => {
                 assert_eq!((line, column), (3, 3));
                 assert_eq!(key.as_deref(), Some("defaults.bakend"));
             }
@@ -459,13 +531,25 @@ mod tests {
     #[test]
     fn syntax_error_has_a_position() {
         let (config, _dir) = load_with(Some("[defaults\n"), None);
-        assert!(matches!(config, Err(ConfigError::Invalid { line: 1, key: None, .. })), "{config:?}");
+        assert!(
+            matches!(
+                config,
+                Err(ConfigError::Invalid {
+                    line: 1,
+                    key: None,
+                    ..
+                })
+            ),
+            "{config:?}"
+        );
     }
 
     #[test]
     fn project_may_tighten() {
-        let (config, _dir) =
-            load_with(None, Some("[defaults]\nnetwork = \"none\"\ndeny = [\"evil.example\"]\npids_limit = 100\n"));
+        let (config, _dir) = load_with(
+            None,
+            Some("[defaults]\nnetwork = \"none\"\ndeny = [\"evil.example\"]\npids_limit = 100\n"),
+        );
         let config = config.expect("tightening is allowed");
         assert_eq!(config.file.defaults.network, Some(NetworkMode::None));
     }
@@ -474,12 +558,20 @@ mod tests {
     fn project_may_not_widen() {
         let (config, _dir) = load_with(
             None,
-            Some("[defaults]\nmounts = [\"/etc:/host-etc\"]\nenv = [\"AWS_SECRET\"]\nnetwork = \"open\"\nallow = [\"x.com\"]\n\n[agents.evil]\ncommand = [\"sh\"]\n"),
+            Some(
+                "[defaults]\nmounts = [\"/etc:/host-etc\"]\nenv = [\"AWS_SECRET\"]\nnetwork = \"open\"\nallow = [\"x.com\"]\n\n[agents.evil]\ncommand = [\"sh\"]\n",
+            ),
         );
         match config {
             Err(ConfigError::Untrusted { keys, .. }) => assert_eq!(
                 keys,
-                vec!["agents.evil.command", "defaults.allow", "defaults.env", "defaults.mounts", "defaults.network"]
+                vec![
+                    "agents.evil.command",
+                    "defaults.allow",
+                    "defaults.env",
+                    "defaults.mounts",
+                    "defaults.network"
+                ]
             ),
             other => panic!("expected Untrusted, got {other:?}"),
         }
@@ -493,12 +585,21 @@ mod tests {
         std::fs::write(&path, text).expect("write");
         let mut trust = TrustStore::in_memory();
         trust.trust(&path, text.as_bytes());
-        let sources = ConfigSources { project: Some(path.clone()), ..Default::default() };
+        let sources = ConfigSources {
+            project: Some(path.clone()),
+            ..Default::default()
+        };
         let config = Config::load(&sources, &trust).expect("trusted");
-        assert_eq!(config.file.defaults.mounts, Some(vec!["/etc:/host-etc".to_string()]));
+        assert_eq!(
+            config.file.defaults.mounts,
+            Some(vec!["/etc:/host-etc".to_string()])
+        );
         // Changing the content revokes the trust.
         std::fs::write(&path, "[defaults]\nmounts = [\"/:/host\"]\n").expect("write");
-        assert!(matches!(Config::load(&sources, &trust), Err(ConfigError::Untrusted { .. })));
+        assert!(matches!(
+            Config::load(&sources, &trust),
+            Err(ConfigError::Untrusted { .. })
+        ));
     }
 
     #[test]
@@ -506,7 +607,10 @@ mod tests {
         let mut sources = ConfigSources::default();
         sources.env.insert("KENNEL_BACKEND".into(), "docker".into());
         let config = Config::load(&sources, &TrustStore::in_memory()).expect("loads");
-        assert_eq!(config.origin_of("defaults.backend"), Some(&Origin::Env("KENNEL_BACKEND".into())));
+        assert_eq!(
+            config.origin_of("defaults.backend"),
+            Some(&Origin::Env("KENNEL_BACKEND".into()))
+        );
         sources.env.insert("KENNEL_NETWORK".into(), "wide".into());
         assert!(matches!(
             Config::load(&sources, &TrustStore::in_memory()),

@@ -34,10 +34,13 @@ pub enum HostError {
 impl HostError {
     pub fn hint(&self) -> Option<String> {
         match self {
-            HostError::NoWorkspace { .. } => Some("pass an existing directory with -w/--workspace".into()),
-            HostError::UnsafeWorkspace { .. } => {
-                Some("run kennel from inside a project directory, or pass one with -w/--workspace".into())
+            HostError::NoWorkspace { .. } => {
+                Some("pass an existing directory with -w/--workspace".into())
             }
+            HostError::UnsafeWorkspace { .. } => Some(
+                "run kennel from inside a project directory, or pass one with -w/--workspace"
+                    .into(),
+            ),
             HostError::NoHome => Some("export HOME=/home/yourname".into()),
             HostError::Cwd(_) => None,
         }
@@ -50,7 +53,9 @@ impl HostContext {
         let uid = nix::unistd::getuid().as_raw();
         let gid = nix::unistd::getgid().as_raw();
         let env: BTreeMap<String, String> = std::env::vars().collect();
-        let passwd = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten();
+        let passwd = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten();
         let user = passwd
             .as_ref()
             .map(|entry| entry.name.clone())
@@ -71,7 +76,16 @@ impl HostContext {
         };
         let data_dir = xdg("XDG_DATA_HOME", ".local/share").join("kennel");
         let config_dir = xdg("XDG_CONFIG_HOME", ".config").join("kennel");
-        Ok(HostContext { uid, gid, user, home, env, cwd, data_dir, config_dir })
+        Ok(HostContext {
+            uid,
+            gid,
+            user,
+            home,
+            env,
+            cwd,
+            data_dir,
+            config_dir,
+        })
     }
 
     pub fn user_config_file(&self) -> PathBuf {
@@ -122,16 +136,23 @@ impl Workspace {
         let workdir = std::fs::canonicalize(dir)
             .ok()
             .filter(|path| path.is_dir())
-            .ok_or_else(|| HostError::NoWorkspace { path: dir.to_path_buf() })?;
+            .ok_or_else(|| HostError::NoWorkspace {
+                path: dir.to_path_buf(),
+            })?;
         let root = git_toplevel(&workdir).unwrap_or_else(|| workdir.clone());
         let home = std::fs::canonicalize(home).unwrap_or_else(|_| home.to_path_buf());
         if root == Path::new("/") {
-            return Err(HostError::UnsafeWorkspace { path: root, reason: "it is the filesystem root".into() });
+            return Err(HostError::UnsafeWorkspace {
+                path: root,
+                reason: "it is the filesystem root".into(),
+            });
         }
         if home.starts_with(&root) {
             return Err(HostError::UnsafeWorkspace {
                 path: root,
-                reason: "it contains your home directory (and with it ~/.ssh and your other secrets)".into(),
+                reason:
+                    "it contains your home directory (and with it ~/.ssh and your other secrets)"
+                        .into(),
             });
         }
         // A repository without hooks dir would let the agent create one.
@@ -139,8 +160,16 @@ impl Workspace {
         if git_dir.is_dir() && !git_dir.join("hooks").exists() {
             let _ = std::fs::create_dir(git_dir.join("hooks"));
         }
-        let protected = PROTECTED_PATHS.iter().map(|rel| root.join(rel)).filter(|path| path.exists()).collect();
-        Ok(Workspace { root, workdir, protected })
+        let protected = PROTECTED_PATHS
+            .iter()
+            .map(|rel| root.join(rel))
+            .filter(|path| path.exists())
+            .collect();
+        Ok(Workspace {
+            root,
+            workdir,
+            protected,
+        })
     }
 }
 
@@ -170,13 +199,21 @@ mod tests {
             Workspace::resolve(home.path(), home.path()),
             Err(HostError::UnsafeWorkspace { .. })
         ));
-        assert!(matches!(Workspace::resolve(Path::new("/"), home.path()), Err(HostError::UnsafeWorkspace { .. })));
+        assert!(matches!(
+            Workspace::resolve(Path::new("/"), home.path()),
+            Err(HostError::UnsafeWorkspace { .. })
+        ));
     }
 
     #[test]
     fn finds_git_toplevel_and_protects_hooks() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let status = Command::new("git").arg("init").arg("-q").arg(dir.path()).status().expect("git");
+        let status = Command::new("git")
+            .arg("init")
+            .arg("-q")
+            .arg(dir.path())
+            .status()
+            .expect("git");
         assert!(status.success());
         let sub = dir.path().join("src");
         std::fs::create_dir(&sub).expect("mkdir");

@@ -174,6 +174,9 @@ impl Plan {
     }
 
     pub fn env_value(&self, name: &str) -> Option<&str> {
-        self.env.iter().find(|var| var.name == name).map(|var| var.value.as_str())
+        self.env
+            .iter()
+            .find(|var| var.name == name)
+            .map(|var| var.value.as_str())
     }
 }

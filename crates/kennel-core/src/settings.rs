@@ -32,7 +32,11 @@ pub enum PlanError {
     #[error("invalid variable name in `{0}`")]
     BadEnvName(String),
     #[error("invalid mount `{spec}` in {origin}: {reason}")]
-    BadMount { spec: String, origin: String, reason: String },
+    BadMount {
+        spec: String,
+        origin: String,
+        reason: String,
+    },
     #[error("invalid value for `{key}`: {reason}")]
     BadValue { key: String, reason: String },
     #[error("unknown backend `{0}`")]
@@ -44,9 +48,12 @@ pub enum PlanError {
 impl PlanError {
     pub fn hint(&self) -> Option<String> {
         Some(match self {
-            PlanError::BadEnvName(_) => "use -e NAME or -e NAME=VALUE, with NAME made of letters, digits and _".into(),
+            PlanError::BadEnvName(_) => {
+                "use -e NAME or -e NAME=VALUE, with NAME made of letters, digits and _".into()
+            }
             PlanError::BadMount { .. } => {
-                "write mounts as \"/absolute/host/path:/path/in/sandbox\" with an optional \":ro\"".into()
+                "write mounts as \"/absolute/host/path:/path/in/sandbox\" with an optional \":ro\""
+                    .into()
             }
             PlanError::BadValue { .. } => "see the configuration reference in the README".into(),
             PlanError::UnknownBackend(_) => "choose one of: auto, docker, podman, native".into(),
@@ -56,7 +63,10 @@ impl PlanError {
 
     /// Errors in what the user typed are usage errors (exit 2).
     pub fn is_usage(&self) -> bool {
-        matches!(self, PlanError::BadEnvName(_) | PlanError::UnknownBackend(_) | PlanError::NoCommand(_))
+        matches!(
+            self,
+            PlanError::BadEnvName(_) | PlanError::UnknownBackend(_) | PlanError::NoCommand(_)
+        )
     }
 }
 
@@ -90,7 +100,11 @@ pub fn build_plan(
     request: &RunRequest,
 ) -> Result<Plan, PlanError> {
     let defaults = &config.file.defaults;
-    let backend = request.backend.clone().or_else(|| defaults.backend.clone()).unwrap_or_else(|| "auto".into());
+    let backend = request
+        .backend
+        .clone()
+        .or_else(|| defaults.backend.clone())
+        .unwrap_or_else(|| "auto".into());
     if !BACKENDS.contains(&backend.as_str()) {
         return Err(PlanError::UnknownBackend(backend));
     }
@@ -127,13 +141,19 @@ pub fn build_plan(
         cpus: defaults.cpus,
     };
     if limits.pids <= 0 {
-        return Err(PlanError::BadValue { key: "defaults.pids_limit".into(), reason: "must be positive".into() });
+        return Err(PlanError::BadValue {
+            key: "defaults.pids_limit".into(),
+            reason: "must be positive".into(),
+        });
     }
 
     let mut labels = BTreeMap::new();
     labels.insert("dev.kennel.managed".into(), "true".into());
     labels.insert("dev.kennel.agent".into(), agent.name.clone());
-    labels.insert("dev.kennel.workspace".into(), workspace.root.display().to_string());
+    labels.insert(
+        "dev.kennel.workspace".into(),
+        workspace.root.display().to_string(),
+    );
 
     Ok(Plan {
         version: PLAN_VERSION,
@@ -171,19 +191,60 @@ fn plan_mounts(
     request: &RunRequest,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Mount>, PlanError> {
-    let mount = |source: PathBuf, target: PathBuf, read_only, purpose| Mount { source, target, read_only, purpose };
+    let mount = |source: PathBuf, target: PathBuf, read_only, purpose| Mount {
+        source,
+        target,
+        read_only,
+        purpose,
+    };
     let mut mounts = vec![
-        mount(agent_home(host, &agent.name), host.home.clone(), false, MountPurpose::AgentHome),
-        mount(workspace.root.clone(), workspace.root.clone(), false, MountPurpose::Workspace),
+        mount(
+            agent_home(host, &agent.name),
+            host.home.clone(),
+            false,
+            MountPurpose::AgentHome,
+        ),
+        mount(
+            workspace.root.clone(),
+            workspace.root.clone(),
+            false,
+            MountPurpose::Workspace,
+        ),
     ];
     for path in &workspace.protected {
-        mounts.push(mount(path.clone(), path.clone(), true, MountPurpose::Protect));
+        mounts.push(mount(
+            path.clone(),
+            path.clone(),
+            true,
+            MountPurpose::Protect,
+        ));
     }
     let identity = identity_dir(host);
-    mounts.push(mount(identity.join("passwd"), "/etc/passwd".into(), true, MountPurpose::Identity));
-    mounts.push(mount(identity.join("group"), "/etc/group".into(), true, MountPurpose::Identity));
-    if config.file.defaults.ca_certificates.as_ref().is_some_and(|certs| !certs.is_empty()) {
-        mounts.push(mount(ca_bundle(host), CA_BUNDLE_TARGET.into(), true, MountPurpose::CaCertificates));
+    mounts.push(mount(
+        identity.join("passwd"),
+        "/etc/passwd".into(),
+        true,
+        MountPurpose::Identity,
+    ));
+    mounts.push(mount(
+        identity.join("group"),
+        "/etc/group".into(),
+        true,
+        MountPurpose::Identity,
+    ));
+    if config
+        .file
+        .defaults
+        .ca_certificates
+        .as_ref()
+        .is_some_and(|certs| !certs.is_empty())
+    {
+        mounts.push(mount(
+            ca_bundle(host),
+            CA_BUNDLE_TARGET.into(),
+            true,
+            MountPurpose::CaCertificates,
+        ));
     }
     if request.host_config {
         for state in &agent.state {
@@ -191,11 +252,17 @@ fn plan_mounts(
             if path.exists() {
                 mounts.push(mount(path.clone(), path, false, MountPurpose::HostConfig));
             } else {
-                warnings.push(format!("--host-config: {} does not exist on the host; using kennel's copy", path.display()));
+                warnings.push(format!(
+                    "--host-config: {} does not exist on the host; using kennel's copy",
+                    path.display()
+                ));
             }
         }
     }
-    let origin = config.origin_of("defaults.mounts").map(|o| o.to_string()).unwrap_or_default();
+    let origin = config
+        .origin_of("defaults.mounts")
+        .map(|o| o.to_string())
+        .unwrap_or_default();
     for spec in config.file.defaults.mounts.iter().flatten() {
         mounts.push(parse_user_mount(host, spec, &origin)?);
     }
@@ -203,7 +270,11 @@ fn plan_mounts(
 }
 
 fn parse_user_mount(host: &HostContext, spec: &str, origin: &str) -> Result<Mount, PlanError> {
-    let bad = |reason: &str| PlanError::BadMount { spec: spec.into(), origin: origin.into(), reason: reason.into() };
+    let bad = |reason: &str| PlanError::BadMount {
+        spec: spec.into(),
+        origin: origin.into(),
+        reason: reason.into(),
+    };
     let parts: Vec<&str> = spec.split(':').collect();
     let (source, target, read_only) = match parts.as_slice() {
         [source, target] => (*source, *target, false),
@@ -219,7 +290,12 @@ fn parse_user_mount(host: &HostContext, spec: &str, origin: &str) -> Result<Moun
     if !source.exists() {
         return Err(bad("the host path does not exist"));
     }
-    Ok(Mount { source, target, read_only, purpose: MountPurpose::User })
+    Ok(Mount {
+        source,
+        target,
+        read_only,
+        purpose: MountPurpose::User,
+    })
 }
 
 fn valid_env_name(name: &str) -> bool {
@@ -230,7 +306,9 @@ fn valid_env_name(name: &str) -> bool {
 
 fn looks_secret(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    ["KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "AUTH"].iter().any(|word| upper.contains(word))
+    ["KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "AUTH"]
+        .iter()
+        .any(|word| upper.contains(word))
 }
 
 fn plan_env(
@@ -243,7 +321,15 @@ fn plan_env(
     let mut env: BTreeMap<String, EnvVar> = BTreeMap::new();
     let mut set = |name: &str, value: &str, origin: &str| {
         let secret = origin != "kennel" && looks_secret(name);
-        env.insert(name.into(), EnvVar { name: name.into(), value: value.into(), origin: origin.into(), secret });
+        env.insert(
+            name.into(),
+            EnvVar {
+                name: name.into(),
+                value: value.into(),
+                origin: origin.into(),
+                secret,
+            },
+        );
     };
     let home = host.home.display().to_string();
     set("HOME", &home, "kennel");
@@ -252,7 +338,13 @@ fn plan_env(
     set("SHELL", "/bin/bash", "kennel");
     set("KENNEL", "1", "kennel");
     set("KENNEL_AGENT", &agent.name, "kennel");
-    if config.file.defaults.ca_certificates.as_ref().is_some_and(|certs| !certs.is_empty()) {
+    if config
+        .file
+        .defaults
+        .ca_certificates
+        .as_ref()
+        .is_some_and(|certs| !certs.is_empty())
+    {
         set("NODE_EXTRA_CA_CERTS", CA_BUNDLE_TARGET, "kennel");
     }
     for (name, value) in &host.env {
@@ -265,26 +357,27 @@ fn plan_env(
             set(name, value, "agent");
         }
     }
-    let mut from_spec = |spec: &str, origin: &str, warnings: &mut Vec<String>| -> Result<(), PlanError> {
-        match spec.split_once('=') {
-            Some((name, value)) => {
-                if !valid_env_name(name) {
-                    return Err(PlanError::BadEnvName(spec.into()));
+    let mut from_spec =
+        |spec: &str, origin: &str, warnings: &mut Vec<String>| -> Result<(), PlanError> {
+            match spec.split_once('=') {
+                Some((name, value)) => {
+                    if !valid_env_name(name) {
+                        return Err(PlanError::BadEnvName(spec.into()));
+                    }
+                    set(name, value, origin);
                 }
-                set(name, value, origin);
+                None => {
+                    if !valid_env_name(spec) {
+                        return Err(PlanError::BadEnvName(spec.into()));
+                    }
+                    match host.env.get(spec) {
+                        Some(value) => set(spec, value, origin),
+                        None => warnings.push(format!("{spec} is not set on the host; not passed")),
+                    }
+                }
             }
-            None => {
-                if !valid_env_name(spec) {
-                    return Err(PlanError::BadEnvName(spec.into()));
-                }
-                match host.env.get(spec) {
-                    Some(value) => set(spec, value, origin),
-                    None => warnings.push(format!("{spec} is not set on the host; not passed")),
-                }
-            }
-        }
-        Ok(())
-    };
+            Ok(())
+        };
     for spec in config.file.defaults.env.iter().flatten() {
         from_spec(spec, "config", warnings)?;
     }
@@ -294,9 +387,17 @@ fn plan_env(
     Ok(env.into_values().collect())
 }
 
-fn plan_network(config: &Config, agent: &AgentSpec, request: &RunRequest, warnings: &mut Vec<String>) -> NetworkPlan {
+fn plan_network(
+    config: &Config,
+    agent: &AgentSpec,
+    request: &RunRequest,
+    warnings: &mut Vec<String>,
+) -> NetworkPlan {
     let defaults = &config.file.defaults;
-    let mode = request.network.or(defaults.network).unwrap_or(NetworkMode::Allowlist);
+    let mode = request
+        .network
+        .or(defaults.network)
+        .unwrap_or(NetworkMode::Allowlist);
     let mut allow: Vec<String> = agent.domains.clone();
     allow.extend(defaults.allow.iter().flatten().cloned());
     allow.extend(request.allow.iter().cloned());
@@ -312,12 +413,20 @@ fn plan_network(config: &Config, agent: &AgentSpec, request: &RunRequest, warnin
         )),
         NetworkMode::None => {}
     }
-    NetworkPlan { mode, allow, deny, enforced }
+    NetworkPlan {
+        mode,
+        allow,
+        deny,
+        enforced,
+    }
 }
 
 /// Parses sizes such as `512m`, `4g`, `1073741824`.
 fn parse_bytes(text: &str) -> Result<i64, PlanError> {
-    let bad = || PlanError::BadValue { key: "defaults.memory".into(), reason: format!("`{text}` is not a size like 512m or 4g") };
+    let bad = || PlanError::BadValue {
+        key: "defaults.memory".into(),
+        reason: format!("`{text}` is not a size like 512m or 4g"),
+    };
     let lower = text.trim().to_ascii_lowercase();
     let lower = lower.trim_end_matches('b');
     let (digits, factor) = match lower.chars().last() {
@@ -327,7 +436,10 @@ fn parse_bytes(text: &str) -> Result<i64, PlanError> {
         _ => (lower, 1),
     };
     let value: i64 = digits.parse().map_err(|_| bad())?;
-    value.checked_mul(factor).filter(|bytes| *bytes > 0).ok_or_else(bad)
+    value
+        .checked_mul(factor)
+        .filter(|bytes| *bytes > 0)
+        .ok_or_else(bad)
 }
 
 /// A readable, unique container name: `kennel-<agent>-<dir>-<random>`.
@@ -338,11 +450,22 @@ pub fn sandbox_name(agent: &str, workspace: &Path) -> String {
         .map(|name| name.to_string_lossy().to_string())
         .unwrap_or_default()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .take(24)
         .collect();
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     hasher.write_u32(std::process::id());
     let suffix = format!("{:08x}", hasher.finish() as u32);
     if dir.is_empty() {

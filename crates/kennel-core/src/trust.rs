@@ -11,11 +11,17 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
     #[error("cannot read the trust store {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the trust store {path} is damaged: {message}")]
     Damaged { path: PathBuf, message: String },
     #[error("cannot write the trust store {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -30,7 +36,10 @@ pub fn content_digest(bytes: &[u8]) -> String {
 }
 
 fn key_for(path: &Path) -> String {
-    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string()
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 impl TrustStore {
@@ -41,16 +50,28 @@ impl TrustStore {
     /// Loads the store at `file`; a missing file is an empty store.
     pub fn load(file: &Path) -> Result<TrustStore, TrustError> {
         let entries = match std::fs::read_to_string(file) {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|error| TrustError::Damaged { path: file.to_path_buf(), message: error.to_string() })?,
+            Ok(text) => serde_json::from_str(&text).map_err(|error| TrustError::Damaged {
+                path: file.to_path_buf(),
+                message: error.to_string(),
+            })?,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(source) => return Err(TrustError::Read { path: file.to_path_buf(), source }),
+            Err(source) => {
+                return Err(TrustError::Read {
+                    path: file.to_path_buf(),
+                    source,
+                });
+            }
         };
-        Ok(TrustStore { file: Some(file.to_path_buf()), entries })
+        Ok(TrustStore {
+            file: Some(file.to_path_buf()),
+            entries,
+        })
     }
 
     pub fn is_trusted(&self, path: &Path, content: &[u8]) -> bool {
-        self.entries.get(&key_for(path)).is_some_and(|digest| *digest == content_digest(content))
+        self.entries
+            .get(&key_for(path))
+            .is_some_and(|digest| *digest == content_digest(content))
     }
 
     pub fn trust(&mut self, path: &Path, content: &[u8]) {
@@ -60,8 +81,13 @@ impl TrustStore {
     /// Writes the store atomically (temporary file, then rename), so that an
     /// interrupted write never leaves it half-written.
     pub fn save(&self) -> Result<(), TrustError> {
-        let Some(file) = &self.file else { return Ok(()) };
-        let write_error = |source| TrustError::Write { path: file.clone(), source };
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let write_error = |source| TrustError::Write {
+            path: file.clone(),
+            source,
+        };
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent).map_err(write_error)?;
         }

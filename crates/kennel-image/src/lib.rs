@@ -26,7 +26,10 @@ pub const LABEL_RECIPE: &str = "dev.kennel.recipe";
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("cannot read CA certificate {path} (from `defaults.ca_certificates`): {source}")]
-    CaCertificate { path: PathBuf, source: std::io::Error },
+    CaCertificate {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} (from `defaults.ca_certificates`) does not look like a PEM certificate")]
     NotPem { path: PathBuf },
     #[error("cannot assemble the build context: {0}")]
@@ -59,14 +62,22 @@ impl ImageSettings {
     pub fn load(base_image: &str, ca_paths: &[PathBuf]) -> Result<ImageSettings, ImageError> {
         let mut ca_certificates = Vec::new();
         for (index, path) in ca_paths.iter().enumerate() {
-            let content = std::fs::read(path)
-                .map_err(|source| ImageError::CaCertificate { path: path.clone(), source })?;
-            if !content.windows(27).any(|window| window == b"-----BEGIN CERTIFICATE-----") {
+            let content = std::fs::read(path).map_err(|source| ImageError::CaCertificate {
+                path: path.clone(),
+                source,
+            })?;
+            if !content
+                .windows(27)
+                .any(|window| window == b"-----BEGIN CERTIFICATE-----")
+            {
                 return Err(ImageError::NotPem { path: path.clone() });
             }
             ca_certificates.push((format!("kennel-{index}.crt"), content));
         }
-        Ok(ImageSettings { base_image: base_image.to_string(), ca_certificates })
+        Ok(ImageSettings {
+            base_image: base_image.to_string(),
+            ca_certificates,
+        })
     }
 
     /// All configured certificates in one PEM bundle (mounted into sandboxes).
@@ -93,7 +104,13 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    fn new(repository: &str, layer: &str, agent: &str, dockerfile: String, files: BTreeMap<String, Vec<u8>>) -> Recipe {
+    fn new(
+        repository: &str,
+        layer: &str,
+        agent: &str,
+        dockerfile: String,
+        files: BTreeMap<String, Vec<u8>>,
+    ) -> Recipe {
         let mut hasher = Sha256::new();
         hasher.update(RECIPE_FORMAT.as_bytes());
         hasher.update([0]);
@@ -110,7 +127,13 @@ impl Recipe {
         labels.insert(LABEL_LAYER.to_string(), layer.to_string());
         labels.insert(LABEL_AGENT.to_string(), agent.to_string());
         labels.insert(LABEL_RECIPE.to_string(), hash.clone());
-        Recipe { tag: format!("{repository}:{}", &hash[..12]), dockerfile, files, labels, hash }
+        Recipe {
+            tag: format!("{repository}:{}", &hash[..12]),
+            dockerfile,
+            files,
+            labels,
+            hash,
+        }
     }
 
     /// The build context as a tar archive with the Dockerfile at its root.
@@ -132,8 +155,18 @@ impl Recipe {
     }
 }
 
-const BASE_PACKAGES: &[&str] =
-    &["bash", "ca-certificates", "curl", "git", "less", "openssh-client", "procps", "ripgrep", "tini", "xz-utils"];
+const BASE_PACKAGES: &[&str] = &[
+    "bash",
+    "ca-certificates",
+    "curl",
+    "git",
+    "less",
+    "openssh-client",
+    "procps",
+    "ripgrep",
+    "tini",
+    "xz-utils",
+];
 
 /// The trust store the images use; tools that carry their own CA list are
 /// pointed at it so that configured certificates work everywhere.
@@ -198,19 +231,29 @@ fn runtime_setup(runtime: Runtime) -> Option<&'static str> {
 pub fn agent_recipe(agent: &AgentSpec, base: &Recipe) -> Recipe {
     let mut dockerfile = format!("FROM {}\n", base.tag);
     if agent.runtime == Runtime::Python {
-        dockerfile.push_str("ENV VIRTUAL_ENV=/opt/kennel/python PATH=/opt/kennel/python/bin:$PATH\n");
+        dockerfile
+            .push_str("ENV VIRTUAL_ENV=/opt/kennel/python PATH=/opt/kennel/python/bin:$PATH\n");
     }
     if let Some(setup) = runtime_setup(agent.runtime) {
         dockerfile.push_str(&format!("RUN {setup}\n"));
     }
     let mut files = BTreeMap::new();
     if !agent.install.trim().is_empty() {
-        files.insert("install.sh".to_string(), format!("set -eu\n{}\n", agent.install).into_bytes());
+        files.insert(
+            "install.sh".to_string(),
+            format!("set -eu\n{}\n", agent.install).into_bytes(),
+        );
         dockerfile.push_str(
             "COPY install.sh /tmp/kennel-install.sh\nRUN sh /tmp/kennel-install.sh && rm -rf /tmp/kennel-install.sh /root/.npm /root/.cache\n",
         );
     }
-    Recipe::new(&format!("kennel/{}", agent.name), "agent", &agent.name, dockerfile, files)
+    Recipe::new(
+        &format!("kennel/{}", agent.name),
+        "agent",
+        &agent.name,
+        dockerfile,
+        files,
+    )
 }
 
 /// The layers to build for `agent`, in build order (base first).
@@ -226,14 +269,20 @@ mod tests {
     use kennel_core::catalog::Catalog;
 
     fn settings() -> ImageSettings {
-        ImageSettings { base_image: "debian:bookworm-slim".into(), ca_certificates: Vec::new() }
+        ImageSettings {
+            base_image: "debian:bookworm-slim".into(),
+            ca_certificates: Vec::new(),
+        }
     }
 
     #[test]
     fn tags_are_stable_for_the_same_recipe() {
         let catalog = Catalog::builtin().expect("catalog");
         let claude = catalog.get("claude").expect("claude");
-        assert_eq!(recipes_for(claude, &settings()), recipes_for(claude, &settings()));
+        assert_eq!(
+            recipes_for(claude, &settings()),
+            recipes_for(claude, &settings())
+        );
         let tag = &recipes_for(claude, &settings())[1].tag;
         assert!(tag.starts_with("kennel/claude:"), "{tag}");
         assert_eq!(tag.len(), "kennel/claude:".len() + 12);
@@ -245,20 +294,41 @@ mod tests {
         let mut claude = catalog.get("claude").expect("claude").clone();
         let before = recipes_for(&claude, &settings())[1].tag.clone();
         claude.install.push_str(" && true");
-        assert_ne!(recipes_for(&claude, &settings())[1].tag, before, "install change");
-        let other_base = ImageSettings { base_image: "debian:trixie".into(), ..settings() };
-        assert_ne!(recipes_for(&claude, &other_base)[1].tag, recipes_for(&claude, &settings())[1].tag, "base change");
-        let with_ca = ImageSettings {
-            ca_certificates: vec![("kennel-0.crt".into(), b"-----BEGIN CERTIFICATE-----\n".to_vec())],
+        assert_ne!(
+            recipes_for(&claude, &settings())[1].tag,
+            before,
+            "install change"
+        );
+        let other_base = ImageSettings {
+            base_image: "debian:trixie".into(),
             ..settings()
         };
-        assert_ne!(base_recipe(&with_ca).tag, base_recipe(&settings()).tag, "CA change");
+        assert_ne!(
+            recipes_for(&claude, &other_base)[1].tag,
+            recipes_for(&claude, &settings())[1].tag,
+            "base change"
+        );
+        let with_ca = ImageSettings {
+            ca_certificates: vec![(
+                "kennel-0.crt".into(),
+                b"-----BEGIN CERTIFICATE-----\n".to_vec(),
+            )],
+            ..settings()
+        };
+        assert_ne!(
+            base_recipe(&with_ca).tag,
+            base_recipe(&settings()).tag,
+            "CA change"
+        );
     }
 
     #[test]
     fn context_has_dockerfile_and_certificates() {
         let with_ca = ImageSettings {
-            ca_certificates: vec![("kennel-0.crt".into(), b"-----BEGIN CERTIFICATE-----\nx\n".to_vec())],
+            ca_certificates: vec![(
+                "kennel-0.crt".into(),
+                b"-----BEGIN CERTIFICATE-----\nx\n".to_vec(),
+            )],
             ..settings()
         };
         let tar_bytes = base_recipe(&with_ca).context_tar().expect("tar");
@@ -266,7 +336,14 @@ mod tests {
         let names: Vec<String> = archive
             .entries()
             .expect("entries")
-            .map(|entry| entry.expect("entry").path().expect("path").display().to_string())
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string()
+            })
             .collect();
         assert_eq!(names, vec!["Dockerfile", "ca/.keep", "ca/kennel-0.crt"]);
     }
@@ -279,7 +356,10 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let junk = dir.join("junk.crt");
         std::fs::write(&junk, "not a cert").expect("write");
-        assert!(matches!(ImageSettings::load("x", &[junk]), Err(ImageError::NotPem { .. })));
+        assert!(matches!(
+            ImageSettings::load("x", &[junk]),
+            Err(ImageError::NotPem { .. })
+        ));
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -287,8 +367,16 @@ mod tests {
     fn python_agents_get_a_virtualenv_on_path() {
         let catalog = Catalog::builtin().expect("catalog");
         let aider = recipes_for(catalog.get("aider").expect("aider"), &settings());
-        assert!(aider[1].dockerfile.contains("python3 -m venv /opt/kennel/python"));
-        assert!(aider[1].dockerfile.contains("PATH=/opt/kennel/python/bin:$PATH"));
+        assert!(
+            aider[1]
+                .dockerfile
+                .contains("python3 -m venv /opt/kennel/python")
+        );
+        assert!(
+            aider[1]
+                .dockerfile
+                .contains("PATH=/opt/kennel/python/bin:$PATH")
+        );
     }
 
     #[test]

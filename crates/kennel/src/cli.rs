@@ -78,4 +78,3 @@ pub enum NetworkArg {
     Restricted,
     Open,
 }
-

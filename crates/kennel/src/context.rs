@@ -29,7 +29,12 @@ impl Context {
         };
         let config = load_config(&host, workspace.as_ref())?;
         let catalog = Catalog::with_overrides(&config.file.agents)?;
-        Ok(Context { host, workspace, config, catalog })
+        Ok(Context {
+            host,
+            workspace,
+            config,
+            catalog,
+        })
     }
 
     /// Like [`Context::load`], for commands that read the config of the
@@ -39,14 +44,26 @@ impl Context {
         let workspace = Workspace::resolve(&host.cwd, &host.home).ok();
         let config = load_config(&host, workspace.as_ref())?;
         let catalog = Catalog::with_overrides(&config.file.agents)?;
-        Ok(Context { host, workspace, config, catalog })
+        Ok(Context {
+            host,
+            workspace,
+            config,
+            catalog,
+        })
     }
 
     pub fn image_settings(&self) -> Result<ImageSettings, CliError> {
         let defaults = &self.config.file.defaults;
-        let base = defaults.base_image.clone().unwrap_or_else(|| "debian:bookworm-slim".into());
-        let ca: Vec<PathBuf> =
-            defaults.ca_certificates.iter().flatten().map(|path| self.host.expand(&path.to_string_lossy())).collect();
+        let base = defaults
+            .base_image
+            .clone()
+            .unwrap_or_else(|| "debian:bookworm-slim".into());
+        let ca: Vec<PathBuf> = defaults
+            .ca_certificates
+            .iter()
+            .flatten()
+            .map(|path| self.host.expand(&path.to_string_lossy()))
+            .collect();
         Ok(ImageSettings::load(&base, &ca)?)
     }
 }

@@ -28,7 +28,11 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(kind: ExitKind, message: impl Into<String>) -> CliError {
-        CliError { kind, message: message.into(), hint: None }
+        CliError {
+            kind,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn usage(message: impl Into<String>) -> CliError {

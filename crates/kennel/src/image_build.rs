@@ -17,7 +17,11 @@ pub enum Outcome {
 }
 
 /// Builds each recipe (in order) that the engine does not have yet.
-pub async fn ensure(engine: &Engine, recipes: &[Recipe], no_cache: bool) -> Result<Vec<Outcome>, CliError> {
+pub async fn ensure(
+    engine: &Engine,
+    recipes: &[Recipe],
+    no_cache: bool,
+) -> Result<Vec<Outcome>, CliError> {
     let mut outcomes = Vec::new();
     for recipe in recipes {
         if !no_cache && engine.image_exists(&recipe.tag).await? {
@@ -50,7 +54,10 @@ async fn build_one(engine: &Engine, recipe: &Recipe, no_cache: bool) -> Result<(
         bar.enable_steady_tick(Duration::from_millis(120));
         Some(bar)
     } else {
-        eprintln!("kennel: building {} (first use; later runs reuse it)", recipe.tag);
+        eprintln!(
+            "kennel: building {} (first use; later runs reuse it)",
+            recipe.tag
+        );
         None
     };
     let mut on_event = |event: BuildEvent| match (&bar, event) {

@@ -20,9 +20,17 @@ impl Sandbox {
         let workspace = root.path().join("repo");
         std::fs::create_dir_all(home.join(".config/kennel")).expect("home");
         std::fs::create_dir_all(&workspace).expect("workspace");
-        let status = Command::new("git").args(["init", "-q"]).arg(&workspace).status().expect("git");
+        let status = Command::new("git")
+            .args(["init", "-q"])
+            .arg(&workspace)
+            .status()
+            .expect("git");
         assert!(status.success());
-        Sandbox { _root: root, home, workspace }
+        Sandbox {
+            _root: root,
+            home,
+            workspace,
+        }
     }
 
     fn user_config(&self, text: &str) -> &Sandbox {
@@ -41,7 +49,10 @@ impl Sandbox {
             .env_clear()
             .env("HOME", &self.home)
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("KENNEL_SYSTEM_CONFIG", self.home.join("no-system-config.toml"))
+            .env(
+                "KENNEL_SYSTEM_CONFIG",
+                self.home.join("no-system-config.toml"),
+            )
             .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
             .env("CONTAINER_HOST", "unix:///nonexistent/podman.sock")
             .current_dir(&self.workspace)
@@ -104,7 +115,8 @@ fn unknown_flag_is_usage_error() {
 #[test]
 fn bad_env_name_is_usage_error() {
     let sandbox = Sandbox::new();
-    let (code, _, stderr) = output(&mut sandbox.kennel(&["run", "shell", "--dry-run", "-e", "1BAD"]));
+    let (code, _, stderr) =
+        output(&mut sandbox.kennel(&["run", "shell", "--dry-run", "-e", "1BAD"]));
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("1BAD"), "{stderr}");
 }
@@ -138,7 +150,12 @@ fn dry_run_redacts_credentials_and_drops_unnamed_variables() {
     assert!(!stdout.contains("sk-very-secret"));
     assert!(!stdout.contains("s3cret"));
     let plan: serde_json::Value = serde_json::from_str(&stdout).expect("json");
-    let names: Vec<&str> = plan["env"].as_array().expect("env").iter().filter_map(|v| v["name"].as_str()).collect();
+    let names: Vec<&str> = plan["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
     assert!(names.contains(&"ANTHROPIC_API_KEY"));
     assert!(!names.contains(&"KENNEL_TEST_SECRET"));
 }
@@ -150,7 +167,10 @@ fn malformed_config_names_file_line_column_and_key() {
     let (code, _, stderr) = output(&mut sandbox.kennel(&["run", "shell", "--dry-run"]));
     assert_eq!(code, 125);
     let file = sandbox.home.join(".config/kennel/config.toml");
-    assert!(stderr.contains(&format!("{}:3:1", file.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:3:1", file.display())),
+        "{stderr}"
+    );
     assert!(stderr.contains("defaults.pids_limit"), "{stderr}");
 }
 
@@ -175,8 +195,12 @@ fn project_config_cannot_widen_until_trusted() {
     let (code, _, stderr) = output(&mut sandbox.kennel(&["config", "trust"]));
     assert_eq!(code, 0, "{stderr}");
     let plan = dry_run(&sandbox, &[]);
-    let targets: Vec<&str> =
-        plan["mounts"].as_array().expect("mounts").iter().filter_map(|m| m["target"].as_str()).collect();
+    let targets: Vec<&str> = plan["mounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .filter_map(|m| m["target"].as_str())
+        .collect();
     assert!(targets.contains(&"/host-etc"), "{targets:?}");
 
     // Any edit revokes the trust.
@@ -196,24 +220,47 @@ fn project_config_may_tighten() {
 #[test]
 fn user_config_may_widen() {
     let sandbox = Sandbox::new();
-    sandbox.user_config("[defaults]\nmounts = [\"/etc:/host-etc:ro\"]\nenv = [\"FOO=bar\"]\nnetwork = \"open\"\n");
+    sandbox.user_config(
+        "[defaults]\nmounts = [\"/etc:/host-etc:ro\"]\nenv = [\"FOO=bar\"]\nnetwork = \"open\"\n",
+    );
     let plan = dry_run(&sandbox, &[]);
     assert_eq!(plan["network"]["mode"], "open");
     let env = plan["env"].as_array().expect("env");
-    assert!(env.iter().any(|v| v["name"] == "FOO" && v["value"] == "bar"));
+    assert!(
+        env.iter()
+            .any(|v| v["name"] == "FOO" && v["value"] == "bar")
+    );
 }
 
 #[test]
 fn config_show_origin_names_each_layer() {
     let sandbox = Sandbox::new();
     sandbox.user_config("[defaults]\nbase_image = \"local/base:1\"\n");
-    let (code, stdout, stderr) =
-        output(sandbox.kennel(&["config", "show", "--origin"]).env("KENNEL_BACKEND", "podman"));
+    let (code, stdout, stderr) = output(
+        sandbox
+            .kennel(&["config", "show", "--origin"])
+            .env("KENNEL_BACKEND", "podman"),
+    );
     assert_eq!(code, 0, "{stderr}");
-    let line = |key: &str| stdout.lines().find(|line| line.starts_with(key)).unwrap_or_default().to_string();
-    assert!(line("defaults.backend ").contains("environment variable KENNEL_BACKEND"), "{stdout}");
-    assert!(line("defaults.base_image ").contains("user config"), "{stdout}");
-    assert!(line("defaults.pids_limit ").contains("# default"), "{stdout}");
+    let line = |key: &str| {
+        stdout
+            .lines()
+            .find(|line| line.starts_with(key))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("defaults.backend ").contains("environment variable KENNEL_BACKEND"),
+        "{stdout}"
+    );
+    assert!(
+        line("defaults.base_image ").contains("user config"),
+        "{stdout}"
+    );
+    assert!(
+        line("defaults.pids_limit ").contains("# default"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -223,11 +270,39 @@ fn agents_json_lists_the_catalog() {
     assert_eq!(code, 0);
     let agents: Vec<serde_json::Value> = serde_json::from_str(&stdout).expect("json");
     assert!(agents.len() >= 16, "{} agents", agents.len());
-    for name in ["claude", "codex", "gemini", "aider", "crush", "opencode", "copilot", "qwen", "amp", "goose",
-        "cursor-agent", "kilo", "auggie", "droid", "codebuddy", "qoder", "shell"]
-    {
-        let agent = agents.iter().find(|a| a["name"] == name).unwrap_or_else(|| panic!("{name} missing"));
-        for field in ["command", "yolo", "install", "state", "env", "domains", "runtime", "unverified"] {
+    for name in [
+        "claude",
+        "codex",
+        "gemini",
+        "aider",
+        "crush",
+        "opencode",
+        "copilot",
+        "qwen",
+        "amp",
+        "goose",
+        "cursor-agent",
+        "kilo",
+        "auggie",
+        "droid",
+        "codebuddy",
+        "qoder",
+        "shell",
+    ] {
+        let agent = agents
+            .iter()
+            .find(|a| a["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        for field in [
+            "command",
+            "yolo",
+            "install",
+            "state",
+            "env",
+            "domains",
+            "runtime",
+            "unverified",
+        ] {
             assert!(!agent[field].is_null(), "{name}.{field} missing");
         }
     }
@@ -239,13 +314,19 @@ fn config_defined_agent_appears_in_catalog() {
     sandbox.user_config("[agents.hello]\ncommand = [\"echo\", \"hello\"]\n");
     let (code, stdout, _) = output(&mut sandbox.kennel(&["agents"]));
     assert_eq!(code, 0);
-    assert!(stdout.lines().any(|line| line.starts_with("hello ") && line.contains("[config]")), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.starts_with("hello ") && line.contains("[config]")),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn no_engine_is_exit_125_with_a_fix() {
     let sandbox = Sandbox::new();
-    let (code, _, stderr) = output(&mut sandbox.kennel(&["run", "shell", "-b", "docker", "--", "true"]));
+    let (code, _, stderr) =
+        output(&mut sandbox.kennel(&["run", "shell", "-b", "docker", "--", "true"]));
     assert_eq!(code, 125, "{stderr}");
     assert!(stderr.contains("/nonexistent/docker.sock"), "{stderr}");
     assert!(stderr.contains("hint:"), "{stderr}");
@@ -255,7 +336,8 @@ fn no_engine_is_exit_125_with_a_fix() {
 fn workspace_may_not_be_home() {
     let sandbox = Sandbox::new();
     let home = sandbox.home.display().to_string();
-    let (code, _, stderr) = output(&mut sandbox.kennel(&["run", "shell", "--dry-run", "-w", &home]));
+    let (code, _, stderr) =
+        output(&mut sandbox.kennel(&["run", "shell", "--dry-run", "-w", &home]));
     assert_eq!(code, 125);
     assert!(stderr.contains("home directory"), "{stderr}");
 }
@@ -266,10 +348,16 @@ fn completions_and_man_page_come_from_the_cli_definition() {
     for shell in ["bash", "zsh", "fish"] {
         let (code, stdout, _) = output(&mut sandbox.kennel(&["completions", shell]));
         assert_eq!(code, 0);
-        assert!(stdout.contains("doctor"), "{shell} completion lacks subcommands");
+        assert!(
+            stdout.contains("doctor"),
+            "{shell} completion lacks subcommands"
+        );
     }
     let (code, stdout, _) = output(&mut sandbox.kennel(&["man"]));
     assert_eq!(code, 0);
-    assert!(stdout.contains(".TH kennel"), "{}", &stdout[..200.min(stdout.len())]);
+    assert!(
+        stdout.contains(".TH kennel"),
+        "{}",
+        &stdout[..200.min(stdout.len())]
+    );
 }
-

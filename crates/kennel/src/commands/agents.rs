@@ -21,14 +21,24 @@ pub fn run(args: AgentsArgs) -> Result<i32, CliError> {
         println!("{json}");
         return Ok(0);
     }
-    let width = agents.iter().map(|agent| agent.name.len()).max().unwrap_or(5).max(5);
+    let width = agents
+        .iter()
+        .map(|agent| agent.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     println!("{:width$}  {:7}  DESCRIPTION", "AGENT", "RUNTIME");
     for agent in agents {
         let mut description = agent.description.clone();
         if agent.source != "built-in" {
             description.push_str(&format!(" [{}]", agent.source));
         }
-        println!("{:width$}  {:7}  {}", agent.name, agent.runtime.as_str(), description);
+        println!(
+            "{:width$}  {:7}  {}",
+            agent.name,
+            agent.runtime.as_str(),
+            description
+        );
     }
     Ok(0)
 }

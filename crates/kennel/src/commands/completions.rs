@@ -22,6 +22,7 @@ pub fn run(args: CompletionsArgs) -> Result<i32, CliError> {
 /// `kennel man`: the man page, from the same definition.
 pub fn man() -> Result<i32, CliError> {
     let page = clap_mangen::Man::new(Cli::command());
-    page.render(&mut std::io::stdout()).map_err(|error| CliError::kennel(format!("cannot write the man page: {error}")))?;
+    page.render(&mut std::io::stdout())
+        .map_err(|error| CliError::kennel(format!("cannot write the man page: {error}")))?;
     Ok(0)
 }

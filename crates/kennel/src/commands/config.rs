@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use kennel_core::trust::TrustStore;
 
 use crate::cli::JsonFlag;
-use crate::context::{project_file, Context};
+use crate::context::{Context, project_file};
 use crate::error::CliError;
 
 #[derive(Debug, Subcommand)]
@@ -62,10 +62,17 @@ fn show(args: ShowArgs) -> Result<i32, CliError> {
                 serde_json::json!({ "key": key, "value": value, "origin": origin })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json).unwrap_or_default()
+        );
         return Ok(0);
     }
-    let width = entries.iter().map(|(key, _, _)| key.len()).max().unwrap_or(0);
+    let width = entries
+        .iter()
+        .map(|(key, _, _)| key.len())
+        .max()
+        .unwrap_or(0);
     for (key, value, origin) in entries {
         if args.origin {
             println!("{key:width$} = {value}    # {origin}");
@@ -84,7 +91,10 @@ fn trust(args: TrustArgs) -> Result<i32, CliError> {
         Ok::<_, CliError>(Context {
             host,
             workspace,
-            config: kennel_core::config::Config::load(&Default::default(), &TrustStore::in_memory())?,
+            config: kennel_core::config::Config::load(
+                &Default::default(),
+                &TrustStore::in_memory(),
+            )?,
             catalog: kennel_core::catalog::Catalog::builtin()?,
         })
     })?;
@@ -118,8 +128,10 @@ fn paths(args: PathsArgs) -> Result<i32, CliError> {
         ("trust_store", host.trust_file()),
     ];
     if args.json.json {
-        let map: serde_json::Map<String, serde_json::Value> =
-            rows.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
+        let map: serde_json::Map<String, serde_json::Value> = rows
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&map).unwrap_or_default());
     } else {
         for (name, path) in rows {

@@ -73,13 +73,21 @@ pub async fn run(args: DoctorArgs) -> Result<i32, CliError> {
             ),
             fix: None,
         },
-        Err(error) => Check { name: "config".into(), ok: false, detail: error.message, fix: error.hint },
+        Err(error) => Check {
+            name: "config".into(),
+            ok: false,
+            detail: error.message,
+            fix: error.hint,
+        },
     });
 
     let usable = backends.iter().any(|backend| backend.ok);
     let report = Report { backends, checks };
     if args.json.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     } else {
         println!("backends:");
         for check in &report.backends {
@@ -107,7 +115,8 @@ fn native_check() -> Check {
         .ok()
         .and_then(|text| text.trim().parse::<u64>().ok())
         .is_some_and(|max| max > 0);
-    let landlock = std::fs::read_to_string("/sys/kernel/security/lsm").is_ok_and(|lsm| lsm.contains("landlock"));
+    let landlock = std::fs::read_to_string("/sys/kernel/security/lsm")
+        .is_ok_and(|lsm| lsm.contains("landlock"));
     Check {
         name: "native".into(),
         ok: false,

@@ -92,14 +92,25 @@ pub async fn run(command: ImageCommand) -> Result<i32, CliError> {
     }
 }
 
-async fn build(context: &Context, engine: &kennel_engine::Engine, args: BuildArgs) -> Result<i32, CliError> {
+async fn build(
+    context: &Context,
+    engine: &kennel_engine::Engine,
+    args: BuildArgs,
+) -> Result<i32, CliError> {
     let settings = context.image_settings()?;
     // Resolve every name first, so a typo fails before any build starts.
-    let agents = args.agents.iter().map(|name| context.catalog.get(name)).collect::<Result<Vec<_>, _>>()?;
+    let agents = args
+        .agents
+        .iter()
+        .map(|name| context.catalog.get(name))
+        .collect::<Result<Vec<_>, _>>()?;
     for agent in agents {
         let recipes = kennel_image::recipes_for(agent, &settings);
         let outcomes = crate::image_build::ensure(engine, &recipes, args.no_cache).await?;
-        let tag = recipes.last().map(|recipe| recipe.tag.as_str()).unwrap_or_default();
+        let tag = recipes
+            .last()
+            .map(|recipe| recipe.tag.as_str())
+            .unwrap_or_default();
         if outcomes.iter().all(|outcome| *outcome == Outcome::UpToDate) {
             eprintln!("kennel: {}: {tag} is up to date", agent.name);
         } else {
@@ -121,7 +132,11 @@ fn current_tags(context: &Context) -> Result<BTreeSet<String>, CliError> {
         .collect())
 }
 
-async fn ls(context: &Context, engine: &kennel_engine::Engine, args: LsArgs) -> Result<i32, CliError> {
+async fn ls(
+    context: &Context,
+    engine: &kennel_engine::Engine,
+    args: LsArgs,
+) -> Result<i32, CliError> {
     let current = current_tags(context)?;
     let images = engine.list_images(&format!("{LABEL_MANAGED}=true")).await?;
     if args.json.json {
@@ -139,14 +154,33 @@ async fn ls(context: &Context, engine: &kennel_engine::Engine, args: LsArgs) -> 
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
         return Ok(0);
     }
-    println!("{:40}  {:14}  {:6}  {:>9}  STATUS", "IMAGE", "AGENT", "LAYER", "SIZE");
+    println!(
+        "{:40}  {:14}  {:6}  {:>9}  STATUS",
+        "IMAGE", "AGENT", "LAYER", "SIZE"
+    );
     for image in images {
-        let agent = image.labels.get(LABEL_AGENT).map(String::as_str).filter(|a| !a.is_empty()).unwrap_or("-");
-        let layer = image.labels.get(kennel_image::LABEL_LAYER).map(String::as_str).unwrap_or("-");
-        let status = if current.contains(&image.reference) { "current" } else { "stale" };
+        let agent = image
+            .labels
+            .get(LABEL_AGENT)
+            .map(String::as_str)
+            .filter(|a| !a.is_empty())
+            .unwrap_or("-");
+        let layer = image
+            .labels
+            .get(kennel_image::LABEL_LAYER)
+            .map(String::as_str)
+            .unwrap_or("-");
+        let status = if current.contains(&image.reference) {
+            "current"
+        } else {
+            "stale"
+        };
         println!(
             "{:40}  {:14}  {:6}  {:>8.0}M  {status}",
             image.reference,
@@ -158,7 +192,11 @@ async fn ls(context: &Context, engine: &kennel_engine::Engine, args: LsArgs) -> 
     Ok(0)
 }
 
-async fn rm(context: &Context, engine: &kennel_engine::Engine, args: RmArgs) -> Result<i32, CliError> {
+async fn rm(
+    context: &Context,
+    engine: &kennel_engine::Engine,
+    args: RmArgs,
+) -> Result<i32, CliError> {
     let images = engine.list_images(&format!("{LABEL_MANAGED}=true")).await?;
     let mut removed = 0;
     for target in &args.targets {
@@ -184,14 +222,25 @@ async fn rm(context: &Context, engine: &kennel_engine::Engine, args: RmArgs) -> 
     Ok(0)
 }
 
-async fn prune(context: &Context, engine: &kennel_engine::Engine, args: PruneArgs) -> Result<i32, CliError> {
+async fn prune(
+    context: &Context,
+    engine: &kennel_engine::Engine,
+    args: PruneArgs,
+) -> Result<i32, CliError> {
     let current = current_tags(context)?;
     let images = engine.list_images(&format!("{LABEL_MANAGED}=true")).await?;
     let mut removed = 0;
     // Agent layers first: a base layer cannot go while an image built on it stays.
-    let mut stale: Vec<_> =
-        images.iter().filter(|image| args.all || !current.contains(&image.reference)).collect();
-    stale.sort_by_key(|image| image.labels.get(kennel_image::LABEL_LAYER).map(|layer| layer == "base"));
+    let mut stale: Vec<_> = images
+        .iter()
+        .filter(|image| args.all || !current.contains(&image.reference))
+        .collect();
+    stale.sort_by_key(|image| {
+        image
+            .labels
+            .get(kennel_image::LABEL_LAYER)
+            .map(|layer| layer == "base")
+    });
     for image in stale {
         match engine.remove_image(&image.reference, false).await {
             Ok(()) => {

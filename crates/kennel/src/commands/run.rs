@@ -58,7 +58,8 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs) -> Result<i32, CliError> {
-    let cwd = std::env::current_dir().map_err(|error| CliError::kennel(format!("no current directory: {error}")))?;
+    let cwd = std::env::current_dir()
+        .map_err(|error| CliError::kennel(format!("no current directory: {error}")))?;
     let context = Context::load(Some(args.workspace.as_deref().unwrap_or(&cwd)))?;
     let agent = context.catalog.get(&args.agent)?;
     let image_settings = context.image_settings()?;
@@ -67,8 +68,14 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         None => kennel_image::recipes_for(agent, &image_settings),
     };
     let image = match (&args.image, recipes.last()) {
-        (Some(reference), _) => ImagePlan { reference: reference.clone(), managed: false },
-        (None, Some(recipe)) => ImagePlan { reference: recipe.tag.clone(), managed: true },
+        (Some(reference), _) => ImagePlan {
+            reference: reference.clone(),
+            managed: false,
+        },
+        (None, Some(recipe)) => ImagePlan {
+            reference: recipe.tag.clone(),
+            managed: true,
+        },
         (None, None) => return Err(CliError::kennel("no image recipe for this agent")),
     };
     let request = RunRequest {
@@ -85,7 +92,14 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     let Some(workspace) = &context.workspace else {
         return Err(CliError::kennel("no workspace"));
     };
-    let plan = settings::build_plan(&context.host, &context.config, agent, workspace, image, &request)?;
+    let plan = settings::build_plan(
+        &context.host,
+        &context.config,
+        agent,
+        workspace,
+        image,
+        &request,
+    )?;
 
     if args.dry_run {
         let json = serde_json::to_string_pretty(&plan.redacted())
@@ -116,21 +130,31 @@ fn network_mode(arg: NetworkArg) -> NetworkMode {
 /// Creates what the Plan's mounts point at: the agent's home, the generated
 /// identity files and the CA bundle. Files are written to a temporary name
 /// and renamed, so a concurrent run never sees half a file.
-fn prepare_host(context: &Context, plan: &Plan, images: &kennel_image::ImageSettings) -> Result<(), CliError> {
-    let io_error = |what: &str, error: std::io::Error| CliError::kennel(format!("cannot prepare {what}: {error}"));
+fn prepare_host(
+    context: &Context,
+    plan: &Plan,
+    images: &kennel_image::ImageSettings,
+) -> Result<(), CliError> {
+    let io_error = |what: &str, error: std::io::Error| {
+        CliError::kennel(format!("cannot prepare {what}: {error}"))
+    };
     let home = settings::agent_home(&context.host, &plan.agent);
     std::fs::create_dir_all(&home).map_err(|error| io_error(&home.display().to_string(), error))?;
     let identity = settings::identity_dir(&context.host);
-    std::fs::create_dir_all(&identity).map_err(|error| io_error(&identity.display().to_string(), error))?;
+    std::fs::create_dir_all(&identity)
+        .map_err(|error| io_error(&identity.display().to_string(), error))?;
     let (passwd, group) = settings::identity_files(&plan.user);
-    write_atomic(&identity.join("passwd"), passwd.as_bytes()).map_err(|error| io_error("/etc/passwd", error))?;
-    write_atomic(&identity.join("group"), group.as_bytes()).map_err(|error| io_error("/etc/group", error))?;
+    write_atomic(&identity.join("passwd"), passwd.as_bytes())
+        .map_err(|error| io_error("/etc/passwd", error))?;
+    write_atomic(&identity.join("group"), group.as_bytes())
+        .map_err(|error| io_error("/etc/group", error))?;
     if !images.ca_certificates.is_empty() {
         let bundle = settings::ca_bundle(&context.host);
         if let Some(parent) = bundle.parent() {
             std::fs::create_dir_all(parent).map_err(|error| io_error("the CA bundle", error))?;
         }
-        write_atomic(&bundle, &images.ca_bundle()).map_err(|error| io_error("the CA bundle", error))?;
+        write_atomic(&bundle, &images.ca_bundle())
+            .map_err(|error| io_error("the CA bundle", error))?;
     }
     Ok(())
 }
