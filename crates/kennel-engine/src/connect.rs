@@ -494,10 +494,23 @@ async fn connect_target(target: &Target, may_start_service: bool) -> Result<Engi
                 fix: None,
             })
         })?;
-        info.security_options
+        let compat = info
+            .security_options
             .iter()
             .flatten()
-            .any(|option| option.split(',').any(|part| part == "name=rootless"))
+            .any(|option| option.split(',').any(|part| part == "name=rootless"));
+        // Podman 4's compat /info does not say "name=rootless"; its own API does.
+        compat
+            || match crate::raw::get_json(&target.socket, "/v4.0.0/libpod/info").await {
+                Ok(info) => info
+                    .pointer("/host/security/rootless")
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(target.rootless),
+                Err(err) => {
+                    debug!(%err, "libpod info unavailable; guessing rootless from the socket");
+                    target.rootless
+                }
+            }
     } else {
         false
     };
@@ -674,6 +687,54 @@ mod tests {
         let limits = parse_limits(text);
         assert_eq!(limits.nproc, Some((32768, 32768)));
         assert_eq!(limits.nofile, Some((1024, u64::MAX)));
+    }
+
+    /// Starts a private `podman system service` on a temporary socket (root
+    /// only, where podman is installed), then stops it again.
+    #[tokio::test]
+    async fn starts_podman_service_when_nothing_answers() {
+        if find_in_path("podman").is_none() || !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: needs root and podman");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("kennel-podman-svc-{}", std::process::id()));
+        let target = Target {
+            kind: EngineKind::Podman,
+            socket: dir.join("podman.sock"),
+            from_env: false,
+            rootless: false,
+        };
+        let started = Instant::now();
+        let result = connect_target(&target, true).await;
+        // Stop the service we started (found through the socket's peer credentials).
+        if let Ok(stream) = tokio::net::UnixStream::connect(&target.socket).await
+            && let Some(pid) = stream.peer_cred().ok().and_then(|cred| cred.pid())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let engine = match result {
+            Ok(engine) => engine,
+            Err(err) => panic!("{err} (hint: {:?})", err.hint()),
+        };
+        assert_eq!(engine.kind(), EngineKind::Podman);
+        assert!(started.elapsed() < SERVICE_WAIT + Duration::from_secs(5));
+
+        // Not allowed to start one: a clear error with the socket and a fix.
+        let other = Target {
+            socket: std::env::temp_dir().join("kennel-no-such-dir/podman.sock"),
+            ..target
+        };
+        match connect_target(&other, false).await {
+            Err(err @ EngineError::Unreachable { .. }) => {
+                assert!(err.to_string().contains("kennel-no-such-dir"), "{err}");
+                assert!(err.hint().is_some_and(|hint| hint.contains("podman system service")));
+            }
+            other => panic!("expected Unreachable, got {other:?}"),
+        }
     }
 
     #[test]

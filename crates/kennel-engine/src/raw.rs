@@ -219,3 +219,35 @@ pub(crate) async fn wait(
         Ok(parsed.status_code)
     })
 }
+
+/// `GET path` and parse the JSON answer (for the few libpod endpoints we read).
+pub(crate) async fn get_json(socket: &Path, path: &str) -> Result<serde_json::Value, String> {
+    let stream = UnixStream::connect(socket).await.map_err(|err| err.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|err| err.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let request = hyper::Request::builder()
+        .method(hyper::Method::GET)
+        .uri(path)
+        .header(hyper::header::HOST, "localhost")
+        .body(Empty::<Bytes>::new())
+        .map_err(|err| err.to_string())?;
+    let response = tokio::time::timeout(Duration::from_secs(30), sender.send_request(request))
+        .await
+        .map_err(|_| "no answer within 30 s".to_string())?
+        .map_err(|err| err.to_string())?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|err| err.to_string())?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!("{status}: {}", error_message(&body)));
+    }
+    serde_json::from_slice(&body).map_err(|err| err.to_string())
+}

@@ -202,6 +202,13 @@ impl Engine {
             // Rootless podman: the user's uid is the same inside, so workspace files stay theirs.
             userns_mode: (self.kind == EngineKind::Podman && self.rootless)
                 .then(|| "keep-id".to_string()),
+            // The initial tty size (API 1.42+; older engines ignore it and get
+            // the resize right after start).
+            console_size: if plan.tty {
+                window_size().map(|(rows, cols)| vec![usize::from(rows), usize::from(cols)])
+            } else {
+                None
+            },
             ..Default::default()
         };
 
@@ -314,6 +321,11 @@ impl Engine {
             None
         };
 
+        if plan.tty {
+            // Podman initialises the container on attach, so its tty can take
+            // the size before the command runs; Docker refuses until started.
+            self.resize(id, false).await;
+        }
         if let Err(err) = self.docker.start_container(id, None).await {
             output_task.abort();
             wait_task.abort();

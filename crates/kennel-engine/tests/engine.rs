@@ -120,6 +120,7 @@ async fn persistent_container_is_kept(kind: EngineKind) {
     let Some(engine) = engine(kind).await else { return };
     let mut plan = plan(kind, "keep", &["true"]);
     plan.ephemeral = false;
+    let _cleanup = RemoveOnDrop::new(&engine, &plan.name);
     let output = run_plan(&plan, kind, b"").await;
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     assert!(container_exists(&engine, &plan.name).await, "{} was removed", plan.name);
@@ -188,11 +189,13 @@ async fn env_and_workdir_are_applied(kind: EngineKind) {
 async fn sigterm_stops_the_container(kind: EngineKind) {
     let Some(engine) = engine(kind).await else { return };
     let plan = plan(kind, "sigterm", &["sleep", "300"]);
+    let _cleanup = RemoveOnDrop::new(&engine, &plan.name);
     let file = plan_file(&plan);
     let mut child = spawn_run_plan(file.path(), kind);
     let started = Instant::now();
+    // Generous: rootless podman on vfs storage can take many seconds per container under load.
     while !container_running(&engine, &plan.name).await {
-        assert!(started.elapsed() < Duration::from_secs(30), "container never started");
+        assert!(started.elapsed() < Duration::from_secs(180), "container never started");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let pid = child.id().expect("child pid") as i32;
@@ -213,11 +216,13 @@ async fn sigterm_escalates_to_sigkill(kind: EngineKind) {
     let Some(engine) = engine(kind).await else { return };
     let mut plan = plan(kind, "sigkill", &["sleep", "300"]);
     plan.security.init = false;
+    let _cleanup = RemoveOnDrop::new(&engine, &plan.name);
     let file = plan_file(&plan);
     let mut child = spawn_run_plan(file.path(), kind);
     let started = Instant::now();
+    // Generous: rootless podman on vfs storage can take many seconds per container under load.
     while !container_running(&engine, &plan.name).await {
-        assert!(started.elapsed() < Duration::from_secs(30), "container never started");
+        assert!(started.elapsed() < Duration::from_secs(180), "container never started");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let pid = child.id().expect("child pid") as i32;
@@ -392,3 +397,22 @@ macro_rules! all_tests {
 }
 
 all_tests!(docker => kennel_engine::EngineKind::Docker, podman => kennel_engine::EngineKind::Podman);
+
+#[tokio::test]
+async fn probe_all_reports_every_engine() {
+    let probes = kennel_engine::probe_all().await;
+    let names: Vec<&str> = probes.iter().map(|probe| probe.name.as_str()).collect();
+    assert_eq!(names, ["docker", "podman", "podman-rootless"]);
+    for probe in &probes {
+        eprintln!("{probe:?}");
+        assert!(!probe.reason.is_empty());
+        if probe.available {
+            assert!(probe.version.is_some() && probe.socket.is_some(), "{probe:?}");
+        } else {
+            assert!(probe.fix.is_some(), "an unavailable engine needs a fix: {probe:?}");
+        }
+    }
+    if kennel_engine::connect(EngineKind::Docker).await.is_ok() {
+        assert!(probes[0].available, "{:?}", probes[0]);
+    }
+}

@@ -79,6 +79,45 @@ pub async fn container_exists(engine: &Engine, name: &str) -> bool {
     panic!("inspecting {name}: {last:?}");
 }
 
+/// Force-removes a container when dropped, so a failing test leaves nothing behind.
+pub struct RemoveOnDrop {
+    pub socket: PathBuf,
+    pub name: String,
+}
+
+impl RemoveOnDrop {
+    pub fn new(engine: &Engine, name: &str) -> Self {
+        RemoveOnDrop {
+            socket: engine.socket().to_path_buf(),
+            name: name.to_string(),
+        }
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let socket = self.socket.clone();
+        let name = self.name.clone();
+        // Drop cannot await: use a private runtime on a plain thread.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async {
+                let Some(path) = socket.to_str() else { return };
+                let Ok(docker) = Docker::connect_with_unix(path, 60, bollard::API_DEFAULT_VERSION) else {
+                    return;
+                };
+                let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .build();
+                let _ = docker.remove_container(&name, Some(options)).await;
+            });
+        })
+        .join();
+    }
+}
+
 /// Is the container running?
 pub async fn container_running(engine: &Engine, name: &str) -> bool {
     match client(engine).inspect_container(name, None).await {
