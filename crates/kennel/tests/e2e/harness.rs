@@ -75,17 +75,20 @@ impl Backend {
         }
     }
 
-    /// The engine's own CLI, as the test user sees this backend.
-    fn engine_argv(self) -> Vec<String> {
+    /// The engine's own CLI, as the test user sees this backend. Podman is
+    /// asked through the same API socket kennel uses: a local rootless
+    /// `podman` may sit in another mount namespace than the service and
+    /// fail on containers the service runs.
+    fn engine_argv(self, user: &TestUser) -> Vec<String> {
+        let remote = |sock: String| {
+            vec!["podman".into(), "--remote".into(), "--url".into(), format!("unix://{sock}")]
+        };
         match self {
             Backend::Docker => vec!["docker".into()],
-            Backend::Podman => vec![
-                "podman".into(),
-                "--remote".into(),
-                "--url".into(),
-                format!("unix://{PODMAN_SOCK}"),
-            ],
-            Backend::PodmanRootless => vec!["podman".into()],
+            Backend::Podman => remote(PODMAN_SOCK.into()),
+            Backend::PodmanRootless => {
+                remote(user.runtime_dir().join("podman/podman.sock").display().to_string())
+            }
         }
     }
 }
@@ -143,7 +146,9 @@ fn cmd_stdout(argv: &[&str]) -> Result<String, String> {
 }
 
 fn current_uid() -> u32 {
-    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
 }
 
 fn find_user() -> Result<TestUser, String> {
@@ -165,10 +170,20 @@ fn find_user() -> Result<TestUser, String> {
         })
     } else {
         let name = cmd_stdout(&["id", "-un"])?;
-        let uid = cmd_stdout(&["id", "-u"])?.parse().map_err(|_| "bad uid".to_string())?;
-        let gid = cmd_stdout(&["id", "-g"])?.parse().map_err(|_| "bad gid".to_string())?;
+        let uid = cmd_stdout(&["id", "-u"])?
+            .parse()
+            .map_err(|_| "bad uid".to_string())?;
+        let gid = cmd_stdout(&["id", "-g"])?
+            .parse()
+            .map_err(|_| "bad gid".to_string())?;
         let home = std::env::var("HOME").map_err(|_| "HOME is not set".to_string())?;
-        Ok(TestUser { name, uid, gid, home: home.into(), switch: false })
+        Ok(TestUser {
+            name,
+            uid,
+            gid,
+            home: home.into(),
+            switch: false,
+        })
     }
 }
 
@@ -194,7 +209,9 @@ impl TestUser {
             cmd.args(argv);
         } else {
             cmd = Command::new(&argv[0]);
-            cmd.args(&argv[1..]).env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+            cmd.args(&argv[1..])
+                .env_clear()
+                .envs(env.iter().map(|(k, v)| (k, v)));
         }
         cmd
     }
@@ -204,8 +221,14 @@ impl TestUser {
             ("HOME".into(), self.home.display().to_string()),
             ("USER".into(), self.name.clone()),
             ("LOGNAME".into(), self.name.clone()),
-            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into()),
-            ("XDG_RUNTIME_DIR".into(), self.runtime_dir().display().to_string()),
+            (
+                "PATH".into(),
+                "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into(),
+            ),
+            (
+                "XDG_RUNTIME_DIR".into(),
+                self.runtime_dir().display().to_string(),
+            ),
         ]
     }
 
@@ -217,7 +240,11 @@ impl TestUser {
         let out = Exec::new(self.command(&argv, &env), argv.join(" "))
             .timeout(Duration::from_secs(120))
             .run();
-        if out.success() { Ok(out.stdout) } else { Err(out.to_string()) }
+        if out.success() {
+            Ok(out.stdout)
+        } else {
+            Err(out.to_string())
+        }
     }
 
     /// Give `path` (and everything below it) to the user.
@@ -284,11 +311,14 @@ impl Out {
     /// `KEY=value` lines of a probe's output.
     pub fn kv(&self, key: &str) -> Option<String> {
         let prefix = format!("{key}=");
-        self.stdout.lines().find_map(|l| l.strip_prefix(&prefix).map(|v| v.to_string()))
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(|v| v.to_string()))
     }
     #[track_caller]
     pub fn expect_kv(&self, key: &str) -> String {
-        self.kv(key).unwrap_or_else(|| panic!("probe printed no {key}=…\n{self}"))
+        self.kv(key)
+            .unwrap_or_else(|| panic!("probe printed no {key}=…\n{self}"))
     }
 }
 
@@ -311,7 +341,11 @@ impl fmt::Display for Out {
             f,
             "status: {:?}{} after {:.1}s",
             self.status,
-            if self.timed_out { " (TIMED OUT, killed)" } else { "" },
+            if self.timed_out {
+                " (TIMED OUT, killed)"
+            } else {
+                ""
+            },
             self.elapsed.as_secs_f64()
         )?;
         writeln!(f, "--- stdout ---\n{}", clip(&self.stdout))?;
@@ -329,7 +363,12 @@ pub struct Exec {
 
 impl Exec {
     pub fn new(cmd: Command, what: String) -> Self {
-        Exec { cmd, what, stdin: None, timeout: RUN_TIMEOUT }
+        Exec {
+            cmd,
+            what,
+            stdin: None,
+            timeout: RUN_TIMEOUT,
+        }
     }
     pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
         self.stdin = Some(data.into());
@@ -347,7 +386,11 @@ impl Exec {
     pub fn run(mut self) -> Out {
         let start = Instant::now();
         self.cmd
-            .stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = self
@@ -422,7 +465,10 @@ pub fn wait_deadline(child: &mut Child, limit: Duration) -> (Option<ExitStatus>,
 
 /// Quote for `sh`.
 pub fn sh_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-=:,+@".contains(&b)) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-=:,+@".contains(&b))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -443,7 +489,10 @@ pub struct Suite {
 static SUITE: OnceLock<Result<Suite, String>> = OnceLock::new();
 
 fn suite() -> Result<&'static Suite, String> {
-    SUITE.get_or_init(make_suite).as_ref().map_err(|e| e.clone())
+    SUITE
+        .get_or_init(make_suite)
+        .as_ref()
+        .map_err(|e| e.clone())
 }
 
 fn make_suite() -> Result<Suite, String> {
@@ -478,8 +527,11 @@ fn make_suite() -> Result<Suite, String> {
         std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
         std::fs::copy(&built, &copy).map_err(|e| format!("copy kennel binary: {e}"))?;
         std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::set_permissions(copy.parent().unwrap(), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(
+            copy.parent().unwrap(),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         copy
     };
     Ok(Suite { user, kennel, root })
@@ -487,7 +539,9 @@ fn make_suite() -> Result<Suite, String> {
 
 /// Runs older than a day are leftovers of interrupted test runs.
 fn remove_stale_runs(base: &Path) {
-    let Ok(entries) = std::fs::read_dir(base) else { return };
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
     for entry in entries.flatten() {
         let old = entry
             .metadata()
@@ -524,7 +578,7 @@ fn check_backend(backend: Backend) -> Result<BackendState, String> {
     let suite = suite()?;
     let user = &suite.user;
     let mut env = backend.env();
-    let engine = backend.engine_argv();
+    let engine = backend.engine_argv(user);
     let engine_run = |args: &[&str], env: &[(String, String)]| {
         let mut argv: Vec<&str> = engine.iter().map(|s| s.as_str()).collect();
         argv.extend_from_slice(args);
@@ -535,7 +589,10 @@ fn check_backend(backend: Backend) -> Result<BackendState, String> {
             engine_run(&["info", "--format", "{{.ServerVersion}}"], &env)
                 .map_err(|e| format!("docker is not usable by {}: {e}", user.name))?;
             engine_run(&["image", "inspect", &base_image()], &env).map_err(|_| {
-                format!("base image {} missing in docker (run scripts/e2e-setup.sh)", base_image())
+                format!(
+                    "base image {} missing in docker (run scripts/e2e-setup.sh)",
+                    base_image()
+                )
             })?;
         }
         Backend::Podman => {
@@ -556,6 +613,30 @@ fn check_backend(backend: Backend) -> Result<BackendState, String> {
             if !user.runtime_dir().is_dir() {
                 return Err(format!("{} missing", user.runtime_dir().display()));
             }
+            // The user's API service must already run with the user's plain
+            // environment (see scripts/e2e-setup.sh): one that kennel starts
+            // would inherit the tests' XDG_DATA_HOME, i.e. an empty image store.
+            let sock = user.runtime_dir().join("podman/podman.sock");
+            let sock = sock.display().to_string();
+            user.run(
+                &[
+                    "curl",
+                    "-fsS",
+                    "--max-time",
+                    "5",
+                    "--unix-socket",
+                    &sock,
+                    "http://d/_ping",
+                ],
+                &[],
+            )
+            .map_err(|e| {
+                format!(
+                    "rootless podman API service of {} does not answer on {sock} \
+                         (run scripts/e2e-setup.sh): {e}",
+                    user.name
+                )
+            })?;
             engine_run(&["image", "exists", &base_image()], &env).map_err(|e| {
                 format!(
                     "rootless podman of {} unusable or base image {} missing: {e}",
@@ -602,10 +683,15 @@ impl Ctx {
         }
         let state = match backend_state(backend) {
             Ok(state) => state,
-            Err(reason) => return not_ready(&format!("{what} ({} backend)", backend.name()), &reason),
+            Err(reason) => {
+                return not_ready(&format!("{what} ({} backend)", backend.name()), &reason);
+            }
         };
         let suite = suite().unwrap();
-        let dir = suite.root.join("tests").join(format!("{}-{}", backend.name(), name));
+        let dir = suite
+            .root
+            .join("tests")
+            .join(format!("{}-{}", backend.name(), name));
         let ws = dir.join("workspace");
         let config_home = dir.join("config");
         std::fs::create_dir_all(&ws).unwrap();
@@ -639,10 +725,17 @@ impl Ctx {
                 .kennel(&["image", "build", "shell"])
                 .timeout(BUILD_TIMEOUT)
                 .run();
-            if out.success() { Ok(()) } else { Err(out.to_string()) }
+            if out.success() {
+                Ok(())
+            } else {
+                Err(out.to_string())
+            }
         });
         if let Err(e) = built {
-            panic!("`kennel image build shell` failed on {}:\n{e}", backend.name());
+            panic!(
+                "`kennel image build shell` failed on {}:\n{e}",
+                backend.name()
+            );
         }
         Some(ctx)
     }
@@ -673,9 +766,15 @@ impl Ctx {
     /// The environment kennel runs with.
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = self.user.base_env();
-        env.push(("XDG_CONFIG_HOME".into(), self.config_home.display().to_string()));
+        env.push((
+            "XDG_CONFIG_HOME".into(),
+            self.config_home.display().to_string(),
+        ));
         env.push(("XDG_DATA_HOME".into(), self.data_home.display().to_string()));
-        env.push(("XDG_CACHE_HOME".into(), self.data_home.join("cache").display().to_string()));
+        env.push((
+            "XDG_CACHE_HOME".into(),
+            self.data_home.join("cache").display().to_string(),
+        ));
         env.extend(self.backend.env());
         env
     }
@@ -703,7 +802,10 @@ impl Ctx {
             "[{} as {}] kennel {}",
             self.backend.name(),
             self.user.name,
-            args.iter().map(|a| sh_quote(a)).collect::<Vec<_>>().join(" ")
+            args.iter()
+                .map(|a| sh_quote(a))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         let mut cmd = self.user.command(&argv, &env);
         cmd.current_dir(&self.ws);
@@ -741,12 +843,19 @@ impl Ctx {
         out.stdout
     }
 
-    /// The engine CLI (docker / podman --remote / rootless podman) as the user.
+    /// The engine CLI (docker / podman --remote / rootless podman) as the
+    /// user, with the user's plain environment: rootless podman keeps its
+    /// image store under XDG_DATA_HOME, which the tests point elsewhere for
+    /// kennel.
     pub fn engine(&self, args: &[&str]) -> Out {
-        let mut argv: Vec<String> = self.backend.engine_argv();
+        let mut argv: Vec<String> = self.backend.engine_argv(&self.user);
         argv.extend(args.iter().map(|s| s.to_string()));
-        let argv: Vec<&str> = argv.iter().map(|s| s.as_str()).collect();
-        self.as_user(&argv).timeout(Duration::from_secs(120)).run()
+        let mut env = self.user.base_env();
+        env.extend(self.backend.env());
+        let what = format!("[as {}] {}", self.user.name, argv.join(" "));
+        let mut cmd = self.user.command(&argv, &env);
+        cmd.current_dir(&self.ws);
+        Exec::new(cmd, what).timeout(Duration::from_secs(120)).run()
     }
 
     pub fn workspace_label(&self) -> String {
@@ -755,9 +864,19 @@ impl Ctx {
 
     /// IDs of every container (running or not) labelled with this workspace.
     pub fn workspace_containers(&self) -> Vec<String> {
-        let out = self.engine(&["ps", "-a", "-q", "--no-trunc", "--filter", &self.workspace_label()]);
+        let out = self.engine(&[
+            "ps",
+            "-a",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &self.workspace_label(),
+        ]);
         out.assert_ok();
-        out.stdout.split_whitespace().map(|s| s.to_string()).collect()
+        out.stdout
+            .split_whitespace()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     /// `container inspect ID` as JSON (the first element).
@@ -775,9 +894,17 @@ impl Ctx {
         let (mut cmd, what) = self.kennel_command(args, &[]);
         let log = self.dir.join(format!("background-{}.log", unique()));
         let file = std::fs::File::create(&log).unwrap();
-        cmd.stdin(Stdio::null()).stdout(file.try_clone().unwrap()).stderr(file);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        Background { child: Some(child), what, log }
+        cmd.stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        Background {
+            child: Some(child),
+            what,
+            log,
+        }
     }
 
     /// Start a long-running sandbox and return it with its container ID.
@@ -805,8 +932,16 @@ impl Ctx {
             if let Some(id) = out.stdout.split_whitespace().next() {
                 return id.to_string();
             }
+            if !out.success() {
+                bg.stop();
+                panic!("cannot list containers:\n{out}\n{}", bg.output());
+            }
             if let Some(status) = bg.try_wait() {
-                panic!("{} exited ({status:?}) before its container ran\n{}", bg.what, bg.output());
+                panic!(
+                    "{} exited ({status:?}) before its container ran\n{}",
+                    bg.what,
+                    bg.output()
+                );
             }
             if Instant::now() > deadline {
                 panic!(
@@ -851,7 +986,9 @@ impl Background {
         self.child.as_ref().unwrap().id()
     }
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
     /// Send a signal to kennel (the spawned process: `setpriv` and `env` exec
     /// into kennel, so the PID is kennel's).
@@ -866,7 +1003,11 @@ impl Background {
         wait_deadline(self.child.as_mut().unwrap(), limit)
     }
     pub fn output(&self) -> String {
-        format!("--- output of {} ---\n{}", self.what, clip(&std::fs::read_to_string(&self.log).unwrap_or_default()))
+        format!(
+            "--- output of {} ---\n{}",
+            self.what,
+            clip(&std::fs::read_to_string(&self.log).unwrap_or_default())
+        )
     }
     /// Stop kennel with SIGTERM and wait a little.
     pub fn stop(&mut self) {
@@ -893,7 +1034,10 @@ impl Drop for Background {
 }
 
 pub fn unique() -> String {
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{}-{}", std::process::id(), nanos % 1_000_000_000_000)
 }
 
@@ -905,10 +1049,11 @@ pub fn once_per_run(cell: &'static OnceLock<()>, f: impl FnOnce()) {
 
 /// Walk a JSON value by `a.b.0.c`.
 pub fn jget<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(value, |v, key| match key.parse::<usize>() {
-        Ok(i) => v.get(i),
-        Err(_) => v.get(key),
-    })
+    path.split('.')
+        .try_fold(value, |v, key| match key.parse::<usize>() {
+            Ok(i) => v.get(i),
+            Err(_) => v.get(key),
+        })
 }
 
 /// A tmux server of the test user on its own socket, killed on drop.
@@ -943,16 +1088,24 @@ impl Tmux {
     }
 
     pub fn run(&self, args: &[&str]) -> Out {
-        let mut argv: Vec<String> =
-            vec!["tmux".into(), "-L".into(), self.socket.clone(), "-f".into(), "/dev/null".into()];
+        let mut argv: Vec<String> = vec![
+            "tmux".into(),
+            "-L".into(),
+            self.socket.clone(),
+            "-f".into(),
+            "/dev/null".into(),
+        ];
         argv.extend(args.iter().map(|s| s.to_string()));
         let cmd = self.ctx_user.command(&argv, &self.env);
-        Exec::new(cmd, argv.join(" ")).timeout(Duration::from_secs(30)).run()
+        Exec::new(cmd, argv.join(" "))
+            .timeout(Duration::from_secs(30))
+            .run()
     }
 
     /// Type a line (followed by Enter).
     pub fn type_line(&self, line: &str) {
-        self.run(&["send-keys", "-t", "e2e", "-l", line]).assert_ok();
+        self.run(&["send-keys", "-t", "e2e", "-l", line])
+            .assert_ok();
         self.run(&["send-keys", "-t", "e2e", "Enter"]).assert_ok();
     }
 
@@ -964,7 +1117,12 @@ impl Tmux {
 
     /// Poll the pane until `needle` appears; `retype` is typed again every
     /// `every` (None: type nothing). Returns the pane text.
-    pub fn wait_for(&self, needle: &str, limit: Duration, retype: Option<(&str, Duration)>) -> Result<String, String> {
+    pub fn wait_for(
+        &self,
+        needle: &str,
+        limit: Duration,
+        retype: Option<(&str, Duration)>,
+    ) -> Result<String, String> {
         let deadline = Instant::now() + limit;
         let mut next_type = Instant::now();
         loop {
@@ -980,7 +1138,9 @@ impl Tmux {
                 return Ok(pane);
             }
             if Instant::now() > deadline {
-                return Err(format!("`{needle}` did not appear within {limit:?}; pane:\n{pane}"));
+                return Err(format!(
+                    "`{needle}` did not appear within {limit:?}; pane:\n{pane}"
+                ));
             }
         }
     }

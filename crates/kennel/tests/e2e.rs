@@ -1,0 +1,103 @@
+//! kennel end-to-end tests against real engines.
+//!
+//! The same behaviours run on every backend: `docker::exit_code_and_streams`,
+//! `podman::…` (rootful, through /run/podman/podman.sock) and
+//! `podman_rootless::…`. kennel runs as the non-root user `kennel-e2e` when
+//! the tests run as root. Prepare the machine with `scripts/e2e-setup.sh`.
+//!
+//! Without a ready engine a test prints SKIP and passes, unless
+//! `KENNEL_E2E=require` (CI), which turns that into a failure.
+//!
+//!     cargo test -p kennel --test e2e                  # everything
+//!     cargo test -p kennel --test e2e docker::          # one backend
+//!     cargo test -p kennel --test e2e agent_images      # the slow agent-image test
+
+#[path = "e2e/harness.rs"]
+mod harness;
+
+#[path = "e2e/cases.rs"]
+mod cases;
+
+#[path = "e2e/agent_images.rs"]
+mod agent_images;
+
+/// One module of tests per backend. A new behaviour: one line here (and its
+/// function in `cases.rs`). A new backend: one `backend_suite!` line below.
+macro_rules! backend_suite {
+    ($module:ident, $backend:expr) => {
+        mod $module {
+            use crate::cases;
+            use crate::harness::Backend;
+            const B: Backend = $backend;
+
+            #[test]
+            fn exit_code_and_streams() {
+                cases::exit_code_and_streams(B)
+            }
+            #[test]
+            fn stdin_passthrough() {
+                cases::stdin_passthrough(B)
+            }
+            #[test]
+            fn pty_and_resize() {
+                cases::pty_and_resize(B)
+            }
+            #[test]
+            fn sigterm_stops_sandbox() {
+                cases::sigterm_stops_sandbox(B)
+            }
+            #[test]
+            fn sigint_stops_sandbox() {
+                cases::sigint_stops_sandbox(B)
+            }
+            #[test]
+            fn identity_and_hardening() {
+                cases::identity_and_hardening(B)
+            }
+            #[test]
+            fn host_isolation() {
+                cases::host_isolation(B)
+            }
+            #[test]
+            fn environment() {
+                cases::environment(B)
+            }
+            #[test]
+            fn agent_credentials_in_plan() {
+                cases::agent_credentials_in_plan(B)
+            }
+            #[test]
+            fn git_safety() {
+                cases::git_safety(B)
+            }
+            #[test]
+            fn agent_state_persists() {
+                cases::agent_state_persists(B)
+            }
+            #[test]
+            fn dry_run() {
+                cases::dry_run(B)
+            }
+            #[test]
+            fn project_config_refused_user_config_allowed() {
+                cases::project_config_refused_user_config_allowed(B)
+            }
+            #[test]
+            fn config_defined_agent() {
+                cases::config_defined_agent(B)
+            }
+            #[test]
+            fn image_build_is_cached() {
+                cases::image_build_is_cached(B)
+            }
+            #[test]
+            fn unknown_agent_is_usage_error() {
+                cases::unknown_agent_is_usage_error(B)
+            }
+        }
+    };
+}
+
+backend_suite!(docker, Backend::Docker);
+backend_suite!(podman, Backend::Podman);
+backend_suite!(podman_rootless, Backend::PodmanRootless);

@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# Prepare this machine for kennel's end-to-end tests (Debian 12, run as root).
+#
+#   - installs the Debian packages the tests need (only when missing);
+#   - starts dockerd when `docker info` fails;
+#   - configures Podman (runc, cgroupfs, file events) and starts the rootful
+#     Podman API service on /run/podman/podman.sock, usable by group
+#     `kennel-podman`;
+#   - creates the non-root test user `kennel-e2e` (groups docker and
+#     kennel-podman, subuid/subgid ranges, XDG_RUNTIME_DIR);
+#   - builds the local base image once (debootstrap minbase bookworm) and
+#     imports it as kennel-test/bookworm:latest into Docker, rootful Podman and
+#     the test user's rootless Podman.
+#
+# Idempotent: safe to run any number of times. Quiet unless something fails.
+# Environment:
+#   KENNEL_E2E_USER       test user name            (default kennel-e2e)
+#   KENNEL_E2E_CACHE      cache for the base rootfs (default /var/cache/kennel-e2e)
+#   KENNEL_E2E_IMAGE      base image reference      (default kennel-test/bookworm:latest)
+#   KENNEL_E2E_MIRROR     Debian mirror             (default http://deb.debian.org/debian)
+set -euo pipefail
+
+E2E_USER=${KENNEL_E2E_USER:-kennel-e2e}
+E2E_HOME=/home/$E2E_USER
+CACHE=${KENNEL_E2E_CACHE:-/var/cache/kennel-e2e}
+IMAGE=${KENNEL_E2E_IMAGE:-kennel-test/bookworm:latest}
+MIRROR=${KENNEL_E2E_MIRROR:-http://deb.debian.org/debian}
+PODMAN_GROUP=kennel-podman
+PODMAN_SOCK=/run/podman/podman.sock
+LOG_DIR=/tmp/kennel-e2e-logs
+SUBID_START=200000
+SUBID_COUNT=65536
+
+PACKAGES=(docker.io podman runc uidmap debootstrap tmux slirp4netns fuse-overlayfs
+          iproute2 bubblewrap catatonit curl git ca-certificates python3 util-linux)
+
+log() { printf 'e2e-setup: %s\n' "$*" >&2; }
+die() { printf 'e2e-setup: ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Run a command quietly; on failure print its output and stop.
+quiet() {
+    local out
+    if ! out=$("$@" 2>&1); then
+        printf 'e2e-setup: ERROR: command failed: %s\n%s\n' "$*" "$out" >&2
+        exit 1
+    fi
+}
+
+[[ $(id -u) -eq 0 ]] || die "must run as root (it installs packages, starts daemons, creates a user)"
+mkdir -p "$LOG_DIR"
+
+# ---------------------------------------------------------------- packages
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then
+        missing+=("$pkg")
+    fi
+done
+if ((${#missing[@]})); then
+    log "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    quiet apt-get update -q
+    quiet apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# ------------------------------------------------------------------ docker
+if ! docker info >/dev/null 2>&1; then
+    log "starting dockerd (log: $LOG_DIR/dockerd.log)"
+    setsid nohup dockerd >"$LOG_DIR/dockerd.log" 2>&1 </dev/null &
+    for _ in $(seq 1 60); do
+        docker info >/dev/null 2>&1 && break
+        sleep 1
+    done
+    docker info >/dev/null 2>&1 || {
+        tail -n 30 "$LOG_DIR/dockerd.log" >&2 || true
+        die "dockerd did not become ready within 60 s (see $LOG_DIR/dockerd.log)"
+    }
+fi
+
+# ------------------------------------------------------------------ podman
+# crun refuses hosts whose cgroups are hybrid v1/v2; runc works. Rootless
+# podman reads the same file from /etc.
+CONF=/etc/containers/containers.conf
+# Container ulimits must stay at or below the host's hard limits: root here
+# lacks CAP_SYS_RESOURCE, and podman's default (nofile=1048576, nproc) makes
+# runc fail with "error setting rlimit type 7: operation not permitted".
+# conmon runs with nproc capped at 32768, hence the cap.
+NOFILE=$(ulimit -Hn); [[ $NOFILE == unlimited ]] && NOFILE=1048576
+NPROC=$(ulimit -Hu); { [[ $NPROC == unlimited ]] || ((NPROC > 32768)); } && NPROC=32768
+WANT_CONF="# Written by kennel scripts/e2e-setup.sh
+[containers]
+default_ulimits = [\"nofile=$NOFILE:$NOFILE\", \"nproc=$NPROC:$NPROC\"]
+
+[engine]
+runtime = \"runc\"
+cgroup_manager = \"cgroupfs\"
+events_logger = \"file\""
+mkdir -p /etc/containers
+if [[ ! -f $CONF ]] || [[ "$(cat "$CONF")" != "$WANT_CONF" ]]; then
+    if [[ -f $CONF ]] && ! grep -q 'kennel scripts/e2e-setup.sh' "$CONF"; then
+        cp -a "$CONF" "$CONF.kennel-bak"
+        log "replaced $CONF (previous one saved as $CONF.kennel-bak)"
+    fi
+    printf '%s\n' "$WANT_CONF" >"$CONF"
+    CONF_CHANGED=1
+fi
+
+getent group "$PODMAN_GROUP" >/dev/null || quiet groupadd --system "$PODMAN_GROUP"
+
+podman_api_ok() {
+    curl -fsS --max-time 5 --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null 2>&1
+}
+SERVICE_PIDFILE=/run/kennel-e2e-podman-service.pid
+if [[ ${CONF_CHANGED:-0} == 1 && -f $SERVICE_PIDFILE ]]; then
+    # Our service runs with the old configuration: restart it.
+    pid=$(cat "$SERVICE_PIDFILE")
+    if [[ $(cat "/proc/$pid/comm" 2>/dev/null) == podman ]]; then
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    fi
+    rm -f "$SERVICE_PIDFILE"
+fi
+if ! podman_api_ok; then
+    log "starting the rootful podman API service on $PODMAN_SOCK (log: $LOG_DIR/podman-service.log)"
+    mkdir -p /run/podman
+    rm -f "$PODMAN_SOCK"
+    setsid nohup podman system service --time=0 "unix://$PODMAN_SOCK" \
+        >"$LOG_DIR/podman-service.log" 2>&1 </dev/null &
+    echo $! >"$SERVICE_PIDFILE"
+    for _ in $(seq 1 60); do
+        [[ -S $PODMAN_SOCK ]] && podman_api_ok && break
+        sleep 0.5
+    done
+    podman_api_ok || {
+        tail -n 30 "$LOG_DIR/podman-service.log" >&2 || true
+        die "rootful podman API service did not answer on $PODMAN_SOCK within 30 s"
+    }
+fi
+chmod 755 /run/podman
+chgrp "$PODMAN_GROUP" "$PODMAN_SOCK"
+chmod 660 "$PODMAN_SOCK"
+
+# --------------------------------------------------------------- test user
+if ! id -u "$E2E_USER" >/dev/null 2>&1; then
+    quiet useradd --create-home --home-dir "$E2E_HOME" --shell /bin/bash \
+        --groups "docker,$PODMAN_GROUP" "$E2E_USER"
+else
+    quiet usermod -a -G "docker,$PODMAN_GROUP" "$E2E_USER"
+fi
+mkdir -p "$E2E_HOME"
+chown "$E2E_USER:" "$E2E_HOME"
+E2E_UID=$(id -u "$E2E_USER")
+E2E_GID=$(id -g "$E2E_USER")
+for f in /etc/subuid /etc/subgid; do
+    touch "$f"
+    if ! grep -q "^$E2E_USER:" "$f"; then
+        # Pick a range that does not overlap the existing ones.
+        start=$SUBID_START
+        while read -r s c; do
+            if ((start < s + c && s < start + SUBID_COUNT)); then start=$((s + c)); fi
+        done < <(awk -F: 'NF==3 {print $2, $3}' "$f" | sort -n)
+        echo "$E2E_USER:$start:$SUBID_COUNT" >>"$f"
+    fi
+done
+RUNTIME_DIR=/run/user/$E2E_UID
+mkdir -p "$RUNTIME_DIR"
+chown "$E2E_UID:$E2E_GID" "$RUNTIME_DIR"
+chmod 700 "$RUNTIME_DIR"
+# Rootless podman's slirp4netns opens /dev/net/tun as the user.
+[[ -e /dev/net/tun ]] && chmod 666 /dev/net/tun
+
+as_user() {
+    runuser -u "$E2E_USER" -- env -i HOME="$E2E_HOME" USER="$E2E_USER" LOGNAME="$E2E_USER" \
+        PATH=/usr/local/bin:/usr/bin:/bin XDG_RUNTIME_DIR="$RUNTIME_DIR" "$@"
+}
+# Group membership changes and new subuid ranges take effect for rootless
+# podman only after its pause process is restarted.
+as_user podman system migrate >/dev/null 2>&1 || true
+
+# -------------------------------------------------------------- base image
+ROOTFS=$CACHE/rootfs
+TARBALL=$CACHE/rootfs.tar
+mkdir -p "$CACHE"
+chmod 755 "$CACHE"
+if [[ ! -f $CACHE/rootfs.done ]]; then
+    log "building the base rootfs with debootstrap (log: $LOG_DIR/debootstrap.log)"
+    rm -rf "$ROOTFS" "$TARBALL"
+    if ! debootstrap --variant=minbase bookworm "$ROOTFS" "$MIRROR" >"$LOG_DIR/debootstrap.log" 2>&1; then
+        tail -n 30 "$LOG_DIR/debootstrap.log" >&2 || true
+        die "debootstrap failed (see $LOG_DIR/debootstrap.log)"
+    fi
+    # Keep the image small and reproducible-ish.
+    rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/*
+    tar --numeric-owner -C "$ROOTFS" -cf "$TARBALL.tmp" .
+    mv "$TARBALL.tmp" "$TARBALL"
+    chmod 644 "$TARBALL"
+    touch "$CACHE/rootfs.done"
+fi
+[[ -f $TARBALL ]] || { rm -f "$CACHE/rootfs.done"; die "$TARBALL missing; run again to rebuild"; }
+
+if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    log "importing $IMAGE into docker"
+    quiet docker import "$TARBALL" "$IMAGE"
+fi
+if ! podman image exists "$IMAGE"; then
+    log "importing $IMAGE into rootful podman"
+    quiet podman import "$TARBALL" "$IMAGE"
+fi
+if ! as_user podman image exists "$IMAGE" 2>/dev/null; then
+    log "importing $IMAGE into $E2E_USER's rootless podman"
+    quiet as_user podman import "$TARBALL" "$IMAGE"
+fi
+
+# The user's rootless podman API service (what `systemctl --user enable
+# podman.socket` gives a real user). Started here with the user's plain
+# environment: a service that kennel would start from inside a test inherits
+# the test's XDG_DATA_HOME/XDG_CONFIG_HOME and so a different, empty image
+# store.
+ROOTLESS_SOCK=$RUNTIME_DIR/podman/podman.sock
+rootless_api_ok() {
+    as_user curl -fsS --max-time 5 --unix-socket "$ROOTLESS_SOCK" http://d/_ping >/dev/null 2>&1
+}
+if ! rootless_api_ok; then
+    log "starting $E2E_USER's rootless podman API service on $ROOTLESS_SOCK (log: $LOG_DIR/podman-rootless-service.log)"
+    touch "$LOG_DIR/podman-rootless-service.log"
+    chown "$E2E_USER:" "$LOG_DIR/podman-rootless-service.log"
+    as_user setsid nohup podman system service --time=0 "unix://$ROOTLESS_SOCK" \
+        >>"$LOG_DIR/podman-rootless-service.log" 2>&1 </dev/null &
+    for _ in $(seq 1 60); do
+        rootless_api_ok && break
+        sleep 0.5
+    done
+    rootless_api_ok || {
+        tail -n 30 "$LOG_DIR/podman-rootless-service.log" >&2 || true
+        die "rootless podman API service of $E2E_USER did not answer on $ROOTLESS_SOCK within 30 s"
+    }
+fi
+
+# ------------------------------------------------------------------ checks
+check() {
+    local what=$1; shift
+    local out
+    if ! out=$("$@" 2>&1); then
+        printf 'e2e-setup: ERROR: %s does not work: %s\n%s\n' "$what" "$*" "$out" >&2
+        case $what in
+        "rootless podman")
+            cat >&2 <<EOF
+e2e-setup: hints: $E2E_USER needs entries in /etc/subuid and /etc/subgid, newuidmap/newgidmap
+  (package uidmap) setuid, /dev/net/tun mode 0666 (slirp4netns), XDG_RUNTIME_DIR=$RUNTIME_DIR
+  owned by the user, and runtime="runc" in $CONF. Try as the user: podman --log-level=debug run --rm $IMAGE true
+EOF
+            ;;
+        esac
+        exit 1
+    fi
+}
+check "docker (as $E2E_USER)" as_user docker run --rm "$IMAGE" true
+check "rootful podman (as $E2E_USER through $PODMAN_SOCK)" \
+    as_user podman --remote --url "unix://$PODMAN_SOCK" run --rm "$IMAGE" true
+check "rootless podman" as_user podman run --rm "$IMAGE" true
+
+echo "docker: ready ($(docker version --format '{{.Server.Version}}' 2>/dev/null), image $IMAGE)"
+echo "podman: ready (rootful, $PODMAN_SOCK, group $PODMAN_GROUP, image $IMAGE)"
+echo "podman-rootless: ready (user $E2E_USER uid $E2E_UID, $ROOTLESS_SOCK, image $IMAGE)"
