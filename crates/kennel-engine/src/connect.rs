@@ -68,15 +68,9 @@ fn parse_limits(text: &str) -> EngineLimits {
     }
 }
 
-/// The limits of the process on the other end of the socket (the engine, or
-/// whatever created its listening socket).
-async fn engine_limits(socket: &Path) -> EngineLimits {
-    let Ok(stream) = tokio::net::UnixStream::connect(socket).await else {
-        return EngineLimits::default();
-    };
-    let Some(pid) = stream.peer_cred().ok().and_then(|cred| cred.pid()) else {
-        return EngineLimits::default();
-    };
+/// The limits of the process serving the engine socket (found through the
+/// socket's peer credentials).
+fn engine_limits_of(pid: i32) -> EngineLimits {
     match std::fs::read_to_string(format!("/proc/{pid}/limits")) {
         Ok(text) => {
             let limits = parse_limits(&text);
@@ -397,6 +391,52 @@ fn start_podman_service(podman: &Path, socket: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+fn parse_api_version(text: &str) -> Option<(usize, usize)> {
+    let (major, minor) = text.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// Builds the client from what the engine said about itself. Rootless
+/// Podman is recognised by who serves the socket: a rootful engine runs as root.
+fn engine_from_facts(
+    target: &Target,
+    facts: &crate::cache::Facts,
+    peer: Option<crate::cache::Peer>,
+) -> Result<Engine, EngineError> {
+    let kind = if facts.podman { EngineKind::Podman } else { EngineKind::Docker };
+    if kind != target.kind {
+        info!(socket = %target.socket.display(), "the {} socket is served by {kind}", target.kind);
+    }
+    let rootless = kind == EngineKind::Podman
+        && match peer {
+            Some(peer) => peer.uid != 0,
+            None => target.rootless,
+        };
+    let path = target.socket.to_str().ok_or_else(|| EngineError::Unreachable {
+        kind: target.kind,
+        socket: target.socket.clone(),
+        reason: "the socket path is not UTF-8".into(),
+        fix: None,
+    })?;
+    let client_version = bollard::ClientVersion { major_version: facts.api_major, minor_version: facts.api_minor };
+    let docker = Docker::connect_with_unix(path, 120, &client_version).map_err(|err| EngineError::Unreachable {
+        kind: target.kind,
+        socket: target.socket.clone(),
+        reason: err.to_string(),
+        fix: None,
+    })?;
+    let engine_limits = peer.map(|peer| engine_limits_of(peer.pid)).unwrap_or_default();
+    Ok(Engine {
+        kind,
+        rootless,
+        socket: target.socket.clone(),
+        version: facts.version.clone(),
+        api_version: format!("{}.{}", facts.api_major, facts.api_minor),
+        engine_limits,
+        docker,
+    })
+}
+
 /// Connect to `target`, starting Podman's service if needed and allowed.
 async fn connect_target(target: &Target, may_start_service: bool) -> Result<Engine, EngineError> {
     let unreachable = |failure: Failure| EngineError::Unreachable {
@@ -405,6 +445,13 @@ async fn connect_target(target: &Target, may_start_service: bool) -> Result<Engi
         reason: failure.reason,
         fix: failure.fix,
     };
+
+    // Fast path: the same engine process as last time answers this socket.
+    let peer = crate::cache::peer(&target.socket).await;
+    if let Some(facts) = peer.as_ref().and_then(|peer| crate::cache::lookup(&target.socket, peer)) {
+        debug!(socket = %target.socket.display(), pid = facts.peer.pid, "engine facts from cache");
+        return engine_from_facts(target, &facts, peer);
+    }
 
     let first = match socket_accepts(target).await {
         Ok(()) => ping(&target.socket).await.map_err(|reason| Failure { reason, fix: None }),
@@ -462,68 +509,50 @@ async fn connect_target(target: &Target, may_start_service: bool) -> Result<Engi
         }
     };
 
-    let docker = docker.negotiate_version().await.map_err(|err| {
+    // A service started just now had no peer at the top.
+    let peer = match peer {
+        Some(peer) => Some(peer),
+        None => crate::cache::peer(&target.socket).await,
+    };
+    // One `/version` answers everything kennel needs: the API version, and
+    // whether Podman serves the socket (its components say so).
+    let version = crate::raw::get_json(&target.socket, "/version").await.map_err(|reason| {
         unreachable(Failure {
-            reason: format!("API version negotiation failed: {err}"),
+            reason: format!("reading the engine version failed: {reason}"),
             fix: None,
         })
     })?;
-    let version = docker.version().await.map_err(|err| {
-        unreachable(Failure {
-            reason: format!("reading the engine version failed: {err}"),
-            fix: None,
-        })
-    })?;
-    let is_podman = version
-        .components
-        .iter()
+    drop(docker);
+    let (api_major, api_minor) = version
+        .get("ApiVersion")
+        .and_then(serde_json::Value::as_str)
+        .and_then(parse_api_version)
+        .unwrap_or((1, 41));
+    let default = bollard::API_DEFAULT_VERSION;
+    let (api_major, api_minor) =
+        std::cmp::min((api_major, api_minor), (default.major_version, default.minor_version));
+    let podman = version
+        .get("Components")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
         .flatten()
-        .any(|component| component.name.to_ascii_lowercase().contains("podman"));
-    let kind = if is_podman {
-        EngineKind::Podman
-    } else {
-        EngineKind::Docker
+        .filter_map(|component| component.get("Name").and_then(serde_json::Value::as_str))
+        .any(|name| name.to_ascii_lowercase().contains("podman"));
+    let facts = crate::cache::Facts {
+        peer: peer.unwrap_or(crate::cache::Peer { pid: 0, uid: u32::MAX, start_time: 0 }),
+        podman,
+        version: version
+            .get("Version")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("unknown")
+            .to_string(),
+        api_major,
+        api_minor,
     };
-    if kind != target.kind {
-        info!(socket = %target.socket.display(), "the {} socket is served by {kind}", target.kind);
+    if peer.is_some() {
+        crate::cache::store(&target.socket, &facts);
     }
-    let rootless = if kind == EngineKind::Podman {
-        let info = docker.info().await.map_err(|err| {
-            unreachable(Failure {
-                reason: format!("reading engine info failed: {err}"),
-                fix: None,
-            })
-        })?;
-        let compat = info
-            .security_options
-            .iter()
-            .flatten()
-            .any(|option| option.split(',').any(|part| part == "name=rootless"));
-        // Podman 4's compat /info does not say "name=rootless"; its own API does.
-        compat
-            || match crate::raw::get_json(&target.socket, "/v4.0.0/libpod/info").await {
-                Ok(info) => info
-                    .pointer("/host/security/rootless")
-                    .and_then(serde_json::Value::as_bool)
-                    .unwrap_or(target.rootless),
-                Err(err) => {
-                    debug!(%err, "libpod info unavailable; guessing rootless from the socket");
-                    target.rootless
-                }
-            }
-    } else {
-        false
-    };
-    let client = docker.client_version();
-    let engine = Engine {
-        kind,
-        rootless,
-        socket: target.socket.clone(),
-        version: version.version.unwrap_or_else(|| "unknown".to_string()),
-        api_version: format!("{}.{}", client.major_version, client.minor_version),
-        engine_limits: engine_limits(&target.socket).await,
-        docker,
-    };
+    let engine = engine_from_facts(target, &facts, peer)?;
     debug!(?engine, "connected");
     Ok(engine)
 }

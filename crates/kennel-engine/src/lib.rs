@@ -11,6 +11,7 @@
 //!
 //! This crate never prints; it logs through `tracing`.
 
+mod cache;
 mod connect;
 mod error;
 mod images;

@@ -157,6 +157,20 @@ fn classify_start_failure(
 
 impl Engine {
     /// The engine's container configuration for `plan`.
+    /// Rootless Podman cannot apply a cgroup pids limit on hosts without
+    /// cgroup delegation (cgroup v1 or hybrid), and its compat API drops
+    /// ulimits; there the process limit is set by `prlimit` (util-linux, in
+    /// every image kennel builds) before the agent starts. RLIMIT_NPROC is
+    /// counted per user namespace, so it bounds the sandbox's own processes.
+    fn command_with_limits(&self, plan: &Plan) -> Vec<String> {
+        if self.kind == EngineKind::Podman && self.rootless && plan.image.managed && plan.limits.pids > 0 {
+            let mut command = vec!["prlimit".to_string(), format!("--nproc={}", plan.limits.pids), "--".to_string()];
+            command.extend(plan.command.iter().cloned());
+            return command;
+        }
+        plan.command.clone()
+    }
+
     pub(crate) fn container_config(&self, plan: &Plan) -> Result<ContainerCreateBody, EngineError> {
         if plan.command.is_empty() {
             return Err(EngineError::InvalidPlan("the command is empty".to_string()));
@@ -214,7 +228,7 @@ impl Engine {
 
         Ok(ContainerCreateBody {
             image: Some(plan.image.reference.clone()),
-            cmd: Some(plan.command.clone()),
+            cmd: Some(self.command_with_limits(plan)),
             user: Some(format!("{}:{}", plan.user.uid, plan.user.gid)),
             working_dir: Some(path_str(&plan.workdir, "working directory")?.to_string()),
             env: Some(
@@ -504,7 +518,7 @@ impl Engine {
                 warn!(%id, "the container could not be removed");
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }

@@ -230,6 +230,11 @@ fn runtime_setup(runtime: Runtime) -> Option<&'static str> {
 
 pub fn agent_recipe(agent: &AgentSpec, base: &Recipe) -> Recipe {
     let mut dockerfile = format!("FROM {}\n", base.tag);
+    if agent.runtime == Runtime::Node {
+        // Node from the `node` package makes npm compute its global prefix
+        // inside that package; pin it so `npm install -g` lands on PATH.
+        dockerfile.push_str("ENV NPM_CONFIG_PREFIX=/usr/local\n");
+    }
     if agent.runtime == Runtime::Python {
         dockerfile
             .push_str("ENV VIRTUAL_ENV=/opt/kennel/python PATH=/opt/kennel/python/bin:$PATH\n");
@@ -361,6 +366,13 @@ mod tests {
             Err(ImageError::NotPem { .. })
         ));
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn node_agents_install_onto_path() {
+        let catalog = Catalog::builtin().expect("catalog");
+        let codex = recipes_for(catalog.get("codex").expect("codex"), &settings());
+        assert!(codex[1].dockerfile.contains("ENV NPM_CONFIG_PREFIX=/usr/local"));
     }
 
     #[test]
