@@ -177,6 +177,20 @@ as_user() {
 # podman only after its pause process is restarted.
 as_user podman system migrate >/dev/null 2>&1 || true
 
+# Rootless podman falls back to the vfs storage driver here, which copies the
+# whole image for every container (seconds per start). The kernel's own
+# overlayfs works unprivileged since Linux 5.13. A store already created with
+# vfs must be reset (its images are imported again below).
+STORAGE_CONF=$E2E_HOME/.config/containers/storage.conf
+if ! grep -qs '^driver = "overlay"' "$STORAGE_CONF"; then
+    log "switching $E2E_USER's rootless podman storage to overlay"
+    pkill -u "$E2E_USER" -f 'podman system service' 2>/dev/null || true
+    as_user mkdir -p "$E2E_HOME/.config/containers"
+    printf '[storage]\ndriver = "overlay"\n' >"$STORAGE_CONF"
+    chown "$E2E_USER:" "$STORAGE_CONF"
+    as_user podman system reset --force >/dev/null 2>&1 || true
+fi
+
 # -------------------------------------------------------------- base image
 ROOTFS=$CACHE/rootfs
 TARBALL=$CACHE/rootfs.tar
