@@ -7,10 +7,15 @@
 #   KENNEL_E2E=require scripts/test.sh    # e2e tests fail instead (CI)
 #   scripts/test.sh -p kennel --test e2e docker::   # extra args go to cargo test
 #
-# Prepare the machine for the end-to-end tests first (root):
-#   sudo scripts/e2e-setup.sh
+# Run as root, it first prepares the machine for the end-to-end tests
+# (scripts/e2e-setup.sh: packages, engines, test user, base image; idempotent).
+# KENNEL_SKIP_SETUP=1 skips that step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [[ $(id -u) == 0 && ${KENNEL_SKIP_SETUP:-0} != 1 ]]; then
+    bash scripts/e2e-setup.sh
+fi
 
 cargo_args=()
 test_args=()
