@@ -22,6 +22,10 @@ pub struct Plan {
     pub name: String,
     /// The backend the user asked for (`auto`, `docker`, `podman`, `native`).
     pub backend: String,
+    /// The backend that runs this Plan and why it was chosen (set by `kennel
+    /// run`, which resolves `auto`; absent when nothing was resolved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected: Option<BackendChoice>,
     pub image: ImagePlan,
     pub user: UserPlan,
     /// The workspace root on the host; mounted read-write at the same path.
@@ -45,6 +49,19 @@ pub struct Plan {
     pub labels: BTreeMap<String, String>,
     /// Things the user should know about this run (printed before it starts).
     pub warnings: Vec<String>,
+    /// The user accepted a weaker sandbox (`--allow-weaker-sandbox`): the
+    /// native backend runs without the kernel features that are missing
+    /// instead of refusing, and says so on every run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_weaker_sandbox: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendChoice {
+    /// `docker`, `podman` or `native`.
+    pub backend: String,
+    /// Why: what was requested, or what `auto` found.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

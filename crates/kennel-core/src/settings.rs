@@ -25,6 +25,11 @@ pub struct RunRequest {
     pub host_config: bool,
     pub args: Vec<String>,
     pub tty: bool,
+    /// The backend that will run the Plan (`auto` resolved), and why.
+    pub selected: Option<BackendChoice>,
+    /// `--allow-weaker-sandbox`: accept a native sandbox without the kernel
+    /// features that are missing.
+    pub allow_weaker_sandbox: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +82,29 @@ const PASSTHROUGH: &[&str] = &["TERM", "COLORTERM", "LANG", "LANGUAGE", "TZ", "N
 
 /// Where kennel mounts the bundle of configured CA certificates.
 pub const CA_BUNDLE_TARGET: &str = "/etc/kennel/ca-certificates.crt";
+
+/// The same on the native backend, whose `/etc` is the host's own
+/// (read-only, so no new mount point can be made in it); `/run` is private.
+pub const NATIVE_CA_BUNDLE_TARGET: &str = "/run/kennel/ca-certificates.crt";
+
+/// `PATH` on the native backend: the host's system directories (the user's
+/// own home is not there, so nothing installed under it is either).
+pub const NATIVE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn is_native(request: &RunRequest) -> bool {
+    request
+        .selected
+        .as_ref()
+        .is_some_and(|choice| choice.backend == "native")
+}
+
+fn ca_target(request: &RunRequest) -> &'static str {
+    if is_native(request) {
+        NATIVE_CA_BUNDLE_TARGET
+    } else {
+        CA_BUNDLE_TARGET
+    }
+}
 
 /// Paths under kennel's data directory.
 pub fn agent_home(host: &HostContext, agent: &str) -> PathBuf {
@@ -160,6 +188,7 @@ pub fn build_plan(
         agent: agent.name.clone(),
         name: sandbox_name(&agent.name, &workspace.root),
         backend,
+        selected: request.selected.clone(),
         image,
         user,
         workspace: workspace.root.clone(),
@@ -180,6 +209,7 @@ pub fn build_plan(
         ephemeral: true,
         labels,
         warnings,
+        allow_weaker_sandbox: request.allow_weaker_sandbox,
     })
 }
 
@@ -241,7 +271,7 @@ fn plan_mounts(
     {
         mounts.push(mount(
             ca_bundle(host),
-            CA_BUNDLE_TARGET.into(),
+            ca_target(request).into(),
             true,
             MountPurpose::CaCertificates,
         ));
@@ -345,7 +375,11 @@ fn plan_env(
         .as_ref()
         .is_some_and(|certs| !certs.is_empty())
     {
-        set("NODE_EXTRA_CA_CERTS", CA_BUNDLE_TARGET, "kennel");
+        set("NODE_EXTRA_CA_CERTS", ca_target(request), "kennel");
+    }
+    if is_native(request) {
+        // Container images set PATH themselves; on the host there is no image.
+        set("PATH", NATIVE_PATH, "kennel");
     }
     for (name, value) in &host.env {
         if PASSTHROUGH.contains(&name.as_str()) || name.starts_with("LC_") {

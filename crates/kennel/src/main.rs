@@ -15,6 +15,18 @@ use crate::cli::{Cli, Command};
 use crate::error::CliError;
 
 fn main() {
+    // The native backend's helper: before anything can start a thread (a
+    // user namespace cannot be made by a multi-threaded process).
+    {
+        let mut args = std::env::args_os().skip(1);
+        if args
+            .next()
+            .is_some_and(|arg| arg == kennel_native::HELPER_ARG)
+        {
+            let fd = args.next();
+            kennel_native::helper_main(fd.as_deref().and_then(|fd| fd.to_str()));
+        }
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {

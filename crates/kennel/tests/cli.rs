@@ -124,8 +124,9 @@ fn bad_env_name_is_usage_error() {
 #[test]
 fn dry_run_prints_the_plan() {
     let sandbox = Sandbox::new();
-    let plan = dry_run(&sandbox, &["--", "sh", "-c", "exit 7"]);
+    let plan = dry_run(&sandbox, &["-b", "docker", "--", "sh", "-c", "exit 7"]);
     assert_eq!(plan["version"], 1);
+    assert_eq!(plan["selected"]["backend"], "docker");
     assert_eq!(plan["agent"], "shell");
     assert_eq!(plan["command"], serde_json::json!(["sh", "-c", "exit 7"]));
     let workspace = std::fs::canonicalize(&sandbox.workspace).expect("canon");
@@ -134,6 +135,29 @@ fn dry_run_prints_the_plan() {
     assert_eq!(plan["security"]["no_new_privileges"], true);
     let reference = plan["image"]["reference"].as_str().expect("reference");
     assert!(reference.starts_with("kennel/shell:"), "{reference}");
+}
+
+#[test]
+fn dry_run_auto_without_engines_chooses_native_and_says_why() {
+    let sandbox = Sandbox::new();
+    let plan = dry_run(&sandbox, &[]);
+    assert_eq!(plan["backend"], "auto");
+    assert_eq!(plan["selected"]["backend"], "native");
+    let reason = plan["selected"]["reason"].as_str().expect("reason");
+    assert!(reason.contains("no container engine"), "{reason}");
+    assert_eq!(plan["image"]["reference"], "host");
+    assert_eq!(plan["image"]["managed"], false);
+    let env = plan["env"].as_array().expect("env");
+    assert!(env.iter().any(|v| v["name"] == "PATH"), "{env:?}");
+}
+
+#[test]
+fn native_backend_refuses_an_image() {
+    let sandbox = Sandbox::new();
+    let (code, _, stderr) =
+        output(&mut sandbox.kennel(&["run", "shell", "-b", "native", "--image", "x", "--dry-run"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--image"), "{stderr}");
 }
 
 #[test]

@@ -149,6 +149,7 @@ pub fn plan(kind: EngineKind, test: &str, command: &[&str]) -> Plan {
         agent: "shell".to_string(),
         name: unique_name(kind, test),
         backend: kind.to_string(),
+        selected: None,
         image: ImagePlan {
             reference: image(),
             managed: false,
@@ -190,6 +191,7 @@ pub fn plan(kind: EngineKind, test: &str, command: &[&str]) -> Plan {
             ("dev.kennel.test".to_string(), test.to_string()),
         ]),
         warnings: Vec::new(),
+        allow_weaker_sandbox: false,
     }
 }
 

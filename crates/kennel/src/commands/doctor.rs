@@ -109,22 +109,28 @@ fn print_check(check: &Check) {
     }
 }
 
-/// The native backend is not built yet; report what the kernel would offer.
+/// The native backend: what this kernel offers, found by trying it.
 fn native_check() -> Check {
-    let userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
-        .ok()
-        .and_then(|text| text.trim().parse::<u64>().ok())
-        .is_some_and(|max| max > 0);
-    let landlock = std::fs::read_to_string("/sys/kernel/security/lsm")
-        .is_ok_and(|lsm| lsm.contains("landlock"));
+    let probe = kennel_native::probe();
+    let features = format!(
+        "user namespaces {}, Landlock {}, seccomp {}",
+        if probe.userns { "yes" } else { "no" },
+        probe
+            .landlock_abi
+            .map_or("no".to_string(), |abi| format!("ABI {abi}")),
+        if probe.seccomp { "yes" } else { "no" },
+    );
     Check {
         name: "native".into(),
-        ok: false,
-        detail: format!(
-            "not available in this version of kennel (kernel: user namespaces {}, landlock {})",
-            if userns { "yes" } else { "no" },
-            if landlock { "yes" } else { "unknown" }
-        ),
-        fix: Some("use docker or podman for now".into()),
+        ok: probe.available,
+        detail: if probe.available {
+            format!("{features}; network modes other than `none` share the host's network")
+        } else {
+            format!(
+                "{} ({features}); kennel refuses unless --allow-weaker-sandbox",
+                probe.reason
+            )
+        },
+        fix: probe.fix,
     }
 }

@@ -52,6 +52,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Native backend: run even when the kernel lacks user namespaces, Landlock or seccomp (a warning says what is missing on every run)
+    #[arg(long)]
+    pub allow_weaker_sandbox: bool,
+
     /// Arguments passed to the agent (for `shell`: the command to run)
     #[arg(last = true, value_name = "AGENT_ARGS")]
     pub args: Vec<String>,
@@ -62,12 +66,33 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         .map_err(|error| CliError::kennel(format!("no current directory: {error}")))?;
     let context = Context::load(Some(args.workspace.as_deref().unwrap_or(&cwd)))?;
     let agent = context.catalog.get(&args.agent)?;
+    let requested = args
+        .backend
+        .map(|backend| backend.as_str().to_string())
+        .or_else(|| context.config.file.defaults.backend.clone())
+        .unwrap_or_else(|| "auto".into());
+    if !settings::BACKENDS.contains(&requested.as_str()) {
+        return Err(CliError::usage(format!("unknown backend `{requested}`"))
+            .with_hint("choose one of: auto, docker, podman, native"));
+    }
+    let (engine, choice) = crate::engines::select(&requested, !args.dry_run).await?;
+    let native = choice.backend == "native";
+    if native && args.image.is_some() {
+        return Err(CliError::usage(
+            "--image needs a container engine: the native backend runs the host's own programs",
+        )
+        .with_hint("use --backend docker or --backend podman"));
+    }
     let image_settings = context.image_settings()?;
-    let recipes = match &args.image {
-        Some(_) => Vec::new(),
-        None => kennel_image::recipes_for(agent, &image_settings),
+    let recipes = match (&args.image, native) {
+        (Some(_), _) | (None, true) => Vec::new(),
+        (None, false) => kennel_image::recipes_for(agent, &image_settings),
     };
     let image = match (&args.image, recipes.last()) {
+        _ if native => ImagePlan {
+            reference: "host".into(),
+            managed: false,
+        },
         (Some(reference), _) => ImagePlan {
             reference: reference.clone(),
             managed: false,
@@ -88,6 +113,8 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         host_config: args.host_config,
         args: args.args.clone(),
         tty: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
+        selected: Some(choice),
+        allow_weaker_sandbox: args.allow_weaker_sandbox,
     };
     let Some(workspace) = &context.workspace else {
         return Err(CliError::kennel("no workspace"));
@@ -107,15 +134,61 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         println!("{json}");
         return Ok(0);
     }
+
+    if native {
+        let prepared = match kennel_native::prepare(&plan, &kennel_native::NativeOptions::default())
+        {
+            Ok(prepared) => prepared,
+            Err(error) => return native_failure(&error, agent),
+        };
+        for warning in plan.warnings.iter().chain(prepared.warnings()) {
+            eprintln!("kennel: warning: {warning}");
+        }
+        prepare_host(&context, &plan, &image_settings)?;
+        tracing::info!(name = %plan.name, "starting native sandbox");
+        return prepared
+            .run()
+            .or_else(|error| native_failure(&error, agent));
+    }
+
     for warning in &plan.warnings {
         eprintln!("kennel: warning: {warning}");
     }
-
-    let engine = crate::engines::connect(&plan.backend).await?;
+    let engine = match engine {
+        Some(engine) => engine,
+        None => crate::engines::connect(&plan.backend).await?,
+    };
     crate::image_build::ensure(&engine, &recipes, false).await?;
     prepare_host(&context, &plan, &image_settings)?;
     tracing::info!(name = %plan.name, image = %plan.image.reference, "starting sandbox");
     Ok(engine.run(&plan).await?)
+}
+
+/// A native-backend error as the user sees it: 127 when the agent's command
+/// is not on the host, 125 otherwise.
+fn native_failure(
+    error: &kennel_native::NativeError,
+    agent: &kennel_core::catalog::AgentSpec,
+) -> Result<i32, CliError> {
+    let mut error_out = CliError::kennel(error.to_string());
+    if let kennel_native::NativeError::CommandNotFound { .. } = error {
+        let install = agent.install.trim();
+        let hint = error.hint().unwrap_or_default();
+        error_out = error_out.with_hint(if install.is_empty() {
+            hint
+        } else {
+            format!(
+                "install {} on the host (its image recipe runs `{install}`); {hint}",
+                agent.name
+            )
+        });
+        eprintln!("kennel: {error_out}");
+        return Ok(error.exit_code());
+    }
+    if let Some(hint) = error.hint() {
+        error_out = error_out.with_hint(hint);
+    }
+    Err(error_out)
 }
 
 fn network_mode(arg: NetworkArg) -> NetworkMode {

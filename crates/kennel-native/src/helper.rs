@@ -1,0 +1,514 @@
+//! The re-executed helper: namespaces, the new root, the init (PID 1) and the
+//! confined agent. Runs single-threaded (see [`crate::helper_main`]).
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use kennel_core::Plan;
+use kennel_core::plan::NetworkMode;
+use landlock::{
+    ABI, Access, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, RulesetStatus, Scope,
+};
+
+use crate::layout::{Layout, Op, RealFs, plan_layout};
+use crate::policy::Decision;
+use crate::sys;
+use crate::{EXIT_KENNEL, filter};
+
+static INIT_PID: AtomicI32 = AtomicI32::new(0);
+static AGENT_PID: AtomicI32 = AtomicI32::new(0);
+
+const NEW_ROOT: &str = "/newroot";
+const OLD_ROOT: &str = "/oldroot";
+
+/// Failure before the agent started: a message and an exit code.
+struct Failure(i32, String);
+
+impl<E: std::fmt::Display> From<(&str, E)> for Failure {
+    fn from((what, error): (&str, E)) -> Failure {
+        Failure(EXIT_KENNEL, format!("{what}: {error}"))
+    }
+}
+
+pub fn run(plan: Plan, decision: Decision) -> i32 {
+    match helper(&plan, &decision) {
+        Ok(code) => code,
+        Err(Failure(code, message)) => {
+            sys::report(&message);
+            code
+        }
+    }
+}
+
+fn helper(plan: &Plan, decision: &Decision) -> Result<i32, Failure> {
+    sys::set_parent_death_signal(libc::SIGKILL).map_err(|e| ("prctl", e))?;
+    // SAFETY: getppid cannot fail.
+    if unsafe { libc::getppid() } == 1 {
+        return Err(Failure(
+            EXIT_KENNEL,
+            "kennel exited before the sandbox started".into(),
+        ));
+    }
+    let mut layout = plan_layout(plan, &RealFs).map_err(|e| ("the sandbox's filesystem", e))?;
+    // The terminal kennel runs on lives in the host's devpts, which the
+    // sandbox does not see: show it as /dev/console (as LXC does) so that
+    // ttyname() finds it.
+    if let Some(terminal) = host_terminal() {
+        layout.ops.push(Op::Bind {
+            source: terminal,
+            target: "/dev/console".into(),
+            read_only: false,
+            dir: false,
+        });
+        layout.devices.push("/dev/console".into());
+    }
+    if !decision.namespaces {
+        // The weaker sandbox: no namespaces, confinement of this process only.
+        let writable: Vec<PathBuf> = plan
+            .mounts
+            .iter()
+            .filter(|m| !m.read_only)
+            .map(|m| m.source.clone())
+            .chain(["/tmp".into(), "/dev/shm".into()])
+            .collect();
+        let weak = Layout {
+            ops: Vec::new(),
+            writable,
+            devices: layout.devices.clone(),
+        };
+        return Err(exec_agent(plan, decision, &weak));
+    }
+
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let mut flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS;
+    let own_network = plan.network.mode == NetworkMode::None;
+    if own_network {
+        flags |= libc::CLONE_NEWNET;
+    }
+    sys::unshare(flags).map_err(|e| ("unshare", e))?;
+    sys::write_file("/proc/self/setgroups", "deny").map_err(|e| ("setgroups", e))?;
+    sys::write_file("/proc/self/uid_map", &format!("{uid} {uid} 1")).map_err(|e| ("uid_map", e))?;
+    sys::write_file("/proc/self/gid_map", &format!("{gid} {gid} 1")).map_err(|e| ("gid_map", e))?;
+    let hostname: String = plan.name.chars().take(63).collect();
+    sys::sethostname(&hostname).map_err(|e| ("sethostname", e))?;
+    if own_network {
+        sys::loopback_up().map_err(|e| ("loopback", e))?;
+    }
+
+    let saved = sys::install_forwarders(&INIT_PID);
+    // SAFETY: this process is single-threaded.
+    let pid = unsafe { libc::fork() };
+    if pid == -1 {
+        return Err(("fork", io::Error::last_os_error()).into());
+    }
+    if pid == 0 {
+        let Failure(code, message) = init(plan, decision, &layout);
+        sys::report(&message);
+        // SAFETY: leaving the child without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    INIT_PID.store(pid, Ordering::SeqCst);
+    sys::deliver_pending(&INIT_PID);
+    let code = wait_for(pid);
+    sys::restore_handlers(saved);
+    Ok(code)
+}
+
+fn host_terminal() -> Option<PathBuf> {
+    (0..3).find_map(|fd| {
+        // SAFETY: isatty only inspects the descriptor.
+        if unsafe { libc::isatty(fd) } != 1 {
+            return None;
+        }
+        std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .ok()
+            .filter(|path| path.starts_with("/dev/"))
+    })
+}
+
+/// Waits for `pid` (reaping any other child on the way) and turns its
+/// status into an exit code.
+fn wait_for(pid: libc::pid_t) -> i32 {
+    loop {
+        let mut status = 0;
+        // SAFETY: waiting for our children.
+        let reaped = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if reaped == -1 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return EXIT_KENNEL;
+        }
+        if reaped == pid {
+            if libc::WIFEXITED(status) {
+                return libc::WEXITSTATUS(status);
+            }
+            if libc::WIFSIGNALED(status) {
+                return 128 + libc::WTERMSIG(status);
+            }
+        }
+    }
+}
+
+/// PID 1 of the sandbox: builds the root, starts the agent, relays signals,
+/// reaps orphans, and exits with the agent's code (the kernel then kills
+/// whatever is left in the namespace).
+fn init(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
+    if let Err(error) = sys::set_parent_death_signal(libc::SIGKILL) {
+        return ("prctl", error).into();
+    }
+    let saved = sys::install_forwarders(&AGENT_PID);
+    if let Err(failure) = build_root(layout) {
+        return failure;
+    }
+    // SAFETY: single-threaded.
+    let pid = unsafe { libc::fork() };
+    if pid == -1 {
+        return ("fork", io::Error::last_os_error()).into();
+    }
+    if pid == 0 {
+        sys::restore_handlers(saved);
+        sys::reset_signals();
+        if let Err(error) = sys::set_parent_death_signal(libc::SIGKILL) {
+            return ("prctl", error).into();
+        }
+        return exec_agent(plan, decision, layout);
+    }
+    AGENT_PID.store(pid, Ordering::SeqCst);
+    sys::deliver_pending(&AGENT_PID);
+    let code = wait_for(pid);
+    // SAFETY: leaving PID 1; the namespace's other processes are killed.
+    unsafe { libc::_exit(code) }
+}
+
+fn inside(root: &str, path: &Path) -> PathBuf {
+    Path::new(root).join(path.strip_prefix("/").unwrap_or(path))
+}
+
+fn build_root(layout: &Layout) -> Result<(), Failure> {
+    use libc::{MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT};
+    let fail = |what: String, error: io::Error| Failure(EXIT_KENNEL, format!("{what}: {error}"));
+    sys::mount(None, Path::new("/"), None, MS_REC | MS_PRIVATE, None)
+        .map_err(|e| fail("make / private".into(), e))?;
+    // Stage on a tmpfs that becomes the root for a moment, with the host's
+    // root under /oldroot: host paths under /tmp stay reachable.
+    let stage = Path::new("/tmp");
+    sys::mount(
+        Some(Path::new("tmpfs")),
+        stage,
+        Some("tmpfs"),
+        MS_NOSUID | MS_NODEV,
+        Some("mode=0755"),
+    )
+    .map_err(|e| fail("tmpfs".into(), e))?;
+    for dir in ["newroot", "oldroot"] {
+        std::fs::create_dir(stage.join(dir)).map_err(|e| fail(format!("mkdir {dir}"), e))?;
+    }
+    sys::pivot_root(stage, &stage.join("oldroot")).map_err(|e| fail("pivot_root".into(), e))?;
+    std::env::set_current_dir("/").map_err(|e| fail("chdir /".into(), e))?;
+    let new_root = Path::new(NEW_ROOT);
+    sys::mount(
+        Some(Path::new("tmpfs")),
+        new_root,
+        Some("tmpfs"),
+        MS_NOSUID | MS_NODEV,
+        Some("mode=0755"),
+    )
+    .map_err(|e| fail("tmpfs root".into(), e))?;
+
+    for op in &layout.ops {
+        apply_op(op)?;
+    }
+
+    sys::mount(
+        None,
+        new_root,
+        None,
+        MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
+        None,
+    )
+    .map_err(|e| fail("read-only root".into(), e))?;
+    std::env::set_current_dir(new_root).map_err(|e| fail("chdir".into(), e))?;
+    sys::pivot_root(Path::new("."), Path::new(".")).map_err(|e| fail("pivot_root".into(), e))?;
+    sys::umount_detach(Path::new(".")).map_err(|e| fail("detach the host's root".into(), e))?;
+    std::env::set_current_dir("/").map_err(|e| fail("chdir /".into(), e))?;
+    Ok(())
+}
+
+fn apply_op(op: &Op) -> Result<(), Failure> {
+    use libc::{MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_REC};
+    let fail = |what: String, error: io::Error| Failure(EXIT_KENNEL, format!("{what}: {error}"));
+    let mkdirs = |path: &Path| {
+        std::fs::create_dir_all(path)
+            .map_err(|e| fail(format!("cannot make mount point {}", path.display()), e))
+    };
+    match op {
+        Op::Dir { path } => mkdirs(&inside(NEW_ROOT, path))?,
+        Op::Symlink { path, points_to } => {
+            let link = inside(NEW_ROOT, path);
+            if let Some(parent) = link.parent() {
+                mkdirs(parent)?;
+            }
+            match std::os::unix::fs::symlink(points_to, &link) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(error) => return Err(fail(format!("symlink {}", path.display()), error)),
+            }
+        }
+        Op::Tmpfs { path, mode } => {
+            let target = inside(NEW_ROOT, path);
+            mkdirs(&target)?;
+            sys::mount(
+                Some(Path::new("tmpfs")),
+                &target,
+                Some("tmpfs"),
+                MS_NOSUID | MS_NODEV,
+                Some(&format!("mode={mode:o}")),
+            )
+            .map_err(|e| fail(format!("tmpfs on {}", path.display()), e))?;
+        }
+        Op::Bind {
+            source,
+            target,
+            read_only,
+            dir,
+        } => {
+            let from = inside(OLD_ROOT, source);
+            let to = inside(NEW_ROOT, target);
+            if *dir {
+                mkdirs(&to)?;
+            } else {
+                if let Some(parent) = to.parent() {
+                    mkdirs(parent)?;
+                }
+                if std::fs::symlink_metadata(&to).is_err() {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .open(&to)
+                        .map_err(|e| {
+                            fail(format!("cannot make mount point {}", target.display()), e)
+                        })?;
+                }
+            }
+            sys::mount(Some(&from), &to, None, MS_BIND | MS_REC, None).map_err(|e| {
+                fail(
+                    format!("cannot mount {} at {}", source.display(), target.display()),
+                    e,
+                )
+            })?;
+            if *read_only {
+                sys::make_read_only(&to)
+                    .map_err(|e| fail(format!("cannot make {} read-only", target.display()), e))?;
+            }
+        }
+        Op::Proc { path } => {
+            let target = inside(NEW_ROOT, path);
+            mkdirs(&target)?;
+            sys::mount(
+                Some(Path::new("proc")),
+                &target,
+                Some("proc"),
+                MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                None,
+            )
+            .map_err(|e| fail("mount /proc".into(), e))?;
+        }
+        Op::Devpts { path } => {
+            let target = inside(NEW_ROOT, path);
+            mkdirs(&target)?;
+            // Without a devpts of its own the sandbox has no new terminals
+            // (the agent still has kennel's); the host's is never shown.
+            let _ = sys::mount(
+                Some(Path::new("devpts")),
+                &target,
+                Some("devpts"),
+                MS_NOSUID | MS_NOEXEC,
+                Some("newinstance,ptmxmode=0666,mode=0620"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Confines this process and replaces it with the agent. Returns only on failure.
+fn exec_agent(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
+    let fail = |what: &str, error: String| Failure(EXIT_KENNEL, format!("{what}: {error}"));
+    if let Err(error) = std::env::set_current_dir(&plan.workdir) {
+        return fail(
+            &format!(
+                "cannot enter the working directory {}",
+                plan.workdir.display()
+            ),
+            error.to_string(),
+        );
+    }
+    let Some(command) = plan.command.first() else {
+        return fail("no command", String::new());
+    };
+    let path = crate::plan_path(plan);
+    let program = if command.contains('/') {
+        PathBuf::from(command)
+    } else {
+        match crate::resolve_in_path(command, &path, |p| RealFs.is_exec(p)) {
+            Some(program) => program,
+            None => {
+                return Failure(
+                    127,
+                    format!("agent command not found in the sandbox: `{command}` (PATH={path})"),
+                );
+            }
+        }
+    };
+    let to_c =
+        |text: &[u8]| CString::new(text).map_err(|_| "NUL byte in the command or environment");
+    let argv: Result<Vec<CString>, _> = plan
+        .command
+        .iter()
+        .map(|arg| to_c(arg.as_bytes()))
+        .collect();
+    let envp: Result<Vec<CString>, _> = plan
+        .env
+        .iter()
+        .map(|var| to_c(format!("{}={}", var.name, var.value).as_bytes()))
+        .collect();
+    let (argv, envp, program) = match (argv, envp, to_c(program.as_os_str().as_bytes())) {
+        (Ok(argv), Ok(envp), Ok(program)) => (argv, envp, program),
+        _ => return fail("exec", "NUL byte in the command or environment".into()),
+    };
+    let filters = if decision.seccomp {
+        match filter::build_filters() {
+            Ok(filters) => Some(filters),
+            Err(error) => return fail("seccomp", error),
+        }
+    } else {
+        None
+    };
+
+    // The pids limit: inside its own user namespace the sandbox's processes
+    // are counted on their own (Linux 5.14+), so this caps the sandbox alone.
+    if plan.limits.pids > 0 {
+        let limit = libc::rlimit {
+            rlim_cur: plan.limits.pids as libc::rlim_t,
+            rlim_max: plan.limits.pids as libc::rlim_t,
+        };
+        // SAFETY: a valid rlimit struct.
+        if decision.namespaces && unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &limit) } == -1 {
+            return fail("pids limit", io::Error::last_os_error().to_string());
+        }
+    }
+    if let Err(error) = sys::set_no_new_privs() {
+        return fail("no-new-privileges", error.to_string());
+    }
+    if decision.landlock
+        && let Err(error) = landlock(layout)
+    {
+        return fail("landlock", error);
+    }
+    if let Err(error) = sys::drop_capabilities() {
+        return fail("dropping capabilities", error.to_string());
+    }
+    if let Some(filters) = &filters
+        && let Err(error) = filter::apply(filters)
+    {
+        return fail("seccomp", error);
+    }
+    // Nothing kennel's caller left open reaches the agent.
+    // SAFETY: marks descriptors close-on-exec; no memory is touched.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    envp_ptrs.push(std::ptr::null());
+    // SAFETY: NUL-terminated arrays of NUL-terminated strings that outlive the call.
+    unsafe { libc::execve(program.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
+    let error = io::Error::last_os_error();
+    let code = match error.raw_os_error() {
+        Some(libc::ENOENT) => 127,
+        _ => 126,
+    };
+    Failure(code, format!("cannot run `{command}`: {error}"))
+}
+
+impl RealFs {
+    fn is_exec(&self, path: &Path) -> bool {
+        crate::layout::HostFs::is_executable(self, path)
+    }
+}
+
+/// Landlock: read and execute everywhere, write only where the layout says.
+fn landlock(layout: &Layout) -> Result<(), String> {
+    let abi = ABI::V6;
+    let read = AccessFs::from_read(abi);
+    let device = read | AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev;
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(|e| e.to_string())?
+        .scope(Scope::from_all(abi))
+        .map_err(|e| e.to_string())?
+        .create()
+        .map_err(|e| e.to_string())?;
+    let rule = |path: &Path, access| -> Result<Option<PathBeneath<PathFd>>, String> {
+        match PathFd::new(path) {
+            Ok(fd) => Ok(Some(PathBeneath::new(fd, access))),
+            // A path that is not there (no devpts, say) needs no rule.
+            Err(_) if !path.exists() => Ok(None),
+            Err(error) => Err(format!("{}: {error}", path.display())),
+        }
+    };
+    let mut rules = vec![rule(Path::new("/"), read)?];
+    rules.push(rule(Path::new("/proc"), read | AccessFs::WriteFile)?);
+    for path in &layout.devices {
+        rules.push(rule(path, device)?);
+    }
+    for path in &layout.writable {
+        rules.push(rule(path, AccessFs::from_all(abi))?);
+    }
+    for rule in rules.into_iter().flatten() {
+        ruleset = ruleset.add_rule(rule).map_err(|e| e.to_string())?;
+    }
+    // The terminal kennel was started on lives in the host's devpts, outside
+    // the sandbox's tree: allow reopening it (`/dev/stdout`, `/dev/tty`).
+    for fd in 0..3 {
+        // SAFETY: isatty only inspects the descriptor.
+        if unsafe { libc::isatty(fd) } != 1 {
+            continue;
+        }
+        let link = CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL");
+        // SAFETY: O_PATH open of a magic link; the result is owned below.
+        let raw = unsafe { libc::open(link.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+        if raw == -1 {
+            continue;
+        }
+        // SAFETY: a new descriptor nobody else owns.
+        let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+        let _ = owned.as_fd().as_raw_fd();
+        ruleset = ruleset
+            .add_rule(PathBeneath::new(owned, AccessFs::from_file(abi) & device))
+            .map_err(|e| e.to_string())?;
+    }
+    let status = ruleset.restrict_self().map_err(|e| e.to_string())?;
+    if status.ruleset == RulesetStatus::NotEnforced {
+        return Err("the kernel did not enforce the ruleset".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! kennel's native backend: the Plan's command runs on the host itself,
+//! confined by kernel features alone — no daemon and no image.
+//!
+//! * an unprivileged user namespace mapping the user's own uid and gid to
+//!   themselves, with mount, PID, IPC and UTS namespaces (and a network
+//!   namespace for `--network none`);
+//! * a new root on a tmpfs: the host's system directories read-only, the
+//!   Plan's mounts, a fresh `/proc`, a minimal `/dev`, a private `/tmp`;
+//! * Landlock (writes only where the Plan allows them), a seccomp filter, no
+//!   new privileges and no capabilities.
+//!
+//! A user namespace cannot be created by a multi-threaded process, and kennel
+//! runs tokio, so the work happens in a re-executed helper:
+//! `kennel __native-init FD` (see [`helper_main`]), which the binary must
+//! dispatch before it starts any thread. Library code never prints; the
+//! helper writes one `kennel: …` line on stderr when it fails before the
+//! agent starts (exit 125), as the binary does.
+
+mod filter;
+mod helper;
+mod layout;
+mod policy;
+mod probe;
+mod sys;
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use kennel_core::Plan;
+use serde::{Deserialize, Serialize};
+
+pub use filter::{DENIED_IOCTLS, DENIED_SYSCALLS, NOSYS_SYSCALLS, build_filters};
+pub use layout::{HostFs, Layout, Node, Op, RealFs, SYSTEM_DIRS, plan_layout};
+pub use policy::{Decision, decide};
+pub use probe::{Missing, NativeProbe, probe};
+
+/// The hidden first argument that turns `kennel` into the native helper.
+pub const HELPER_ARG: &str = "__native-init";
+
+/// Exit code for "kennel failed before the agent started" (as `docker run`).
+pub const EXIT_KENNEL: i32 = 125;
+
+#[derive(Debug, Clone, Default)]
+pub struct NativeOptions {
+    /// The kennel binary to re-execute as the helper (default `/proc/self/exe`).
+    pub helper: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NativeError {
+    /// The kernel lacks something the sandbox needs (fail closed).
+    #[error("the native sandbox is not available here: {cause}")]
+    Unavailable { cause: String, fix: String },
+    /// The agent's command does not exist where the sandbox can see it.
+    #[error("agent command not found on the host: `{command}`")]
+    CommandNotFound { command: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl NativeError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            NativeError::Unavailable { fix, .. } => Some(fix.clone()),
+            NativeError::CommandNotFound { .. } => Some(
+                "install it on the host in a system directory (/usr/local/bin, /usr/bin, …): \
+                 the native backend runs the host's own programs, and your home directory \
+                 is not visible inside the sandbox"
+                    .into(),
+            ),
+            NativeError::Other(_) => None,
+        }
+    }
+
+    /// The exit code kennel should use for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            NativeError::CommandNotFound { .. } => 127,
+            _ => EXIT_KENNEL,
+        }
+    }
+}
+
+/// What travels from kennel to its helper.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct HelperPayload {
+    plan: Plan,
+    decision: Decision,
+}
+
+/// A native run that passed the checks: what to tell the user, then [`Prepared::run`].
+#[derive(Debug)]
+pub struct Prepared {
+    plan: Plan,
+    decision: Decision,
+    helper: PathBuf,
+}
+
+impl Prepared {
+    /// Warnings to print before the run (the weaker-sandbox opt-in, every time).
+    pub fn warnings(&self) -> &[String] {
+        &self.decision.warnings
+    }
+
+    pub fn decision(&self) -> &Decision {
+        &self.decision
+    }
+
+    /// Runs the agent and returns its exit code (128+N when killed by signal N).
+    pub fn run(self) -> Result<i32, NativeError> {
+        spawn_helper(
+            &self.helper,
+            &HelperPayload {
+                plan: self.plan,
+                decision: self.decision,
+            },
+        )
+    }
+}
+
+/// Checks the kernel and the Plan's command; refuses (fail closed) when
+/// something the sandbox needs is missing and the Plan does not accept a
+/// weaker sandbox.
+pub fn prepare(plan: &Plan, opts: &NativeOptions) -> Result<Prepared, NativeError> {
+    let probe = probe();
+    let decision = decide(&probe, plan.allow_weaker_sandbox)?;
+    check_command(plan, &RealFs)?;
+    Ok(Prepared {
+        plan: plan.clone(),
+        decision,
+        helper: opts
+            .helper
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/proc/self/exe")),
+    })
+}
+
+/// [`prepare`] then [`Prepared::run`], for callers with nothing to print.
+pub fn run(plan: &Plan, opts: &NativeOptions) -> Result<i32, NativeError> {
+    prepare(plan, opts)?.run()
+}
+
+/// The sandbox's `PATH`: the Plan's, or the default system directories.
+fn plan_path(plan: &Plan) -> String {
+    plan.env_value("PATH")
+        .unwrap_or(kennel_core::settings::NATIVE_PATH)
+        .to_string()
+}
+
+/// Finds `argv[0]` as the sandbox will: through `PATH` (host system
+/// directories), or relative to the working directory.
+fn check_command(plan: &Plan, fs: &dyn HostFs) -> Result<(), NativeError> {
+    let Some(command) = plan.command.first() else {
+        return Err(NativeError::Other("the Plan has no command".into()));
+    };
+    let found = if command.contains('/') {
+        fs.is_executable(&plan.workdir.join(command))
+    } else {
+        resolve_in_path(command, &plan_path(plan), |path| fs.is_executable(path)).is_some()
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(NativeError::CommandNotFound {
+            command: command.clone(),
+        })
+    }
+}
+
+fn resolve_in_path(
+    command: &str,
+    path: &str,
+    is_executable: impl Fn(&Path) -> bool,
+) -> Option<PathBuf> {
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join(command))
+        .find(|candidate| is_executable(candidate))
+}
+
+static HELPER_PID: AtomicI32 = AtomicI32::new(0);
+
+fn spawn_helper(helper: &Path, payload: &HelperPayload) -> Result<i32, NativeError> {
+    let other = |what: &str, error: std::io::Error| NativeError::Other(format!("{what}: {error}"));
+    let json = serde_json::to_vec(payload)
+        .map_err(|error| NativeError::Other(format!("cannot serialise the plan: {error}")))?;
+    // The payload goes through an anonymous file whose descriptor the helper inherits.
+    let fd = sys::memfd("kennel-plan").map_err(|error| other("memfd_create", error))?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(&json)
+        .map_err(|error| other("cannot write the plan", error))?;
+    let fd: OwnedFd = file.into();
+    let raw = fd.as_raw_fd();
+
+    let mut command = std::process::Command::new(helper);
+    command
+        .arg0("kennel")
+        .arg(HELPER_ARG)
+        .arg(raw.to_string())
+        .env_clear();
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            // Let the descriptor survive exec, and die with kennel.
+            if libc::fcntl(raw, libc::F_SETFD, 0) == -1
+                || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let previous = sys::install_forwarders(&HELPER_PID);
+    let child = command.spawn();
+    drop(fd);
+    let mut child = match child {
+        Ok(child) => child,
+        Err(error) => {
+            sys::restore_handlers(previous);
+            return Err(other("cannot start the native helper", error));
+        }
+    };
+    HELPER_PID.store(child.id() as i32, Ordering::SeqCst);
+    sys::deliver_pending(&HELPER_PID);
+    let status = child.wait();
+    HELPER_PID.store(0, Ordering::SeqCst);
+    sys::restore_handlers(previous);
+    let status = status.map_err(|error| other("waiting for the native helper", error))?;
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => EXIT_KENNEL,
+    })
+}
+
+/// The helper's entry point: `kennel __native-init FD`. Call it first thing
+/// in `main`, before any thread starts; it never returns.
+pub fn helper_main(fd_arg: Option<&str>) -> ! {
+    let code = match read_payload(fd_arg) {
+        Ok(payload) => helper::run(payload.plan, payload.decision),
+        Err(message) => {
+            sys::report(&message);
+            EXIT_KENNEL
+        }
+    };
+    std::process::exit(code)
+}
+
+fn read_payload(fd_arg: Option<&str>) -> Result<HelperPayload, String> {
+    let fd: i32 = fd_arg
+        .and_then(|text| text.parse().ok())
+        .filter(|fd| *fd > 2)
+        .ok_or_else(|| format!("{HELPER_ARG} is internal to kennel: expected a descriptor"))?;
+    // SAFETY: kennel passed us this descriptor and nothing else owns it.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    use std::io::{Read, Seek};
+    let mut file = file;
+    let mut json = Vec::new();
+    file.seek(std::io::SeekFrom::Start(0))
+        .and_then(|_| file.read_to_end(&mut json))
+        .map_err(|error| format!("cannot read the plan: {error}"))?;
+    serde_json::from_slice(&json).map_err(|error| format!("bad plan from kennel: {error}"))
+}
+
+#[cfg(test)]
+mod tests;
