@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 #[derive(Debug, Clone)]
 pub struct HostContext {
@@ -173,19 +172,12 @@ impl Workspace {
     }
 }
 
+/// The enclosing repository's top level: the nearest directory with a `.git`
+/// entry (a directory, or a file for worktrees and submodules). Walking up
+/// is what `git rev-parse --show-toplevel` does for these layouts, without
+/// the cost of starting git on every run.
 fn git_toplevel(dir: &Path) -> Option<PathBuf> {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["rev-parse", "--show-toplevel"])
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        return None;
-    }
-    let text = String::from_utf8(output.stdout).ok()?;
-    let path = PathBuf::from(text.trim_end_matches('\n'));
-    std::fs::canonicalize(path).ok()
+    dir.ancestors().find(|candidate| candidate.join(".git").exists()).map(Path::to_path_buf)
 }
 
 #[cfg(test)]
@@ -204,6 +196,8 @@ mod tests {
             Err(HostError::UnsafeWorkspace { .. })
         ));
     }
+
+    use std::process::Command;
 
     #[test]
     fn finds_git_toplevel_and_protects_hooks() {
