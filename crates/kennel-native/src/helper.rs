@@ -95,7 +95,10 @@ fn helper(plan: &Plan, decision: &Decision) -> Result<i32, Failure> {
     if own_network {
         flags |= libc::CLONE_NEWNET;
     }
-    sys::unshare(flags).map_err(|e| ("unshare", e))?;
+    sys::unshare(flags).map_err(|error| {
+        let missing = crate::probe::userns_refused("unshare", error.raw_os_error().unwrap_or(libc::EPERM));
+        Failure(EXIT_KENNEL, format!("{}\n  hint: {}", missing.cause, missing.fix))
+    })?;
     sys::write_file("/proc/self/setgroups", "deny").map_err(|e| ("setgroups", e))?;
     sys::write_file("/proc/self/uid_map", &format!("{uid} {uid} 1")).map_err(|e| ("uid_map", e))?;
     sys::write_file("/proc/self/gid_map", &format!("{gid} {gid} 1")).map_err(|e| ("gid_map", e))?;

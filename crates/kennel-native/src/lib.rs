@@ -125,7 +125,7 @@ impl Prepared {
 /// something the sandbox needs is missing and the Plan does not accept a
 /// weaker sandbox.
 pub fn prepare(plan: &Plan, opts: &NativeOptions) -> Result<Prepared, NativeError> {
-    let probe = probe();
+    let probe = probe::probe_for_run();
     let decision = decide(&probe, plan.allow_weaker_sandbox)?;
     check_command(plan, &RealFs)?;
     Ok(Prepared {

@@ -107,7 +107,41 @@ fn userns_missing(cause: impl Into<String>, fix: impl Into<String>) -> Missing {
     }
 }
 
+/// The probe `kennel run` uses on every start: the same checks, minus the
+/// forked user-namespace trial (the helper's own `unshare` is that trial, and
+/// it fails closed with the same cause and fix).
+pub fn probe_for_run() -> NativeProbe {
+    let mut missing = Vec::new();
+    let userns = match userns_sysctls() {
+        Ok(()) => true,
+        Err(miss) => {
+            missing.push(miss);
+            false
+        }
+    };
+    let landlock_abi = match probe_landlock() {
+        Ok(abi) => Some(abi),
+        Err(miss) => {
+            missing.push(miss);
+            None
+        }
+    };
+    let seccomp = match probe_seccomp() {
+        Ok(()) => true,
+        Err(miss) => {
+            missing.push(miss);
+            false
+        }
+    };
+    from_parts(userns, landlock_abi, seccomp, missing)
+}
+
 fn probe_userns() -> Result<(), Missing> {
+    userns_sysctls()?;
+    crate::sys::try_userns().map_err(|(step, errno)| userns_refused(step, errno))
+}
+
+fn userns_sysctls() -> Result<(), Missing> {
     if read_number("/proc/sys/user/max_user_namespaces") == Some(0) {
         return Err(userns_missing(
             "user.max_user_namespaces is 0",
@@ -120,26 +154,25 @@ fn probe_userns() -> Result<(), Missing> {
             "sysctl -w kernel.unprivileged_userns_clone=1",
         ));
     }
-    match crate::sys::try_userns() {
-        Ok(()) => Ok(()),
-        Err((step, errno)) => {
-            let apparmor =
-                read_number("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == Some(1);
-            let error = std::io::Error::from_raw_os_error(errno);
-            if apparmor {
-                Err(userns_missing(
-                    format!("AppArmor restricts unprivileged user namespaces ({step}: {error})"),
-                    "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, or give kennel an \
-                     AppArmor profile that allows `userns`",
-                ))
-            } else {
-                Err(userns_missing(
-                    format!("the kernel refused an unprivileged user namespace ({step}: {error})"),
-                    "run kennel on the host rather than inside a container (or a seccomp profile \
-                     that forbids unshare), or use --backend docker/podman",
-                ))
-            }
-        }
+    Ok(())
+}
+
+/// What to tell the user when the kernel refuses a user namespace.
+pub(crate) fn userns_refused(step: &str, errno: i32) -> Missing {
+    let apparmor = read_number("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == Some(1);
+    let error = std::io::Error::from_raw_os_error(errno);
+    if apparmor {
+        userns_missing(
+            format!("AppArmor restricts unprivileged user namespaces ({step}: {error})"),
+            "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, or give kennel an \
+             AppArmor profile that allows `userns`",
+        )
+    } else {
+        userns_missing(
+            format!("the kernel refused an unprivileged user namespace ({step}: {error})"),
+            "run kennel on the host rather than inside a container (or a seccomp profile \
+             that forbids unshare), or use --backend docker/podman",
+        )
     }
 }
 
