@@ -33,29 +33,7 @@ pub struct NativeProbe {
 /// Probes the kernel. Safe to call from a multi-threaded process: the user
 /// namespace test runs in a forked child.
 pub fn probe() -> NativeProbe {
-    let mut missing = Vec::new();
-    let userns = match probe_userns() {
-        Ok(()) => true,
-        Err(miss) => {
-            missing.push(miss);
-            false
-        }
-    };
-    let landlock_abi = match probe_landlock() {
-        Ok(abi) => Some(abi),
-        Err(miss) => {
-            missing.push(miss);
-            None
-        }
-    };
-    let seccomp = match probe_seccomp() {
-        Ok(()) => true,
-        Err(miss) => {
-            missing.push(miss);
-            false
-        }
-    };
-    from_parts(userns, landlock_abi, seccomp, missing)
+    probe_with(probe_userns)
 }
 
 pub(crate) fn from_parts(
@@ -111,28 +89,14 @@ fn userns_missing(cause: impl Into<String>, fix: impl Into<String>) -> Missing {
 /// forked user-namespace trial (the helper's own `unshare` is that trial, and
 /// it fails closed with the same cause and fix).
 pub fn probe_for_run() -> NativeProbe {
+    probe_with(userns_sysctls)
+}
+
+fn probe_with(userns_check: fn() -> Result<(), Missing>) -> NativeProbe {
     let mut missing = Vec::new();
-    let userns = match userns_sysctls() {
-        Ok(()) => true,
-        Err(miss) => {
-            missing.push(miss);
-            false
-        }
-    };
-    let landlock_abi = match probe_landlock() {
-        Ok(abi) => Some(abi),
-        Err(miss) => {
-            missing.push(miss);
-            None
-        }
-    };
-    let seccomp = match probe_seccomp() {
-        Ok(()) => true,
-        Err(miss) => {
-            missing.push(miss);
-            false
-        }
-    };
+    let userns = userns_check().map_err(|miss| missing.push(miss)).is_ok();
+    let landlock_abi = probe_landlock().map_err(|miss| missing.push(miss)).ok();
+    let seccomp = probe_seccomp().map_err(|miss| missing.push(miss)).is_ok();
     from_parts(userns, landlock_abi, seccomp, missing)
 }
 

@@ -27,14 +27,7 @@ impl Context {
             Some(dir) => Some(Workspace::resolve(dir, &host.home)?),
             None => None,
         };
-        let config = load_config(&host, workspace.as_ref())?;
-        let catalog = Catalog::with_overrides(&config.file.agents)?;
-        Ok(Context {
-            host,
-            workspace,
-            config,
-            catalog,
-        })
+        Context::with_workspace(host, workspace)
     }
 
     /// Like [`Context::load`], for commands that read the config of the
@@ -42,14 +35,13 @@ impl Context {
     pub fn load_here() -> Result<Context, CliError> {
         let host = HostContext::detect()?;
         let workspace = Workspace::resolve(&host.cwd, &host.home).ok();
+        Context::with_workspace(host, workspace)
+    }
+
+    fn with_workspace(host: HostContext, workspace: Option<Workspace>) -> Result<Context, CliError> {
         let config = load_config(&host, workspace.as_ref())?;
         let catalog = Catalog::with_overrides(&config.file.agents)?;
-        Ok(Context {
-            host,
-            workspace,
-            config,
-            catalog,
-        })
+        Ok(Context { host, workspace, config, catalog })
     }
 
     pub fn image_settings(&self) -> Result<ImageSettings, CliError> {
