@@ -62,18 +62,22 @@ fn init_logging(verbose: u8) {
 }
 
 fn dispatch(cli: Cli) -> Result<i32, CliError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|error| CliError::kennel(format!("cannot start the async runtime: {error}")))?;
     match cli.command {
-        Command::Run(args) => runtime.block_on(commands::run::run(args)),
+        Command::Run(args) => runtime()?.block_on(commands::run::run(args)),
         Command::Agents(args) => commands::agents::run(args),
-        Command::Image(command) => runtime.block_on(commands::image::run(command)),
-        Command::Doctor(args) => runtime.block_on(commands::doctor::run(args)),
+        Command::Image(command) => runtime()?.block_on(commands::image::run(command)),
+        Command::Doctor(args) => runtime()?.block_on(commands::doctor::run(args)),
         Command::Config(command) => commands::config::run(command),
         Command::Completions(args) => commands::completions::run(args),
         Command::Man => commands::completions::man(),
     }
+}
+
+/// The async runtime, for the commands that talk to an engine.
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|error| CliError::kennel(format!("cannot start the async runtime: {error}")))
 }
