@@ -211,15 +211,31 @@ pub fn plan_layout(plan: &Plan, fs: &dyn HostFs) -> Result<Layout, LayoutError> 
     ops.push(Op::Dir {
         path: "/var".into(),
     });
-    ops.push(Op::Symlink {
-        path: "/var/tmp".into(),
-        points_to: "/tmp".into(),
-    });
+    let mut writable: Vec<PathBuf> = vec!["/tmp".into(), "/dev/shm".into()];
+    // A Plan mount under /var/tmp (a workspace there, say) must appear at
+    // its own path: /var/tmp is then a private tmpfs of its own, not the
+    // symlink to /tmp (which would both move the mount and, being absolute,
+    // point outside the new root while it is built).
+    let var_tmp = Path::new("/var/tmp");
+    if plan.mounts.iter().any(|mount| {
+        mount.purpose != MountPurpose::Identity
+            && clean_target(&mount.target).is_ok_and(|t| t.starts_with(var_tmp))
+    }) {
+        ops.push(Op::Tmpfs {
+            path: var_tmp.into(),
+            mode: 0o1777,
+        });
+        writable.push(var_tmp.into());
+    } else {
+        ops.push(Op::Symlink {
+            path: var_tmp.into(),
+            points_to: "/tmp".into(),
+        });
+    }
     ops.push(Op::Dir {
         path: "/run".into(),
     });
 
-    let mut writable: Vec<PathBuf> = vec!["/tmp".into(), "/dev/shm".into()];
     // The Plan's mounts, parents before children.
     let mut mounts: Vec<_> = plan
         .mounts

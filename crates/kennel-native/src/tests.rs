@@ -300,6 +300,51 @@ fn fresh_proc_minimal_dev_and_private_tmp() {
 }
 
 #[test]
+fn a_workspace_under_var_tmp_is_mounted_at_its_own_path() {
+    let host = usrmerge_host().with("/var/tmp/ws", Node::Dir);
+    let mounts = vec![mount(
+        "/var/tmp/ws",
+        "/var/tmp/ws",
+        false,
+        MountPurpose::Workspace,
+    )];
+    let layout = plan_layout(&plan(mounts), &host).expect("layout");
+    // /var/tmp is a real (private) directory, not the symlink to /tmp that
+    // would put the workspace at /tmp/ws.
+    assert!(!layout.ops.iter().any(|op| matches!(
+        op,
+        Op::Symlink { path, .. } if path == Path::new("/var/tmp")
+    )));
+    let tmpfs = layout
+        .ops
+        .iter()
+        .position(|op| {
+            op == &Op::Tmpfs {
+                path: "/var/tmp".into(),
+                mode: 0o1777,
+            }
+        })
+        .expect("/var/tmp tmpfs");
+    let bind = layout
+        .ops
+        .iter()
+        .position(|op| matches!(op, Op::Bind { target, .. } if target == Path::new("/var/tmp/ws")))
+        .expect("workspace bind");
+    assert!(
+        tmpfs < bind,
+        "the tmpfs goes under the workspace, not over it"
+    );
+    assert!(layout.writable.contains(&PathBuf::from("/var/tmp/ws")));
+
+    // Elsewhere /var/tmp stays the symlink.
+    let layout = plan_layout(&plan(typical_mounts()), &usrmerge_host()).expect("layout");
+    assert!(layout.ops.contains(&Op::Symlink {
+        path: "/var/tmp".into(),
+        points_to: "/tmp".into()
+    }));
+}
+
+#[test]
 fn resolv_conf_outside_etc_is_bound() {
     let host = usrmerge_host()
         .with(

@@ -1,15 +1,21 @@
 //! kennel end-to-end tests against real engines.
 //!
 //! The same behaviours run on every backend: `docker::exit_code_and_streams`,
-//! `podman::…` (rootful, through /run/podman/podman.sock) and
-//! `podman_rootless::…`. kennel runs as the non-root user `kennel-e2e` when
-//! the tests run as root. Prepare the machine with `scripts/e2e-setup.sh`.
+//! `podman::…` (rootful, through /run/podman/podman.sock),
+//! `podman_rootless::…` and `native::…` (kennel's own namespaces, Landlock
+//! and seccomp: no engine, no image; what the suite asks the engine about a
+//! container it reads from the sandboxed process's `/proc` entries instead,
+//! and the two image tests do not apply). kennel runs as the non-root user
+//! `kennel-e2e` when the tests run as root. Prepare the machine with
+//! `scripts/e2e-setup.sh`.
 //!
-//! Without a ready engine a test prints SKIP and passes, unless
-//! `KENNEL_E2E=require` (CI), which turns that into a failure.
+//! Without a ready backend (an engine; for native, `kennel doctor` reporting
+//! it ok) a test prints SKIP and passes, unless `KENNEL_E2E=require` (CI),
+//! which turns that into a failure.
 //!
 //!     cargo test -p kennel --test e2e                  # everything
 //!     cargo test -p kennel --test e2e docker::          # one backend
+//!     cargo test -p kennel --test e2e native::          # no engine needed
 //!     cargo test -p kennel --test e2e agent_images      # the slow agent-image test
 
 #[path = "e2e/harness.rs"]
@@ -101,3 +107,4 @@ macro_rules! backend_suite {
 backend_suite!(docker, Backend::Docker);
 backend_suite!(podman, Backend::Podman);
 backend_suite!(podman_rootless, Backend::PodmanRootless);
+backend_suite!(native, Backend::Native);

@@ -256,11 +256,19 @@ pub fn identity_and_hardening(b: Backend) {
 
     // Pids limit: in the sandbox's pids cgroup, or in the engine's config,
     // or (where the engine cannot use cgroups, as rootless podman on cgroup
-    // v1) as the RLIMIT_NPROC that kennel sets to the Plan's `limits.pids`.
+    // v1, and on the native backend, which has no engine) as the
+    // RLIMIT_NPROC that kennel sets to the Plan's `limits.pids`.
     let inside = out.kv("PIDSMAX").filter(|v| v.parse::<u64>().is_ok());
     if inside.is_none() {
         let (mut bg, id) = t.start_sandbox();
-        let info = t.inspect(&id);
+        let info = if b.has_engine() {
+            t.inspect(&id)
+        } else {
+            Value::Null
+        };
+        // Native: the agent's hard RLIMIT_NPROC, read from the host (the
+        // probe saw the soft one; the hard one is what the agent cannot raise).
+        let hard_nproc = (!b.has_engine()).then(|| crate::harness::rlimit_nproc(&id));
         bg.stop();
         let limit = jget(&info, "HostConfig.PidsLimit")
             .and_then(Value::as_i64)
@@ -278,6 +286,14 @@ pub fn identity_and_hardening(b: Backend) {
             out.kv("NPROC"),
             plan_pids
         );
+        if let Some(hard) = hard_nproc {
+            let (_, hard) = hard.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                hard, plan_pids,
+                "the sandboxed agent's hard RLIMIT_NPROC (seen from the host) must be \
+                 the Plan's limits.pids\n{out}"
+            );
+        }
     }
 
     // An init runs as PID 1 and reaps orphans.
@@ -308,7 +324,10 @@ fn plant_host_secrets(t: &Ctx) {
         // Never write fake keys into a real developer's home: without the
         // dedicated test user, the probe only checks that whatever is there
         // stays invisible.
-        eprintln!("not running as root: host secrets not planted in {}", t.user.home.display());
+        eprintln!(
+            "not running as root: host secrets not planted in {}",
+            t.user.home.display()
+        );
         return;
     }
     HOST_SECRETS.get_or_init(|| {
@@ -404,35 +423,36 @@ echo PROBE_DONE
         "the sandbox sees host secrets or engine sockets: {leaks:#?}\n{out}"
     );
 
-    // The engine's own view: bind mounts come only from the workspace and
-    // kennel's data dir.
+    // Seen from outside (the engine's inspect; native: the sandboxed
+    // process's mountinfo, read from the host): bind mounts come only from
+    // the workspace and kennel's data dir. The native backend's "image" is
+    // the host's system directories, which it may bind read-only at their
+    // own paths, and it binds a few device nodes into its /dev.
     let (mut bg, id) = t.start_sandbox();
-    let info = t.inspect(&id);
+    let binds = t.sandbox_binds(&id);
     bg.stop();
-    let mounts = info
-        .get("Mounts")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
     let allowed = [t.ws.clone(), t.data_home.join("kennel")];
+    let native_image = |m: &crate::harness::BindMount| {
+        b == Backend::Native
+            && m.source == m.target
+            && ((m.read_only && NATIVE_SYSTEM_DIRS.iter().any(|d| m.source == Path::new(d)))
+                || NATIVE_DEVICES
+                    .iter()
+                    .any(|d| m.source == Path::new("/dev").join(d)))
+    };
     let mut bad = vec![];
     let mut saw_workspace = false;
-    for m in &mounts {
-        let kind = m.get("Type").and_then(Value::as_str).unwrap_or("");
-        let source = m.get("Source").and_then(Value::as_str).unwrap_or("");
-        if kind != "bind" {
-            continue;
-        }
-        if Path::new(source) == t.ws {
+    for m in &binds {
+        if m.source == t.ws && m.target == t.ws && !m.read_only {
             saw_workspace = true;
         }
-        if !allowed.iter().any(|a| Path::new(source).starts_with(a)) {
+        if !allowed.iter().any(|a| m.source.starts_with(a)) && !native_image(m) {
             bad.push(m.clone());
         }
     }
     assert!(
         saw_workspace,
-        "inspect shows no bind mount of the workspace {}: {mounts:#?}",
+        "no read-write bind mount of the workspace {} at its own path: {binds:#?}",
         t.ws.display()
     );
     assert!(
@@ -441,6 +461,14 @@ echo PROBE_DONE
         t.data_home.join("kennel").display()
     );
 }
+
+/// Host directories the native backend shows read-only in place of an image
+/// (issue 3: `/usr`, `/bin`, `/lib*`, `/etc`, `/opt`; `/sbin` too).
+const NATIVE_SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt",
+];
+/// The host device nodes of the native sandbox's minimal /dev.
+const NATIVE_DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 // -------------------------------------------------------------- 4. env
 
@@ -757,6 +785,12 @@ pub fn config_defined_agent(b: Backend) {
         "hello-from-agent",
         "the config-defined agent must run\n{out}"
     );
+    if !b.has_engine() {
+        // The native backend runs the host's own `sh` and builds no image,
+        // so there is no image in which the install step could have run.
+        eprintln!("native::config_defined_agent: install recipe not checked (no image)");
+        return;
+    }
 
     let dry = t.kennel(&["run", "hello", "--dry-run"]).run();
     dry.assert_ok();
@@ -785,6 +819,15 @@ pub fn config_defined_agent(b: Backend) {
 // -------------------------------------------------------------- 10. images
 
 pub fn image_build_is_cached(b: Backend) {
+    if !b.has_engine() {
+        // Not applicable: the native backend runs the host's own programs
+        // and builds no image.
+        eprintln!(
+            "{}::image_build_is_cached: not applicable (no images)",
+            b.name()
+        );
+        return;
+    }
     let Some(t) = Ctx::with_shell_image(b, "image_build_is_cached") else {
         return;
     };

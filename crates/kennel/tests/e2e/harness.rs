@@ -41,10 +41,19 @@ pub enum Backend {
     Podman,
     /// The user's own rootless Podman.
     PodmanRootless,
+    /// kennel's native backend: the host's own programs in namespaces,
+    /// Landlock and seccomp. No engine, no image: what the suite observes
+    /// through the engine elsewhere it reads from `/proc` here.
+    Native,
 }
 
 impl Backend {
-    pub const ALL: [Backend; 3] = [Backend::Docker, Backend::Podman, Backend::PodmanRootless];
+    pub const ALL: [Backend; 4] = [
+        Backend::Docker,
+        Backend::Podman,
+        Backend::PodmanRootless,
+        Backend::Native,
+    ];
     pub const COUNT: usize = Self::ALL.len();
 
     fn index(self) -> usize {
@@ -56,7 +65,13 @@ impl Backend {
             Backend::Docker => "docker",
             Backend::Podman => "podman",
             Backend::PodmanRootless => "podman-rootless",
+            Backend::Native => "native",
         }
+    }
+
+    /// True for the container backends (an engine, images, containers).
+    pub fn has_engine(self) -> bool {
+        self != Backend::Native
     }
 
     /// The value of kennel's `backend` setting.
@@ -64,6 +79,7 @@ impl Backend {
         match self {
             Backend::Docker => "docker",
             Backend::Podman | Backend::PodmanRootless => "podman",
+            Backend::Native => "native",
         }
     }
 
@@ -71,7 +87,7 @@ impl Backend {
     fn env(self) -> Vec<(String, String)> {
         match self {
             Backend::Podman => vec![("CONTAINER_HOST".into(), format!("unix://{PODMAN_SOCK}"))],
-            Backend::Docker | Backend::PodmanRootless => vec![],
+            Backend::Docker | Backend::PodmanRootless | Backend::Native => vec![],
         }
     }
 
@@ -81,13 +97,24 @@ impl Backend {
     /// fail on containers the service runs.
     fn engine_argv(self, user: &TestUser) -> Vec<String> {
         let remote = |sock: String| {
-            vec!["podman".into(), "--remote".into(), "--url".into(), format!("unix://{sock}")]
+            vec![
+                "podman".into(),
+                "--remote".into(),
+                "--url".into(),
+                format!("unix://{sock}"),
+            ]
         };
         match self {
             Backend::Docker => vec!["docker".into()],
             Backend::Podman => remote(PODMAN_SOCK.into()),
-            Backend::PodmanRootless => {
-                remote(user.runtime_dir().join("podman/podman.sock").display().to_string())
+            Backend::PodmanRootless => remote(
+                user.runtime_dir()
+                    .join("podman/podman.sock")
+                    .display()
+                    .to_string(),
+            ),
+            Backend::Native => {
+                panic!("the native backend has no engine CLI (use the /proc-based helpers)")
             }
         }
     }
@@ -577,6 +604,10 @@ fn backend_state(backend: Backend) -> Result<&'static BackendState, String> {
 fn check_backend(backend: Backend) -> Result<BackendState, String> {
     let suite = suite()?;
     let user = &suite.user;
+    if backend == Backend::Native {
+        check_native(suite)?;
+        return backend_data_home(suite, backend);
+    }
     let mut env = backend.env();
     let engine = backend.engine_argv(user);
     let engine_run = |args: &[&str], env: &[(String, String)]| {
@@ -645,13 +676,54 @@ fn check_backend(backend: Backend) -> Result<BackendState, String> {
                 )
             })?;
         }
+        Backend::Native => unreachable!("checked above"),
     }
     env.clear();
+    backend_data_home(suite, backend)
+}
+
+fn backend_data_home(suite: &Suite, backend: Backend) -> Result<BackendState, String> {
+    let user = &suite.user;
     let data_home = suite.root.join("data").join(backend.name());
     std::fs::create_dir_all(&data_home).unwrap();
     user.chown_one(&suite.root.join("data"));
     user.chown(&data_home);
     Ok(BackendState { data_home })
+}
+
+/// The native backend is ready when `kennel doctor --json`, run as the test
+/// user, reports it ok (user namespaces, Landlock and seccomp all usable).
+fn check_native(suite: &Suite) -> Result<(), String> {
+    let user = &suite.user;
+    let argv = vec![
+        suite.kennel.display().to_string(),
+        "doctor".to_string(),
+        "--json".to_string(),
+    ];
+    let mut cmd = user.command(&argv, &user.base_env());
+    cmd.current_dir("/");
+    let out = Exec::new(cmd, format!("[as {}] kennel doctor --json", user.name))
+        .timeout(Duration::from_secs(120))
+        .run();
+    let report: Value = serde_json::from_str(&out.stdout)
+        .map_err(|e| format!("`kennel doctor --json` printed no JSON ({e}):\n{out}"))?;
+    let native = report
+        .get("backends")
+        .and_then(Value::as_array)
+        .and_then(|all| {
+            all.iter()
+                .find(|b| b.get("name").and_then(Value::as_str) == Some("native"))
+        })
+        .ok_or_else(|| format!("`kennel doctor --json` reports no `native` backend:\n{out}"))?;
+    if native.get("ok") != Some(&Value::Bool(true)) {
+        return Err(format!(
+            "`kennel doctor` says the native sandbox is unavailable to {}: {} (fix: {})",
+            user.name,
+            native.get("detail").and_then(Value::as_str).unwrap_or("?"),
+            native.get("fix").and_then(Value::as_str).unwrap_or("?"),
+        ));
+    }
+    Ok(())
 }
 
 // ----------------------------------------------------------------- per test
@@ -717,9 +789,13 @@ impl Ctx {
     }
 
     /// Like `new`, and makes sure the backend's `shell` image is built (once
-    /// per backend, before the tests that need it race for it).
+    /// per backend, before the tests that need it race for it). The native
+    /// backend runs the host's own programs and has no image to build.
     pub fn with_shell_image(backend: Backend, name: &str) -> Option<Ctx> {
         let ctx = Self::new(backend, name)?;
+        if !backend.has_engine() {
+            return Some(ctx);
+        }
         let built = SHELL_IMAGE[backend.index()].get_or_init(|| {
             let out = ctx
                 .kennel(&["image", "build", "shell"])
@@ -862,8 +938,17 @@ impl Ctx {
         format!("label=dev.kennel.workspace={}", self.ws.display())
     }
 
-    /// IDs of every container (running or not) labelled with this workspace.
+    /// IDs of every sandbox of this workspace, running or not: the
+    /// containers labelled with it, or (native) the host PIDs of its
+    /// processes (see [`native_sandbox`]).
     pub fn workspace_containers(&self) -> Vec<String> {
+        if !self.backend.has_engine() {
+            return native_sandbox(&self.ws)
+                .all
+                .iter()
+                .map(|p| p.pid.to_string())
+                .collect();
+        }
         let out = self.engine(&[
             "ps",
             "-a",
@@ -889,6 +974,32 @@ impl Ctx {
         }
     }
 
+    /// The host paths bound into the running sandbox `id`. Containers: the
+    /// engine's `bind` mounts. Native: every mount in the agent's
+    /// `/proc/PID/mountinfo` whose filesystem is one of the host's (found by
+    /// device number in the host's mountinfo), traced back to its host path;
+    /// the sandbox's own tmpfs, proc and devpts are not host binds.
+    pub fn sandbox_binds(&self, id: &str) -> Vec<BindMount> {
+        if !self.backend.has_engine() {
+            let pid: u32 = id.parse().expect("a native sandbox ID is a PID");
+            return native_binds(pid).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let info = self.inspect(id);
+        info.get("Mounts")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|m| m.get("Type").and_then(Value::as_str) == Some("bind"))
+            .map(|m| BindMount {
+                source: PathBuf::from(m.get("Source").and_then(Value::as_str).unwrap_or("")),
+                target: PathBuf::from(m.get("Destination").and_then(Value::as_str).unwrap_or("")),
+                read_only: m.get("RW") == Some(&Value::Bool(false)),
+                detail: m.to_string(),
+            })
+            .collect()
+    }
+
     /// Start `kennel ARGS` in the background (stdin: /dev/null).
     pub fn spawn_kennel(&self, args: &[&str]) -> Background {
         let (mut cmd, what) = self.kennel_command(args, &[]);
@@ -907,7 +1018,7 @@ impl Ctx {
         }
     }
 
-    /// Start a long-running sandbox and return it with its container ID.
+    /// Start a long-running sandbox and return it with its ID.
     #[track_caller]
     pub fn start_sandbox(&self) -> (Background, String) {
         let mut bg = self.spawn_kennel(&["run", "shell", "--", "sleep", "600"]);
@@ -915,38 +1026,46 @@ impl Ctx {
         (bg, id)
     }
 
-    /// Wait until a running container with this workspace's label exists.
+    /// Wait until a running container with this workspace's label exists
+    /// (native: until the agent has been exec'd in the sandbox; its host
+    /// PID is the ID).
     #[track_caller]
     pub fn wait_for_container(&self, bg: &mut Background, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
         loop {
-            let out = self.engine(&[
-                "ps",
-                "-q",
-                "--no-trunc",
-                "--filter",
-                &self.workspace_label(),
-                "--filter",
-                "status=running",
-            ]);
-            if let Some(id) = out.stdout.split_whitespace().next() {
-                return id.to_string();
-            }
-            if !out.success() {
-                bg.stop();
-                panic!("cannot list containers:\n{out}\n{}", bg.output());
+            if !self.backend.has_engine() {
+                if let Some(agent) = native_sandbox(&self.ws).agents.first() {
+                    return agent.pid.to_string();
+                }
+            } else {
+                let out = self.engine(&[
+                    "ps",
+                    "-q",
+                    "--no-trunc",
+                    "--filter",
+                    &self.workspace_label(),
+                    "--filter",
+                    "status=running",
+                ]);
+                if let Some(id) = out.stdout.split_whitespace().next() {
+                    return id.to_string();
+                }
+                if !out.success() {
+                    bg.stop();
+                    panic!("cannot list containers:\n{out}\n{}", bg.output());
+                }
             }
             if let Some(status) = bg.try_wait() {
                 panic!(
-                    "{} exited ({status:?}) before its container ran\n{}",
+                    "{} exited ({status:?}) before its sandbox ran\n{}",
                     bg.what,
                     bg.output()
                 );
             }
             if Instant::now() > deadline {
                 panic!(
-                    "no running container labelled {} after {limit:?}\n{}",
-                    self.workspace_label(),
+                    "no running sandbox of {} after {limit:?}\n{}",
+                    self.ws.display(),
                     bg.output()
                 );
             }
@@ -954,7 +1073,7 @@ impl Ctx {
         }
     }
 
-    /// Wait until no container labelled with this workspace remains.
+    /// Wait until no sandbox of this workspace remains.
     pub fn wait_no_containers(&self, limit: Duration) -> Vec<String> {
         let deadline = Instant::now() + limit;
         loop {
@@ -966,12 +1085,244 @@ impl Ctx {
         }
     }
 
-    /// Force-remove this workspace's containers (cleanup after a failure).
+    /// Force-remove this workspace's sandboxes (cleanup after a failure).
     pub fn remove_containers(&self) {
+        if !self.backend.has_engine() {
+            for p in native_sandbox(&self.ws).all {
+                let _ = Command::new("kill")
+                    .args(["-s", "KILL", &p.pid.to_string()])
+                    .status();
+            }
+            return;
+        }
         for id in self.workspace_containers() {
             let _ = self.engine(&["rm", "-f", &id]);
         }
     }
+}
+
+/// One host path bound into a sandbox.
+#[derive(Debug, Clone)]
+pub struct BindMount {
+    /// The path on the host.
+    pub source: PathBuf,
+    /// Where the sandbox sees it.
+    pub target: PathBuf,
+    pub read_only: bool,
+    /// The raw record (engine JSON or mountinfo line), for messages.
+    pub detail: String,
+}
+
+// ------------------------------------------------- native sandbox processes
+
+/// What the harness reads of one host process.
+#[derive(Debug, Clone)]
+pub struct ProcInfo {
+    pub pid: u32,
+    pub argv: Vec<String>,
+    pub cwd: Option<PathBuf>,
+    pub mnt_ns: Option<PathBuf>,
+    pub pid_ns: Option<PathBuf>,
+    pub pid_ns_for_children: Option<PathBuf>,
+}
+
+impl ProcInfo {
+    fn read(pid: u32) -> Option<ProcInfo> {
+        let dir = PathBuf::from(format!("/proc/{pid}"));
+        let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
+        let argv = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        Some(ProcInfo {
+            pid,
+            argv,
+            cwd: std::fs::read_link(dir.join("cwd")).ok(),
+            mnt_ns: std::fs::read_link(dir.join("ns/mnt")).ok(),
+            pid_ns: std::fs::read_link(dir.join("ns/pid")).ok(),
+            pid_ns_for_children: std::fs::read_link(dir.join("ns/pid_for_children")).ok(),
+        })
+    }
+
+    /// kennel's re-executed native helper (or a fork of it not yet exec'd).
+    fn is_native_helper(&self) -> bool {
+        self.argv.get(1).map(String::as_str) == Some("__native-init")
+    }
+}
+
+fn all_processes() -> Vec<ProcInfo> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(ProcInfo::read)
+        .collect()
+}
+
+/// The native sandboxes of one workspace, as seen from the host.
+#[derive(Debug, Default)]
+pub struct NativeSandbox {
+    /// Every process: kennel's helpers (in the host's PID namespace, started
+    /// in the workspace) and every process in their sandboxes' PID
+    /// namespaces (the init, the agent and its children).
+    pub all: Vec<ProcInfo>,
+    /// The sandboxed processes that run a program of their own (exec'd, not a
+    /// fork of kennel's helper), lowest PID first: the agent comes first.
+    pub agents: Vec<ProcInfo>,
+}
+
+/// Finds the native sandboxes of `ws` in `/proc`. A helper is
+/// `kennel __native-init FD` with the workspace as its working directory;
+/// its sandbox is its PID namespace for children. Processes in another mount
+/// namespace working in the workspace mark their PID namespace as a sandbox
+/// too, so one whose helper is gone is still found.
+pub fn native_sandbox(ws: &Path) -> NativeSandbox {
+    let own = ProcInfo::read(std::process::id()).expect("/proc/self");
+    let procs = all_processes();
+    let helpers: Vec<&ProcInfo> = procs
+        .iter()
+        .filter(|p| p.is_native_helper() && p.pid_ns == own.pid_ns && p.cwd.as_deref() == Some(ws))
+        .collect();
+    let mut sandbox_ns: Vec<PathBuf> = helpers
+        .iter()
+        .filter_map(|p| p.pid_ns_for_children.clone())
+        .collect();
+    for p in &procs {
+        if p.mnt_ns != own.mnt_ns
+            && p.pid_ns != own.pid_ns
+            && p.cwd.as_deref().is_some_and(|cwd| cwd.starts_with(ws))
+        {
+            sandbox_ns.extend(p.pid_ns.clone());
+        }
+    }
+    sandbox_ns.retain(|ns| Some(ns) != own.pid_ns.as_ref());
+    let mut all: Vec<ProcInfo> = procs
+        .iter()
+        .filter(|p| {
+            helpers.iter().any(|h| h.pid == p.pid)
+                || p.pid_ns.as_ref().is_some_and(|ns| sandbox_ns.contains(ns))
+        })
+        .cloned()
+        .collect();
+    all.sort_by_key(|p| p.pid);
+    let agents = all
+        .iter()
+        .filter(|p| !p.is_native_helper() && p.pid_ns != own.pid_ns)
+        .cloned()
+        .collect();
+    NativeSandbox { all, agents }
+}
+
+/// One line of `/proc/PID/mountinfo`.
+#[derive(Debug, Clone)]
+struct MountLine {
+    dev: String,
+    root: PathBuf,
+    mount_point: PathBuf,
+    options: String,
+    fstype: String,
+    line: String,
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 4 <= bytes.len()
+            && let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 4])
+                .ok()
+                .and_then(|octal| u8::from_str_radix(octal, 8).ok())
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn read_mountinfo(path: &str) -> Result<Vec<MountLine>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("read {path}: {e}"))?;
+    let mut lines = vec![];
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let sep = fields
+            .iter()
+            .position(|f| *f == "-")
+            .ok_or_else(|| format!("bad mountinfo line in {path}: {line}"))?;
+        if sep < 6 || fields.len() < sep + 3 {
+            return Err(format!("bad mountinfo line in {path}: {line}"));
+        }
+        lines.push(MountLine {
+            dev: fields[2].to_string(),
+            root: PathBuf::from(unescape_mountinfo(fields[3])),
+            mount_point: PathBuf::from(unescape_mountinfo(fields[4])),
+            options: fields[5].to_string(),
+            fstype: fields[sep + 1].to_string(),
+            line: line.to_string(),
+        });
+    }
+    Ok(lines)
+}
+
+/// The host binds of the sandboxed process `pid` (see [`Ctx::sandbox_binds`]).
+fn native_binds(pid: u32) -> Result<Vec<BindMount>, String> {
+    let host = read_mountinfo("/proc/self/mountinfo")?;
+    let sandbox = read_mountinfo(&format!("/proc/{pid}/mountinfo"))?;
+    let mut binds = vec![];
+    for m in sandbox {
+        let candidates: Vec<&MountLine> = host.iter().filter(|h| h.dev == m.dev).collect();
+        if candidates.is_empty() {
+            // A filesystem the sandbox made for itself (tmpfs, proc, devpts).
+            continue;
+        }
+        // The host mount of the same filesystem whose root is the longest
+        // prefix of this mount's root: the host path is its mount point
+        // joined with the rest.
+        let source = candidates
+            .iter()
+            .filter(|h| m.root.starts_with(&h.root))
+            .max_by_key(|h| h.root.components().count())
+            .map(|h| h.mount_point.join(m.root.strip_prefix(&h.root).unwrap()))
+            .ok_or_else(|| {
+                format!(
+                    "sandbox mount `{}` is of host device {} ({}) but no host mount shows its root",
+                    m.line, m.dev, m.fstype
+                )
+            })?;
+        binds.push(BindMount {
+            source: clean_path(&source),
+            target: m.mount_point.clone(),
+            read_only: m.options.split(',').any(|o| o == "ro"),
+            detail: m.line.clone(),
+        });
+    }
+    Ok(binds)
+}
+
+fn clean_path(path: &Path) -> PathBuf {
+    path.components().collect()
+}
+
+/// `RLIMIT_NPROC` (soft, hard) of host process `pid`; `None` for unlimited.
+pub fn rlimit_nproc(pid: &str) -> Result<(Option<i64>, Option<i64>), String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .map_err(|e| format!("read /proc/{pid}/limits: {e}"))?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max processes"))
+        .ok_or_else(|| format!("no `Max processes` in /proc/{pid}/limits:\n{text}"))?;
+    let mut values = line["Max processes".len()..].split_whitespace();
+    let mut next = || values.next().and_then(|v| v.parse::<i64>().ok());
+    Ok((next(), next()))
 }
 
 /// A kennel process started in the background; killed on drop.
