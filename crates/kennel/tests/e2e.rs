@@ -37,6 +37,10 @@ macro_rules! backend_suite {
             const B: Backend = $backend;
 
             #[test]
+            fn host_config() {
+                cases::host_config(B)
+            }
+            #[test]
             fn exit_code_and_streams() {
                 cases::exit_code_and_streams(B)
             }

@@ -886,3 +886,72 @@ pub fn unknown_agent_is_usage_error(b: Backend) {
         "the error must suggest `shell`\n{out}"
     );
 }
+
+/// `--host-config` mounts the host's own state paths of the agent instead of
+/// kennel's per-agent copy; without it they stay invisible.
+pub fn host_config(b: Backend) {
+    let Some(t) = Ctx::with_shell_image(b, "host_config") else {
+        return;
+    };
+    if !t.user.switch {
+        eprintln!(
+            "not running as root: no state planted in the real home; host_config not checked"
+        );
+        return;
+    }
+    let dir_name = format!(".kennel-e2e-hostcfg-{}", b.name());
+    let host_dir = t.user.home.join(&dir_name);
+    let _ = std::fs::remove_dir_all(&host_dir);
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let token = format!("host-config-{}", unique());
+    std::fs::write(host_dir.join("marker"), &token).unwrap();
+    for path in [host_dir.clone(), host_dir.join("marker")] {
+        std::os::unix::fs::chown(&path, Some(t.user.uid), Some(t.user.gid)).unwrap();
+    }
+    t.write_config(
+        "",
+        &format!(
+            "[agents.hostcfg]\ncommand = [\"sh\", \"-c\", \"cat ~/{dir_name}/marker 2>/dev/null || echo absent; \
+             mkdir -p ~/{dir_name} && echo from-sandbox > ~/{dir_name}/written\"]\nruntime = \"none\"\n\
+             state = [\"~/{dir_name}\"]\n"
+        ),
+    );
+
+    let out = t
+        .kennel(&["run", "hostcfg"])
+        .timeout(crate::harness::BUILD_TIMEOUT)
+        .run();
+    out.assert_ok();
+    assert_eq!(
+        out.stdout.trim(),
+        "absent",
+        "without --host-config the host's state must be invisible\n{out}"
+    );
+    assert!(
+        !host_dir.join("written").exists(),
+        "without --host-config the agent must write to kennel's copy, not the host's"
+    );
+
+    let out = t.kennel(&["run", "hostcfg", "--host-config"]).run();
+    out.assert_ok();
+    assert_eq!(
+        out.stdout.trim(),
+        token,
+        "--host-config must show the host's state\n{out}"
+    );
+    let written = host_dir.join("written");
+    let text = std::fs::read_to_string(&written).unwrap_or_else(|e| {
+        panic!(
+            "--host-config: the agent's write must land in {}: {e}",
+            written.display()
+        )
+    });
+    assert_eq!(text.trim(), "from-sandbox");
+    let meta = std::fs::metadata(&written).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (t.user.uid, t.user.gid),
+        "owner of the file written through --host-config"
+    );
+    let _ = std::fs::remove_dir_all(&host_dir);
+}
