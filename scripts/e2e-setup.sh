@@ -8,6 +8,9 @@
 #     `kennel-podman`;
 #   - creates the non-root test user `kennel-e2e` (groups docker and
 #     kennel-podman, subuid/subgid ranges, XDG_RUNTIME_DIR);
+#   - (the network tests make their own test hosts at run time: network
+#     namespace kennel-e2e-net behind a veth pair, 198.18.0.0/24 and
+#     2001:2::/64, see crates/kennel/tests/e2e/network.rs);
 #   - builds the local base image once (debootstrap minbase bookworm) and
 #     imports it as kennel-test/bookworm:latest into Docker, rootful Podman and
 #     the test user's rootless Podman.

@@ -128,11 +128,59 @@ pub struct AgentOverride {
     pub command_from_args: Option<bool>,
 }
 
+/// The `[network]` table: facts about the network kennel's egress proxy
+/// works in. Only the user's own (or a trusted) config may set any of it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Names the proxy resolves itself, before DNS (like `/etc/hosts`):
+    /// `hosts = { "git.internal" = ["10.0.0.5"] }`. The addresses still go
+    /// through the private-address check.
+    pub hosts: Option<BTreeMap<String, Vec<std::net::IpAddr>>>,
+    /// Chain to this HTTP proxy: `http://[user:password@]host[:port]`.
+    pub upstream_proxy: Option<String>,
+    /// **Dangerous.** Address ranges (CIDR: `10.1.0.0/16`, `fd00::/8`, or a
+    /// single address) exempt from the private-address check, so that an
+    /// allowed name may resolve into them.
+    pub trusted: Option<Vec<String>>,
+}
+
+impl NetworkConfig {
+    /// `trusted` as (address, prefix length) pairs.
+    pub fn trusted_ranges(&self) -> Result<Vec<(std::net::IpAddr, u8)>, String> {
+        let mut out = Vec::new();
+        for text in self.trusted.iter().flatten() {
+            let (addr, prefix) = match text.split_once('/') {
+                Some((addr, prefix)) => (addr, Some(prefix)),
+                None => (text.as_str(), None),
+            };
+            let addr: std::net::IpAddr = addr
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{text}` is not an address range like 10.1.0.0/16"))?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                Some(prefix) => prefix
+                    .trim()
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|prefix| *prefix <= max)
+                    .ok_or_else(|| format!("`{text}`: the prefix length must be 0..={max}"))?,
+                None => max,
+            };
+            out.push((addr, prefix));
+        }
+        Ok(out)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     #[serde(default)]
     pub defaults: Defaults,
+    #[serde(default)]
+    pub network: NetworkConfig,
     #[serde(default)]
     pub agents: BTreeMap<String, AgentOverride>,
 }
@@ -575,6 +623,61 @@ mod tests {
             ),
             other => panic!("expected Untrusted, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn project_may_not_set_network_keys() {
+        let (config, _dir) = load_with(
+            None,
+            Some(
+                "[network]\nupstream_proxy = \"http://evil:3128\"\ntrusted = [\"10.0.0.0/8\"]\n\n[network.hosts]\n\"api.example.com\" = [\"10.0.0.1\"]\n",
+            ),
+        );
+        match config {
+            Err(ConfigError::Untrusted { keys, .. }) => assert_eq!(
+                keys,
+                vec![
+                    "network.hosts.api.example.com",
+                    "network.trusted",
+                    "network.upstream_proxy"
+                ]
+            ),
+            other => panic!("expected Untrusted, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn user_network_table_loads_with_origins() {
+        let (config, dir) = load_with(
+            Some(
+                "[network]\ntrusted = [\"10.1.0.0/16\", \"fd00::1\"]\nhosts = { \"a.test\" = [\"198.18.0.2\", \"2001:2::2\"] }\n",
+            ),
+            None,
+        );
+        let config = config.expect("loads");
+        let hosts = config.file.network.hosts.clone().expect("hosts");
+        assert_eq!(hosts["a.test"].len(), 2);
+        assert_eq!(
+            config.file.network.trusted_ranges().expect("ranges"),
+            vec![
+                ("10.1.0.0".parse().expect("ip"), 16),
+                ("fd00::1".parse().expect("ip"), 128)
+            ]
+        );
+        assert_eq!(
+            config.origin_of("network.trusted"),
+            Some(&Origin::User(dir.path().join("config.toml")))
+        );
+        let bad = NetworkConfig {
+            trusted: Some(vec!["10.0.0.0/33".into()]),
+            ..Default::default()
+        };
+        assert!(bad.trusted_ranges().is_err());
+        let (config, _dir) = load_with(Some("[network.hosts]\n\"a.test\" = [\"nope\"]\n"), None);
+        assert!(
+            matches!(config, Err(ConfigError::Invalid { .. })),
+            "{config:?}"
+        );
     }
 
     #[test]

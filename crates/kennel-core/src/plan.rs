@@ -110,6 +110,9 @@ pub enum MountPurpose {
     CaCertificates,
     /// A mount the user configured (`mounts` in their config).
     User,
+    /// The directory holding kennel's egress proxy socket for this session
+    /// (`allowlist` and `restricted` modes): the sandbox's only way out.
+    Proxy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,9 +158,36 @@ pub struct NetworkPlan {
     pub allow: Vec<String>,
     /// Domains always refused (win over `allow`).
     pub deny: Vec<String>,
-    /// False while a mode is requested that this kennel cannot enforce yet.
+    /// True when the mode is enforced by construction: `none` and `open`
+    /// trivially; `allowlist` and `restricted` because the sandbox has no
+    /// network of its own and reaches out only through kennel's proxy.
     pub enforced: bool,
+    /// kennel's egress proxy for this run (`allowlist` and `restricted`).
+    #[serde(default)]
+    pub proxy: Option<ProxyPlan>,
 }
+
+/// How the sandbox reaches kennel's egress proxy: a forwarder inside the
+/// sandbox listens on `listen_inside` and relays each connection to the
+/// proxy's Unix socket, whose directory is mounted at [`PROXY_DIR_INSIDE`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyPlan {
+    /// `127.0.0.1:3128`: what `HTTP_PROXY` and friends point at.
+    pub listen_inside: String,
+    /// The proxy's Unix socket on the host (created by `kennel run`).
+    pub socket: PathBuf,
+    /// The same socket as the sandbox sees it.
+    pub socket_inside: PathBuf,
+    /// Where `kennel run` appends the session's decisions (`kennel net log`).
+    pub log: PathBuf,
+}
+
+/// Where the proxy's socket directory is mounted inside the sandbox.
+pub const PROXY_DIR_INSIDE: &str = "/run/kennel/proxy";
+/// The proxy socket's file name inside that directory.
+pub const PROXY_SOCKET_NAME: &str = "proxy.sock";
+/// The forwarder's address inside the sandbox.
+pub const PROXY_LISTEN_INSIDE: &str = "127.0.0.1:3128";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Limits {

@@ -119,6 +119,88 @@ pub fn ca_bundle(host: &HostContext) -> PathBuf {
     host.data_dir.join("ca").join("bundle.crt")
 }
 
+/// The directory of the session's proxy socket on the host:
+/// `$XDG_RUNTIME_DIR/kennel/proxy/<name>`, or under kennel's data directory
+/// when `XDG_RUNTIME_DIR` is unset. `kennel run` creates it (mode 0700) and
+/// removes it when the run ends.
+pub fn proxy_dir(host: &HostContext, name: &str) -> PathBuf {
+    let base = host
+        .env
+        .get("XDG_RUNTIME_DIR")
+        .filter(|dir| Path::new(dir).is_absolute())
+        .map(|dir| Path::new(dir).join("kennel"))
+        .unwrap_or_else(|| host.data_dir.clone());
+    base.join("proxy").join(name)
+}
+
+/// Where the proxy's decisions for session `name` are logged.
+pub fn net_log_dir(host: &HostContext) -> PathBuf {
+    host.data_dir.join("logs")
+}
+
+pub fn net_log(host: &HostContext, name: &str) -> PathBuf {
+    net_log_dir(host).join(format!("{name}.net.jsonl"))
+}
+
+/// The proxy URL every tool in the sandbox is pointed at.
+pub fn proxy_url() -> String {
+    format!("http://{PROXY_LISTEN_INSIDE}")
+}
+
+/// Variables that point the usual tools at kennel's proxy: curl, git, pip,
+/// Python's `requests`/`urllib` (`http_proxy`, `https_proxy`, `no_proxy` and
+/// their upper-case forms), npm (`npm_config_*`) and Node ≥ 24 (or 22.21+)
+/// with `NODE_USE_ENV_PROXY=1`.
+pub const PROXY_ENV: &[&str] = &[
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "npm_config_proxy",
+    "npm_config_https_proxy",
+];
+pub const NO_PROXY: &str = "localhost,127.0.0.1,::1";
+
+/// The command a container runs when the Plan uses the proxy: a forwarder
+/// (`socat`, in every image kennel builds) listens on 127.0.0.1:3128 and
+/// relays each connection to the proxy's Unix socket; the agent starts once
+/// it listens (or after 2 s), as the same process (`exec`). The forwarder
+/// is started from a subshell, so that the container's init adopts it (it is
+/// never a child the agent could wait for), and in its own session, so that
+/// a Ctrl-C on the agent's terminal does not reach it. Without `socat` (an `--image` that lacks it) the agent runs with
+/// no network at all and a warning.
+pub fn container_command(plan: &Plan) -> Vec<String> {
+    let Some(proxy) = &plan.network.proxy else {
+        return plan.command.clone();
+    };
+    let (host, port) = proxy
+        .listen_inside
+        .rsplit_once(':')
+        .unwrap_or(("127.0.0.1", "3128"));
+    let port_hex = format!("{:04X}", port.parse::<u16>().unwrap_or(3128));
+    let script = [
+        "if command -v socat >/dev/null 2>&1; then".to_string(),
+        format!(
+            "( $(command -v setsid) socat TCP-LISTEN:{port},bind={host},fork,reuseaddr UNIX-CONNECT:{} </dev/null >/dev/null 2>&1 & );",
+            proxy.socket_inside.display()
+        ),
+        format!(
+            "i=0; while [ $i -lt 200 ] && ! grep -qs ':{port_hex} ' /proc/net/tcp; do i=$((i+1)); sleep 0.01; done;"
+        ),
+        "else echo \"kennel: warning: this image has no socat: the sandbox cannot reach kennel's proxy (no network)\" >&2; fi;".to_string(),
+        "exec \"$@\"".to_string(),
+    ]
+    .join(" ");
+    let mut command = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        script,
+        "kennel-net".to_string(),
+    ];
+    command.extend(plan.command.iter().cloned());
+    command
+}
+
 pub fn build_plan(
     host: &HostContext,
     config: &Config,
@@ -159,10 +241,45 @@ pub fn build_plan(
         shell: "/bin/bash".into(),
     };
 
+    let name = sandbox_name(&agent.name, &workspace.root);
     let mut warnings = Vec::new();
-    let mounts = plan_mounts(host, config, agent, workspace, request, &mut warnings)?;
-    let env = plan_env(host, config, agent, request, &mut warnings)?;
-    let network = plan_network(config, agent, request, &mut warnings);
+    let network = plan_network(host, config, agent, request, &name, &mut warnings);
+    let mut mounts = plan_mounts(host, config, agent, workspace, request, &mut warnings)?;
+    let mut env = plan_env(host, config, agent, request, &mut warnings)?;
+    if let Some(proxy) = &network.proxy {
+        if let Some(dir) = proxy.socket.parent() {
+            mounts.push(Mount {
+                source: dir.to_path_buf(),
+                target: PROXY_DIR_INSIDE.into(),
+                read_only: true,
+                purpose: MountPurpose::Proxy,
+            });
+        }
+        let url = proxy_url();
+        let mut set = |name: &str, value: &str| {
+            // What the user set explicitly (`-e`, `defaults.env`) stays
+            // theirs; a host's own proxy variables would point nowhere.
+            if !env
+                .iter()
+                .any(|var| var.name == name && matches!(var.origin.as_str(), "flag" | "config"))
+            {
+                env.retain(|var| var.name != name);
+                env.push(EnvVar {
+                    name: name.into(),
+                    value: value.into(),
+                    origin: "kennel".into(),
+                    secret: false,
+                });
+            }
+        };
+        for name in PROXY_ENV {
+            set(name, &url);
+        }
+        set("NO_PROXY", NO_PROXY);
+        set("no_proxy", NO_PROXY);
+        set("NODE_USE_ENV_PROXY", "1");
+        env.sort_by(|a, b| a.name.cmp(&b.name));
+    }
     let limits = Limits {
         pids: defaults.pids_limit.unwrap_or(1024),
         memory: defaults.memory.as_deref().map(parse_bytes).transpose()?,
@@ -186,7 +303,7 @@ pub fn build_plan(
     Ok(Plan {
         version: PLAN_VERSION,
         agent: agent.name.clone(),
-        name: sandbox_name(&agent.name, &workspace.root),
+        name,
         backend,
         selected: request.selected.clone(),
         image,
@@ -422,9 +539,11 @@ fn plan_env(
 }
 
 fn plan_network(
+    host: &HostContext,
     config: &Config,
     agent: &AgentSpec,
     request: &RunRequest,
+    name: &str,
     warnings: &mut Vec<String>,
 ) -> NetworkPlan {
     let defaults = &config.file.defaults;
@@ -438,20 +557,28 @@ fn plan_network(
     allow.sort();
     allow.dedup();
     let deny = defaults.deny.clone().unwrap_or_default();
-    let enforced = matches!(mode, NetworkMode::None | NetworkMode::Open);
-    match mode {
-        NetworkMode::Open => warnings.push("network is open: the sandbox can reach any address".into()),
-        NetworkMode::Allowlist | NetworkMode::Restricted => warnings.push(format!(
-            "network mode `{}` is not enforced by this version of kennel: the sandbox has unrestricted network access (use --network none to cut it off)",
-            mode.as_str()
-        )),
-        NetworkMode::None => {}
-    }
+    let proxy = match mode {
+        NetworkMode::Open => {
+            warnings.push("network is open: the sandbox can reach any address".into());
+            None
+        }
+        NetworkMode::None => None,
+        NetworkMode::Allowlist | NetworkMode::Restricted => {
+            let dir = proxy_dir(host, name);
+            Some(ProxyPlan {
+                listen_inside: PROXY_LISTEN_INSIDE.into(),
+                socket: dir.join(PROXY_SOCKET_NAME),
+                socket_inside: Path::new(PROXY_DIR_INSIDE).join(PROXY_SOCKET_NAME),
+                log: net_log(host, name),
+            })
+        }
+    };
     NetworkPlan {
         mode,
         allow,
         deny,
-        enforced,
+        enforced: true,
+        proxy,
     }
 }
 

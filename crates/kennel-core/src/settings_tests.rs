@@ -77,7 +77,18 @@ fn shell_plan_snapshot() {
         },
     );
     assert!(plan.name.starts_with("kennel-shell-repo-"));
-    plan.name = "<name>".into();
+    // The name is random; so are the paths named after it (proxy socket, log).
+    let name = std::mem::replace(&mut plan.name, "<name>".into());
+    let unname = |path: &mut PathBuf| {
+        *path = PathBuf::from(path.display().to_string().replace(&name, "<name>"));
+    };
+    for mount in &mut plan.mounts {
+        unname(&mut mount.source);
+    }
+    if let Some(proxy) = &mut plan.network.proxy {
+        unname(&mut proxy.socket);
+        unname(&mut proxy.log);
+    }
     insta::assert_json_snapshot!(plan.redacted());
 }
 
@@ -254,30 +265,199 @@ fn config_with_mount() -> Config {
     config("[defaults]\nmounts = [\"/etc:/host-etc:ro\"]\n")
 }
 
-#[test]
-fn network_none_is_enforced_and_allowlist_warns() {
-    let plan = plan_for(
+fn network_plan(mode: Option<NetworkMode>, backend: &str, env: &[(&str, &str)]) -> Plan {
+    plan_for(
         "shell",
-        &[],
+        env,
         RunRequest {
-            network: Some(NetworkMode::None),
-            ..Default::default()
-        },
-    );
-    assert!(plan.network.enforced);
-    assert!(plan.warnings.is_empty());
-    let plan = plan_for(
-        "claude",
-        &[],
-        RunRequest {
+            network: mode,
             allow: vec!["example.com".into()],
+            args: vec!["sh".into(), "-c".into(), "exit 7".into()],
+            selected: Some(BackendChoice {
+                backend: backend.into(),
+                reason: "test".into(),
+            }),
             ..Default::default()
         },
+    )
+}
+
+fn proxy_mounts(plan: &Plan) -> Vec<&Mount> {
+    plan.mounts
+        .iter()
+        .filter(|m| m.purpose == MountPurpose::Proxy)
+        .collect()
+}
+
+#[test]
+fn network_none_has_no_proxy() {
+    for backend in ["docker", "native"] {
+        let plan = network_plan(Some(NetworkMode::None), backend, &[]);
+        assert!(plan.network.enforced);
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+        assert_eq!(plan.network.proxy, None);
+        assert!(proxy_mounts(&plan).is_empty());
+        assert_eq!(plan.env_value("HTTPS_PROXY"), None);
+        assert_eq!(container_command(&plan), plan.command);
+    }
+}
+
+#[test]
+fn network_open_warns_and_has_no_proxy() {
+    let plan = network_plan(Some(NetworkMode::Open), "podman", &[]);
+    assert!(plan.network.enforced);
+    assert_eq!(plan.network.proxy, None);
+    assert!(proxy_mounts(&plan).is_empty());
+    assert_eq!(plan.env_value("HTTP_PROXY"), None);
+    assert!(plan.warnings.iter().any(|w| w.contains("network is open")));
+    assert_eq!(container_command(&plan), plan.command);
+}
+
+#[test]
+fn allowlist_and_restricted_go_through_the_proxy() {
+    for mode in [
+        None,
+        Some(NetworkMode::Allowlist),
+        Some(NetworkMode::Restricted),
+    ] {
+        for backend in ["docker", "podman", "native"] {
+            let plan = network_plan(mode, backend, &[("XDG_RUNTIME_DIR", "/run/user/1000")]);
+            assert_eq!(plan.network.mode, mode.unwrap_or(NetworkMode::Allowlist));
+            assert!(plan.network.enforced);
+            assert!(plan.network.allow.contains(&"example.com".to_string()));
+            assert!(
+                plan.warnings.is_empty(),
+                "no warning for an enforced mode: {:?}",
+                plan.warnings
+            );
+            let proxy = plan.network.proxy.clone().expect("proxy");
+            assert_eq!(proxy.listen_inside, "127.0.0.1:3128");
+            let dir = Path::new("/run/user/1000/kennel/proxy").join(&plan.name);
+            assert_eq!(proxy.socket, dir.join("proxy.sock"));
+            assert_eq!(
+                proxy.socket_inside,
+                Path::new("/run/kennel/proxy/proxy.sock")
+            );
+            assert_eq!(
+                proxy.log,
+                Path::new("/home/alice/.local/share/kennel/logs")
+                    .join(format!("{}.net.jsonl", plan.name))
+            );
+            let mounts = proxy_mounts(&plan);
+            assert_eq!(mounts.len(), 1);
+            assert_eq!(mounts[0].source, dir);
+            assert_eq!(mounts[0].target, Path::new("/run/kennel/proxy"));
+            assert!(mounts[0].read_only);
+            for name in [
+                "HTTP_PROXY",
+                "HTTPS_PROXY",
+                "http_proxy",
+                "https_proxy",
+                "npm_config_proxy",
+                "npm_config_https_proxy",
+            ] {
+                assert_eq!(
+                    plan.env_value(name),
+                    Some("http://127.0.0.1:3128"),
+                    "{name}"
+                );
+            }
+            assert_eq!(plan.env_value("NO_PROXY"), Some("localhost,127.0.0.1,::1"));
+            assert_eq!(plan.env_value("no_proxy"), Some("localhost,127.0.0.1,::1"));
+            assert_eq!(plan.env_value("NODE_USE_ENV_PROXY"), Some("1"));
+            // The Plan's command stays the agent's; containers wrap it in the forwarder.
+            assert_eq!(plan.command, ["sh", "-c", "exit 7"]);
+            let wrapped = container_command(&plan);
+            assert_eq!(&wrapped[..2], ["sh", "-c"]);
+            assert!(wrapped[2].contains(
+                "socat TCP-LISTEN:3128,bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:/run/kennel/proxy/proxy.sock"
+            ));
+            assert!(wrapped[2].contains(":0C38 "));
+            assert!(wrapped[2].ends_with("exec \"$@\""));
+            assert_eq!(&wrapped[3..], ["kennel-net", "sh", "-c", "exit 7"]);
+        }
+    }
+}
+
+#[test]
+fn container_wrapper_is_valid_sh_and_execs_the_agent() {
+    let plan = network_plan(None, "docker", &[]);
+    let wrapped = container_command(&plan);
+    let syntax = std::process::Command::new("sh")
+        .args(["-n", "-c", &wrapped[2]])
+        .output()
+        .expect("sh");
+    assert!(
+        syntax.status.success(),
+        "{}",
+        String::from_utf8_lossy(&syntax.stderr)
     );
-    assert_eq!(plan.network.mode, NetworkMode::Allowlist);
-    assert!(plan.network.allow.contains(&"example.com".to_string()));
-    assert!(!plan.network.enforced);
-    assert!(!plan.warnings.is_empty());
+    // Without socat (as on most hosts running the unit tests, or an image
+    // that lacks it) the agent still runs, with its arguments and exit code.
+    let has_socat = std::process::Command::new("sh")
+        .args(["-c", "command -v socat"])
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if has_socat {
+        return; // it would listen on this machine's 127.0.0.1:3128: not in a unit test
+    }
+    let mut plan = plan;
+    plan.command = vec![
+        "sh".into(),
+        "-c".into(),
+        "echo \"$0|$1\"; exit 7".into(),
+        "a b".into(),
+        "c".into(),
+    ];
+    let wrapped = container_command(&plan);
+    let out = std::process::Command::new(&wrapped[0])
+        .args(&wrapped[1..])
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no socat"));
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a b|c\n");
+}
+
+#[test]
+fn proxy_socket_falls_back_to_the_data_dir() {
+    let plan = network_plan(None, "docker", &[]);
+    let proxy = plan.network.proxy.expect("proxy");
+    assert_eq!(
+        proxy.socket,
+        Path::new("/home/alice/.local/share/kennel/proxy")
+            .join(&plan.name)
+            .join("proxy.sock")
+    );
+}
+
+#[test]
+fn proxy_variables_from_the_host_are_replaced_but_flags_win() {
+    let config = config("");
+    let catalog = Catalog::with_overrides(&config.file.agents).expect("catalog");
+    let mut agent = catalog.get("shell").expect("shell").clone();
+    agent.env.push("HTTPS_PROXY".into());
+    let request = RunRequest {
+        env: vec!["http_proxy=http://mine:1".into()],
+        ..Default::default()
+    };
+    let plan = build_plan(
+        &host(&[("HTTPS_PROXY", "http://corp:8080")]),
+        &config,
+        &agent,
+        &workspace(),
+        image(),
+        &request,
+    )
+    .expect("plan");
+    assert_eq!(plan.env_value("HTTPS_PROXY"), Some("http://127.0.0.1:3128"));
+    assert_eq!(plan.env_value("http_proxy"), Some("http://mine:1"));
+    assert_eq!(
+        plan.env.iter().filter(|v| v.name == "HTTPS_PROXY").count(),
+        1
+    );
 }
 
 #[test]

@@ -162,13 +162,18 @@ impl Engine {
     /// ulimits; there the process limit is set by `prlimit` (util-linux, in
     /// every image kennel builds) before the agent starts. RLIMIT_NPROC is
     /// counted per user namespace, so it bounds the sandbox's own processes.
+    ///
+    /// With kennel's proxy (`allowlist`, `restricted`), the command is wrapped
+    /// so that a forwarder inside the container relays 127.0.0.1:3128 to the
+    /// proxy's socket (see [`kennel_core::settings::container_command`]).
     fn command_with_limits(&self, plan: &Plan) -> Vec<String> {
+        let command = kennel_core::settings::container_command(plan);
         if self.kind == EngineKind::Podman && self.rootless && plan.image.managed && plan.limits.pids > 0 {
-            let mut command = vec!["prlimit".to_string(), format!("--nproc={}", plan.limits.pids), "--".to_string()];
-            command.extend(plan.command.iter().cloned());
-            return command;
+            let mut limited = vec!["prlimit".to_string(), format!("--nproc={}", plan.limits.pids), "--".to_string()];
+            limited.extend(command);
+            return limited;
         }
-        plan.command.clone()
+        command
     }
 
     pub(crate) fn container_config(&self, plan: &Plan) -> Result<ContainerCreateBody, EngineError> {
@@ -208,7 +213,9 @@ impl Engine {
                 .cpus
                 .filter(|cpus| *cpus > 0.0)
                 .map(|cpus| (cpus * 1e9).round() as i64),
-            network_mode: (plan.network.mode == NetworkMode::None).then(|| "none".to_string()),
+            // Only `open` gets the engine's network; `allowlist` and
+            // `restricted` reach out through kennel's proxy socket alone.
+            network_mode: (plan.network.mode != NetworkMode::Open).then(|| "none".to_string()),
             readonly_rootfs: Some(plan.security.read_only_rootfs),
             tmpfs,
             auto_remove: Some(plan.ephemeral),

@@ -2,10 +2,10 @@
 //! contexts.
 //!
 //! Every agent image is two layers: a base layer (the configured base image
-//! plus git, ripgrep, curl, tini and the CA certificates) and an agent layer
-//! (the agent's runtime and its install recipe). Tags carry a hash of
-//! everything that goes into the build, so an unchanged recipe is never
-//! rebuilt and a changed one always is.
+//! plus git, ripgrep, curl, tini, socat — the proxy forwarder — and the CA
+//! certificates) and an agent layer (the agent's runtime and its install
+//! recipe). Tags carry a hash of everything that goes into the build, so an
+//! unchanged recipe is never rebuilt and a changed one always is.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -164,6 +164,7 @@ const BASE_PACKAGES: &[&str] = &[
     "openssh-client",
     "procps",
     "ripgrep",
+    "socat",
     "tini",
     "xz-utils",
 ];

@@ -91,13 +91,19 @@ fn helper(plan: &Plan, decision: &Decision) -> Result<i32, Failure> {
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS;
-    let own_network = plan.network.mode == NetworkMode::None;
+    // Every mode but `open` gets a network namespace with only `lo`; the
+    // proxy modes reach kennel's proxy through the forwarder (see `init`).
+    let own_network = plan.network.mode != NetworkMode::Open;
     if own_network {
         flags |= libc::CLONE_NEWNET;
     }
     sys::unshare(flags).map_err(|error| {
-        let missing = crate::probe::userns_refused("unshare", error.raw_os_error().unwrap_or(libc::EPERM));
-        Failure(EXIT_KENNEL, format!("{}\n  hint: {}", missing.cause, missing.fix))
+        let missing =
+            crate::probe::userns_refused("unshare", error.raw_os_error().unwrap_or(libc::EPERM));
+        Failure(
+            EXIT_KENNEL,
+            format!("{}\n  hint: {}", missing.cause, missing.fix),
+        )
     })?;
     sys::write_file("/proc/self/setgroups", "deny").map_err(|e| ("setgroups", e))?;
     sys::write_file("/proc/self/uid_map", &format!("{uid} {uid} 1")).map_err(|e| ("uid_map", e))?;
@@ -174,6 +180,11 @@ fn init(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
     if let Err(failure) = build_root(layout) {
         return failure;
     }
+    if let Some(proxy) = &plan.network.proxy
+        && let Err(failure) = start_forwarder(&proxy.listen_inside, &proxy.socket_inside)
+    {
+        return failure;
+    }
     // SAFETY: single-threaded.
     let pid = unsafe { libc::fork() };
     if pid == -1 {
@@ -192,6 +203,43 @@ fn init(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
     let code = wait_for(pid);
     // SAFETY: leaving PID 1; the namespace's other processes are killed.
     unsafe { libc::_exit(code) }
+}
+
+/// Forks the proxy forwarder (listening before the agent starts). It runs in
+/// a session of its own (a Ctrl-C on the terminal is not for it), with no
+/// capabilities, and dies with the init.
+fn start_forwarder(listen: &str, socket: &Path) -> Result<(), Failure> {
+    let listener = crate::forwarder::bind(listen)
+        .map_err(|e| Failure(EXIT_KENNEL, format!("proxy forwarder on {listen}: {e}")))?;
+    // SAFETY: single-threaded.
+    let pid = unsafe { libc::fork() };
+    if pid == -1 {
+        return Err(("fork", io::Error::last_os_error()).into());
+    }
+    if pid == 0 {
+        sys::reset_signals();
+        // SAFETY: plain libc calls on our own process.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+            libc::setsid();
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+            if null >= 0 {
+                libc::dup2(null, 0);
+                libc::dup2(null, 1);
+            }
+        }
+        let ready = sys::set_parent_death_signal(libc::SIGKILL)
+            .and_then(|()| sys::set_no_new_privs())
+            .and_then(|()| sys::drop_capabilities());
+        if let Err(error) = ready {
+            sys::report(&format!("proxy forwarder: {error}"));
+            // SAFETY: leaving the child without the parent's destructors.
+            unsafe { libc::_exit(EXIT_KENNEL) };
+        }
+        crate::forwarder::serve(listener, socket.to_path_buf());
+    }
+    drop(listener);
+    Ok(())
 }
 
 fn inside(root: &str, path: &Path) -> PathBuf {

@@ -3,7 +3,10 @@
 //!
 //! * an unprivileged user namespace mapping the user's own uid and gid to
 //!   themselves, with mount, PID, IPC and UTS namespaces (and a network
-//!   namespace for `--network none`);
+//!   namespace, with only `lo`, unless the network is `open`);
+//! * in `allowlist` and `restricted` modes, a forwarder inside the sandbox
+//!   relays 127.0.0.1:3128 to kennel's egress proxy over its Unix socket:
+//!   the sandbox's only way out;
 //! * a new root on a tmpfs: the host's system directories read-only, the
 //!   Plan's mounts, a fresh `/proc`, a minimal `/dev`, a private `/tmp`;
 //! * Landlock (writes only where the Plan allows them), a seccomp filter, no
@@ -17,6 +20,7 @@
 //! agent starts (exit 125), as the binary does.
 
 mod filter;
+mod forwarder;
 mod helper;
 mod layout;
 mod policy;

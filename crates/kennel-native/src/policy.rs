@@ -50,7 +50,8 @@ pub fn decide(probe: &NativeProbe, allow_weaker: bool) -> Result<Decision, Nativ
         warnings.push(
             "WEAKER SANDBOX (--allow-weaker-sandbox): no user namespaces, so no private \
              filesystem view: the agent can READ everything your user can read on this machine \
-             (including ~/.ssh), shares your processes and network"
+             (including ~/.ssh), shares your processes and network (no network policy: \
+             the agent can connect anywhere your user can)"
                 .to_string(),
         );
     }

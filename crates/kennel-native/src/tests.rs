@@ -101,6 +101,7 @@ fn plan(mounts: Vec<Mount>) -> Plan {
             allow: vec![],
             deny: vec![],
             enforced: true,
+            proxy: None,
         },
         limits: Limits {
             pids: 1024,

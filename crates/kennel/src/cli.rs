@@ -37,6 +37,9 @@ pub enum Command {
     /// Show the merged configuration, or trust a project's config file
     #[command(subcommand)]
     Config(crate::commands::config::ConfigCommand),
+    /// Show what the sandbox's network did: the egress proxy's decisions
+    #[command(subcommand)]
+    Net(crate::commands::net::NetCommand),
     /// Print a shell completion script
     Completions(crate::commands::completions::CompletionsArgs),
     /// Print the man page (roff)

@@ -38,10 +38,18 @@ impl Context {
         Context::with_workspace(host, workspace)
     }
 
-    fn with_workspace(host: HostContext, workspace: Option<Workspace>) -> Result<Context, CliError> {
+    fn with_workspace(
+        host: HostContext,
+        workspace: Option<Workspace>,
+    ) -> Result<Context, CliError> {
         let config = load_config(&host, workspace.as_ref())?;
         let catalog = Catalog::with_overrides(&config.file.agents)?;
-        Ok(Context { host, workspace, config, catalog })
+        Ok(Context {
+            host,
+            workspace,
+            config,
+            catalog,
+        })
     }
 
     pub fn image_settings(&self) -> Result<ImageSettings, CliError> {

@@ -7,6 +7,7 @@ mod context;
 mod engines;
 mod error;
 mod image_build;
+mod proxy;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -68,6 +69,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Image(command) => runtime()?.block_on(commands::image::run(command)),
         Command::Doctor(args) => runtime()?.block_on(commands::doctor::run(args)),
         Command::Config(command) => commands::config::run(command),
+        Command::Net(command) => commands::net::run(command),
         Command::Completions(args) => commands::completions::run(args),
         Command::Man => commands::completions::man(),
     }

@@ -24,6 +24,9 @@ mod harness;
 #[path = "e2e/cases.rs"]
 mod cases;
 
+#[path = "e2e/network.rs"]
+mod network;
+
 #[path = "e2e/agent_images.rs"]
 mod agent_images;
 
@@ -34,6 +37,7 @@ macro_rules! backend_suite {
         mod $module {
             use crate::cases;
             use crate::harness::Backend;
+            use crate::network;
             const B: Backend = $backend;
 
             #[test]
@@ -103,6 +107,22 @@ macro_rules! backend_suite {
             #[test]
             fn unknown_agent_is_usage_error() {
                 cases::unknown_agent_is_usage_error(B)
+            }
+            #[test]
+            fn network_allowlist() {
+                network::allowlist(B)
+            }
+            #[test]
+            fn network_restricted() {
+                network::restricted(B)
+            }
+            #[test]
+            fn network_none() {
+                network::none(B)
+            }
+            #[test]
+            fn network_open() {
+                network::open(B)
             }
         }
     };

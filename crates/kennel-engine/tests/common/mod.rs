@@ -173,6 +173,7 @@ pub fn plan(kind: EngineKind, test: &str, command: &[&str]) -> Plan {
             allow: Vec::new(),
             deny: Vec::new(),
             enforced: true,
+            proxy: None,
         },
         limits: Limits {
             pids: 256,

@@ -3,4 +3,5 @@ pub mod completions;
 pub mod config;
 pub mod doctor;
 pub mod image;
+pub mod net;
 pub mod run;

@@ -145,10 +145,20 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
             eprintln!("kennel: warning: {warning}");
         }
         prepare_host(&context, &plan, &image_settings)?;
+        let proxy = crate::proxy::SessionProxy::start(&context.config, &plan).await?;
         tracing::info!(name = %plan.name, "starting native sandbox");
-        return prepared
-            .run()
-            .or_else(|error| native_failure(&error, agent));
+        // The helper blocks until the sandbox ends; the proxy's tasks keep
+        // running on the runtime's workers meanwhile.
+        let result = tokio::task::spawn_blocking(move || prepared.run()).await;
+        if let Some(proxy) = proxy {
+            proxy.stop().await;
+        }
+        return match result {
+            Ok(result) => result.or_else(|error| native_failure(&error, agent)),
+            Err(error) => Err(CliError::kennel(format!(
+                "the native sandbox failed: {error}"
+            ))),
+        };
     }
 
     for warning in &plan.warnings {
@@ -160,8 +170,13 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     };
     crate::image_build::ensure(&engine, &recipes, false).await?;
     prepare_host(&context, &plan, &image_settings)?;
+    let proxy = crate::proxy::SessionProxy::start(&context.config, &plan).await?;
     tracing::info!(name = %plan.name, image = %plan.image.reference, "starting sandbox");
-    Ok(engine.run(&plan).await?)
+    let result = engine.run(&plan).await;
+    if let Some(proxy) = proxy {
+        proxy.stop().await;
+    }
+    Ok(result?)
 }
 
 /// A native-backend error as the user sees it: 127 when the agent's command

@@ -427,7 +427,10 @@ echo PROBE_DONE
     // process's mountinfo, read from the host): bind mounts come only from
     // the workspace and kennel's data dir. The native backend's "image" is
     // the host's system directories, which it may bind read-only at their
-    // own paths, and it binds a few device nodes into its /dev.
+    // own paths, and it binds a few device nodes into its /dev. The one
+    // other source is the session's egress-proxy socket directory, kennel's
+    // own (`$XDG_RUNTIME_DIR/kennel/proxy/<session>`), read-only at
+    // /run/kennel/proxy and holding nothing but the proxy's socket.
     let (mut bg, id) = t.start_sandbox();
     let binds = t.sandbox_binds(&id);
     bg.stop();
@@ -440,13 +443,22 @@ echo PROBE_DONE
                     .iter()
                     .any(|d| m.source == Path::new("/dev").join(d)))
     };
+    let proxy_dirs = t.user.runtime_dir().join("kennel/proxy");
+    let proxy_socket_dir = |m: &crate::harness::BindMount| {
+        m.read_only
+            && m.target == Path::new("/run/kennel/proxy")
+            && m.source.parent() == Some(proxy_dirs.as_path())
+    };
     let mut bad = vec![];
     let mut saw_workspace = false;
     for m in &binds {
         if m.source == t.ws && m.target == t.ws && !m.read_only {
             saw_workspace = true;
         }
-        if !allowed.iter().any(|a| m.source.starts_with(a)) && !native_image(m) {
+        if !allowed.iter().any(|a| m.source.starts_with(a))
+            && !native_image(m)
+            && !proxy_socket_dir(m)
+        {
             bad.push(m.clone());
         }
     }

@@ -131,7 +131,7 @@ pub fn required() -> bool {
 }
 
 /// Skip (print and return `None`) or, under `KENNEL_E2E=require`, panic.
-fn not_ready<T>(what: &str, reason: &str) -> Option<T> {
+pub fn not_ready<T>(what: &str, reason: &str) -> Option<T> {
     if required() {
         panic!("KENNEL_E2E=require but {what} is not ready: {reason}");
     }

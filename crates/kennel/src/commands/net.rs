@@ -1,0 +1,131 @@
+//! `kennel net`: what the sandbox's network did.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use kennel_core::settings;
+use kennel_proxy::Decision;
+
+use crate::context::Context;
+use crate::error::CliError;
+
+#[derive(Debug, Subcommand)]
+pub enum NetCommand {
+    /// Show the egress proxy's decisions for a session (default: the most recent one)
+    Log(LogArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// The session (sandbox name, as in the Plan's `name`)
+    #[arg(long, value_name = "NAME")]
+    pub session: Option<String>,
+
+    /// Only the refused connections
+    #[arg(long)]
+    pub denied: bool,
+
+    /// Print the decisions as a JSON array on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(command: NetCommand) -> Result<i32, CliError> {
+    match command {
+        NetCommand::Log(args) => log(args),
+    }
+}
+
+fn log(args: LogArgs) -> Result<i32, CliError> {
+    let context = Context::load(None)?;
+    let dir = settings::net_log_dir(&context.host);
+    let path = match &args.session {
+        Some(name) => {
+            if name.is_empty() || name.contains('/') || name.starts_with('.') {
+                return Err(CliError::usage(format!("`{name}` is not a session name")));
+            }
+            let path = settings::net_log(&context.host, name);
+            if !path.exists() {
+                return Err(
+                    CliError::kennel(format!("no network log for session `{name}`"))
+                        .with_hint(format!("logs are in {}", dir.display())),
+                );
+            }
+            path
+        }
+        None => most_recent(&dir).ok_or_else(|| {
+            CliError::kennel("no network log yet").with_hint(
+                "a log is written for every `kennel run` in allowlist or restricted mode",
+            )
+        })?,
+    };
+    let mut decisions =
+        kennel_proxy::read_log(&path).map_err(|error| CliError::kennel(error.to_string()))?;
+    if args.denied {
+        decisions.retain(Decision::is_denied);
+    }
+    if args.json {
+        let json = serde_json::to_string_pretty(&decisions)
+            .map_err(|error| CliError::kennel(format!("cannot serialise the log: {error}")))?;
+        println!("{json}");
+        return Ok(0);
+    }
+    let session = path
+        .file_name()
+        .map(|name| {
+            name.to_string_lossy()
+                .trim_end_matches(".net.jsonl")
+                .to_string()
+        })
+        .unwrap_or_default();
+    if decisions.is_empty() {
+        eprintln!(
+            "kennel: session {session}: no {}connections",
+            if args.denied { "refused " } else { "" }
+        );
+    } else if args.session.is_none() {
+        eprintln!("kennel: session {session}");
+    }
+    for decision in &decisions {
+        println!("{}", human(decision));
+    }
+    Ok(0)
+}
+
+/// The newest `*.net.jsonl` in `dir`.
+fn most_recent(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".net.jsonl"))
+        .filter_map(|entry| Some((entry.metadata().ok()?.modified().ok()?, entry.path())))
+        .max()
+        .map(|(_, path)| path)
+}
+
+/// `TIME VERDICT METHOD HOST:PORT → ADDR REASON ↑UP ↓DOWN`.
+fn human(decision: &Decision) -> String {
+    let host = if decision.host.contains(':') {
+        format!("[{}]", decision.host)
+    } else {
+        decision.host.clone()
+    };
+    let addr = decision
+        .addr
+        .map(|addr| addr.to_string())
+        .unwrap_or_else(|| "-".into());
+    let mut line = format!(
+        "{} {:<5} {} {host}:{} → {addr} {} ↑{} ↓{}",
+        decision.time,
+        decision.verdict,
+        decision.method,
+        decision.port,
+        decision.reason,
+        decision.bytes_up,
+        decision.bytes_down,
+    );
+    if !decision.detail.is_empty() {
+        line.push_str(&format!(" ({})", decision.detail));
+    }
+    line
+}

@@ -1,0 +1,118 @@
+//! The session's egress proxy: started by `kennel run` before the sandbox
+//! (in `allowlist` and `restricted` modes), stopped after it, its socket
+//! directory removed.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kennel_core::config::Config;
+use kennel_core::plan::Plan;
+use kennel_proxy::{Listen, Policy, ProxyConfig, ProxyHandle};
+
+use crate::error::CliError;
+
+pub struct SessionProxy {
+    handle: Option<ProxyHandle>,
+    dir: PathBuf,
+}
+
+impl SessionProxy {
+    /// Starts the proxy the Plan asks for (none for `none` and `open`).
+    pub async fn start(config: &Config, plan: &Plan) -> Result<Option<SessionProxy>, CliError> {
+        let Some(proxy) = &plan.network.proxy else {
+            return Ok(None);
+        };
+        let io_error = |what: &Path, error: std::io::Error| {
+            CliError::kennel(format!("cannot prepare {}: {error}", what.display()))
+        };
+        let dir = proxy
+            .socket
+            .parent()
+            .ok_or_else(|| CliError::kennel("the proxy socket has no directory"))?
+            .to_path_buf();
+        if let Some(base) = dir.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(base)
+                .map_err(|error| io_error(base, error))?;
+            remove_stale(base);
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(io_error(&dir, error)),
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|error| io_error(&dir, error))?;
+        // From here on, dropping `session` removes the directory.
+        let mut session = SessionProxy { handle: None, dir };
+        if let Some(logs) = proxy.log.parent() {
+            std::fs::create_dir_all(logs).map_err(|error| io_error(logs, error))?;
+        }
+        let network = &config.file.network;
+        let trusted_addrs = network.trusted_ranges().map_err(|reason| {
+            CliError::kennel(format!("invalid value for `network.trusted`: {reason}"))
+                .with_hint("write address ranges as CIDR, e.g. \"10.1.0.0/16\" or \"fd00::/8\"")
+        })?;
+        let proxy_config = ProxyConfig {
+            policy: Policy {
+                mode: plan.network.mode,
+                allow: plan.network.allow.clone(),
+                deny: plan.network.deny.clone(),
+            },
+            hosts: network.hosts.clone().unwrap_or_default(),
+            upstream: network.upstream_proxy.clone(),
+            log_file: Some(proxy.log.clone()),
+            session: plan.name.clone(),
+            trusted_addrs,
+            ..ProxyConfig::default()
+        };
+        let handle = kennel_proxy::start(proxy_config, Listen::Unix(proxy.socket.clone()))
+            .await
+            .map_err(|error| {
+                CliError::kennel(format!("cannot start the egress proxy: {error}")).with_hint(
+                    "see `network.*` in the configuration reference, or run with --network none",
+                )
+            })?;
+        tracing::info!(socket = %proxy.socket.display(), log = %proxy.log.display(), "egress proxy started");
+        session.handle = Some(handle);
+        Ok(Some(session))
+    }
+
+    /// Stops the proxy (open tunnels are closed) and removes its directory.
+    pub async fn stop(mut self) {
+        if let Some(handle) = self.handle.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), handle.shutdown()).await;
+        }
+        // Drop removes the directory.
+    }
+}
+
+impl Drop for SessionProxy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Socket directories of sessions that ended without cleaning up (kennel was
+/// killed): nobody listens on their socket, and they are older than a minute.
+fn remove_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let old = entry
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .ok()
+            .and_then(|time| time.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(60));
+        let socket = dir.join(kennel_core::plan::PROXY_SOCKET_NAME);
+        if old && std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}

@@ -1,0 +1,553 @@
+//! Network policy on every backend (issue 4): the sandbox's only way out is
+//! kennel's egress proxy.
+//!
+//! The test hosts are our own: a network namespace `kennel-e2e-net` joined to
+//! the host by a veth pair (host 198.18.0.1/24 and 2001:2::1/64, namespace
+//! 198.18.0.2/24 and 2001:2::2/64: benchmarking ranges, routed nowhere
+//! else), running HTTP servers on 198.18.0.2:8080 and [2001:2::2]:8081 and a
+//! UDP listener on 198.18.0.2:53 that records every datagram. Names reach
+//! them through `[network.hosts]`; nothing is ever sent anywhere else. The
+//! proxy counts the benchmarking ranges as non-public, so the tests trust
+//! exactly these two /24 and /64 (`network.trusted`): the metadata and
+//! private names stay refused.
+//!
+//! Set up once per test run, as root; re-running replaces a previous run's
+//! namespace and servers (idempotent).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{Backend, Ctx, not_ready, unique};
+
+const NS: &str = "kennel-e2e-net";
+const VETH_HOST: &str = "kennel-e2e-h";
+const VETH_NS: &str = "kennel-e2e-n";
+const HTTP_PORT: u16 = 8080;
+const HTTP6_PORT: u16 = 8081;
+const WORK: &str = "/var/tmp/kennel-e2e-net";
+/// What the test hosts' HTTP servers serve.
+const BODY: &str = "kennel-e2e-test-host";
+
+/// `[network]` for every network test.
+fn network_tables() -> &'static str {
+    "[network]\n\
+         trusted = [\"198.18.0.0/24\", \"2001:2::/64\"]\n\n\
+         [network.hosts]\n\
+         \"allowed.kennel.test\" = [\"198.18.0.2\"]\n\
+         \"allowed6.kennel.test\" = [\"2001:2::2\"]\n\
+         \"other.kennel.test\" = [\"198.18.0.2\"]\n\
+         \"meta.kennel.test\" = [\"169.254.169.254\"]\n\
+         \"private.kennel.test\" = [\"10.1.2.3\"]\n"
+}
+
+struct TestNet {
+    udp_log: PathBuf,
+}
+
+static TEST_NET: OnceLock<Result<TestNet, String>> = OnceLock::new();
+
+fn run(argv: &[&str]) -> Result<String, String> {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", argv.join(" ")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`{}` failed: {}",
+            argv.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn spawn_in_ns(argv: &[&str]) -> Result<(), String> {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", NS]).args(argv);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd.spawn()
+        .map(drop)
+        .map_err(|e| format!("cannot start {}: {e}", argv.join(" ")))
+}
+
+fn python() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
+fn setup() -> Result<TestNet, String> {
+    if unsafe_uid() != 0 {
+        return Err("the network tests create a network namespace: run them as root".into());
+    }
+    // A previous run's namespace: stop its servers, remove it.
+    if run(&["ip", "netns", "pids", NS]).is_ok() {
+        if let Ok(pids) = run(&["ip", "netns", "pids", NS]) {
+            for pid in pids.split_whitespace() {
+                let _ = run(&["kill", "-KILL", pid]);
+            }
+        }
+        let _ = run(&["ip", "netns", "del", NS]);
+    }
+    let _ = run(&["ip", "link", "del", VETH_HOST]);
+    run(&["ip", "netns", "add", NS])?;
+    run(&[
+        "ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_NS, "netns", NS,
+    ])?;
+    run(&["ip", "addr", "add", "198.18.0.1/24", "dev", VETH_HOST])?;
+    run(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2001:2::1/64",
+        "dev",
+        VETH_HOST,
+        "nodad",
+    ])?;
+    run(&["ip", "link", "set", VETH_HOST, "up"])?;
+    let in_ns = |args: &[&str]| {
+        let mut argv = vec!["ip", "netns", "exec", NS];
+        argv.extend_from_slice(args);
+        run(&argv)
+    };
+    in_ns(&["ip", "link", "set", "lo", "up"])?;
+    in_ns(&["ip", "addr", "add", "198.18.0.2/24", "dev", VETH_NS])?;
+    in_ns(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2001:2::2/64",
+        "dev",
+        VETH_NS,
+        "nodad",
+    ])?;
+    in_ns(&["ip", "link", "set", VETH_NS, "up"])?;
+    // Replies to the engines' NATed or slirp'd connections go back to the host.
+    in_ns(&["ip", "route", "add", "default", "via", "198.18.0.1"])?;
+    in_ns(&["ip", "-6", "route", "add", "default", "via", "2001:2::1"])?;
+
+    let work = Path::new(WORK);
+    let _ = std::fs::remove_dir_all(work);
+    let www = work.join("www");
+    std::fs::create_dir_all(&www).map_err(|e| format!("{}: {e}", www.display()))?;
+    std::fs::write(www.join("index.html"), format!("{BODY}\n")).map_err(|e| e.to_string())?;
+    let udp_log = work.join("udp53.log");
+    std::fs::write(&udp_log, "").map_err(|e| e.to_string())?;
+    let www = www.display().to_string();
+    let port = HTTP_PORT.to_string();
+    let port6 = HTTP6_PORT.to_string();
+    spawn_in_ns(&[
+        python(),
+        "-m",
+        "http.server",
+        &port,
+        "--bind",
+        "198.18.0.2",
+        "--directory",
+        &www,
+    ])?;
+    spawn_in_ns(&[
+        python(),
+        "-m",
+        "http.server",
+        &port6,
+        "--bind",
+        "2001:2::2",
+        "--directory",
+        &www,
+    ])?;
+    let udp = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('198.18.0.2', 53))\n\
+         while True:\n\
+         \x20   data, peer = s.recvfrom(65536)\n\
+         \x20   with open({:?}, 'ab') as log:\n\
+         \x20       log.write(repr((peer, data)).encode() + b'\\n')\n",
+        udp_log.display().to_string()
+    );
+    spawn_in_ns(&[python(), "-c", &udp])?;
+    // Ready when the host reaches both servers directly.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for url in [
+        format!("http://198.18.0.2:{HTTP_PORT}/"),
+        format!("http://[2001:2::2]:{HTTP6_PORT}/"),
+    ] {
+        loop {
+            let ok = run(&["curl", "-fsS", "--noproxy", "*", "-m", "2", &url])
+                .is_ok_and(|body| body.contains(BODY));
+            if ok {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the test host {url} did not come up"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(TestNet { udp_log })
+}
+
+fn unsafe_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}
+
+/// The fixture for one network test: the test hosts and a config naming them.
+fn net_ctx(b: Backend, name: &str) -> Option<(Ctx, &'static TestNet)> {
+    let t = Ctx::with_shell_image(b, name)?;
+    let net = match TEST_NET.get_or_init(setup) {
+        Ok(net) => net,
+        Err(reason) => return not_ready(&format!("{}::{name}", b.name()), reason),
+    };
+    t.write_config("", network_tables());
+    Some((t, net))
+}
+
+/// The probe run inside the sandbox: one `NAME=http_code`, `NAME_RC=`,
+/// `NAME_REASON=` (X-Kennel-Reason) and `NAME_BODY=` group per request.
+fn probe_script(requests: &[(&str, &str)]) -> String {
+    let mut script = String::from(
+        "r() { n=$1; shift; \
+         code=$(curl -sS -m 15 -o /tmp/kennel-probe-body -D /tmp/kennel-probe-head -w '%{http_code}' \"$@\" 2>/tmp/kennel-probe-err); rc=$?; \
+         echo \"$n=$code\"; echo \"${n}_RC=$rc\"; \
+         echo \"${n}_REASON=$(grep -i '^x-kennel-reason:' /tmp/kennel-probe-head 2>/dev/null | cut -d: -f2 | tr -d ' \\r')\"; \
+         echo \"${n}_BODY=$(head -c 200 /tmp/kennel-probe-body 2>/dev/null | tr -d '\\n')\"; \
+         echo \"${n}_ERR=$(head -c 200 /tmp/kennel-probe-err | tr -d '\\n')\"; \
+         rm -f /tmp/kennel-probe-body /tmp/kennel-probe-head /tmp/kennel-probe-err; }\n",
+    );
+    for (name, args) in requests {
+        script.push_str(&format!("r {name} {args}\n"));
+    }
+    script
+}
+
+#[track_caller]
+fn expect(out: &crate::harness::Out, key: &str, want: &str) {
+    let got = out.expect_kv(key);
+    assert_eq!(got, want, "{key}\n{out}");
+}
+
+/// A direct (proxy-ignoring) connection must fail: no HTTP status, curl error.
+#[track_caller]
+fn expect_unreachable(out: &crate::harness::Out, key: &str) {
+    assert_eq!(out.expect_kv(key), "000", "{key} must not connect\n{out}");
+    assert_ne!(out.expect_kv(&format!("{key}_RC")), "0", "{key}\n{out}");
+}
+
+/// The session whose log has a decision matching `pred` (tests of one
+/// backend share kennel's data directory, so "the most recent log" could be
+/// another test's): found with `kennel net log --session NAME --json`.
+fn find_session(t: &Ctx, pred: impl Fn(&Value) -> bool) -> Option<(String, Vec<Value>)> {
+    let logs = t.data_home.join("kennel/logs");
+    let entries = std::fs::read_dir(&logs).ok()?;
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(session) = file.strip_suffix(".net.jsonl") else {
+            continue;
+        };
+        // Cheap pre-filter; the command below is what is tested.
+        if !std::fs::read_to_string(entry.path()).is_ok_and(|text| text.contains("kennel.test")) {
+            continue;
+        }
+        let out = t
+            .kennel(&["net", "log", "--session", session, "--json"])
+            .run();
+        out.assert_ok();
+        let decisions = out.json().as_array().cloned().unwrap_or_default();
+        if decisions.iter().any(&pred) {
+            return Some((session.to_string(), decisions));
+        }
+    }
+    None
+}
+
+fn udp_marker_absent(net: &TestNet, marker: &str) {
+    // Give a datagram that did get out time to arrive.
+    std::thread::sleep(Duration::from_millis(300));
+    let log = std::fs::read_to_string(&net.udp_log).unwrap_or_default();
+    assert!(
+        !log.contains(marker),
+        "a UDP datagram to 198.18.0.2:53 left the sandbox:\n{log}"
+    );
+}
+
+// ------------------------------------------------------------------- cases
+
+/// The default mode: allowlisted names through the proxy, everything else
+/// refused with a reason, logged; no way around the proxy (TCP, UDP/DNS).
+pub fn allowlist(b: Backend) {
+    let Some((t, net)) = net_ctx(b, "network_allowlist") else {
+        return;
+    };
+    let denied_port = 20000 + (std::process::id() % 20000) as u16;
+    let marker = format!("kennel-dns-{}", unique());
+    let mut script = probe_script(&[
+        (
+            "ALLOWED",
+            &format!("http://allowed.kennel.test:{HTTP_PORT}/"),
+        ),
+        (
+            "ALLOWED6",
+            &format!("http://allowed6.kennel.test:{HTTP6_PORT}/"),
+        ),
+        ("OTHER", &format!("http://other.kennel.test:{denied_port}/")),
+        ("META", "http://meta.kennel.test/latest/meta-data/"),
+        ("PRIVATE", "http://private.kennel.test/"),
+        (
+            "RAW",
+            &format!("--noproxy '*' http://198.18.0.2:{HTTP_PORT}/"),
+        ),
+        (
+            "RAW6",
+            &format!("--noproxy '*' 'http://[2001:2::2]:{HTTP6_PORT}/'"),
+        ),
+    ]);
+    script.push_str(&format!(
+        "(printf '{marker}' > /dev/udp/198.18.0.2/53) 2>/dev/null; echo UDP_RC=$?\n\
+         echo PROXY_ENV=$HTTP_PROXY\n\
+         echo FORWARDER_PPID=$(ps -o ppid= -C socat | head -n 1 | tr -d ' ')\n"
+    ));
+    let out = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--allow",
+            "allowed.kennel.test",
+            "--allow",
+            "allowed6.kennel.test",
+            "--allow",
+            "meta.kennel.test",
+            "--allow",
+            "private.kennel.test",
+            "--",
+            "bash",
+            "-c",
+            &script,
+        ])
+        .timeout(Duration::from_secs(180))
+        .run();
+    out.assert_ok();
+    expect(&out, "PROXY_ENV", "http://127.0.0.1:3128");
+    if b.has_engine() {
+        // The forwarder belongs to the container's init, not to the agent
+        // (which could otherwise wait for it, or signal it by accident).
+        expect(&out, "FORWARDER_PPID", "1");
+    }
+    // (1) an allowed name, through the proxy
+    expect(&out, "ALLOWED", "200");
+    expect(&out, "ALLOWED_BODY", BODY);
+    // (6) IPv6
+    expect(&out, "ALLOWED6", "200");
+    expect(&out, "ALLOWED6_BODY", BODY);
+    // (2) a name not on the list
+    expect(&out, "OTHER", "403");
+    expect(&out, "OTHER_REASON", "not-allowlisted");
+    // (5) allowlisted names that resolve to metadata / private addresses
+    expect(&out, "META", "403");
+    expect(&out, "META_REASON", "private-address");
+    expect(&out, "PRIVATE", "403");
+    expect(&out, "PRIVATE_REASON", "private-address");
+    // (3) raw TCP ignoring the proxy
+    expect_unreachable(&out, "RAW");
+    expect_unreachable(&out, "RAW6");
+    // (4) UDP to a resolver's port
+    assert_ne!(
+        out.expect_kv("UDP_RC"),
+        "0",
+        "UDP must not be sendable\n{out}"
+    );
+    udp_marker_absent(net, &marker);
+
+    // The denial is in the session's log, with its reason.
+    let (session, decisions) = find_session(&t, |d| {
+        d["host"] == "other.kennel.test" && d["port"] == u64::from(denied_port)
+    })
+    .unwrap_or_else(|| panic!("no session log has the denial of other.kennel.test:{denied_port}"));
+    let denial = decisions
+        .iter()
+        .find(|d| d["host"] == "other.kennel.test")
+        .unwrap();
+    assert_eq!(denial["verdict"], "deny", "{denial}");
+    assert_eq!(denial["reason"], "not-allowlisted", "{denial}");
+    assert_eq!(denial["session"], session.as_str(), "{denial}");
+    let allowed = decisions
+        .iter()
+        .find(|d| d["host"] == "allowed.kennel.test")
+        .unwrap_or_else(|| panic!("the allowed request is not logged: {decisions:?}"));
+    assert_eq!(allowed["verdict"], "allow", "{allowed}");
+    assert_eq!(allowed["addr"], "198.18.0.2", "{allowed}");
+    assert!(allowed["bytes_down"].as_u64().unwrap_or(0) > 0, "{allowed}");
+    for host in ["meta.kennel.test", "private.kennel.test"] {
+        let d = decisions
+            .iter()
+            .find(|d| d["host"] == host)
+            .unwrap_or_else(|| panic!("{host} is not logged: {decisions:?}"));
+        assert_eq!(d["reason"], "private-address", "{d}");
+    }
+    // --denied and the human form
+    let out = t
+        .kennel(&["net", "log", "--session", &session, "--denied", "--json"])
+        .run();
+    out.assert_ok();
+    let denied = out.json();
+    let denied = denied.as_array().unwrap();
+    assert!(denied.iter().all(|d| d["verdict"] == "deny"), "{out}");
+    assert_eq!(denied.len(), 3, "other, meta, private\n{out}");
+    let out = t.kennel(&["net", "log", "--session", &session]).run();
+    out.assert_ok();
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains(&format!("other.kennel.test:{denied_port}")))
+        .unwrap_or_else(|| panic!("no human line for the denial\n{out}"));
+    assert!(
+        line.contains("deny") && line.contains("not-allowlisted"),
+        "{line}"
+    );
+
+    // The socket directory is gone once the run ended.
+    let proxy_dirs = t.user.runtime_dir().join("kennel/proxy");
+    let left: Vec<_> = std::fs::read_dir(&proxy_dirs)
+        .map(|dir| dir.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !left.iter().any(|name| name.to_string_lossy() == session),
+        "the proxy directory of {session} is left in {}",
+        proxy_dirs.display()
+    );
+}
+
+/// `restricted`: any name, but never a private or metadata address; still no
+/// way around the proxy.
+pub fn restricted(b: Backend) {
+    let Some((t, _net)) = net_ctx(b, "network_restricted") else {
+        return;
+    };
+    let script = probe_script(&[
+        (
+            "ALLOWED",
+            &format!("http://allowed.kennel.test:{HTTP_PORT}/"),
+        ),
+        ("OTHER", &format!("http://other.kennel.test:{HTTP_PORT}/")),
+        ("META", "http://meta.kennel.test/latest/meta-data/"),
+        ("PRIVATE", "http://private.kennel.test/"),
+        (
+            "RAW",
+            &format!("--noproxy '*' http://198.18.0.2:{HTTP_PORT}/"),
+        ),
+    ]);
+    let out = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--network",
+            "restricted",
+            "--",
+            "bash",
+            "-c",
+            &script,
+        ])
+        .timeout(Duration::from_secs(180))
+        .run();
+    out.assert_ok();
+    expect(&out, "ALLOWED", "200");
+    expect(&out, "OTHER", "200");
+    expect(&out, "OTHER_BODY", BODY);
+    expect(&out, "META", "403");
+    expect(&out, "META_REASON", "private-address");
+    expect(&out, "PRIVATE", "403");
+    expect(&out, "PRIVATE_REASON", "private-address");
+    expect_unreachable(&out, "RAW");
+}
+
+/// `none`: nothing, not even the proxy's port.
+pub fn none(b: Backend) {
+    let Some((t, net)) = net_ctx(b, "network_none") else {
+        return;
+    };
+    let marker = format!("kennel-dns-{}", unique());
+    let mut script = probe_script(&[
+        (
+            "VIA_PROXY",
+            &format!("-x http://127.0.0.1:3128 http://allowed.kennel.test:{HTTP_PORT}/"),
+        ),
+        (
+            "RAW",
+            &format!("--noproxy '*' http://198.18.0.2:{HTTP_PORT}/"),
+        ),
+    ]);
+    script.push_str(&format!(
+        "(printf '{marker}' > /dev/udp/198.18.0.2/53) 2>/dev/null; echo UDP_RC=$?\n\
+         echo PROXY_ENV=${{HTTP_PROXY:-unset}}\n\
+         test -e /run/kennel/proxy && echo SOCKET_DIR=present || echo SOCKET_DIR=absent\n"
+    ));
+    let out = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--network",
+            "none",
+            "--allow",
+            "allowed.kennel.test",
+            "--",
+            "bash",
+            "-c",
+            &script,
+        ])
+        .timeout(Duration::from_secs(180))
+        .run();
+    out.assert_ok();
+    expect_unreachable(&out, "VIA_PROXY");
+    expect_unreachable(&out, "RAW");
+    expect(&out, "PROXY_ENV", "unset");
+    expect(&out, "SOCKET_DIR", "absent");
+    assert_ne!(
+        out.expect_kv("UDP_RC"),
+        "0",
+        "UDP must not be sendable\n{out}"
+    );
+    udp_marker_absent(net, &marker);
+}
+
+/// `open`: the test host is reachable directly (the engine's default
+/// network routes to it through the host).
+pub fn open(b: Backend) {
+    let Some((t, _net)) = net_ctx(b, "network_open") else {
+        return;
+    };
+    let script = probe_script(&[("DIRECT", &format!("http://198.18.0.2:{HTTP_PORT}/"))]);
+    let out = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--network",
+            "open",
+            "--",
+            "bash",
+            "-c",
+            &script,
+        ])
+        .timeout(Duration::from_secs(180))
+        .run();
+    out.assert_ok();
+    assert!(
+        out.stderr.contains("network is open"),
+        "open must be announced on every run\n{out}"
+    );
+    expect(&out, "DIRECT", "200");
+    expect(&out, "DIRECT_BODY", BODY);
+}
