@@ -187,40 +187,26 @@ async fn env_and_workdir_are_applied(kind: EngineKind) {
 }
 
 async fn sigterm_stops_the_container(kind: EngineKind) {
-    let Some(engine) = engine(kind).await else { return };
-    let plan = plan(kind, "sigterm", &["sleep", "300"]);
-    let _cleanup = RemoveOnDrop::new(&engine, &plan.name);
-    let file = plan_file(&plan);
-    let mut child = spawn_run_plan(file.path(), kind);
-    let started = Instant::now();
-    // Generous: rootless podman on vfs storage can take many seconds per container under load.
-    while !container_running(&engine, &plan.name).await {
-        assert!(started.elapsed() < Duration::from_secs(180), "container never started");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let pid = child.id().expect("child pid") as i32;
-    let signalled = Instant::now();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).expect("kill");
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("run_plan did not exit after SIGTERM")
-        .expect("wait");
-    let elapsed = signalled.elapsed();
-    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
-    assert_eq!(status.code(), Some(128 + 15));
-    assert!(!container_exists(&engine, &plan.name).await, "{} still exists", plan.name);
+    // With an init, SIGTERM ends `sleep` at once.
+    sigterm_case(kind, "sigterm", true, Duration::ZERO..Duration::from_secs(10)).await;
 }
 
 /// Without an init, `sleep` as PID 1 ignores SIGTERM: kennel must kill it after 10 s.
 async fn sigterm_escalates_to_sigkill(kind: EngineKind) {
+    sigterm_case(kind, "sigkill", false, Duration::from_secs(9)..Duration::from_secs(25)).await;
+}
+
+/// Runs `sleep 300`, sends SIGTERM to kennel once the container runs, and
+/// checks how long the stop took, the exit code and that nothing is left.
+async fn sigterm_case(kind: EngineKind, name: &str, init: bool, window: std::ops::Range<Duration>) {
     let Some(engine) = engine(kind).await else { return };
-    let mut plan = plan(kind, "sigkill", &["sleep", "300"]);
-    plan.security.init = false;
+    let mut plan = plan(kind, name, &["sleep", "300"]);
+    plan.security.init = init;
     let _cleanup = RemoveOnDrop::new(&engine, &plan.name);
     let file = plan_file(&plan);
     let mut child = spawn_run_plan(file.path(), kind);
     let started = Instant::now();
-    // Generous: rootless podman on vfs storage can take many seconds per container under load.
+    // Generous: a loaded machine can take many seconds to start a container.
     while !container_running(&engine, &plan.name).await {
         assert!(started.elapsed() < Duration::from_secs(180), "container never started");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -233,7 +219,7 @@ async fn sigterm_escalates_to_sigkill(kind: EngineKind) {
         .expect("run_plan did not exit after SIGTERM")
         .expect("wait");
     let elapsed = signalled.elapsed();
-    assert!(elapsed >= Duration::from_secs(9) && elapsed < Duration::from_secs(25), "took {elapsed:?}");
+    assert!(window.contains(&elapsed), "took {elapsed:?}, expected {window:?}");
     assert_eq!(status.code(), Some(128 + 15));
     assert!(!container_exists(&engine, &plan.name).await, "{} still exists", plan.name);
 }
