@@ -27,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Run an agent in an ephemeral sandbox, attached to this terminal
     Run(crate::commands::run::RunArgs),
+    /// List sessions: running ones and those ended in the last 24 hours
+    Ls(crate::commands::ls::LsArgs),
     /// List the agents kennel knows
     Agents(crate::commands::agents::AgentsArgs),
     /// Build, list and remove agent images

@@ -8,6 +8,7 @@ mod engines;
 mod error;
 mod image_build;
 mod proxy;
+mod sessions;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -65,6 +66,7 @@ fn init_logging(verbose: u8) {
 fn dispatch(cli: Cli) -> Result<i32, CliError> {
     match cli.command {
         Command::Run(args) => runtime()?.block_on(commands::run::run(args)),
+        Command::Ls(args) => commands::ls::run(args),
         Command::Agents(args) => commands::agents::run(args),
         Command::Image(command) => runtime()?.block_on(commands::image::run(command)),
         Command::Doctor(args) => runtime()?.block_on(commands::doctor::run(args)),

@@ -135,48 +135,58 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         return Ok(0);
     }
 
-    if native {
-        let prepared = match kennel_native::prepare(&plan, &kennel_native::NativeOptions::default())
-        {
-            Ok(prepared) => prepared,
-            Err(error) => return native_failure(&error, agent),
-        };
-        for warning in plan.warnings.iter().chain(prepared.warnings()) {
+    // From here on the run is in the session registry (best effort: a
+    // registry failure is a warning, never a reason not to run).
+    let mut session = crate::sessions::Tracker::begin(&context.host, &plan);
+    let result: Result<i32, CliError> = async {
+        if native {
+            let prepared =
+                match kennel_native::prepare(&plan, &kennel_native::NativeOptions::default()) {
+                    Ok(prepared) => prepared,
+                    Err(error) => return native_failure(&error, agent),
+                };
+            for warning in plan.warnings.iter().chain(prepared.warnings()) {
+                eprintln!("kennel: warning: {warning}");
+            }
+            prepare_host(&context, &plan, &image_settings)?;
+            let proxy = crate::proxy::SessionProxy::start(&context.config, &plan).await?;
+            tracing::info!(name = %plan.name, "starting native sandbox");
+            session.running(&plan.name);
+            // The helper blocks until the sandbox ends; the proxy's tasks keep
+            // running on the runtime's workers meanwhile.
+            let result = tokio::task::spawn_blocking(move || prepared.run()).await;
+            if let Some(proxy) = proxy {
+                proxy.stop().await;
+            }
+            return match result {
+                Ok(result) => result.or_else(|error| native_failure(&error, agent)),
+                Err(error) => Err(CliError::kennel(format!(
+                    "the native sandbox failed: {error}"
+                ))),
+            };
+        }
+
+        for warning in &plan.warnings {
             eprintln!("kennel: warning: {warning}");
         }
+        let engine = match engine {
+            Some(engine) => engine,
+            None => crate::engines::connect(&plan.backend).await?,
+        };
+        crate::image_build::ensure(&engine, &recipes, false).await?;
         prepare_host(&context, &plan, &image_settings)?;
         let proxy = crate::proxy::SessionProxy::start(&context.config, &plan).await?;
-        tracing::info!(name = %plan.name, "starting native sandbox");
-        // The helper blocks until the sandbox ends; the proxy's tasks keep
-        // running on the runtime's workers meanwhile.
-        let result = tokio::task::spawn_blocking(move || prepared.run()).await;
+        tracing::info!(name = %plan.name, image = %plan.image.reference, "starting sandbox");
+        session.running(&plan.name);
+        let result = engine.run(&plan).await;
         if let Some(proxy) = proxy {
             proxy.stop().await;
         }
-        return match result {
-            Ok(result) => result.or_else(|error| native_failure(&error, agent)),
-            Err(error) => Err(CliError::kennel(format!(
-                "the native sandbox failed: {error}"
-            ))),
-        };
+        Ok(result?)
     }
-
-    for warning in &plan.warnings {
-        eprintln!("kennel: warning: {warning}");
-    }
-    let engine = match engine {
-        Some(engine) => engine,
-        None => crate::engines::connect(&plan.backend).await?,
-    };
-    crate::image_build::ensure(&engine, &recipes, false).await?;
-    prepare_host(&context, &plan, &image_settings)?;
-    let proxy = crate::proxy::SessionProxy::start(&context.config, &plan).await?;
-    tracing::info!(name = %plan.name, image = %plan.image.reference, "starting sandbox");
-    let result = engine.run(&plan).await;
-    if let Some(proxy) = proxy {
-        proxy.stop().await;
-    }
-    Ok(result?)
+    .await;
+    session.end(&result);
+    result
 }
 
 /// A native-backend error as the user sees it: 127 when the agent's command

@@ -1,0 +1,302 @@
+use super::*;
+
+fn new_session(agent: &str) -> NewSession {
+    NewSession {
+        name: None,
+        agent: agent.into(),
+        workspace: "/home/alice/repo".into(),
+        slot: 0,
+        backend: "native".into(),
+        mode: Mode::Ephemeral,
+        limits: Limits {
+            pids: Some(4096),
+            memory: Some(1 << 30),
+            cpus: Some(1.5),
+        },
+        plan: Some(r#"{"version":1}"#.into()),
+    }
+}
+
+fn registry() -> (tempfile::TempDir, Registry) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = Registry::open(&dir.path().join("data/sessions.db")).expect("open");
+    (dir, registry)
+}
+
+#[test]
+fn crud() {
+    let (_dir, mut registry) = registry();
+    assert_eq!(registry.schema_version().expect("version"), SCHEMA_VERSION);
+    let session = registry.insert(&new_session("shell")).expect("insert");
+    assert_eq!(session.id.len(), 12);
+    assert!(session.id.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(session.name, "shell-1");
+    assert_eq!(session.state, State::Created);
+
+    registry
+        .mark_running(&session.id, "kennel-shell-abc")
+        .expect("running");
+    let running = registry.get(&session.id).expect("get");
+    assert_eq!(running.state, State::Running);
+    assert_eq!(running.handle.as_deref(), Some("kennel-shell-abc"));
+    assert_eq!(running.plan.as_deref(), Some(r#"{"version":1}"#));
+    assert_eq!(running.limits, new_session("shell").limits);
+
+    registry
+        .mark_ended(&session.id, State::Exited, Some(3))
+        .expect("ended");
+    let ended = registry.get("shell-1").expect("by name");
+    assert_eq!(ended.state, State::Exited);
+    assert_eq!(ended.exit_code, Some(3));
+    assert!(ended.ended_at.expect("ended_at") >= ended.started_at);
+    assert!(matches!(
+        registry.mark_ended(&session.id, State::Running, None),
+        Err(RegistryError::NotEnded(State::Running))
+    ));
+
+    let second = registry.insert(&new_session("shell")).expect("insert");
+    assert_eq!(second.name, "shell-2");
+    let other = registry.insert(&new_session("claude")).expect("insert");
+    assert_eq!(other.name, "claude-1");
+    let listed = registry.list(true).expect("list");
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed.iter().filter(|s| s.plan.is_some()).count(), 0);
+
+    registry.remove(&second.id).expect("remove");
+    assert!(matches!(
+        registry.get(&second.id),
+        Err(RegistryError::NotFound(_))
+    ));
+    assert!(matches!(
+        registry.remove(&second.id),
+        Err(RegistryError::NotFound(_))
+    ));
+    assert!(matches!(
+        registry.mark_running("000000000000", "x"),
+        Err(RegistryError::NotFound(_))
+    ));
+    assert_eq!(registry.list(true).expect("list").len(), 2);
+}
+
+#[test]
+fn given_names_are_unique() {
+    let (_dir, mut registry) = registry();
+    let mut named = new_session("shell");
+    named.name = Some("kennel-shell-x".into());
+    registry.insert(&named).expect("insert");
+    let error = registry.insert(&named).expect_err("duplicate");
+    assert!(matches!(error, RegistryError::NameTaken(_)), "{error}");
+    assert!(error.hint().is_some());
+    // A given name does not disturb the numbering.
+    assert_eq!(
+        registry.insert(&new_session("shell")).expect("insert").name,
+        "shell-1"
+    );
+}
+
+fn insert_with_id(registry: &Registry, id: &str, name: &str) {
+    registry
+        .connection
+        .execute(
+            "INSERT INTO sessions (id, name, agent, workspace, backend, mode, state, started_at)
+             VALUES (?1, ?2, 'shell', '/w', 'docker', 'ephemeral', 'running', 1)",
+            [id, name],
+        )
+        .expect("insert");
+}
+
+#[test]
+fn lookup_by_prefix_and_name() {
+    let (_dir, registry) = registry();
+    insert_with_id(&registry, "abc123000000", "first");
+    insert_with_id(&registry, "abc456000000", "second");
+    // A name that is also another session's id prefix.
+    insert_with_id(&registry, "def000000000", "abc4");
+
+    assert_eq!(registry.get("abc123").expect("prefix").name, "first");
+    assert_eq!(registry.get("abc123000000").expect("id").name, "first");
+    assert_eq!(registry.get("second").expect("name").id, "abc456000000");
+    // The exact name wins over the prefix it also is.
+    assert_eq!(registry.get("abc4").expect("name").id, "def000000000");
+
+    let error = registry.get("abc").expect_err("ambiguous");
+    match &error {
+        RegistryError::Ambiguous { query, candidates } => {
+            assert_eq!(query, "abc");
+            assert_eq!(candidates.len(), 2, "{candidates:?}");
+        }
+        other => panic!("not ambiguous: {other}"),
+    }
+    assert!(error.is_lookup() && error.hint().is_some());
+    assert!(
+        error.to_string().contains("abc123000000 (first)"),
+        "{error}"
+    );
+    assert!(matches!(
+        registry.get("zzz"),
+        Err(RegistryError::NotFound(_))
+    ));
+    assert!(matches!(registry.get(""), Err(RegistryError::NotFound(_))));
+    // LIKE wildcards mean nothing here.
+    assert!(matches!(registry.get("%"), Err(RegistryError::NotFound(_))));
+}
+
+#[test]
+fn list_hides_old_ended_sessions() {
+    let (_dir, mut registry) = registry();
+    let running = registry.insert(&new_session("shell")).expect("insert");
+    registry.mark_running(&running.id, "h").expect("running");
+    let recent = registry.insert(&new_session("shell")).expect("insert");
+    registry
+        .mark_ended(&recent.id, State::Exited, Some(0))
+        .expect("ended");
+    let old = registry.insert(&new_session("shell")).expect("insert");
+    registry
+        .mark_ended(&old.id, State::Failed, None)
+        .expect("ended");
+    let two_days_ago = now_ms() - 2 * RECENT.as_millis() as i64;
+    registry
+        .connection
+        .execute(
+            "UPDATE sessions SET started_at = ?2, ended_at = ?2 WHERE id = ?1",
+            params![old.id, two_days_ago],
+        )
+        .expect("age");
+
+    let shown: Vec<String> = registry
+        .list(false)
+        .expect("list")
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(shown.len(), 2);
+    assert!(shown.contains(&running.id) && shown.contains(&recent.id));
+    let all = registry.list(true).expect("list");
+    assert_eq!(all.len(), 3);
+    // Newest first.
+    assert_eq!(all.last().expect("last").id, old.id);
+}
+
+#[test]
+fn migrates_a_version_1_registry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sessions.db");
+    {
+        // What a kennel with schema version 1 wrote, by raw SQL.
+        let connection = Connection::open(&path).expect("open");
+        connection
+            .execute_batch(
+                "CREATE TABLE sessions (
+                    id TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL UNIQUE,
+                    agent TEXT NOT NULL, workspace TEXT NOT NULL,
+                    slot INTEGER NOT NULL DEFAULT 0, backend TEXT NOT NULL, handle TEXT,
+                    mode TEXT NOT NULL CHECK (mode IN ('ephemeral', 'persistent')),
+                    state TEXT NOT NULL
+                    CHECK (state IN ('created', 'running', 'exited', 'failed', 'stopped')),
+                    started_at INTEGER NOT NULL, ended_at INTEGER, exit_code INTEGER, plan TEXT);
+                 INSERT INTO sessions (id, name, agent, workspace, backend, handle, mode, state,
+                                       started_at, ended_at, exit_code)
+                 VALUES ('0123456789ab', 'claude-1', 'claude', '/w', 'docker', 'kennel-claude-1',
+                         'ephemeral', 'exited', 1000, 2000, 0);
+                 PRAGMA user_version = 1;",
+            )
+            .expect("v1 schema");
+    }
+    let mut registry = Registry::open(&path).expect("migrates");
+    assert_eq!(registry.schema_version().expect("version"), SCHEMA_VERSION);
+    let old = registry.get("0123").expect("old row survives");
+    assert_eq!(old.name, "claude-1");
+    assert_eq!(old.state, State::Exited);
+    assert_eq!(old.exit_code, Some(0));
+    assert_eq!(old.limits, Limits::default());
+    let new = registry.insert(&new_session("claude")).expect("insert");
+    assert_eq!(new.name, "claude-2");
+    assert_eq!(registry.get(&new.id).expect("get").limits.pids, Some(4096));
+    drop(registry);
+    // Opening again is a no-op.
+    let registry = Registry::open(&path).expect("reopen");
+    assert_eq!(registry.list(true).expect("list").len(), 2);
+    assert_eq!(registry.integrity_check().expect("check"), "ok");
+}
+
+#[test]
+fn refuses_a_registry_from_a_newer_kennel() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sessions.db");
+    Connection::open(&path)
+        .expect("open")
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .expect("version");
+    let error = Registry::open(&path).expect_err("too new");
+    assert!(matches!(error, RegistryError::TooNew { .. }), "{error}");
+    assert!(error.hint().is_some());
+}
+
+#[test]
+fn a_failed_migration_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sessions.db");
+    {
+        let connection = Connection::open(&path).expect("open");
+        // Version 1 claimed, but the table lacks what step 2 needs to index.
+        connection
+            .execute_batch("CREATE TABLE sessions (id TEXT); PRAGMA user_version = 1;")
+            .expect("broken v1");
+    }
+    let error = Registry::open(&path).expect_err("cannot migrate");
+    assert!(
+        matches!(error, RegistryError::Migrate { version: 2, .. }),
+        "{error}"
+    );
+    let connection = Connection::open(&path).expect("open");
+    let version: u32 = connection
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .expect("version");
+    assert_eq!(version, 1);
+    let columns: i64 = connection
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('sessions')",
+            [],
+            |row| row.get(0),
+        )
+        .expect("columns");
+    assert_eq!(columns, 1);
+}
+
+#[test]
+fn parallel_writers_through_separate_handles() {
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 50;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sessions.db");
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(THREADS));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|thread| {
+            let path = path.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || -> Result<()> {
+                // Everyone opens (and so creates and migrates) at once.
+                barrier.wait();
+                let mut registry = Registry::open(&path)?;
+                let agent = format!("agent{}", thread % 3);
+                for n in 0..PER_THREAD {
+                    let session = registry.insert(&new_session(&agent))?;
+                    registry.mark_running(&session.id, &format!("handle-{thread}-{n}"))?;
+                    registry.mark_ended(&session.id, State::Exited, Some(n as i32))?;
+                    registry.get(&session.id)?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("thread").expect("no registry error");
+    }
+    let registry = Registry::open(&path).expect("open");
+    let sessions = registry.list(true).expect("list");
+    assert_eq!(sessions.len(), THREADS * PER_THREAD);
+    assert!(sessions.iter().all(|s| s.state == State::Exited));
+    let names: std::collections::BTreeSet<_> = sessions.iter().map(|s| &s.name).collect();
+    assert_eq!(names.len(), THREADS * PER_THREAD, "names are unique");
+    assert_eq!(registry.integrity_check().expect("check"), "ok");
+}

@@ -1,0 +1,183 @@
+//! `kennel ls`: the sessions in the registry.
+
+use std::path::Path;
+
+use clap::Args;
+use kennel_core::host::HostContext;
+use kennel_sessions::{Registry, Session};
+
+use crate::error::CliError;
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Every session, not only the running ones and those ended in the last 24 hours
+    #[arg(short, long)]
+    pub all: bool,
+
+    /// Print the sessions as a JSON array on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: LsArgs) -> Result<i32, CliError> {
+    let host = HostContext::detect()?;
+    let path = crate::sessions::registry_path(&host);
+    // No registry yet: no sessions, and nothing to create for a listing.
+    let sessions = if path.exists() {
+        Registry::open(&path)?.list(args.all)?
+    } else {
+        Vec::new()
+    };
+    if args.json {
+        let json = serde_json::to_string_pretty(&sessions)
+            .map_err(|error| CliError::kennel(format!("cannot serialise the sessions: {error}")))?;
+        println!("{json}");
+        return Ok(0);
+    }
+    if sessions.is_empty() {
+        eprintln!(
+            "kennel: no sessions{}",
+            if args.all {
+                ""
+            } else {
+                " running or ended in the last 24 hours (`kennel ls --all` shows every one)"
+            }
+        );
+        return Ok(0);
+    }
+    print!(
+        "{}",
+        table(&sessions, kennel_sessions::now_ms(), &host.home)
+    );
+    Ok(0)
+}
+
+const HEADERS: [&str; 8] = [
+    "ID",
+    "NAME",
+    "AGENT",
+    "BACKEND",
+    "STATE",
+    "STARTED",
+    "EXIT",
+    "WORKSPACE",
+];
+
+/// The human listing: one aligned row per session, newest first.
+fn table(sessions: &[Session], now_ms: i64, home: &Path) -> String {
+    let rows: Vec<[String; 8]> = sessions
+        .iter()
+        .map(|session| {
+            [
+                session.id.chars().take(8).collect(),
+                session.name.clone(),
+                session.agent.clone(),
+                session.backend.clone(),
+                session.state.to_string(),
+                ago(now_ms - session.started_at),
+                session
+                    .exit_code
+                    .map(|code| code.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                tilde(&session.workspace, home),
+            ]
+        })
+        .collect();
+    let mut widths = HEADERS.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut text = String::new();
+        for (index, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            if index + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&HEADERS);
+    for row in &rows {
+        line(&row.each_ref().map(String::as_str));
+    }
+    out
+}
+
+/// `12s ago`, `5m ago`, `3h ago`, `2d ago`.
+fn ago(elapsed_ms: i64) -> String {
+    let seconds = (elapsed_ms / 1000).max(0);
+    match seconds {
+        0..60 => format!("{seconds}s ago"),
+        60..3600 => format!("{}m ago", seconds / 60),
+        3600..86400 => format!("{}h ago", seconds / 3600),
+        _ => format!("{}d ago", seconds / 86400),
+    }
+}
+
+fn tilde(path: &Path, home: &Path) -> String {
+    match path.strip_prefix(home) {
+        Ok(rest) if !home.as_os_str().is_empty() && home != Path::new("/") => {
+            if rest.as_os_str().is_empty() {
+                "~".into()
+            } else {
+                format!("~/{}", rest.display())
+            }
+        }
+        _ => path.display().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kennel_sessions::{Limits, Mode, State};
+
+    fn session(id: &str, state: State, started_at: i64, exit_code: Option<i32>) -> Session {
+        Session {
+            id: id.into(),
+            name: format!("shell-{}", &id[..1]),
+            agent: "shell".into(),
+            workspace: "/home/alice/src/repo".into(),
+            slot: 0,
+            backend: "native".into(),
+            handle: None,
+            mode: Mode::Ephemeral,
+            state,
+            started_at,
+            ended_at: None,
+            exit_code,
+            limits: Limits::default(),
+            plan: None,
+        }
+    }
+
+    #[test]
+    fn table_is_aligned() {
+        let now = 10_000_000;
+        let sessions = [
+            session("1a2b3c4d5e6f", State::Running, now - 5_000, None),
+            session("2b3c4d5e6f70", State::Exited, now - 7_200_000, Some(3)),
+        ];
+        let text = table(&sessions, now, Path::new("/home/alice"));
+        assert_eq!(
+            text,
+            "ID        NAME     AGENT  BACKEND  STATE    STARTED  EXIT  WORKSPACE\n\
+             1a2b3c4d  shell-1  shell  native   running  5s ago   -     ~/src/repo\n\
+             2b3c4d5e  shell-2  shell  native   exited   2h ago   3     ~/src/repo\n"
+        );
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(ago(-5), "0s ago");
+        assert_eq!(ago(59_999), "59s ago");
+        assert_eq!(ago(60_000), "1m ago");
+        assert_eq!(ago(86_400_000 * 3), "3d ago");
+    }
+}
