@@ -201,6 +201,60 @@ pub fn container_command(plan: &Plan) -> Vec<String> {
     command
 }
 
+/// The tmux socket of a persistent session (`kennel start`), inside the sandbox.
+pub const SESSION_TMUX_SOCKET: &str = "/tmp/kennel-tmux.sock";
+/// The tmux session that runs the agent.
+pub const SESSION_TMUX_TARGET: &str = "agent";
+/// Everything the agent's terminal showed (`kennel logs`), inside the sandbox.
+pub const SESSION_LOG: &str = "/tmp/kennel-agent.log";
+/// The agent's exit code, written when it ends.
+pub const SESSION_EXIT_FILE: &str = "/tmp/kennel-exit";
+
+/// The command of a persistent session: `command` runs in a detached tmux
+/// session on [`SESSION_TMUX_SOCKET`] (what `kennel attach`, `send` and
+/// `capture` talk to), its screen is appended to [`SESSION_LOG`], and the
+/// container lives as long as the tmux session and exits with the agent's
+/// own code. The agent starts only once the log is being written
+/// (`tmux wait-for`), so no output is lost.
+pub fn session_command(command: &[String]) -> Vec<String> {
+    let socket = SESSION_TMUX_SOCKET;
+    let target = SESSION_TMUX_TARGET;
+    let exit_file = SESSION_EXIT_FILE;
+    // The pane: wait for the go signal, run the agent, record its code. A
+    // SIGTERM handler (not an ignore: the agent must still get SIGTERM)
+    // keeps the wrapper alive to record the code after `kennel stop`.
+    let pane = format!(
+        "trap : TERM HUP; tmux -S {socket} wait-for kennel-go; \"$@\"; echo $? > {exit_file}"
+    );
+    let script = [
+        format!("tmux -S {socket} new-session -d -s {target} -x 200 -y 50 -- sh -c '{pane}' kennel-agent \"$@\" || exit 125;"),
+        format!("tmux -S {socket} pipe-pane -o -t {target} 'cat >> {log}';", log = SESSION_LOG),
+        format!("tmux -S {socket} wait-for -S kennel-go;"),
+        format!("while tmux -S {socket} has-session -t {target} 2>/dev/null; do sleep 1; done;"),
+        format!("code=$(cat {exit_file} 2>/dev/null); exit ${{code:-0}}"),
+    ]
+    .join(" ");
+    let mut out = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        script,
+        "kennel-session".to_string(),
+    ];
+    out.extend(command.iter().cloned());
+    out
+}
+
+/// `tmux -S SOCKET ARGS…`: a command run in a persistent session's sandbox.
+pub fn session_tmux(args: &[&str]) -> Vec<String> {
+    let mut out = vec![
+        "tmux".to_string(),
+        "-S".to_string(),
+        SESSION_TMUX_SOCKET.to_string(),
+    ];
+    out.extend(args.iter().map(|arg| arg.to_string()));
+    out
+}
+
 pub fn build_plan(
     host: &HostContext,
     config: &Config,

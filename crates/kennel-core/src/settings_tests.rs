@@ -480,3 +480,33 @@ fn identity_files_name_the_user() {
     assert!(passwd.contains("alice:x:1000:1001:alice:/home/alice:/bin/bash\n"));
     assert!(group.contains("alice:x:1001:\n"));
 }
+
+#[test]
+fn session_command_wraps_the_agent_in_tmux() {
+    let agent = vec!["claude".to_string(), "--arg with space".to_string()];
+    let command = session_command(&agent);
+    assert_eq!(&command[..2], &["sh".to_string(), "-c".to_string()]);
+    assert_eq!(command[3], "kennel-session");
+    // The agent's argv is passed as arguments, never spliced into the script.
+    assert_eq!(&command[4..], &agent[..]);
+    let script = &command[2];
+    assert!(!script.contains("claude"), "{script}");
+    assert!(script.contains(&format!("tmux -S {SESSION_TMUX_SOCKET} new-session -d -s {SESSION_TMUX_TARGET}")), "{script}");
+    assert!(script.contains(&format!("pipe-pane -o -t {SESSION_TMUX_TARGET} 'cat >> {SESSION_LOG}'")), "{script}");
+    assert!(script.contains("has-session"), "{script}");
+    assert!(script.contains(SESSION_EXIT_FILE), "{script}");
+    // The script is valid sh.
+    let status = std::process::Command::new("sh")
+        .args(["-n", "-c", script])
+        .status()
+        .expect("sh runs");
+    assert!(status.success(), "{script}");
+}
+
+#[test]
+fn session_tmux_uses_the_session_socket() {
+    assert_eq!(
+        session_tmux(&["capture-pane", "-p"]),
+        ["tmux", "-S", SESSION_TMUX_SOCKET, "capture-pane", "-p"]
+    );
+}

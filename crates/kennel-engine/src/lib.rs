@@ -17,8 +17,10 @@ mod error;
 mod images;
 mod raw;
 mod run;
+mod session;
 mod term;
 
 pub use connect::{Engine, EngineKind, Probe, connect, connect_auto, probe_all};
 pub use error::EngineError;
+pub use session::ContainerState;
 pub use images::{BuildEvent, BuildRequest, ImageSummary};

@@ -45,16 +45,55 @@ pub(crate) async fn attach(
     container: &str,
     stdin: bool,
 ) -> Result<Attached, EngineError> {
-    let io_err = |err| EngineError::io(format!("attaching to container {container}"), err);
+    hijack(
+        socket,
+        &format!(
+            "/v{api_version}/containers/{container}/attach?stream=1&stdin={}&stdout=1&stderr=1",
+            if stdin { 1 } else { 0 }
+        ),
+        "text/plain",
+        "",
+        format!("attaching to container {container}"),
+    )
+    .await
+}
+
+/// `POST /exec/{id}/start` with an upgrade to a raw stream.
+pub(crate) async fn exec_start(
+    socket: &Path,
+    api_version: &str,
+    exec: &str,
+    tty: bool,
+) -> Result<Attached, EngineError> {
+    hijack(
+        socket,
+        &format!("/v{api_version}/exec/{exec}/start"),
+        "application/json",
+        &format!("{{\"Detach\":false,\"Tty\":{tty}}}"),
+        format!("starting exec {exec}"),
+    )
+    .await
+}
+
+/// A POST answered by a hijacked, raw connection (`101` or `200`).
+async fn hijack(
+    socket: &Path,
+    path: &str,
+    content_type: &str,
+    body: &str,
+    action: String,
+) -> Result<Attached, EngineError> {
+    let container = &action;
+    let io_err = |err| EngineError::io(action.clone(), err);
     let mut stream = UnixStream::connect(socket).await.map_err(io_err)?;
     let request = format!(
-        "POST /v{api_version}/containers/{container}/attach?stream=1&stdin={}&stdout=1&stderr=1 HTTP/1.1\r\n\
+        "POST {path} HTTP/1.1\r\n\
          Host: localhost\r\n\
-         Content-Type: text/plain\r\n\
-         Content-Length: 0\r\n\
+         Content-Type: {content_type}\r\n\
+         Content-Length: {}\r\n\
          Connection: Upgrade\r\n\
-         Upgrade: tcp\r\n\r\n",
-        if stdin { 1 } else { 0 }
+         Upgrade: tcp\r\n\r\n{body}",
+        body.len()
     );
     stream.write_all(request.as_bytes()).await.map_err(io_err)?;
 
@@ -65,7 +104,7 @@ pub(crate) async fn attach(
         }
         if buf.len() > 64 * 1024 {
             return Err(EngineError::Api {
-                action: format!("attaching to container {container}"),
+                action: container.to_string(),
                 status: None,
                 message: "the engine's answer has no end of headers".to_string(),
             });
@@ -118,7 +157,7 @@ pub(crate) async fn attach(
         }
     }
     Err(EngineError::Api {
-        action: format!("attaching to container {container}"),
+        action: container.to_string(),
         status: Some(status),
         message: error_message(&body),
     })

@@ -99,7 +99,7 @@ fn ulimits(engine: &crate::connect::EngineLimits) -> Vec<ResourcesUlimits> {
 }
 
 /// What an engine's message about a failed start means.
-fn start_error(engine: EngineKind, plan: &Plan, err: bollard::errors::Error) -> EngineError {
+pub(crate) fn start_error(engine: EngineKind, plan: &Plan, err: bollard::errors::Error) -> EngineError {
     let (status, message) = match &err {
         bollard::errors::Error::DockerResponseServerError {
             status_code,
@@ -273,29 +273,11 @@ impl Engine {
         let mut signals = Signals::install()?;
 
         let options = CreateContainerOptionsBuilder::default().name(&plan.name).build();
-        let created = match self.docker.create_container(Some(options), config).await {
-            Ok(created) => created,
-            Err(err) => {
-                let status = status_of(&err);
-                let text = err.to_string().to_ascii_lowercase();
-                return Err(if status == Some(409) || text.contains("already in use") {
-                    EngineError::NameConflict {
-                        name: plan.name.clone(),
-                    }
-                } else if status == Some(404) && text.contains("image") {
-                    EngineError::ImageNotFound {
-                        reference: plan.image.reference.clone(),
-                    }
-                } else if text.contains("container-init binary not found") {
-                    EngineError::InitMissing {
-                        kind: self.kind,
-                        message: err.to_string(),
-                    }
-                } else {
-                    EngineError::api(format!("creating container {}", plan.name), err)
-                });
-            }
-        };
+        let created = self
+            .docker
+            .create_container(Some(options), config)
+            .await
+            .map_err(|err| self.create_error(plan, err))?;
         for warning in &created.warnings {
             warn!(%warning, "engine warning on create");
         }
@@ -466,6 +448,28 @@ impl Engine {
             return Ok(128 + signo);
         }
         Ok(code)
+    }
+
+    /// What a failed create means.
+    pub(crate) fn create_error(&self, plan: &Plan, err: bollard::errors::Error) -> EngineError {
+        let status = status_of(&err);
+        let text = err.to_string().to_ascii_lowercase();
+        if status == Some(409) || text.contains("already in use") {
+            EngineError::NameConflict {
+                name: plan.name.clone(),
+            }
+        } else if status == Some(404) && text.contains("image") {
+            EngineError::ImageNotFound {
+                reference: plan.image.reference.clone(),
+            }
+        } else if text.contains("container-init binary not found") {
+            EngineError::InitMissing {
+                kind: self.kind,
+                message: err.to_string(),
+            }
+        } else {
+            EngineError::api(format!("creating container {}", plan.name), err)
+        }
     }
 
     /// Send `signal` to the container (it may already be gone: that is fine).

@@ -166,6 +166,7 @@ const BASE_PACKAGES: &[&str] = &[
     "ripgrep",
     "socat",
     "tini",
+    "tmux",
     "xz-utils",
 ];
 

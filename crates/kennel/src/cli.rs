@@ -27,8 +27,26 @@ pub struct Cli {
 pub enum Command {
     /// Run an agent in an ephemeral sandbox, attached to this terminal
     Run(crate::commands::run::RunArgs),
+    /// Start an agent in a persistent session, detached (`kennel attach` attaches)
+    Start(crate::commands::start::StartArgs),
     /// List sessions: running ones and those ended in the last 24 hours
     Ls(crate::commands::ls::LsArgs),
+    /// Attach this terminal to a session's agent; C-b d detaches and leaves it running
+    Attach(crate::commands::attach::AttachArgs),
+    /// Run a command in a session's sandbox
+    Exec(crate::commands::exec::ExecArgs),
+    /// Print what a session's agent showed (-f follows)
+    Logs(crate::commands::logs::LogsArgs),
+    /// Type text into a session's agent (then Enter)
+    Send(crate::commands::send::SendArgs),
+    /// Print the screen of a session's agent
+    Capture(crate::commands::capture::CaptureArgs),
+    /// Stop a session: SIGTERM to the agent, then stop the sandbox
+    Stop(crate::commands::stop::StopArgs),
+    /// Kill a session's sandbox now
+    Kill(crate::commands::kill::KillArgs),
+    /// Remove a session's sandbox and forget the session
+    Rm(crate::commands::rm::RmArgs),
     /// List the agents kennel knows
     Agents(crate::commands::agents::AgentsArgs),
     /// Build, list and remove agent images

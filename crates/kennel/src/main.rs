@@ -66,7 +66,16 @@ fn init_logging(verbose: u8) {
 fn dispatch(cli: Cli) -> Result<i32, CliError> {
     match cli.command {
         Command::Run(args) => runtime()?.block_on(commands::run::run(args)),
+        Command::Start(args) => runtime()?.block_on(commands::start::run(args)),
         Command::Ls(args) => commands::ls::run(args),
+        Command::Attach(args) => runtime()?.block_on(commands::attach::run(args)),
+        Command::Exec(args) => runtime()?.block_on(commands::exec::run(args)),
+        Command::Logs(args) => runtime()?.block_on(commands::logs::run(args)),
+        Command::Send(args) => runtime()?.block_on(commands::send::run(args)),
+        Command::Capture(args) => runtime()?.block_on(commands::capture::run(args)),
+        Command::Stop(args) => runtime()?.block_on(commands::stop::run(args)),
+        Command::Kill(args) => runtime()?.block_on(commands::kill::run(args)),
+        Command::Rm(args) => runtime()?.block_on(commands::rm::run(args)),
         Command::Agents(args) => commands::agents::run(args),
         Command::Image(command) => runtime()?.block_on(commands::image::run(command)),
         Command::Doctor(args) => runtime()?.block_on(commands::doctor::run(args)),
@@ -78,7 +87,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
 }
 
 /// The async runtime, for the commands that talk to an engine.
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

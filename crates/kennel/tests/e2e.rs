@@ -27,6 +27,9 @@ mod cases;
 #[path = "e2e/network.rs"]
 mod network;
 
+#[path = "e2e/sessions.rs"]
+mod sessions;
+
 #[path = "e2e/agent_images.rs"]
 mod agent_images;
 
@@ -38,6 +41,7 @@ macro_rules! backend_suite {
             use crate::cases;
             use crate::harness::Backend;
             use crate::network;
+            use crate::sessions;
             const B: Backend = $backend;
 
             #[test]
@@ -123,6 +127,14 @@ macro_rules! backend_suite {
             #[test]
             fn network_open() {
                 network::open(B)
+            }
+            #[test]
+            fn sessions_lifecycle() {
+                sessions::lifecycle(B)
+            }
+            #[test]
+            fn sessions_real_state_and_kill() {
+                sessions::real_state_and_kill(B)
             }
         }
     };

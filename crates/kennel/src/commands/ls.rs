@@ -24,7 +24,10 @@ pub fn run(args: LsArgs) -> Result<i32, CliError> {
     let path = crate::sessions::registry_path(&host);
     // No registry yet: no sessions, and nothing to create for a listing.
     let sessions = if path.exists() {
-        Registry::open(&path)?.list(args.all)?
+        let mut registry = Registry::open(&path)?;
+        let mut sessions = registry.list(args.all)?;
+        refresh(&mut registry, &mut sessions);
+        sessions
     } else {
         Vec::new()
     };
@@ -50,6 +53,64 @@ pub fn run(args: LsArgs) -> Result<i32, CliError> {
         table(&sessions, kennel_sessions::now_ms(), &host.home)
     );
     Ok(0)
+}
+
+/// Persistent sessions the registry calls live: asks their engine, and
+/// records what it says (an ended or vanished container). Best effort: an
+/// engine that does not answer leaves the registry's word.
+fn refresh(registry: &mut Registry, sessions: &mut [Session]) {
+    use kennel_engine::ContainerState;
+    use kennel_sessions::{Mode, State};
+    let live: Vec<usize> = sessions
+        .iter()
+        .enumerate()
+        .filter(|(_, session)| {
+            session.mode == Mode::Persistent
+                && !session.state.is_ended()
+                && session.backend != "native"
+                && session.handle.is_some()
+        })
+        .map(|(index, _)| index)
+        .collect();
+    if live.is_empty() {
+        return;
+    }
+    let Ok(runtime) = crate::runtime() else {
+        return;
+    };
+    runtime.block_on(async {
+        let mut engines: Vec<(String, Option<kennel_engine::Engine>)> = Vec::new();
+        for index in live {
+            let session = &mut sessions[index];
+            let engine = match engines.iter().position(|(name, _)| *name == session.backend) {
+                Some(position) => &engines[position].1,
+                None => {
+                    let engine = crate::engines::connect(&session.backend).await.ok();
+                    engines.push((session.backend.clone(), engine));
+                    &engines.last().expect("just pushed").1
+                }
+            };
+            let Some(engine) = engine else { continue };
+            let handle = session.handle.clone().unwrap_or_default();
+            let (state, code) = match engine.state(&handle).await {
+                Ok(ContainerState::Running) => continue,
+                Ok(ContainerState::Exited(code)) => (State::Exited, code),
+                Ok(ContainerState::Missing) => (State::Stopped, None),
+                Err(error) => {
+                    tracing::debug!(%error, "cannot ask the engine about {}", session.name);
+                    continue;
+                }
+            };
+            match registry.mark_ended(&session.id, state, code) {
+                Ok(()) => {
+                    session.state = state;
+                    session.exit_code = code;
+                    session.ended_at = Some(kennel_sessions::now_ms());
+                }
+                Err(error) => tracing::warn!("cannot record the state of {}: {error}", session.name),
+            }
+        }
+    });
 }
 
 const HEADERS: [&str; 8] = [

@@ -1,8 +1,17 @@
 pub mod agents;
+pub mod attach;
+pub mod capture;
 pub mod completions;
 pub mod config;
 pub mod doctor;
+pub mod exec;
 pub mod image;
+pub mod kill;
+pub mod logs;
 pub mod ls;
 pub mod net;
+pub mod rm;
 pub mod run;
+pub mod send;
+pub mod start;
+pub mod stop;

@@ -61,7 +61,25 @@ pub struct RunArgs {
     pub args: Vec<String>,
 }
 
-pub async fn run(args: RunArgs) -> Result<i32, CliError> {
+/// What `run` and `start` share: the loaded context, the agent's image
+/// recipes, the connected engine (none for native or `--dry-run`) and the Plan.
+pub struct Prepared {
+    pub context: Context,
+    pub agent: kennel_core::catalog::AgentSpec,
+    pub engine: Option<kennel_engine::Engine>,
+    pub native: bool,
+    pub image_settings: kennel_image::ImageSettings,
+    pub recipes: Vec<kennel_image::Recipe>,
+    pub plan: Plan,
+}
+
+/// Resolves the backend and builds the Plan for `args`; `tty` says whether
+/// the Plan gets a terminal. `adjust` may change the request first.
+pub async fn prepare(
+    args: &RunArgs,
+    tty: bool,
+    adjust: impl FnOnce(&mut RunRequest, &Context, &kennel_core::catalog::AgentSpec),
+) -> Result<Prepared, CliError> {
     let cwd = std::env::current_dir()
         .map_err(|error| CliError::kennel(format!("no current directory: {error}")))?;
     let context = Context::load(Some(args.workspace.as_deref().unwrap_or(&cwd)))?;
@@ -103,7 +121,7 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         },
         (None, None) => return Err(CliError::kennel("no image recipe for this agent")),
     };
-    let request = RunRequest {
+    let mut request = RunRequest {
         backend: args.backend.map(|backend| backend.as_str().to_string()),
         image: args.image.clone(),
         env: args.env.clone(),
@@ -112,10 +130,11 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         no_yolo: args.no_yolo,
         host_config: args.host_config,
         args: args.args.clone(),
-        tty: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
+        tty,
         selected: Some(choice),
         allow_weaker_sandbox: args.allow_weaker_sandbox,
     };
+    adjust(&mut request, &context, agent);
     let Some(workspace) = &context.workspace else {
         return Err(CliError::kennel("no workspace"));
     };
@@ -127,6 +146,31 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         image,
         &request,
     )?;
+
+    let agent = agent.clone();
+    Ok(Prepared {
+        context,
+        agent,
+        engine,
+        native,
+        image_settings,
+        recipes,
+        plan,
+    })
+}
+
+pub async fn run(args: RunArgs) -> Result<i32, CliError> {
+    let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let Prepared {
+        context,
+        agent,
+        engine,
+        native,
+        image_settings,
+        recipes,
+        plan,
+    } = prepare(&args, tty, |_, _, _| {}).await?;
+    let agent = &agent;
 
     if args.dry_run {
         let json = serde_json::to_string_pretty(&plan.redacted())
@@ -228,7 +272,7 @@ fn network_mode(arg: NetworkArg) -> NetworkMode {
 /// Creates what the Plan's mounts point at: the agent's home, the generated
 /// identity files and the CA bundle. Files are written to a temporary name
 /// and renamed, so a concurrent run never sees half a file.
-fn prepare_host(
+pub fn prepare_host(
     context: &Context,
     plan: &Plan,
     images: &kennel_image::ImageSettings,

@@ -1,0 +1,339 @@
+//! Persistent sessions (`kennel start` and the commands that follow it): a
+//! Plan becomes a detached container; later commands exec into it, read its
+//! state and logs, stop, kill and remove it.
+
+use std::time::Duration;
+
+use bollard::models::ExecConfig;
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, ResizeExecOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use kennel_core::plan::Plan;
+use tokio::io::AsyncWriteExt;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{debug, warn};
+
+use crate::error::{EngineError, status_of};
+use crate::term::{RawMode, StdinReader, pump_output, window_size};
+use crate::{Engine, raw};
+
+/// What the engine says about a session's container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerState {
+    /// Created and not started yet, or running, paused or restarting.
+    Running,
+    /// Ended, with its exit code when the engine knows it.
+    Exited(Option<i32>),
+    /// The engine has no such container.
+    Missing,
+}
+
+impl Engine {
+    /// Creates and starts `plan`'s container without attaching to it; returns
+    /// its id. The container is removed again when it cannot be started.
+    pub async fn start_detached(&self, plan: &Plan) -> Result<String, EngineError> {
+        if plan.tty || plan.stdin || plan.ephemeral {
+            return Err(EngineError::InvalidPlan(
+                "a detached sandbox has no tty or stdin and is not ephemeral".into(),
+            ));
+        }
+        let config = self.container_config(plan)?;
+        if !self.image_exists(&plan.image.reference).await? {
+            return Err(EngineError::ImageNotFound {
+                reference: plan.image.reference.clone(),
+            });
+        }
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&plan.name)
+            .build();
+        let created = self
+            .docker
+            .create_container(Some(options), config)
+            .await
+            .map_err(|err| self.create_error(plan, err))?;
+        for warning in &created.warnings {
+            warn!(%warning, "engine warning on create");
+        }
+        let id = created.id;
+        if let Err(err) = self.docker.start_container(&id, None).await {
+            self.remove(&id, true).await.ok();
+            return Err(crate::run::start_error(self.kind, plan, err));
+        }
+        debug!(%id, name = %plan.name, "detached container started");
+        Ok(id)
+    }
+
+    /// The container's state.
+    pub async fn state(&self, id: &str) -> Result<ContainerState, EngineError> {
+        match self.docker.inspect_container(id, None).await {
+            Ok(info) => {
+                let state = info.state.unwrap_or_default();
+                let ended = matches!(
+                    state.status,
+                    Some(
+                        bollard::models::ContainerStateStatusEnum::EXITED
+                            | bollard::models::ContainerStateStatusEnum::DEAD
+                    )
+                );
+                if ended {
+                    Ok(ContainerState::Exited(
+                        state.exit_code.and_then(|code| i32::try_from(code).ok()),
+                    ))
+                } else {
+                    Ok(ContainerState::Running)
+                }
+            }
+            Err(err) if status_of(&err) == Some(404) => Ok(ContainerState::Missing),
+            Err(err) => Err(EngineError::api(format!("inspecting container {id}"), err)),
+        }
+    }
+
+    /// Runs `argv` in the running container, attached to kennel's stdio (a
+    /// raw terminal and the window size with `tty`); returns its exit code.
+    /// `env` adds variables (`TERM` for a tty).
+    pub async fn exec(
+        &self,
+        id: &str,
+        argv: &[String],
+        env: &[String],
+        tty: bool,
+        stdin: bool,
+    ) -> Result<i32, EngineError> {
+        let exec_id = self.create_exec(id, argv, env, tty, stdin).await?;
+        let attached = raw::exec_start(&self.socket, &self.api_version, &exec_id, tty).await?;
+        let (reader, mut writer) = attached.stream.into_split();
+        let mut output_task = tokio::spawn(pump_output(reader, attached.leftover, tty));
+        let raw_mode = if tty {
+            RawMode::enter()
+                .map_err(|err| EngineError::io("setting the terminal to raw mode", err))?
+        } else {
+            None
+        };
+        let mut winch = if tty {
+            self.resize_exec(&exec_id, true).await;
+            signal(SignalKind::window_change()).ok()
+        } else {
+            None
+        };
+        let mut stdin_reader = None;
+        let stdin_task = if stdin {
+            let (reader, mut chunks) =
+                StdinReader::spawn().map_err(|err| EngineError::io("reading stdin", err))?;
+            stdin_reader = Some(reader);
+            tokio::spawn(async move {
+                while let Some(chunk) = chunks.recv().await {
+                    if writer.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = writer.shutdown().await;
+                std::future::pending::<()>().await;
+            })
+        } else {
+            tokio::spawn(async move {
+                let _writer = writer;
+                std::future::pending::<()>().await;
+            })
+        };
+        // The exec's output ends when its process does.
+        loop {
+            tokio::select! {
+                joined = &mut output_task => {
+                    if let Ok(Err(err)) = joined {
+                        debug!(%err, "reading the exec's output ended with an error");
+                    }
+                    break;
+                }
+                Some(()) = async { match winch.as_mut() { Some(w) => w.recv().await, None => std::future::pending().await } } => {
+                    self.resize_exec(&exec_id, false).await;
+                }
+            }
+        }
+        if let Some(mut reader) = stdin_reader.take() {
+            reader.cancel();
+        }
+        stdin_task.abort();
+        let _ = tokio::io::stdout().flush().await;
+        drop(raw_mode);
+        self.exec_code(&exec_id).await
+    }
+
+    /// Runs `argv` in the running container without a terminal or stdin;
+    /// returns its exit code, stdout and stderr.
+    pub async fn exec_output(
+        &self,
+        id: &str,
+        argv: &[String],
+    ) -> Result<(i32, Vec<u8>, Vec<u8>), EngineError> {
+        let exec_id = self.create_exec(id, argv, &[], false, false).await?;
+        let started = self
+            .docker
+            .start_exec(&exec_id, None)
+            .await
+            .map_err(|err| EngineError::api(format!("starting exec in {id}"), err))?;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        if let bollard::exec::StartExecResults::Attached { mut output, .. } = started {
+            while let Some(item) = output.next().await {
+                match item {
+                    Ok(bollard::container::LogOutput::StdErr { message }) => {
+                        err.extend_from_slice(&message)
+                    }
+                    Ok(other) => out.extend_from_slice(&other.into_bytes()),
+                    Err(error) => {
+                        debug!(%error, "exec output ended with an error");
+                        break;
+                    }
+                }
+            }
+        }
+        Ok((self.exec_code(&exec_id).await?, out, err))
+    }
+
+    async fn create_exec(
+        &self,
+        id: &str,
+        argv: &[String],
+        env: &[String],
+        tty: bool,
+        stdin: bool,
+    ) -> Result<String, EngineError> {
+        let config = ExecConfig {
+            attach_stdin: Some(stdin),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(tty),
+            env: (!env.is_empty()).then(|| env.to_vec()),
+            cmd: Some(argv.to_vec()),
+            ..Default::default()
+        };
+        match self.docker.create_exec(id, config).await {
+            Ok(created) => Ok(created.id),
+            Err(err) if status_of(&err) == Some(404) => Err(EngineError::Api {
+                action: format!("running a command in {id}"),
+                status: Some(404),
+                message: "the container is gone".into(),
+            }),
+            Err(err) if status_of(&err) == Some(409) => Err(EngineError::Api {
+                action: format!("running a command in {id}"),
+                status: Some(409),
+                message: "the container is not running".into(),
+            }),
+            Err(err) => Err(EngineError::api(format!("running a command in {id}"), err)),
+        }
+    }
+
+    /// The exit code of a finished exec (it may take the engine a moment).
+    async fn exec_code(&self, exec_id: &str) -> Result<i32, EngineError> {
+        for attempt in 0..50 {
+            let info = self
+                .docker
+                .inspect_exec(exec_id)
+                .await
+                .map_err(|err| EngineError::api("inspecting an exec", err))?;
+            if info.running != Some(true)
+                && let Some(code) = info.exit_code
+            {
+                return Ok(i32::try_from(code).unwrap_or(255));
+            }
+            tokio::time::sleep(Duration::from_millis(10 * (attempt + 1).min(10))).await;
+        }
+        Err(EngineError::Api {
+            action: "waiting for an exec to end".into(),
+            status: None,
+            message: "the engine did not report its exit code".into(),
+        })
+    }
+
+    async fn resize_exec(&self, exec_id: &str, retry: bool) {
+        let Some((rows, cols)) = window_size() else {
+            return;
+        };
+        let options = ResizeExecOptionsBuilder::default()
+            .h(i32::from(rows))
+            .w(i32::from(cols))
+            .build();
+        let attempts = if retry { 10 } else { 1 };
+        for attempt in 0..attempts {
+            match self.docker.resize_exec(exec_id, options.clone()).await {
+                Ok(()) => return,
+                Err(err) => {
+                    debug!(%err, attempt, "resizing the exec's tty failed");
+                    tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+                }
+            }
+        }
+    }
+
+    /// Stops the container: SIGTERM to its init, SIGKILL after `timeout`.
+    /// A container already stopped or gone is fine.
+    pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), EngineError> {
+        let seconds = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::default().t(seconds).build();
+        match self.docker.stop_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(err) if matches!(status_of(&err), Some(304 | 404)) => Ok(()),
+            Err(err) => Err(EngineError::api(format!("stopping container {id}"), err)),
+        }
+    }
+
+    /// SIGKILL to the container. A container already stopped or gone is fine.
+    pub async fn kill_now(&self, id: &str) -> Result<(), EngineError> {
+        let options = KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
+        match self.docker.kill_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(err) if matches!(status_of(&err), Some(404 | 409)) => Ok(()),
+            Err(err) => {
+                // Podman and Docker answer 500 for "is not running".
+                if err.to_string().contains("not running") {
+                    Ok(())
+                } else {
+                    Err(EngineError::api(format!("killing container {id}"), err))
+                }
+            }
+        }
+    }
+
+    /// Removes the container (`force`: even a running one). Gone is fine.
+    pub async fn remove(&self, id: &str, force: bool) -> Result<(), EngineError> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(force)
+            .build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(err) if status_of(&err) == Some(404) => Ok(()),
+            Err(err) => Err(EngineError::api(format!("removing container {id}"), err)),
+        }
+    }
+
+    /// Copies the container's own output (the engine's log) to kennel's
+    /// stdout and stderr; `follow` keeps copying until the container ends.
+    pub async fn logs(&self, id: &str, follow: bool) -> Result<(), EngineError> {
+        let options = LogsOptionsBuilder::default()
+            .follow(follow)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut stream = self.docker.logs(id, Some(options));
+        let mut stdout = tokio::io::stdout();
+        let mut stderr = tokio::io::stderr();
+        while let Some(item) = stream.next().await {
+            let item =
+                item.map_err(|err| EngineError::api(format!("reading the logs of {id}"), err))?;
+            let result = match item {
+                bollard::container::LogOutput::StdErr { message } => {
+                    stderr.write_all(&message).await
+                }
+                other => stdout.write_all(&other.into_bytes()).await,
+            };
+            if result.is_err() {
+                break;
+            }
+        }
+        let _ = stdout.flush().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,23 @@
+//! `kennel kill`: end a persistent session now (SIGKILL).
+
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::error::CliError;
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// The session: its name, id or a unique id prefix (`kennel ls`)
+    pub session: String,
+}
+
+pub async fn run(args: KillArgs) -> Result<i32, CliError> {
+    let mut found = crate::sessions::find(&args.session)?;
+    let (engine, container) = found.container().await?;
+    engine.kill_now(&container).await?;
+    let state = super::stop::wait_exit(&engine, &container, Duration::from_secs(10)).await?;
+    found.record(state, true);
+    eprintln!("kennel: session {} killed", found.session.name);
+    Ok(0)
+}

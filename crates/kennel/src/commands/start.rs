@@ -1,0 +1,156 @@
+//! `kennel start`: a persistent session, started detached.
+//!
+//! The agent runs in a tmux session inside the sandbox (on the socket
+//! [`kennel_core::settings::SESSION_TMUX_SOCKET`]): `kennel attach` attaches
+//! to it (detach with `C-b d`), `send` types into it, `capture` reads its
+//! screen, `logs` reads everything it showed. The container lives as long as
+//! the agent and exits with the agent's exit code.
+
+use clap::Args;
+use kennel_core::plan::NetworkMode;
+use kennel_sessions::{Limits, Mode, NewSession, Registry, State};
+
+use crate::commands::run::{Prepared, RunArgs, prepare, prepare_host};
+use crate::error::CliError;
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// A name for the session (default: `<agent>-<n>`)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+pub async fn run(args: StartArgs) -> Result<i32, CliError> {
+    if let Some(name) = &args.name {
+        check_name(name)?;
+    }
+    let mut proxied = false;
+    let Prepared {
+        context,
+        engine,
+        native,
+        image_settings,
+        recipes,
+        mut plan,
+        ..
+    } = prepare(&args.run, false, |request, context, _| {
+        let mode = request
+            .network
+            .or(context.config.file.defaults.network)
+            .unwrap_or(NetworkMode::Allowlist);
+        // kennel's egress proxy lives in the kennel process that runs the
+        // session; a detached session has none yet, so it gets no network
+        // (tighter, never wider, than what was asked).
+        if matches!(mode, NetworkMode::Allowlist | NetworkMode::Restricted) {
+            request.network = Some(NetworkMode::None);
+            proxied = true;
+        }
+    })
+    .await?;
+    if proxied {
+        plan.warnings.push(
+            "kennel start does not keep an egress proxy for detached sessions yet: this session has \
+             no network (`--network open` gives it the engine's network)"
+                .into(),
+        );
+    }
+    plan.ephemeral = false;
+    plan.tty = false;
+    plan.stdin = false;
+    plan.command = kennel_core::settings::session_command(&plan.command);
+
+    if args.run.dry_run {
+        let json = serde_json::to_string_pretty(&plan.redacted())
+            .map_err(|error| CliError::kennel(format!("cannot serialise the plan: {error}")))?;
+        println!("{json}");
+        return Ok(0);
+    }
+    if native {
+        return Err(crate::sessions::native_unsupported());
+    }
+    for warning in &plan.warnings {
+        eprintln!("kennel: warning: {warning}");
+    }
+    let engine = match engine {
+        Some(engine) => engine,
+        None => crate::engines::connect(&plan.backend).await?,
+    };
+    let backend = plan
+        .selected
+        .as_ref()
+        .map(|choice| choice.backend.clone())
+        .unwrap_or_else(|| engine.kind().to_string());
+    let mut registry = Registry::open(&crate::sessions::registry_path(&context.host))?;
+    let session = registry.insert(&NewSession {
+        name: args.name.clone(),
+        agent: plan.agent.clone(),
+        workspace: plan.workspace.clone(),
+        slot: 0,
+        backend,
+        mode: Mode::Persistent,
+        limits: Limits {
+            pids: Some(plan.limits.pids),
+            memory: plan.limits.memory,
+            cpus: plan.limits.cpus,
+        },
+        plan: serde_json::to_string(&plan.redacted()).ok(),
+    })?;
+    let started: Result<String, CliError> = async {
+        crate::image_build::ensure(&engine, &recipes, false).await?;
+        prepare_host(&context, &plan, &image_settings)?;
+        tracing::info!(name = %plan.name, image = %plan.image.reference, "starting detached sandbox");
+        Ok(engine.start_detached(&plan).await?)
+    }
+    .await;
+    match started {
+        Ok(container) => {
+            registry.mark_running(&session.id, &container)?;
+            println!("{} {}", session.name, session.id);
+            eprintln!(
+                "kennel: session {} started; `kennel attach {}` attaches (detach with C-b d)",
+                session.name, session.name
+            );
+            Ok(0)
+        }
+        Err(error) => {
+            if let Err(registry_error) =
+                registry.mark_ended(&session.id, State::Failed, Some(error.kind.code()))
+            {
+                tracing::warn!("cannot record the failed start: {registry_error}");
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Names are used on command lines: keep them plain.
+fn check_name(name: &str) -> Result<(), CliError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with(['-', '.']);
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::usage(format!("invalid session name `{name}`"))
+            .with_hint("use letters, digits, `-`, `_` and `.` (up to 64 characters)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_name;
+
+    #[test]
+    fn names() {
+        assert!(check_name("fix-bug_2.v1").is_ok());
+        for bad in ["", "-x", ".x", "a b", "a/b", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}
