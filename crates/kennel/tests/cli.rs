@@ -1,74 +1,9 @@
 //! Command-line behaviour that needs no engine: usage errors, config errors,
 //! the Plan printed by `--dry-run`, and what users read (snapshots).
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-use assert_cmd::prelude::*;
-
-/// An isolated user: its own HOME, XDG dirs and a git workspace.
-struct Sandbox {
-    _root: tempfile::TempDir,
-    home: PathBuf,
-    workspace: PathBuf,
-}
-
-impl Sandbox {
-    fn new() -> Sandbox {
-        let root = tempfile::tempdir().expect("tempdir");
-        let home = root.path().join("home");
-        let workspace = root.path().join("repo");
-        std::fs::create_dir_all(home.join(".config/kennel")).expect("home");
-        std::fs::create_dir_all(&workspace).expect("workspace");
-        let status = Command::new("git")
-            .args(["init", "-q"])
-            .arg(&workspace)
-            .status()
-            .expect("git");
-        assert!(status.success());
-        Sandbox {
-            _root: root,
-            home,
-            workspace,
-        }
-    }
-
-    fn user_config(&self, text: &str) -> &Sandbox {
-        std::fs::write(self.home.join(".config/kennel/config.toml"), text).expect("config");
-        self
-    }
-
-    fn project_config(&self, text: &str) -> &Sandbox {
-        std::fs::write(self.workspace.join(".kennel.toml"), text).expect("project config");
-        self
-    }
-
-    fn kennel(&self, args: &[&str]) -> Command {
-        let mut command = Command::cargo_bin("kennel").expect("binary");
-        command
-            .env_clear()
-            .env("HOME", &self.home)
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env(
-                "KENNEL_SYSTEM_CONFIG",
-                self.home.join("no-system-config.toml"),
-            )
-            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-            .env("CONTAINER_HOST", "unix:///nonexistent/podman.sock")
-            .current_dir(&self.workspace)
-            .args(args);
-        command
-    }
-}
-
-fn output(command: &mut Command) -> (i32, String, String) {
-    let output = command.output().expect("runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).to_string(),
-        String::from_utf8_lossy(&output.stderr).to_string(),
-    )
-}
+use common::{Sandbox, output};
 
 fn dry_run(sandbox: &Sandbox, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["run", "shell", "--dry-run"];

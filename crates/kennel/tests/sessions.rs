@@ -3,61 +3,23 @@
 //! is needed; where native sandboxes cannot run, the tests skip unless
 //! `KENNEL_E2E=require`.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-use assert_cmd::prelude::*;
+use common::{Sandbox, output};
 
-/// An isolated user: its own HOME, XDG dirs and a git workspace, with the
-/// native backend as default. (A copy of the helper in `cli.rs`.)
-struct Sandbox {
-    _root: tempfile::TempDir,
-    home: PathBuf,
-    workspace: PathBuf,
+/// The isolated user of `common`, with the native backend as default.
+fn native_sandbox() -> Sandbox {
+    let sandbox = Sandbox::new();
+    sandbox.user_config("[defaults]\nbackend = \"native\"\n");
+    sandbox
 }
 
-impl Sandbox {
-    fn new() -> Sandbox {
-        let root = tempfile::tempdir().expect("tempdir");
-        let home = root.path().join("home");
-        let workspace = root.path().join("repo");
-        std::fs::create_dir_all(home.join(".config/kennel")).expect("home");
-        std::fs::create_dir_all(&workspace).expect("workspace");
-        let status = Command::new("git")
-            .args(["init", "-q"])
-            .arg(&workspace)
-            .status()
-            .expect("git");
-        assert!(status.success());
-        std::fs::write(
-            home.join(".config/kennel/config.toml"),
-            "[defaults]\nbackend = \"native\"\n",
-        )
-        .expect("config");
-        Sandbox {
-            _root: root,
-            home,
-            workspace,
-        }
-    }
+trait SessionProbes {
+    fn run_exit(&self, code: i32) -> bool;
+    fn ls(&self, args: &[&str]) -> Vec<serde_json::Value>;
+}
 
-    fn kennel(&self, args: &[&str]) -> Command {
-        let mut command = Command::cargo_bin("kennel").expect("binary");
-        command
-            .env_clear()
-            .env("HOME", &self.home)
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env(
-                "KENNEL_SYSTEM_CONFIG",
-                self.home.join("no-system-config.toml"),
-            )
-            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-            .env("CONTAINER_HOST", "unix:///nonexistent/podman.sock")
-            .current_dir(&self.workspace)
-            .args(args);
-        command
-    }
-
+impl SessionProbes for Sandbox {
     /// `kennel run -b native shell -- sh -c 'exit CODE'`; `false` when the
     /// native backend cannot run here (and that is allowed).
     fn run_exit(&self, code: i32) -> bool {
@@ -85,18 +47,9 @@ impl Sandbox {
     }
 }
 
-fn output(command: &mut Command) -> (i32, String, String) {
-    let output = command.output().expect("runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).to_string(),
-        String::from_utf8_lossy(&output.stderr).to_string(),
-    )
-}
-
 #[test]
 fn ls_without_a_registry_is_empty() {
-    let sandbox = Sandbox::new();
+    let sandbox = native_sandbox();
     assert!(sandbox.ls(&["--all"]).is_empty());
     let (code, stdout, stderr) = output(&mut sandbox.kennel(&["ls"]));
     assert_eq!(code, 0);
@@ -113,7 +66,7 @@ fn ls_without_a_registry_is_empty() {
 
 #[test]
 fn run_records_a_session() {
-    let sandbox = Sandbox::new();
+    let sandbox = native_sandbox();
     if !sandbox.run_exit(3) {
         return;
     }
@@ -136,7 +89,7 @@ fn run_records_a_session() {
 
 #[test]
 fn two_runs_two_sessions_and_ls_shows_recent_ones() {
-    let sandbox = Sandbox::new();
+    let sandbox = native_sandbox();
     if !sandbox.run_exit(0) || !sandbox.run_exit(5) {
         return;
     }
@@ -164,7 +117,7 @@ fn two_runs_two_sessions_and_ls_shows_recent_ones() {
 
 #[test]
 fn a_broken_registry_does_not_stop_the_agent() {
-    let sandbox = Sandbox::new();
+    let sandbox = native_sandbox();
     // The registry's path is a directory: it cannot be opened.
     std::fs::create_dir_all(sandbox.home.join(".local/share/kennel/sessions.db/x")).expect("dir");
     if !sandbox.run_exit(4) {
