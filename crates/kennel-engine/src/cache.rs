@@ -41,7 +41,11 @@ pub(crate) async fn peer(socket: &Path) -> Option<Peer> {
     // The command name (field 2) may contain spaces; fields after it are plain.
     let after_name = stat.rsplit_once(')')?.1;
     let start_time = after_name.split_whitespace().nth(19)?.parse().ok()?;
-    Some(Peer { pid, uid: cred.uid(), start_time })
+    Some(Peer {
+        pid,
+        uid: cred.uid(),
+        start_time,
+    })
 }
 
 /// A private directory for the cache: `$XDG_RUNTIME_DIR/kennel`, else
@@ -58,7 +62,8 @@ fn cache_file() -> Option<PathBuf> {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).ok()?;
     }
     let meta = std::fs::symlink_metadata(&dir).ok()?;
-    (meta.is_dir() && meta.uid() == uid && meta.mode() & 0o077 == 0).then(|| dir.join("engines.json"))
+    (meta.is_dir() && meta.uid() == uid && meta.mode() & 0o077 == 0)
+        .then(|| dir.join("engines.json"))
 }
 
 fn load() -> BTreeMap<String, Facts> {
@@ -69,14 +74,18 @@ fn load() -> BTreeMap<String, Facts> {
 }
 
 pub(crate) fn lookup(socket: &Path, peer: &Peer) -> Option<Facts> {
-    load().remove(&socket.display().to_string()).filter(|facts| facts.peer == *peer)
+    load()
+        .remove(&socket.display().to_string())
+        .filter(|facts| facts.peer == *peer)
 }
 
 pub(crate) fn store(socket: &Path, facts: &Facts) {
     let Some(file) = cache_file() else { return };
     let mut all = load();
     all.insert(socket.display().to_string(), facts.clone());
-    let Ok(bytes) = serde_json::to_vec_pretty(&all) else { return };
+    let Ok(bytes) = serde_json::to_vec_pretty(&all) else {
+        return;
+    };
     let temporary = file.with_extension(format!("tmp{}", std::process::id()));
     if std::fs::write(&temporary, bytes).is_ok() && std::fs::rename(&temporary, &file).is_err() {
         let _ = std::fs::remove_file(&temporary);

@@ -160,7 +160,9 @@ const ROOTFUL_PODMAN_SOCKET: &str = "/run/podman/podman.sock";
 const SERVICE_WAIT: Duration = Duration::from_secs(10);
 
 fn env_nonempty(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|value| !value.trim().is_empty())
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
 }
 
 fn unix_path(variable: &'static str, value: &str) -> Result<PathBuf, EngineError> {
@@ -237,7 +239,9 @@ async fn rootless_podman_socket() -> Result<PathBuf, EngineError> {
         ),
     };
     let Some(podman) = find_in_path("podman") else {
-        return Err(unreachable("XDG_RUNTIME_DIR is not set and podman is not installed".into()));
+        return Err(unreachable(
+            "XDG_RUNTIME_DIR is not set and podman is not installed".into(),
+        ));
     };
     let output = tokio::process::Command::new(podman)
         .args(["info", "--format", "{{.Host.RemoteSocket.Path}}"])
@@ -300,7 +304,9 @@ fn socket_failure(target: &Target, err: &std::io::Error) -> Failure {
                 "the socket refuses connections"
             };
             let fix = if target.from_env {
-                format!("start the engine behind DOCKER_HOST, or unset DOCKER_HOST to use {DEFAULT_DOCKER_SOCKET}")
+                format!(
+                    "start the engine behind DOCKER_HOST, or unset DOCKER_HOST to use {DEFAULT_DOCKER_SOCKET}"
+                )
             } else if find_in_path("dockerd").is_some() {
                 "dockerd is installed but not running: start it (`sudo systemctl start docker`, or `sudo dockerd &`)".to_string()
             } else {
@@ -320,8 +326,10 @@ fn socket_failure(target: &Target, err: &std::io::Error) -> Failure {
             let fix = if target.from_env {
                 "start the podman service behind CONTAINER_HOST (`podman system service`), or unset CONTAINER_HOST".to_string()
             } else if find_in_path("podman").is_some() {
-                format!("start the API service: `podman system service --time=0 unix://{socket} &` (or `systemctl {}start podman.socket`)",
-                    if target.rootless { "--user " } else { "" })
+                format!(
+                    "start the API service: `podman system service --time=0 unix://{socket} &` (or `systemctl {}start podman.socket`)",
+                    if target.rootless { "--user " } else { "" }
+                )
             } else {
                 "install podman (`apt install podman`), or docker.io".to_string()
             };
@@ -377,7 +385,9 @@ fn start_podman_service(podman: &Path, socket: &Path) -> std::io::Result<()> {
     // SAFETY: setsid() is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         command.pre_exec(|| {
-            nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from)
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
         });
     }
     let mut child = command.spawn()?;
@@ -403,7 +413,11 @@ fn engine_from_facts(
     facts: &crate::cache::Facts,
     peer: Option<crate::cache::Peer>,
 ) -> Result<Engine, EngineError> {
-    let kind = if facts.podman { EngineKind::Podman } else { EngineKind::Docker };
+    let kind = if facts.podman {
+        EngineKind::Podman
+    } else {
+        EngineKind::Docker
+    };
     if kind != target.kind {
         info!(socket = %target.socket.display(), "the {} socket is served by {kind}", target.kind);
     }
@@ -412,20 +426,30 @@ fn engine_from_facts(
             Some(peer) => peer.uid != 0,
             None => target.rootless,
         };
-    let path = target.socket.to_str().ok_or_else(|| EngineError::Unreachable {
-        kind: target.kind,
-        socket: target.socket.clone(),
-        reason: "the socket path is not UTF-8".into(),
-        fix: None,
+    let path = target
+        .socket
+        .to_str()
+        .ok_or_else(|| EngineError::Unreachable {
+            kind: target.kind,
+            socket: target.socket.clone(),
+            reason: "the socket path is not UTF-8".into(),
+            fix: None,
+        })?;
+    let client_version = bollard::ClientVersion {
+        major_version: facts.api_major,
+        minor_version: facts.api_minor,
+    };
+    let docker = Docker::connect_with_unix(path, 120, &client_version).map_err(|err| {
+        EngineError::Unreachable {
+            kind: target.kind,
+            socket: target.socket.clone(),
+            reason: err.to_string(),
+            fix: None,
+        }
     })?;
-    let client_version = bollard::ClientVersion { major_version: facts.api_major, minor_version: facts.api_minor };
-    let docker = Docker::connect_with_unix(path, 120, &client_version).map_err(|err| EngineError::Unreachable {
-        kind: target.kind,
-        socket: target.socket.clone(),
-        reason: err.to_string(),
-        fix: None,
-    })?;
-    let engine_limits = peer.map(|peer| engine_limits_of(peer.pid)).unwrap_or_default();
+    let engine_limits = peer
+        .map(|peer| engine_limits_of(peer.pid))
+        .unwrap_or_default();
     Ok(Engine {
         kind,
         rootless,
@@ -448,13 +472,18 @@ async fn connect_target(target: &Target, may_start_service: bool) -> Result<Engi
 
     // Fast path: the same engine process as last time answers this socket.
     let peer = crate::cache::peer(&target.socket).await;
-    if let Some(facts) = peer.as_ref().and_then(|peer| crate::cache::lookup(&target.socket, peer)) {
+    if let Some(facts) = peer
+        .as_ref()
+        .and_then(|peer| crate::cache::lookup(&target.socket, peer))
+    {
         debug!(socket = %target.socket.display(), pid = facts.peer.pid, "engine facts from cache");
         return engine_from_facts(target, &facts, peer);
     }
 
     let first = match socket_accepts(target).await {
-        Ok(()) => ping(&target.socket).await.map_err(|reason| Failure { reason, fix: None }),
+        Ok(()) => ping(&target.socket)
+            .await
+            .map_err(|reason| Failure { reason, fix: None }),
         Err(failure) => Err(failure),
     };
     let docker = match first {
@@ -516,12 +545,14 @@ async fn connect_target(target: &Target, may_start_service: bool) -> Result<Engi
     };
     // One `/version` answers everything kennel needs: the API version, and
     // whether Podman serves the socket (its components say so).
-    let version = crate::raw::get_json(&target.socket, "/version").await.map_err(|reason| {
-        unreachable(Failure {
-            reason: format!("reading the engine version failed: {reason}"),
-            fix: None,
-        })
-    })?;
+    let version = crate::raw::get_json(&target.socket, "/version")
+        .await
+        .map_err(|reason| {
+            unreachable(Failure {
+                reason: format!("reading the engine version failed: {reason}"),
+                fix: None,
+            })
+        })?;
     drop(docker);
     let (api_major, api_minor) = version
         .get("ApiVersion")
@@ -529,8 +560,10 @@ async fn connect_target(target: &Target, may_start_service: bool) -> Result<Engi
         .and_then(parse_api_version)
         .unwrap_or((1, 41));
     let default = bollard::API_DEFAULT_VERSION;
-    let (api_major, api_minor) =
-        std::cmp::min((api_major, api_minor), (default.major_version, default.minor_version));
+    let (api_major, api_minor) = std::cmp::min(
+        (api_major, api_minor),
+        (default.major_version, default.minor_version),
+    );
     let podman = version
         .get("Components")
         .and_then(serde_json::Value::as_array)
@@ -539,7 +572,11 @@ async fn connect_target(target: &Target, may_start_service: bool) -> Result<Engi
         .filter_map(|component| component.get("Name").and_then(serde_json::Value::as_str))
         .any(|name| name.to_ascii_lowercase().contains("podman"));
     let facts = crate::cache::Facts {
-        peer: peer.unwrap_or(crate::cache::Peer { pid: 0, uid: u32::MAX, start_time: 0 }),
+        peer: peer.unwrap_or(crate::cache::Peer {
+            pid: 0,
+            uid: u32::MAX,
+            start_time: 0,
+        }),
         podman,
         version: version
             .get("Version")
@@ -662,7 +699,11 @@ pub async fn probe_all() -> Vec<Probe> {
 
     let rootful = rootful_podman_target();
     let socket = Some(rootful.socket.clone());
-    probes.push(probe_from("podman", socket, connect_target(&rootful, is_root).await));
+    probes.push(probe_from(
+        "podman",
+        socket,
+        connect_target(&rootful, is_root).await,
+    ));
 
     if is_root {
         probes.push(Probe {
@@ -682,7 +723,11 @@ pub async fn probe_all() -> Vec<Probe> {
                     from_env: false,
                     rootless: true,
                 };
-                probe_from("podman-rootless", Some(socket), connect_target(&target, true).await)
+                probe_from(
+                    "podman-rootless",
+                    Some(socket),
+                    connect_target(&target, true).await,
+                )
             }
             Err(err) => probe_from("podman-rootless", None, Err(err)),
         };
@@ -760,7 +805,10 @@ mod tests {
         match connect_target(&other, false).await {
             Err(err @ EngineError::Unreachable { .. }) => {
                 assert!(err.to_string().contains("kennel-no-such-dir"), "{err}");
-                assert!(err.hint().is_some_and(|hint| hint.contains("podman system service")));
+                assert!(
+                    err.hint()
+                        .is_some_and(|hint| hint.contains("podman system service"))
+                );
             }
             other => panic!("expected Unreachable, got {other:?}"),
         }

@@ -108,15 +108,23 @@ impl EngineError {
                 "`{command}` is not installed (or not executable) in the image; rebuild the \
                  image or pass a different command"
             )),
-            Self::InitMissing { kind: EngineKind::Podman, .. } => Some(
+            Self::InitMissing {
+                kind: EngineKind::Podman,
+                ..
+            } => Some(
                 "install podman's init: `apt install catatonit` (or set init_path in \
                  /etc/containers/containers.conf to /usr/bin/tini)"
                     .to_string(),
             ),
-            Self::InitMissing { kind: EngineKind::Docker, .. } => Some(
+            Self::InitMissing {
+                kind: EngineKind::Docker,
+                ..
+            } => Some(
                 "install docker's init (`docker-init`, shipped with docker.io / tini)".to_string(),
             ),
-            Self::Api { status: Some(409), .. } => {
+            Self::Api {
+                status: Some(409), ..
+            } => {
                 Some("the object is in use; retry with --force or remove what uses it".to_string())
             }
             Self::Api { .. } | Self::Io { .. } | Self::InvalidPlan(_) => None,

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use bollard::query_parameters::{BuildImageOptionsBuilder, ListImagesOptionsBuilder, RemoveImageOptionsBuilder};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, ListImagesOptionsBuilder, RemoveImageOptionsBuilder,
+};
 use futures_util::StreamExt;
 use tracing::debug;
 
@@ -58,7 +60,10 @@ impl Engine {
         match self.docker.inspect_image(reference).await {
             Ok(_) => Ok(true),
             Err(err) if not_found(&err) => Ok(false),
-            Err(err) => Err(EngineError::api(format!("inspecting image {reference}"), err)),
+            Err(err) => Err(EngineError::api(
+                format!("inspecting image {reference}"),
+                err,
+            )),
         }
     }
 
@@ -112,7 +117,9 @@ impl Engine {
                 Ok(info) => {
                     if let Some(detail) = info.error_detail {
                         emit("\n", &mut tail, &mut pending);
-                        let message = detail.message.unwrap_or_else(|| "unknown error".to_string());
+                        let message = detail
+                            .message
+                            .unwrap_or_else(|| "unknown error".to_string());
                         return Err(failed(message, &tail));
                     }
                     if let Some(text) = info.stream.as_deref() {
@@ -135,7 +142,10 @@ impl Engine {
                         {
                             Err(failed(message, &tail))
                         }
-                        other => Err(EngineError::api(format!("building image {}", req.tag), other)),
+                        other => Err(EngineError::api(
+                            format!("building image {}", req.tag),
+                            other,
+                        )),
                     };
                 }
             }
@@ -159,7 +169,9 @@ impl Engine {
         if !label_filter.is_empty() {
             filters.insert("label".to_string(), vec![label_filter.to_string()]);
         }
-        let options = ListImagesOptionsBuilder::default().filters(&filters).build();
+        let options = ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
         let images = self
             .docker
             .list_images(Some(options))
@@ -200,7 +212,11 @@ impl Engine {
     /// Remove an image (untag it; delete it when no tag is left).
     pub async fn remove_image(&self, reference: &str, force: bool) -> Result<(), EngineError> {
         let options = RemoveImageOptionsBuilder::default().force(force).build();
-        match self.docker.remove_image(reference, Some(options), None).await {
+        match self
+            .docker
+            .remove_image(reference, Some(options), None)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(err) if not_found(&err) => Err(EngineError::ImageNotFound {
                 reference: reference.to_string(),

@@ -22,5 +22,5 @@ mod term;
 
 pub use connect::{Engine, EngineKind, Probe, connect, connect_auto, probe_all};
 pub use error::EngineError;
-pub use session::ContainerState;
 pub use images::{BuildEvent, BuildRequest, ImageSummary};
+pub use session::ContainerState;

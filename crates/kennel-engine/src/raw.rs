@@ -261,7 +261,19 @@ pub(crate) async fn wait(
 
 /// `GET path` and parse the JSON answer (for the few libpod endpoints we read).
 pub(crate) async fn get_json(socket: &Path, path: &str) -> Result<serde_json::Value, String> {
-    let stream = UnixStream::connect(socket).await.map_err(|err| err.to_string())?;
+    get_json_if_found(socket, path)
+        .await?
+        .ok_or_else(|| format!("404 Not Found: {path}"))
+}
+
+/// Like [`get_json`], with `None` for a 404 (an object that does not exist).
+pub(crate) async fn get_json_if_found(
+    socket: &Path,
+    path: &str,
+) -> Result<Option<serde_json::Value>, String> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|err| err.to_string())?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|err| err.to_string())?;
@@ -285,8 +297,13 @@ pub(crate) async fn get_json(socket: &Path, path: &str) -> Result<serde_json::Va
         .await
         .map_err(|err| err.to_string())?
         .to_bytes();
+    if status == hyper::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
     if !status.is_success() {
         return Err(format!("{status}: {}", error_message(&body)));
     }
-    serde_json::from_slice(&body).map_err(|err| err.to_string())
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|err| err.to_string())
 }

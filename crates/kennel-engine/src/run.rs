@@ -99,7 +99,11 @@ fn ulimits(engine: &crate::connect::EngineLimits) -> Vec<ResourcesUlimits> {
 }
 
 /// What an engine's message about a failed start means.
-pub(crate) fn start_error(engine: EngineKind, plan: &Plan, err: bollard::errors::Error) -> EngineError {
+pub(crate) fn start_error(
+    engine: EngineKind,
+    plan: &Plan,
+    err: bollard::errors::Error,
+) -> EngineError {
     let (status, message) = match &err {
         bollard::errors::Error::DockerResponseServerError {
             status_code,
@@ -107,7 +111,13 @@ pub(crate) fn start_error(engine: EngineKind, plan: &Plan, err: bollard::errors:
         } => (Some(*status_code), message.clone()),
         other => (None, other.to_string()),
     };
-    classify_start_failure(engine, plan, format!("starting container {}", plan.name), status, message)
+    classify_start_failure(
+        engine,
+        plan,
+        format!("starting container {}", plan.name),
+        status,
+        message,
+    )
 }
 
 /// Recognise "the command does not exist" and "no init binary" in an engine's
@@ -168,8 +178,16 @@ impl Engine {
     /// proxy's socket (see [`kennel_core::settings::container_command`]).
     fn command_with_limits(&self, plan: &Plan) -> Vec<String> {
         let command = kennel_core::settings::container_command(plan);
-        if self.kind == EngineKind::Podman && self.rootless && plan.image.managed && plan.limits.pids > 0 {
-            let mut limited = vec!["prlimit".to_string(), format!("--nproc={}", plan.limits.pids), "--".to_string()];
+        if self.kind == EngineKind::Podman
+            && self.rootless
+            && plan.image.managed
+            && plan.limits.pids > 0
+        {
+            let mut limited = vec![
+                "prlimit".to_string(),
+                format!("--nproc={}", plan.limits.pids),
+                "--".to_string(),
+            ];
             limited.extend(command);
             return limited;
         }
@@ -196,10 +214,7 @@ impl Engine {
             security_opt.push("no-new-privileges".to_string());
         }
         let tmpfs = plan.security.read_only_rootfs.then(|| {
-            HashMap::from([(
-                "/tmp".to_string(),
-                "rw,nosuid,nodev,mode=1777".to_string(),
-            )])
+            HashMap::from([("/tmp".to_string(), "rw,nosuid,nodev,mode=1777".to_string())])
         });
         let host_config = HostConfig {
             mounts: Some(mounts),
@@ -272,7 +287,9 @@ impl Engine {
         }
         let mut signals = Signals::install()?;
 
-        let options = CreateContainerOptionsBuilder::default().name(&plan.name).build();
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&plan.name)
+            .build();
         let created = self
             .docker
             .create_container(Some(options), config)
@@ -285,7 +302,9 @@ impl Engine {
         debug!(%id, name = %plan.name, "container created");
 
         let mut started = false;
-        let outcome = self.attach_start_wait(&id, plan, &mut signals, &mut started).await;
+        let outcome = self
+            .attach_start_wait(&id, plan, &mut signals, &mut started)
+            .await;
 
         if plan.ephemeral || !started {
             self.ensure_removed(&id).await;
@@ -319,7 +338,8 @@ impl Engine {
         let mut output_task = tokio::spawn(pump_output(reader, attached.leftover, plan.tty));
 
         let raw_mode = if plan.tty {
-            RawMode::enter().map_err(|err| EngineError::io("setting the terminal to raw mode", err))?
+            RawMode::enter()
+                .map_err(|err| EngineError::io("setting the terminal to raw mode", err))?
         } else {
             None
         };
@@ -354,8 +374,8 @@ impl Engine {
         // stdin → container; at EOF, half-close so the container sees EOF too.
         let mut stdin_reader = None;
         let stdin_task = if plan.stdin {
-            let (reader, mut chunks) = StdinReader::spawn()
-                .map_err(|err| EngineError::io("reading stdin", err))?;
+            let (reader, mut chunks) =
+                StdinReader::spawn().map_err(|err| EngineError::io("reading stdin", err))?;
             stdin_reader = Some(reader);
             Some(tokio::spawn(async move {
                 while let Some(chunk) = chunks.recv().await {
@@ -383,7 +403,8 @@ impl Engine {
         let mut killed = false;
         let mut deadline: Option<Instant> = None;
         let result: Result<i64, EngineError> = loop {
-            let sleep_until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let sleep_until =
+                deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 joined = &mut wait_task => {
                     break match joined {
@@ -474,7 +495,9 @@ impl Engine {
 
     /// Send `signal` to the container (it may already be gone: that is fine).
     async fn kill(&self, id: &str, signal: &str) {
-        let options = KillContainerOptionsBuilder::default().signal(signal).build();
+        let options = KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
         if let Err(err) = self.docker.kill_container(id, Some(options)).await {
             debug!(%err, signal, "kill failed (the container may have exited)");
         }
@@ -489,21 +512,10 @@ impl Engine {
             .h(i32::from(rows))
             .w(i32::from(cols))
             .build();
-        let attempts = if retry { 10 } else { 1 };
-        for attempt in 0..attempts {
-            match self.docker.resize_container_tty(id, options.clone()).await {
-                Ok(()) => {
-                    debug!(rows, cols, "tty resized");
-                    return;
-                }
-                Err(err) => {
-                    debug!(%err, attempt, "resizing the tty failed");
-                    if attempt + 1 < attempts {
-                        tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
-                    }
-                }
-            }
-        }
+        resize_with_retries(retry, "tty", || {
+            self.docker.resize_container_tty(id, options.clone())
+        })
+        .await;
     }
 
     /// Remove the container, waiting for an auto-removal already under way.
@@ -511,7 +523,11 @@ impl Engine {
         let options = RemoveContainerOptionsBuilder::default().force(true).build();
         let give_up = Instant::now() + Duration::from_secs(10);
         loop {
-            match self.docker.remove_container(id, Some(options.clone())).await {
+            match self
+                .docker
+                .remove_container(id, Some(options.clone()))
+                .await
+            {
                 Ok(()) => {
                     debug!(%id, "container removed");
                     return;
@@ -530,6 +546,30 @@ impl Engine {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Runs a tty resize, retried (with growing pauses) when `retry` is set: an
+/// engine refuses a resize until the container or exec has really started.
+pub(crate) async fn resize_with_retries<F, Fut>(retry: bool, what: &str, mut resize: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), bollard::errors::Error>>,
+{
+    let attempts = if retry { 10 } else { 1 };
+    for attempt in 0..attempts {
+        match resize().await {
+            Ok(()) => {
+                debug!(what, "resized");
+                return;
+            }
+            Err(err) => {
+                debug!(%err, attempt, what, "resizing failed");
+                if attempt + 1 < attempts {
+                    tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+                }
+            }
         }
     }
 }

@@ -67,26 +67,31 @@ impl Engine {
 
     /// The container's state.
     pub async fn state(&self, id: &str) -> Result<ContainerState, EngineError> {
-        match self.docker.inspect_container(id, None).await {
-            Ok(info) => {
-                let state = info.state.unwrap_or_default();
-                let ended = matches!(
-                    state.status,
-                    Some(
-                        bollard::models::ContainerStateStatusEnum::EXITED
-                            | bollard::models::ContainerStateStatusEnum::DEAD
-                    )
-                );
-                if ended {
-                    Ok(ContainerState::Exited(
-                        state.exit_code.and_then(|code| i32::try_from(code).ok()),
-                    ))
-                } else {
-                    Ok(ContainerState::Running)
-                }
-            }
-            Err(err) if status_of(&err) == Some(404) => Ok(ContainerState::Missing),
-            Err(err) => Err(EngineError::api(format!("inspecting container {id}"), err)),
+        // Read as plain JSON: Podman reports states (such as `stopped`, while
+        // a container is being stopped) that bollard's typed model refuses.
+        let path = format!("/v{}/containers/{id}/json", self.api_version);
+        let info = crate::raw::get_json_if_found(&self.socket, &path)
+            .await
+            .map_err(|message| EngineError::Api {
+                action: format!("inspecting container {id}"),
+                status: None,
+                message,
+            })?;
+        let Some(info) = info else {
+            return Ok(ContainerState::Missing);
+        };
+        let status = info
+            .pointer("/State/Status")
+            .and_then(serde_json::Value::as_str);
+        if matches!(status, Some("exited" | "dead")) {
+            let code = info
+                .pointer("/State/ExitCode")
+                .and_then(serde_json::Value::as_i64);
+            Ok(ContainerState::Exited(
+                code.and_then(|code| i32::try_from(code).ok()),
+            ))
+        } else {
+            Ok(ContainerState::Running)
         }
     }
 
@@ -254,16 +259,10 @@ impl Engine {
             .h(i32::from(rows))
             .w(i32::from(cols))
             .build();
-        let attempts = if retry { 10 } else { 1 };
-        for attempt in 0..attempts {
-            match self.docker.resize_exec(exec_id, options.clone()).await {
-                Ok(()) => return,
-                Err(err) => {
-                    debug!(%err, attempt, "resizing the exec's tty failed");
-                    tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
-                }
-            }
-        }
+        crate::run::resize_with_retries(retry, "exec tty", || {
+            self.docker.resize_exec(exec_id, options.clone())
+        })
+        .await;
     }
 
     /// Stops the container: SIGTERM to its init, SIGKILL after `timeout`.

@@ -221,7 +221,10 @@ pub(crate) async fn pump_output<R: tokio::io::AsyncRead + Unpin>(
         let n = reader.read(&mut chunk).await?;
         if n == 0 {
             if !buf.is_empty() {
-                debug!(bytes = buf.len(), "incomplete frame at the end of the attach stream");
+                debug!(
+                    bytes = buf.len(),
+                    "incomplete frame at the end of the attach stream"
+                );
                 stdout.write(&buf).await;
             }
             break;

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
 use kennel_core::plan::{
-    ImagePlan, Limits, Mount, MountPurpose, NetworkMode, NetworkPlan, Plan, SecurityPlan, UserPlan,
-    PLAN_VERSION,
+    ImagePlan, Limits, Mount, MountPurpose, NetworkMode, NetworkPlan, PLAN_VERSION, Plan,
+    SecurityPlan, UserPlan,
 };
 use kennel_engine::{Engine, EngineKind, connect};
 use tokio::io::AsyncWriteExt;
@@ -32,7 +32,10 @@ pub async fn engine(kind: EngineKind) -> Option<Engine> {
     match connect(kind).await {
         Ok(engine) => {
             if engine.kind() != kind {
-                let message = format!("asked for {kind}, the socket is served by {}", engine.kind());
+                let message = format!(
+                    "asked for {kind}, the socket is served by {}",
+                    engine.kind()
+                );
                 assert!(!required(), "{message}");
                 eprintln!("SKIP: {message}");
                 return None;
@@ -68,7 +71,9 @@ pub async fn container_exists(engine: &Engine, name: &str) -> bool {
     for _ in 0..10 {
         match client(engine).inspect_container(name, None).await {
             Ok(_) => return true,
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return false,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return false,
             Err(err) => {
                 eprintln!("inspecting {name}: {err} (retrying)");
                 last = Some(err);
@@ -100,12 +105,16 @@ impl Drop for RemoveOnDrop {
         let name = self.name.clone();
         // Drop cannot await: use a private runtime on a plain thread.
         let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             runtime.block_on(async {
                 let Some(path) = socket.to_str() else { return };
-                let Ok(docker) = Docker::connect_with_unix(path, 60, bollard::API_DEFAULT_VERSION) else {
+                let Ok(docker) = Docker::connect_with_unix(path, 60, bollard::API_DEFAULT_VERSION)
+                else {
                     return;
                 };
                 let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
@@ -121,7 +130,10 @@ impl Drop for RemoveOnDrop {
 /// Is the container running?
 pub async fn container_running(engine: &Engine, name: &str) -> bool {
     match client(engine).inspect_container(name, None).await {
-        Ok(inspect) => inspect.state.and_then(|state| state.running).unwrap_or(false),
+        Ok(inspect) => inspect
+            .state
+            .and_then(|state| state.running)
+            .unwrap_or(false),
         Err(_) => false,
     }
 }

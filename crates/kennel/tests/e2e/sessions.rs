@@ -194,6 +194,13 @@ pub fn real_state_and_kill(b: Backend) {
     let gone = format!("gone-{}", crate::harness::unique());
     let container = start(&gone);
     t.engine(&["rm", "-f", &container]).assert_ok();
+    // The engine may still be finishing the removal (Podman shows the killed
+    // container as exited for a moment): wait until it is really gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while t.engine(&["inspect", &container]).code() == Some(0) {
+        assert!(std::time::Instant::now() < deadline, "{container} was not removed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let session = listed(&t, &gone).unwrap();
     assert_eq!(session["state"], "stopped", "{session}");
     t.kennel(&["rm", &gone]).run().assert_ok();
