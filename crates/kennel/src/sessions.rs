@@ -157,10 +157,7 @@ impl Found {
         if self.session.state == new_state && self.session.exit_code == code {
             return;
         }
-        if let Err(error) = self
-            .registry
-            .mark_ended(&self.session.id, new_state, code)
-        {
+        if let Err(error) = self.registry.mark_ended(&self.session.id, new_state, code) {
             warn("cannot record the session's state", &error);
         }
         self.session.state = new_state;
@@ -170,15 +167,18 @@ impl Found {
 
 /// The error for session commands on the native backend.
 pub fn native_unsupported() -> CliError {
-    CliError::kennel("persistent sessions are not yet supported on the native backend")
-        .with_hint("use --backend docker or --backend podman, or `kennel run` for an attached session")
+    CliError::kennel("persistent sessions are not yet supported on the native backend").with_hint(
+        "use --backend docker or --backend podman, or `kennel run` for an attached session",
+    )
 }
 
 /// `TERM` for a terminal inside the sandbox: the host's when the image
 /// surely knows it, else `xterm-256color`.
 pub fn sandbox_term() -> String {
     let term = std::env::var("TERM").unwrap_or_default();
-    let known = ["xterm", "screen", "tmux", "linux", "vt100", "vt220", "rxvt", "ansi"];
+    let known = [
+        "xterm", "screen", "tmux", "linux", "vt100", "vt220", "rxvt", "ansi",
+    ];
     if known.iter().any(|prefix| term.starts_with(prefix)) {
         term
     } else {

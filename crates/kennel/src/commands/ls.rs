@@ -82,7 +82,10 @@ fn refresh(registry: &mut Registry, sessions: &mut [Session]) {
         let mut engines: Vec<(String, Option<kennel_engine::Engine>)> = Vec::new();
         for index in live {
             let session = &mut sessions[index];
-            let engine = match engines.iter().position(|(name, _)| *name == session.backend) {
+            let engine = match engines
+                .iter()
+                .position(|(name, _)| *name == session.backend)
+            {
                 Some(position) => &engines[position].1,
                 None => {
                     let engine = crate::engines::connect(&session.backend).await.ok();
@@ -107,7 +110,9 @@ fn refresh(registry: &mut Registry, sessions: &mut [Session]) {
                     session.exit_code = code;
                     session.ended_at = Some(kennel_sessions::now_ms());
                 }
-                Err(error) => tracing::warn!("cannot record the state of {}: {error}", session.name),
+                Err(error) => {
+                    tracing::warn!("cannot record the state of {}: {error}", session.name)
+                }
             }
         }
     });
