@@ -45,6 +45,11 @@ pub struct AgentSpec {
     /// Flags that switch off the agent's own permission prompts.
     #[serde(default)]
     pub yolo: Vec<String>,
+    /// Arguments that continue the agent's most recent conversation in the
+    /// working directory; added after `yolo` by `--resume`. Empty: the agent
+    /// has no such flag and resumes only through its kept home.
+    #[serde(default)]
+    pub resume: Vec<String>,
     #[serde(default)]
     pub runtime: Runtime,
     /// Shell script run as root while building the agent's image.
@@ -161,6 +166,7 @@ impl Catalog {
                         description: format!("{name} (from your config)"),
                         command,
                         yolo: Vec::new(),
+                        resume: Vec::new(),
                         runtime: Runtime::None,
                         install: String::new(),
                         state: Vec::new(),
@@ -226,6 +232,9 @@ fn apply(mut spec: AgentSpec, over: &AgentOverride, source: &str) -> AgentSpec {
     }
     if let Some(value) = &over.yolo {
         spec.yolo = value.clone();
+    }
+    if let Some(value) = &over.resume {
+        spec.resume = value.clone();
     }
     if let Some(value) = over.runtime {
         spec.runtime = value;
@@ -323,6 +332,44 @@ mod tests {
         assert!(claude.yolo.is_empty());
         assert_eq!(claude.source, "built-in+config");
         assert!(!claude.install.is_empty(), "fields not overridden are kept");
+    }
+
+    #[test]
+    fn builtin_resume_arguments() {
+        let catalog = Catalog::builtin().expect("builtin parses");
+        let resume = |name: &str| catalog.get(name).expect(name).resume.clone();
+        assert_eq!(resume("claude"), vec!["--continue"]);
+        assert_eq!(resume("codex"), vec!["resume", "--last"]);
+        assert!(resume("shell").is_empty());
+        assert!(resume("amp").is_empty(), "no documented flag");
+        for agent in catalog.agents() {
+            assert!(
+                agent.resume.iter().all(|arg| !arg.trim().is_empty()),
+                "{} has a blank resume argument",
+                agent.name
+            );
+        }
+    }
+
+    #[test]
+    fn config_resume_replaces_builtin_and_defaults_to_empty() {
+        // Through serde, as a user's `[agents.NAME]` table arrives.
+        let claude: AgentOverride =
+            toml::from_str(r#"resume = ["--resume", "abc"]"#).expect("valid table");
+        let mine: AgentOverride = toml::from_str(r#"command = ["mine"]"#).expect("valid table");
+        let mut overrides = BTreeMap::new();
+        overrides.insert("claude".to_string(), claude);
+        overrides.insert("mine".to_string(), mine);
+        let catalog = Catalog::with_overrides(&overrides).expect("valid");
+        let claude = catalog.get("claude").expect("claude");
+        assert_eq!(claude.resume, vec!["--resume", "abc"]);
+        assert_eq!(claude.yolo, vec!["--dangerously-skip-permissions"]);
+        assert!(catalog.get("mine").expect("mine").resume.is_empty());
+        assert_eq!(
+            catalog.get("codex").expect("codex").resume,
+            vec!["resume", "--last"],
+            "agents without an override keep theirs"
+        );
     }
 
     #[test]

@@ -120,6 +120,7 @@ pub struct AgentOverride {
     pub description: Option<String>,
     pub command: Option<Vec<String>>,
     pub yolo: Option<Vec<String>>,
+    pub resume: Option<Vec<String>>,
     pub runtime: Option<crate::catalog::Runtime>,
     pub install: Option<String>,
     pub state: Option<Vec<String>>,
