@@ -8,6 +8,7 @@ mod engines;
 mod error;
 mod image_build;
 mod proxy;
+mod proxy_daemon;
 mod sessions;
 
 use clap::Parser;
@@ -18,15 +19,17 @@ use crate::error::CliError;
 
 fn main() {
     // The native backend's helper: before anything can start a thread (a
-    // user namespace cannot be made by a multi-threaded process).
+    // user namespace cannot be made by a multi-threaded process). Then the
+    // egress proxy daemon of a detached session (`kennel start`).
     {
         let mut args = std::env::args_os().skip(1);
-        if args
-            .next()
-            .is_some_and(|arg| arg == kennel_native::HELPER_ARG)
-        {
-            let fd = args.next();
-            kennel_native::helper_main(fd.as_deref().and_then(|fd| fd.to_str()));
+        match args.next() {
+            Some(arg) if arg == kennel_native::HELPER_ARG => {
+                let fd = args.next();
+                kennel_native::helper_main(fd.as_deref().and_then(|fd| fd.to_str()));
+            }
+            Some(arg) if arg == proxy_daemon::ARG => proxy_daemon::main(),
+            _ => {}
         }
     }
     let cli = match Cli::try_parse() {

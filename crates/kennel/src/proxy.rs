@@ -1,16 +1,89 @@
 //! The session's egress proxy: started by `kennel run` before the sandbox
 //! (in `allowlist` and `restricted` modes), stopped after it, its socket
-//! directory removed.
+//! directory removed. `kennel start` runs the same proxy in a daemon of its
+//! own ([`crate::proxy_daemon`]), from the same [`ProxySpec`].
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kennel_core::config::Config;
-use kennel_core::plan::Plan;
+use kennel_core::plan::{NetworkMode, Plan};
 use kennel_proxy::{Listen, Policy, ProxyConfig, ProxyHandle};
+use serde::{Deserialize, Serialize};
 
 use crate::error::CliError;
+
+/// Everything one session's proxy needs, taken from the config and the Plan
+/// (serialisable: `kennel start` hands it to the proxy daemon).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProxySpec {
+    /// The session (the Plan's `name`), written into each log record.
+    pub session: String,
+    pub mode: NetworkMode,
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    /// `[network] hosts`.
+    pub hosts: BTreeMap<String, Vec<IpAddr>>,
+    /// `[network] upstream_proxy`.
+    pub upstream: Option<String>,
+    /// `[network] trusted`, parsed.
+    pub trusted: Vec<(IpAddr, u8)>,
+    /// The proxy's Unix socket; its directory is created (0700) and removed.
+    pub socket: PathBuf,
+    /// The decision log (`kennel net log`).
+    pub log: PathBuf,
+}
+
+impl ProxySpec {
+    /// The proxy the Plan asks for (none for `none` and `open`).
+    pub fn from_plan(config: &Config, plan: &Plan) -> Result<Option<ProxySpec>, CliError> {
+        let Some(proxy) = &plan.network.proxy else {
+            return Ok(None);
+        };
+        let network = &config.file.network;
+        let trusted = network.trusted_ranges().map_err(|reason| {
+            CliError::kennel(format!("invalid value for `network.trusted`: {reason}"))
+                .with_hint("write address ranges as CIDR, e.g. \"10.1.0.0/16\" or \"fd00::/8\"")
+        })?;
+        Ok(Some(ProxySpec {
+            session: plan.name.clone(),
+            mode: plan.network.mode,
+            allow: plan.network.allow.clone(),
+            deny: plan.network.deny.clone(),
+            hosts: network.hosts.clone().unwrap_or_default(),
+            upstream: network.upstream_proxy.clone(),
+            trusted,
+            socket: proxy.socket.clone(),
+            log: proxy.log.clone(),
+        }))
+    }
+
+    fn proxy_config(&self) -> ProxyConfig {
+        ProxyConfig {
+            policy: Policy {
+                mode: self.mode,
+                allow: self.allow.clone(),
+                deny: self.deny.clone(),
+            },
+            hosts: self.hosts.clone(),
+            upstream: self.upstream.clone(),
+            log_file: Some(self.log.clone()),
+            session: self.session.clone(),
+            trusted_addrs: self.trusted.clone(),
+            ..ProxyConfig::default()
+        }
+    }
+
+    /// The socket's directory (mounted into the sandbox).
+    pub fn dir(&self) -> Result<&Path, CliError> {
+        self.socket
+            .parent()
+            .ok_or_else(|| CliError::kennel("the proxy socket has no directory"))
+    }
+}
 
 pub struct SessionProxy {
     handle: Option<ProxyHandle>,
@@ -20,17 +93,18 @@ pub struct SessionProxy {
 impl SessionProxy {
     /// Starts the proxy the Plan asks for (none for `none` and `open`).
     pub async fn start(config: &Config, plan: &Plan) -> Result<Option<SessionProxy>, CliError> {
-        let Some(proxy) = &plan.network.proxy else {
-            return Ok(None);
-        };
+        match ProxySpec::from_plan(config, plan)? {
+            Some(spec) => Ok(Some(SessionProxy::launch(&spec).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates the socket's 0700 directory and starts the proxy on it.
+    pub async fn launch(spec: &ProxySpec) -> Result<SessionProxy, CliError> {
         let io_error = |what: &Path, error: std::io::Error| {
             CliError::kennel(format!("cannot prepare {}: {error}", what.display()))
         };
-        let dir = proxy
-            .socket
-            .parent()
-            .ok_or_else(|| CliError::kennel("the proxy socket has no directory"))?
-            .to_path_buf();
+        let dir = spec.dir()?.to_path_buf();
         if let Some(base) = dir.parent() {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -48,37 +122,19 @@ impl SessionProxy {
             .map_err(|error| io_error(&dir, error))?;
         // From here on, dropping `session` removes the directory.
         let mut session = SessionProxy { handle: None, dir };
-        if let Some(logs) = proxy.log.parent() {
+        if let Some(logs) = spec.log.parent() {
             std::fs::create_dir_all(logs).map_err(|error| io_error(logs, error))?;
         }
-        let network = &config.file.network;
-        let trusted_addrs = network.trusted_ranges().map_err(|reason| {
-            CliError::kennel(format!("invalid value for `network.trusted`: {reason}"))
-                .with_hint("write address ranges as CIDR, e.g. \"10.1.0.0/16\" or \"fd00::/8\"")
-        })?;
-        let proxy_config = ProxyConfig {
-            policy: Policy {
-                mode: plan.network.mode,
-                allow: plan.network.allow.clone(),
-                deny: plan.network.deny.clone(),
-            },
-            hosts: network.hosts.clone().unwrap_or_default(),
-            upstream: network.upstream_proxy.clone(),
-            log_file: Some(proxy.log.clone()),
-            session: plan.name.clone(),
-            trusted_addrs,
-            ..ProxyConfig::default()
-        };
-        let handle = kennel_proxy::start(proxy_config, Listen::Unix(proxy.socket.clone()))
+        let handle = kennel_proxy::start(spec.proxy_config(), Listen::Unix(spec.socket.clone()))
             .await
             .map_err(|error| {
                 CliError::kennel(format!("cannot start the egress proxy: {error}")).with_hint(
                     "see `network.*` in the configuration reference, or run with --network none",
                 )
             })?;
-        tracing::info!(socket = %proxy.socket.display(), log = %proxy.log.display(), "egress proxy started");
+        tracing::info!(socket = %spec.socket.display(), log = %spec.log.display(), "egress proxy started");
         session.handle = Some(handle);
-        Ok(Some(session))
+        Ok(session)
     }
 
     /// Stops the proxy (open tunnels are closed) and removes its directory.

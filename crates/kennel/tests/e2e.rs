@@ -129,6 +129,10 @@ macro_rules! backend_suite {
                 network::open(B)
             }
             #[test]
+            fn network_detached() {
+                network::detached(B)
+            }
+            #[test]
             fn sessions_lifecycle() {
                 sessions::lifecycle(B)
             }

@@ -7,7 +7,6 @@
 //! the agent and exits with the agent's exit code.
 
 use clap::Args;
-use kennel_core::plan::NetworkMode;
 use kennel_sessions::{Limits, Mode, NewSession, Registry, State};
 
 use crate::commands::run::{Prepared, RunArgs, prepare, prepare_host};
@@ -27,7 +26,6 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
     if let Some(name) = &args.name {
         check_name(name)?;
     }
-    let mut proxied = false;
     let Prepared {
         context,
         engine,
@@ -36,27 +34,7 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
         recipes,
         mut plan,
         ..
-    } = prepare(&args.run, false, |request, context, _| {
-        let mode = request
-            .network
-            .or(context.config.file.defaults.network)
-            .unwrap_or(NetworkMode::Allowlist);
-        // kennel's egress proxy lives in the kennel process that runs the
-        // session; a detached session has none yet, so it gets no network
-        // (tighter, never wider, than what was asked).
-        if matches!(mode, NetworkMode::Allowlist | NetworkMode::Restricted) {
-            request.network = Some(NetworkMode::None);
-            proxied = true;
-        }
-    })
-    .await?;
-    if proxied {
-        plan.warnings.push(
-            "kennel start does not keep an egress proxy for detached sessions yet: this session has \
-             no network (`--network open` gives it the engine's network)"
-                .into(),
-        );
-    }
+    } = prepare(&args.run, false, |_, _, _| {}).await?;
     plan.ephemeral = false;
     plan.tty = false;
     plan.stdin = false;
@@ -101,8 +79,39 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
     let started: Result<String, CliError> = async {
         crate::image_build::ensure(&engine, &recipes, false).await?;
         prepare_host(&context, &plan, &image_settings)?;
+        // `allowlist` and `restricted`: the session's egress proxy runs in a
+        // daemon that lives as long as the container (see `proxy_daemon`).
+        let daemon = match crate::proxy::ProxySpec::from_plan(&context.config, &plan)? {
+            Some(spec) => Some(
+                crate::proxy_daemon::ProxyDaemon::spawn(
+                    spec,
+                    &engine.kind().to_string(),
+                    &kennel_core::settings::net_log_dir(&context.host),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         tracing::info!(name = %plan.name, image = %plan.image.reference, "starting detached sandbox");
-        Ok(engine.start_detached(&plan).await?)
+        let container = match engine.start_detached(&plan).await {
+            Ok(container) => container,
+            Err(error) => {
+                if let Some(daemon) = daemon {
+                    daemon.abort().await;
+                }
+                return Err(error.into());
+            }
+        };
+        if let Some(daemon) = daemon
+            && let Err(error) = daemon.watch(&container)
+        {
+            // No proxy, no way out: do not leave a session that cannot work.
+            if let Err(remove_error) = engine.remove(&container, true).await {
+                tracing::warn!("cannot remove {container}: {remove_error}");
+            }
+            return Err(error);
+        }
+        Ok(container)
     }
     .await;
     match started {

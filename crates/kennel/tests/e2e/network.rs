@@ -551,3 +551,232 @@ pub fn open(b: Backend) {
     expect(&out, "DIRECT", "200");
     expect(&out, "DIRECT_BODY", BODY);
 }
+
+/// The argv of every `kennel __proxy-daemon SESSION` process for `session`
+/// (PID, argv, session id from `/proc/PID/stat`).
+fn proxy_daemons(session: &str) -> Vec<(u32, Vec<String>, Option<u32>)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let argv: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let ours = argv.get(1).map(String::as_str) == Some("__proxy-daemon")
+                && argv.iter().any(|arg| arg == session);
+            if !ours {
+                return None;
+            }
+            // Field 6 of stat (after the parenthesised command) is the session id.
+            let sid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = stat.rsplit_once(')')?.1.to_string();
+                    rest.split_whitespace().nth(3)?.parse().ok()
+                });
+            Some((pid, argv, sid))
+        })
+        .collect()
+}
+
+/// The container name (= the Plan's `name`, which names the proxy's socket
+/// directory, its log and its daemon) of persistent session `session`.
+fn plan_name_of(t: &Ctx, session: &str) -> String {
+    let out = t.kennel(&["ls", "--all", "--json"]).run();
+    out.assert_ok();
+    let listed = out
+        .json()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|s| s["name"] == session)
+        .unwrap_or_else(|| panic!("{session} is not in ls\n{out}"));
+    let handle = listed["handle"].as_str().unwrap_or_default().to_string();
+    assert!(!handle.is_empty(), "{listed}");
+    t.inspect(&handle)["Name"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches('/')
+        .to_string()
+}
+
+/// `kennel start` in `allowlist` mode: the session's proxy runs in a daemon
+/// of its own (`kennel __proxy-daemon NAME`, in its own session) as long as
+/// the container; `kennel exec` goes through it, decisions are logged, and
+/// once the container is stopped the daemon is gone and so is its socket
+/// directory. `--network none` starts no daemon.
+pub fn detached(b: Backend) {
+    if !b.has_engine() {
+        eprintln!(
+            "NOTE native::network_detached: kennel start is not supported on the native backend yet"
+        );
+        return;
+    }
+    let Some((t, _net)) = net_ctx(b, "network_detached") else {
+        return;
+    };
+    let name = format!("net-{}", unique());
+    let proxy_dirs = t.user.runtime_dir().join("kennel/proxy");
+    let logs = t.data_home.join("kennel/logs");
+    let daemon_log = |plan: &str| {
+        std::fs::read_to_string(logs.join(format!("{plan}.proxy.log"))).unwrap_or_default()
+    };
+    let fail = |e: String| -> ! {
+        t.remove_containers();
+        panic!("{}: {e}", b.name())
+    };
+
+    let out = t
+        .kennel(&[
+            "start",
+            "shell",
+            "--name",
+            &name,
+            "--allow",
+            "allowed.kennel.test",
+        ])
+        .timeout(Duration::from_secs(180))
+        .run();
+    if !out.success() {
+        fail(format!("kennel start failed\n{out}"));
+    }
+    assert!(
+        out.elapsed < Duration::from_secs(60),
+        "kennel start must not wait for its daemon\n{out}"
+    );
+    assert!(
+        !out.stderr.contains("no network"),
+        "allowlist must not be downgraded any more\n{out}"
+    );
+    let plan = plan_name_of(&t, &name);
+    let daemons = proxy_daemons(&plan);
+    if daemons.len() != 1 {
+        fail(format!(
+            "expected one proxy daemon for {plan}, found {daemons:?}\n{}",
+            daemon_log(&plan)
+        ));
+    }
+    let (pid, _, sid) = &daemons[0];
+    assert_eq!(
+        *sid,
+        Some(*pid),
+        "the daemon must lead a session of its own (setsid)"
+    );
+    assert!(
+        proxy_dirs.join(&plan).join("proxy.sock").exists(),
+        "no proxy socket in {}",
+        proxy_dirs.join(&plan).display()
+    );
+
+    // Through the daemon's proxy, from a command beside the agent. The
+    // forwarder may still be starting: wait for 127.0.0.1:3128 first.
+    let mut script = String::from(
+        "i=0; while [ $i -lt 100 ] && ! grep -qs ':0C38 ' /proc/net/tcp; do i=$((i+1)); sleep 0.1; done\n",
+    );
+    script.push_str(&probe_script(&[
+        (
+            "ALLOWED",
+            &format!("http://allowed.kennel.test:{HTTP_PORT}/"),
+        ),
+        ("OTHER", &format!("http://other.kennel.test:{HTTP_PORT}/")),
+    ]));
+    let out = t
+        .kennel(&["exec", &name, "--", "bash", "-c", &script])
+        .run();
+    if !out.success() || out.kv("ALLOWED").as_deref() != Some("200") {
+        fail(format!(
+            "exec through the proxy\n{out}\n--- daemon log ---\n{}",
+            daemon_log(&plan)
+        ));
+    }
+    expect(&out, "ALLOWED_BODY", BODY);
+    expect(&out, "OTHER", "403");
+    expect(&out, "OTHER_REASON", "not-allowlisted");
+
+    // Both decisions are in the session's log.
+    let out = t
+        .kennel(&["net", "log", "--session", &plan, "--json"])
+        .run();
+    out.assert_ok();
+    let decisions = out.json().as_array().cloned().unwrap_or_default();
+    let allowed = decisions
+        .iter()
+        .find(|d| d["host"] == "allowed.kennel.test")
+        .unwrap_or_else(|| panic!("the allowed request is not logged\n{out}"));
+    assert_eq!(allowed["verdict"], "allow", "{allowed}");
+    assert_eq!(allowed["session"], plan.as_str(), "{allowed}");
+    let denied = decisions
+        .iter()
+        .find(|d| d["host"] == "other.kennel.test")
+        .unwrap_or_else(|| panic!("the denial is not logged\n{out}"));
+    assert_eq!(denied["verdict"], "deny", "{denied}");
+    assert_eq!(denied["reason"], "not-allowlisted", "{denied}");
+
+    // stop: the daemon notices within a poll or two, stops the proxy,
+    // removes the socket directory and exits.
+    t.kennel(&["stop", &name, "--timeout", "2"])
+        .run()
+        .assert_ok();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !proxy_daemons(&plan).is_empty() || proxy_dirs.join(&plan).exists() {
+        if Instant::now() > deadline {
+            fail(format!(
+                "15 s after `kennel stop`: daemons {:?}, socket directory {} {}\n--- daemon log ---\n{}",
+                proxy_daemons(&plan),
+                proxy_dirs.join(&plan).display(),
+                if proxy_dirs.join(&plan).exists() {
+                    "still there"
+                } else {
+                    "gone"
+                },
+                daemon_log(&plan)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = daemon_log(&plan);
+    assert!(
+        log.contains("the container has ended") || log.contains("the container is gone"),
+        "{log}"
+    );
+    assert!(log.contains("proxy stopped"), "{log}");
+    t.kennel(&["rm", &name]).run().assert_ok();
+    assert!(!proxy_dirs.join(&plan).exists());
+
+    // --network none: no proxy, no daemon, no socket directory.
+    let quiet = format!("quiet-{}", unique());
+    let out = t
+        .kennel(&[
+            "start",
+            "shell",
+            "--network",
+            "none",
+            "--name",
+            &quiet,
+            "--",
+            "sleep",
+            "600",
+        ])
+        .run();
+    out.assert_ok();
+    let plan = plan_name_of(&t, &quiet);
+    std::thread::sleep(Duration::from_millis(500));
+    let daemons = proxy_daemons(&plan);
+    let dir_exists = proxy_dirs.join(&plan).exists();
+    let log_exists = logs.join(format!("{plan}.proxy.log")).exists();
+    t.kennel(&["kill", &quiet]).run().assert_ok();
+    t.kennel(&["rm", &quiet]).run().assert_ok();
+    assert!(
+        daemons.is_empty(),
+        "--network none started a daemon: {daemons:?}"
+    );
+    assert!(!dir_exists, "--network none made a proxy directory");
+    assert!(!log_exists, "--network none made a proxy daemon log");
+}
