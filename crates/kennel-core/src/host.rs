@@ -177,7 +177,9 @@ impl Workspace {
 /// is what `git rev-parse --show-toplevel` does for these layouts, without
 /// the cost of starting git on every run.
 fn git_toplevel(dir: &Path) -> Option<PathBuf> {
-    dir.ancestors().find(|candidate| candidate.join(".git").exists()).map(Path::to_path_buf)
+    dir.ancestors()
+        .find(|candidate| candidate.join(".git").exists())
+        .map(Path::to_path_buf)
 }
 
 #[cfg(test)]

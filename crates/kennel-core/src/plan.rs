@@ -45,6 +45,11 @@ pub struct Plan {
     pub security: SecurityPlan,
     /// Ephemeral runs are removed when they end.
     pub ephemeral: bool,
+    /// The agent-home slot: 0 is the agent's home, each further slot a home
+    /// of its own (seeded from slot 0), so that parallel sessions of one
+    /// agent never share one.
+    #[serde(default)]
+    pub slot: i64,
     /// Labels put on the container so that kennel can find its own.
     pub labels: BTreeMap<String, String>,
     /// Things the user should know about this run (printed before it starts).

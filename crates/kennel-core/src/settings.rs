@@ -30,6 +30,12 @@ pub struct RunRequest {
     /// `--allow-weaker-sandbox`: accept a native sandbox without the kernel
     /// features that are missing.
     pub allow_weaker_sandbox: bool,
+    /// `--memory`, `--cpus`, `--pids-limit`: override the configured limits.
+    pub memory: Option<String>,
+    pub cpus: Option<f64>,
+    pub pids_limit: Option<i64>,
+    /// `--resume`: add the agent's arguments that continue its last conversation.
+    pub resume: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +66,9 @@ impl PlanError {
                 "write mounts as \"/absolute/host/path:/path/in/sandbox\" with an optional \":ro\""
                     .into()
             }
+            PlanError::BadValue { key, .. } if key.starts_with("--") => {
+                "see `kennel run --help`: sizes are written like 512m or 4g".into()
+            }
             PlanError::BadValue { .. } => "see the configuration reference in the README".into(),
             PlanError::UnknownBackend(_) => "choose one of: auto, docker, podman, native".into(),
             PlanError::NoCommand(_) => "pass the command after `--`".into(),
@@ -68,10 +77,14 @@ impl PlanError {
 
     /// Errors in what the user typed are usage errors (exit 2).
     pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            PlanError::BadEnvName(_) | PlanError::UnknownBackend(_) | PlanError::NoCommand(_)
-        )
+        match self {
+            PlanError::BadEnvName(_) | PlanError::UnknownBackend(_) | PlanError::NoCommand(_) => {
+                true
+            }
+            // A bad flag, not a bad config file.
+            PlanError::BadValue { key, .. } => key.starts_with("--"),
+            _ => false,
+        }
     }
 }
 
@@ -105,6 +118,24 @@ fn ca_target(request: &RunRequest) -> &'static str {
         CA_BUNDLE_TARGET
     }
 }
+
+/// The session registry: `<kennel data dir>/sessions.db`.
+pub fn registry_path(host: &HostContext) -> PathBuf {
+    host.data_dir.join("sessions.db")
+}
+
+/// Names the registry a container belongs to (label `dev.kennel.registry`),
+/// so that `kennel clean` only ever touches containers of its own sessions,
+/// not those of another user or data directory on a shared engine.
+pub fn registry_label(host: &HostContext) -> String {
+    let path = registry_path(host);
+    crate::trust::content_digest(path.as_os_str().as_encoded_bytes())[..16].to_string()
+}
+
+/// Container labels kennel sets and reads.
+pub const LABEL_MANAGED: &str = "dev.kennel.managed";
+pub const LABEL_REGISTRY: &str = "dev.kennel.registry";
+pub const LABEL_SESSION: &str = "dev.kennel.session";
 
 /// Paths under kennel's data directory.
 pub fn agent_home(host: &HostContext, agent: &str) -> PathBuf {
@@ -280,6 +311,9 @@ pub fn build_plan(
         if !request.no_yolo {
             command.extend(agent.yolo.iter().cloned());
         }
+        if request.resume {
+            command.extend(agent.resume.iter().cloned());
+        }
         command.extend(request.args.iter().cloned());
         command
     };
@@ -334,20 +368,11 @@ pub fn build_plan(
         set("NODE_USE_ENV_PROXY", "1");
         env.sort_by(|a, b| a.name.cmp(&b.name));
     }
-    let limits = Limits {
-        pids: defaults.pids_limit.unwrap_or(1024),
-        memory: defaults.memory.as_deref().map(parse_bytes).transpose()?,
-        cpus: defaults.cpus,
-    };
-    if limits.pids <= 0 {
-        return Err(PlanError::BadValue {
-            key: "defaults.pids_limit".into(),
-            reason: "must be positive".into(),
-        });
-    }
+    let limits = plan_limits(defaults, request)?;
 
     let mut labels = BTreeMap::new();
-    labels.insert("dev.kennel.managed".into(), "true".into());
+    labels.insert(LABEL_MANAGED.into(), "true".into());
+    labels.insert(LABEL_REGISTRY.into(), registry_label(host));
     labels.insert("dev.kennel.agent".into(), agent.name.clone());
     labels.insert(
         "dev.kennel.workspace".into(),
@@ -378,6 +403,7 @@ pub fn build_plan(
             read_only_rootfs: false,
         },
         ephemeral: true,
+        slot: 0,
         labels,
         warnings,
         allow_weaker_sandbox: request.allow_weaker_sandbox,
@@ -636,10 +662,78 @@ fn plan_network(
     }
 }
 
-/// Parses sizes such as `512m`, `4g`, `1073741824`.
-fn parse_bytes(text: &str) -> Result<i64, PlanError> {
+/// The limits: the command line's flags over the configuration.
+fn plan_limits(
+    defaults: &crate::config::Defaults,
+    request: &RunRequest,
+) -> Result<Limits, PlanError> {
+    let positive = |key: &str, ok: bool, value: String| {
+        if ok {
+            Ok(())
+        } else {
+            Err(PlanError::BadValue {
+                key: key.into(),
+                reason: format!("`{value}` must be positive"),
+            })
+        }
+    };
+    let limits = Limits {
+        pids: match request.pids_limit {
+            Some(pids) => {
+                positive("--pids-limit", pids > 0, pids.to_string())?;
+                pids
+            }
+            None => {
+                let pids = defaults.pids_limit.unwrap_or(1024);
+                positive("defaults.pids_limit", pids > 0, pids.to_string())?;
+                pids
+            }
+        },
+        memory: match &request.memory {
+            Some(memory) => Some(parse_bytes(memory, "--memory")?),
+            None => defaults
+                .memory
+                .as_deref()
+                .map(|memory| parse_bytes(memory, "defaults.memory"))
+                .transpose()?,
+        },
+        cpus: match request.cpus {
+            Some(cpus) => {
+                positive("--cpus", cpus > 0.0 && cpus.is_finite(), cpus.to_string())?;
+                Some(cpus)
+            }
+            None => defaults.cpus,
+        },
+    };
+    Ok(limits)
+}
+
+/// Gives `plan` agent-home slot `slot`: its own home directory
+/// ([`slot_home`]) instead of the agent's.
+pub fn use_slot(plan: &mut Plan, host: &HostContext, slot: i64) {
+    plan.slot = slot;
+    let home = slot_home(host, &plan.agent, slot);
+    for mount in &mut plan.mounts {
+        if mount.purpose == MountPurpose::AgentHome {
+            mount.source = home.clone();
+        }
+    }
+}
+
+/// The agent home of `slot`: the agent's own for slot 0, `<agent>@<slot>`
+/// next to it for the others.
+pub fn slot_home(host: &HostContext, agent: &str, slot: i64) -> PathBuf {
+    if slot == 0 {
+        agent_home(host, agent)
+    } else {
+        host.data_dir.join("homes").join(format!("{agent}@{slot}"))
+    }
+}
+
+/// Parses sizes such as `512m`, `4g`, `1073741824`; `key` names the setting.
+fn parse_bytes(text: &str, key: &str) -> Result<i64, PlanError> {
     let bad = || PlanError::BadValue {
-        key: "defaults.memory".into(),
+        key: key.into(),
         reason: format!("`{text}` is not a size like 512m or 4g"),
     };
     let lower = text.trim().to_ascii_lowercase();

@@ -462,9 +462,9 @@ fn proxy_variables_from_the_host_are_replaced_but_flags_win() {
 
 #[test]
 fn sizes_parse() {
-    assert_eq!(parse_bytes("512m").ok(), Some(512 << 20));
-    assert_eq!(parse_bytes("4G").ok(), Some(4 << 30));
-    assert!(parse_bytes("lots").is_err());
+    assert_eq!(parse_bytes("512m", "--memory").ok(), Some(512 << 20));
+    assert_eq!(parse_bytes("4G", "--memory").ok(), Some(4 << 30));
+    assert!(parse_bytes("lots", "--memory").is_err());
 }
 
 #[test]
@@ -491,8 +491,18 @@ fn session_command_wraps_the_agent_in_tmux() {
     assert_eq!(&command[4..], &agent[..]);
     let script = &command[2];
     assert!(!script.contains("claude"), "{script}");
-    assert!(script.contains(&format!("tmux -S {SESSION_TMUX_SOCKET} new-session -d -s {SESSION_TMUX_TARGET}")), "{script}");
-    assert!(script.contains(&format!("pipe-pane -o -t {SESSION_TMUX_TARGET} 'cat >> {SESSION_LOG}'")), "{script}");
+    assert!(
+        script.contains(&format!(
+            "tmux -S {SESSION_TMUX_SOCKET} new-session -d -s {SESSION_TMUX_TARGET}"
+        )),
+        "{script}"
+    );
+    assert!(
+        script.contains(&format!(
+            "pipe-pane -o -t {SESSION_TMUX_TARGET} 'cat >> {SESSION_LOG}'"
+        )),
+        "{script}"
+    );
     assert!(script.contains("has-session"), "{script}");
     assert!(script.contains(SESSION_EXIT_FILE), "{script}");
     // The script is valid sh.
@@ -509,4 +519,112 @@ fn session_tmux_uses_the_session_socket() {
         session_tmux(&["capture-pane", "-p"]),
         ["tmux", "-S", SESSION_TMUX_SOCKET, "capture-pane", "-p"]
     );
+}
+
+#[test]
+fn limit_flags_override_the_config_and_bad_ones_are_usage_errors() {
+    let host = host(&[]);
+    let config = config("[defaults]\nmemory = \"1g\"\ncpus = 1.0\npids_limit = 200\n");
+    let build = |request: &RunRequest| {
+        build_plan(
+            &host,
+            &config,
+            crate::catalog::Catalog::builtin()
+                .expect("catalog")
+                .get("shell")
+                .expect("shell"),
+            &workspace(),
+            image(),
+            request,
+        )
+    };
+    let plan = build(&RunRequest::default()).expect("plan");
+    assert_eq!(plan.limits.memory, Some(1 << 30));
+    assert_eq!(plan.limits.cpus, Some(1.0));
+    assert_eq!(plan.limits.pids, 200);
+    let plan = build(&RunRequest {
+        memory: Some("512m".into()),
+        cpus: Some(0.5),
+        pids_limit: Some(64),
+        ..Default::default()
+    })
+    .expect("plan");
+    assert_eq!(plan.limits.memory, Some(512 << 20));
+    assert_eq!(plan.limits.cpus, Some(0.5));
+    assert_eq!(plan.limits.pids, 64);
+    for (request, key) in [
+        (
+            RunRequest {
+                memory: Some("lots".into()),
+                ..Default::default()
+            },
+            "--memory",
+        ),
+        (
+            RunRequest {
+                cpus: Some(-1.0),
+                ..Default::default()
+            },
+            "--cpus",
+        ),
+        (
+            RunRequest {
+                pids_limit: Some(0),
+                ..Default::default()
+            },
+            "--pids-limit",
+        ),
+    ] {
+        match build(&request) {
+            Err(error @ PlanError::BadValue { .. }) => {
+                assert!(error.is_usage(), "{error}");
+                assert!(error.to_string().contains(key), "{error}");
+            }
+            other => panic!("expected a bad value for {key}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn each_slot_has_its_own_home() {
+    let host = host(&[]);
+    let mut plan = plan_for("shell", &[], RunRequest::default());
+    let home_of = |plan: &Plan| {
+        plan.mounts
+            .iter()
+            .find(|mount| mount.purpose == MountPurpose::AgentHome)
+            .map(|mount| mount.source.clone())
+            .expect("agent home")
+    };
+    assert_eq!(plan.slot, 0);
+    assert_eq!(home_of(&plan), agent_home(&host, "shell"));
+    use_slot(&mut plan, &host, 3);
+    assert_eq!(plan.slot, 3);
+    assert_eq!(home_of(&plan), host.data_dir.join("homes/shell@3"));
+    assert_ne!(slot_home(&host, "shell", 1), slot_home(&host, "shell", 2));
+    assert_eq!(slot_home(&host, "shell", 0), agent_home(&host, "shell"));
+}
+
+#[test]
+fn resume_adds_the_agents_resume_arguments() {
+    let plan = plan_for(
+        "claude",
+        &[],
+        RunRequest {
+            resume: true,
+            args: vec!["fix the tests".into()],
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        plan.command,
+        [
+            "claude",
+            "--dangerously-skip-permissions",
+            "--continue",
+            "fix the tests"
+        ]
+    );
+    let plan = plan_for("claude", &[], RunRequest::default());
+    assert!(!plan.command.iter().any(|arg| arg == "--continue"));
 }

@@ -166,6 +166,20 @@ fn classify_start_failure(
 }
 
 impl Engine {
+    /// A warning when the engine will silently drop the Plan's memory or CPU
+    /// limit: rootless Podman without cgroup v2 (it cannot delegate cgroup
+    /// v1 controllers to a user, and says nothing). The pids limit is kept
+    /// there by `prlimit` instead (see below).
+    pub fn unenforced_limits(&self, plan: &Plan) -> Option<String> {
+        let asked = plan.limits.memory.is_some() || plan.limits.cpus.is_some();
+        let unified = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        (asked && self.kind == EngineKind::Podman && self.rootless && !unified).then(|| {
+            "rootless Podman cannot apply memory or CPU limits on this host (cgroup v1): \
+             the memory and cpus limits are not enforced (the pids limit is)"
+                .to_string()
+        })
+    }
+
     /// The engine's container configuration for `plan`.
     /// Rootless Podman cannot apply a cgroup pids limit on hosts without
     /// cgroup delegation (cgroup v1 or hybrid), and its compat API drops

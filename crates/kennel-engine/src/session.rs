@@ -30,7 +30,94 @@ pub enum ContainerState {
     Missing,
 }
 
+/// A container as the engine lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSummary {
+    pub id: String,
+    /// Without the leading `/` Docker puts there.
+    pub name: String,
+    /// Created, running, paused or restarting: not ended.
+    pub running: bool,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
 impl Engine {
+    /// Every container (running or not) that carries `label` (`key=value`).
+    pub async fn list_containers(&self, label: &str) -> Result<Vec<ContainerSummary>, EngineError> {
+        // Plain JSON, for the same reason as [`Engine::state`].
+        let filters = serde_json::json!({ "label": [label] }).to_string();
+        let path = format!(
+            "/v{}/containers/json?all=true&filters={}",
+            self.api_version,
+            percent_encode(&filters)
+        );
+        let listed = crate::raw::get_json(&self.socket, &path)
+            .await
+            .map_err(|message| EngineError::Api {
+                action: "listing containers".into(),
+                status: None,
+                message,
+            })?;
+        let text = |value: &serde_json::Value, key: &str| {
+            value
+                .get(key)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        Ok(listed
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|container| ContainerSummary {
+                id: text(container, "Id"),
+                name: container
+                    .pointer("/Names/0")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                running: !matches!(
+                    text(container, "State").as_str(),
+                    "exited" | "dead" | "stopped"
+                ),
+                labels: container
+                    .get("Labels")
+                    .and_then(serde_json::Value::as_object)
+                    .map(|labels| {
+                        labels
+                            .iter()
+                            .filter_map(|(key, value)| {
+                                Some((key.clone(), value.as_str()?.to_string()))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// The content of the regular file `path` in the container (running or
+    /// ended), or `None` when there is no such file.
+    pub async fn read_file(&self, id: &str, path: &str) -> Result<Option<Vec<u8>>, EngineError> {
+        let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut stream = self.docker.download_from_container(id, Some(options));
+        let mut archive = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => archive.extend_from_slice(&bytes),
+                Err(err) if status_of(&err) == Some(404) => return Ok(None),
+                Err(err) => {
+                    return Err(EngineError::api(format!("reading {path} in {id}"), err));
+                }
+            }
+        }
+        Ok(first_tar_file(&archive))
+    }
+
     /// Creates and starts `plan`'s container without attaching to it; returns
     /// its id. The container is removed again when it cannot be started.
     pub async fn start_detached(&self, plan: &Plan) -> Result<String, EngineError> {
@@ -334,5 +421,60 @@ impl Engine {
         }
         let _ = stdout.flush().await;
         Ok(())
+    }
+}
+
+/// The content of the first entry of an uncompressed tar archive, when it
+/// is a regular file.
+fn first_tar_file(archive: &[u8]) -> Option<Vec<u8>> {
+    let header = archive.get(..512)?;
+    if !matches!(header[156], b'0' | 0) {
+        return None;
+    }
+    let size_field = std::str::from_utf8(&header[124..136]).ok()?;
+    let size =
+        usize::from_str_radix(size_field.trim_matches(|c: char| c == '\0' || c == ' '), 8).ok()?;
+    archive.get(512..512 + size).map(<[u8]>::to_vec)
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tar_entry() {
+        let mut header = [0u8; 512];
+        header[..4].copy_from_slice(b"exit");
+        header[124..136].copy_from_slice(b"00000000003\0");
+        header[156] = b'0';
+        let mut archive = header.to_vec();
+        archive.extend_from_slice(b"42\n");
+        archive.resize(2048, 0);
+        assert_eq!(
+            super::first_tar_file(&archive).as_deref(),
+            Some(&b"42\n"[..])
+        );
+        header[156] = b'5';
+        assert_eq!(super::first_tar_file(&header), None);
+        assert_eq!(super::first_tar_file(b"short"), None);
+    }
+
+    #[test]
+    fn percent_encoding() {
+        assert_eq!(
+            super::percent_encode(r#"{"label":["a.b=c d"]}"#),
+            "%7B%22label%22%3A%5B%22a.b%3Dc%20d%22%5D%7D"
+        );
     }
 }

@@ -374,7 +374,11 @@ mod tests {
     fn node_agents_install_onto_path() {
         let catalog = Catalog::builtin().expect("catalog");
         let codex = recipes_for(catalog.get("codex").expect("codex"), &settings());
-        assert!(codex[1].dockerfile.contains("ENV NPM_CONFIG_PREFIX=/usr/local"));
+        assert!(
+            codex[1]
+                .dockerfile
+                .contains("ENV NPM_CONFIG_PREFIX=/usr/local")
+        );
     }
 
     #[test]

@@ -115,6 +115,7 @@ fn plan(mounts: Vec<Mount>) -> Plan {
             read_only_rootfs: false,
         },
         ephemeral: true,
+        slot: 0,
         labels: BTreeMap::new(),
         warnings: vec![],
         allow_weaker_sandbox: false,

@@ -230,7 +230,10 @@ fn pid_1_is_kennels_init_and_reaps_zombies() {
     assert!(first.starts_with("kennel __native-init"), "{stdout}");
     // The agent is a direct child of kennel's init (PID 2, or 3 when the
     // network forwarder was started first).
-    assert!(stdout.contains(" parent=1"), "the agent's parent must be kennel's init: {stdout}");
+    assert!(
+        stdout.contains(" parent=1"),
+        "the agent's parent must be kennel's init: {stdout}"
+    );
     assert!(!stdout.contains("zombie"), "{stdout}");
     assert!(stdout.contains("done"));
 }

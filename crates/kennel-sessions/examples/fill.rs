@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use kennel_sessions::{Limits, Mode, NewSession, Registry, State};
+use kennel_sessions::{Limits, Mode, NewSession, Registry, SlotRequest, State};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -20,7 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             name: None,
             agent: agent.into(),
             workspace: format!("/home/bench/src/project-{}", n % 17).into(),
-            slot: (n % 4) as i64,
+            slot: SlotRequest::Free,
+            owner: None,
             backend: ["docker", "podman", "native"][n % 3].into(),
             mode: Mode::Ephemeral,
             limits: Limits {

@@ -54,6 +54,10 @@ pub const MIGRATIONS: &[&str] = &[
      ALTER TABLE sessions ADD COLUMN cpus REAL;
      CREATE INDEX sessions_state_ended ON sessions (state, ended_at);
      CREATE INDEX sessions_agent_workspace ON sessions (agent, workspace, started_at);",
+    // 3: the kennel process that owns a session (its pid and start time),
+    // to tell a live `kennel run` from one that was killed.
+    "ALTER TABLE sessions ADD COLUMN owner_pid INTEGER;
+     ALTER TABLE sessions ADD COLUMN owner_start INTEGER;",
 ];
 
 /// The schema version this kennel writes.
@@ -96,6 +100,12 @@ pub enum RegistryError {
     },
     #[error("a session named `{0}` already exists")]
     NameTaken(String),
+    #[error("slot {slot} of {agent} is in use by session {name}")]
+    SlotBusy {
+        agent: String,
+        slot: i64,
+        name: String,
+    },
     #[error("`{0}` is not a state a session ends in")]
     NotEnded(State),
     #[error("the session registry holds a {what} kennel does not know: `{value}`")]
@@ -124,6 +134,9 @@ impl RegistryError {
                 Some("give more characters of the id, or the session's name".into())
             }
             RegistryError::NameTaken(_) => Some("choose another name".into()),
+            RegistryError::SlotBusy { name, .. } => Some(format!(
+                "session {name} is still running with that agent home: `kennel attach {name}`, or `kennel stop {name}` first"
+            )),
             RegistryError::Sql(rusqlite::Error::SqliteFailure(error, _))
                 if error.code == rusqlite::ErrorCode::DatabaseBusy =>
             {
@@ -137,7 +150,9 @@ impl RegistryError {
     pub fn is_lookup(&self) -> bool {
         matches!(
             self,
-            RegistryError::NotFound(_) | RegistryError::Ambiguous { .. }
+            RegistryError::NotFound(_)
+                | RegistryError::Ambiguous { .. }
+                | RegistryError::SlotBusy { .. }
         )
     }
 }
@@ -211,6 +226,16 @@ pub struct Limits {
     pub cpus: Option<f64>,
 }
 
+/// Which slot a new session takes. A slot is a separate agent home: no two
+/// live sessions of one agent ever share one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotRequest {
+    /// The lowest slot no live session of the agent holds.
+    Free,
+    /// This slot (`--resume`); refused while a live session holds it.
+    Exact(i64),
+}
+
 /// What the caller knows of a session before it starts.
 #[derive(Debug, Clone)]
 pub struct NewSession {
@@ -218,7 +243,10 @@ pub struct NewSession {
     pub name: Option<String>,
     pub agent: String,
     pub workspace: PathBuf,
-    pub slot: i64,
+    pub slot: SlotRequest,
+    /// The kennel process the session lives and dies with (`kennel run`),
+    /// or that starts it (`kennel start`, until it is running).
+    pub owner: Option<Owner>,
     /// `docker`, `podman` or `native`.
     pub backend: String,
     pub mode: Mode,
@@ -246,9 +274,49 @@ pub struct Session {
     pub ended_at: Option<i64>,
     pub exit_code: Option<i32>,
     pub limits: Limits,
+    /// The kennel process that owns the session (see [`NewSession::owner`]).
+    #[serde(skip)]
+    pub owner: Option<Owner>,
+    /// An ephemeral session whose kennel is gone while its sandbox still
+    /// runs (kennel was killed). Not stored: set by whoever asked the backend.
+    pub orphaned: bool,
     /// The Plan as JSON; not loaded by [`Registry::list`].
     #[serde(skip)]
     pub plan: Option<String>,
+}
+
+/// A process, by pid and start time (so that a reused pid is not mistaken
+/// for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: i64,
+    /// Clock ticks after boot (`/proc/<pid>/stat`, field 22).
+    pub start: i64,
+}
+
+impl Owner {
+    /// This process.
+    pub fn current() -> Option<Owner> {
+        let pid = i64::from(std::process::id());
+        Some(Owner {
+            pid,
+            start: process_start(pid)?,
+        })
+    }
+
+    /// The process still runs (and is the same process).
+    pub fn is_alive(&self) -> bool {
+        process_start(self.pid) == Some(self.start)
+    }
+}
+
+/// The start time of process `pid`, when it exists.
+fn process_start(pid: i64) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count
+    // fields from the last `)`.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// A connection to the registry. Open one per thread or process; they may
@@ -267,7 +335,7 @@ impl fmt::Debug for Registry {
 }
 
 const COLUMNS: &str = "id, name, agent, workspace, slot, backend, handle, mode, state, \
-                       started_at, ended_at, exit_code, pids, memory, cpus";
+                       started_at, ended_at, exit_code, pids, memory, cpus, owner_pid, owner_start";
 
 impl Registry {
     /// Opens (creating if need be) the registry at `path` and brings its
@@ -383,6 +451,7 @@ impl Registry {
             }
             None => next_name(&transaction, &new.agent)?,
         };
+        let slot = take_slot(&transaction, &new.agent, new.slot)?;
         let mut id = new_id();
         while transaction
             .query_row("SELECT 1 FROM sessions WHERE id = ?1", [&id], |_| Ok(()))
@@ -396,7 +465,7 @@ impl Registry {
             name,
             agent: new.agent.clone(),
             workspace: new.workspace.clone(),
-            slot: new.slot,
+            slot,
             backend: new.backend.clone(),
             handle: None,
             mode: new.mode,
@@ -405,12 +474,16 @@ impl Registry {
             ended_at: None,
             exit_code: None,
             limits: new.limits,
+            owner: new.owner,
+            orphaned: false,
             plan: new.plan.clone(),
         };
         transaction.execute(
             "INSERT INTO sessions (id, name, agent, workspace, slot, backend, handle, mode, state,
-                                   started_at, ended_at, exit_code, pids, memory, cpus, plan)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8, ?9, NULL, NULL, ?10, ?11, ?12, ?13)",
+                                   started_at, ended_at, exit_code, pids, memory, cpus, plan,
+                                   owner_pid, owner_start)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8, ?9, NULL, NULL, ?10, ?11, ?12, ?13,
+                     ?14, ?15)",
             params![
                 session.id,
                 session.name,
@@ -425,6 +498,8 @@ impl Registry {
                 session.limits.memory,
                 session.limits.cpus,
                 session.plan,
+                session.owner.map(|owner| owner.pid),
+                session.owner.map(|owner| owner.start),
             ],
         )?;
         transaction.commit()?;
@@ -451,6 +526,42 @@ impl Registry {
             params![id, state.as_str(), exit_code, now_ms()],
         )?;
         found(changed, id)
+    }
+
+    /// Replaces the session's Plan (JSON).
+    pub fn set_plan(&mut self, id: &str, plan: &str) -> Result<()> {
+        let changed = self.connection.execute(
+            "UPDATE sessions SET plan = ?2 WHERE id = ?1",
+            params![id, plan],
+        )?;
+        found(changed, id)
+    }
+
+    /// Records sessions that can no longer be what the registry says: ones
+    /// still `created` whose kennel is gone (it died while starting them:
+    /// `failed`), and native `kennel run` sessions whose kennel is gone (the
+    /// sandbox dies with it: `stopped`). Returns how many changed.
+    pub fn reap(&mut self) -> Result<usize> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let reaped = reap_in(&transaction, None)?;
+        transaction.commit()?;
+        Ok(reaped)
+    }
+
+    /// The newest session of `agent` in `workspace` that got as far as
+    /// running (the one `--resume` continues).
+    pub fn latest(&self, agent: &str, workspace: &Path) -> Result<Option<Session>> {
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT {COLUMNS}, plan FROM sessions
+             WHERE agent = ?1 AND workspace = ?2 AND state NOT IN ('created', 'failed')
+             ORDER BY started_at DESC, id LIMIT 1"
+        ))?;
+        statement
+            .query_row(params![agent, workspace.to_string_lossy()], read_row)
+            .optional()?
+            .transpose()
     }
 
     /// Newest first. Without `all`: the sessions not ended, and those that
@@ -534,6 +645,66 @@ fn is_busy(error: &rusqlite::Error) -> bool {
         if matches!(error.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
+/// Marks stale sessions (see [`Registry::reap`]) of `agent` (or of every
+/// agent) as ended.
+fn reap_in(connection: &Connection, agent: Option<&str>) -> Result<usize> {
+    let mut statement = connection.prepare_cached(
+        "SELECT id, state, mode, backend, owner_pid, owner_start FROM sessions
+         WHERE state IN ('created', 'running') AND (?1 IS NULL OR agent = ?1)",
+    )?;
+    let stale: Vec<(String, State)> = statement
+        .query_map([agent], |row| {
+            let owner = match (row.get::<_, Option<i64>>(4)?, row.get::<_, Option<i64>>(5)?) {
+                (Some(pid), Some(start)) => Some(Owner { pid, start }),
+                _ => None,
+            };
+            let state: String = row.get(1)?;
+            let ephemeral_native =
+                row.get::<_, String>(2)? == "ephemeral" && row.get::<_, String>(3)? == "native";
+            let gone = owner.is_some_and(|owner| !owner.is_alive());
+            let verdict = match state.as_str() {
+                "created" if gone => Some(State::Failed),
+                "running" if gone && ephemeral_native => Some(State::Stopped),
+                _ => None,
+            };
+            let id: String = row.get(0)?;
+            Ok(verdict.map(|verdict| (id, verdict)))
+        })?
+        .filter_map(|row| row.transpose())
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, state) in &stale {
+        connection.execute(
+            "UPDATE sessions SET state = ?2, ended_at = ?3 WHERE id = ?1",
+            params![id, state.as_str(), now_ms()],
+        )?;
+    }
+    Ok(stale.len())
+}
+
+/// The slot a new session of `agent` takes, after reaping stale sessions.
+fn take_slot(connection: &Connection, agent: &str, request: SlotRequest) -> Result<i64> {
+    reap_in(connection, Some(agent))?;
+    let mut statement = connection.prepare_cached(
+        "SELECT slot, name FROM sessions WHERE agent = ?1 AND state IN ('created', 'running')",
+    )?;
+    let held: Vec<(i64, String)> = statement
+        .query_map([agent], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    match request {
+        SlotRequest::Exact(slot) => match held.iter().find(|(used, _)| *used == slot) {
+            Some((_, name)) => Err(RegistryError::SlotBusy {
+                agent: agent.into(),
+                slot,
+                name: name.clone(),
+            }),
+            None => Ok(slot),
+        },
+        SlotRequest::Free => Ok((0..)
+            .find(|slot| !held.iter().any(|(used, _)| used == slot))
+            .unwrap_or(0)),
+    }
+}
+
 /// `<agent>-<n>`, one more than the highest `n` in use.
 fn next_name(connection: &Connection, agent: &str) -> Result<String> {
     let prefix = format!("{agent}-");
@@ -576,7 +747,15 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Session>> {
             memory: row.get(13)?,
             cpus: row.get(14)?,
         },
-        plan: row.get(15)?,
+        owner: match (
+            row.get::<_, Option<i64>>(15)?,
+            row.get::<_, Option<i64>>(16)?,
+        ) {
+            (Some(pid), Some(start)) => Some(Owner { pid, start }),
+            _ => None,
+        },
+        orphaned: false,
+        plan: row.get(17)?,
     }))
 }
 

@@ -5,7 +5,8 @@ fn new_session(agent: &str) -> NewSession {
         name: None,
         agent: agent.into(),
         workspace: "/home/alice/repo".into(),
-        slot: 0,
+        slot: SlotRequest::Free,
+        owner: None,
         backend: "native".into(),
         mode: Mode::Ephemeral,
         limits: Limits {
@@ -299,4 +300,162 @@ fn parallel_writers_through_separate_handles() {
     let names: std::collections::BTreeSet<_> = sessions.iter().map(|s| &s.name).collect();
     assert_eq!(names.len(), THREADS * PER_THREAD, "names are unique");
     assert_eq!(registry.integrity_check().expect("check"), "ok");
+}
+
+#[test]
+fn live_sessions_of_one_agent_get_distinct_slots() {
+    let (_dir, mut registry) = registry();
+    let slots: Vec<i64> = (0..3)
+        .map(|_| registry.insert(&new_session("shell")).expect("insert").slot)
+        .collect();
+    assert_eq!(slots, [0, 1, 2]);
+    // Another agent has its own slots.
+    assert_eq!(
+        registry
+            .insert(&new_session("claude"))
+            .expect("insert")
+            .slot,
+        0
+    );
+    // An ended session frees its slot; the lowest free one is taken.
+    let first = registry.get("shell-1").expect("get");
+    registry
+        .mark_ended(&first.id, State::Exited, Some(0))
+        .expect("end");
+    assert_eq!(
+        registry.insert(&new_session("shell")).expect("insert").slot,
+        0
+    );
+    assert_eq!(
+        registry.insert(&new_session("shell")).expect("insert").slot,
+        3
+    );
+}
+
+#[test]
+fn an_exact_slot_is_refused_while_held() {
+    let (_dir, mut registry) = registry();
+    let held = registry.insert(&new_session("shell")).expect("insert");
+    let mut resume = new_session("shell");
+    resume.slot = SlotRequest::Exact(0);
+    match registry.insert(&resume) {
+        Err(RegistryError::SlotBusy { slot: 0, name, .. }) => assert_eq!(name, held.name),
+        other => panic!("expected SlotBusy, got {other:?}"),
+    }
+    resume.slot = SlotRequest::Exact(5);
+    assert_eq!(registry.insert(&resume).expect("insert").slot, 5);
+}
+
+/// A process that has exited: a child we reaped.
+fn dead_owner() -> Owner {
+    let mut child = std::process::Command::new("true").spawn().expect("spawn");
+    let pid = i64::from(child.id());
+    let start = process_start(pid).unwrap_or(1);
+    child.wait().expect("wait");
+    Owner { pid, start }
+}
+
+#[test]
+fn sessions_of_a_killed_kennel_are_reaped() {
+    let (_dir, mut registry) = registry();
+    assert!(Owner::current().expect("owner").is_alive());
+    let dead = dead_owner();
+    assert!(!dead.is_alive());
+
+    // One agent each: inserting a session reaps the stale ones of its agent.
+    let mut starting = new_session("claude");
+    starting.owner = Some(dead);
+    starting.mode = Mode::Persistent;
+    let starting = registry.insert(&starting).expect("insert");
+
+    let mut native_run = new_session("codex");
+    native_run.owner = Some(dead);
+    let native_run = registry.insert(&native_run).expect("insert");
+    registry
+        .mark_running(&native_run.id, "sandbox")
+        .expect("running");
+
+    // A container run whose kennel died may still run: the engine decides.
+    let mut docker_run = new_session("shell");
+    docker_run.owner = Some(dead);
+    docker_run.backend = "docker".into();
+    let docker_run = registry.insert(&docker_run).expect("insert");
+    registry
+        .mark_running(&docker_run.id, "kennel-x")
+        .expect("running");
+
+    let mut alive = new_session("shell");
+    alive.owner = Owner::current();
+    let alive = registry.insert(&alive).expect("insert");
+
+    assert_eq!(registry.reap().expect("reap"), 2);
+    assert_eq!(
+        registry.get(&starting.id).expect("get").state,
+        State::Failed
+    );
+    assert_eq!(
+        registry.get(&native_run.id).expect("get").state,
+        State::Stopped
+    );
+    assert_eq!(
+        registry.get(&docker_run.id).expect("get").state,
+        State::Running
+    );
+    assert_eq!(registry.get(&alive.id).expect("get").state, State::Created);
+    // Their slots are free again; the docker run's and the live one's are not.
+    assert_eq!(
+        registry
+            .insert(&new_session("claude"))
+            .expect("insert")
+            .slot,
+        0
+    );
+    assert_eq!(
+        registry.insert(&new_session("codex")).expect("insert").slot,
+        0
+    );
+    assert_eq!(
+        registry.insert(&new_session("shell")).expect("insert").slot,
+        2
+    );
+}
+
+#[test]
+fn latest_is_per_agent_and_workspace() {
+    let (_dir, mut registry) = registry();
+    assert!(
+        registry
+            .latest("shell", Path::new("/home/alice/repo"))
+            .expect("latest")
+            .is_none()
+    );
+    let older = registry.insert(&new_session("shell")).expect("insert");
+    registry.mark_running(&older.id, "a").expect("running");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let mut elsewhere = new_session("shell");
+    elsewhere.workspace = "/home/alice/other".into();
+    let elsewhere = registry.insert(&elsewhere).expect("insert");
+    registry.mark_running(&elsewhere.id, "b").expect("running");
+    // Never got to run: not something to resume.
+    let failed = registry.insert(&new_session("shell")).expect("insert");
+    registry
+        .mark_ended(&failed.id, State::Failed, Some(125))
+        .expect("end");
+
+    let latest = registry
+        .latest("shell", Path::new("/home/alice/repo"))
+        .expect("latest")
+        .expect("some");
+    assert_eq!(latest.id, older.id);
+    let other = registry
+        .latest("shell", Path::new("/home/alice/other"))
+        .expect("latest")
+        .expect("some");
+    assert_eq!(other.id, elsewhere.id);
+    assert!(
+        registry
+            .latest("claude", Path::new("/home/alice/repo"))
+            .expect("latest")
+            .is_none()
+    );
 }

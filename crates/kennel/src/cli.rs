@@ -47,6 +47,8 @@ pub enum Command {
     Kill(crate::commands::kill::KillArgs),
     /// Remove a session's sandbox and forget the session
     Rm(crate::commands::rm::RmArgs),
+    /// Remove what sessions left behind (asks first unless --force)
+    Clean(crate::commands::clean::CleanArgs),
     /// List the agents kennel knows
     Agents(crate::commands::agents::AgentsArgs),
     /// Build, list and remove agent images

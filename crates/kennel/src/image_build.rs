@@ -24,10 +24,10 @@ pub async fn ensure(
 ) -> Result<Vec<Outcome>, CliError> {
     // The agent layer's tag hashes the base layer's tag, so when it exists
     // everything below it does too: one lookup on the hot path of `run`.
-    if let Some(last) = recipes.last().filter(|_| !no_cache) {
-        if engine.image_exists(&last.tag).await? {
-            return Ok(vec![Outcome::UpToDate; recipes.len()]);
-        }
+    if let Some(last) = recipes.last().filter(|_| !no_cache)
+        && engine.image_exists(&last.tag).await?
+    {
+        return Ok(vec![Outcome::UpToDate; recipes.len()]);
     }
     let mut outcomes = Vec::new();
     for recipe in recipes {

@@ -79,6 +79,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Stop(args) => runtime()?.block_on(commands::stop::run(args)),
         Command::Kill(args) => runtime()?.block_on(commands::kill::run(args)),
         Command::Rm(args) => runtime()?.block_on(commands::rm::run(args)),
+        Command::Clean(args) => runtime()?.block_on(commands::clean::run(args)),
         Command::Agents(args) => commands::agents::run(args),
         Command::Image(command) => runtime()?.block_on(commands::image::run(command)),
         Command::Doctor(args) => runtime()?.block_on(commands::doctor::run(args)),

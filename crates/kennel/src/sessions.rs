@@ -5,13 +5,16 @@ use std::path::PathBuf;
 
 use kennel_core::host::HostContext;
 use kennel_core::plan::Plan;
-use kennel_sessions::{Limits, Mode, NewSession, Registry, RegistryError, State};
+use kennel_core::settings;
+use kennel_sessions::{
+    Limits, Mode, NewSession, Owner, Registry, RegistryError, Session, SlotRequest, State,
+};
 
 use crate::error::CliError;
 
 /// `<kennel data dir>/sessions.db`.
 pub fn registry_path(host: &HostContext) -> PathBuf {
-    host.data_dir.join("sessions.db")
+    settings::registry_path(host)
 }
 
 impl From<RegistryError> for CliError {
@@ -26,47 +29,124 @@ impl From<RegistryError> for CliError {
     }
 }
 
+/// The registry row a new session gets: `plan` takes the slot the registry
+/// hands out (its own agent home) and is labelled with the session's id,
+/// and the row records the finished Plan.
+pub fn register(
+    registry: &mut Registry,
+    host: &HostContext,
+    plan: &mut Plan,
+    name: Option<String>,
+    mode: Mode,
+    slot: SlotRequest,
+) -> Result<Session, RegistryError> {
+    let backend = plan
+        .selected
+        .as_ref()
+        .map(|choice| choice.backend.clone())
+        .unwrap_or_else(|| plan.backend.clone());
+    let session = registry.insert(&NewSession {
+        name,
+        agent: plan.agent.clone(),
+        workspace: plan.workspace.clone(),
+        slot,
+        owner: Owner::current(),
+        backend,
+        mode,
+        limits: Limits {
+            pids: Some(plan.limits.pids),
+            memory: plan.limits.memory,
+            cpus: plan.limits.cpus,
+        },
+        plan: None,
+    })?;
+    settings::use_slot(plan, host, session.slot);
+    plan.labels
+        .insert(settings::LABEL_SESSION.into(), session.id.clone());
+    if let Ok(json) = serde_json::to_string(&plan.redacted()) {
+        registry.set_plan(&session.id, &json)?;
+    }
+    tracing::debug!(id = %session.id, name = %session.name, slot = session.slot, "session registered");
+    Ok(session)
+}
+
+/// The slot `--resume [SESSION]` continues: that of the named session, or
+/// of the newest session of the Plan's agent in its workspace, and only
+/// ever one of this agent in this workspace.
+pub fn resume_slot(
+    host: &HostContext,
+    plan: &Plan,
+    query: Option<&str>,
+) -> Result<SlotRequest, CliError> {
+    let path = registry_path(host);
+    let none_before = || {
+        CliError::usage(format!(
+            "no earlier session of {} in {} to resume",
+            plan.agent,
+            plan.workspace.display()
+        ))
+        .with_hint("`kennel ls --all` lists sessions; without --resume the agent starts afresh")
+    };
+    if !path.exists() {
+        return Err(match query {
+            Some(query) => RegistryError::NotFound(query.into()).into(),
+            None => none_before(),
+        });
+    }
+    let registry = Registry::open(&path)?;
+    let session = match query {
+        Some(query) => registry.get(query)?,
+        None => registry
+            .latest(&plan.agent, &plan.workspace)?
+            .ok_or_else(none_before)?,
+    };
+    if session.agent != plan.agent || session.workspace != plan.workspace {
+        return Err(CliError::usage(format!(
+            "session {} ran {} in {}: --resume continues a session of {} in {} only",
+            session.name,
+            session.agent,
+            session.workspace.display(),
+            plan.agent,
+            plan.workspace.display()
+        ))
+        .with_hint("run kennel in that session's workspace, or name a session of this one"));
+    }
+    tracing::info!(session = %session.name, slot = session.slot, "resuming");
+    Ok(SlotRequest::Exact(session.slot))
+}
+
 /// One `kennel run`'s row in the registry, if the registry works.
 pub struct Tracker {
     registry: Option<(Registry, String)>,
 }
 
 impl Tracker {
-    /// Registers an ephemeral session for `plan` in state `created`.
-    pub fn begin(host: &HostContext, plan: &Plan) -> Tracker {
-        let backend = plan
-            .selected
-            .as_ref()
-            .map(|choice| choice.backend.clone())
-            .unwrap_or_else(|| plan.backend.clone());
-        let new = NewSession {
-            name: None,
-            agent: plan.agent.clone(),
-            workspace: plan.workspace.clone(),
-            slot: 0,
-            backend,
-            mode: Mode::Ephemeral,
-            limits: Limits {
-                pids: Some(plan.limits.pids),
-                memory: plan.limits.memory,
-                cpus: plan.limits.cpus,
-            },
-            plan: serde_json::to_string(&plan.redacted()).ok(),
-        };
-        let registry = Registry::open(&registry_path(host))
-            .and_then(|mut registry| {
-                let session = registry.insert(&new)?;
-                tracing::debug!(id = %session.id, name = %session.name, "session registered");
-                Ok((registry, session.id))
-            })
-            .map_err(|error| {
+    /// Registers an ephemeral session for `plan` in state `created`, in the
+    /// slot `slot` asks for. Best effort for a fresh slot (a broken registry
+    /// costs a warning and the run uses the agent's home); a slot to resume
+    /// must be had.
+    pub fn begin(
+        host: &HostContext,
+        plan: &mut Plan,
+        slot: SlotRequest,
+    ) -> Result<Tracker, CliError> {
+        let registered = Registry::open(&registry_path(host)).and_then(|mut registry| {
+            let session = register(&mut registry, host, plan, None, Mode::Ephemeral, slot)?;
+            Ok((registry, session.id))
+        });
+        match registered {
+            Ok(registry) => Ok(Tracker {
+                registry: Some(registry),
+            }),
+            Err(error) if slot == SlotRequest::Free => {
                 warn(
                     "cannot register the session (the agent runs anyway)",
                     &error,
-                )
-            })
-            .ok();
-        Tracker { registry }
+                );
+                Ok(Tracker { registry: None })
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// The sandbox is starting under `handle`.
@@ -145,13 +225,27 @@ impl Found {
         Ok((engine, handle))
     }
 
-    /// Records the engine's view of a persistent session's container.
-    pub fn record(&mut self, state: kennel_engine::ContainerState, stopped: bool) {
+    /// Records the engine's view of a persistent session's container:
+    /// `stopped` when kennel itself stopped it. An ended container whose
+    /// agent left no exit code was ended by something else (the engine
+    /// restarted, the OOM killer): stopped too.
+    pub async fn record(
+        &mut self,
+        engine: &kennel_engine::Engine,
+        state: kennel_engine::ContainerState,
+        stopped: bool,
+    ) {
         use kennel_engine::ContainerState as C;
         let (new_state, code) = match state {
             C::Running => return,
-            C::Exited(code) if !stopped => (State::Exited, code),
-            C::Exited(code) => (State::Stopped, code),
+            C::Exited(code) if stopped => (State::Stopped, code),
+            C::Exited(code) => {
+                let handle = self.session.handle.clone().unwrap_or_default();
+                match engine.read_file(&handle, settings::SESSION_EXIT_FILE).await {
+                    Ok(None) => (State::Stopped, code),
+                    _ => (State::Exited, code),
+                }
+            }
             C::Missing => (State::Stopped, None),
         };
         if self.session.state == new_state && self.session.exit_code == code {
@@ -162,6 +256,109 @@ impl Found {
         }
         self.session.state = new_state;
         self.session.exit_code = code;
+    }
+}
+
+/// Connections to the engines sessions ran on, made once each.
+#[derive(Default)]
+pub struct Engines {
+    connected: Vec<(String, Option<kennel_engine::Engine>)>,
+}
+
+impl Engines {
+    /// The engine `backend` names, or `None` when it does not answer.
+    pub async fn get(&mut self, backend: &str) -> Option<&kennel_engine::Engine> {
+        let position = match self.connected.iter().position(|(name, _)| name == backend) {
+            Some(position) => position,
+            None => {
+                let engine = crate::engines::connect(backend)
+                    .await
+                    .map_err(|error| tracing::debug!(%error, "{backend} does not answer"))
+                    .ok();
+                self.connected.push((backend.to_string(), engine));
+                self.connected.len() - 1
+            }
+        };
+        self.connected[position].1.as_ref()
+    }
+}
+
+/// What the backend says about a session the registry calls live.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Observed {
+    Running,
+    /// A `kennel run` whose kennel is gone while its sandbox runs on.
+    Orphaned,
+    Ended(State, Option<i32>),
+    /// Nothing to ask, or the backend did not answer: the registry's word stands.
+    Unknown,
+}
+
+/// Asks the engine about `session` (a live container session).
+pub async fn observe(engines: &mut Engines, session: &Session) -> Observed {
+    use kennel_engine::ContainerState;
+    let Some(handle) = &session.handle else {
+        return Observed::Unknown;
+    };
+    if session.backend == "native" || session.state.is_ended() {
+        return Observed::Unknown;
+    }
+    let ephemeral = session.mode == Mode::Ephemeral;
+    if ephemeral && session.owner.is_none_or(|owner| owner.is_alive()) {
+        // Its kennel is there to record how it ends.
+        return Observed::Running;
+    }
+    let Some(engine) = engines.get(&session.backend).await else {
+        return Observed::Unknown;
+    };
+    match engine.state(handle).await {
+        Ok(ContainerState::Running) if ephemeral => Observed::Orphaned,
+        Ok(ContainerState::Running) => Observed::Running,
+        // The agent ended on its own when the session wrapper recorded its
+        // code; otherwise something else ended the container (the engine
+        // restarted, `docker stop`, the OOM killer): stopped.
+        Ok(ContainerState::Exited(code)) if !ephemeral => {
+            match engine.read_file(handle, settings::SESSION_EXIT_FILE).await {
+                Ok(Some(_)) => Observed::Ended(State::Exited, code),
+                Ok(None) => Observed::Ended(State::Stopped, code),
+                Err(error) => {
+                    tracing::debug!(%error, "cannot read the exit file of {}", session.name);
+                    Observed::Ended(State::Exited, code)
+                }
+            }
+        }
+        Ok(ContainerState::Exited(code)) => Observed::Ended(State::Stopped, code),
+        Ok(ContainerState::Missing) => Observed::Ended(State::Stopped, None),
+        Err(error) => {
+            tracing::debug!(%error, "cannot ask the engine about {}", session.name);
+            Observed::Unknown
+        }
+    }
+}
+
+/// Asks the backends about every live session in `sessions` and records
+/// what they say: ended ones in the registry, orphans on the session.
+pub async fn refresh(registry: &mut Registry, sessions: &mut [Session]) {
+    let mut engines = Engines::default();
+    for session in sessions.iter_mut() {
+        if session.state.is_ended() {
+            continue;
+        }
+        match observe(&mut engines, session).await {
+            Observed::Orphaned => session.orphaned = true,
+            Observed::Ended(state, code) => match registry.mark_ended(&session.id, state, code) {
+                Ok(()) => {
+                    session.state = state;
+                    session.exit_code = code;
+                    session.ended_at = Some(kennel_sessions::now_ms());
+                }
+                Err(error) => warn(
+                    &format!("cannot record the state of {}", session.name),
+                    &error,
+                ),
+            },
+            Observed::Running | Observed::Unknown => {}
+        }
     }
 }
 

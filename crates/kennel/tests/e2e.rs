@@ -140,6 +140,22 @@ macro_rules! backend_suite {
             fn sessions_real_state_and_kill() {
                 sessions::real_state_and_kill(B)
             }
+            #[test]
+            fn sessions_slots() {
+                sessions::slots(B)
+            }
+            #[test]
+            fn sessions_resume() {
+                sessions::resume(B)
+            }
+            #[test]
+            fn sessions_killed_kennel() {
+                sessions::killed_kennel(B)
+            }
+            #[test]
+            fn sessions_clean() {
+                sessions::clean(B)
+            }
         }
     };
 }

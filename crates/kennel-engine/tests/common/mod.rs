@@ -199,6 +199,7 @@ pub fn plan(kind: EngineKind, test: &str, command: &[&str]) -> Plan {
             read_only_rootfs: false,
         },
         ephemeral: true,
+        slot: 0,
         labels: BTreeMap::from([
             ("dev.kennel.managed".to_string(), "true".to_string()),
             ("dev.kennel.test".to_string(), test.to_string()),

@@ -43,7 +43,7 @@ pub async fn require_running(
     if state == ContainerState::Running {
         return Ok(());
     }
-    found.record(state, false);
+    found.record(engine, state, false).await;
     let session = &found.session;
     Err(CliError::kennel(format!(
         "session {} is not running (it is {}{})",

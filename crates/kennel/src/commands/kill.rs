@@ -17,7 +17,7 @@ pub async fn run(args: KillArgs) -> Result<i32, CliError> {
     let (engine, container) = found.container().await?;
     engine.kill_now(&container).await?;
     let state = super::stop::wait_exit(&engine, &container, Duration::from_secs(10)).await?;
-    found.record(state, true);
+    found.record(&engine, state, true).await;
     eprintln!("kennel: session {} killed", found.session.name);
     Ok(0)
 }

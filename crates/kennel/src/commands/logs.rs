@@ -35,12 +35,12 @@ pub async fn run(args: LogsArgs) -> Result<i32, CliError> {
             Ok(0)
         }
         ContainerState::Exited(_) => {
-            found.record(state, false);
+            found.record(&engine, state, false).await;
             engine.logs(&container, false).await?;
             Ok(0)
         }
         ContainerState::Missing => {
-            found.record(state, false);
+            found.record(&engine, state, false).await;
             Err(CliError::kennel(format!(
                 "the container of session {} is gone: there are no logs",
                 found.session.name

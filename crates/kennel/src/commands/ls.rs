@@ -26,7 +26,7 @@ pub fn run(args: LsArgs) -> Result<i32, CliError> {
     let sessions = if path.exists() {
         let mut registry = Registry::open(&path)?;
         let mut sessions = registry.list(args.all)?;
-        refresh(&mut registry, &mut sessions);
+        refresh(&mut registry, &mut sessions, args.all);
         sessions
     } else {
         Vec::new()
@@ -55,67 +55,29 @@ pub fn run(args: LsArgs) -> Result<i32, CliError> {
     Ok(0)
 }
 
-/// Persistent sessions the registry calls live: asks their engine, and
-/// records what it says (an ended or vanished container). Best effort: an
-/// engine that does not answer leaves the registry's word.
-fn refresh(registry: &mut Registry, sessions: &mut [Session]) {
-    use kennel_engine::ContainerState;
-    use kennel_sessions::{Mode, State};
-    let live: Vec<usize> = sessions
-        .iter()
-        .enumerate()
-        .filter(|(_, session)| {
-            session.mode == Mode::Persistent
-                && !session.state.is_ended()
-                && session.backend != "native"
-                && session.handle.is_some()
-        })
-        .map(|(index, _)| index)
-        .collect();
-    if live.is_empty() {
+/// Records what the backends say about the sessions the registry calls
+/// live. Best effort: a backend that does not answer leaves the registry's word.
+fn refresh(registry: &mut Registry, sessions: &mut Vec<Session>, all: bool) {
+    // Sessions whose kennel died while starting them, or native runs whose
+    // kennel died (and their sandbox with it).
+    match registry.reap() {
+        Ok(0) => {}
+        Ok(_) => match registry.list(all) {
+            Ok(fresh) => *sessions = fresh,
+            Err(error) => tracing::warn!("cannot list the sessions again: {error}"),
+        },
+        Err(error) => tracing::warn!("cannot check for sessions of killed kennels: {error}"),
+    }
+    let asks_engine = sessions.iter().any(|session| {
+        !session.state.is_ended() && session.backend != "native" && session.handle.is_some()
+    });
+    if !asks_engine {
         return;
     }
     let Ok(runtime) = crate::runtime() else {
         return;
     };
-    runtime.block_on(async {
-        let mut engines: Vec<(String, Option<kennel_engine::Engine>)> = Vec::new();
-        for index in live {
-            let session = &mut sessions[index];
-            let engine = match engines
-                .iter()
-                .position(|(name, _)| *name == session.backend)
-            {
-                Some(position) => &engines[position].1,
-                None => {
-                    let engine = crate::engines::connect(&session.backend).await.ok();
-                    engines.push((session.backend.clone(), engine));
-                    &engines.last().expect("just pushed").1
-                }
-            };
-            let Some(engine) = engine else { continue };
-            let handle = session.handle.clone().unwrap_or_default();
-            let (state, code) = match engine.state(&handle).await {
-                Ok(ContainerState::Running) => continue,
-                Ok(ContainerState::Exited(code)) => (State::Exited, code),
-                Ok(ContainerState::Missing) => (State::Stopped, None),
-                Err(error) => {
-                    tracing::debug!(%error, "cannot ask the engine about {}", session.name);
-                    continue;
-                }
-            };
-            match registry.mark_ended(&session.id, state, code) {
-                Ok(()) => {
-                    session.state = state;
-                    session.exit_code = code;
-                    session.ended_at = Some(kennel_sessions::now_ms());
-                }
-                Err(error) => {
-                    tracing::warn!("cannot record the state of {}: {error}", session.name)
-                }
-            }
-        }
-    });
+    runtime.block_on(crate::sessions::refresh(registry, sessions));
 }
 
 const HEADERS: [&str; 8] = [
@@ -139,7 +101,11 @@ fn table(sessions: &[Session], now_ms: i64, home: &Path) -> String {
                 session.name.clone(),
                 session.agent.clone(),
                 session.backend.clone(),
-                session.state.to_string(),
+                if session.orphaned {
+                    "orphaned".to_string()
+                } else {
+                    session.state.to_string()
+                },
                 ago(now_ms - session.started_at),
                 session
                     .exit_code
@@ -219,6 +185,8 @@ mod tests {
             ended_at: None,
             exit_code,
             limits: Limits::default(),
+            owner: None,
+            orphaned: false,
             plan: None,
         }
     }

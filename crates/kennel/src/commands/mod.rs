@@ -1,6 +1,7 @@
 pub mod agents;
 pub mod attach;
 pub mod capture;
+pub mod clean;
 pub mod completions;
 pub mod config;
 pub mod doctor;

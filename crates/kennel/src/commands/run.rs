@@ -52,6 +52,22 @@ pub struct RunArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Memory limit, like 512m or 4g (default: `defaults.memory`)
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+
+    /// CPU limit, in CPUs (default: `defaults.cpus`)
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
+
+    /// Most processes the sandbox may have (default: `defaults.pids_limit`, 1024)
+    #[arg(long, value_name = "N")]
+    pub pids_limit: Option<i64>,
+
+    /// Continue the agent's latest session in this workspace (or SESSION): its agent home, and the agent's own resume flag
+    #[arg(long, value_name = "SESSION", num_args = 0..=1, default_missing_value = "")]
+    pub resume: Option<String>,
+
     /// Native backend: run even when the kernel lacks user namespaces, Landlock or seccomp (a warning says what is missing on every run)
     #[arg(long)]
     pub allow_weaker_sandbox: bool,
@@ -59,6 +75,25 @@ pub struct RunArgs {
     /// Arguments passed to the agent (for `shell`: the command to run)
     #[arg(last = true, value_name = "AGENT_ARGS")]
     pub args: Vec<String>,
+}
+
+impl RunArgs {
+    /// The agent-home slot the session asks for: a free one, or with
+    /// `--resume` that of the session it continues.
+    pub fn slot_request(
+        &self,
+        context: &Context,
+        plan: &Plan,
+    ) -> Result<kennel_sessions::SlotRequest, CliError> {
+        match &self.resume {
+            None => Ok(kennel_sessions::SlotRequest::Free),
+            Some(query) => crate::sessions::resume_slot(
+                &context.host,
+                plan,
+                Some(query.as_str()).filter(|query| !query.is_empty()),
+            ),
+        }
+    }
 }
 
 /// What `run` and `start` share: the loaded context, the agent's image
@@ -133,6 +168,10 @@ pub async fn prepare(
         tty,
         selected: Some(choice),
         allow_weaker_sandbox: args.allow_weaker_sandbox,
+        memory: args.memory.clone(),
+        cpus: args.cpus,
+        pids_limit: args.pids_limit,
+        resume: args.resume.is_some(),
     };
     adjust(&mut request, &context, agent);
     let Some(workspace) = &context.workspace else {
@@ -168,11 +207,15 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         native,
         image_settings,
         recipes,
-        plan,
+        mut plan,
     } = prepare(&args, tty, |_, _, _| {}).await?;
     let agent = &agent;
+    let slot = args.slot_request(&context, &plan)?;
 
     if args.dry_run {
+        if let kennel_sessions::SlotRequest::Exact(slot) = slot {
+            settings::use_slot(&mut plan, &context.host, slot);
+        }
         let json = serde_json::to_string_pretty(&plan.redacted())
             .map_err(|error| CliError::kennel(format!("cannot serialise the plan: {error}")))?;
         println!("{json}");
@@ -181,7 +224,7 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
 
     // From here on the run is in the session registry (best effort: a
     // registry failure is a warning, never a reason not to run).
-    let mut session = crate::sessions::Tracker::begin(&context.host, &plan);
+    let mut session = crate::sessions::Tracker::begin(&context.host, &mut plan, slot)?;
     let result: Result<i32, CliError> = async {
         if native {
             let prepared =
@@ -210,13 +253,13 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
             };
         }
 
-        for warning in &plan.warnings {
-            eprintln!("kennel: warning: {warning}");
-        }
         let engine = match engine {
             Some(engine) => engine,
             None => crate::engines::connect(&plan.backend).await?,
         };
+        for warning in plan.warnings.iter().chain(&engine.unenforced_limits(&plan)) {
+            eprintln!("kennel: warning: {warning}");
+        }
         crate::image_build::ensure(&engine, &recipes, false).await?;
         prepare_host(&context, &plan, &image_settings)?;
         let proxy = crate::proxy::SessionProxy::start(&context.config, &plan).await?;
@@ -280,8 +323,15 @@ pub fn prepare_host(
     let io_error = |what: &str, error: std::io::Error| {
         CliError::kennel(format!("cannot prepare {what}: {error}"))
     };
-    let home = settings::agent_home(&context.host, &plan.agent);
-    std::fs::create_dir_all(&home).map_err(|error| io_error(&home.display().to_string(), error))?;
+    if let Some(home) = plan
+        .mounts
+        .iter()
+        .find(|mount| mount.purpose == kennel_core::plan::MountPurpose::AgentHome)
+    {
+        let base = settings::agent_home(&context.host, &plan.agent);
+        seed_home(&base, &home.source)
+            .map_err(|error| io_error(&home.source.display().to_string(), error))?;
+    }
     let identity = settings::identity_dir(&context.host);
     std::fs::create_dir_all(&identity)
         .map_err(|error| io_error(&identity.display().to_string(), error))?;
@@ -299,6 +349,45 @@ pub fn prepare_host(
             .map_err(|error| io_error("the CA bundle", error))?;
     }
     Ok(())
+}
+
+/// Creates the agent home `home`; a slot's home (any other than `base`, the
+/// agent's own) starts as a copy of `base`, so that it has the agent's login
+/// and settings, and keeps its own from then on. The copy is made under a
+/// temporary name and renamed, so a session never sees half a home.
+fn seed_home(base: &std::path::Path, home: &std::path::Path) -> std::io::Result<()> {
+    if home.exists() {
+        return Ok(());
+    }
+    if home == base || !base.is_dir() {
+        return std::fs::create_dir_all(home);
+    }
+    let parent = home.parent().unwrap_or(base);
+    std::fs::create_dir_all(parent)?;
+    let temporary = tempfile::Builder::new()
+        .prefix(".seed-")
+        .tempdir_in(parent)?;
+    let copy = temporary.path().join("home");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg("--reflink=auto")
+        .arg(base)
+        .arg(&copy)
+        .stdin(std::process::Stdio::null())
+        .status()?;
+    if !status.success() {
+        return Err(std::io::Error::other(format!(
+            "`cp -a {} {}` failed ({status})",
+            base.display(),
+            copy.display()
+        )));
+    }
+    match std::fs::rename(&copy, home) {
+        Ok(()) => Ok(()),
+        // Another kennel seeded it first: theirs is as good.
+        Err(_) if home.is_dir() => Ok(()),
+        Err(error) => Err(error),
+    }
 }
 
 fn write_atomic(path: &std::path::Path, content: &[u8]) -> std::io::Result<()> {

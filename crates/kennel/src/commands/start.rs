@@ -7,7 +7,7 @@
 //! the agent and exits with the agent's exit code.
 
 use clap::Args;
-use kennel_sessions::{Limits, Mode, NewSession, Registry, State};
+use kennel_sessions::{Mode, Registry, SlotRequest, State};
 
 use crate::commands::run::{Prepared, RunArgs, prepare, prepare_host};
 use crate::error::CliError;
@@ -40,7 +40,11 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
     plan.stdin = false;
     plan.command = kennel_core::settings::session_command(&plan.command);
 
+    let slot = args.run.slot_request(&context, &plan)?;
     if args.run.dry_run {
+        if let SlotRequest::Exact(slot) = slot {
+            kennel_core::settings::use_slot(&mut plan, &context.host, slot);
+        }
         let json = serde_json::to_string_pretty(&plan.redacted())
             .map_err(|error| CliError::kennel(format!("cannot serialise the plan: {error}")))?;
         println!("{json}");
@@ -49,33 +53,22 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
     if native {
         return Err(crate::sessions::native_unsupported());
     }
-    for warning in &plan.warnings {
-        eprintln!("kennel: warning: {warning}");
-    }
     let engine = match engine {
         Some(engine) => engine,
         None => crate::engines::connect(&plan.backend).await?,
     };
-    let backend = plan
-        .selected
-        .as_ref()
-        .map(|choice| choice.backend.clone())
-        .unwrap_or_else(|| engine.kind().to_string());
+    for warning in plan.warnings.iter().chain(&engine.unenforced_limits(&plan)) {
+        eprintln!("kennel: warning: {warning}");
+    }
     let mut registry = Registry::open(&crate::sessions::registry_path(&context.host))?;
-    let session = registry.insert(&NewSession {
-        name: args.name.clone(),
-        agent: plan.agent.clone(),
-        workspace: plan.workspace.clone(),
-        slot: 0,
-        backend,
-        mode: Mode::Persistent,
-        limits: Limits {
-            pids: Some(plan.limits.pids),
-            memory: plan.limits.memory,
-            cpus: plan.limits.cpus,
-        },
-        plan: serde_json::to_string(&plan.redacted()).ok(),
-    })?;
+    let session = crate::sessions::register(
+        &mut registry,
+        &context.host,
+        &mut plan,
+        args.name.clone(),
+        Mode::Persistent,
+        slot,
+    )?;
     let started: Result<String, CliError> = async {
         crate::image_build::ensure(&engine, &recipes, false).await?;
         prepare_host(&context, &plan, &image_settings)?;

@@ -27,7 +27,7 @@ pub async fn run(args: StopArgs) -> Result<i32, CliError> {
     let (engine, container) = found.container().await?;
     let state = engine.state(&container).await?;
     if state != ContainerState::Running {
-        found.record(state, true);
+        found.record(&engine, state, true).await;
         eprintln!("kennel: session {} is not running", found.session.name);
         return Ok(0);
     }
@@ -48,7 +48,7 @@ pub async fn run(args: StopArgs) -> Result<i32, CliError> {
         engine.stop(&container, Duration::from_secs(2)).await?;
         state = engine.state(&container).await?;
     }
-    found.record(state, true);
+    found.record(&engine, state, true).await;
     eprintln!("kennel: session {} stopped", found.session.name);
     Ok(0)
 }

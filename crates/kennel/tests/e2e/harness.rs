@@ -584,8 +584,9 @@ fn remove_stale_runs(base: &Path) {
 
 /// Per-backend state: readiness and the shared data directory.
 pub struct BackendState {
-    /// `XDG_DATA_HOME` shared by every test of this backend, so the `shell`
-    /// image and agent homes are reused.
+    /// Shared by every test of this backend: its `cache` directory is the
+    /// tests' `XDG_CACHE_HOME` (each test has a data directory of its own,
+    /// so that sessions, slots and agent homes of parallel tests never mix).
     pub data_home: PathBuf,
 }
 
@@ -739,8 +740,10 @@ pub struct Ctx {
     pub ws: PathBuf,
     /// `XDG_CONFIG_HOME` of this test.
     pub config_home: PathBuf,
-    /// `XDG_DATA_HOME`, shared by the backend's tests.
+    /// `XDG_DATA_HOME` of this test (its own: session registry, agent homes).
     pub data_home: PathBuf,
+    /// `XDG_CACHE_HOME`, shared by the backend's tests (engine facts).
+    cache_home: PathBuf,
     dir: PathBuf,
 }
 
@@ -766,6 +769,8 @@ impl Ctx {
             .join(format!("{}-{}", backend.name(), name));
         let ws = dir.join("workspace");
         let config_home = dir.join("config");
+        let data_home = dir.join("data");
+        std::fs::create_dir_all(&data_home).unwrap();
         std::fs::create_dir_all(&ws).unwrap();
         std::fs::create_dir_all(config_home.join("kennel")).unwrap();
         std::fs::write(ws.join("README.md"), format!("e2e workspace for {what}\n")).unwrap();
@@ -778,7 +783,8 @@ impl Ctx {
             kennel_bin: suite.kennel.clone(),
             ws,
             config_home,
-            data_home: state.data_home.clone(),
+            data_home,
+            cache_home: state.data_home.join("cache"),
             dir,
         };
         ctx.git(&["init", "-q", "-b", "main"]);
@@ -849,7 +855,7 @@ impl Ctx {
         env.push(("XDG_DATA_HOME".into(), self.data_home.display().to_string()));
         env.push((
             "XDG_CACHE_HOME".into(),
-            self.data_home.join("cache").display().to_string(),
+            self.cache_home.display().to_string(),
         ));
         env.extend(self.backend.env());
         env
@@ -1375,11 +1381,11 @@ impl Background {
 
 impl Drop for Background {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if let Ok(None) = child.try_wait() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+        if let Some(mut child) = self.child.take()
+            && let Ok(None) = child.try_wait()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -1477,11 +1483,11 @@ impl Tmux {
         let deadline = Instant::now() + limit;
         let mut next_type = Instant::now();
         loop {
-            if let Some((line, every)) = retype {
-                if Instant::now() >= next_type {
-                    self.type_line(line);
-                    next_type = Instant::now() + every;
-                }
+            if let Some((line, every)) = retype
+                && Instant::now() >= next_type
+            {
+                self.type_line(line);
+                next_type = Instant::now() + every;
             }
             thread::sleep(Duration::from_millis(300));
             let pane = self.capture();

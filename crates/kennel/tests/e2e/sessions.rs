@@ -2,6 +2,7 @@
 //! `exec`, `attach` (detached again with C-b d), `logs`, `stop` and `rm`,
 //! checked against the registry and the engine. Native: not supported yet.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -198,7 +199,10 @@ pub fn real_state_and_kill(b: Backend) {
     // container as exited for a moment): wait until it is really gone.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while t.engine(&["inspect", &container]).code() == Some(0) {
-        assert!(std::time::Instant::now() < deadline, "{container} was not removed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{container} was not removed"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let session = listed(&t, &gone).unwrap();
@@ -239,4 +243,433 @@ pub fn real_state_and_kill(b: Backend) {
     .unwrap_or_else(|| panic!("never exited: {:?}", listed(&t, &ended)));
     assert_eq!(session["exit_code"], 5, "{session}");
     t.kennel(&["rm", &ended]).run().assert_ok();
+}
+
+/// Every session in `kennel ls --all --json`.
+fn all_sessions(t: &Ctx) -> Vec<Value> {
+    let out = t.kennel(&["ls", "--all", "--json"]).run();
+    out.assert_ok();
+    out.json().as_array().cloned().unwrap_or_default()
+}
+
+/// Parallel sessions of one agent in one workspace get distinct slots, each
+/// with its own agent home: a copy of the agent's home at first, its own
+/// from then on. Containers: 10 concurrent `kennel start shell`, all running,
+/// with the limits given as flags in `ls --json` and on the container.
+/// Native (no `start` yet): three concurrent `kennel run`.
+pub fn slots(b: Backend) {
+    let Some(t) = Ctx::with_shell_image(b, "sessions_slots") else {
+        return;
+    };
+    // Slot 0's home (the agent's own) gets a file every new slot starts with.
+    t.sh("echo seeded > ~/seed").run().assert_ok();
+
+    if b == Backend::Native {
+        let mut runs: Vec<_> = (0..3)
+            .map(|_| t.spawn_kennel(&["run", "shell", "--", "sleep", "600"]))
+            .collect();
+        let running = poll(Duration::from_secs(60), || {
+            let live: Vec<Value> = all_sessions(&t)
+                .into_iter()
+                .filter(|s| s["state"] == "running")
+                .collect();
+            (live.len() == 3).then_some(live)
+        })
+        .unwrap_or_else(|| panic!("3 runs never all ran: {:?}", all_sessions(&t)));
+        let mut slots: Vec<i64> = running.iter().filter_map(|s| s["slot"].as_i64()).collect();
+        slots.sort();
+        assert_eq!(slots, [0, 1, 2], "{running:?}");
+        for run in &mut runs {
+            run.stop();
+        }
+        return;
+    }
+
+    let names: Vec<String> = (0..10)
+        .map(|n| format!("slot{n}-{}", crate::harness::unique()))
+        .collect();
+    let outs: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let t = &t;
+                scope.spawn(move || {
+                    t.kennel(&[
+                        "start",
+                        "shell",
+                        "--network",
+                        "none",
+                        "--name",
+                        name,
+                        "--memory",
+                        "256m",
+                        "--cpus",
+                        "0.5",
+                        "--pids-limit",
+                        "200",
+                        "--",
+                        "sleep",
+                        "600",
+                    ])
+                    .timeout(Duration::from_secs(180))
+                    .run()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let fail = |e: String| -> ! {
+        t.remove_containers();
+        panic!("{}: {e}", b.name())
+    };
+    for out in &outs {
+        if !out.success() {
+            fail(format!("a parallel start failed\n{out}"));
+        }
+    }
+    let sessions = all_sessions(&t);
+    let ours: Vec<&Value> = sessions
+        .iter()
+        .filter(|s| names.iter().any(|name| s["name"] == name.as_str()))
+        .collect();
+    assert_eq!(ours.len(), 10, "{sessions:?}");
+    let mut slots: Vec<i64> = ours.iter().filter_map(|s| s["slot"].as_i64()).collect();
+    slots.sort();
+    assert_eq!(slots, (0..10).collect::<Vec<i64>>(), "{ours:?}");
+    let mut homes = Vec::new();
+    for session in &ours {
+        assert_eq!(session["state"], "running", "{session}");
+        assert_eq!(session["limits"]["memory"], 256 << 20, "{session}");
+        assert_eq!(session["limits"]["cpus"], 0.5, "{session}");
+        assert_eq!(session["limits"]["pids"], 200, "{session}");
+        let container = session["handle"].as_str().unwrap_or_default();
+        let info = t.inspect(container);
+        assert_eq!(info["State"]["Running"], true, "{session}");
+        if b != Backend::PodmanRootless {
+            assert_eq!(info["HostConfig"]["Memory"], 256 << 20, "{session}");
+            assert_eq!(info["HostConfig"]["NanoCpus"], 500_000_000, "{session}");
+        } else if !Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            // Rootless Podman drops memory and CPU limits on cgroup v1
+            // without a word: kennel must say so.
+            for out in &outs {
+                assert!(out.stderr.contains("not enforced"), "{out}");
+            }
+        }
+        let home = t
+            .sandbox_binds(container)
+            .into_iter()
+            .find(|bind| bind.target == t.user.home)
+            .unwrap_or_else(|| fail(format!("no agent home bound in {session}")));
+        homes.push((session["slot"].as_i64().unwrap_or(-1), home.source));
+    }
+    let mut distinct: Vec<_> = homes.iter().map(|(_, home)| home.clone()).collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        10,
+        "agent homes must be distinct: {homes:?}"
+    );
+
+    // Every slot starts from the agent's home, and keeps its own.
+    let name_of_slot = |slot: i64| {
+        ours.iter()
+            .find(|s| s["slot"] == slot)
+            .and_then(|s| s["name"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (three, four) = (name_of_slot(3), name_of_slot(4));
+    let out = t
+        .kennel(&[
+            "exec",
+            &three,
+            "--",
+            "cat",
+            &format!("{}/seed", t.user.home.display()),
+        ])
+        .run();
+    out.assert_ok();
+    assert_eq!(out.stdout.trim(), "seeded", "{out}");
+    let mine = format!("{}/mine", t.user.home.display());
+    t.kennel(&[
+        "exec",
+        &three,
+        "--",
+        "sh",
+        "-c",
+        &format!("echo three > {mine}"),
+    ])
+    .run()
+    .assert_ok();
+    let out = t.kennel(&["exec", &four, "--", "cat", &mine]).run();
+    assert!(!out.success(), "slot 4 sees slot 3's file\n{out}");
+
+    for name in &names {
+        t.kennel(&["rm", "--force", name]).run().assert_ok();
+    }
+    assert!(
+        t.workspace_containers().is_empty(),
+        "containers left after rm"
+    );
+}
+
+/// `--resume` continues the agent home of the newest session of the agent in
+/// this workspace (or of the one named), and never one of another workspace.
+pub fn resume(b: Backend) {
+    let Some(t) = Ctx::with_shell_image(b, "sessions_resume") else {
+        return;
+    };
+    // A session holding slot 0, so that the next one gets slot 1.
+    let mut holder = t.spawn_kennel(&["run", "shell", "--network", "none", "--", "sleep", "600"]);
+    t.wait_for_container(&mut holder, Duration::from_secs(120));
+    let out = t.sh("echo resumed-state > ~/note").run();
+    out.assert_ok();
+    holder.stop();
+    let sessions = all_sessions(&t);
+    let writer = sessions
+        .iter()
+        .find(|s| s["slot"] == 1)
+        .unwrap_or_else(|| panic!("no session in slot 1: {sessions:?}"));
+    let writer_name = writer["name"].as_str().unwrap_or_default().to_string();
+
+    // A fresh run takes the lowest free slot (0): the note is not there.
+    let out = t.sh("cat ~/note").run();
+    assert!(!out.success(), "slot 0 must not have slot 1's state\n{out}");
+    // --resume continues the newest session that ran: not the one above
+    // (it ran too, in slot 0)... so name it; then the newest is the resumed one.
+    let out = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--resume",
+            &writer_name,
+            "--",
+            "cat",
+            "/dev/null",
+        ])
+        .run();
+    out.assert_ok();
+    let out = t
+        .kennel(&["run", "shell", "--resume", "--", "sh", "-c", "cat ~/note"])
+        .run();
+    out.assert_ok();
+    assert_eq!(out.stdout.trim(), "resumed-state", "{out}");
+
+    // Another workspace: nothing to resume there, and this one's sessions
+    // are refused by name.
+    let other = t.scratch().join("other-repo");
+    std::fs::create_dir_all(&other).unwrap();
+    t.user.chown(&other);
+    let other_text = other.display().to_string();
+    t.as_user(&["git", "init", "-q", &other_text])
+        .run()
+        .assert_ok();
+    let out = t
+        .kennel(&["run", "shell", "-w", &other_text, "--resume", "--", "true"])
+        .run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("no earlier session of shell"), "{out}");
+    let out = t
+        .kennel(&[
+            "run",
+            "shell",
+            "-w",
+            &other_text,
+            "--resume",
+            &writer_name,
+            "--",
+            "true",
+        ])
+        .run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("only"), "{out}");
+}
+
+/// Promise 8: kill -9 kennel while its agent runs. The workspace is intact;
+/// `ls` tells the truth (a container runs on, orphaned; a native sandbox
+/// died with kennel); `kennel clean` removes the orphan and records it.
+pub fn killed_kennel(b: Backend) {
+    let Some(t) = Ctx::with_shell_image(b, "sessions_killed_kennel") else {
+        return;
+    };
+    t.git(&["status", "--porcelain"]);
+    let before = std::fs::read(t.ws.join("README.md")).unwrap();
+    let mut run = t.spawn_kennel(&[
+        "run",
+        "shell",
+        "--network",
+        "none",
+        "--",
+        "sh",
+        "-c",
+        "echo work > work.txt; sleep 600",
+    ]);
+    t.wait_for_container(&mut run, Duration::from_secs(120));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !t.ws.join("work.txt").exists() {
+        assert!(Instant::now() < deadline, "the agent never wrote work.txt");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    run.signal("KILL");
+    run.wait_for(Duration::from_secs(10));
+
+    assert_eq!(std::fs::read(t.ws.join("README.md")).unwrap(), before);
+    assert_eq!(
+        std::fs::read_to_string(t.ws.join("work.txt")).unwrap(),
+        "work\n"
+    );
+    assert_eq!(t.git(&["status", "--porcelain"]).trim(), "?? work.txt");
+
+    let session = || {
+        all_sessions(&t)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no session listed"))
+    };
+    if b == Backend::Native {
+        let listed = session();
+        assert_eq!(listed["state"], "stopped", "{listed}");
+        assert!(
+            t.wait_no_containers(Duration::from_secs(10)).is_empty(),
+            "the native sandbox outlived kennel"
+        );
+        let out = t.kennel(&["clean", "--force"]).run();
+        out.assert_ok();
+        assert!(out.stderr.contains("nothing to clean"), "{out}");
+        return;
+    }
+    let listed = session();
+    assert_eq!(listed["state"], "running", "{listed}");
+    assert_eq!(listed["orphaned"], true, "{listed}");
+    let out = t.kennel(&["ls"]).run();
+    assert!(out.stdout.contains("orphaned"), "{out}");
+
+    // Asks first; without a terminal it refuses and removes nothing.
+    let out = t.kennel(&["clean"]).run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("--force"), "{out}");
+    assert_eq!(t.workspace_containers().len(), 1);
+
+    let out = t.kennel(&["clean", "--force"]).run();
+    out.assert_ok();
+    assert!(out.stderr.contains("its kennel was killed"), "{out}");
+    let left = t.wait_no_containers(Duration::from_secs(20));
+    assert!(left.is_empty(), "clean left {left:?}");
+    let listed = session();
+    assert_eq!(listed["state"], "stopped", "{listed}");
+    assert_eq!(listed["orphaned"], false, "{listed}");
+    assert_eq!(std::fs::read(t.ws.join("README.md")).unwrap(), before);
+}
+
+/// `kennel clean` on the engines: a session whose container was removed
+/// behind kennel's back is forgotten; a container whose session is gone
+/// (the registry was deleted) is removed; another data directory's
+/// container on the same engine is never touched.
+pub fn clean(b: Backend) {
+    if b == Backend::Native {
+        eprintln!("NOTE native::sessions_clean: native sessions leave no containers");
+        return;
+    }
+    let Some(t) = Ctx::with_shell_image(b, "sessions_clean") else {
+        return;
+    };
+    let start = |name: &str, extra: &[(&str, &str)]| {
+        let out = t
+            .kennel_env(
+                &[
+                    "start",
+                    "shell",
+                    "--network",
+                    "none",
+                    "--name",
+                    name,
+                    "--",
+                    "sleep",
+                    "600",
+                ],
+                extra,
+            )
+            .run();
+        out.assert_ok();
+    };
+    let other_data = t.scratch().join("other-data");
+    std::fs::create_dir_all(&other_data).unwrap();
+    t.user.chown(&other_data);
+    let other_data_text = other_data.display().to_string();
+    let foreign = format!("foreign-{}", crate::harness::unique());
+    start(&foreign, &[("XDG_DATA_HOME", &other_data_text)]);
+
+    let out = t.kennel(&["clean", "--force"]).run();
+    out.assert_ok();
+    assert!(out.stderr.contains("nothing to clean"), "{out}");
+
+    let gone = format!("gone-{}", crate::harness::unique());
+    start(&gone, &[]);
+    let container = listed(&t, &gone).unwrap()["handle"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    t.engine(&["rm", "-f", &container]).assert_ok();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.engine(&["inspect", &container]).code() == Some(0) {
+        assert!(Instant::now() < deadline, "{container} was not removed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lost = format!("lost-{}", crate::harness::unique());
+    start(&lost, &[]);
+    let lost_container = listed(&t, &lost).unwrap()["handle"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The registry is deleted: `lost`'s container has no session any more,
+    // and `gone` is forgotten with it. Start again from scratch with `gone`.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(t.data_home.join(format!("kennel/sessions.db{suffix}")));
+    }
+    start(&gone, &[]);
+    let container = listed(&t, &gone).unwrap()["handle"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    t.engine(&["rm", "-f", &container]).assert_ok();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.engine(&["inspect", &container]).code() == Some(0) {
+        assert!(Instant::now() < deadline, "{container} was not removed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let out = t.kennel(&["clean", "--force"]).run();
+    out.assert_ok();
+    assert!(out.stderr.contains(&format!("session {gone}")), "{out}");
+    assert!(out.stderr.contains("its session is gone"), "{out}");
+    assert!(listed(&t, &gone).is_none(), "{gone} is still listed");
+    let out = t.engine(&["container", "inspect", &lost_container]);
+    assert!(
+        !out.success(),
+        "the container without a session is still there\n{out}"
+    );
+    // The other data directory's session was not touched.
+    let others = t
+        .kennel_env(&["ls", "--json"], &[("XDG_DATA_HOME", &other_data_text)])
+        .run();
+    others.assert_ok();
+    let foreign_session = others
+        .json()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|s| s["name"] == foreign.as_str())
+        .unwrap_or_else(|| panic!("{foreign} vanished\n{others}"));
+    assert_eq!(foreign_session["state"], "running", "{foreign_session}");
+    t.kennel_env(
+        &["rm", "--force", &foreign],
+        &[("XDG_DATA_HOME", &other_data_text)],
+    )
+    .run()
+    .assert_ok();
+    let out = t.kennel(&["clean", "--force"]).run();
+    out.assert_ok();
+    assert!(out.stderr.contains("nothing to clean"), "{out}");
 }
