@@ -27,7 +27,7 @@ const NEW_ROOT: &str = "/newroot";
 const OLD_ROOT: &str = "/oldroot";
 
 /// Failure before the agent started: a message and an exit code.
-struct Failure(i32, String);
+pub(crate) struct Failure(pub i32, pub String);
 
 impl<E: std::fmt::Display> From<(&str, E)> for Failure {
     fn from((what, error): (&str, E)) -> Failure {
@@ -68,20 +68,7 @@ fn helper(plan: &Plan, decision: &Decision) -> Result<i32, Failure> {
         layout.devices.push("/dev/console".into());
     }
     if !decision.namespaces {
-        // The weaker sandbox: no namespaces, confinement of this process only.
-        let writable: Vec<PathBuf> = plan
-            .mounts
-            .iter()
-            .filter(|m| !m.read_only)
-            .map(|m| m.source.clone())
-            .chain(["/tmp".into(), "/dev/shm".into()])
-            .collect();
-        let weak = Layout {
-            ops: Vec::new(),
-            writable,
-            devices: layout.devices.clone(),
-        };
-        return Err(exec_agent(plan, decision, &weak));
+        return Err(exec_agent(plan, decision, &weak_layout(plan, &layout)));
     }
 
     // SAFETY: getuid/getgid cannot fail.
@@ -133,6 +120,23 @@ fn helper(plan: &Plan, decision: &Decision) -> Result<i32, Failure> {
     Ok(code)
 }
 
+/// The weaker sandbox: no namespaces, so no new root; Landlock alone keeps
+/// writes to the Plan's writable mounts, seen at their host paths.
+pub(crate) fn weak_layout(plan: &Plan, layout: &Layout) -> Layout {
+    let writable: Vec<PathBuf> = plan
+        .mounts
+        .iter()
+        .filter(|m| !m.read_only)
+        .map(|m| m.source.clone())
+        .chain(["/tmp".into(), "/dev/shm".into()])
+        .collect();
+    Layout {
+        ops: Vec::new(),
+        writable,
+        devices: layout.devices.clone(),
+    }
+}
+
 fn host_terminal() -> Option<PathBuf> {
     (0..3).find_map(|fd| {
         // SAFETY: isatty only inspects the descriptor.
@@ -147,7 +151,7 @@ fn host_terminal() -> Option<PathBuf> {
 
 /// Waits for `pid` (reaping any other child on the way) and turns its
 /// status into an exit code.
-fn wait_for(pid: libc::pid_t) -> i32 {
+pub(crate) fn wait_for(pid: libc::pid_t) -> i32 {
     loop {
         let mut status = 0;
         // SAFETY: waiting for our children.
@@ -393,8 +397,11 @@ fn apply_op(op: &Op) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Confines this process and replaces it with the agent. Returns only on failure.
-fn exec_agent(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
+/// Confines this process and replaces it with the agent (or, for
+/// [`crate::enter`], the entered command). Paths in `layout` are as this
+/// process sees them: inside the sandbox once its root is in place. Returns
+/// only on failure.
+pub(crate) fn exec_agent(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
     let fail = |what: &str, error: String| Failure(EXIT_KENNEL, format!("{what}: {error}"));
     if let Err(error) = std::env::set_current_dir(&plan.workdir) {
         return fail(
@@ -417,7 +424,7 @@ fn exec_agent(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
             None => {
                 return Failure(
                     127,
-                    format!("agent command not found in the sandbox: `{command}` (PATH={path})"),
+                    format!("command not found in the sandbox: `{command}` (PATH={path})"),
                 );
             }
         }

@@ -15,10 +15,13 @@
 //! A user namespace cannot be created by a multi-threaded process, and kennel
 //! runs tokio, so the work happens in a re-executed helper:
 //! `kennel __native-init FD` (see [`helper_main`]), which the binary must
-//! dispatch before it starts any thread. Library code never prints; the
+//! dispatch before it starts any thread. [`enter`] runs another command in
+//! a running sandbox the same way (`kennel __native-enter FD`, see
+//! [`enter_main`]). Library code never prints; the
 //! helper writes one `kennel: …` line on stderr when it fails before the
 //! agent starts (exit 125), as the binary does.
 
+mod enter;
 mod filter;
 mod forwarder;
 mod helper;
@@ -36,6 +39,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use kennel_core::Plan;
 use serde::{Deserialize, Serialize};
 
+pub use enter::{ENTER_ARG, enter, enter_main, sandbox_init_of};
 pub use filter::{DENIED_IOCTLS, DENIED_SYSCALLS, NOSYS_SYSCALLS, build_filters};
 pub use layout::{HostFs, Layout, Node, Op, RealFs, SYSTEM_DIRS, plan_layout};
 pub use policy::{Decision, decide};
@@ -117,6 +121,7 @@ impl Prepared {
     pub fn run(self) -> Result<i32, NativeError> {
         spawn_helper(
             &self.helper,
+            HELPER_ARG,
             &HelperPayload {
                 plan: self.plan,
                 decision: self.decision,
@@ -135,11 +140,14 @@ pub fn prepare(plan: &Plan, opts: &NativeOptions) -> Result<Prepared, NativeErro
     Ok(Prepared {
         plan: plan.clone(),
         decision,
-        helper: opts
-            .helper
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/proc/self/exe")),
+        helper: helper_binary(opts),
     })
+}
+
+fn helper_binary(opts: &NativeOptions) -> PathBuf {
+    opts.helper
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"))
 }
 
 /// [`prepare`] then [`Prepared::run`], for callers with nothing to print.
@@ -157,13 +165,20 @@ fn plan_path(plan: &Plan) -> String {
 /// Finds `argv[0]` as the sandbox will: through `PATH` (host system
 /// directories), or relative to the working directory.
 fn check_command(plan: &Plan, fs: &dyn HostFs) -> Result<(), NativeError> {
+    check_command_with(plan, |path| fs.is_executable(path))
+}
+
+fn check_command_with(
+    plan: &Plan,
+    is_executable: impl Fn(&Path) -> bool,
+) -> Result<(), NativeError> {
     let Some(command) = plan.command.first() else {
         return Err(NativeError::Other("the Plan has no command".into()));
     };
     let found = if command.contains('/') {
-        fs.is_executable(&plan.workdir.join(command))
+        is_executable(&plan.workdir.join(command))
     } else {
-        resolve_in_path(command, &plan_path(plan), |path| fs.is_executable(path)).is_some()
+        resolve_in_path(command, &plan_path(plan), is_executable).is_some()
     };
     if found {
         Ok(())
@@ -187,7 +202,9 @@ fn resolve_in_path(
 
 static HELPER_PID: AtomicI32 = AtomicI32::new(0);
 
-fn spawn_helper(helper: &Path, payload: &HelperPayload) -> Result<i32, NativeError> {
+/// Re-executes `helper` as `kennel ARG FD` with `payload` (JSON) in FD,
+/// relaying signals to it, and returns its exit code.
+fn spawn_helper(helper: &Path, arg: &str, payload: &impl Serialize) -> Result<i32, NativeError> {
     let other = |what: &str, error: std::io::Error| NativeError::Other(format!("{what}: {error}"));
     let json = serde_json::to_vec(payload)
         .map_err(|error| NativeError::Other(format!("cannot serialise the plan: {error}")))?;
@@ -202,7 +219,7 @@ fn spawn_helper(helper: &Path, payload: &HelperPayload) -> Result<i32, NativeErr
     let mut command = std::process::Command::new(helper);
     command
         .arg0("kennel")
-        .arg(HELPER_ARG)
+        .arg(arg)
         .arg(raw.to_string())
         .env_clear();
     // SAFETY: only async-signal-safe calls between fork and exec.
@@ -243,7 +260,7 @@ fn spawn_helper(helper: &Path, payload: &HelperPayload) -> Result<i32, NativeErr
 /// The helper's entry point: `kennel __native-init FD`. Call it first thing
 /// in `main`, before any thread starts; it never returns.
 pub fn helper_main(fd_arg: Option<&str>) -> ! {
-    let code = match read_payload(fd_arg) {
+    let code = match read_payload::<HelperPayload>(HELPER_ARG, fd_arg) {
         Ok(payload) => helper::run(payload.plan, payload.decision),
         Err(message) => {
             sys::report(&message);
@@ -253,11 +270,22 @@ pub fn helper_main(fd_arg: Option<&str>) -> ! {
     std::process::exit(code)
 }
 
-fn read_payload(fd_arg: Option<&str>) -> Result<HelperPayload, String> {
+fn read_payload<T: serde::de::DeserializeOwned>(
+    arg: &str,
+    fd_arg: Option<&str>,
+) -> Result<T, String> {
     let fd: i32 = fd_arg
         .and_then(|text| text.parse().ok())
         .filter(|fd| *fd > 2)
-        .ok_or_else(|| format!("{HELPER_ARG} is internal to kennel: expected a descriptor"))?;
+        .ok_or_else(|| format!("{arg} is internal to kennel: expected a descriptor"))?;
+    // Owning a descriptor that is not open would abort when it is dropped.
+    // SAFETY: F_GETFD only inspects the descriptor.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(format!(
+            "{arg} is internal to kennel: descriptor {fd}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
     // SAFETY: kennel passed us this descriptor and nothing else owns it.
     let file = unsafe { std::fs::File::from_raw_fd(fd) };
     use std::io::{Read, Seek};

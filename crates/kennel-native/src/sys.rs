@@ -253,6 +253,32 @@ pub fn unshare(flags: libc::c_int) -> io::Result<()> {
     check(unsafe { libc::unshare(flags) }).map(drop)
 }
 
+/// Joins the namespace `fd` refers to (`kind`: one `CLONE_NEW*` flag).
+pub fn setns(fd: &OwnedFd, kind: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain system call on a descriptor we own.
+    check(unsafe { libc::setns(fd.as_raw_fd(), kind) }).map(drop)
+}
+
+/// Makes the directory `fd` refers to this process's root (and working
+/// directory), as `nsenter --root` does.
+pub fn chroot_to(fd: &OwnedFd) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain system calls; the path is a NUL-terminated literal.
+    check(unsafe { libc::fchdir(fd.as_raw_fd()) })?;
+    check(unsafe { libc::chroot(c".".as_ptr()) })?;
+    check(unsafe { libc::chdir(c"/".as_ptr()) }).map(drop)
+}
+
+/// The host name of this process's UTS namespace.
+pub fn hostname() -> io::Result<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: pointer and length of a live buffer.
+    check(unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) })?;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
 pub fn sethostname(name: &str) -> io::Result<()> {
     // SAFETY: pointer and length of a live buffer.
     check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)

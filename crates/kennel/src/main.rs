@@ -28,6 +28,10 @@ fn main() {
                 let fd = args.next();
                 kennel_native::helper_main(fd.as_deref().and_then(|fd| fd.to_str()));
             }
+            Some(arg) if arg == kennel_native::ENTER_ARG => {
+                let fd = args.next();
+                kennel_native::enter_main(fd.as_deref().and_then(|fd| fd.to_str()));
+            }
             Some(arg) if arg == proxy_daemon::ARG => proxy_daemon::main(),
             _ => {}
         }

@@ -1,0 +1,509 @@
+//! Another command inside a running native sandbox, as `docker exec` is for
+//! a container. [`enter`] re-executes kennel as `kennel __native-enter FD`
+//! ([`enter_main`]), because setns(CLONE_NEWUSER) refuses a multi-threaded
+//! process. The helper joins the namespaces and the root of the sandbox's
+//! init, then confines the command with the very code that confines the
+//! agent ([`crate::helper::exec_agent`]): Landlock, seccomp, no capabilities,
+//! no new privileges, the pids limit.
+
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use kennel_core::Plan;
+use kennel_core::plan::NetworkMode;
+use serde::{Deserialize, Serialize};
+
+use crate::helper::{self, Failure};
+use crate::layout::{RealFs, plan_layout};
+use crate::policy::{Decision, decide};
+use crate::{EXIT_KENNEL, HELPER_ARG, NativeError, NativeOptions, sys};
+
+/// The hidden first argument that turns `kennel` into the enter helper.
+pub const ENTER_ARG: &str = "__native-enter";
+
+/// What travels from kennel to its enter helper.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EnterPayload {
+    plan: Plan,
+    decision: Decision,
+    init_pid: u32,
+}
+
+/// Runs `plan.command` with `plan.env` in `plan.workdir` inside the running
+/// sandbox whose init has the host pid `init_pid` (see [`sandbox_init_of`]),
+/// on the caller's stdin, stdout and stderr, and returns its exit code
+/// (128+N when killed by signal N; 125 when the helper failed before the
+/// command started, after one `kennel: …` line on stderr). SIGINT, SIGTERM
+/// and SIGHUP sent to the caller are relayed to the command.
+///
+/// `plan` must be the Plan the sandbox was started with (only its command,
+/// environment and working directory may differ): the Landlock rules come
+/// from its mounts, and the helper refuses a sandbox whose host name is not
+/// the Plan's name. With a weaker sandbox that has no namespaces (see
+/// [`Decision::namespaces`]) there is nothing to enter: the command is
+/// confined as that agent was, on the host, and `init_pid` is not used.
+pub fn enter(plan: &Plan, init_pid: u32, opts: &NativeOptions) -> Result<i32, NativeError> {
+    let probe = crate::probe::probe_for_run();
+    let decision = decide(&probe, plan.allow_weaker_sandbox)?;
+    if decision.namespaces {
+        let init = SandboxInit::open(init_pid)
+            .and_then(|init| init.check_owner().map(|()| init))
+            .map_err(NativeError::Other)?;
+        let root = init.root().map_err(NativeError::Other)?;
+        // Looked up in the sandbox's own tree: a program the agent made in
+        // its private /tmp or its home is there, and not on the host.
+        crate::check_command_with(plan, |path| executable_in(&root, path))?;
+    } else {
+        crate::check_command(plan, &RealFs)?;
+    }
+    crate::spawn_helper(
+        &crate::helper_binary(opts),
+        ENTER_ARG,
+        &EnterPayload {
+            plan: plan.clone(),
+            decision,
+            init_pid,
+        },
+    )
+}
+
+/// The host pid of the init of the sandbox that the kennel process
+/// `runner_pid` runs through [`crate::Prepared::run`] (its helper's child),
+/// or `None` when there is none (not started yet, ended, or a weaker sandbox
+/// without namespaces).
+pub fn sandbox_init_of(runner_pid: u32) -> Option<u32> {
+    children_of(runner_pid)
+        .into_iter()
+        .filter(|&pid| {
+            read_proc(pid, "cmdline").is_ok_and(|cmdline| is_kennel_init_cmdline(&cmdline))
+        })
+        .flat_map(children_of)
+        .find(|&pid| SandboxInit::open(pid).is_ok())
+}
+
+/// The helper's entry point: `kennel __native-enter FD`. Call it first thing
+/// in `main`, before any thread starts; it never returns.
+pub fn enter_main(fd_arg: Option<&str>) -> ! {
+    let code = match crate::read_payload::<EnterPayload>(ENTER_ARG, fd_arg) {
+        Ok(payload) => match enter_sandbox(&payload) {
+            Ok(code) => code,
+            Err(Failure(code, message)) => {
+                sys::report(&message);
+                code
+            }
+        },
+        Err(message) => {
+            sys::report(&message);
+            EXIT_KENNEL
+        }
+    };
+    std::process::exit(code)
+}
+
+static COMMAND_PID: AtomicI32 = AtomicI32::new(0);
+
+/// The namespaces joined, in this order: the user namespace first, which
+/// gives this process (its owner's) every capability over the others.
+const NAMESPACES: &[(&str, libc::c_int)] = &[
+    ("user", libc::CLONE_NEWUSER),
+    ("ipc", libc::CLONE_NEWIPC),
+    ("uts", libc::CLONE_NEWUTS),
+    ("net", libc::CLONE_NEWNET),
+    ("pid", libc::CLONE_NEWPID),
+    ("mnt", libc::CLONE_NEWNS),
+];
+
+fn enter_sandbox(payload: &EnterPayload) -> Result<i32, Failure> {
+    let EnterPayload {
+        plan,
+        decision,
+        init_pid,
+    } = payload;
+    let fail = |message: String| Failure(EXIT_KENNEL, message);
+    sys::set_parent_death_signal(libc::SIGKILL).map_err(|e| ("prctl", e))?;
+    // SAFETY: getppid cannot fail.
+    if unsafe { libc::getppid() } == 1 {
+        return Err(fail("kennel exited before the command started".into()));
+    }
+    // The same layout the sandbox was built from, computed on the host as
+    // the session's helper did: only its writable paths and devices are
+    // used, and those are paths inside the sandbox, which is where this
+    // process is when Landlock resolves them.
+    let mut layout = plan_layout(plan, &RealFs).map_err(|e| ("the sandbox's filesystem", e))?;
+    if !decision.namespaces {
+        return Err(helper::exec_agent(
+            plan,
+            decision,
+            &helper::weak_layout(plan, &layout),
+        ));
+    }
+    // The session's terminal, when it had one (absent paths get no rule).
+    layout.devices.push("/dev/console".into());
+
+    let init = SandboxInit::open(*init_pid)
+        .and_then(|init| init.check_owner().map(|()| init))
+        .map_err(fail)?;
+    let mut namespaces = Vec::new();
+    for &(name, kind) in NAMESPACES {
+        let (fd, own) = init.namespace(name).map_err(fail)?;
+        if !own {
+            // `open` runs in kennel's own network namespace: nothing to join.
+            if kind == libc::CLONE_NEWNET && plan.network.mode == NetworkMode::Open {
+                continue;
+            }
+            return Err(fail(format!(
+                "process {init_pid} shares kennel's {name} namespace: it is not the \
+                 sandbox this session's Plan describes"
+            )));
+        }
+        namespaces.push((name, kind, fd));
+    }
+    let root = init.root().map_err(fail)?;
+    drop(init);
+    for (name, kind, fd) in &namespaces {
+        sys::setns(fd, *kind)
+            .map_err(|e| fail(format!("cannot join the sandbox's {name} namespace: {e}")))?;
+    }
+    drop(namespaces);
+    // The Landlock rules and the command come from the Plan: it must be
+    // this sandbox's.
+    let expected: String = plan.name.chars().take(63).collect();
+    let hostname = sys::hostname().map_err(|e| ("gethostname", e))?;
+    if hostname != expected {
+        return Err(fail(format!(
+            "process {init_pid} is the sandbox `{hostname}`, not `{expected}`"
+        )));
+    }
+    // Joining the mount namespace alone does not land in the pivoted root.
+    sys::chroot_to(&root).map_err(|e| ("cannot enter the sandbox's root", e))?;
+    drop(root);
+
+    let saved = sys::install_forwarders(&COMMAND_PID);
+    // SAFETY: this process is single-threaded.
+    let pid = unsafe { libc::fork() };
+    if pid == -1 {
+        sys::restore_handlers(saved);
+        return Err(("fork", io::Error::last_os_error()).into());
+    }
+    if pid == 0 {
+        // The child is the first process of the sandbox's PID namespace
+        // that this process has made.
+        sys::restore_handlers(saved);
+        sys::reset_signals();
+        let Failure(code, message) = match sys::set_parent_death_signal(libc::SIGKILL) {
+            Ok(()) => helper::exec_agent(plan, decision, &layout),
+            Err(error) => ("prctl", error).into(),
+        };
+        sys::report(&message);
+        // SAFETY: leaving the child without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    COMMAND_PID.store(pid, Ordering::SeqCst);
+    sys::deliver_pending(&COMMAND_PID);
+    let code = helper::wait_for(pid);
+    COMMAND_PID.store(0, Ordering::SeqCst);
+    sys::restore_handlers(saved);
+    Ok(code)
+}
+
+/// A sandbox's init, held by its `/proc` directory: every later look, and
+/// every namespace descriptor, concerns this very process, even if it exits
+/// and its pid is reused meanwhile (reads then fail).
+struct SandboxInit {
+    pid: u32,
+    dir: OwnedFd,
+}
+
+impl SandboxInit {
+    /// Opens `/proc/PID` and checks that it is a kennel sandbox's init.
+    fn open(pid: u32) -> Result<SandboxInit, String> {
+        let gone = || format!("there is no process {pid}: the sandbox is not running");
+        if pid == 0 {
+            return Err(gone());
+        }
+        let dir = open_at(
+            None,
+            &format!("/proc/{pid}"),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+        .map_err(|error| match error.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ESRCH) => gone(),
+            _ => format!("cannot inspect process {pid}: {error}"),
+        })?;
+        let init = SandboxInit { pid, dir };
+        init.check()?;
+        Ok(init)
+    }
+
+    fn error(&self, what: &str, error: io::Error) -> String {
+        let pid = self.pid;
+        match error.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ESRCH) => {
+                format!("process {pid} has exited: the sandbox is not running")
+            }
+            _ => format!("cannot read {what} of process {pid}: {error}"),
+        }
+    }
+
+    fn read(&self, name: &str) -> Result<Vec<u8>, String> {
+        let fd = open_at(Some(&self.dir), name, libc::O_RDONLY | libc::O_CLOEXEC)
+            .map_err(|e| self.error(name, e))?;
+        let mut content = Vec::new();
+        std::fs::File::from(fd)
+            .read_to_end(&mut content)
+            .map_err(|e| self.error(name, e))?;
+        Ok(content)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let pid = self.pid;
+        let cmdline = self.read("cmdline")?;
+        if !is_kennel_init_cmdline(&cmdline) {
+            let shown = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            return Err(format!(
+                "process {pid} is not a kennel native sandbox (it runs `{}`)",
+                shown.trim_end()
+            ));
+        }
+        let status = String::from_utf8_lossy(&self.read("status")?).into_owned();
+        if !is_pid_namespace_init(&status) {
+            return Err(format!(
+                "process {pid} is not the init of a kennel native sandbox (it is not PID 1 \
+                 of a PID namespace of its own)"
+            ));
+        }
+        let (_, own) = self.namespace("user")?;
+        if !own {
+            return Err(format!(
+                "process {pid} shares kennel's user namespace: it is not in a sandbox"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Only the sandbox's own user may enter it: anyone else (root
+    /// included) would run the command under a uid the sandbox does not
+    /// map, and own the files it writes.
+    fn check_owner(&self) -> Result<(), String> {
+        let pid = self.pid;
+        let status = String::from_utf8_lossy(&self.read("status")?).into_owned();
+        // SAFETY: geteuid cannot fail.
+        let me = unsafe { libc::geteuid() };
+        match effective_uid(&status) {
+            Some(uid) if uid == me => Ok(()),
+            Some(uid) => Err(format!(
+                "process {pid} is the sandbox of uid {uid}: only that user can enter it"
+            )),
+            None => Err(format!("process {pid}: no Uid line in its status")),
+        }
+    }
+
+    /// The init's namespace `name` and whether it differs from this process's.
+    fn namespace(&self, name: &str) -> Result<(OwnedFd, bool), String> {
+        let path = format!("ns/{name}");
+        let theirs = open_at(Some(&self.dir), &path, libc::O_RDONLY | libc::O_CLOEXEC)
+            .map_err(|e| self.error(&path, e))?;
+        let ours = open_at(
+            None,
+            &format!("/proc/self/ns/{name}"),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+        .map_err(|e| format!("cannot read this process's {name} namespace: {e}"))?;
+        let own = file_id(&theirs).map_err(|e| self.error(&path, e))?
+            != file_id(&ours).map_err(|e| format!("{name} namespace: {e}"))?;
+        Ok((theirs, own))
+    }
+
+    /// The init's root directory: the sandbox's tree.
+    fn root(&self) -> Result<OwnedFd, String> {
+        open_at(
+            Some(&self.dir),
+            "root",
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+        .map_err(|e| self.error("the root", e))
+    }
+}
+
+fn open_at(dir: Option<&OwnedFd>, path: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let c_path = sys::cstr(Path::new(path))?;
+    let dir = dir.map_or(libc::AT_FDCWD, |dir| dir.as_raw_fd());
+    // SAFETY: a NUL-terminated path; the descriptor is owned by the result.
+    let fd = unsafe { libc::openat(dir, c_path.as_ptr(), flags) };
+    if fd == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn file_id(fd: &OwnedFd) -> io::Result<(u64, u64)> {
+    // SAFETY: fstat into a zeroed struct.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((stat.st_dev, stat.st_ino))
+}
+
+/// Is `path` (inside the sandbox) a file its user may execute? Resolved
+/// under the sandbox's root, its absolute symlinks included.
+fn executable_in(root: &OwnedFd, path: &Path) -> bool {
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    let Ok(c_path) = sys::cstr(relative) else {
+        return false;
+    };
+    // SAFETY: a zeroed open_how is valid; the fields are set below.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: a NUL-terminated path and a live open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c_path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd == -1 {
+        if io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS) {
+            return false;
+        }
+        // Before Linux 5.6: through the root's magic link, where an absolute
+        // symlink resolves on the host instead.
+        let through = Path::new("/proc/self/fd")
+            .join(root.as_raw_fd().to_string())
+            .join(relative);
+        return crate::layout::HostFs::is_executable(&RealFs, &through);
+    }
+    // SAFETY: a new descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
+    // SAFETY: fstat into a zeroed struct.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } == -1 {
+        return false;
+    }
+    stat.st_mode & libc::S_IFMT == libc::S_IFREG && stat.st_mode & 0o111 != 0
+}
+
+fn read_proc(pid: u32, name: &str) -> io::Result<Vec<u8>> {
+    std::fs::read(format!("/proc/{pid}/{name}"))
+}
+
+/// `kennel __native-init FD`: the session's helper, or its init (a fork).
+fn is_kennel_init_cmdline(cmdline: &[u8]) -> bool {
+    let mut args = cmdline.split(|&b| b == 0);
+    args.next() == Some(b"kennel".as_slice()) && args.next() == Some(HELPER_ARG.as_bytes())
+}
+
+/// `NSpid:` ends with 1: PID 1 of a PID namespace below ours.
+fn is_pid_namespace_init(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("NSpid:"))
+        .is_some_and(|pids| {
+            let pids: Vec<&str> = pids.split_whitespace().collect();
+            pids.len() >= 2 && pids.last() == Some(&"1")
+        })
+}
+
+fn effective_uid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .and_then(|uid| uid.parse().ok())
+}
+
+/// The parent pid in a `/proc/PID/stat` line (the command may hold spaces
+/// and parentheses: the fields after the last `)` are fixed).
+fn parent_in_stat(stat: &str) -> Option<u32> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The children of `pid`, every thread's (`Prepared::run` may be called from
+/// any thread, and each thread lists its own children), or, on kernels
+/// without `/proc/PID/task/TID/children`, every process whose parent it is.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    let mut listed = false;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                listed = true;
+                children.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    if listed {
+        return children;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return children;
+    };
+    for entry in entries.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = read_proc(child, "stat").unwrap_or_default();
+        if parent_in_stat(&String::from_utf8_lossy(&stat)) == Some(pid) {
+            children.push(child);
+        }
+    }
+    children
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_kennels_init_command_line_is_a_sandbox_init() {
+        assert!(is_kennel_init_cmdline(b"kennel\0__native-init\x005\0"));
+        assert!(!is_kennel_init_cmdline(b"kennel\0__native-enter\x005\0"));
+        assert!(!is_kennel_init_cmdline(b"kennel\0run\0shell\0"));
+        assert!(!is_kennel_init_cmdline(b"sleep\0__native-init\0"));
+        assert!(!is_kennel_init_cmdline(b""));
+    }
+
+    #[test]
+    fn pid_namespace_init_is_pid_1_of_a_nested_namespace() {
+        assert!(is_pid_namespace_init("Name:\tkennel\nNSpid:\t4242\t1\n"));
+        assert!(is_pid_namespace_init("NSpid:\t4242\t7\t1\n"));
+        assert!(!is_pid_namespace_init("NSpid:\t4242\t2\n"));
+        // The host's own init: PID 1 but of no namespace below ours.
+        assert!(!is_pid_namespace_init("NSpid:\t1\n"));
+        assert!(!is_pid_namespace_init("Name:\tx\n"));
+    }
+
+    #[test]
+    fn status_and_stat_fields() {
+        assert_eq!(effective_uid("Uid:\t0\t1001\t1001\t1001\n"), Some(1001));
+        assert_eq!(effective_uid("Gid:\t1\n"), None);
+        assert_eq!(parent_in_stat("77 (a b) c)) S 12 77 77 0"), Some(12));
+        assert_eq!(parent_in_stat("garbage"), None);
+    }
+
+    #[test]
+    fn this_process_is_not_a_sandbox() {
+        let error = SandboxInit::open(std::process::id())
+            .err()
+            .expect("the test process is no sandbox");
+        assert!(error.contains("is not a kennel native sandbox"), "{error}");
+        assert_eq!(sandbox_init_of(std::process::id()), None);
+        let error = SandboxInit::open(0).err().expect("pid 0");
+        assert!(error.contains("there is no process 0"), "{error}");
+    }
+}
