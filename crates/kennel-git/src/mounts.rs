@@ -1,0 +1,329 @@
+//! What a sandbox must see of the repository in worktree mode, and what
+//! stays read-only.
+//!
+//! A worktree's `.git` is a file, `gitdir: <common>/worktrees/<name>`, and
+//! that admin dir's `commondir` leads back to `<common>`: the sandbox needs
+//! the worktree *and* parts of the repository's common git dir, at the same
+//! absolute paths (so those recorded paths resolve inside too).
+//!
+//! The list, in mount order (parents first; each later mount covers part of
+//! an earlier one, so a backend must apply them in this order):
+//!
+//! | path | access | why |
+//! |---|---|---|
+//! | `<worktree>` | rw | the agent's files |
+//! | `<worktree>/.git` | ro | the file that names the git dir: the agent cannot point it at a git dir of its own (a mount point cannot be replaced or renamed) |
+//! | `<common>` | ro | everything else of the repository: `config`, `config.worktree`, `hooks/`, `info/`, `packed-refs`, the user's own `HEAD` and `index`, `modules/`, other worktrees' registrations under `worktrees/` |
+//! | `<common>/objects` | rw | git writes the agent's commits here |
+//! | `<common>/refs/heads/<dir of the branch>` | rw | the session branch's ref, e.g. `refs/heads/kennel/`, and only that directory of branches |
+//! | `<common>/logs/refs/heads/<dir of the branch>` | rw | its reflog |
+//! | `<common>/reftable` | rw | instead of the two above, in a reftable repository: every ref lives in it |
+//! | `<common>/worktrees/<name>` | rw | the worktree's own `HEAD`, `index`, reflog, `ORIG_HEAD`… |
+//! | `<admin>/gitdir`, `<admin>/commondir`, `<admin>/locked`, `<admin>/config.worktree` | ro | where the registration points, where the common dir is, the lock that keeps `git worktree prune` away, and the per-worktree config (read by git when `extensions.worktreeConfig` is on) |
+//!
+//! # What a hostile agent can and cannot do with this
+//!
+//! It cannot make the host run code: hooks and every config file git reads
+//! for the user's checkout or for this worktree are read-only, and so are
+//! the files that tell git where those are (`.git` file, `commondir`).
+//! Renaming a directory that holds them fails too: read-only parents, and
+//! mount points cannot be renamed over.
+//!
+//! It cannot touch the user's branches or tags, the user's index or HEAD,
+//! other worktrees' registrations, or `packed-refs`. As a consequence
+//! `git gc` and `git pack-refs` fail inside (they lock files in the read-only
+//! common dir), `git worktree prune` cannot remove anything, and the agent
+//! can only create branches next to its own (`kennel/…`); `git stash` and
+//! `git tag` fail (`refs/stash` and `refs/tags` are read-only).
+//!
+//! Known limitations (use clone mode where they matter):
+//!
+//! - The object store is writable: the agent can delete or corrupt objects
+//!   and so damage the repository's history (never run code with it; git
+//!   treats objects as data). It can also write `objects/info/alternates`,
+//!   which makes git read objects from another directory: data again.
+//! - It can move the other branches in the same ref directory: other
+//!   sessions' `kennel/*` branches. A session branch named without a
+//!   directory (`--branch foo`) makes all of `refs/heads` writable, the
+//!   user's own branches included; in a reftable repository every ref is.
+//!
+//! Outside a sandbox (`git worktree prune` run with a view where the other
+//! worktrees' directories do not exist) each kennel worktree is locked, and
+//! prune never removes a locked worktree's registration.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{GitError, Result};
+use crate::{Checkout, CheckoutMode, KEEP_DIR, RefFormat, Repo};
+
+/// One bind mount a sandbox needs: `host` at `target` (the same path, so
+/// that git's recorded absolute paths resolve).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GitMount {
+    pub host: PathBuf,
+    pub target: PathBuf,
+    pub read_only: bool,
+    /// Why it is there, for `--dry-run` and logs.
+    pub why: &'static str,
+}
+
+impl GitMount {
+    fn new(path: PathBuf, read_only: bool, why: &'static str) -> GitMount {
+        GitMount {
+            target: path.clone(),
+            host: path,
+            read_only,
+            why,
+        }
+    }
+}
+
+/// The files of a worktree's admin dir that stay read-only.
+const ADMIN_READ_ONLY: &[(&str, &str)] = &[
+    (
+        "gitdir",
+        "the registration's path back to the worktree (git worktree prune reads it)",
+    ),
+    (
+        "commondir",
+        "where the repository's common git dir is: config and hooks come from there",
+    ),
+    (
+        "locked",
+        "the lock that keeps git worktree prune from removing this registration",
+    ),
+    (
+        "config.worktree",
+        "per-worktree config, read when extensions.worktreeConfig is on",
+    ),
+];
+
+/// The ref (and reflog) directory that holds `branch`: `kennel` for
+/// `kennel/claude-0`, empty for `foo`.
+fn branch_dir(branch: &str) -> &str {
+    branch.rsplit_once('/').map(|(dir, _)| dir).unwrap_or("")
+}
+
+impl Repo {
+    /// Creates what the worktree's mounts need and what kennel must own
+    /// before an agent gets there: an empty `config.worktree` (so that it
+    /// can be mounted read-only: a file that does not exist cannot be), and
+    /// the keep directories of [`KEEP_DIR`].
+    pub(crate) fn prepare_worktree_mounts(&self, checkout: &Checkout) -> Result<()> {
+        let admin = admin_dir(checkout)?;
+        let config = admin.join("config.worktree");
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&config)
+        {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                let meta = std::fs::symlink_metadata(&config).map_err(|source| GitError::Io {
+                    path: config.clone(),
+                    source,
+                })?;
+                if !meta.is_file() {
+                    return Err(GitError::Tampered {
+                        path: config,
+                        reason: "it is not a regular file".into(),
+                    });
+                }
+            }
+            Err(source) => {
+                return Err(GitError::Io {
+                    path: config,
+                    source,
+                });
+            }
+        }
+        let dir = branch_dir(&checkout.branch);
+        if self.ref_format == RefFormat::Files && !dir.is_empty() {
+            for base in ["refs/heads", "logs/refs/heads"] {
+                let keep = self.common_dir.join(base).join(dir).join(KEEP_DIR);
+                std::fs::create_dir_all(&keep).map_err(|source| GitError::Io {
+                    path: keep.clone(),
+                    source,
+                })?;
+            }
+        } else if self.ref_format == RefFormat::Files {
+            let logs = self.common_dir.join("logs/refs/heads");
+            std::fs::create_dir_all(&logs).map_err(|source| GitError::Io {
+                path: logs.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The bind mounts a sandbox needs for git to work in the worktree
+    /// `checkout` (see the module docs for the list and the reasoning).
+    /// Parents come before children: apply them in this order.
+    pub fn mounts_for_worktree(&self, checkout: &Checkout) -> Result<Vec<GitMount>> {
+        self.check_ours(checkout)?;
+        if checkout.mode != CheckoutMode::Worktree {
+            return Err(GitError::Tampered {
+                path: checkout.dir.clone(),
+                reason: "it is not a worktree checkout".into(),
+            });
+        }
+        if !checkout.dir.is_dir() {
+            return Err(GitError::CheckoutMissing {
+                path: checkout.dir.clone(),
+            });
+        }
+        let admin = admin_dir(checkout)?.to_path_buf();
+        // The .git file must still point at the registration: it is mounted
+        // read-only from now on, so kennel checks what it freezes.
+        if self.admin_dir_of(&checkout.dir)? != admin {
+            return Err(GitError::Tampered {
+                path: checkout.dir.join(".git"),
+                reason: "it no longer points at the session's worktree registration".into(),
+            });
+        }
+        self.prepare_worktree_mounts(checkout)?;
+        let common = &self.common_dir;
+        let mut mounts = vec![
+            GitMount::new(checkout.dir.clone(), false, "the session's worktree"),
+            GitMount::new(
+                checkout.dir.join(".git"),
+                true,
+                "the file that names the worktree's git dir",
+            ),
+            GitMount::new(
+                common.clone(),
+                true,
+                "the repository's git dir: config, hooks, your HEAD and index, other worktrees",
+            ),
+            GitMount::new(
+                common.join("objects"),
+                false,
+                "the object store: git writes the session's commits here",
+            ),
+        ];
+        // A repository that borrows objects (`git clone --reference`,
+        // `--shared`) needs the lender's object store too, read-only.
+        for lender in self.alternates() {
+            mounts.push(GitMount::new(
+                lender,
+                true,
+                "objects the repository borrows (objects/info/alternates)",
+            ));
+        }
+        match self.ref_format {
+            RefFormat::Files => {
+                let dir = branch_dir(&checkout.branch);
+                let (refs, logs) = if dir.is_empty() {
+                    (common.join("refs/heads"), common.join("logs/refs/heads"))
+                } else {
+                    (
+                        common.join("refs/heads").join(dir),
+                        common.join("logs/refs/heads").join(dir),
+                    )
+                };
+                mounts.push(GitMount::new(
+                    refs,
+                    false,
+                    "the directory of the session branch's ref",
+                ));
+                mounts.push(GitMount::new(
+                    logs,
+                    false,
+                    "the directory of the session branch's reflog",
+                ));
+            }
+            RefFormat::Reftable => mounts.push(GitMount::new(
+                common.join("reftable"),
+                false,
+                "the ref store (reftable: every ref lives here)",
+            )),
+        }
+        mounts.push(GitMount::new(
+            admin.clone(),
+            false,
+            "the worktree's own HEAD, index and reflog",
+        ));
+        for (name, why) in ADMIN_READ_ONLY {
+            let path = admin.join(name);
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_file() => mounts.push(GitMount::new(path, true, why)),
+                // The user may have unlocked the worktree; nothing to freeze.
+                Err(_) if *name == "locked" => {}
+                _ => {
+                    return Err(GitError::Tampered {
+                        path,
+                        reason: "it is missing or not a regular file".into(),
+                    });
+                }
+            }
+        }
+        // Parents before children, whatever the layout on disk (a worktree
+        // directory could live inside the repository, say).
+        mounts.sort_by_key(|mount| mount.target.components().count());
+        Ok(mounts)
+    }
+
+    /// The bind mounts for a clone: the clone and nothing of the host
+    /// repository. Its `config` and `hooks` are read-only too, although
+    /// kennel never runs git in the clone (only `upload-pack`, see
+    /// [`Repo::sync`]): they protect a user who later runs git there by
+    /// hand. `.git` is mounted onto itself so that it cannot be renamed
+    /// away and replaced by a git dir of the agent's.
+    pub fn mounts_for_clone(&self, checkout: &Checkout) -> Result<Vec<GitMount>> {
+        self.check_ours(checkout)?;
+        let git_dir = checkout.dir.join(".git");
+        if !checkout.dir.is_dir() || !git_dir.is_dir() {
+            return Err(GitError::CheckoutMissing {
+                path: checkout.dir.clone(),
+            });
+        }
+        Ok(vec![
+            GitMount::new(checkout.dir.clone(), false, "the session's clone"),
+            GitMount::new(git_dir.clone(), false, "the clone's git dir"),
+            GitMount::new(git_dir.join("config"), true, "the clone's config"),
+            GitMount::new(git_dir.join("hooks"), true, "the clone's hooks"),
+        ])
+    }
+}
+
+impl Repo {
+    /// The object directories `objects/info/alternates` names (absolute, or
+    /// relative to the object directory), those that exist. One level: an
+    /// alternate's own alternates are not followed.
+    fn alternates(&self) -> Vec<PathBuf> {
+        let objects = self.common_dir.join("objects");
+        let Ok(text) = std::fs::read_to_string(objects.join("info/alternates")) else {
+            return Vec::new();
+        };
+        text.lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .filter_map(|line| std::fs::canonicalize(objects.join(line)).ok())
+            .filter(|path| path.is_dir() && !path.starts_with(&self.common_dir))
+            .collect()
+    }
+}
+
+fn admin_dir(checkout: &Checkout) -> Result<&Path> {
+    checkout
+        .admin_dir
+        .as_deref()
+        .ok_or_else(|| GitError::Tampered {
+            path: checkout.dir.clone(),
+            reason: "the worktree checkout has no registration directory recorded".into(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branch_directory() {
+        assert_eq!(branch_dir("kennel/claude-0"), "kennel");
+        assert_eq!(branch_dir("a/b/c"), "a/b");
+        assert_eq!(branch_dir("foo"), "");
+    }
+}
