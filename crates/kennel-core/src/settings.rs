@@ -155,13 +155,27 @@ pub fn ca_bundle(host: &HostContext) -> PathBuf {
 /// when `XDG_RUNTIME_DIR` is unset. `kennel run` creates it (mode 0700) and
 /// removes it when the run ends.
 pub fn proxy_dir(host: &HostContext, name: &str) -> PathBuf {
-    let base = host
-        .env
+    runtime_base(host).join("proxy").join(name)
+}
+
+/// `$XDG_RUNTIME_DIR/kennel`, or kennel's data directory without it.
+fn runtime_base(host: &HostContext) -> PathBuf {
+    host.env
         .get("XDG_RUNTIME_DIR")
         .filter(|dir| Path::new(dir).is_absolute())
         .map(|dir| Path::new(dir).join("kennel"))
-        .unwrap_or_else(|| host.data_dir.clone());
-    base.join("proxy").join(name)
+        .unwrap_or_else(|| host.data_dir.clone())
+}
+
+/// A native persistent session's directory (0700): its tmux socket and the
+/// Plan its sandbox runs (`kennel exec` enters it with the same one).
+pub fn native_session_dir(host: &HostContext, name: &str) -> PathBuf {
+    runtime_base(host).join("sessions").join(name)
+}
+
+/// Everything a native persistent session's agent showed (`kennel logs`).
+pub fn agent_log(host: &HostContext, name: &str) -> PathBuf {
+    net_log_dir(host).join(format!("{name}.agent.log"))
 }
 
 /// Where the proxy's decisions for session `name` are logged.
@@ -369,6 +383,13 @@ pub fn build_plan(
         env.sort_by(|a, b| a.name.cmp(&b.name));
     }
     let limits = plan_limits(defaults, request)?;
+    if is_native(request) && (limits.memory.is_some() || limits.cpus.is_some()) {
+        warnings.push(
+            "the native backend cannot limit memory or CPU (it uses no cgroups): the memory \
+             and cpus limits are not enforced (the pids limit is)"
+                .into(),
+        );
+    }
 
     let mut labels = BTreeMap::new();
     labels.insert(LABEL_MANAGED.into(), "true".into());

@@ -297,7 +297,11 @@ pub struct Owner {
 impl Owner {
     /// This process.
     pub fn current() -> Option<Owner> {
-        let pid = i64::from(std::process::id());
+        Owner::of(i64::from(std::process::id()))
+    }
+
+    /// Process `pid`, if it runs.
+    pub fn of(pid: i64) -> Option<Owner> {
         Some(Owner {
             pid,
             start: process_start(pid)?,
@@ -528,6 +532,15 @@ impl Registry {
         found(changed, id)
     }
 
+    /// Records the process the session now lives and dies with.
+    pub fn set_owner(&mut self, id: &str, owner: Owner) -> Result<()> {
+        let changed = self.connection.execute(
+            "UPDATE sessions SET owner_pid = ?2, owner_start = ?3 WHERE id = ?1",
+            params![id, owner.pid, owner.start],
+        )?;
+        found(changed, id)
+    }
+
     /// Replaces the session's Plan (JSON).
     pub fn set_plan(&mut self, id: &str, plan: &str) -> Result<()> {
         let changed = self.connection.execute(
@@ -539,8 +552,9 @@ impl Registry {
 
     /// Records sessions that can no longer be what the registry says: ones
     /// still `created` whose kennel is gone (it died while starting them:
-    /// `failed`), and native `kennel run` sessions whose kennel is gone (the
-    /// sandbox dies with it: `stopped`). Returns how many changed.
+    /// `failed`), and native sessions whose kennel is gone (the sandbox dies
+    /// with it, and a kennel that saw the agent end records it: `stopped`).
+    /// Returns how many changed.
     pub fn reap(&mut self) -> Result<usize> {
         let transaction = self
             .connection
@@ -659,12 +673,11 @@ fn reap_in(connection: &Connection, agent: Option<&str>) -> Result<usize> {
                 _ => None,
             };
             let state: String = row.get(1)?;
-            let ephemeral_native =
-                row.get::<_, String>(2)? == "ephemeral" && row.get::<_, String>(3)? == "native";
+            let native = row.get::<_, String>(3)? == "native";
             let gone = owner.is_some_and(|owner| !owner.is_alive());
             let verdict = match state.as_str() {
                 "created" if gone => Some(State::Failed),
-                "running" if gone && ephemeral_native => Some(State::Stopped),
+                "running" if gone && native => Some(State::Stopped),
                 _ => None,
             };
             let id: String = row.get(0)?;

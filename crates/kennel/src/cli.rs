@@ -67,6 +67,9 @@ pub enum Command {
     /// Print the man page (roff)
     #[command(hide = true)]
     Man,
+    /// Internal: the program of a native persistent session's tmux pane
+    #[command(name = "__native-session", hide = true)]
+    NativeSession(crate::native_session::PaneArgs),
 }
 
 /// Shared `--json` switch.

@@ -7,6 +7,7 @@ mod context;
 mod engines;
 mod error;
 mod image_build;
+mod native_session;
 mod proxy;
 mod proxy_daemon;
 mod sessions;
@@ -91,6 +92,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Net(command) => commands::net::run(command),
         Command::Completions(args) => commands::completions::run(args),
         Command::Man => commands::completions::man(),
+        Command::NativeSession(args) => native_session::pane_main(&args.dir, &args.id),
     }
 }
 

@@ -11,6 +11,7 @@ use kennel_sessions::{
 };
 
 use crate::error::CliError;
+use crate::native_session::NativeSession;
 
 /// `<kennel data dir>/sessions.db`.
 pub fn registry_path(host: &HostContext) -> PathBuf {
@@ -201,18 +202,84 @@ pub fn find(query: &str) -> Result<Found, CliError> {
 }
 
 impl Found {
+    /// Refuses sessions of `kennel run`: their terminal is the one that started them.
+    fn require_persistent(&self) -> Result<(), CliError> {
+        let session = &self.session;
+        if session.mode == Mode::Persistent {
+            return Ok(());
+        }
+        Err(CliError::usage(format!(
+            "session {} ({}) was started by `kennel run`: it is attached to the terminal that started it",
+            session.name, session.id
+        ))
+        .with_hint("`kennel start` starts a session that these commands can manage"))
+    }
+
+    /// A persistent session on the native backend.
+    pub fn is_native(&self) -> bool {
+        self.session.backend == "native"
+    }
+
+    /// A native persistent session's files, and its kennel if it runs.
+    pub fn native(&mut self) -> Result<(NativeSession, Option<Owner>), CliError> {
+        self.require_persistent()?;
+        let host = HostContext::detect()?;
+        let native = NativeSession::of_session(&host, &self.session)?;
+        let owner = self
+            .session
+            .owner
+            .filter(|owner| !self.session.state.is_ended() && owner.is_alive());
+        if owner.is_none() && !self.session.state.is_ended() {
+            // Its kennel is gone, and the sandbox with it.
+            self.mark(State::Stopped, None);
+        }
+        Ok((native, owner))
+    }
+
+    /// [`Found::native`] for a session that must be running.
+    pub fn native_running(&mut self) -> Result<(NativeSession, Owner), CliError> {
+        match self.native()? {
+            (native, Some(owner)) => Ok((native, owner)),
+            (_, None) => Err(self.not_running()),
+        }
+    }
+
+    /// The error for a session that has ended.
+    pub fn not_running(&self) -> CliError {
+        let session = &self.session;
+        CliError::kennel(format!(
+            "session {} is not running (it is {}{})",
+            session.name,
+            session.state,
+            session
+                .exit_code
+                .map(|code| format!(", exit code {code}"))
+                .unwrap_or_default()
+        ))
+        .with_hint(format!(
+            "`kennel logs {}` shows what it did; `kennel rm {}` removes it",
+            session.name, session.name
+        ))
+    }
+
+    /// Records that the session ended in `state`.
+    pub fn mark(&mut self, state: State, code: Option<i32>) {
+        if let Err(error) = self.registry.mark_ended(&self.session.id, state, code) {
+            warn("cannot record the session's state", &error);
+        }
+        self.session.state = state;
+        self.session.exit_code = code;
+    }
+
     /// The container of a persistent session on Docker or Podman, and its engine.
     pub async fn container(&self) -> Result<(kennel_engine::Engine, String), CliError> {
+        self.require_persistent()?;
         let session = &self.session;
-        if session.mode != Mode::Persistent {
-            return Err(CliError::usage(format!(
-                "session {} ({}) was started by `kennel run`: it is attached to the terminal that started it",
-                session.name, session.id
-            ))
-            .with_hint("`kennel start` starts a session that these commands can manage"));
-        }
-        if session.backend == "native" {
-            return Err(native_unsupported());
+        if self.is_native() {
+            return Err(CliError::kennel(format!(
+                "session {} runs on the native backend: it has no container",
+                session.name
+            )));
         }
         let Some(handle) = session.handle.clone() else {
             return Err(CliError::kennel(format!(
@@ -251,11 +318,7 @@ impl Found {
         if self.session.state == new_state && self.session.exit_code == code {
             return;
         }
-        if let Err(error) = self.registry.mark_ended(&self.session.id, new_state, code) {
-            warn("cannot record the session's state", &error);
-        }
-        self.session.state = new_state;
-        self.session.exit_code = code;
+        self.mark(new_state, code);
     }
 }
 
@@ -360,13 +423,6 @@ pub async fn refresh(registry: &mut Registry, sessions: &mut [Session]) {
             Observed::Running | Observed::Unknown => {}
         }
     }
-}
-
-/// The error for session commands on the native backend.
-pub fn native_unsupported() -> CliError {
-    CliError::kennel("persistent sessions are not yet supported on the native backend").with_hint(
-        "use --backend docker or --backend podman, or `kennel run` for an attached session",
-    )
 }
 
 /// `TERM` for a terminal inside the sandbox: the host's when the image

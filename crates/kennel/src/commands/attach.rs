@@ -21,6 +21,9 @@ pub async fn run(args: AttachArgs) -> Result<i32, CliError> {
         ));
     }
     let mut found = crate::sessions::find(&args.session)?;
+    if found.is_native() {
+        return found.native_running()?.0.attach();
+    }
     let (engine, container) = found.container().await?;
     super::exec::require_running(&mut found, &engine, &container).await?;
     let argv = session_tmux(&["attach-session", "-t", SESSION_TMUX_TARGET]);

@@ -23,8 +23,26 @@ pub struct CaptureArgs {
 
 pub async fn run(args: CaptureArgs) -> Result<i32, CliError> {
     let mut found = crate::sessions::find(&args.session)?;
+    let screen = if found.is_native() {
+        found
+            .native_running()?
+            .0
+            .capture(args.history, args.escapes)?
+    } else {
+        container_screen(&mut found, &args).await?
+    };
+    let mut stdout = std::io::stdout();
+    let _ = stdout.write_all(&screen);
+    let _ = stdout.flush();
+    Ok(0)
+}
+
+async fn container_screen(
+    found: &mut crate::sessions::Found,
+    args: &CaptureArgs,
+) -> Result<Vec<u8>, CliError> {
     let (engine, container) = found.container().await?;
-    super::exec::require_running(&mut found, &engine, &container).await?;
+    super::exec::require_running(found, &engine, &container).await?;
     let mut tmux = vec!["capture-pane", "-p", "-J", "-t", SESSION_TMUX_TARGET];
     if args.history {
         tmux.extend(["-S", "-"]);
@@ -32,9 +50,5 @@ pub async fn run(args: CaptureArgs) -> Result<i32, CliError> {
     if args.escapes {
         tmux.push("-e");
     }
-    let screen = super::exec::output(&engine, &container, &session_tmux(&tmux)).await?;
-    let mut stdout = std::io::stdout();
-    let _ = stdout.write_all(&screen);
-    let _ = stdout.flush();
-    Ok(0)
+    super::exec::output(&engine, &container, &session_tmux(&tmux)).await
 }

@@ -37,6 +37,9 @@ enum Leftover {
     Orphan(Session),
     /// A persistent session whose container is gone.
     Forgotten(Session),
+    /// What a native session that ended without its kennel cleaning up
+    /// (killed) left: its tmux server and directory, with its Plan.
+    NativeFiles(Session),
 }
 
 impl Leftover {
@@ -52,6 +55,10 @@ impl Leftover {
             Leftover::Forgotten(session) => format!(
                 "session {} ({}): its container is gone; the session will be forgotten",
                 session.name, session.backend
+            ),
+            Leftover::NativeFiles(session) => format!(
+                "session {} (native): its sandbox is gone; its files will be removed",
+                session.name
             ),
         }
     }
@@ -132,7 +139,17 @@ async fn find(
 ) -> Result<Vec<Leftover>, CliError> {
     let mut leftovers = Vec::new();
     for session in sessions {
-        if session.backend == "native" || session.handle.is_none() {
+        if session.backend == "native" {
+            let dir_left = session
+                .handle
+                .as_deref()
+                .is_some_and(|dir| std::path::Path::new(dir).exists());
+            if session.mode == Mode::Persistent && session.state.is_ended() && dir_left {
+                leftovers.push(Leftover::NativeFiles(session.clone()));
+            }
+            continue;
+        }
+        if session.handle.is_none() {
             continue;
         }
         if session.state.is_ended() {
@@ -231,6 +248,10 @@ async fn remove(
             if let Some(registry) = registry {
                 registry.remove(&session.id)?;
             }
+        }
+        Leftover::NativeFiles(session) => {
+            let host = HostContext::detect()?;
+            crate::native_session::NativeSession::of_session(&host, session)?.close();
         }
     }
     Ok(())

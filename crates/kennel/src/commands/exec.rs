@@ -20,6 +20,9 @@ pub struct ExecArgs {
 
 pub async fn run(args: ExecArgs) -> Result<i32, CliError> {
     let mut found = crate::sessions::find(&args.session)?;
+    if found.is_native() {
+        return native(&mut found, args.command).await;
+    }
     let (engine, container) = found.container().await?;
     require_running(&mut found, &engine, &container).await?;
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
@@ -44,20 +47,7 @@ pub async fn require_running(
         return Ok(());
     }
     found.record(engine, state, false).await;
-    let session = &found.session;
-    Err(CliError::kennel(format!(
-        "session {} is not running (it is {}{})",
-        session.name,
-        session.state,
-        session
-            .exit_code
-            .map(|code| format!(", exit code {code}"))
-            .unwrap_or_default()
-    ))
-    .with_hint(format!(
-        "`kennel logs {}` shows what it did; `kennel rm {}` removes it",
-        session.name, session.name
-    )))
+    Err(found.not_running())
 }
 
 /// Runs `argv` in the session's sandbox without a terminal; fails with its
@@ -76,4 +66,34 @@ pub async fn output(
         )));
     }
     Ok(stdout)
+}
+
+/// Native: the command enters the running sandbox, confined as its agent is.
+async fn native(found: &mut Found, command: Vec<String>) -> Result<i32, CliError> {
+    let (session, owner) = found.native_running()?;
+    let mut plan = session.plan()?;
+    plan.command = command;
+    let init = kennel_native::sandbox_init_of(owner.pid as u32).ok_or_else(|| {
+        CliError::kennel(format!(
+            "the sandbox of session {} is not running",
+            found.session.name
+        ))
+    })?;
+    let entered = tokio::task::spawn_blocking(move || {
+        kennel_native::enter(&plan, init, &kennel_native::NativeOptions::default())
+    })
+    .await
+    .map_err(|error| CliError::kennel(format!("the native exec failed: {error}")))?;
+    match entered {
+        Ok(code) => Ok(code),
+        Err(error @ kennel_native::NativeError::CommandNotFound { .. }) => {
+            eprintln!("kennel: {error}");
+            Ok(error.exit_code())
+        }
+        Err(error) => {
+            let mut out = CliError::kennel(error.to_string());
+            out.hint = error.hint();
+            Err(out)
+        }
+    }
 }

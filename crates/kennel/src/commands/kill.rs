@@ -14,6 +14,17 @@ pub struct KillArgs {
 
 pub async fn run(args: KillArgs) -> Result<i32, CliError> {
     let mut found = crate::sessions::find(&args.session)?;
+    if found.is_native() {
+        let (session, owner) = found.native()?;
+        if let Some(owner) = owner {
+            crate::native_session::signal(owner, libc::SIGKILL);
+            crate::native_session::wait_gone(owner, Duration::from_secs(5));
+            found.mark(kennel_sessions::State::Stopped, None);
+        }
+        session.close();
+        eprintln!("kennel: session {} killed", found.session.name);
+        return Ok(0);
+    }
     let (engine, container) = found.container().await?;
     engine.kill_now(&container).await?;
     let state = super::stop::wait_exit(&engine, &container, Duration::from_secs(10)).await?;

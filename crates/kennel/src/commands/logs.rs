@@ -22,6 +22,11 @@ pub struct LogsArgs {
 
 pub async fn run(args: LogsArgs) -> Result<i32, CliError> {
     let mut found = crate::sessions::find(&args.session)?;
+    if found.is_native() {
+        let (session, owner) = found.native()?;
+        session.logs(owner.filter(|_| args.follow))?;
+        return Ok(0);
+    }
     let (engine, container) = found.container().await?;
     let state = engine.state(&container).await?;
     match state {

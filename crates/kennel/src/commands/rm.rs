@@ -24,6 +24,21 @@ pub async fn run(args: RmArgs) -> Result<i32, CliError> {
             "`kennel stop {name}` first, or `kennel rm --force {name}`"
         ))
     };
+    if found.is_native() && found.session.mode == Mode::Persistent {
+        let (session, owner) = found.native()?;
+        if let Some(owner) = owner {
+            if !args.force {
+                return Err(running_hint());
+            }
+            crate::native_session::signal(owner, libc::SIGKILL);
+            crate::native_session::wait_gone(owner, std::time::Duration::from_secs(5));
+        }
+        session.remove();
+        let id = found.session.id.clone();
+        found.registry.remove(&id)?;
+        eprintln!("kennel: session {name} removed");
+        return Ok(0);
+    }
     let has_container = found.session.mode == Mode::Persistent
         && found.session.backend != "native"
         && found.session.handle.is_some();

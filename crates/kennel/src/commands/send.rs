@@ -20,6 +20,10 @@ pub struct SendArgs {
 
 pub async fn run(args: SendArgs) -> Result<i32, CliError> {
     let mut found = crate::sessions::find(&args.session)?;
+    if found.is_native() {
+        found.native_running()?.0.send(&args.text, !args.no_enter)?;
+        return Ok(0);
+    }
     let (engine, container) = found.container().await?;
     super::exec::require_running(&mut found, &engine, &container).await?;
     let target = SESSION_TMUX_TARGET;

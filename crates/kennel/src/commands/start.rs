@@ -36,9 +36,13 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
         ..
     } = prepare(&args.run, false, |_, _, _| {}).await?;
     plan.ephemeral = false;
-    plan.tty = false;
-    plan.stdin = false;
-    plan.command = kennel_core::settings::session_command(&plan.command);
+    if !native {
+        // The container's own command keeps the agent in tmux (the native
+        // backend's tmux runs on the host instead: `native_session`).
+        plan.tty = false;
+        plan.stdin = false;
+        plan.command = kennel_core::settings::session_command(&plan.command);
+    }
 
     let slot = args.run.slot_request(&context, &plan)?;
     if args.run.dry_run {
@@ -50,14 +54,15 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
         println!("{json}");
         return Ok(0);
     }
-    if native {
-        return Err(crate::sessions::native_unsupported());
-    }
     let engine = match engine {
-        Some(engine) => engine,
-        None => crate::engines::connect(&plan.backend).await?,
+        Some(engine) => Some(engine),
+        None if native => None,
+        None => Some(crate::engines::connect(&plan.backend).await?),
     };
-    for warning in plan.warnings.iter().chain(&engine.unenforced_limits(&plan)) {
+    let limits_warning = engine
+        .as_ref()
+        .and_then(|engine| engine.unenforced_limits(&plan));
+    for warning in plan.warnings.iter().chain(&limits_warning) {
         eprintln!("kennel: warning: {warning}");
     }
     let mut registry = Registry::open(&crate::sessions::registry_path(&context.host))?;
@@ -69,47 +74,14 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
         Mode::Persistent,
         slot,
     )?;
-    let started: Result<String, CliError> = async {
-        crate::image_build::ensure(&engine, &recipes, false).await?;
-        prepare_host(&context, &plan, &image_settings)?;
-        // `allowlist` and `restricted`: the session's egress proxy runs in a
-        // daemon that lives as long as the container (see `proxy_daemon`).
-        let daemon = match crate::proxy::ProxySpec::from_plan(&context.config, &plan)? {
-            Some(spec) => Some(
-                crate::proxy_daemon::ProxyDaemon::spawn(
-                    spec,
-                    &engine.kind().to_string(),
-                    &kennel_core::settings::net_log_dir(&context.host),
-                )
-                .await?,
-            ),
-            None => None,
-        };
-        tracing::info!(name = %plan.name, image = %plan.image.reference, "starting detached sandbox");
-        let container = match engine.start_detached(&plan).await {
-            Ok(container) => container,
-            Err(error) => {
-                if let Some(daemon) = daemon {
-                    daemon.abort().await;
-                }
-                return Err(error.into());
-            }
-        };
-        if let Some(daemon) = daemon
-            && let Err(error) = daemon.watch(&container)
-        {
-            // No proxy, no way out: do not leave a session that cannot work.
-            if let Err(remove_error) = engine.remove(&container, true).await {
-                tracing::warn!("cannot remove {container}: {remove_error}");
-            }
-            return Err(error);
-        }
-        Ok(container)
-    }
-    .await;
+    let started = match &engine {
+        Some(engine) => start_container(engine, &context, &plan, &image_settings, &recipes)
+            .await
+            .and_then(|container| Ok(registry.mark_running(&session.id, &container)?)),
+        None => start_native(&context, &plan, &image_settings, &mut registry, &session.id),
+    };
     match started {
-        Ok(container) => {
-            registry.mark_running(&session.id, &container)?;
+        Ok(()) => {
             println!("{} {}", session.name, session.id);
             eprintln!(
                 "kennel: session {} started; `kennel attach {}` attaches (detach with C-b d)",
@@ -126,6 +98,87 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
             Err(error)
         }
     }
+}
+
+/// Docker and Podman: a detached container (and, for `allowlist` and
+/// `restricted`, the proxy daemon that lives as long as it). Returns its id.
+async fn start_container(
+    engine: &kennel_engine::Engine,
+    context: &crate::context::Context,
+    plan: &kennel_core::plan::Plan,
+    image_settings: &kennel_image::ImageSettings,
+    recipes: &[kennel_image::Recipe],
+) -> Result<String, CliError> {
+    crate::image_build::ensure(engine, recipes, false).await?;
+    prepare_host(context, plan, image_settings)?;
+    // `allowlist` and `restricted`: the session's egress proxy runs in a
+    // daemon that lives as long as the container (see `proxy_daemon`).
+    let daemon = match crate::proxy::ProxySpec::from_plan(&context.config, plan)? {
+        Some(spec) => Some(
+            crate::proxy_daemon::ProxyDaemon::spawn(
+                spec,
+                &engine.kind().to_string(),
+                &kennel_core::settings::net_log_dir(&context.host),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    tracing::info!(name = %plan.name, image = %plan.image.reference, "starting detached sandbox");
+    let container = match engine.start_detached(plan).await {
+        Ok(container) => container,
+        Err(error) => {
+            if let Some(daemon) = daemon {
+                daemon.abort().await;
+            }
+            return Err(error.into());
+        }
+    };
+    if let Some(daemon) = daemon
+        && let Err(error) = daemon.watch(&container)
+    {
+        // No proxy, no way out: do not leave a session that cannot work.
+        if let Err(remove_error) = engine.remove(&container, true).await {
+            tracing::warn!("cannot remove {container}: {remove_error}");
+        }
+        return Err(error);
+    }
+    Ok(container)
+}
+
+/// Native: the sandbox runs in the pane of a tmux server of its own (see
+/// `native_session`), whose process becomes the session's owner.
+fn start_native(
+    context: &crate::context::Context,
+    plan: &kennel_core::plan::Plan,
+    image_settings: &kennel_image::ImageSettings,
+    registry: &mut Registry,
+    id: &str,
+) -> Result<(), CliError> {
+    // Fail closed here, where the user sees it, not in the pane.
+    let prepared = kennel_native::prepare(plan, &kennel_native::NativeOptions::default()).map_err(
+        |error| {
+            let mut out = CliError::kennel(error.to_string());
+            out.hint = error.hint();
+            out
+        },
+    )?;
+    for warning in prepared.warnings() {
+        eprintln!("kennel: warning: {warning}");
+    }
+    prepare_host(context, plan, image_settings)?;
+    let proxy = crate::proxy::ProxySpec::from_plan(&context.config, plan)?;
+    let session = crate::native_session::NativeSession::of(&context.host, &plan.name);
+    tracing::info!(name = %plan.name, "starting native session");
+    let owner = session.start(plan, proxy, id)?;
+    let recorded = registry
+        .set_owner(id, owner)
+        .and_then(|()| registry.mark_running(id, &session.dir.display().to_string()));
+    if let Err(error) = recorded {
+        session.close();
+        return Err(error.into());
+    }
+    session.go()
 }
 
 /// Names are used on command lines: keep them plain.

@@ -24,6 +24,9 @@ pub struct StopArgs {
 
 pub async fn run(args: StopArgs) -> Result<i32, CliError> {
     let mut found = crate::sessions::find(&args.session)?;
+    if found.is_native() {
+        return native(&mut found, Duration::from_secs(args.timeout));
+    }
     let (engine, container) = found.container().await?;
     let state = engine.state(&container).await?;
     if state != ContainerState::Running {
@@ -67,4 +70,32 @@ pub async fn wait_exit(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Native: SIGTERM to the session's kennel, which forwards it to the agent;
+/// after the timeout the tmux server is closed (SIGHUP), and after 2 s more
+/// the session's kennel is killed (the sandbox dies with it).
+fn native(found: &mut crate::sessions::Found, timeout: Duration) -> Result<i32, CliError> {
+    use crate::native_session::{signal, wait_gone};
+    let (session, owner) = found.native()?;
+    if let Some(owner) = owner {
+        // As for containers: SIGTERM, then a hang-up, then SIGKILL.
+        signal(owner, libc::SIGTERM);
+        if !wait_gone(owner, timeout) {
+            session.hang_up();
+            if !wait_gone(owner, Duration::from_secs(2)) {
+                signal(owner, libc::SIGKILL);
+                wait_gone(owner, Duration::from_secs(5));
+            }
+        }
+    } else {
+        eprintln!("kennel: session {} is not running", found.session.name);
+    }
+    session.close();
+    if owner.is_some() {
+        let code = found.session.exit_code;
+        found.mark(kennel_sessions::State::Stopped, code);
+        eprintln!("kennel: session {} stopped", found.session.name);
+    }
+    Ok(0)
 }

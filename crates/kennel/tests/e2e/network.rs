@@ -600,6 +600,13 @@ fn plan_name_of(t: &Ctx, session: &str) -> String {
         .unwrap_or_else(|| panic!("{session} is not in ls\n{out}"));
     let handle = listed["handle"].as_str().unwrap_or_default().to_string();
     assert!(!handle.is_empty(), "{listed}");
+    if !t.backend.has_engine() {
+        // Native: the handle is the session's directory, named after the Plan.
+        return std::path::Path::new(&handle)
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+    }
     t.inspect(&handle)["Name"]
         .as_str()
         .unwrap_or_default()
@@ -612,13 +619,11 @@ fn plan_name_of(t: &Ctx, session: &str) -> String {
 /// the container; `kennel exec` goes through it, decisions are logged, and
 /// once the container is stopped the daemon is gone and so is its socket
 /// directory. `--network none` starts no daemon.
+///
+/// Native: the proxy runs in the session's own kennel (the tmux pane's
+/// program), not in a daemon; the rest holds the same.
 pub fn detached(b: Backend) {
-    if !b.has_engine() {
-        eprintln!(
-            "NOTE native::network_detached: kennel start is not supported on the native backend yet"
-        );
-        return;
-    }
+    let native = !b.has_engine();
     let Some((t, _net)) = net_ctx(b, "network_detached") else {
         return;
     };
@@ -657,18 +662,25 @@ pub fn detached(b: Backend) {
     );
     let plan = plan_name_of(&t, &name);
     let daemons = proxy_daemons(&plan);
-    if daemons.len() != 1 {
-        fail(format!(
-            "expected one proxy daemon for {plan}, found {daemons:?}\n{}",
-            daemon_log(&plan)
-        ));
+    if native {
+        assert!(
+            daemons.is_empty(),
+            "native sessions need no daemon: {daemons:?}"
+        );
+    } else {
+        if daemons.len() != 1 {
+            fail(format!(
+                "expected one proxy daemon for {plan}, found {daemons:?}\n{}",
+                daemon_log(&plan)
+            ));
+        }
+        let (pid, _, sid) = &daemons[0];
+        assert_eq!(
+            *sid,
+            Some(*pid),
+            "the daemon must lead a session of its own (setsid)"
+        );
     }
-    let (pid, _, sid) = &daemons[0];
-    assert_eq!(
-        *sid,
-        Some(*pid),
-        "the daemon must lead a session of its own (setsid)"
-    );
     assert!(
         proxy_dirs.join(&plan).join("proxy.sock").exists(),
         "no proxy socket in {}",
@@ -741,12 +753,14 @@ pub fn detached(b: Backend) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let log = daemon_log(&plan);
-    assert!(
-        log.contains("the container has ended") || log.contains("the container is gone"),
-        "{log}"
-    );
-    assert!(log.contains("proxy stopped"), "{log}");
+    if !native {
+        let log = daemon_log(&plan);
+        assert!(
+            log.contains("the container has ended") || log.contains("the container is gone"),
+            "{log}"
+        );
+        assert!(log.contains("proxy stopped"), "{log}");
+    }
     t.kennel(&["rm", &name]).run().assert_ok();
     assert!(!proxy_dirs.join(&plan).exists());
 

@@ -35,22 +35,6 @@ fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
 }
 
 pub fn lifecycle(b: Backend) {
-    if b == Backend::Native {
-        eprintln!(
-            "NOTE native::sessions_lifecycle: kennel start is not supported on the native backend yet"
-        );
-        let Some(t) = Ctx::new(b, "sessions_lifecycle") else {
-            return;
-        };
-        let out = t.kennel(&["start", "shell"]).run();
-        out.assert_code(125);
-        assert!(
-            out.stderr
-                .contains("not yet supported on the native backend"),
-            "{out}"
-        );
-        return;
-    }
     let Some(t) = Ctx::with_shell_image(b, "sessions_lifecycle") else {
         return;
     };
@@ -75,7 +59,14 @@ pub fn lifecycle(b: Backend) {
     assert_eq!(session["state"], "running", "{session}");
     assert_eq!(session["mode"], "persistent", "{session}");
     let container = session["handle"].as_str().unwrap_or_default().to_string();
-    assert_eq!(t.inspect(&container)["State"]["Running"], true);
+    if b.has_engine() {
+        assert_eq!(t.inspect(&container)["State"]["Running"], true);
+    } else {
+        // Native: the handle is the session's directory; its kennel runs
+        // the sandbox in a tmux pane of its own.
+        assert!(Path::new(&container).is_dir(), "{session}");
+        assert!(!native_session_kennels(&container).is_empty(), "{session}");
+    }
 
     // send + capture: typed into the agent's shell, read from its screen.
     let out = t.kennel(&["send", &id[..6], "echo hello-$((6*7))"]).run();
@@ -147,28 +138,61 @@ pub fn lifecycle(b: Backend) {
         matches!(session["state"].as_str(), Some("stopped" | "exited")),
         "{session}"
     );
-    assert_eq!(t.inspect(&container)["State"]["Running"], false);
+    if b.has_engine() {
+        assert_eq!(t.inspect(&container)["State"]["Running"], false);
+    } else {
+        assert!(
+            native_session_kennels(&container).is_empty(),
+            "its kennel still runs"
+        );
+        assert!(
+            t.workspace_containers().is_empty(),
+            "sandbox processes outlived the session"
+        );
+        assert!(
+            !Path::new(&container).exists(),
+            "its directory (with the Plan) is left"
+        );
+    }
 
     // rm: gone from ls and from the engine.
     let out = t.kennel(&["rm", &name]).run();
     out.assert_ok();
     assert!(listed(&t, &name).is_none(), "still listed after rm");
-    let out = t.engine(&["container", "inspect", &container]);
-    assert!(
-        !out.success(),
-        "the container is still there after rm\n{out}"
-    );
+    if b.has_engine() {
+        let out = t.engine(&["container", "inspect", &container]);
+        assert!(
+            !out.success(),
+            "the container is still there after rm\n{out}"
+        );
+    }
+}
+
+/// PIDs of the `kennel __native-session DIR …` processes of the native
+/// session whose directory is `dir`.
+fn native_session_kennels(dir: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let argv: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            // argv[1], not anywhere: tmux's server keeps the command line
+            // of the `new-session` that started it.
+            argv.get(1).is_some_and(|arg| *arg == b"__native-session")
+                && argv.get(2).is_some_and(|arg| *arg == dir.as_bytes())
+        })
+        .collect()
 }
 
 /// A session whose container disappears behind kennel's back is reported
 /// stopped by `ls`; `kill` ends a running one.
 pub fn real_state_and_kill(b: Backend) {
-    if b == Backend::Native {
-        eprintln!(
-            "NOTE native::sessions_real_state_and_kill: kennel start is not supported on the native backend yet"
-        );
-        return;
-    }
     let Some(t) = Ctx::with_shell_image(b, "sessions_real_state") else {
         return;
     };
@@ -194,16 +218,35 @@ pub fn real_state_and_kill(b: Backend) {
     };
     let gone = format!("gone-{}", crate::harness::unique());
     let container = start(&gone);
-    t.engine(&["rm", "-f", &container]).assert_ok();
-    // The engine may still be finishing the removal (Podman shows the killed
-    // container as exited for a moment): wait until it is really gone.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while t.engine(&["inspect", &container]).code() == Some(0) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{container} was not removed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    if b.has_engine() {
+        t.engine(&["rm", "-f", &container]).assert_ok();
+        // The engine may still be finishing the removal (Podman shows the
+        // killed container as exited for a moment): wait until it is gone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while t.engine(&["inspect", &container]).code() == Some(0) {
+            assert!(Instant::now() < deadline, "{container} was not removed");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    } else {
+        // Native: the session's kennel is killed behind kennel's back; its
+        // sandbox dies with it.
+        let kennels = native_session_kennels(&container);
+        assert_eq!(kennels.len(), 1, "{kennels:?}");
+        std::process::Command::new("kill")
+            .args(["-s", "KILL", &kennels[0].to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !t.workspace_containers().is_empty() {
+            assert!(Instant::now() < deadline, "the sandbox outlived its kennel");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // `clean` removes what it left (its tmux server and directory).
+        assert!(Path::new(&container).exists());
+        let out = t.kennel(&["clean", "--force"]).run();
+        out.assert_ok();
+        assert!(out.stderr.contains("its files will be removed"), "{out}");
+        assert!(!Path::new(&container).exists(), "{out}");
     }
     let session = listed(&t, &gone).unwrap();
     assert_eq!(session["state"], "stopped", "{session}");
@@ -217,7 +260,11 @@ pub fn real_state_and_kill(b: Backend) {
         matches!(session["state"].as_str(), Some("stopped" | "exited")),
         "{session}"
     );
-    assert_eq!(t.inspect(&container)["State"]["Running"], false);
+    if b.has_engine() {
+        assert_eq!(t.inspect(&container)["State"]["Running"], false);
+    } else {
+        assert!(native_session_kennels(&container).is_empty());
+    }
     t.kennel(&["rm", &killed]).run().assert_ok();
 
     // An agent that ends by itself: the session exits with its code.
@@ -254,36 +301,15 @@ fn all_sessions(t: &Ctx) -> Vec<Value> {
 
 /// Parallel sessions of one agent in one workspace get distinct slots, each
 /// with its own agent home: a copy of the agent's home at first, its own
-/// from then on. Containers: 10 concurrent `kennel start shell`, all running,
-/// with the limits given as flags in `ls --json` and on the container.
-/// Native (no `start` yet): three concurrent `kennel run`.
+/// from then on. 10 concurrent `kennel start shell`, all running, with the
+/// limits given as flags in `ls --json` (and on the container; native says
+/// it cannot apply memory and CPU limits).
 pub fn slots(b: Backend) {
     let Some(t) = Ctx::with_shell_image(b, "sessions_slots") else {
         return;
     };
     // Slot 0's home (the agent's own) gets a file every new slot starts with.
     t.sh("echo seeded > ~/seed").run().assert_ok();
-
-    if b == Backend::Native {
-        let mut runs: Vec<_> = (0..3)
-            .map(|_| t.spawn_kennel(&["run", "shell", "--", "sleep", "600"]))
-            .collect();
-        let running = poll(Duration::from_secs(60), || {
-            let live: Vec<Value> = all_sessions(&t)
-                .into_iter()
-                .filter(|s| s["state"] == "running")
-                .collect();
-            (live.len() == 3).then_some(live)
-        })
-        .unwrap_or_else(|| panic!("3 runs never all ran: {:?}", all_sessions(&t)));
-        let mut slots: Vec<i64> = running.iter().filter_map(|s| s["slot"].as_i64()).collect();
-        slots.sort();
-        assert_eq!(slots, [0, 1, 2], "{running:?}");
-        for run in &mut runs {
-            run.stop();
-        }
-        return;
-    }
 
     let names: Vec<String> = (0..10)
         .map(|n| format!("slot{n}-{}", crate::harness::unique()))
@@ -342,6 +368,19 @@ pub fn slots(b: Backend) {
         assert_eq!(session["limits"]["memory"], 256 << 20, "{session}");
         assert_eq!(session["limits"]["cpus"], 0.5, "{session}");
         assert_eq!(session["limits"]["pids"], 200, "{session}");
+        if !b.has_engine() {
+            // Native: no container to inspect; the homes are checked below.
+            let name = session["name"].as_str().unwrap_or("?");
+            let out = outs
+                .iter()
+                .find(|out| out.stdout.contains(name))
+                .unwrap_or_else(|| fail(format!("no start printed {name}")));
+            assert!(
+                out.stderr.contains("cannot limit memory or CPU"),
+                "native must say it cannot limit memory or CPU\n{out}"
+            );
+            continue;
+        }
         let container = session["handle"].as_str().unwrap_or_default();
         let info = t.inspect(container);
         assert_eq!(info["State"]["Running"], true, "{session}");
@@ -361,6 +400,14 @@ pub fn slots(b: Backend) {
             .find(|bind| bind.target == t.user.home)
             .unwrap_or_else(|| fail(format!("no agent home bound in {session}")));
         homes.push((session["slot"].as_i64().unwrap_or(-1), home.source));
+    }
+    if !b.has_engine() {
+        for slot in 1..10 {
+            let home = t.data_home.join(format!("kennel/homes/shell@{slot}"));
+            homes.push((slot, home.clone()));
+            assert!(home.is_dir(), "no home for slot {slot}: {}", home.display());
+        }
+        homes.push((0, t.data_home.join("kennel/homes/shell")));
     }
     let mut distinct: Vec<_> = homes.iter().map(|(_, home)| home.clone()).collect();
     distinct.sort();
