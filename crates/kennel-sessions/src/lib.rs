@@ -314,13 +314,18 @@ impl Owner {
     }
 }
 
-/// The start time of process `pid`, when it exists.
+/// The start time of process `pid`, when it runs (a zombie has ended: its
+/// parent just has not collected it yet).
 fn process_start(pid: i64) -> Option<i64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: count
     // fields from the last `)`.
     let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// A connection to the registry. Open one per thread or process; they may

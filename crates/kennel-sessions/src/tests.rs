@@ -356,6 +356,23 @@ fn dead_owner() -> Owner {
 }
 
 #[test]
+fn a_zombie_is_not_alive() {
+    // A child that has exited but is not collected yet.
+    let mut child = std::process::Command::new("true").spawn().expect("spawn");
+    let pid = i64::from(child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.contains(") Z "))
+        .unwrap_or(false)
+    {
+        assert!(std::time::Instant::now() < deadline, "never became a zombie");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(Owner::of(pid).is_none());
+    child.wait().expect("wait");
+}
+
+#[test]
 fn sessions_of_a_killed_kennel_are_reaped() {
     let (_dir, mut registry) = registry();
     assert!(Owner::current().expect("owner").is_alive());

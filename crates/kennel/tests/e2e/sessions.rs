@@ -168,6 +168,18 @@ pub fn lifecycle(b: Backend) {
     }
 }
 
+/// `rm -f` of a session's container with the engine's own CLI, waiting
+/// until it is really gone (Podman shows a killed container as exited for a
+/// moment while it removes it).
+fn remove_behind_kennels_back(t: &Ctx, container: &str) {
+    t.engine(&["rm", "-f", container]).assert_ok();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.engine(&["inspect", container]).code() == Some(0) {
+        assert!(Instant::now() < deadline, "{container} was not removed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// PIDs of the `kennel __native-session DIR …` processes of the native
 /// session whose directory is `dir`.
 fn native_session_kennels(dir: &str) -> Vec<u32> {
@@ -219,14 +231,7 @@ pub fn real_state_and_kill(b: Backend) {
     let gone = format!("gone-{}", crate::harness::unique());
     let container = start(&gone);
     if b.has_engine() {
-        t.engine(&["rm", "-f", &container]).assert_ok();
-        // The engine may still be finishing the removal (Podman shows the
-        // killed container as exited for a moment): wait until it is gone.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while t.engine(&["inspect", &container]).code() == Some(0) {
-            assert!(Instant::now() < deadline, "{container} was not removed");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        remove_behind_kennels_back(&t, &container);
     } else {
         // Native: the session's kennel is killed behind kennel's back; its
         // sandbox dies with it.
@@ -652,25 +657,14 @@ pub fn clean(b: Backend) {
     assert!(out.stderr.contains("nothing to clean"), "{out}");
 
     let gone = format!("gone-{}", crate::harness::unique());
-    start(&gone, &[]);
-    let container = listed(&t, &gone).unwrap()["handle"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    t.engine(&["rm", "-f", &container]).assert_ok();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while t.engine(&["inspect", &container]).code() == Some(0) {
-        assert!(Instant::now() < deadline, "{container} was not removed");
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let lost = format!("lost-{}", crate::harness::unique());
     start(&lost, &[]);
     let lost_container = listed(&t, &lost).unwrap()["handle"]
         .as_str()
         .unwrap()
         .to_string();
-    // The registry is deleted: `lost`'s container has no session any more,
-    // and `gone` is forgotten with it. Start again from scratch with `gone`.
+    // The registry is deleted: `lost`'s container has no session any more.
+    // Then `gone`'s container is removed behind kennel's back.
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(t.data_home.join(format!("kennel/sessions.db{suffix}")));
     }
@@ -679,12 +673,7 @@ pub fn clean(b: Backend) {
         .as_str()
         .unwrap()
         .to_string();
-    t.engine(&["rm", "-f", &container]).assert_ok();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while t.engine(&["inspect", &container]).code() == Some(0) {
-        assert!(Instant::now() < deadline, "{container} was not removed");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    remove_behind_kennels_back(&t, &container);
 
     let out = t.kennel(&["clean", "--force"]).run();
     out.assert_ok();
