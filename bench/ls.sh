@@ -10,8 +10,9 @@ runs=${2:-20}
 
 cargo build --release -q -p kennel --bin kennel
 cargo build --release -q -p kennel-sessions --example fill
-kennel=$PWD/target/release/kennel
-fill=$PWD/target/release/examples/fill
+target=${CARGO_TARGET_DIR:-$PWD/target}
+kennel=$target/release/kennel
+fill=$target/release/examples/fill
 
 home=$(mktemp -d)
 trap 'rm -rf "$home"' EXIT
