@@ -110,7 +110,15 @@ pub struct Defaults {
     pub pids_limit: Option<i64>,
     pub memory: Option<String>,
     pub cpus: Option<f64>,
+    /// How a session sees the repository: `direct`, `worktree` or `clone`.
+    pub mode: Option<String>,
+    /// Worktree and clone modes: commit the agent's uncommitted work to the
+    /// session branch when the session ends (default: true).
+    pub commit_on_exit: Option<bool>,
 }
+
+/// The workspace modes `defaults.mode` and `--mode` accept.
+pub const WORKSPACE_MODES: &[&str] = &["direct", "worktree", "clone"];
 
 /// An `[agents.NAME]` table: every field optional, so a user can override
 /// one fact of a built-in agent or define a whole new one.
@@ -482,6 +490,9 @@ fn untrusted_keys(project: &toml::Table, trusted_so_far: &toml::Table) -> Vec<St
     flatten(project, "", &mut |dotted, value| {
         let allowed = match dotted {
             "defaults.deny" | "defaults.base_image" => true,
+            // A repository may ask for its own checkout per session (less
+            // access to the user's checkout), never for the checkout itself.
+            "defaults.mode" => matches!(value.as_str(), Some("worktree" | "clone")),
             "defaults.network" => {
                 let wanted = value.as_str().and_then(NetworkMode::parse);
                 let now = current("network").and_then(|v| v.as_str().and_then(NetworkMode::parse));
@@ -601,6 +612,26 @@ mod tests {
         );
         let config = config.expect("tightening is allowed");
         assert_eq!(config.file.defaults.network, Some(NetworkMode::None));
+    }
+
+    #[test]
+    fn project_may_choose_a_checkout_mode_only() {
+        for mode in ["worktree", "clone"] {
+            let (config, _dir) = load_with(None, Some(&format!("[defaults]\nmode = \"{mode}\"\n")));
+            let config = config.expect("a checkout of its own is allowed");
+            assert_eq!(config.file.defaults.mode.as_deref(), Some(mode));
+            assert!(config.origin_of("defaults.mode").is_some());
+        }
+        let (config, _dir) = load_with(
+            Some("[defaults]\nmode = \"worktree\"\n"),
+            Some("[defaults]\nmode = \"direct\"\ncommit_on_exit = false\n"),
+        );
+        match config {
+            Err(ConfigError::Untrusted { keys, .. }) => {
+                assert_eq!(keys, vec!["defaults.commit_on_exit", "defaults.mode"])
+            }
+            other => panic!("expected Untrusted, got {other:?}"),
+        }
     }
 
     #[test]

@@ -59,6 +59,26 @@ pub struct Plan {
     /// instead of refusing, and says so on every run.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_weaker_sandbox: bool,
+    /// Worktree and clone modes: the session's own checkout, on its own
+    /// branch (absent in direct mode, where the workspace is the user's
+    /// checkout itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitPlan>,
+}
+
+/// The session's own checkout (`--mode worktree` or `--mode clone`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitPlan {
+    /// `worktree` or `clone`.
+    pub mode: String,
+    /// The session's branch in the user's repository, e.g. `kennel/claude-0`.
+    pub branch: String,
+    /// The commit the session started from.
+    pub base: String,
+    /// The checkout's directory on the host (also the Plan's `workspace`).
+    pub dir: PathBuf,
+    /// The user's repository (its top level), where the review commands work.
+    pub repository: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +138,12 @@ pub enum MountPurpose {
     /// The directory holding kennel's egress proxy socket for this session
     /// (`allowlist` and `restricted` modes): the sandbox's only way out.
     Proxy,
+    /// Worktree mode: a part of the user's repository's git dir that git
+    /// needs in the worktree (the object store, the session branch's ref
+    /// directory, the worktree's registration), or that stays read-only
+    /// (config, hooks, the `.git` file); clone mode: the clone's `.git`,
+    /// config and hooks. Applied in the Plan's order, parents first.
+    Git,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

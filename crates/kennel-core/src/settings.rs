@@ -428,6 +428,7 @@ pub fn build_plan(
         labels,
         warnings,
         allow_weaker_sandbox: request.allow_weaker_sandbox,
+        git: None,
     })
 }
 

@@ -119,6 +119,7 @@ fn plan(mounts: Vec<Mount>) -> Plan {
         labels: BTreeMap::new(),
         warnings: vec![],
         allow_weaker_sandbox: false,
+        git: None,
     }
 }
 

@@ -58,6 +58,9 @@ pub const MIGRATIONS: &[&str] = &[
     // to tell a live `kennel run` from one that was killed.
     "ALTER TABLE sessions ADD COLUMN owner_pid INTEGER;
      ALTER TABLE sessions ADD COLUMN owner_start INTEGER;",
+    // 4: the session's own git checkout (worktree or clone mode), as JSON;
+    // NULL in direct mode, and once the checkout is discarded.
+    "ALTER TABLE sessions ADD COLUMN checkout TEXT;",
 ];
 
 /// The schema version this kennel writes.
@@ -280,6 +283,10 @@ pub struct Session {
     /// An ephemeral session whose kennel is gone while its sandbox still
     /// runs (kennel was killed). Not stored: set by whoever asked the backend.
     pub orphaned: bool,
+    /// The session's git checkout (worktree or clone mode) as JSON; `None`
+    /// in direct mode and once discarded.
+    #[serde(skip)]
+    pub checkout: Option<String>,
     /// The Plan as JSON; not loaded by [`Registry::list`].
     #[serde(skip)]
     pub plan: Option<String>,
@@ -344,7 +351,8 @@ impl fmt::Debug for Registry {
 }
 
 const COLUMNS: &str = "id, name, agent, workspace, slot, backend, handle, mode, state, \
-                       started_at, ended_at, exit_code, pids, memory, cpus, owner_pid, owner_start";
+                       started_at, ended_at, exit_code, pids, memory, cpus, owner_pid, owner_start, \
+                       checkout";
 
 impl Registry {
     /// Opens (creating if need be) the registry at `path` and brings its
@@ -485,6 +493,7 @@ impl Registry {
             limits: new.limits,
             owner: new.owner,
             orphaned: false,
+            checkout: None,
             plan: new.plan.clone(),
         };
         transaction.execute(
@@ -542,6 +551,15 @@ impl Registry {
         let changed = self.connection.execute(
             "UPDATE sessions SET owner_pid = ?2, owner_start = ?3 WHERE id = ?1",
             params![id, owner.pid, owner.start],
+        )?;
+        found(changed, id)
+    }
+
+    /// Records (or, with `None`, forgets) the session's git checkout (JSON).
+    pub fn set_checkout(&mut self, id: &str, checkout: Option<&str>) -> Result<()> {
+        let changed = self.connection.execute(
+            "UPDATE sessions SET checkout = ?2 WHERE id = ?1",
+            params![id, checkout],
         )?;
         found(changed, id)
     }
@@ -773,7 +791,8 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Session>> {
             _ => None,
         },
         orphaned: false,
-        plan: row.get(17)?,
+        checkout: row.get(17)?,
+        plan: row.get(18)?,
     }))
 }
 

@@ -476,3 +476,19 @@ fn latest_is_per_agent_and_workspace() {
             .is_none()
     );
 }
+
+#[test]
+fn checkout_is_recorded_and_cleared() {
+    let (_dir, mut registry) = registry();
+    let session = registry.insert(&new_session("shell")).expect("insert");
+    assert_eq!(session.checkout, None);
+    registry
+        .set_checkout(&session.id, Some("{\"branch\":\"kennel/shell-0\"}"))
+        .expect("set");
+    let got = registry.get(&session.id).expect("get");
+    assert_eq!(got.checkout.as_deref(), Some("{\"branch\":\"kennel/shell-0\"}"));
+    assert_eq!(registry.list(true).expect("list")[0].checkout, got.checkout);
+    registry.set_checkout(&session.id, None).expect("clear");
+    assert_eq!(registry.get(&session.id).expect("get").checkout, None);
+    assert!(registry.set_checkout("000000000000", None).is_err());
+}

@@ -47,6 +47,16 @@ pub enum Command {
     Kill(crate::commands::kill::KillArgs),
     /// Remove a session's sandbox and forget the session
     Rm(crate::commands::rm::RmArgs),
+    /// Show a worktree or clone session's changes against the commit it started from
+    Diff(crate::commands::diff::DiffArgs),
+    /// Merge a worktree or clone session's branch into your current branch
+    Merge(crate::commands::merge::MergeArgs),
+    /// Bring a worktree or clone session's changes into your checkout, uncommitted
+    Apply(crate::commands::apply::ApplyArgs),
+    /// Remove a worktree or clone session's checkout and branch (asks first unless --force)
+    Discard(crate::commands::discard::DiscardArgs),
+    /// Bring a clone session's branch into your repository
+    Sync(crate::commands::sync::SyncArgs),
     /// Remove what sessions left behind (asks first unless --force)
     Clean(crate::commands::clean::CleanArgs),
     /// List the agents kennel knows

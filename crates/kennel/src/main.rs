@@ -1,6 +1,7 @@
 //! The kennel binary: parses the command line, runs one command, and turns
 //! its result into an exit code. Everything else lives in the library crates.
 
+mod checkout;
 mod cli;
 mod commands;
 mod context;
@@ -84,6 +85,11 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Stop(args) => runtime()?.block_on(commands::stop::run(args)),
         Command::Kill(args) => runtime()?.block_on(commands::kill::run(args)),
         Command::Rm(args) => runtime()?.block_on(commands::rm::run(args)),
+        Command::Diff(args) => runtime()?.block_on(commands::diff::run(args)),
+        Command::Merge(args) => runtime()?.block_on(commands::merge::run(args)),
+        Command::Apply(args) => runtime()?.block_on(commands::apply::run(args)),
+        Command::Discard(args) => runtime()?.block_on(commands::discard::run(args)),
+        Command::Sync(args) => runtime()?.block_on(commands::sync::run(args)),
         Command::Clean(args) => runtime()?.block_on(commands::clean::run(args)),
         Command::Agents(args) => commands::agents::run(args),
         Command::Image(command) => runtime()?.block_on(commands::image::run(command)),

@@ -119,35 +119,67 @@ pub fn resume_slot(
 /// One `kennel run`'s row in the registry, if the registry works.
 pub struct Tracker {
     registry: Option<(Registry, String)>,
+    session: Option<Session>,
 }
 
 impl Tracker {
     /// Registers an ephemeral session for `plan` in state `created`, in the
     /// slot `slot` asks for. Best effort for a fresh slot (a broken registry
     /// costs a warning and the run uses the agent's home); a slot to resume
-    /// must be had.
+    /// must be had, and so must the registry when `required` (a session
+    /// with a checkout of its own: its branch is found through it).
     pub fn begin(
         host: &HostContext,
         plan: &mut Plan,
         slot: SlotRequest,
+        required: bool,
     ) -> Result<Tracker, CliError> {
         let registered = Registry::open(&registry_path(host)).and_then(|mut registry| {
             let session = register(&mut registry, host, plan, None, Mode::Ephemeral, slot)?;
-            Ok((registry, session.id))
+            Ok((registry, session))
         });
         match registered {
-            Ok(registry) => Ok(Tracker {
-                registry: Some(registry),
+            Ok((registry, session)) => Ok(Tracker {
+                registry: Some((registry, session.id.clone())),
+                session: Some(session),
             }),
-            Err(error) if slot == SlotRequest::Free => {
+            Err(error) if slot == SlotRequest::Free && !required => {
                 warn(
                     "cannot register the session (the agent runs anyway)",
                     &error,
                 );
-                Ok(Tracker { registry: None })
+                Ok(Tracker {
+                    registry: None,
+                    session: None,
+                })
             }
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// The session's name (empty when it is not registered).
+    pub fn name(&self) -> &str {
+        self.session
+            .as_ref()
+            .map(|session| session.name.as_str())
+            .unwrap_or("")
+    }
+
+    /// Creates the session's own checkout and runs `plan` in it (see
+    /// [`crate::checkout::create`]).
+    pub fn create_checkout(
+        &mut self,
+        host: &HostContext,
+        plan: &mut Plan,
+        mode: crate::checkout::WorkspaceMode,
+        branch: Option<&str>,
+    ) -> Result<kennel_git::Checkout, CliError> {
+        let (Some((registry, _)), Some(session)) = (&mut self.registry, &self.session) else {
+            return Err(CliError::kennel(
+                "a session with a checkout of its own needs the session registry",
+            ));
+        };
+        crate::checkout::create(registry, host, plan, mode, branch, session)
     }
 
     /// The sandbox is starting under `handle`.
@@ -161,15 +193,15 @@ impl Tracker {
 
     /// Records how the run ended: `exited` with the agent's code, or
     /// `failed` when kennel itself failed.
-    pub fn end(self, result: &Result<i32, CliError>) {
-        let Some((mut registry, id)) = self.registry else {
+    pub fn end(&mut self, result: &Result<i32, CliError>) {
+        let Some((registry, id)) = &mut self.registry else {
             return;
         };
         let (state, code) = match result {
             Ok(code) => (State::Exited, Some(*code)),
             Err(error) => (State::Failed, Some(error.kind.code())),
         };
-        if let Err(error) = registry.mark_ended(&id, state, code) {
+        if let Err(error) = registry.mark_ended(id, state, code) {
             warn("cannot record the end of the session", &error);
         }
     }

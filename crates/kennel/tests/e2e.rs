@@ -30,6 +30,9 @@ mod network;
 #[path = "e2e/sessions.rs"]
 mod sessions;
 
+#[path = "e2e/git.rs"]
+mod git;
+
 #[path = "e2e/agent_images.rs"]
 mod agent_images;
 
@@ -39,11 +42,24 @@ macro_rules! backend_suite {
     ($module:ident, $backend:expr) => {
         mod $module {
             use crate::cases;
+            use crate::git;
             use crate::harness::Backend;
             use crate::network;
             use crate::sessions;
             const B: Backend = $backend;
 
+            #[test]
+            fn git_worktree_sessions() {
+                git::worktree_sessions(B)
+            }
+            #[test]
+            fn git_merge_refusal() {
+                git::merge_refusal(B)
+            }
+            #[test]
+            fn git_clone_sync() {
+                git::clone_sync(B)
+            }
             #[test]
             fn host_config() {
                 cases::host_config(B)

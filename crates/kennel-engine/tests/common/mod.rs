@@ -206,6 +206,7 @@ pub fn plan(kind: EngineKind, test: &str, command: &[&str]) -> Plan {
         ]),
         warnings: Vec::new(),
         allow_weaker_sandbox: false,
+        git: None,
     }
 }
 

@@ -30,5 +30,6 @@ pub async fn run(args: KillArgs) -> Result<i32, CliError> {
     let state = super::stop::wait_exit(&engine, &container, Duration::from_secs(10)).await?;
     found.record(&engine, state, true).await;
     eprintln!("kennel: session {} killed", found.session.name);
+    crate::checkout::session_ended(&found.session);
     Ok(0)
 }

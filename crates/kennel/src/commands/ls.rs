@@ -32,7 +32,8 @@ pub fn run(args: LsArgs) -> Result<i32, CliError> {
         Vec::new()
     };
     if args.json {
-        let json = serde_json::to_string_pretty(&sessions)
+        let listed: Vec<Listed> = sessions.iter().map(Listed::of).collect();
+        let json = serde_json::to_string_pretty(&listed)
             .map_err(|error| CliError::kennel(format!("cannot serialise the sessions: {error}")))?;
         println!("{json}");
         return Ok(0);
@@ -53,6 +54,36 @@ pub fn run(args: LsArgs) -> Result<i32, CliError> {
         table(&sessions, kennel_sessions::now_ms(), &host.home)
     );
     Ok(0)
+}
+
+/// A session as `kennel ls --json` prints it: the registry's fields, and
+/// for a session with a checkout of its own (worktree or clone mode) its
+/// branch and whether that has work the user's branch does not.
+#[derive(serde::Serialize)]
+struct Listed<'a> {
+    #[serde(flatten)]
+    session: &'a Session,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    branch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unmerged: Option<bool>,
+}
+
+impl<'a> Listed<'a> {
+    fn of(session: &'a Session) -> Listed<'a> {
+        let checkout = crate::checkout::of_session(session).ok().flatten();
+        let unmerged = checkout.as_ref().and_then(|checkout| {
+            let repo = kennel_git::Repo::open(&session.workspace).ok()?;
+            repo.unmerged(checkout)
+                .map_err(|error| tracing::debug!(%error, "cannot tell whether {} is merged", session.name))
+                .ok()
+        });
+        Listed {
+            session,
+            branch: checkout.map(|checkout| checkout.branch),
+            unmerged,
+        }
+    }
 }
 
 /// Records what the backends say about the sessions the registry calls
@@ -187,6 +218,7 @@ mod tests {
             limits: Limits::default(),
             owner: None,
             orphaned: false,
+            checkout: None,
             plan: None,
         }
     }

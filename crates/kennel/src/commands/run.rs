@@ -68,6 +68,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "SESSION", num_args = 0..=1, default_missing_value = "")]
     pub resume: Option<String>,
 
+    /// How the session sees the repository: direct (your checkout), worktree (a git worktree on a branch of its own) or clone (a private clone; its branch comes back on `kennel sync`). Default: `defaults.mode`, else direct
+    #[arg(long, value_name = "MODE", value_parser = ["direct", "worktree", "clone"])]
+    pub mode: Option<String>,
+
+    /// Worktree and clone modes: the session's branch (default: kennel/<agent>-<slot>)
+    #[arg(long, value_name = "NAME")]
+    pub branch: Option<String>,
+
     /// Native backend: run even when the kernel lacks user namespaces, Landlock or seccomp (a warning says what is missing on every run)
     #[arg(long)]
     pub allow_weaker_sandbox: bool,
@@ -211,6 +219,14 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     } = prepare(&args, tty, |_, _, _| {}).await?;
     let agent = &agent;
     let slot = args.slot_request(&context, &plan)?;
+    let mode = crate::checkout::requested(args.mode.as_deref(), &context.config)?;
+    crate::checkout::check_backend(mode, native)?;
+    if args.branch.is_some() && mode == crate::checkout::WorkspaceMode::Direct {
+        return Err(
+            CliError::usage("--branch needs --mode worktree or --mode clone")
+                .with_hint("direct mode runs in your checkout, on your branch"),
+        );
+    }
 
     if args.dry_run {
         if let kennel_sessions::SlotRequest::Exact(slot) = slot {
@@ -224,8 +240,22 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
 
     // From here on the run is in the session registry (best effort: a
     // registry failure is a warning, never a reason not to run).
-    let mut session = crate::sessions::Tracker::begin(&context.host, &mut plan, slot)?;
+    let mut session = crate::sessions::Tracker::begin(
+        &context.host,
+        &mut plan,
+        slot,
+        mode != crate::checkout::WorkspaceMode::Direct,
+    )?;
+    let mut checkout = None;
     let result: Result<i32, CliError> = async {
+        if mode != crate::checkout::WorkspaceMode::Direct {
+            checkout = Some(session.create_checkout(
+                &context.host,
+                &mut plan,
+                mode,
+                args.branch.as_deref(),
+            )?);
+        }
         if native {
             let prepared =
                 match kennel_native::prepare(&plan, &kennel_native::NativeOptions::default()) {
@@ -273,6 +303,11 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     }
     .await;
     session.end(&result);
+    if let Some(checkout) = &checkout
+        && crate::checkout::commit_on_exit_enabled(Some(&context.config))
+    {
+        crate::checkout::commit_on_exit(checkout, session.name());
+    }
     result
 }
 

@@ -45,6 +45,14 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
     }
 
     let slot = args.run.slot_request(&context, &plan)?;
+    let mode = crate::checkout::requested(args.run.mode.as_deref(), &context.config)?;
+    crate::checkout::check_backend(mode, native)?;
+    if args.run.branch.is_some() && mode == crate::checkout::WorkspaceMode::Direct {
+        return Err(
+            CliError::usage("--branch needs --mode worktree or --mode clone")
+                .with_hint("direct mode runs in your checkout, on your branch"),
+        );
+    }
     if args.run.dry_run {
         if let SlotRequest::Exact(slot) = slot {
             kennel_core::settings::use_slot(&mut plan, &context.host, slot);
@@ -74,6 +82,23 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
         Mode::Persistent,
         slot,
     )?;
+    if mode != crate::checkout::WorkspaceMode::Direct
+        && let Err(error) = crate::checkout::create(
+            &mut registry,
+            &context.host,
+            &mut plan,
+            mode,
+            args.run.branch.as_deref(),
+            &session,
+        )
+    {
+        if let Err(registry_error) =
+            registry.mark_ended(&session.id, State::Failed, Some(error.kind.code()))
+        {
+            tracing::warn!("cannot record the failed start: {registry_error}");
+        }
+        return Err(error);
+    }
     let started = match &engine {
         Some(engine) => start_container(engine, &context, &plan, &image_settings, &recipes)
             .await

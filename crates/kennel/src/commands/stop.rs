@@ -53,6 +53,7 @@ pub async fn run(args: StopArgs) -> Result<i32, CliError> {
     }
     found.record(&engine, state, true).await;
     eprintln!("kennel: session {} stopped", found.session.name);
+    crate::checkout::session_ended(&found.session);
     Ok(0)
 }
 

@@ -1,0 +1,345 @@
+//! Worktree and clone modes (issue 6): a session's own checkout of the
+//! user's repository, on its own branch, and what the review commands
+//! (`diff`, `merge`, `apply`, `discard`, `sync`) share.
+//!
+//! The git side (creating checkouts, what to mount, the review operations
+//! and their safety) is `kennel-git`'s; this module wires it into sessions:
+//! it creates the checkout once the registry has given the session its id
+//! and slot, rewrites the Plan to mount the checkout instead of the user's
+//! checkout, records the checkout in the registry, and commits what the
+//! agent left uncommitted when the session ends.
+
+use std::path::{Path, PathBuf};
+
+use kennel_core::host::HostContext;
+use kennel_core::plan::{GitPlan, Mount, MountPurpose, Plan};
+use kennel_git::{Checkout, CheckoutMode, GitError, Identity, Repo};
+use kennel_sessions::{Registry, Session};
+
+use crate::error::CliError;
+
+/// How a session sees the repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkspaceMode {
+    /// The user's checkout itself.
+    Direct,
+    Worktree,
+    Clone,
+}
+
+impl WorkspaceMode {
+    pub fn parse(text: &str) -> Option<WorkspaceMode> {
+        match text {
+            "direct" => Some(WorkspaceMode::Direct),
+            "worktree" => Some(WorkspaceMode::Worktree),
+            "clone" => Some(WorkspaceMode::Clone),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkspaceMode::Direct => "direct",
+            WorkspaceMode::Worktree => "worktree",
+            WorkspaceMode::Clone => "clone",
+        }
+    }
+}
+
+/// The mode a run asks for: `--mode`, else `defaults.mode`, else direct.
+pub fn requested(
+    flag: Option<&str>,
+    config: &kennel_core::config::Config,
+) -> Result<WorkspaceMode, CliError> {
+    let (text, origin) = match flag {
+        Some(text) => (text.to_string(), "--mode".to_string()),
+        None => match &config.file.defaults.mode {
+            Some(text) => (
+                text.clone(),
+                config
+                    .origin_of("defaults.mode")
+                    .map(|origin| format!("defaults.mode ({origin})"))
+                    .unwrap_or_else(|| "defaults.mode".into()),
+            ),
+            None => return Ok(WorkspaceMode::Direct),
+        },
+    };
+    WorkspaceMode::parse(&text).ok_or_else(|| {
+        CliError::usage(format!("{origin}: `{text}` is not a workspace mode"))
+            .with_hint("choose one of: direct, worktree, clone")
+    })
+}
+
+/// Refuses what a mode cannot do on the chosen backend (before anything
+/// is registered or created).
+pub fn check_backend(mode: WorkspaceMode, native: bool) -> Result<(), CliError> {
+    if native && mode != WorkspaceMode::Direct {
+        return Err(CliError::kennel(format!(
+            "--mode {} is not yet on the native backend",
+            mode.as_str()
+        ))
+        .with_hint("use --backend docker or --backend podman, or --mode direct"));
+    }
+    Ok(())
+}
+
+/// A git failure as the user sees it: refusals (a dirty checkout, a
+/// conflict, a taken branch name…) are usage errors (exit 2), the rest
+/// kennel's own failures (exit 125).
+pub fn git_error(error: GitError) -> CliError {
+    let mut out = if error.is_refusal() {
+        CliError::usage(error.to_string())
+    } else {
+        CliError::kennel(error.to_string())
+    };
+    out.hint = error.hint();
+    out
+}
+
+/// `<kennel data dir>/checkouts`: where sessions' worktrees and clones live.
+pub fn checkouts_dir(host: &HostContext) -> PathBuf {
+    host.data_dir.join("checkouts")
+}
+
+/// Creates the session's checkout (`<data dir>/checkouts/<session id>`) on
+/// the branch `branch`, or `kennel/<agent>-<slot>`, or — when an earlier
+/// session left that branch — `kennel/<session name>`; rewrites `plan` to
+/// run in it; records both in the registry. On failure nothing is left.
+pub fn create(
+    registry: &mut Registry,
+    host: &HostContext,
+    plan: &mut Plan,
+    mode: WorkspaceMode,
+    branch: Option<&str>,
+    session: &Session,
+) -> Result<Checkout, CliError> {
+    let repo = Repo::open(&plan.workspace).map_err(git_error)?;
+    let dir = checkouts_dir(host).join(&session.id);
+    let make = |branch: &str| match mode {
+        WorkspaceMode::Clone => repo.create_clone(&dir, branch),
+        _ => repo.create_worktree(&dir, branch),
+    };
+    let created = match branch {
+        Some(branch) => make(branch),
+        None => match make(&format!("kennel/{}-{}", plan.agent, session.slot)) {
+            Err(GitError::BranchExists { .. }) => make(&format!("kennel/{}", session.name)),
+            other => other,
+        },
+    };
+    let checkout = created.map_err(git_error)?;
+    let recorded = rewrite_plan(&repo, plan, &checkout).and_then(|()| {
+        let json = serde_json::to_string(&checkout)
+            .map_err(|error| CliError::kennel(format!("cannot record the checkout: {error}")))?;
+        registry.set_checkout(&session.id, Some(&json))?;
+        if let Ok(plan_json) = serde_json::to_string(&plan.redacted()) {
+            registry.set_plan(&session.id, &plan_json)?;
+        }
+        Ok(())
+    });
+    if let Err(error) = recorded {
+        if let Err(discard_error) = repo.discard(&checkout) {
+            tracing::warn!(
+                "cannot remove the checkout {}: {discard_error}",
+                dir.display()
+            );
+        }
+        let _ = registry.set_checkout(&session.id, None);
+        return Err(error);
+    }
+    eprintln!(
+        "kennel: session {} works on branch {} ({} in {})",
+        session.name,
+        checkout.branch,
+        mode.as_str(),
+        checkout.dir.display()
+    );
+    Ok(checkout)
+}
+
+/// The Plan for running in `checkout`: its directory is the workspace, the
+/// user's checkout is not mounted at all, and git's own paths are mounted
+/// as `kennel-git` says, in its order (parents first).
+fn rewrite_plan(repo: &Repo, plan: &mut Plan, checkout: &Checkout) -> Result<(), CliError> {
+    let git_mounts = match checkout.mode {
+        CheckoutMode::Worktree => repo.mounts_for_worktree(checkout),
+        CheckoutMode::Clone => repo.mounts_for_clone(checkout),
+    }
+    .map_err(git_error)?;
+    let old = plan.workspace.clone();
+    let relative = plan
+        .workdir
+        .strip_prefix(&old)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let workdir = checkout.dir.join(relative);
+    // A directory the commit does not have (untracked, ignored) is not there.
+    plan.workdir = if workdir.is_dir() {
+        workdir
+    } else {
+        checkout.dir.clone()
+    };
+    let position = plan
+        .mounts
+        .iter()
+        .position(|mount| mount.purpose == MountPurpose::Workspace)
+        .unwrap_or(plan.mounts.len());
+    plan.mounts.retain(|mount| {
+        !(mount.purpose == MountPurpose::Workspace
+            || (mount.purpose == MountPurpose::Protect && mount.source.starts_with(&old)))
+    });
+    let position = position.min(plan.mounts.len());
+    let mut mounts: Vec<Mount> = git_mounts
+        .into_iter()
+        .map(|mount| Mount {
+            purpose: if mount.target == checkout.dir {
+                MountPurpose::Workspace
+            } else {
+                MountPurpose::Git
+            },
+            source: mount.host,
+            target: mount.target,
+            read_only: mount.read_only,
+        })
+        .collect();
+    // The project's config stays read-only in the checkout too (promise 5).
+    let project = checkout.dir.join(".kennel.toml");
+    if std::fs::symlink_metadata(&project).is_ok_and(|meta| meta.is_file()) {
+        mounts.push(Mount {
+            source: project.clone(),
+            target: project,
+            read_only: true,
+            purpose: MountPurpose::Protect,
+        });
+    }
+    plan.mounts.splice(position..position, mounts);
+    plan.workspace = checkout.dir.clone();
+    plan.git = Some(GitPlan {
+        mode: match checkout.mode {
+            CheckoutMode::Worktree => "worktree".into(),
+            CheckoutMode::Clone => "clone".into(),
+        },
+        branch: checkout.branch.clone(),
+        base: checkout.base.clone(),
+        dir: checkout.dir.clone(),
+        repository: repo.toplevel().to_path_buf(),
+    });
+    Ok(())
+}
+
+/// Whether the configuration (of `workspace`) wants uncommitted work
+/// committed when a session ends (`defaults.commit_on_exit`, default true).
+pub fn commit_on_exit_enabled(config: Option<&kennel_core::config::Config>) -> bool {
+    config
+        .and_then(|config| config.file.defaults.commit_on_exit)
+        .unwrap_or(true)
+}
+
+/// Commits what the agent left uncommitted to the session branch. Never
+/// loses work: a failure is a warning, and the checkout stays.
+pub fn commit_on_exit(checkout: &Checkout, session_name: &str) {
+    let message = format!("kennel: uncommitted work of session {session_name}");
+    let author = Identity {
+        name: "kennel".into(),
+        email: "kennel@localhost".into(),
+    };
+    match checkout.commit_all(&message, &author) {
+        Ok(Some(commit)) => eprintln!(
+            "kennel: committed the uncommitted work of session {session_name} to {} ({})",
+            checkout.branch,
+            &commit[..commit.len().min(12)]
+        ),
+        Ok(None) => {}
+        Err(error) => eprintln!(
+            "kennel: warning: cannot commit the uncommitted work of session {session_name}: {error}; it stays in {}",
+            checkout.dir.display()
+        ),
+    }
+}
+
+/// The checkout a registry row records.
+pub fn of_session(session: &Session) -> Result<Option<Checkout>, CliError> {
+    let Some(json) = &session.checkout else {
+        return Ok(None);
+    };
+    serde_json::from_str(json).map(Some).map_err(|error| {
+        CliError::kennel(format!(
+            "the registry's record of the checkout of session {} is unreadable: {error}",
+            session.name
+        ))
+    })
+}
+
+/// A session with a checkout, as the review commands find it.
+pub struct Reviewed {
+    pub found: crate::sessions::Found,
+    /// The user's repository (the session's original workspace).
+    pub repo: Repo,
+    pub checkout: Checkout,
+}
+
+impl Reviewed {
+    pub fn running(&self) -> bool {
+        !self.found.session.state.is_ended()
+    }
+}
+
+/// Finds `query`, refreshes its state from its backend, and opens its
+/// checkout and the user's repository. A session that has ended gets its
+/// uncommitted work committed first (unless `commit_on_exit = false`), for
+/// persistent sessions and for runs whose kennel did not get to it.
+pub async fn review(query: &str) -> Result<Reviewed, CliError> {
+    let mut found = crate::sessions::find(query)?;
+    crate::sessions::refresh(
+        &mut found.registry,
+        std::slice::from_mut(&mut found.session),
+    )
+    .await;
+    let session = &found.session;
+    let Some(checkout) = of_session(session)? else {
+        let discarded = session
+            .plan
+            .as_deref()
+            .and_then(|json| serde_json::from_str::<Plan>(json).ok())
+            .is_some_and(|plan| plan.git.is_some());
+        let message = if discarded {
+            format!("the checkout of session {} was discarded", session.name)
+        } else {
+            format!(
+                "session {} has no checkout of its own: it ran in direct mode, in your checkout",
+                session.name
+            )
+        };
+        return Err(CliError::usage(message).with_hint(
+            "sessions started with --mode worktree or --mode clone have a branch to review; a direct-mode session's changes are in your checkout (`git diff`)",
+        ));
+    };
+    let repo = Repo::open(&found.session.workspace).map_err(git_error)?;
+    let reviewed = Reviewed {
+        found,
+        repo,
+        checkout,
+    };
+    if !reviewed.running() {
+        let config = crate::context::Context::load(Some(&reviewed.found.session.workspace))
+            .ok()
+            .map(|context| context.config);
+        if commit_on_exit_enabled(config.as_ref()) && reviewed.checkout.dir.is_dir() {
+            commit_on_exit(&reviewed.checkout, &reviewed.found.session.name);
+        }
+    }
+    Ok(reviewed)
+}
+
+/// For `stop` and `kill`: the session has just ended; commit what its
+/// agent left uncommitted.
+pub fn session_ended(session: &Session) {
+    let Ok(Some(checkout)) = of_session(session) else {
+        return;
+    };
+    let config = crate::context::Context::load(Some(&session.workspace))
+        .ok()
+        .map(|context| context.config);
+    if commit_on_exit_enabled(config.as_ref()) && checkout.dir.is_dir() {
+        commit_on_exit(&checkout, &session.name);
+    }
+}

@@ -1,0 +1,29 @@
+//! `kennel apply`: brings a worktree or clone session's changes into the
+//! user's checkout as uncommitted (staged) changes.
+
+use clap::Args;
+
+use crate::error::CliError;
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The session: its name, id or a unique id prefix (`kennel ls`)
+    pub session: String,
+}
+
+pub async fn run(args: ApplyArgs) -> Result<i32, CliError> {
+    let reviewed = crate::checkout::review(&args.session).await?;
+    let name = &reviewed.found.session.name;
+    if reviewed.running() {
+        eprintln!("kennel: session {name} is still running: only what it has committed is applied");
+    }
+    reviewed
+        .repo
+        .apply(&reviewed.checkout)
+        .map_err(crate::checkout::git_error)?;
+    eprintln!(
+        "kennel: the changes of session {name} ({}) are in your checkout, staged and uncommitted",
+        reviewed.checkout.branch
+    );
+    Ok(0)
+}

@@ -1,0 +1,33 @@
+//! `kennel diff`: a worktree or clone session's changes against the commit
+//! it started from, committed and not.
+
+use std::io::Write;
+
+use clap::Args;
+
+use crate::error::CliError;
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The session: its name, id or a unique id prefix (`kennel ls`)
+    pub session: String,
+
+    /// A summary of the changed files instead of the patch
+    #[arg(long)]
+    pub stat: bool,
+}
+
+pub async fn run(args: DiffArgs) -> Result<i32, CliError> {
+    let reviewed = crate::checkout::review(&args.session).await?;
+    let diff = reviewed
+        .repo
+        .diff(&reviewed.checkout, args.stat)
+        .map_err(crate::checkout::git_error)?;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(&diff).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(0),
+        // `kennel diff | head`: the reader is gone, not kennel's failure.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(error) => Err(CliError::kennel(format!("cannot write the diff: {error}"))),
+    }
+}

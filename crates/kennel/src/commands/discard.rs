@@ -1,0 +1,70 @@
+//! `kennel discard`: removes a worktree or clone session's checkout and
+//! branch. The session stays in the registry, without a checkout.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use clap::Args;
+
+use crate::error::CliError;
+
+#[derive(Debug, Args)]
+pub struct DiscardArgs {
+    /// The session: its name, id or a unique id prefix (`kennel ls`)
+    pub session: String,
+
+    /// Do not ask first
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+pub async fn run(args: DiscardArgs) -> Result<i32, CliError> {
+    let mut reviewed = crate::checkout::review(&args.session).await?;
+    let session = &reviewed.found.session;
+    let checkout = &reviewed.checkout;
+    if reviewed.running() {
+        return Err(CliError::usage(format!(
+            "session {} is still running in its checkout",
+            session.name
+        ))
+        .with_hint(format!(
+            "`kennel stop {}` ends it first (a `kennel run` session ends with its agent)",
+            session.name
+        )));
+    }
+    if !args.force {
+        if !std::io::stdin().is_terminal() {
+            return Err(CliError::usage(
+                "kennel discard asks before removing a session's work, and stdin is not a terminal",
+            )
+            .with_hint(format!(
+                "`kennel discard --force {}` removes it without asking",
+                session.name
+            )));
+        }
+        eprint!(
+            "Remove branch {} and {} with all of session {}'s work? [y/N] ",
+            checkout.branch,
+            checkout.dir.display(),
+            session.name
+        );
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("kennel: nothing removed");
+            return Ok(0);
+        }
+    }
+    reviewed
+        .repo
+        .discard(checkout)
+        .map_err(crate::checkout::git_error)?;
+    let (id, name, branch) = (
+        session.id.clone(),
+        session.name.clone(),
+        checkout.branch.clone(),
+    );
+    reviewed.found.registry.set_checkout(&id, None)?;
+    eprintln!("kennel: discarded session {name}: branch {branch} and its checkout are gone");
+    Ok(0)
+}

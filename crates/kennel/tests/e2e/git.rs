@@ -1,0 +1,335 @@
+//! Git workspace modes (issue 6), on real git and the real engines:
+//! worktree sessions in parallel, the review commands (`diff`, `merge`,
+//! `discard`), what an agent can do to the user's repository from inside,
+//! and clone mode with `sync`.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::harness::{Backend, Ctx};
+
+/// Every session in `kennel ls --all --json` that has a branch.
+fn sessions_with_branch(t: &Ctx) -> Vec<Value> {
+    let out = t.kennel(&["ls", "--all", "--json"]).run();
+    out.assert_ok();
+    out.json()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|session| session["branch"].is_string())
+        .collect()
+}
+
+fn field(session: &Value, key: &str) -> String {
+    session[key].as_str().unwrap_or_default().to_string()
+}
+
+/// The user's checkout as the tests compare it: its status and its branch.
+fn user_view(t: &Ctx) -> (String, String) {
+    (
+        t.git(&["status", "--porcelain"]),
+        t.git(&["rev-parse", "--abbrev-ref", "HEAD"]),
+    )
+}
+
+/// The native backend cannot run worktree or clone sessions yet: kennel
+/// says so (exit 125) and leaves nothing behind.
+fn native_refuses(t: &Ctx, mode: &str) {
+    let out = t
+        .kennel(&["run", "shell", "--mode", mode, "--", "true"])
+        .run();
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("not yet on the native backend"),
+        "{out}"
+    );
+    assert!(sessions_with_branch(t).is_empty());
+    assert_eq!(t.git(&["branch", "--list", "kennel/*"]).trim(), "");
+    assert!(
+        !t.data_home.join("kennel/checkouts").exists()
+            || std::fs::read_dir(t.data_home.join("kennel/checkouts"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+}
+
+/// Three agents in parallel in worktree mode, each committing its own
+/// file (one also leaves a file uncommitted, which kennel commits on
+/// exit): each `diff` shows only its own change; merging one works and the
+/// others stay reviewable; `discard` leaves nothing behind; the user's
+/// checkout and branch are untouched but for the merge; `git gc` and `git
+/// worktree prune` inside a sandbox break nothing; a hook planted from
+/// inside never runs on the host.
+pub fn worktree_sessions(b: Backend) {
+    let Some(t) = Ctx::with_shell_image(b, "git_worktree_sessions") else {
+        return;
+    };
+    if b == Backend::Native {
+        native_refuses(&t, "worktree");
+        return;
+    }
+    let before = user_view(&t);
+    let files = ["alpha", "beta", "gamma"];
+    let outs: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .iter()
+            .map(|file| {
+                let t = &t;
+                scope.spawn(move || {
+                    let extra = if *file == "alpha" {
+                        "; echo left > uncommitted-alpha.txt"
+                    } else {
+                        ""
+                    };
+                    let script = format!(
+                        "set -e; echo {file} > {file}.txt; git add {file}.txt; \
+                         git -c user.name=agent -c user.email=agent@sandbox.invalid commit -q -m 'agent {file}'{extra}; \
+                         echo BRANCH=$(git rev-parse --abbrev-ref HEAD)"
+                    );
+                    t.kennel(&["run", "shell", "--mode", "worktree", "--", "sh", "-c", &script])
+                        .run()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for out in &outs {
+        out.assert_ok();
+        assert!(
+            out.expect_kv("BRANCH").starts_with("kennel/shell-"),
+            "{out}"
+        );
+    }
+    assert_eq!(user_view(&t), before, "the user's checkout changed");
+
+    // Each session's diff shows its own change only.
+    let sessions = sessions_with_branch(&t);
+    assert_eq!(sessions.len(), 3, "{sessions:?}");
+    let mut by_file = std::collections::BTreeMap::new();
+    for session in &sessions {
+        assert_eq!(session["unmerged"], Value::Bool(true), "{session}");
+        let name = field(session, "name");
+        let out = t.kennel(&["diff", &name, "--stat"]).run();
+        out.assert_ok();
+        let shown: Vec<&str> = files
+            .iter()
+            .copied()
+            .filter(|file| out.stdout.contains(&format!("{file}.txt")))
+            .collect();
+        assert_eq!(shown.len(), 1, "diff of {name} shows {shown:?}:\n{out}");
+        assert_eq!(
+            out.stdout.contains("uncommitted-alpha.txt"),
+            shown[0] == "alpha",
+            "{out}"
+        );
+        let patch = t.kennel(&["diff", &name]).run();
+        patch.assert_ok();
+        assert!(patch.stdout.contains(&format!("+{}", shown[0])), "{patch}");
+        by_file.insert(shown[0], (name, field(session, "branch")));
+    }
+    // The uncommitted file was committed on exit, by kennel.
+    let (alpha, alpha_branch) = by_file["alpha"].clone();
+    let log = t.git(&["log", "-1", "--format=%an <%ae> %s", &alpha_branch]);
+    assert!(
+        log.contains("kennel <kennel@localhost> kennel: uncommitted work of session"),
+        "{log}"
+    );
+
+    // A fourth sandbox tries git gc, worktree prune and planting a hook.
+    let marker = t.scratch().join("hook-ran");
+    let script = format!(
+        "git gc -q >/dev/null 2>&1; echo GC=$?; git worktree prune >/dev/null 2>&1; echo PRUNE=$?; \
+         hook=$(git rev-parse --git-common-dir)/hooks/post-merge; \
+         if printf '#!/bin/sh\\ntouch {}\\n' > \"$hook\" 2>/dev/null; then chmod +x \"$hook\"; echo PLANTED=yes; else echo PLANTED=no; fi; \
+         if echo '[core]' >> \"$(git rev-parse --git-common-dir)/config\" 2>/dev/null; then echo CONFIG=yes; else echo CONFIG=no; fi; \
+         if echo 'gitdir: /tmp' > .git 2>/dev/null; then echo GITFILE=yes; else echo GITFILE=no; fi",
+        marker.display()
+    );
+    let out = t
+        .kennel(&[
+            "run", "shell", "--mode", "worktree", "--", "sh", "-c", &script,
+        ])
+        .run();
+    out.assert_ok();
+    assert_eq!(out.expect_kv("PLANTED"), "no", "{out}");
+    assert_eq!(out.expect_kv("CONFIG"), "no", "{out}");
+    assert_eq!(out.expect_kv("GITFILE"), "no", "{out}");
+    let worktrees = t.git(&["worktree", "list", "--porcelain"]);
+    for (_, branch) in by_file.values() {
+        assert!(
+            worktrees.contains(&format!("branch refs/heads/{branch}\n")),
+            "{branch} lost its registration:\n{worktrees}"
+        );
+    }
+    t.git(&["fsck", "--no-progress"]);
+    // The host's own prune (which cannot see the sandbox's view) keeps them.
+    t.git(&["worktree", "prune"]);
+    assert_eq!(t.git(&["worktree", "list", "--porcelain"]), worktrees);
+
+    // Merge one: the user's branch gets its file; the others stay.
+    t.kennel(&["merge", &alpha]).run().assert_ok();
+    assert!(t.ws.join("alpha.txt").is_file());
+    assert!(t.ws.join("uncommitted-alpha.txt").is_file());
+    assert!(!t.ws.join("beta.txt").exists());
+    assert_eq!(
+        user_view(&t),
+        before,
+        "merge left the checkout dirty or moved it"
+    );
+    assert!(
+        !marker.exists(),
+        "a hook planted in the sandbox ran on the host"
+    );
+    for file in ["beta", "gamma"] {
+        let (name, _) = &by_file[file];
+        let out = t.kennel(&["diff", name, "--stat"]).run();
+        out.assert_ok();
+        assert!(out.stdout.contains(&format!("{file}.txt")), "{out}");
+        assert!(!out.stdout.contains("alpha.txt"), "{out}");
+    }
+    // `ls`: the merged session has nothing unmerged, the others do (and
+    // the fourth, which changed nothing, has nothing either).
+    for session in sessions_with_branch(&t) {
+        let name = field(&session, "name");
+        let unmerged = by_file
+            .iter()
+            .any(|(file, (other, _))| *other == name && *file != "alpha");
+        assert_eq!(session["unmerged"], Value::Bool(unmerged), "{session}");
+    }
+
+    // Discard: without a terminal and without --force, a usage error.
+    let (beta, beta_branch) = by_file["beta"].clone();
+    let out = t.kennel(&["discard", &beta]).run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("--force"), "{out}");
+    let beta_dir = t
+        .data_home
+        .join("kennel/checkouts")
+        .read_dir()
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|dir| dir.join("beta.txt").is_file())
+        .expect("beta's checkout");
+    t.kennel(&["discard", "--force", &beta]).run().assert_ok();
+    assert!(!beta_dir.exists());
+    assert_eq!(t.git(&["branch", "--list", &beta_branch]).trim(), "");
+    assert!(
+        !t.git(&["worktree", "list"])
+            .contains(&beta_dir.display().to_string()),
+        "the worktree is still registered"
+    );
+    let out = t.kennel(&["diff", &beta]).run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("discarded"), "{out}");
+    // The last one still diffs fine.
+    let (gamma, _) = &by_file["gamma"];
+    t.kennel(&["diff", gamma]).run().assert_ok();
+    assert_eq!(user_view(&t), before);
+    assert_eq!(t.git(&["rev-parse", "--abbrev-ref", "HEAD"]).trim(), "main");
+}
+
+/// `kennel merge` refuses a dirty user checkout (exit 2) and changes
+/// nothing; a direct-mode session has nothing to review.
+pub fn merge_refusal(b: Backend) {
+    let Some(t) = Ctx::with_shell_image(b, "git_merge_refusal") else {
+        return;
+    };
+    if b == Backend::Native {
+        native_refuses(&t, "worktree");
+        return;
+    }
+    let out = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--mode",
+            "worktree",
+            "--branch",
+            "kennel/refusal",
+            "--",
+            "sh",
+            "-c",
+            "echo agent > README.md",
+        ])
+        .run();
+    out.assert_ok();
+    let session = field(&sessions_with_branch(&t)[0], "name");
+    std::fs::write(t.ws.join("README.md"), "the user's own edit\n").unwrap();
+    let head = t.git(&["rev-parse", "HEAD"]);
+    let status = t.git(&["status", "--porcelain"]);
+    let out = t.kennel(&["merge", &session]).run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("hint"), "{out}");
+    assert_eq!(t.git(&["rev-parse", "HEAD"]), head);
+    assert_eq!(t.git(&["status", "--porcelain"]), status);
+    assert_eq!(
+        std::fs::read_to_string(t.ws.join("README.md")).unwrap(),
+        "the user's own edit\n"
+    );
+    // A direct-mode session: a clear usage error.
+    t.sh("true").run().assert_ok();
+    let out = t.kennel(&["ls", "--all", "--json"]).run();
+    let direct = out
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| !s["branch"].is_string())
+        .map(|s| field(s, "name"))
+        .expect("the direct session");
+    let out = t.kennel(&["diff", &direct]).run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("direct mode"), "{out}");
+}
+
+/// Clone mode: the host repository's `.git` is not writable from inside
+/// (not even there), the agent commits in its clone, and `kennel sync`
+/// brings the branch to the host.
+pub fn clone_sync(b: Backend) {
+    let Some(t) = Ctx::with_shell_image(b, "git_clone_sync") else {
+        return;
+    };
+    if b == Backend::Native {
+        native_refuses(&t, "clone");
+        return;
+    }
+    // The branch arrives on `sync` (not already when the run ends).
+    t.write_config("commit_on_exit = false", "");
+    let host_git = t.ws.join(".git");
+    let script = format!(
+        "set -u; for p in {git} {git}/objects {git}/hooks {git}/refs/heads; do \
+           if touch \"$p/probe\" 2>/dev/null; then echo WROTE=$p; fi; done; echo PROBED=1; \
+         test -e {git} && echo HOSTGIT=visible || echo HOSTGIT=absent; \
+         echo clone > clone.txt && git add clone.txt && \
+         git -c user.name=agent -c user.email=agent@sandbox.invalid commit -q -m 'agent clone' && \
+         echo COMMIT=$(git rev-parse HEAD)",
+        git = host_git.display()
+    );
+    let out = t
+        .kennel(&["run", "shell", "--mode", "clone", "--", "sh", "-c", &script])
+        .run();
+    out.assert_ok();
+    assert_eq!(out.expect_kv("PROBED"), "1", "{out}");
+    assert!(
+        out.kv("WROTE").is_none(),
+        "wrote into the host's .git: {out}"
+    );
+    assert_eq!(out.expect_kv("HOSTGIT"), "absent", "{out}");
+    let commit = out.expect_kv("COMMIT");
+    assert!(!Path::new(&host_git).join("probe").exists());
+    let sessions = sessions_with_branch(&t);
+    assert_eq!(sessions.len(), 1);
+    let (name, branch) = (field(&sessions[0], "name"), field(&sessions[0], "branch"));
+    assert_ne!(t.git(&["rev-parse", &branch]).trim(), commit);
+    t.kennel(&["sync", &name]).run().assert_ok();
+    assert_eq!(t.git(&["rev-parse", &branch]).trim(), commit);
+    let out = t.kennel(&["diff", &name, "--stat"]).run();
+    out.assert_ok();
+    assert!(out.stdout.contains("clone.txt"), "{out}");
+    t.kennel(&["discard", "--force", &name]).run().assert_ok();
+    assert_eq!(t.git(&["branch", "--list", &branch]).trim(), "");
+}
