@@ -57,6 +57,10 @@ macro_rules! backend_suite {
                 git::merge_refusal(B)
             }
             #[test]
+            fn git_worktree_start() {
+                git::worktree_start(B)
+            }
+            #[test]
             fn git_clone_sync() {
                 git::clone_sync(B)
             }

@@ -333,3 +333,80 @@ pub fn clone_sync(b: Backend) {
     t.kennel(&["discard", "--force", &name]).run().assert_ok();
     assert_eq!(t.git(&["branch", "--list", &branch]).trim(), "");
 }
+
+/// `kennel start --mode worktree`: a persistent session in its own
+/// worktree; its diff shows its uncommitted work while it runs, `discard`
+/// refuses a running session, `stop` commits what it left, and `merge`
+/// brings it to the user's branch.
+pub fn worktree_start(b: Backend) {
+    let Some(t) = Ctx::with_shell_image(b, "git_worktree_start") else {
+        return;
+    };
+    if b == Backend::Native {
+        let out = t.kennel(&["start", "shell", "--mode", "worktree"]).run();
+        out.assert_code(125);
+        assert!(
+            out.stderr.contains("not yet on the native backend"),
+            "{out}"
+        );
+        return;
+    }
+    let name = format!("wt-{}", crate::harness::unique());
+    let out = t
+        .kennel(&[
+            "start",
+            "shell",
+            "--network",
+            "none",
+            "--mode",
+            "worktree",
+            "--name",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            "echo started > started.txt; sleep 300",
+        ])
+        .run();
+    out.assert_ok();
+    let id = out
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let file = t
+        .data_home
+        .join("kennel/checkouts")
+        .join(&id)
+        .join("started.txt");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !file.is_file() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never wrote {}",
+            file.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = t.kennel(&["diff", &name, "--stat"]).run();
+    out.assert_ok();
+    assert!(out.stdout.contains("started.txt"), "{out}");
+    let out = t.kennel(&["discard", "--force", &name]).run();
+    out.assert_code(2);
+    assert!(file.is_file());
+    t.kennel(&["stop", "--timeout", "2", &name])
+        .run()
+        .assert_ok();
+    let log = t.git(&["log", "-1", "--format=%an %s", "kennel/shell-0"]);
+    assert!(
+        log.contains(&format!(
+            "kennel kennel: uncommitted work of session {name}"
+        )),
+        "{log}"
+    );
+    t.kennel(&["merge", &name]).run().assert_ok();
+    assert!(t.ws.join("started.txt").is_file());
+    t.kennel(&["rm", &name]).run();
+    t.remove_containers();
+}
