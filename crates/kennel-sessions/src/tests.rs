@@ -365,7 +365,10 @@ fn a_zombie_is_not_alive() {
         .map(|stat| !stat.contains(") Z "))
         .unwrap_or(false)
     {
-        assert!(std::time::Instant::now() < deadline, "never became a zombie");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never became a zombie"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert!(Owner::of(pid).is_none());
@@ -486,7 +489,10 @@ fn checkout_is_recorded_and_cleared() {
         .set_checkout(&session.id, Some("{\"branch\":\"kennel/shell-0\"}"))
         .expect("set");
     let got = registry.get(&session.id).expect("get");
-    assert_eq!(got.checkout.as_deref(), Some("{\"branch\":\"kennel/shell-0\"}"));
+    assert_eq!(
+        got.checkout.as_deref(),
+        Some("{\"branch\":\"kennel/shell-0\"}")
+    );
     assert_eq!(registry.list(true).expect("list")[0].checkout, got.checkout);
     registry.set_checkout(&session.id, None).expect("clear");
     assert_eq!(registry.get(&session.id).expect("get").checkout, None);
