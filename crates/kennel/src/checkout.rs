@@ -70,19 +70,6 @@ pub fn requested(
     })
 }
 
-/// Refuses what a mode cannot do on the chosen backend (before anything
-/// is registered or created).
-pub fn check_backend(mode: WorkspaceMode, native: bool) -> Result<(), CliError> {
-    if native && mode != WorkspaceMode::Direct {
-        return Err(CliError::kennel(format!(
-            "--mode {} is not yet on the native backend",
-            mode.as_str()
-        ))
-        .with_hint("use --backend docker or --backend podman, or --mode direct"));
-    }
-    Ok(())
-}
-
 /// A git failure as the user sees it: refusals (a dirty checkout, a
 /// conflict, a taken branch name…) are usage errors (exit 2), the rest
 /// kennel's own failures (exit 125).

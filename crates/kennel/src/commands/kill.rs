@@ -23,6 +23,7 @@ pub async fn run(args: KillArgs) -> Result<i32, CliError> {
         }
         session.close();
         eprintln!("kennel: session {} killed", found.session.name);
+        crate::checkout::session_ended(&found.session);
         return Ok(0);
     }
     let (engine, container) = found.container().await?;

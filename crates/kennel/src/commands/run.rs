@@ -220,7 +220,6 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     let agent = &agent;
     let slot = args.slot_request(&context, &plan)?;
     let mode = crate::checkout::requested(args.mode.as_deref(), &context.config)?;
-    crate::checkout::check_backend(mode, native)?;
     if args.branch.is_some() && mode == crate::checkout::WorkspaceMode::Direct {
         return Err(
             CliError::usage("--branch needs --mode worktree or --mode clone")
@@ -229,6 +228,12 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     }
 
     if args.dry_run {
+        if mode != crate::checkout::WorkspaceMode::Direct {
+            eprintln!(
+                "kennel: --dry-run creates no checkout: this Plan mounts your checkout; a {} session mounts its own instead (see `git` in the Plan's documentation)",
+                mode.as_str()
+            );
+        }
         if let kennel_sessions::SlotRequest::Exact(slot) = slot {
             settings::use_slot(&mut plan, &context.host, slot);
         }

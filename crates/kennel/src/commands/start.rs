@@ -46,7 +46,6 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
 
     let slot = args.run.slot_request(&context, &plan)?;
     let mode = crate::checkout::requested(args.run.mode.as_deref(), &context.config)?;
-    crate::checkout::check_backend(mode, native)?;
     if args.run.branch.is_some() && mode == crate::checkout::WorkspaceMode::Direct {
         return Err(
             CliError::usage("--branch needs --mode worktree or --mode clone")
@@ -54,6 +53,12 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
         );
     }
     if args.run.dry_run {
+        if mode != crate::checkout::WorkspaceMode::Direct {
+            eprintln!(
+                "kennel: --dry-run creates no checkout: this Plan mounts your checkout; a {} session mounts its own instead (see `git` in the Plan's documentation)",
+                mode.as_str()
+            );
+        }
         if let SlotRequest::Exact(slot) = slot {
             kennel_core::settings::use_slot(&mut plan, &context.host, slot);
         }

@@ -98,5 +98,6 @@ fn native(found: &mut crate::sessions::Found, timeout: Duration) -> Result<i32, 
         found.mark(kennel_sessions::State::Stopped, code);
         eprintln!("kennel: session {} stopped", found.session.name);
     }
+    crate::checkout::session_ended(&found.session);
     Ok(0)
 }

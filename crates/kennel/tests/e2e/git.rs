@@ -34,28 +34,6 @@ fn user_view(t: &Ctx) -> (String, String) {
     )
 }
 
-/// The native backend cannot run worktree or clone sessions yet: kennel
-/// says so (exit 125) and leaves nothing behind.
-fn native_refuses(t: &Ctx, mode: &str) {
-    let out = t
-        .kennel(&["run", "shell", "--mode", mode, "--", "true"])
-        .run();
-    out.assert_code(125);
-    assert!(
-        out.stderr.contains("not yet on the native backend"),
-        "{out}"
-    );
-    assert!(sessions_with_branch(t).is_empty());
-    assert_eq!(t.git(&["branch", "--list", "kennel/*"]).trim(), "");
-    assert!(
-        !t.data_home.join("kennel/checkouts").exists()
-            || std::fs::read_dir(t.data_home.join("kennel/checkouts"))
-                .unwrap()
-                .next()
-                .is_none()
-    );
-}
-
 /// Three agents in parallel in worktree mode, each committing its own
 /// file (one also leaves a file uncommitted, which kennel commits on
 /// exit): each `diff` shows only its own change; merging one works and the
@@ -67,10 +45,6 @@ pub fn worktree_sessions(b: Backend) {
     let Some(t) = Ctx::with_shell_image(b, "git_worktree_sessions") else {
         return;
     };
-    if b == Backend::Native {
-        native_refuses(&t, "worktree");
-        return;
-    }
     let before = user_view(&t);
     let files = ["alpha", "beta", "gamma"];
     let outs: Vec<_> = std::thread::scope(|scope| {
@@ -238,10 +212,6 @@ pub fn merge_refusal(b: Backend) {
     let Some(t) = Ctx::with_shell_image(b, "git_merge_refusal") else {
         return;
     };
-    if b == Backend::Native {
-        native_refuses(&t, "worktree");
-        return;
-    }
     let out = t
         .kennel(&[
             "run",
@@ -293,10 +263,6 @@ pub fn clone_sync(b: Backend) {
     let Some(t) = Ctx::with_shell_image(b, "git_clone_sync") else {
         return;
     };
-    if b == Backend::Native {
-        native_refuses(&t, "clone");
-        return;
-    }
     // The branch arrives on `sync` (not already when the run ends).
     t.write_config("commit_on_exit = false", "");
     let host_git = t.ws.join(".git");
@@ -342,15 +308,6 @@ pub fn worktree_start(b: Backend) {
     let Some(t) = Ctx::with_shell_image(b, "git_worktree_start") else {
         return;
     };
-    if b == Backend::Native {
-        let out = t.kennel(&["start", "shell", "--mode", "worktree"]).run();
-        out.assert_code(125);
-        assert!(
-            out.stderr.contains("not yet on the native backend"),
-            "{out}"
-        );
-        return;
-    }
     let name = format!("wt-{}", crate::harness::unique());
     let out = t
         .kennel(&[
