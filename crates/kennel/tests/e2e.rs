@@ -61,6 +61,10 @@ macro_rules! backend_suite {
                 git::worktree_start(B)
             }
             #[test]
+            fn git_checkout_under_home() {
+                git::checkout_under_home(B)
+            }
+            #[test]
             fn git_clone_sync() {
                 git::clone_sync(B)
             }

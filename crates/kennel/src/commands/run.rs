@@ -372,6 +372,13 @@ pub fn prepare_host(
         seed_home(&base, &home.source)
             .map_err(|error| io_error(&home.source.display().to_string(), error))?;
     }
+    if let Some(home) = plan
+        .mounts
+        .iter()
+        .find(|mount| mount.purpose == kennel_core::plan::MountPurpose::AgentHome)
+    {
+        make_mount_points(plan, home);
+    }
     let identity = settings::identity_dir(&context.host);
     std::fs::create_dir_all(&identity)
         .map_err(|error| io_error(&identity.display().to_string(), error))?;
@@ -389,6 +396,54 @@ pub fn prepare_host(
             .map_err(|error| io_error("the CA bundle", error))?;
     }
     Ok(())
+}
+
+/// Creates, as the user, the mount points that the Plan's other mounts need
+/// inside the agent's home (a workspace or a checkout under `$HOME`, such
+/// as `~/.local/share/kennel/checkouts/<id>`). Otherwise a rootful engine
+/// creates them, owned by root, in the agent's home on the host, where the
+/// agent then cannot write (`~/.local` owned by root) and the user cannot
+/// remove them. The agent's home is the agent's to write: kennel never
+/// follows a symlink in it, and skips a mount point it cannot make (the
+/// engine then makes it, as before).
+fn make_mount_points(plan: &Plan, home: &kennel_core::plan::Mount) {
+    use std::path::Component;
+    for mount in &plan.mounts {
+        if mount.purpose == kennel_core::plan::MountPurpose::AgentHome {
+            continue;
+        }
+        let Ok(relative) = mount.target.strip_prefix(&home.target) else {
+            continue;
+        };
+        let parts: Vec<_> = relative.components().collect();
+        if parts.is_empty()
+            || !parts
+                .iter()
+                .all(|part| matches!(part, Component::Normal(_)))
+        {
+            continue;
+        }
+        let is_dir = mount.source.is_dir();
+        let mut path = home.source.clone();
+        for (index, part) in parts.iter().enumerate() {
+            path.push(part);
+            let last = index + 1 == parts.len();
+            let made = match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.file_type().is_symlink() => false,
+                Ok(meta) => meta.is_dir() || last,
+                Err(_) if last && !is_dir => std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .is_ok(),
+                Err(_) => std::fs::create_dir(&path).is_ok(),
+            };
+            if !made {
+                tracing::debug!(path = %path.display(), "cannot make the mount point in the agent's home");
+                break;
+            }
+        }
+    }
 }
 
 /// Creates the agent home `home`; a slot's home (any other than `base`, the

@@ -367,3 +367,58 @@ pub fn worktree_start(b: Backend) {
     t.kennel(&["rm", &name]).run();
     t.remove_containers();
 }
+
+/// With kennel's data dir under `$HOME` (the default,
+/// `~/.local/share/kennel`), the checkout's mount point inside the agent's
+/// home is made by kennel as the user: nothing in the agent's home on the
+/// host ends up owned by someone else (a rootful engine would make it as
+/// root, and the agent could no longer write `~/.local`).
+pub fn checkout_under_home(b: Backend) {
+    let Some(t) = Ctx::with_shell_image(b, "git_checkout_under_home") else {
+        return;
+    };
+    let data = t
+        .user
+        .home
+        .join(format!(".kennel-e2e-data-{}", crate::harness::unique()));
+    let data_text = data.display().to_string();
+    let env = [("XDG_DATA_HOME", data_text.as_str())];
+    let out = t
+        .kennel_env(
+            &[
+                "run",
+                "shell",
+                "--mode",
+                "worktree",
+                "--",
+                "sh",
+                "-c",
+                "echo x > x.txt",
+            ],
+            &env,
+        )
+        .run();
+    let mut foreign = Vec::new();
+    let mut stack = vec![data.join("kennel/homes")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+            if std::os::unix::fs::MetadataExt::uid(&meta) != t.user.uid {
+                foreign.push(entry.path());
+            }
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    let listed = t.kennel_env(&["ls", "--all", "--json"], &env).run();
+    let name = listed.json()[0]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let discarded = t.kennel_env(&["discard", "--force", &name], &env).run();
+    let _ = std::fs::remove_dir_all(&data);
+    out.assert_ok();
+    discarded.assert_ok();
+    assert!(foreign.is_empty(), "not the user's: {foreign:?}");
+}
