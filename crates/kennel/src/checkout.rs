@@ -330,3 +330,29 @@ pub fn session_ended(session: &Session) {
         commit_on_exit(&checkout, &session.name);
     }
 }
+
+/// For `rm`: a forgotten session's branch and checkout are left as they
+/// are (its work is never lost); say where, and how to remove them.
+pub fn warn_left_behind(session: &Session) {
+    let Ok(Some(checkout)) = of_session(session) else {
+        return;
+    };
+    let how = match checkout.mode {
+        CheckoutMode::Worktree => format!(
+            "`git worktree remove --force {}` and `git branch -D {}`",
+            checkout.dir.display(),
+            checkout.branch
+        ),
+        CheckoutMode::Clone => format!(
+            "`rm -rf {}` and `git branch -D {}`",
+            checkout.dir.display(),
+            checkout.branch
+        ),
+    };
+    eprintln!(
+        "kennel: branch {} and the checkout {} stay in {} (`kennel discard` before `kennel rm` removes them; now: {how})",
+        checkout.branch,
+        checkout.dir.display(),
+        session.workspace.display()
+    );
+}

@@ -111,7 +111,7 @@ fn refresh(registry: &mut Registry, sessions: &mut Vec<Session>, all: bool) {
     runtime.block_on(crate::sessions::refresh(registry, sessions));
 }
 
-const HEADERS: [&str; 8] = [
+const HEADERS: [&str; 9] = [
     "ID",
     "NAME",
     "AGENT",
@@ -119,12 +119,13 @@ const HEADERS: [&str; 8] = [
     "STATE",
     "STARTED",
     "EXIT",
+    "BRANCH",
     "WORKSPACE",
 ];
 
 /// The human listing: one aligned row per session, newest first.
 fn table(sessions: &[Session], now_ms: i64, home: &Path) -> String {
-    let rows: Vec<[String; 8]> = sessions
+    let rows: Vec<[String; 9]> = sessions
         .iter()
         .map(|session| {
             [
@@ -141,6 +142,12 @@ fn table(sessions: &[Session], now_ms: i64, home: &Path) -> String {
                 session
                     .exit_code
                     .map(|code| code.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                // Worktree and clone sessions: their branch.
+                crate::checkout::of_session(session)
+                    .ok()
+                    .flatten()
+                    .map(|checkout| checkout.branch)
                     .unwrap_or_else(|| "-".into()),
                 tilde(&session.workspace, home),
             ]
@@ -226,16 +233,22 @@ mod tests {
     #[test]
     fn table_is_aligned() {
         let now = 10_000_000;
+        let mut worktree = session("2b3c4d5e6f70", State::Exited, now - 7_200_000, Some(3));
+        worktree.checkout = Some(
+            r#"{"mode":"worktree","dir":"/d/checkouts/2b3c4d5e6f70","branch":"kennel/shell-0","base":"abc","common_dir":"/home/alice/src/repo/.git","admin_dir":null}"#
+                .into(),
+        );
         let sessions = [
             session("1a2b3c4d5e6f", State::Running, now - 5_000, None),
-            session("2b3c4d5e6f70", State::Exited, now - 7_200_000, Some(3)),
+            worktree,
         ];
         let text = table(&sessions, now, Path::new("/home/alice"));
+        // BRANCH: a worktree or clone session's branch, `-` in direct mode.
         assert_eq!(
             text,
-            "ID        NAME     AGENT  BACKEND  STATE    STARTED  EXIT  WORKSPACE\n\
-             1a2b3c4d  shell-1  shell  native   running  5s ago   -     ~/src/repo\n\
-             2b3c4d5e  shell-2  shell  native   exited   2h ago   3     ~/src/repo\n"
+            "ID        NAME     AGENT  BACKEND  STATE    STARTED  EXIT  BRANCH          WORKSPACE\n\
+             1a2b3c4d  shell-1  shell  native   running  5s ago   -     -               ~/src/repo\n\
+             2b3c4d5e  shell-2  shell  native   exited   2h ago   3     kennel/shell-0  ~/src/repo\n"
         );
     }
 

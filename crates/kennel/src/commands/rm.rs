@@ -37,6 +37,7 @@ pub async fn run(args: RmArgs) -> Result<i32, CliError> {
         let id = found.session.id.clone();
         found.registry.remove(&id)?;
         eprintln!("kennel: session {name} removed");
+        crate::checkout::warn_left_behind(&found.session);
         return Ok(0);
     }
     let has_container = found.session.mode == Mode::Persistent
@@ -55,5 +56,6 @@ pub async fn run(args: RmArgs) -> Result<i32, CliError> {
     let id = found.session.id.clone();
     found.registry.remove(&id)?;
     eprintln!("kennel: session {name} removed");
+    crate::checkout::warn_left_behind(&found.session);
     Ok(0)
 }
