@@ -114,6 +114,12 @@ pub fn create(
         },
     };
     let checkout = created.map_err(git_error)?;
+    if checkout.mode == CheckoutMode::Worktree && !checkout.branch.contains('/') {
+        eprintln!(
+            "kennel: warning: the branch {} is not in a directory of branches (like kennel/…): the agent can move every branch of your repository (refs/heads is writable to it)",
+            checkout.branch
+        );
+    }
     let recorded = rewrite_plan(&repo, plan, &checkout).and_then(|()| {
         let json = serde_json::to_string(&checkout)
             .map_err(|error| CliError::kennel(format!("cannot record the checkout: {error}")))?;

@@ -240,6 +240,21 @@ pub fn merge_refusal(b: Backend) {
         std::fs::read_to_string(t.ws.join("README.md")).unwrap(),
         "the user's own edit\n"
     );
+    // With the user's edit gone, `apply` brings the change staged, and
+    // HEAD stays.
+    t.git(&["checkout", "--", "README.md"]);
+    t.kennel(&["apply", &session]).run().assert_ok();
+    assert_eq!(t.git(&["rev-parse", "HEAD"]), head);
+    assert_eq!(
+        std::fs::read_to_string(t.ws.join("README.md")).unwrap(),
+        "agent\n"
+    );
+    assert_eq!(
+        t.git(&["diff", "--cached", "--name-only"]).trim(),
+        "README.md"
+    );
+    t.git(&["reset", "-q", "--hard"]);
+
     // A direct-mode session: a clear usage error.
     t.sh("true").run().assert_ok();
     let out = t.kennel(&["ls", "--all", "--json"]).run();
