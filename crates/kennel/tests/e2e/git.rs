@@ -255,6 +255,23 @@ pub fn merge_refusal(b: Backend) {
     );
     t.git(&["reset", "-q", "--hard"]);
 
+    // A bad branch name: a usage error, the session failed, nothing left.
+    let checkouts = || {
+        std::fs::read_dir(t.data_home.join("kennel/checkouts"))
+            .map(|entries| entries.count())
+            .unwrap_or(0)
+    };
+    let before = checkouts();
+    let out = t
+        .kennel(&[
+            "run", "shell", "--mode", "worktree", "--branch", "a..b", "--", "true",
+        ])
+        .run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("hint"), "{out}");
+    assert_eq!(checkouts(), before);
+    assert_eq!(t.git(&["branch", "--list", "a*"]).trim(), "");
+
     // A direct-mode session: a clear usage error.
     t.sh("true").run().assert_ok();
     let out = t.kennel(&["ls", "--all", "--json"]).run();
