@@ -327,6 +327,14 @@ pub async fn review(query: &str) -> Result<Reviewed, CliError> {
 /// agent left uncommitted.
 pub fn session_ended(session: &Session) {
     let Ok(Some(checkout)) = of_session(session) else {
+        // Direct mode: what the agent may have left in the user's `.git`.
+        if let Some(before) =
+            crate::git_audit::snapshot_since(&session.workspace, session.started_at)
+        {
+            for warning in crate::git_audit::check(&before, &session.name) {
+                eprintln!("kennel: WARNING: {warning}");
+            }
+        }
         return;
     };
     let config = crate::context::Context::load(Some(&session.workspace))

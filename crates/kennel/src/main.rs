@@ -7,6 +7,7 @@ mod commands;
 mod context;
 mod engines;
 mod error;
+mod git_audit;
 mod image_build;
 mod native_session;
 mod proxy;

@@ -65,6 +65,10 @@ macro_rules! backend_suite {
                 git::checkout_under_home(B)
             }
             #[test]
+            fn git_direct_redirect_quarantined() {
+                git::direct_redirect_quarantined(B)
+            }
+            #[test]
             fn git_clone_sync() {
                 git::clone_sync(B)
             }

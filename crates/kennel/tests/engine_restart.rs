@@ -31,15 +31,8 @@ fn engine_restart_marks_sessions_stopped() {
     let ended = format!("ended-{}", harness::unique());
     start(&ended, &["sh", "-c", "exit 3"]);
     let state = |name: &str| -> Value {
-        let out = t.kennel(&["ls", "--all", "--json"]).run();
-        out.assert_ok();
-        out.json()
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .find(|s| s["name"] == name)
-            .unwrap_or_else(|| panic!("{name} not listed\n{out}"))
+        t.session(name)
+            .unwrap_or_else(|| panic!("{name} not listed: {:?}", t.sessions()))
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while state(&ended)["state"] != "exited" {

@@ -252,6 +252,10 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         mode != crate::checkout::WorkspaceMode::Direct,
     )?;
     let mut checkout = None;
+    // Direct mode: what the user's `.git` looks like before the agent runs.
+    let git_before = (mode == crate::checkout::WorkspaceMode::Direct)
+        .then(|| crate::git_audit::snapshot(&plan.workspace))
+        .flatten();
     let result: Result<i32, CliError> = async {
         if mode != crate::checkout::WorkspaceMode::Direct {
             checkout = Some(session.create_checkout(
@@ -308,6 +312,11 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     }
     .await;
     session.end(&result);
+    if let Some(before) = &git_before {
+        for warning in crate::git_audit::check(before, &plan.name) {
+            eprintln!("kennel: WARNING: {warning}");
+        }
+    }
     if let Some(checkout) = &checkout
         && crate::checkout::commit_on_exit_enabled(Some(&context.config))
     {

@@ -11,12 +11,7 @@ use crate::harness::{Backend, Ctx};
 
 /// Every session in `kennel ls --all --json` that has a branch.
 fn sessions_with_branch(t: &Ctx) -> Vec<Value> {
-    let out = t.kennel(&["ls", "--all", "--json"]).run();
-    out.assert_ok();
-    out.json()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    t.sessions()
         .into_iter()
         .filter(|session| session["branch"].is_string())
         .collect()
@@ -274,11 +269,8 @@ pub fn merge_refusal(b: Backend) {
 
     // A direct-mode session: a clear usage error.
     t.sh("true").run().assert_ok();
-    let out = t.kennel(&["ls", "--all", "--json"]).run();
-    let direct = out
-        .json()
-        .as_array()
-        .unwrap()
+    let direct = t
+        .sessions()
         .iter()
         .find(|s| !s["branch"].is_string())
         .map(|s| field(s, "name"))
@@ -453,4 +445,67 @@ pub fn checkout_under_home(b: Backend) {
     out.assert_ok();
     discarded.assert_ok();
     assert!(foreign.is_empty(), "not the user's: {foreign:?}");
+}
+
+/// Direct mode: the agent can create files in the user's `.git` (git needs
+/// it writable), among them `commondir`, which would make the user's next
+/// `git` read the configuration of a directory the agent chose. When the
+/// session ends kennel moves such a file aside and says so: after a run, and
+/// after `kennel stop` of a persistent session.
+pub fn direct_redirect_quarantined(b: Backend) {
+    let Some(t) = Ctx::with_shell_image(b, "git_direct_redirect") else {
+        return;
+    };
+    let git_dir = t.ws.join(".git");
+    let out = t
+        .sh("mkdir -p /tmp/evil && printf '/tmp/evil\\n' > .git/commondir && echo planted")
+        .run();
+    out.assert_ok();
+    assert!(out.stdout.contains("planted"), "{out}");
+    assert!(out.stderr.contains("WARNING"), "{out}");
+    assert!(out.stderr.contains("commondir"), "{out}");
+    assert!(!git_dir.join("commondir").exists(), "{out}");
+    let aside: Vec<_> = std::fs::read_dir(&git_dir)
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("commondir.kennel-quarantine-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "{out}");
+    // The user's git works as before.
+    assert_eq!(t.git(&["rev-parse", "--abbrev-ref", "HEAD"]).trim(), "main");
+
+    let name = format!("planter-{}", crate::harness::unique());
+    t.kennel(&[
+        "start",
+        "shell",
+        "--network",
+        "none",
+        "--name",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        "printf '/tmp/evil\\n' > .git/commondir; sleep 600",
+    ])
+    .run()
+    .assert_ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !git_dir.join("commondir").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never wrote commondir"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = t.kennel(&["stop", &name, "--timeout", "2"]).run();
+    out.assert_ok();
+    assert!(out.stderr.contains("WARNING"), "{out}");
+    assert!(!git_dir.join("commondir").exists(), "{out}");
+    assert_eq!(t.git(&["rev-parse", "--abbrev-ref", "HEAD"]).trim(), "main");
+    t.kennel(&["rm", &name]).run().assert_ok();
 }

@@ -861,6 +861,22 @@ impl Ctx {
         env
     }
 
+    /// Every session in `kennel ls --all --json`.
+    #[track_caller]
+    pub fn sessions(&self) -> Vec<Value> {
+        let out = self.kennel(&["ls", "--all", "--json"]).run();
+        out.assert_ok();
+        out.json().as_array().cloned().unwrap_or_default()
+    }
+
+    /// The session named `name` in `kennel ls --all --json`.
+    #[track_caller]
+    pub fn session(&self, name: &str) -> Option<Value> {
+        self.sessions()
+            .into_iter()
+            .find(|session| session["name"] == name)
+    }
+
     /// `kennel ARGS` as the test user, in the workspace.
     pub fn kennel(&self, args: &[&str]) -> Exec {
         self.kennel_env(args, &[])

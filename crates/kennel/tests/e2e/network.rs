@@ -588,16 +588,9 @@ fn proxy_daemons(session: &str) -> Vec<(u32, Vec<String>, Option<u32>)> {
 /// The container name (= the Plan's `name`, which names the proxy's socket
 /// directory, its log and its daemon) of persistent session `session`.
 fn plan_name_of(t: &Ctx, session: &str) -> String {
-    let out = t.kennel(&["ls", "--all", "--json"]).run();
-    out.assert_ok();
-    let listed = out
-        .json()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .find(|s| s["name"] == session)
-        .unwrap_or_else(|| panic!("{session} is not in ls\n{out}"));
+    let listed = t
+        .session(session)
+        .unwrap_or_else(|| panic!("{session} is not in ls: {:?}", t.sessions()));
     let handle = listed["handle"].as_str().unwrap_or_default().to_string();
     assert!(!handle.is_empty(), "{listed}");
     if !t.backend.has_engine() {

@@ -11,14 +11,7 @@ use crate::harness::{Backend, Ctx, Tmux, sh_quote};
 
 /// The session named `name` in `kennel ls --all --json`.
 fn listed(t: &Ctx, name: &str) -> Option<Value> {
-    let out = t.kennel(&["ls", "--all", "--json"]).run();
-    out.assert_ok();
-    out.json()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .find(|session| session["name"] == name)
+    t.session(name)
 }
 
 fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
@@ -299,9 +292,7 @@ pub fn real_state_and_kill(b: Backend) {
 
 /// Every session in `kennel ls --all --json`.
 fn all_sessions(t: &Ctx) -> Vec<Value> {
-    let out = t.kennel(&["ls", "--all", "--json"]).run();
-    out.assert_ok();
-    out.json().as_array().cloned().unwrap_or_default()
+    t.sessions()
 }
 
 /// Parallel sessions of one agent in one workspace get distinct slots, each
