@@ -247,7 +247,12 @@ impl Engine {
             network_mode: (plan.network.mode != NetworkMode::Open).then(|| "none".to_string()),
             readonly_rootfs: Some(plan.security.read_only_rootfs),
             tmpfs,
-            auto_remove: Some(plan.ephemeral),
+            // Podman's auto-removal can win the race with its own `wait`,
+            // which then reports -1 instead of the agent's exit code (seen
+            // under load); kennel removes ephemeral containers itself after
+            // the wait (`ensure_removed`), and `kennel clean` removes the
+            // container of a killed kennel once it has ended.
+            auto_remove: Some(plan.ephemeral && self.kind != EngineKind::Podman),
             ulimits: Some(ulimits(&self.engine_limits)),
             // Rootless podman: the user's uid is the same inside, so workspace files stay theirs.
             userns_mode: (self.kind == EngineKind::Podman && self.rootless)
@@ -316,9 +321,21 @@ impl Engine {
         debug!(%id, name = %plan.name, "container created");
 
         let mut started = false;
-        let outcome = self
+        let mut outcome = self
             .attach_start_wait(&id, plan, &mut signals, &mut started)
             .await;
+        if let Ok(code) = outcome
+            && code < 0
+        {
+            // The engine's wait could not tell: ask the container itself.
+            if let Ok(crate::ContainerState::Exited(Some(exit))) = self.state(&id).await {
+                debug!(
+                    code,
+                    exit, "wait gave no exit code; the container's state did"
+                );
+                outcome = Ok(exit);
+            }
+        }
 
         if plan.ephemeral || !started {
             self.ensure_removed(&id).await;
