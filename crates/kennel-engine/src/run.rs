@@ -309,14 +309,7 @@ impl Engine {
         let options = CreateContainerOptionsBuilder::default()
             .name(&plan.name)
             .build();
-        let created = self
-            .docker
-            .create_container(Some(options), config)
-            .await
-            .map_err(|err| self.create_error(plan, err))?;
-        for warning in &created.warnings {
-            warn!(%warning, "engine warning on create");
-        }
+        let created = self.create(plan, options, config).await?;
         let id = created.id;
         debug!(%id, name = %plan.name, "container created");
 
@@ -500,6 +493,42 @@ impl Engine {
             return Ok(128 + signo);
         }
         Ok(code)
+    }
+
+    /// Creates `plan`'s container. Rootless Podman 4.3 sometimes fails to
+    /// read the user's subordinate ids while it creates several `keep-id`
+    /// containers at once ("keep-id requires additional UIDs"), although
+    /// they are there: that error is retried a few times.
+    pub(crate) async fn create(
+        &self,
+        plan: &Plan,
+        options: bollard::query_parameters::CreateContainerOptions,
+        config: ContainerCreateBody,
+    ) -> Result<bollard::models::ContainerCreateResponse, EngineError> {
+        let mut attempt = 0;
+        let created = loop {
+            match self
+                .docker
+                .create_container(Some(options.clone()), config.clone())
+                .await
+            {
+                Ok(created) => break created,
+                Err(err)
+                    if attempt < 4
+                        && self.kind == EngineKind::Podman
+                        && err.to_string().contains("keep-id requires additional") =>
+                {
+                    attempt += 1;
+                    debug!(%err, attempt, "transient keep-id failure; creating again");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                Err(err) => return Err(self.create_error(plan, err)),
+            }
+        };
+        for warning in &created.warnings {
+            warn!(%warning, "engine warning on create");
+        }
+        Ok(created)
     }
 
     /// What a failed create means.

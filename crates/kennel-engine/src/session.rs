@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use kennel_core::plan::Plan;
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::error::{EngineError, status_of};
 use crate::term::{RawMode, StdinReader, pump_output, window_size};
@@ -135,14 +135,7 @@ impl Engine {
         let options = CreateContainerOptionsBuilder::default()
             .name(&plan.name)
             .build();
-        let created = self
-            .docker
-            .create_container(Some(options), config)
-            .await
-            .map_err(|err| self.create_error(plan, err))?;
-        for warning in &created.warnings {
-            warn!(%warning, "engine warning on create");
-        }
+        let created = self.create(plan, options, config).await?;
         let id = created.id;
         if let Err(err) = self.docker.start_container(&id, None).await {
             self.remove(&id, true).await.ok();
