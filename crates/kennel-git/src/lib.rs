@@ -354,18 +354,26 @@ impl Repo {
         Ok(())
     }
 
-    /// `git worktree add -b <branch> <dir> <HEAD commit>`: a new worktree on
-    /// a new branch at the user's HEAD. The user's checkout, index and
-    /// branch are not touched. The worktree is locked (`git worktree lock`)
-    /// so that a `git worktree prune` that cannot see its directory (run in
-    /// another sandbox, say) never drops its registration.
-    pub fn create_worktree(&self, dir: &Path, branch: &str) -> Result<Checkout> {
+    /// What a new checkout of either kind starts from: a branch name free to
+    /// take, a destination that does not exist yet, and the commit of the
+    /// user's `HEAD` (its base).
+    fn new_checkout(&self, dir: &Path, branch: &str) -> Result<(PathBuf, String)> {
         self.check_new_branch(branch)?;
         let dir = Self::check_destination(dir)?;
         let (_, base) = self.current_head()?;
         let base = base.ok_or_else(|| GitError::NoCommits {
             path: self.toplevel.clone(),
         })?;
+        Ok((dir, base))
+    }
+
+    /// `git worktree add -b <branch> <dir> <HEAD commit>`: a new worktree on
+    /// a new branch at the user's HEAD. The user's checkout, index and
+    /// branch are not touched. The worktree is locked (`git worktree lock`)
+    /// so that a `git worktree prune` that cannot see its directory (run in
+    /// another sandbox, say) never drops its registration.
+    pub fn create_worktree(&self, dir: &Path, branch: &str) -> Result<Checkout> {
+        let (dir, base) = self.new_checkout(dir, branch)?;
         let output = self
             .host()
             .args(["worktree", "add", "--lock", "--reason"])
@@ -450,12 +458,7 @@ impl Repo {
     ///
     /// The clone works with the host repository not mounted at all.
     pub fn create_clone(&self, dir: &Path, branch: &str) -> Result<Checkout> {
-        self.check_new_branch(branch)?;
-        let dir = Self::check_destination(dir)?;
-        let (_, base) = self.current_head()?;
-        let base = base.ok_or_else(|| GitError::NoCommits {
-            path: self.toplevel.clone(),
-        })?;
+        let (dir, base) = self.new_checkout(dir, branch)?;
         // Reserve the branch name in the host repository: the empty old
         // value makes this fail if someone else created it meanwhile.
         let reserved = self

@@ -321,6 +321,14 @@ impl Owner {
     }
 }
 
+/// The owner recorded in a row's `owner_pid` and `owner_start`.
+fn owner_from(pid: Option<i64>, start: Option<i64>) -> Option<Owner> {
+    Some(Owner {
+        pid: pid?,
+        start: start?,
+    })
+}
+
 /// The start time of process `pid`, when it runs (a zombie has ended: its
 /// parent just has not collected it yet).
 fn process_start(pid: i64) -> Option<i64> {
@@ -686,17 +694,14 @@ fn is_busy(error: &rusqlite::Error) -> bool {
 /// agent) as ended.
 fn reap_in(connection: &Connection, agent: Option<&str>) -> Result<usize> {
     let mut statement = connection.prepare_cached(
-        "SELECT id, state, mode, backend, owner_pid, owner_start FROM sessions
+        "SELECT id, state, backend, owner_pid, owner_start FROM sessions
          WHERE state IN ('created', 'running') AND (?1 IS NULL OR agent = ?1)",
     )?;
     let stale: Vec<(String, State)> = statement
         .query_map([agent], |row| {
-            let owner = match (row.get::<_, Option<i64>>(4)?, row.get::<_, Option<i64>>(5)?) {
-                (Some(pid), Some(start)) => Some(Owner { pid, start }),
-                _ => None,
-            };
+            let owner = owner_from(row.get(3)?, row.get(4)?);
             let state: String = row.get(1)?;
-            let native = row.get::<_, String>(3)? == "native";
+            let native = row.get::<_, String>(2)? == "native";
             let gone = owner.is_some_and(|owner| !owner.is_alive());
             let verdict = match state.as_str() {
                 "created" if gone => Some(State::Failed),
@@ -783,13 +788,7 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Session>> {
             memory: row.get(13)?,
             cpus: row.get(14)?,
         },
-        owner: match (
-            row.get::<_, Option<i64>>(15)?,
-            row.get::<_, Option<i64>>(16)?,
-        ) {
-            (Some(pid), Some(start)) => Some(Owner { pid, start }),
-            _ => None,
-        },
+        owner: owner_from(row.get(15)?, row.get(16)?),
         orphaned: false,
         checkout: row.get(17)?,
         plan: row.get(18)?,

@@ -377,18 +377,10 @@ pub fn pane_main(dir: &Path, id: &str) -> Result<i32, CliError> {
             None => None,
         };
         let prepared = kennel_native::prepare(&plan, &kennel_native::NativeOptions::default())
-            .map_err(|error| CliError::kennel(error.to_string()))?;
-        let result = tokio::task::spawn_blocking(move || prepared.run()).await;
-        if let Some(proxy) = proxy {
-            proxy.stop().await;
-        }
-        match result {
-            Ok(Ok(code)) => Ok(code),
-            Ok(Err(error)) => Err(CliError::kennel(error.to_string())),
-            Err(error) => Err(CliError::kennel(format!(
-                "the native sandbox failed: {error}"
-            ))),
-        }
+            .map_err(|error| crate::commands::run::native_error(&error))?;
+        crate::commands::run::run_native(prepared, proxy)
+            .await?
+            .map_err(|error| crate::commands::run::native_error(&error))
     });
     if let Some(registry) = &mut registry {
         let (state, code) = match &result {
@@ -414,6 +406,13 @@ pub fn wait_gone(owner: Owner, limit: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
     true
+}
+
+/// SIGKILL to the session's kennel (its sandbox dies with it), and waits up
+/// to 5 s for it to be gone.
+pub fn kill(owner: Owner) {
+    signal(owner, libc::SIGKILL);
+    wait_gone(owner, Duration::from_secs(5));
 }
 
 /// Sends `signal` to the session's kennel.

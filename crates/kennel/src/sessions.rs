@@ -340,10 +340,10 @@ impl Found {
             C::Exited(code) if stopped => (State::Stopped, code),
             C::Exited(code) => {
                 let handle = self.session.handle.clone().unwrap_or_default();
-                match engine.read_file(&handle, settings::SESSION_EXIT_FILE).await {
-                    Ok(None) => (State::Stopped, code),
-                    _ => (State::Exited, code),
-                }
+                (
+                    how_it_ended(engine, &handle, &self.session.name).await,
+                    code,
+                )
             }
             C::Missing => (State::Stopped, None),
         };
@@ -409,24 +409,33 @@ pub async fn observe(engines: &mut Engines, session: &Session) -> Observed {
     match engine.state(handle).await {
         Ok(ContainerState::Running) if ephemeral => Observed::Orphaned,
         Ok(ContainerState::Running) => Observed::Running,
-        // The agent ended on its own when the session wrapper recorded its
-        // code; otherwise something else ended the container (the engine
-        // restarted, `docker stop`, the OOM killer): stopped.
         Ok(ContainerState::Exited(code)) if !ephemeral => {
-            match engine.read_file(handle, settings::SESSION_EXIT_FILE).await {
-                Ok(Some(_)) => Observed::Ended(State::Exited, code),
-                Ok(None) => Observed::Ended(State::Stopped, code),
-                Err(error) => {
-                    tracing::debug!(%error, "cannot read the exit file of {}", session.name);
-                    Observed::Ended(State::Exited, code)
-                }
-            }
+            Observed::Ended(how_it_ended(engine, handle, &session.name).await, code)
         }
         Ok(ContainerState::Exited(code)) => Observed::Ended(State::Stopped, code),
         Ok(ContainerState::Missing) => Observed::Ended(State::Stopped, None),
         Err(error) => {
             tracing::debug!(%error, "cannot ask the engine about {}", session.name);
             Observed::Unknown
+        }
+    }
+}
+
+/// How a persistent session's ended container ended: `exited` when the
+/// agent ended on its own (the session wrapper recorded its code), `stopped`
+/// when something else ended the container (the engine restarted, `docker
+/// stop`, the OOM killer). An exit file that cannot be read counts as the
+/// agent's own end.
+async fn how_it_ended(engine: &kennel_engine::Engine, container: &str, name: &str) -> State {
+    match engine
+        .read_file(container, settings::SESSION_EXIT_FILE)
+        .await
+    {
+        Ok(None) => State::Stopped,
+        Ok(Some(_)) => State::Exited,
+        Err(error) => {
+            tracing::debug!(%error, "cannot read the exit file of {name}");
+            State::Exited
         }
     }
 }

@@ -107,21 +107,8 @@ fn restart_dockerd() {
 
 /// The pid and command line of the running `dockerd`.
 fn find_dockerd() -> Option<(u32, Vec<String>)> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-            if comm.trim() != "dockerd" {
-                return None;
-            }
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let argv = cmdline
-                .split(|byte| *byte == 0)
-                .filter(|arg| !arg.is_empty())
-                .map(|arg| String::from_utf8_lossy(arg).into_owned())
-                .collect();
-            Some((pid, argv))
-        })
+    harness::all_processes().into_iter().find_map(|process| {
+        let program = std::path::Path::new(process.argv.first()?).file_name()?;
+        (program == "dockerd").then_some((process.pid, process.argv))
+    })
 }

@@ -90,10 +90,6 @@ async fn native(found: &mut Found, command: Vec<String>) -> Result<i32, CliError
             eprintln!("kennel: {error}");
             Ok(error.exit_code())
         }
-        Err(error) => {
-            let mut out = CliError::kennel(error.to_string());
-            out.hint = error.hint();
-            Err(out)
-        }
+        Err(error) => Err(super::run::native_error(&error)),
     }
 }

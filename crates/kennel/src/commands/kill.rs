@@ -17,8 +17,7 @@ pub async fn run(args: KillArgs) -> Result<i32, CliError> {
     if found.is_native() {
         let (session, owner) = found.native()?;
         if let Some(owner) = owner {
-            crate::native_session::signal(owner, libc::SIGKILL);
-            crate::native_session::wait_gone(owner, Duration::from_secs(5));
+            crate::native_session::kill(owner);
             found.mark(kennel_sessions::State::Stopped, None);
         }
         session.close();

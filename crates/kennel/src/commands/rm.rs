@@ -30,8 +30,7 @@ pub async fn run(args: RmArgs) -> Result<i32, CliError> {
             if !args.force {
                 return Err(running_hint());
             }
-            crate::native_session::signal(owner, libc::SIGKILL);
-            crate::native_session::wait_gone(owner, std::time::Duration::from_secs(5));
+            crate::native_session::kill(owner);
         }
         session.remove();
         let id = found.session.id.clone();

@@ -278,18 +278,9 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
             let proxy = crate::proxy::SessionProxy::start(&context.config, &plan).await?;
             tracing::info!(name = %plan.name, "starting native sandbox");
             session.running(&plan.name);
-            // The helper blocks until the sandbox ends; the proxy's tasks keep
-            // running on the runtime's workers meanwhile.
-            let result = tokio::task::spawn_blocking(move || prepared.run()).await;
-            if let Some(proxy) = proxy {
-                proxy.stop().await;
-            }
-            return match result {
-                Ok(result) => result.or_else(|error| native_failure(&error, agent)),
-                Err(error) => Err(CliError::kennel(format!(
-                    "the native sandbox failed: {error}"
-                ))),
-            };
+            return run_native(prepared, proxy)
+                .await?
+                .or_else(|error| native_failure(&error, agent));
         }
 
         let engine = match engine {
@@ -346,10 +337,29 @@ fn native_failure(
         eprintln!("kennel: {error_out}");
         return Ok(error.exit_code());
     }
-    if let Some(hint) = error.hint() {
-        error_out = error_out.with_hint(hint);
+    Err(native_error(error))
+}
+
+/// A native-backend error as a kennel failure (exit 125), with its hint.
+pub fn native_error(error: &kennel_native::NativeError) -> CliError {
+    let mut out = CliError::kennel(error.to_string());
+    out.hint = error.hint();
+    out
+}
+
+/// Runs a prepared native sandbox until it ends, with the session's proxy
+/// (if any) serving meanwhile, then stops the proxy. The helper blocks, so
+/// it runs on a blocking thread while the proxy's tasks keep the runtime's
+/// workers.
+pub async fn run_native(
+    prepared: kennel_native::Prepared,
+    proxy: Option<crate::proxy::SessionProxy>,
+) -> Result<Result<i32, kennel_native::NativeError>, CliError> {
+    let result = tokio::task::spawn_blocking(move || prepared.run()).await;
+    if let Some(proxy) = proxy {
+        proxy.stop().await;
     }
-    Err(error_out)
+    result.map_err(|error| CliError::kennel(format!("the native sandbox failed: {error}")))
 }
 
 fn network_mode(arg: NetworkArg) -> NetworkMode {

@@ -186,13 +186,8 @@ fn start_native(
     id: &str,
 ) -> Result<(), CliError> {
     // Fail closed here, where the user sees it, not in the pane.
-    let prepared = kennel_native::prepare(plan, &kennel_native::NativeOptions::default()).map_err(
-        |error| {
-            let mut out = CliError::kennel(error.to_string());
-            out.hint = error.hint();
-            out
-        },
-    )?;
+    let prepared = kennel_native::prepare(plan, &kennel_native::NativeOptions::default())
+        .map_err(|error| crate::commands::run::native_error(&error))?;
     for warning in prepared.warnings() {
         eprintln!("kennel: warning: {warning}");
     }

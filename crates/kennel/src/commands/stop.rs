@@ -85,8 +85,7 @@ fn native(found: &mut crate::sessions::Found, timeout: Duration) -> Result<i32, 
         if !wait_gone(owner, timeout) {
             session.hang_up();
             if !wait_gone(owner, Duration::from_secs(2)) {
-                signal(owner, libc::SIGKILL);
-                wait_gone(owner, Duration::from_secs(5));
+                crate::native_session::kill(owner);
             }
         }
     } else {

@@ -1173,7 +1173,8 @@ impl ProcInfo {
     }
 }
 
-fn all_processes() -> Vec<ProcInfo> {
+/// Every process on the host.
+pub fn all_processes() -> Vec<ProcInfo> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return vec![];
     };

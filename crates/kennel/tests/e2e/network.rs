@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Backend, Ctx, not_ready, unique};
+use crate::harness::{Backend, Ctx, all_processes, not_ready, unique};
 
 const NS: &str = "kennel-e2e-net";
 const VETH_HOST: &str = "kennel-e2e-h";
@@ -555,32 +555,21 @@ pub fn open(b: Backend) {
 /// The argv of every `kennel __proxy-daemon SESSION` process for `session`
 /// (PID, argv, session id from `/proc/PID/stat`).
 fn proxy_daemons(session: &str) -> Vec<(u32, Vec<String>, Option<u32>)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return vec![];
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let argv: Vec<String> = cmdline
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            let ours = argv.get(1).map(String::as_str) == Some("__proxy-daemon")
-                && argv.iter().any(|arg| arg == session);
-            if !ours {
-                return None;
-            }
+    all_processes()
+        .into_iter()
+        .filter(|process| {
+            process.argv.get(1).map(String::as_str) == Some("__proxy-daemon")
+                && process.argv.iter().any(|arg| arg == session)
+        })
+        .map(|process| {
             // Field 6 of stat (after the parenthesised command) is the session id.
-            let sid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            let sid = std::fs::read_to_string(format!("/proc/{}/stat", process.pid))
                 .ok()
                 .and_then(|stat| {
                     let rest = stat.rsplit_once(')')?.1.to_string();
                     rest.split_whitespace().nth(3)?.parse().ok()
                 });
-            Some((pid, argv, sid))
+            (process.pid, process.argv, sid)
         })
         .collect()
 }

@@ -188,22 +188,15 @@ fn remove_behind_kennels_back(t: &Ctx, container: &str) {
 /// PIDs of the `kennel __native-session DIR …` processes of the native
 /// session whose directory is `dir`.
 fn native_session_kennels(dir: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return vec![];
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                return false;
-            };
-            let argv: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            // argv[1], not anywhere: tmux's server keeps the command line
-            // of the `new-session` that started it.
-            argv.get(1).is_some_and(|arg| *arg == b"__native-session")
-                && argv.get(2).is_some_and(|arg| *arg == dir.as_bytes())
+    crate::harness::all_processes()
+        .into_iter()
+        // argv[1], not anywhere: tmux's server keeps the command line of
+        // the `new-session` that started it.
+        .filter(|process| {
+            process.argv.get(1).map(String::as_str) == Some("__native-session")
+                && process.argv.get(2).map(String::as_str) == Some(dir)
         })
+        .map(|process| process.pid)
         .collect()
 }
 
