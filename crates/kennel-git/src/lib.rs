@@ -373,6 +373,7 @@ impl Repo {
     /// so that a `git worktree prune` that cannot see its directory (run in
     /// another sandbox, say) never drops its registration.
     pub fn create_worktree(&self, dir: &Path, branch: &str) -> Result<Checkout> {
+        let _lock = self.lock_worktrees()?;
         let (dir, base) = self.new_checkout(dir, branch)?;
         let output = self
             .host()
@@ -383,12 +384,10 @@ impl Repo {
             .arg(&base)
             .run()?;
         if output.status != Some(0) {
-            // Another kennel may have taken the name in between.
-            if review::branch_tip(&self.common_dir, branch)?.is_some() {
-                return Err(GitError::BranchExists {
-                    branch: branch.to_string(),
-                });
-            }
+            // git creates the branch before the worktree: a failed add can
+            // leave it behind. Under the lock no other kennel took the name
+            // since it was checked, so it is this add's to remove.
+            self.delete_branch(branch)?;
             return Err(git::failed(
                 vec!["worktree".into(), "add".into(), branch.into()],
                 output,
@@ -553,6 +552,22 @@ impl Repo {
     }
 
     /// Deletes `refs/heads/<branch>` in the host repository, if it is there.
+    /// Holds every kennel's worktree additions and removals on this
+    /// repository apart until dropped (an advisory `flock` on the common
+    /// git dir; nothing is written there). Two `git worktree add` at once
+    /// can fail: one reads the other's half-written `worktrees/<name>/`
+    /// entry ("failed to read .../commondir"), seen with three sessions
+    /// started together.
+    pub(crate) fn lock_worktrees(&self) -> Result<std::fs::File> {
+        let io = |source| GitError::Io {
+            path: self.common_dir.clone(),
+            source,
+        };
+        let dir = std::fs::File::open(&self.common_dir).map_err(io)?;
+        dir.lock().map_err(io)?;
+        Ok(dir)
+    }
+
     fn delete_branch(&self, branch: &str) -> Result<()> {
         if review::branch_tip(&self.common_dir, branch)?.is_none() {
             return Ok(());

@@ -734,6 +734,7 @@ impl Repo {
             });
         }
         if checkout.mode == CheckoutMode::Worktree {
+            let _lock = self.lock_worktrees()?;
             self.remove_worktree(checkout)?;
         } else {
             remove_path(&checkout.dir).map_err(|source| GitError::Io {
