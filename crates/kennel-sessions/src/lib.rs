@@ -572,6 +572,39 @@ impl Registry {
         found(changed, id)
     }
 
+    /// Moves the checkout of session `from` to session `to` (which
+    /// continues it) and returns it; `None` when `from` has none (any more:
+    /// another session may have taken it over). One transaction, so two
+    /// sessions never both get the checkout.
+    pub fn move_checkout(&mut self, from: &str, to: &str) -> Result<Option<String>> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let checkout: Option<String> = transaction
+            .query_row(
+                "SELECT checkout FROM sessions WHERE id = ?1",
+                params![from],
+                |row| row.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| RegistryError::NotFound(from.to_string()))?;
+        if checkout.is_some() {
+            found(
+                transaction.execute(
+                    "UPDATE sessions SET checkout = ?2 WHERE id = ?1",
+                    params![to, checkout],
+                )?,
+                to,
+            )?;
+            transaction.execute(
+                "UPDATE sessions SET checkout = NULL WHERE id = ?1",
+                params![from],
+            )?;
+        }
+        transaction.commit()?;
+        Ok(checkout)
+    }
+
     /// Replaces the session's Plan (JSON).
     pub fn set_plan(&mut self, id: &str, plan: &str) -> Result<()> {
         let changed = self.connection.execute(

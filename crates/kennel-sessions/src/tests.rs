@@ -498,3 +498,35 @@ fn checkout_is_recorded_and_cleared() {
     assert_eq!(registry.get(&session.id).expect("get").checkout, None);
     assert!(registry.set_checkout("000000000000", None).is_err());
 }
+
+#[test]
+fn a_checkout_moves_to_the_session_that_continues_it_once() {
+    let (_dir, mut registry) = registry();
+    let earlier = registry.insert(&new_session("shell")).expect("insert");
+    let first = registry.insert(&new_session("shell")).expect("insert");
+    let second = registry.insert(&new_session("shell")).expect("insert");
+    let json = "{\"branch\":\"kennel/shell-0\"}";
+    registry.set_checkout(&earlier.id, Some(json)).expect("set");
+
+    let moved = registry
+        .move_checkout(&earlier.id, &first.id)
+        .expect("move");
+    assert_eq!(moved.as_deref(), Some(json));
+    assert_eq!(registry.get(&earlier.id).expect("get").checkout, None);
+    assert_eq!(
+        registry.get(&first.id).expect("get").checkout.as_deref(),
+        Some(json)
+    );
+    // Taken already: a second continuation gets nothing, and the first
+    // keeps it.
+    let again = registry
+        .move_checkout(&earlier.id, &second.id)
+        .expect("move");
+    assert_eq!(again, None);
+    assert_eq!(registry.get(&second.id).expect("get").checkout, None);
+    assert!(registry.get(&first.id).expect("get").checkout.is_some());
+    // Unknown sessions are errors, and nothing moves.
+    assert!(registry.move_checkout("000000000000", &second.id).is_err());
+    assert!(registry.move_checkout(&first.id, "000000000000").is_err());
+    assert!(registry.get(&first.id).expect("get").checkout.is_some());
+}

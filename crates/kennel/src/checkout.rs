@@ -70,6 +70,29 @@ pub fn requested(
     })
 }
 
+/// The mode a checkout was made for.
+pub fn mode_of(checkout: &Checkout) -> WorkspaceMode {
+    match checkout.mode {
+        CheckoutMode::Worktree => WorkspaceMode::Worktree,
+        CheckoutMode::Clone => WorkspaceMode::Clone,
+    }
+}
+
+/// The mode a session ran in, when it had a checkout of its own (still
+/// recorded, or named by its Plan after a discard or a continuation).
+pub fn earlier_mode(session: &Session) -> Option<WorkspaceMode> {
+    if let Ok(Some(checkout)) = of_session(session) {
+        return Some(mode_of(&checkout));
+    }
+    plan_of(session)?
+        .git
+        .and_then(|git| WorkspaceMode::parse(&git.mode))
+}
+
+fn plan_of(session: &Session) -> Option<Plan> {
+    serde_json::from_str(session.plan.as_deref()?).ok()
+}
+
 /// A git failure as the user sees it: refusals (a dirty checkout, a
 /// conflict, a taken branch name…) are usage errors (exit 2), the rest
 /// kennel's own failures (exit 125).
@@ -88,19 +111,36 @@ pub fn checkouts_dir(host: &HostContext) -> PathBuf {
     host.data_dir.join("checkouts")
 }
 
-/// Creates the session's checkout (`<data dir>/checkouts/<session id>`) on
+/// Gives the session its checkout and rewrites `plan` to run in it. With
+/// `--resume` of a session that had a checkout in this mode, the session
+/// takes that one over (its branch, its commits, what it left uncommitted);
+/// otherwise a new one is made in `<data dir>/checkouts/<session id>` on
 /// the branch `branch`, or `kennel/<agent>-<slot>`, or — when an earlier
-/// session left that branch — `kennel/<session name>`; rewrites `plan` to
-/// run in it; records both in the registry. On failure nothing is left.
+/// session left that branch — `kennel/<session name>`. Both are recorded in
+/// the registry. On failure nothing is left and nothing is taken over.
 pub fn create(
     registry: &mut Registry,
     host: &HostContext,
     plan: &mut Plan,
-    mode: WorkspaceMode,
+    choice: &crate::commands::run::Choice,
     branch: Option<&str>,
     session: &Session,
 ) -> Result<Checkout, CliError> {
     let repo = Repo::open(&plan.workspace).map_err(git_error)?;
+    if let Some(earlier) = &choice.resumed
+        && let Some(checkout) = take_over(registry, &repo, plan, choice.mode, earlier, session)?
+    {
+        eprintln!(
+            "kennel: session {} continues branch {} of session {} ({} in {})",
+            session.name,
+            checkout.branch,
+            earlier.name,
+            choice.mode.as_str(),
+            checkout.dir.display()
+        );
+        return Ok(checkout);
+    }
+    let mode = choice.mode;
     let dir = checkouts_dir(host).join(&session.id);
     let make = |branch: &str| match mode {
         WorkspaceMode::Clone => repo.create_clone(&dir, branch),
@@ -120,16 +160,7 @@ pub fn create(
             checkout.branch
         );
     }
-    let recorded = rewrite_plan(&repo, plan, &checkout).and_then(|()| {
-        let json = serde_json::to_string(&checkout)
-            .map_err(|error| CliError::kennel(format!("cannot record the checkout: {error}")))?;
-        registry.set_checkout(&session.id, Some(&json))?;
-        if let Ok(plan_json) = serde_json::to_string(&plan.redacted()) {
-            registry.set_plan(&session.id, &plan_json)?;
-        }
-        Ok(())
-    });
-    if let Err(error) = recorded {
+    if let Err(error) = record(registry, &repo, plan, &checkout, session) {
         if let Err(discard_error) = repo.discard(&checkout) {
             tracing::warn!(
                 "cannot remove the checkout {}: {discard_error}",
@@ -147,6 +178,108 @@ pub fn create(
         checkout.dir.display()
     );
     Ok(checkout)
+}
+
+/// `--resume`: moves the earlier session's checkout to `session` when it
+/// has one in `mode` that is still there. `None`: there is nothing to
+/// continue (never had one, discarded, another mode, already continued by
+/// another session), and a new checkout is made.
+fn take_over(
+    registry: &mut Registry,
+    repo: &Repo,
+    plan: &mut Plan,
+    mode: WorkspaceMode,
+    earlier: &Session,
+    session: &Session,
+) -> Result<Option<Checkout>, CliError> {
+    let Some(json) = registry.move_checkout(&earlier.id, &session.id)? else {
+        if plan_of(earlier).is_some_and(|plan| plan.git.is_some()) {
+            eprintln!(
+                "kennel: session {}'s checkout is not continued: {}",
+                earlier.name,
+                successor_note(registry, earlier)
+            );
+        }
+        return Ok(None);
+    };
+    let give_back = |registry: &mut Registry| {
+        if let Err(error) = registry.move_checkout(&session.id, &earlier.id) {
+            tracing::warn!(
+                "cannot give the checkout back to session {}: {error}",
+                earlier.name
+            );
+        }
+    };
+    let checkout: Checkout = match serde_json::from_str(&json) {
+        Ok(checkout) => checkout,
+        Err(error) => {
+            give_back(registry);
+            return Err(CliError::kennel(format!(
+                "the registry's record of the checkout of session {} is unreadable: {error}",
+                earlier.name
+            )));
+        }
+    };
+    if mode_of(&checkout) != mode || !checkout.dir.is_dir() {
+        give_back(registry);
+        eprintln!(
+            "kennel: session {}'s checkout ({} in {}) is not continued: {}",
+            earlier.name,
+            mode_of(&checkout).as_str(),
+            checkout.dir.display(),
+            if checkout.dir.is_dir() {
+                format!("this session runs in {} mode", mode.as_str())
+            } else {
+                "its directory is gone".to_string()
+            }
+        );
+        return Ok(None);
+    }
+    if let Err(error) = record(registry, repo, plan, &checkout, session) {
+        give_back(registry);
+        return Err(error);
+    }
+    Ok(Some(checkout))
+}
+
+/// Where the checkout of `session` (which has none recorded any more)
+/// went: to the session that now has a checkout in the same directory
+/// (`--resume` moved it), or it was discarded.
+fn successor_note(registry: &Registry, session: &Session) -> String {
+    let dir = plan_of(session)
+        .and_then(|plan| plan.git)
+        .map(|git| git.dir);
+    let successor = registry.list(true).ok().and_then(|sessions| {
+        sessions.into_iter().find(|other| {
+            other.id != session.id
+                && of_session(other)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|checkout| Some(&checkout.dir) == dir.as_ref())
+        })
+    });
+    match successor {
+        Some(other) => format!("session {} continues it (--resume)", other.name),
+        None => "it was discarded".to_string(),
+    }
+}
+
+/// Rewrites `plan` to run in `checkout` and records both for `session`.
+fn record(
+    registry: &mut Registry,
+    repo: &Repo,
+    plan: &mut Plan,
+    checkout: &Checkout,
+    session: &Session,
+) -> Result<(), CliError> {
+    rewrite_plan(repo, plan, checkout)?;
+    let json = serde_json::to_string(checkout)
+        .map_err(|error| CliError::kennel(format!("cannot record the checkout: {error}")))?;
+    registry.set_checkout(&session.id, Some(&json))?;
+    if let Ok(plan_json) = serde_json::to_string(&plan.redacted()) {
+        registry.set_plan(&session.id, &plan_json)?;
+    }
+    Ok(())
 }
 
 /// The Plan for running in `checkout`: its directory is the workspace, the
@@ -289,13 +422,12 @@ pub async fn review(query: &str) -> Result<Reviewed, CliError> {
     .await;
     let session = &found.session;
     let Some(checkout) = of_session(session)? else {
-        let discarded = session
-            .plan
-            .as_deref()
-            .and_then(|json| serde_json::from_str::<Plan>(json).ok())
-            .is_some_and(|plan| plan.git.is_some());
-        let message = if discarded {
-            format!("the checkout of session {} was discarded", session.name)
+        let message = if plan_of(session).is_some_and(|plan| plan.git.is_some()) {
+            format!(
+                "session {} has no checkout any more: {}",
+                session.name,
+                successor_note(&found.registry, session)
+            )
         } else {
             format!(
                 "session {} has no checkout of its own: it ran in direct mode, in your checkout",

@@ -71,14 +71,15 @@ pub fn register(
     Ok(session)
 }
 
-/// The slot `--resume [SESSION]` continues: that of the named session, or
-/// of the newest session of the Plan's agent in its workspace, and only
-/// ever one of this agent in this workspace.
-pub fn resume_slot(
+/// The session `--resume [SESSION]` continues: the named one, or the
+/// newest session of the Plan's agent in its workspace, and only ever one
+/// of this agent in this workspace. Its slot (agent home) and, in worktree
+/// and clone modes, its checkout go to the new session.
+pub fn resumed_session(
     host: &HostContext,
     plan: &Plan,
     query: Option<&str>,
-) -> Result<SlotRequest, CliError> {
+) -> Result<Session, CliError> {
     let path = registry_path(host);
     let none_before = || {
         CliError::usage(format!(
@@ -113,7 +114,7 @@ pub fn resume_slot(
         .with_hint("run kennel in that session's workspace, or name a session of this one"));
     }
     tracing::info!(session = %session.name, slot = session.slot, "resuming");
-    Ok(SlotRequest::Exact(session.slot))
+    Ok(session)
 }
 
 /// One `kennel run`'s row in the registry, if the registry works.
@@ -171,7 +172,7 @@ impl Tracker {
         &mut self,
         host: &HostContext,
         plan: &mut Plan,
-        mode: crate::checkout::WorkspaceMode,
+        choice: &crate::commands::run::Choice,
         branch: Option<&str>,
     ) -> Result<kennel_git::Checkout, CliError> {
         let (Some((registry, _)), Some(session)) = (&mut self.registry, &self.session) else {
@@ -179,7 +180,7 @@ impl Tracker {
                 "a session with a checkout of its own needs the session registry",
             ));
         };
-        crate::checkout::create(registry, host, plan, mode, branch, session)
+        crate::checkout::create(registry, host, plan, choice, branch, session)
     }
 
     /// The sandbox is starting under `handle`.

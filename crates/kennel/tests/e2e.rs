@@ -69,6 +69,10 @@ macro_rules! backend_suite {
                 git::direct_redirect_quarantined(B)
             }
             #[test]
+            fn git_resume_continues_checkout() {
+                git::resume_continues_checkout(B)
+            }
+            #[test]
             fn git_clone_sync() {
                 git::clone_sync(B)
             }

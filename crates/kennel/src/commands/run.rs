@@ -64,7 +64,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub pids_limit: Option<i64>,
 
-    /// Continue the agent's latest session in this workspace (or SESSION): its agent home, and the agent's own resume flag
+    /// Continue the agent's latest session in this workspace (or SESSION): its agent home, the agent's own resume flag, and in worktree and clone modes its checkout and branch
     #[arg(long, value_name = "SESSION", num_args = 0..=1, default_missing_value = "")]
     pub resume: Option<String>,
 
@@ -85,23 +85,79 @@ pub struct RunArgs {
     pub args: Vec<String>,
 }
 
+/// What a session continues and how it sees the repository, from
+/// `--resume`, `--mode`, `--branch` and `defaults.mode`.
+pub struct Choice {
+    /// The agent-home slot: a free one, or that of the resumed session.
+    pub slot: kennel_sessions::SlotRequest,
+    pub mode: crate::checkout::WorkspaceMode,
+    /// The session `--resume` continues.
+    pub resumed: Option<kennel_sessions::Session>,
+}
+
 impl RunArgs {
-    /// The agent-home slot the session asks for: a free one, or with
-    /// `--resume` that of the session it continues.
-    pub fn slot_request(
-        &self,
-        context: &Context,
-        plan: &Plan,
-    ) -> Result<kennel_sessions::SlotRequest, CliError> {
-        match &self.resume {
-            None => Ok(kennel_sessions::SlotRequest::Free),
-            Some(query) => crate::sessions::resume_slot(
+    /// Decides [`Choice`]. A resumed session that had a checkout of its
+    /// own is continued in its mode unless `--mode` says otherwise.
+    pub fn choose(&self, context: &Context, plan: &Plan) -> Result<Choice, CliError> {
+        use crate::checkout::WorkspaceMode;
+        let resumed = match &self.resume {
+            None => None,
+            Some(query) => Some(crate::sessions::resumed_session(
                 &context.host,
                 plan,
                 Some(query.as_str()).filter(|query| !query.is_empty()),
-            ),
+            )?),
+        };
+        let earlier_checkout = resumed
+            .as_ref()
+            .and_then(|session| crate::checkout::of_session(session).ok().flatten());
+        let earlier_mode = resumed.as_ref().and_then(crate::checkout::earlier_mode);
+        let mode = match (&self.mode, earlier_mode) {
+            (None, Some(mode)) => mode,
+            _ => crate::checkout::requested(self.mode.as_deref(), &context.config)?,
+        };
+        if self.branch.is_some() && mode == WorkspaceMode::Direct {
+            return Err(
+                CliError::usage("--branch needs --mode worktree or --mode clone")
+                    .with_hint("direct mode runs in your checkout, on your branch"),
+            );
         }
+        if let (Some(branch), Some(checkout), Some(earlier)) =
+            (&self.branch, &earlier_checkout, &resumed)
+            && *branch != checkout.branch
+        {
+            return Err(CliError::usage(format!(
+                "--resume continues session {} on its branch {}; --branch asks for {branch}",
+                earlier.name, checkout.branch
+            ))
+            .with_hint("leave out --branch to continue that branch, or --resume for a new one"));
+        }
+        Ok(Choice {
+            slot: match &resumed {
+                Some(session) => kennel_sessions::SlotRequest::Exact(session.slot),
+                None => kennel_sessions::SlotRequest::Free,
+            },
+            mode,
+            resumed,
+        })
     }
+}
+
+/// `--dry-run`: prints the Plan (in the resumed session's slot, if any).
+pub fn print_dry_run(choice: &Choice, plan: &mut Plan, context: &Context) -> Result<i32, CliError> {
+    if choice.mode != crate::checkout::WorkspaceMode::Direct {
+        eprintln!(
+            "kennel: --dry-run creates no checkout: this Plan mounts your checkout; a {} session mounts its own instead (see `git` in the Plan's documentation)",
+            choice.mode.as_str()
+        );
+    }
+    if let kennel_sessions::SlotRequest::Exact(slot) = choice.slot {
+        settings::use_slot(plan, &context.host, slot);
+    }
+    let json = serde_json::to_string_pretty(&plan.redacted())
+        .map_err(|error| CliError::kennel(format!("cannot serialise the plan: {error}")))?;
+    println!("{json}");
+    Ok(0)
 }
 
 /// What `run` and `start` share: the loaded context, the agent's image
@@ -218,29 +274,10 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         mut plan,
     } = prepare(&args, tty, |_, _, _| {}).await?;
     let agent = &agent;
-    let slot = args.slot_request(&context, &plan)?;
-    let mode = crate::checkout::requested(args.mode.as_deref(), &context.config)?;
-    if args.branch.is_some() && mode == crate::checkout::WorkspaceMode::Direct {
-        return Err(
-            CliError::usage("--branch needs --mode worktree or --mode clone")
-                .with_hint("direct mode runs in your checkout, on your branch"),
-        );
-    }
-
+    let choice = args.choose(&context, &plan)?;
+    let mode = choice.mode;
     if args.dry_run {
-        if mode != crate::checkout::WorkspaceMode::Direct {
-            eprintln!(
-                "kennel: --dry-run creates no checkout: this Plan mounts your checkout; a {} session mounts its own instead (see `git` in the Plan's documentation)",
-                mode.as_str()
-            );
-        }
-        if let kennel_sessions::SlotRequest::Exact(slot) = slot {
-            settings::use_slot(&mut plan, &context.host, slot);
-        }
-        let json = serde_json::to_string_pretty(&plan.redacted())
-            .map_err(|error| CliError::kennel(format!("cannot serialise the plan: {error}")))?;
-        println!("{json}");
-        return Ok(0);
+        return print_dry_run(&choice, &mut plan, &context);
     }
 
     // From here on the run is in the session registry (best effort: a
@@ -248,7 +285,7 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     let mut session = crate::sessions::Tracker::begin(
         &context.host,
         &mut plan,
-        slot,
+        choice.slot,
         mode != crate::checkout::WorkspaceMode::Direct,
     )?;
     let mut checkout = None;
@@ -261,7 +298,7 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
             checkout = Some(session.create_checkout(
                 &context.host,
                 &mut plan,
-                mode,
+                &choice,
                 args.branch.as_deref(),
             )?);
         }

@@ -7,7 +7,7 @@
 //! the agent and exits with the agent's exit code.
 
 use clap::Args;
-use kennel_sessions::{Mode, Registry, SlotRequest, State};
+use kennel_sessions::{Mode, Registry, State};
 
 use crate::commands::run::{Prepared, RunArgs, prepare, prepare_host};
 use crate::error::CliError;
@@ -44,28 +44,9 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
         plan.command = kennel_core::settings::session_command(&plan.command);
     }
 
-    let slot = args.run.slot_request(&context, &plan)?;
-    let mode = crate::checkout::requested(args.run.mode.as_deref(), &context.config)?;
-    if args.run.branch.is_some() && mode == crate::checkout::WorkspaceMode::Direct {
-        return Err(
-            CliError::usage("--branch needs --mode worktree or --mode clone")
-                .with_hint("direct mode runs in your checkout, on your branch"),
-        );
-    }
+    let choice = args.run.choose(&context, &plan)?;
     if args.run.dry_run {
-        if mode != crate::checkout::WorkspaceMode::Direct {
-            eprintln!(
-                "kennel: --dry-run creates no checkout: this Plan mounts your checkout; a {} session mounts its own instead (see `git` in the Plan's documentation)",
-                mode.as_str()
-            );
-        }
-        if let SlotRequest::Exact(slot) = slot {
-            kennel_core::settings::use_slot(&mut plan, &context.host, slot);
-        }
-        let json = serde_json::to_string_pretty(&plan.redacted())
-            .map_err(|error| CliError::kennel(format!("cannot serialise the plan: {error}")))?;
-        println!("{json}");
-        return Ok(0);
+        return crate::commands::run::print_dry_run(&choice, &mut plan, &context);
     }
     let engine = match engine {
         Some(engine) => Some(engine),
@@ -85,14 +66,14 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
         &mut plan,
         args.name.clone(),
         Mode::Persistent,
-        slot,
+        choice.slot,
     )?;
-    if mode != crate::checkout::WorkspaceMode::Direct
+    if choice.mode != crate::checkout::WorkspaceMode::Direct
         && let Err(error) = crate::checkout::create(
             &mut registry,
             &context.host,
             &mut plan,
-            mode,
+            &choice,
             args.run.branch.as_deref(),
             &session,
         )

@@ -509,3 +509,107 @@ pub fn direct_redirect_quarantined(b: Backend) {
     assert_eq!(t.git(&["rev-parse", "--abbrev-ref", "HEAD"]).trim(), "main");
     t.kennel(&["rm", &name]).run().assert_ok();
 }
+
+/// `kennel run --resume` of a worktree session continues its checkout:
+/// the same directory and branch, what the agent committed and what kennel
+/// committed on exit, without `--mode` again. The earlier session hands
+/// the checkout over (its review commands point to the new one); naming
+/// it again gets a fresh checkout, and `--branch` for another branch is
+/// refused before anything is made.
+pub fn resume_continues_checkout(b: Backend) {
+    let Some(t) = Ctx::with_shell_image(b, "git_resume_checkout") else {
+        return;
+    };
+    let user_before = user_view(&t);
+    let out = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--mode",
+            "worktree",
+            "--",
+            "sh",
+            "-c",
+            "echo one > one.txt; echo DIR=$(pwd)",
+        ])
+        .run();
+    out.assert_ok();
+    let first_dir = out.expect_kv("DIR");
+    let sessions = sessions_with_branch(&t);
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let first = field(&sessions[0], "name");
+    assert_eq!(field(&sessions[0], "branch"), "kennel/shell-0");
+
+    // Continued: no --mode, same checkout, the earlier work is there.
+    let out = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--resume",
+            "--",
+            "sh",
+            "-c",
+            "echo DIR=$(pwd); echo ONE=$(cat one.txt); echo two > two.txt; \
+             echo BRANCH=$(git rev-parse --abbrev-ref HEAD)",
+        ])
+        .run();
+    out.assert_ok();
+    assert_eq!(out.expect_kv("DIR"), first_dir, "{out}");
+    assert_eq!(out.expect_kv("ONE"), "one", "{out}");
+    assert_eq!(out.expect_kv("BRANCH"), "kennel/shell-0", "{out}");
+    assert!(out.stderr.contains(&format!("of session {first}")), "{out}");
+    let sessions = sessions_with_branch(&t);
+    assert_eq!(
+        sessions.len(),
+        1,
+        "one session has the checkout: {sessions:?}"
+    );
+    let second = field(&sessions[0], "name");
+    assert_ne!(second, first);
+    let out = t.kennel(&["diff", &second, "--stat"]).run();
+    out.assert_ok();
+    assert!(
+        out.stdout.contains("one.txt") && out.stdout.contains("two.txt"),
+        "{out}"
+    );
+    let out = t.kennel(&["diff", &first]).run();
+    out.assert_code(2);
+    assert!(out.stderr.contains(&second), "{out}");
+
+    // --branch for another branch: refused, nothing made.
+    let out = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--resume",
+            "--branch",
+            "elsewhere",
+            "--",
+            "true",
+        ])
+        .run();
+    out.assert_code(2);
+    assert_eq!(t.git(&["branch", "--list", "elsewhere"]).trim(), "");
+    assert_eq!(sessions_with_branch(&t).len(), 1);
+
+    // The first session again, by name: its checkout went on, so this one
+    // gets a new checkout (in worktree mode still), from the user's HEAD.
+    let out = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--resume",
+            &first,
+            "--",
+            "sh",
+            "-c",
+            "echo DIR=$(pwd); test -e one.txt && echo ONE=there || echo ONE=absent",
+        ])
+        .run();
+    out.assert_ok();
+    assert_ne!(out.expect_kv("DIR"), first_dir, "{out}");
+    assert_eq!(out.expect_kv("ONE"), "absent", "{out}");
+    assert_eq!(sessions_with_branch(&t).len(), 2);
+    assert_eq!(user_view(&t), user_before, "the user's checkout changed");
+    t.remove_containers();
+}
