@@ -197,7 +197,7 @@ fn take_over(
             eprintln!(
                 "kennel: session {}'s checkout is not continued: {}",
                 earlier.name,
-                successor_note(registry, earlier)
+                successor_note(successor(registry, earlier).as_ref())
             );
         }
         return Ok(None);
@@ -242,26 +242,26 @@ fn take_over(
     Ok(Some(checkout))
 }
 
-/// Where the checkout of `session` (which has none recorded any more)
-/// went: to the session that now has a checkout in the same directory
-/// (`--resume` moved it), or it was discarded.
-fn successor_note(registry: &Registry, session: &Session) -> String {
-    let dir = plan_of(session)
-        .and_then(|plan| plan.git)
-        .map(|git| git.dir);
-    let successor = registry.list(true).ok().and_then(|sessions| {
-        sessions.into_iter().find(|other| {
-            other.id != session.id
-                && of_session(other)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|checkout| Some(&checkout.dir) == dir.as_ref())
-        })
-    });
-    match successor {
+/// Where a session's checkout (none recorded any more) went: to `next`,
+/// which continues it (`--resume` moved it), or it was discarded.
+fn successor_note(next: Option<&Session>) -> String {
+    match next {
         Some(other) => format!("session {} continues it (--resume)", other.name),
         None => "it was discarded".to_string(),
     }
+}
+
+/// The session that now has the checkout `session` had (the one with a
+/// checkout in the same directory).
+fn successor(registry: &Registry, session: &Session) -> Option<Session> {
+    let dir = plan_of(session)?.git?.dir;
+    registry.list(true).ok()?.into_iter().find(|other| {
+        other.id != session.id
+            && of_session(other)
+                .ok()
+                .flatten()
+                .is_some_and(|checkout| checkout.dir == dir)
+    })
 }
 
 /// Rewrites `plan` to run in `checkout` and records both for `session`.
@@ -422,19 +422,24 @@ pub async fn review(query: &str) -> Result<Reviewed, CliError> {
     .await;
     let session = &found.session;
     let Some(checkout) = of_session(session)? else {
-        let message = if plan_of(session).is_some_and(|plan| plan.git.is_some()) {
-            format!(
+        if plan_of(session).is_some_and(|plan| plan.git.is_some()) {
+            let next = successor(&found.registry, session);
+            let message = format!(
                 "session {} has no checkout any more: {}",
                 session.name,
-                successor_note(&found.registry, session)
-            )
-        } else {
-            format!(
-                "session {} has no checkout of its own: it ran in direct mode, in your checkout",
-                session.name
-            )
-        };
-        return Err(CliError::usage(message).with_hint(
+                successor_note(next.as_ref())
+            );
+            let hint = match next {
+                Some(other) => format!("review it as session {}", other.name),
+                None => "`kennel ls --all` shows the sessions that have a branch".into(),
+            };
+            return Err(CliError::usage(message).with_hint(hint));
+        }
+        return Err(CliError::usage(format!(
+            "session {} has no checkout of its own: it ran in direct mode, in your checkout",
+            session.name
+        ))
+        .with_hint(
             "sessions started with --mode worktree or --mode clone have a branch to review; a direct-mode session's changes are in your checkout (`git diff`)",
         ));
     };

@@ -574,7 +574,11 @@ pub fn resume_continues_checkout(b: Backend) {
     );
     let out = t.kennel(&["diff", &first]).run();
     out.assert_code(2);
-    assert!(out.stderr.contains(&second), "{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("review it as session {second}")),
+        "{out}"
+    );
 
     // --branch for another branch: refused, nothing made.
     let out = t
