@@ -551,7 +551,6 @@ impl Repo {
         Ok(dir)
     }
 
-    /// Deletes `refs/heads/<branch>` in the host repository, if it is there.
     /// Holds every kennel's worktree additions and removals on this
     /// repository apart until dropped (an advisory `flock` on the common
     /// git dir; nothing is written there). Two `git worktree add` at once
@@ -568,6 +567,7 @@ impl Repo {
         Ok(dir)
     }
 
+    /// Deletes `refs/heads/<branch>` in the host repository, if it is there.
     fn delete_branch(&self, branch: &str) -> Result<()> {
         if review::branch_tip(&self.common_dir, branch)?.is_none() {
             return Ok(());

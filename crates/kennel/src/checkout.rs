@@ -65,8 +65,10 @@ pub fn requested(
         },
     };
     WorkspaceMode::parse(&text).ok_or_else(|| {
-        CliError::usage(format!("{origin}: `{text}` is not a workspace mode"))
-            .with_hint("choose one of: direct, worktree, clone")
+        CliError::usage(format!("{origin}: `{text}` is not a workspace mode")).with_hint(format!(
+            "choose one of: {}",
+            kennel_core::config::WORKSPACE_MODES.join(", ")
+        ))
     })
 }
 
@@ -78,15 +80,16 @@ pub fn mode_of(checkout: &Checkout) -> WorkspaceMode {
     }
 }
 
-/// The mode a session ran in, when it had a checkout of its own (still
-/// recorded, or named by its Plan after a discard or a continuation).
-pub fn earlier_mode(session: &Session) -> Option<WorkspaceMode> {
-    if let Ok(Some(checkout)) = of_session(session) {
-        return Some(mode_of(&checkout));
+/// The mode a session ran in, when it had a checkout of its own: that of
+/// `checkout`, its recorded one, or else the one its Plan names (after a
+/// discard or a continuation).
+pub fn earlier_mode(session: &Session, checkout: Option<&Checkout>) -> Option<WorkspaceMode> {
+    match checkout {
+        Some(checkout) => Some(mode_of(checkout)),
+        None => plan_of(session)?
+            .git
+            .and_then(|git| WorkspaceMode::parse(&git.mode)),
     }
-    plan_of(session)?
-        .git
-        .and_then(|git| WorkspaceMode::parse(&git.mode))
 }
 
 fn plan_of(session: &Session) -> Option<Plan> {
@@ -468,9 +471,7 @@ pub fn session_ended(session: &Session) {
         if let Some(before) =
             crate::git_audit::snapshot_since(&session.workspace, session.started_at)
         {
-            for warning in crate::git_audit::check(&before, &session.name) {
-                eprintln!("kennel: WARNING: {warning}");
-            }
+            crate::git_audit::report(&before, &session.name);
         }
         return;
     };

@@ -104,6 +104,13 @@ pub fn check(before: &Snapshot, session: &str) -> Vec<String> {
     warnings
 }
 
+/// [`check`], with what it finds told to the user on stderr.
+pub fn report(before: &Snapshot, session: &str) {
+    for warning in check(before, session) {
+        eprintln!("kennel: WARNING: {warning}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 mod checkout;
 mod cli;
 mod commands;
+mod confirm;
 mod context;
 mod engines;
 mod error;

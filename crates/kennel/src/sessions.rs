@@ -119,8 +119,7 @@ pub fn resumed_session(
 
 /// One `kennel run`'s row in the registry, if the registry works.
 pub struct Tracker {
-    registry: Option<(Registry, String)>,
-    session: Option<Session>,
+    registry: Option<(Registry, Session)>,
 }
 
 impl Tracker {
@@ -140,19 +139,15 @@ impl Tracker {
             Ok((registry, session))
         });
         match registered {
-            Ok((registry, session)) => Ok(Tracker {
-                registry: Some((registry, session.id.clone())),
-                session: Some(session),
+            Ok(registered) => Ok(Tracker {
+                registry: Some(registered),
             }),
             Err(error) if slot == SlotRequest::Free && !required => {
                 warn(
                     "cannot register the session (the agent runs anyway)",
                     &error,
                 );
-                Ok(Tracker {
-                    registry: None,
-                    session: None,
-                })
+                Ok(Tracker { registry: None })
             }
             Err(error) => Err(error.into()),
         }
@@ -160,9 +155,9 @@ impl Tracker {
 
     /// The session's name (empty when it is not registered).
     pub fn name(&self) -> &str {
-        self.session
+        self.registry
             .as_ref()
-            .map(|session| session.name.as_str())
+            .map(|(_, session)| session.name.as_str())
             .unwrap_or("")
     }
 
@@ -175,7 +170,7 @@ impl Tracker {
         choice: &crate::commands::run::Choice,
         branch: Option<&str>,
     ) -> Result<kennel_git::Checkout, CliError> {
-        let (Some((registry, _)), Some(session)) = (&mut self.registry, &self.session) else {
+        let Some((registry, session)) = &mut self.registry else {
             return Err(CliError::kennel(
                 "a session with a checkout of its own needs the session registry",
             ));
@@ -185,8 +180,8 @@ impl Tracker {
 
     /// The sandbox is starting under `handle`.
     pub fn running(&mut self, handle: &str) {
-        if let Some((registry, id)) = &mut self.registry
-            && let Err(error) = registry.mark_running(id, handle)
+        if let Some((registry, session)) = &mut self.registry
+            && let Err(error) = registry.mark_running(&session.id, handle)
         {
             warn("cannot record the session as running", &error);
         }
@@ -195,14 +190,14 @@ impl Tracker {
     /// Records how the run ended: `exited` with the agent's code, or
     /// `failed` when kennel itself failed.
     pub fn end(&mut self, result: &Result<i32, CliError>) {
-        let Some((registry, id)) = &mut self.registry else {
+        let Some((registry, session)) = &mut self.registry else {
             return;
         };
         let (state, code) = match result {
             Ok(code) => (State::Exited, Some(*code)),
             Err(error) => (State::Failed, Some(error.kind.code())),
         };
-        if let Err(error) = registry.mark_ended(id, state, code) {
+        if let Err(error) = registry.mark_ended(&session.id, state, code) {
             warn("cannot record the end of the session", &error);
         }
     }

@@ -8,8 +8,6 @@
 //! (or another data directory's) sessions on a shared engine are never
 //! touched.
 
-use std::io::{BufRead, IsTerminal, Write};
-
 use clap::Args;
 use kennel_core::host::HostContext;
 use kennel_core::settings;
@@ -89,7 +87,15 @@ pub async fn run(args: CleanArgs) -> Result<i32, CliError> {
     for leftover in &leftovers {
         eprintln!("  {}", leftover.describe());
     }
-    if !args.force && !confirm()? {
+    if !args.force
+        && !crate::confirm::ask(
+            "Remove them?",
+            CliError::usage(
+                "kennel clean asks before removing anything, and stdin is not a terminal",
+            )
+            .with_hint("`kennel clean --force` removes the leftovers listed without asking"),
+        )?
+    {
         eprintln!("kennel: nothing removed");
         return Ok(0);
     }
@@ -108,27 +114,6 @@ pub async fn run(args: CleanArgs) -> Result<i32, CliError> {
     }
     eprintln!("kennel: removed {} leftover(s)", leftovers.len());
     Ok(0)
-}
-
-/// Asks on the terminal; refuses to guess when there is none.
-fn confirm() -> Result<bool, CliError> {
-    if !std::io::stdin().is_terminal() {
-        return Err(CliError::usage(
-            "kennel clean asks before removing anything, and stdin is not a terminal",
-        )
-        .with_hint("`kennel clean --force` removes the leftovers listed without asking"));
-    }
-    eprint!("Remove them? [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|error| CliError::kennel(format!("cannot read the answer: {error}")))?;
-    Ok(matches!(
-        answer.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes"
-    ))
 }
 
 async fn find(

@@ -1,8 +1,6 @@
 //! `kennel discard`: removes a worktree or clone session's checkout and
 //! branch. The session stays in the registry, without a checkout.
 
-use std::io::{BufRead, IsTerminal, Write};
-
 use clap::Args;
 
 use crate::error::CliError;
@@ -32,25 +30,20 @@ pub async fn run(args: DiscardArgs) -> Result<i32, CliError> {
         )));
     }
     if !args.force {
-        if !std::io::stdin().is_terminal() {
-            return Err(CliError::usage(
-                "kennel discard asks before removing a session's work, and stdin is not a terminal",
-            )
-            .with_hint(format!(
-                "`kennel discard --force {}` removes it without asking",
-                session.name
-            )));
-        }
-        eprint!(
-            "Remove branch {} and {} with all of session {}'s work? [y/N] ",
+        let question = format!(
+            "Remove branch {} and {} with all of session {}'s work?",
             checkout.branch,
             checkout.dir.display(),
             session.name
         );
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut answer);
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        let no_terminal = CliError::usage(
+            "kennel discard asks before removing a session's work, and stdin is not a terminal",
+        )
+        .with_hint(format!(
+            "`kennel discard --force {}` removes it without asking",
+            session.name
+        ));
+        if !crate::confirm::ask(&question, no_terminal)? {
             eprintln!("kennel: nothing removed");
             return Ok(0);
         }

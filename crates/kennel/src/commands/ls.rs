@@ -32,7 +32,12 @@ pub fn run(args: LsArgs) -> Result<i32, CliError> {
         Vec::new()
     };
     if args.json {
-        let listed: Vec<Listed> = sessions.iter().map(Listed::of).collect();
+        // One repository opened per workspace, however many sessions it has.
+        let mut repos = std::collections::HashMap::new();
+        let listed: Vec<Listed> = sessions
+            .iter()
+            .map(|session| Listed::of(session, &mut repos))
+            .collect();
         let json = serde_json::to_string_pretty(&listed)
             .map_err(|error| CliError::kennel(format!("cannot serialise the sessions: {error}")))?;
         println!("{json}");
@@ -70,10 +75,16 @@ struct Listed<'a> {
 }
 
 impl<'a> Listed<'a> {
-    fn of(session: &'a Session) -> Listed<'a> {
+    fn of(
+        session: &'a Session,
+        repos: &mut std::collections::HashMap<std::path::PathBuf, Option<kennel_git::Repo>>,
+    ) -> Listed<'a> {
         let checkout = crate::checkout::of_session(session).ok().flatten();
         let unmerged = checkout.as_ref().and_then(|checkout| {
-            let repo = kennel_git::Repo::open(&session.workspace).ok()?;
+            let repo = repos
+                .entry(session.workspace.clone())
+                .or_insert_with(|| kennel_git::Repo::open(&session.workspace).ok())
+                .as_ref()?;
             repo.unmerged(checkout)
                 .map_err(|error| tracing::debug!(%error, "cannot tell whether {} is merged", session.name))
                 .ok()

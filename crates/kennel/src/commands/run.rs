@@ -69,7 +69,7 @@ pub struct RunArgs {
     pub resume: Option<String>,
 
     /// How the session sees the repository: direct (your checkout), worktree (a git worktree on a branch of its own) or clone (a private clone; its branch comes back on `kennel sync`). Default: `defaults.mode`, else direct
-    #[arg(long, value_name = "MODE", value_parser = ["direct", "worktree", "clone"])]
+    #[arg(long, value_name = "MODE", value_parser = clap::builder::PossibleValuesParser::new(kennel_core::config::WORKSPACE_MODES))]
     pub mode: Option<String>,
 
     /// Worktree and clone modes: the session's branch (default: kennel/<agent>-<slot>)
@@ -111,7 +111,9 @@ impl RunArgs {
         let earlier_checkout = resumed
             .as_ref()
             .and_then(|session| crate::checkout::of_session(session).ok().flatten());
-        let earlier_mode = resumed.as_ref().and_then(crate::checkout::earlier_mode);
+        let earlier_mode = resumed
+            .as_ref()
+            .and_then(|session| crate::checkout::earlier_mode(session, earlier_checkout.as_ref()));
         let mode = match (&self.mode, earlier_mode) {
             (None, Some(mode)) => mode,
             _ => crate::checkout::requested(self.mode.as_deref(), &context.config)?,
@@ -341,9 +343,7 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     .await;
     session.end(&result);
     if let Some(before) = &git_before {
-        for warning in crate::git_audit::check(before, &plan.name) {
-            eprintln!("kennel: WARNING: {warning}");
-        }
+        crate::git_audit::report(before, &plan.name);
     }
     if let Some(checkout) = &checkout
         && crate::checkout::commit_on_exit_enabled(Some(&context.config))
