@@ -22,9 +22,7 @@ fn engine_restart_marks_sessions_stopped() {
         return;
     };
     let start = |name: &str, command: &[&str]| {
-        let mut args = vec!["start", "shell", "--network", "none", "--name", name, "--"];
-        args.extend_from_slice(command);
-        t.kennel(&args).run().assert_ok();
+        t.start_offline(name, &[], command).run().assert_ok();
     };
     let name = format!("restart-{}", harness::unique());
     start(&name, &["sleep", "600"]);

@@ -334,20 +334,11 @@ pub fn worktree_start(b: Backend) {
     };
     let name = format!("wt-{}", crate::harness::unique());
     let out = t
-        .kennel(&[
-            "start",
-            "shell",
-            "--network",
-            "none",
-            "--mode",
-            "worktree",
-            "--name",
+        .start_offline(
             &name,
-            "--",
-            "sh",
-            "-c",
-            "echo started > started.txt; sleep 300",
-        ])
+            &["--mode", "worktree"],
+            &["sh", "-c", "echo started > started.txt; sleep 300"],
+        )
         .run();
     out.assert_ok();
     let id = out
@@ -480,18 +471,15 @@ pub fn direct_redirect_quarantined(b: Backend) {
     assert_eq!(t.git(&["rev-parse", "--abbrev-ref", "HEAD"]).trim(), "main");
 
     let name = format!("planter-{}", crate::harness::unique());
-    t.kennel(&[
-        "start",
-        "shell",
-        "--network",
-        "none",
-        "--name",
+    t.start_offline(
         &name,
-        "--",
-        "sh",
-        "-c",
-        "printf '/tmp/evil\\n' > .git/commondir; sleep 600",
-    ])
+        &[],
+        &[
+            "sh",
+            "-c",
+            "printf '/tmp/evil\\n' > .git/commondir; sleep 600",
+        ],
+    )
     .run()
     .assert_ok();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

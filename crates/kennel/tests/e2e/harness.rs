@@ -882,6 +882,19 @@ impl Ctx {
         self.kennel_env(args, &[])
     }
 
+    /// `kennel start shell --network none --name NAME OPTIONS [-- COMMAND]`:
+    /// a persistent shell session with no network, as the session tests
+    /// start them (no command: the shell itself).
+    pub fn start_offline(&self, name: &str, options: &[&str], command: &[&str]) -> Exec {
+        let mut args = vec!["start", "shell", "--network", "none", "--name", name];
+        args.extend_from_slice(options);
+        if !command.is_empty() {
+            args.push("--");
+            args.extend_from_slice(command);
+        }
+        self.kennel(&args)
+    }
+
     /// `kennel ARGS` with extra environment variables.
     pub fn kennel_env(&self, args: &[&str], extra: &[(&str, &str)]) -> Exec {
         let (cmd, what) = self.kennel_command(args, extra);

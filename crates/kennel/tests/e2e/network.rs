@@ -748,19 +748,7 @@ pub fn detached(b: Backend) {
 
     // --network none: no proxy, no daemon, no socket directory.
     let quiet = format!("quiet-{}", unique());
-    let out = t
-        .kennel(&[
-            "start",
-            "shell",
-            "--network",
-            "none",
-            "--name",
-            &quiet,
-            "--",
-            "sleep",
-            "600",
-        ])
-        .run();
+    let out = t.start_offline(&quiet, &[], &["sleep", "600"]).run();
     out.assert_ok();
     let plan = plan_name_of(&t, &quiet);
     std::thread::sleep(Duration::from_millis(500));

@@ -38,9 +38,7 @@ pub fn lifecycle(b: Backend) {
     };
 
     // start: detached, registered as running, the container runs.
-    let out = t
-        .kennel(&["start", "shell", "--network", "none", "--name", &name])
-        .run();
+    let out = t.start_offline(&name, &[], &[]).run();
     out.assert_ok();
     let mut words = out.stdout.split_whitespace();
     assert_eq!(words.next(), Some(name.as_str()), "{out}");
@@ -224,19 +222,7 @@ pub fn real_state_and_kill(b: Backend) {
         return;
     };
     let start = |name: &str| {
-        let out = t
-            .kennel(&[
-                "start",
-                "shell",
-                "--network",
-                "none",
-                "--name",
-                name,
-                "--",
-                "sleep",
-                "600",
-            ])
-            .run();
+        let out = t.start_offline(name, &[], &["sleep", "600"]).run();
         out.assert_ok();
         listed(&t, name).unwrap()["handle"]
             .as_str()
@@ -289,20 +275,7 @@ pub fn real_state_and_kill(b: Backend) {
 
     // An agent that ends by itself: the session exits with its code.
     let ended = format!("ended-{}", crate::harness::unique());
-    let out = t
-        .kennel(&[
-            "start",
-            "shell",
-            "--network",
-            "none",
-            "--name",
-            &ended,
-            "--",
-            "sh",
-            "-c",
-            "exit 5",
-        ])
-        .run();
+    let out = t.start_offline(&ended, &[], &["sh", "-c", "exit 5"]).run();
     out.assert_ok();
     let session = poll(Duration::from_secs(20), || {
         listed(&t, &ended).filter(|session| session["state"] == "exited")
@@ -338,23 +311,11 @@ pub fn slots(b: Backend) {
             .map(|name| {
                 let t = &t;
                 scope.spawn(move || {
-                    t.kennel(&[
-                        "start",
-                        "shell",
-                        "--network",
-                        "none",
-                        "--name",
+                    t.start_offline(
                         name,
-                        "--memory",
-                        "256m",
-                        "--cpus",
-                        "0.5",
-                        "--pids-limit",
-                        "200",
-                        "--",
-                        "sleep",
-                        "600",
-                    ])
+                        &["--memory", "256m", "--cpus", "0.5", "--pids-limit", "200"],
+                        &["sleep", "600"],
+                    )
                     .timeout(Duration::from_secs(180))
                     .run()
                 })
