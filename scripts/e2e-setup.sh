@@ -16,6 +16,16 @@
 #     the test user's rootless Podman.
 #
 # Idempotent: safe to run any number of times. Quiet unless something fails.
+#
+#   --fresh   first remove what an earlier run made: the test user, its home,
+#             runtime directory and rootless podman storage, the cached base
+#             rootfs and the base image in every engine; then set up again.
+#             This is how to prove that a fresh machine passes `.ci/run`.
+#
+# Docker: whatever Docker answers `docker info` is used as it is. Otherwise a
+# `dockerd` already installed (Debian's docker.io, Docker's own packages, a
+# static binary) is started; only when there is none is Debian's docker.io
+# installed. A docker client alone (e.g. /usr/local/bin/docker) is kept.
 # Environment:
 #   KENNEL_E2E_USER       test user name            (default kennel-e2e)
 #   KENNEL_E2E_CACHE      cache for the base rootfs (default /var/cache/kennel-e2e)
@@ -34,7 +44,7 @@ LOG_DIR=/tmp/kennel-e2e-logs
 SUBID_START=200000
 SUBID_COUNT=65536
 
-PACKAGES=(docker.io podman runc uidmap debootstrap tmux slirp4netns fuse-overlayfs
+PACKAGES=(podman runc uidmap debootstrap tmux slirp4netns fuse-overlayfs
           iproute2 bubblewrap catatonit curl git ca-certificates python3 util-linux)
 
 log() { printf 'e2e-setup: %s\n' "$*" >&2; }
@@ -49,8 +59,39 @@ quiet() {
     fi
 }
 
+FRESH=0
+for arg in "$@"; do
+    case $arg in
+    --fresh) FRESH=1 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument '$arg' (usage: e2e-setup.sh [--fresh])" ;;
+    esac
+done
+
 [[ $(id -u) -eq 0 ]] || die "must run as root (it installs packages, starts daemons, creates a user)"
 mkdir -p "$LOG_DIR"
+
+# ------------------------------------------------------------------ --fresh
+if ((FRESH)); then
+    log "--fresh: removing the test user, its runtime dir and podman storage, and the cached base image"
+    if uid=$(id -u "$E2E_USER" 2>/dev/null); then
+        # Everything the user runs (its podman service, pause process,
+        # conmons, tmux servers) must go before its files can.
+        pkill -KILL -u "$uid" 2>/dev/null || true
+        sleep 0.5
+        # Rootless podman's overlay storage holds files owned by sub-uids and
+        # may hold mounts: unmount anything under the home and runtime dir.
+        grep -E " (/home/$E2E_USER|/run/user/$uid)/" /proc/mounts | awk '{print $2}' | sort -r |
+            while read -r m; do umount -l "$m" 2>/dev/null || true; done
+        userdel --remove "$E2E_USER" >/dev/null 2>&1 || true
+        rm -rf "/run/user/$uid"
+    fi
+    rm -rf "$E2E_HOME"
+    sed -i "/^$E2E_USER:/d" /etc/subuid /etc/subgid 2>/dev/null || true
+    rm -rf "$CACHE"
+    # The base image in Docker and rootful Podman goes below, once their
+    # daemons answer.
+fi
 
 # ---------------------------------------------------------------- packages
 missing=()
@@ -67,6 +108,21 @@ if ((${#missing[@]})); then
 fi
 
 # ------------------------------------------------------------------ docker
+if ! docker info >/dev/null 2>&1 && ! command -v dockerd >/dev/null; then
+    # No daemon installed (perhaps only a client): Debian's engine. Its
+    # `docker` client lands in /usr/bin and may be shadowed by another one
+    # earlier in PATH, which is fine: clients negotiate the API version.
+    log "no dockerd here: installing docker.io"
+    export DEBIAN_FRONTEND=noninteractive
+    quiet apt-get update -q
+    quiet apt-get install -y -q --no-install-recommends docker.io
+fi
+if ! command -v docker >/dev/null; then
+    die "dockerd is installed but no docker client is: install docker.io or docker-ce-cli"
+fi
+# Docker's own packages and static installs may not make the group whose
+# members may use the socket (dockerd gives the socket to it when it exists).
+getent group docker >/dev/null || quiet groupadd --system docker
 if ! docker info >/dev/null 2>&1; then
     log "starting dockerd (log: $LOG_DIR/dockerd.log)"
     setsid nohup dockerd >"$LOG_DIR/dockerd.log" 2>&1 </dev/null &
@@ -166,9 +222,11 @@ for f in /etc/subuid /etc/subgid; do
     fi
 done
 RUNTIME_DIR=/run/user/$E2E_UID
-mkdir -p "$RUNTIME_DIR"
-chown "$E2E_UID:$E2E_GID" "$RUNTIME_DIR"
-chmod 700 "$RUNTIME_DIR"
+# The rootless API socket goes in $RUNTIME_DIR/podman/, which podman does not
+# create for `podman system service unix://…` (bind fails with ENOENT).
+mkdir -p "$RUNTIME_DIR/podman"
+chown "$E2E_UID:$E2E_GID" "$RUNTIME_DIR" "$RUNTIME_DIR/podman"
+chmod 700 "$RUNTIME_DIR" "$RUNTIME_DIR/podman"
 # Rootless podman's slirp4netns opens /dev/net/tun as the user.
 [[ -e /dev/net/tun ]] && chmod 666 /dev/net/tun
 
@@ -215,6 +273,10 @@ if [[ ! -f $CACHE/rootfs.done ]]; then
 fi
 [[ -f $TARBALL ]] || { rm -f "$CACHE/rootfs.done"; die "$TARBALL missing; run again to rebuild"; }
 
+if ((FRESH)); then
+    docker image rm -f "$IMAGE" >/dev/null 2>&1 || true
+    podman image rm -f "$IMAGE" >/dev/null 2>&1 || true
+fi
 if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
     log "importing $IMAGE into docker"
     quiet docker import "$TARBALL" "$IMAGE"
