@@ -67,6 +67,17 @@ pub struct AgentSpec {
     /// For `shell`: the user's arguments replace the command.
     #[serde(default)]
     pub command_from_args: bool,
+    /// Arguments that make the command print its version and exit; every
+    /// agent image is built with a last step that runs the command with
+    /// them, so that a broken install fails the build rather than the first
+    /// run. Empty: only check that the command is on PATH.
+    #[serde(default = "default_version_args")]
+    pub version: Vec<String>,
+    /// Why the agent may not install or start everywhere (e.g. it installs
+    /// only from its vendor's site); shown by `kennel agents` and with a
+    /// failed build. Empty when it installs from a package registry.
+    #[serde(default)]
+    pub caveat: String,
     /// The vendor page the facts were checked against.
     #[serde(default)]
     pub docs: String,
@@ -76,6 +87,10 @@ pub struct AgentSpec {
     /// Where the entry comes from: `built-in`, `config`, or `built-in+config`.
     #[serde(default, skip_deserializing)]
     pub source: String,
+}
+
+fn default_version_args() -> Vec<String> {
+    vec!["--version".to_string()]
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +188,8 @@ impl Catalog {
                         env: Vec::new(),
                         domains: Vec::new(),
                         command_from_args: false,
+                        version: default_version_args(),
+                        caveat: String::new(),
                         docs: String::new(),
                         unverified: Vec::new(),
                         source: String::new(),
@@ -253,6 +270,9 @@ fn apply(mut spec: AgentSpec, over: &AgentOverride, source: &str) -> AgentSpec {
     }
     if let Some(value) = over.command_from_args {
         spec.command_from_args = value;
+    }
+    if let Some(value) = &over.version {
+        spec.version = value.clone();
     }
     spec.source = source.to_string();
     spec
@@ -370,6 +390,49 @@ mod tests {
             vec!["resume", "--last"],
             "agents without an override keep theirs"
         );
+    }
+
+    #[test]
+    fn version_arguments_default_and_override() {
+        let catalog = Catalog::builtin().expect("builtin parses");
+        assert_eq!(
+            catalog.get("claude").expect("claude").version,
+            vec!["--version"]
+        );
+        let quiet: AgentOverride = toml::from_str(
+            r#"command = ["mine"]
+version = []"#,
+        )
+        .expect("valid table");
+        let plain: AgentOverride = toml::from_str(r#"command = ["other"]"#).expect("valid table");
+        let mut overrides = BTreeMap::new();
+        overrides.insert("mine".to_string(), quiet);
+        overrides.insert("other".to_string(), plain);
+        let catalog = Catalog::with_overrides(&overrides).expect("valid");
+        assert!(catalog.get("mine").expect("mine").version.is_empty());
+        assert_eq!(
+            catalog.get("other").expect("other").version,
+            vec!["--version"]
+        );
+    }
+
+    #[test]
+    fn agents_that_install_from_a_vendor_site_say_so() {
+        let catalog = Catalog::builtin().expect("builtin parses");
+        // Hosts of the package registries kennel's recipes may fetch from.
+        const REGISTRIES: &[&str] = &["registry.npmjs.org", "proxy.golang.org", "pypi.org"];
+        for agent in catalog.agents() {
+            let from_vendor = agent.install.split("https://").skip(1).any(|url| {
+                let host = url.split(['/', ' ', '"', '\'']).next().unwrap_or_default();
+                !REGISTRIES.contains(&host)
+            });
+            assert_eq!(
+                from_vendor,
+                !agent.caveat.is_empty(),
+                "{}: an install from a vendor site needs a caveat saying so, and only then",
+                agent.name
+            );
+        }
     }
 
     #[test]

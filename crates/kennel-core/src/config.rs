@@ -135,6 +135,7 @@ pub struct AgentOverride {
     pub env: Option<Vec<String>>,
     pub domains: Option<Vec<String>>,
     pub command_from_args: Option<bool>,
+    pub version: Option<Vec<String>>,
 }
 
 /// The `[network]` table: facts about the network kennel's egress proxy

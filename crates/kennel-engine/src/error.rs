@@ -34,12 +34,26 @@ pub enum EngineError {
     #[error("image {reference} not found")]
     ImageNotFound { reference: String },
 
-    /// The build stream reported an error; `output_tail` holds the last lines of output.
+    /// The build stream reported an error in `step`; `output_tail` holds
+    /// the last lines of that step's output.
     #[error("building image {tag} failed: {message}")]
     BuildFailed {
         tag: String,
+        /// The step that failed (`Step 3/4 : RUN …`), when one had started.
+        step: Option<String>,
         message: String,
         output_tail: Vec<String>,
+    },
+
+    /// The image a build starts `FROM` is neither here nor pullable.
+    #[error(
+        "building image {tag} failed: its base image {image} is not available to {kind}: {message}"
+    )]
+    BaseImageUnavailable {
+        kind: EngineKind,
+        tag: String,
+        image: String,
+        message: String,
     },
 
     #[error("a container named {name} already exists")]
@@ -98,9 +112,17 @@ impl EngineError {
                  `docker images` / `podman images` (looked for {reference})"
             )),
             Self::BuildFailed { .. } => Some(
-                "read the build output above; re-run with `--no-cache` if a cached layer is stale"
+                "the failing step's output is above; fix what it names (an agent's `install` \
+                 recipe, or the network the build needs) and build again; `--no-cache` \
+                 rebuilds layers that a stale cache may have kept"
                     .to_string(),
             ),
+            Self::BaseImageUnavailable { kind, image, .. } => Some(format!(
+                "set `base_image` under [defaults] in ~/.config/kennel/config.toml to a \
+                 Debian 12 image this engine has (`{kind} images` lists them; `kennel config \
+                 show --origin` says where it is set now), or fix the engine's access to the \
+                 registry (`{kind} pull {image}` shows why it fails)"
+            )),
             Self::NameConflict { name } => Some(format!(
                 "remove the old container with `docker rm -f {name}` (or `podman rm -f {name}`)"
             )),

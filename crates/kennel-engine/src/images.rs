@@ -42,12 +42,89 @@ pub struct ImageSummary {
     pub labels: BTreeMap<String, String>,
 }
 
-/// How many lines of build output an error keeps.
-const TAIL_LINES: usize = 20;
+/// How many lines of the failing step's output an error keeps.
+const TAIL_LINES: usize = 25;
 
 fn is_step(line: &str) -> bool {
     let lower = line.trim_start().to_ascii_lowercase();
     lower.starts_with("step ") && lower[5..].starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// The instruction of a step line: `FROM debian` from `Step 1/3 : FROM
+/// debian` (Docker) or `STEP 1/3: FROM debian` (Podman).
+fn step_instruction(step: &str) -> &str {
+    step.split_once(':').map_or(step, |(_, rest)| rest).trim()
+}
+
+/// The image a `FROM` step names, when `step` is one.
+fn from_image(step: &str) -> Option<&str> {
+    let instruction = step_instruction(step);
+    let (keyword, rest) = instruction.split_once(char::is_whitespace)?;
+    keyword
+        .eq_ignore_ascii_case("from")
+        .then(|| rest.split_whitespace().next())
+        .flatten()
+}
+
+/// The output of a build as it streams: split into lines, the step being
+/// run, and the last lines of that step's own output for an error.
+#[derive(Default)]
+struct BuildOutput {
+    pending: String,
+    step: Option<String>,
+    step_tail: VecDeque<String>,
+}
+
+impl BuildOutput {
+    fn push(&mut self, text: &str, on_event: &mut (dyn FnMut(BuildEvent) + Send)) {
+        self.pending.push_str(text);
+        while let Some(pos) = self.pending.find('\n') {
+            let line: String = self.pending.drain(..=pos).collect();
+            let line = line.trim_end_matches(['\n', '\r']).to_string();
+            if line.trim().is_empty() {
+                continue;
+            }
+            if is_step(&line) {
+                self.step = Some(line.trim().to_string());
+                self.step_tail.clear();
+                on_event(BuildEvent::Step(line));
+            } else {
+                if self.step_tail.len() == TAIL_LINES {
+                    self.step_tail.pop_front();
+                }
+                self.step_tail.push_back(line.clone());
+                on_event(BuildEvent::Output(line));
+            }
+        }
+    }
+
+    /// The error for a build that failed with `message`: a base image that
+    /// could not be had when the failing step is a `FROM` of another image
+    /// than kennel's own layers, a failed step otherwise.
+    fn failed(
+        mut self,
+        kind: crate::EngineKind,
+        tag: &str,
+        message: String,
+        on_event: &mut (dyn FnMut(BuildEvent) + Send),
+    ) -> EngineError {
+        self.push("\n", on_event);
+        let message = message.trim().to_string();
+        if let Some(image) = self.step.as_deref().and_then(from_image) {
+            return EngineError::BaseImageUnavailable {
+                kind,
+                tag: tag.to_string(),
+                image: image.to_string(),
+                message,
+            };
+        }
+        EngineError::BuildFailed {
+            tag: tag.to_string(),
+            step: self.step,
+            message,
+            output_tail: self.step_tail.into_iter().collect(),
+        }
+    }
 }
 
 fn not_found(err: &bollard::errors::Error) -> bool {
@@ -85,62 +162,33 @@ impl Engine {
         let body = bollard::body_full(req.context_tar.into());
         let mut stream = self.docker.build_image(options, None, Some(body));
 
-        let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
-        let mut pending = String::new();
-        let mut emit = |text: &str, tail: &mut VecDeque<String>, pending: &mut String| {
-            pending.push_str(text);
-            while let Some(pos) = pending.find('\n') {
-                let line: String = pending.drain(..=pos).collect();
-                let line = line.trim_end_matches(['\n', '\r']).to_string();
-                if line.trim().is_empty() {
-                    continue;
-                }
-                if tail.len() == TAIL_LINES {
-                    tail.pop_front();
-                }
-                tail.push_back(line.clone());
-                if is_step(&line) {
-                    on_event(BuildEvent::Step(line));
-                } else {
-                    on_event(BuildEvent::Output(line));
-                }
-            }
-        };
-        let failed = |message: String, tail: &VecDeque<String>| EngineError::BuildFailed {
-            tag: req.tag.clone(),
-            message: message.trim().to_string(),
-            output_tail: tail.iter().cloned().collect(),
-        };
-
+        let mut output = BuildOutput::default();
         while let Some(item) = stream.next().await {
             match item {
                 Ok(info) => {
                     if let Some(detail) = info.error_detail {
-                        emit("\n", &mut tail, &mut pending);
                         let message = detail
                             .message
                             .unwrap_or_else(|| "unknown error".to_string());
-                        return Err(failed(message, &tail));
+                        return Err(output.failed(self.kind, &req.tag, message, on_event));
                     }
                     if let Some(text) = info.stream.as_deref() {
-                        emit(text, &mut tail, &mut pending);
+                        output.push(text, on_event);
                     }
                     if let Some(status) = info.status.as_deref() {
-                        emit(&format!("{status}\n"), &mut tail, &mut pending);
+                        output.push(&format!("{status}\n"), on_event);
                     }
                 }
                 Err(bollard::errors::Error::DockerStreamError { error }) => {
-                    emit("\n", &mut tail, &mut pending);
-                    return Err(failed(error, &tail));
+                    return Err(output.failed(self.kind, &req.tag, error, on_event));
                 }
                 Err(err) => {
-                    emit("\n", &mut tail, &mut pending);
                     let status = status_of(&err);
                     return match err {
                         bollard::errors::Error::DockerResponseServerError { message, .. }
                             if status.is_some_and(|code| (400..500).contains(&code)) =>
                         {
-                            Err(failed(message, &tail))
+                            Err(output.failed(self.kind, &req.tag, message, on_event))
                         }
                         other => Err(EngineError::api(
                             format!("building image {}", req.tag),
@@ -150,13 +198,15 @@ impl Engine {
                 }
             }
         }
-        emit("\n", &mut tail, &mut pending);
+        output.push("\n", on_event);
 
         // Some engines end the stream without an error even though nothing was tagged.
         if !self.image_exists(&req.tag).await? {
-            return Err(failed(
+            return Err(output.failed(
+                self.kind,
+                &req.tag,
                 "the build ended but the image does not exist".to_string(),
-                &tail,
+                on_event,
             ));
         }
         debug!(tag = %req.tag, "image built");
@@ -228,7 +278,7 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use super::is_step;
+    use super::*;
 
     #[test]
     fn steps_from_both_engines() {
@@ -236,5 +286,83 @@ mod tests {
         assert!(is_step("STEP 2/3: RUN true"));
         assert!(!is_step("stepping through"));
         assert!(!is_step(" ---> Running in 1234"));
+        assert_eq!(
+            from_image("Step 1/3 : FROM debian:bookworm AS base"),
+            Some("debian:bookworm")
+        );
+        assert_eq!(
+            from_image("STEP 1/2: FROM kennel/base:0123"),
+            Some("kennel/base:0123")
+        );
+        assert_eq!(from_image("Step 2/3 : RUN from here"), None);
+    }
+
+    fn feed(lines: &[&str]) -> (BuildOutput, Vec<BuildEvent>) {
+        let mut output = BuildOutput::default();
+        let mut events = Vec::new();
+        for text in lines {
+            output.push(text, &mut |event| events.push(event));
+        }
+        (output, events)
+    }
+
+    #[test]
+    fn a_failed_step_keeps_its_own_output_only() {
+        let (output, _) = feed(&[
+            "Step 1/2 : FROM kennel/base:1\n",
+            "base output\n",
+            "Step 2/2 : RUN sh /tmp/kennel-install.sh\n",
+            "npm error code E404\r\n",
+            "npm error 404 Not Found - GET https://registry.npmjs.org/nope",
+        ]);
+        let error = output.failed(
+            crate::EngineKind::Docker,
+            "kennel/x:1",
+            "The command returned a non-zero code: 1\n".into(),
+            &mut |_| {},
+        );
+        match error {
+            EngineError::BuildFailed {
+                step,
+                output_tail,
+                message,
+                ..
+            } => {
+                assert_eq!(
+                    step.as_deref(),
+                    Some("Step 2/2 : RUN sh /tmp/kennel-install.sh")
+                );
+                assert_eq!(
+                    output_tail,
+                    vec![
+                        "npm error code E404".to_string(),
+                        "npm error 404 Not Found - GET https://registry.npmjs.org/nope".to_string()
+                    ]
+                );
+                assert_eq!(message, "The command returned a non-zero code: 1");
+            }
+            other => panic!("expected BuildFailed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_from_is_an_unavailable_base_image() {
+        let (output, _) = feed(&[
+            "STEP 1/2: FROM debian:bookworm-slim\n",
+            "Trying to pull docker.io/library/debian:bookworm-slim...\n",
+        ]);
+        let error = output.failed(
+            crate::EngineKind::Podman,
+            "kennel/base:1",
+            "pinging container registry registry-1.docker.io: no such host".into(),
+            &mut |_| {},
+        );
+        assert!(
+            matches!(&error, EngineError::BaseImageUnavailable { image, .. } if image == "debian:bookworm-slim"),
+            "{error:?}"
+        );
+        let hint = error.hint().unwrap_or_default();
+        assert!(hint.contains("base_image"), "{hint}");
+        assert!(!hint.contains("--no-cache"), "{hint}");
     }
 }

@@ -519,6 +519,7 @@ async fn failing_build_reports_its_output(kind: EngineKind) {
         Err(EngineError::BuildFailed {
             output_tail,
             message,
+            step,
             ..
         }) => {
             assert!(
@@ -527,8 +528,49 @@ async fn failing_build_reports_its_output(kind: EngineKind) {
                     .any(|line| line.contains("about-to-fail")),
                 "{message}: {output_tail:#?}"
             );
+            assert!(
+                step.as_deref()
+                    .is_some_and(|step| step.contains("RUN echo about-to-fail")),
+                "the failing step must be named: {step:?}"
+            );
+            // Only the failing step's output, not the FROM step's.
+            assert!(
+                !output_tail.iter().any(|line| line.contains("FROM")),
+                "{output_tail:#?}"
+            );
         }
         other => panic!("expected BuildFailed, got {other:?}"),
+    }
+    assert!(!engine.image_exists(&tag).await.expect("exists"));
+}
+
+/// A base image that is neither local nor pullable (no registry answers
+/// here, and this repository exists nowhere) is named as such, with the
+/// `base_image` hint rather than `--no-cache`.
+async fn unavailable_base_image_is_named(kind: EngineKind) {
+    let Some(engine) = engine(kind).await else {
+        return;
+    };
+    let tag = format!("kennel-test/engine-nobase-{kind}:{}", std::process::id());
+    let request = BuildRequest {
+        tag: tag.clone(),
+        context_tar: tar_of(&[(
+            "Dockerfile",
+            "FROM kennel-test/no-such-base-image:nope\nRUN true\n",
+        )]),
+        labels: BTreeMap::new(),
+        no_cache: false,
+    };
+    match engine.build_image(request, &mut |_| {}).await {
+        Err(error @ EngineError::BaseImageUnavailable { .. }) => {
+            let EngineError::BaseImageUnavailable { image, .. } = &error else {
+                unreachable!()
+            };
+            assert_eq!(image, "kennel-test/no-such-base-image:nope");
+            let hint = error.hint().unwrap_or_default();
+            assert!(hint.contains("base_image"), "{hint}");
+        }
+        other => panic!("expected BaseImageUnavailable, got {other:?}"),
     }
     assert!(!engine.image_exists(&tag).await.expect("exists"));
 }
@@ -570,6 +612,7 @@ macro_rules! all_tests {
                 missing_command_is_reported,
                 build_list_and_remove_an_image,
                 failing_build_reports_its_output,
+                unavailable_base_image_is_named,
             ]);
         )*
     };

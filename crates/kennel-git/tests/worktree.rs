@@ -499,9 +499,15 @@ fn merge_refuses_conflicts_and_touches_nothing() {
     assert!(!fixture.common_dir().join("MERGE_HEAD").exists());
 
     let error = repo.apply(&checkout).expect_err("conflict");
-    assert!(
-        matches!(&error, GitError::Conflicts { files } if files == &vec!["src/a.txt".to_string()])
-    );
+    match &error {
+        GitError::Conflicts { files } => assert_eq!(files, &vec!["src/a.txt".to_string()]),
+        // Before git 2.40 (no `merge-tree --merge-base`), apply is a patch
+        // that git refuses to apply.
+        GitError::DoesNotApply { detail } if !git_at_least(2, 40) => {
+            assert!(detail.contains("src/a.txt"), "{detail}")
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
     assert_eq!(checkout_state(&fixture.repo), before);
     let error = repo
         .apply_with_patch(&checkout)
@@ -689,8 +695,9 @@ fn packing_refs_on_the_host_keeps_the_session_ref_directory() {
     assert_eq!(std::os::unix::fs::MetadataExt::ino(&meta), inode);
     // git is fine with the keep directory.
     git(&fixture.repo, &["fsck", "--no-progress"]);
+    // `git refs verify` exists since git 2.47.
     let verify = git_output(&fixture.repo, &["refs", "verify"]);
-    if verify.status.code() != Some(129) {
+    if git_at_least(2, 47) {
         assert!(
             verify.status.success(),
             "{}",

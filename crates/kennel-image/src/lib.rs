@@ -254,6 +254,12 @@ pub fn agent_recipe(agent: &AgentSpec, base: &Recipe) -> Recipe {
             "COPY install.sh /tmp/kennel-install.sh\nRUN sh /tmp/kennel-install.sh && rm -rf /tmp/kennel-install.sh /root/.npm /root/.cache\n",
         );
     }
+    if let Some(check) = check_script(agent) {
+        files.insert("check.sh".to_string(), check.into_bytes());
+        dockerfile.push_str(
+            "COPY check.sh /tmp/kennel-check.sh\nRUN sh /tmp/kennel-check.sh && rm -f /tmp/kennel-check.sh\n",
+        );
+    }
     Recipe::new(
         &format!("kennel/{}", agent.name),
         "agent",
@@ -261,6 +267,49 @@ pub fn agent_recipe(agent: &AgentSpec, base: &Recipe) -> Recipe {
         dockerfile,
         files,
     )
+}
+
+/// `text` quoted for a POSIX shell.
+fn sh_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// The last step of an agent's image: its command must be on PATH and (with
+/// the catalog's `version` arguments) run, so that an install recipe that
+/// "succeeded" without installing the agent fails the build, with the
+/// reason, instead of the first run with `exec: …: not found`.
+fn check_script(agent: &AgentSpec) -> Option<String> {
+    let command = agent.command.first()?;
+    let name = sh_quote(&agent.name);
+    let mut script = format!(
+        "# kennel: is agent {agent} installed, and does it run?\n\
+         agent={name}\n\
+         cmd={command}\n\
+         if ! command -v \"$cmd\" >/dev/null 2>&1; then\n\
+         \x20   echo \"kennel: agent $agent: the install finished, but its command '$cmd' is not on PATH ($PATH)\" >&2\n\
+         \x20   exit 127\n\
+         fi\n",
+        agent = agent.name,
+        command = sh_quote(command),
+    );
+    if agent.version.is_empty() {
+        script.push_str("echo \"kennel: agent $agent: $(command -v \"$cmd\")\"\n");
+    } else {
+        let args: Vec<String> = agent.version.iter().map(|arg| sh_quote(arg)).collect();
+        let args = args.join(" ");
+        script.push_str(&format!(
+            "if out=$(timeout 120 \"$cmd\" {args} </dev/null 2>&1); then\n\
+             \x20   echo \"kennel: agent $agent runs: $(printf '%s\\n' \"$out\" | head -n 1)\"\n\
+             else\n\
+             \x20   status=$?\n\
+             \x20   printf '%s\\n' \"$out\" | tail -n 20 >&2\n\
+             \x20   echo \"kennel: agent $agent: '$cmd {shown}' failed (exit $status): it is installed but does not run\" >&2\n\
+             \x20   exit 1\n\
+             fi\n",
+            shown = agent.version.join(" ").replace(['\'', '"', '$', '`', '\\'], ""),
+        ));
+    }
+    Some(script)
 }
 
 /// The layers to build for `agent`, in build order (base first).
@@ -395,6 +444,35 @@ mod tests {
                 .dockerfile
                 .contains("PATH=/opt/kennel/python/bin:$PATH")
         );
+    }
+
+    #[test]
+    fn every_agent_layer_ends_by_running_its_command() {
+        let catalog = Catalog::builtin().expect("catalog");
+        for agent in catalog.agents() {
+            let recipe = &recipes_for(agent, &settings())[1];
+            assert!(
+                recipe
+                    .dockerfile
+                    .trim_end()
+                    .ends_with("RUN sh /tmp/kennel-check.sh && rm -f /tmp/kennel-check.sh"),
+                "{}: {}",
+                agent.name,
+                recipe.dockerfile
+            );
+            let check = String::from_utf8(recipe.files["check.sh"].clone()).expect("utf-8");
+            assert!(
+                check.contains(&format!("cmd='{}'", agent.command[0])),
+                "{check}"
+            );
+        }
+    }
+
+    #[test]
+    fn check_script_snapshot() {
+        let catalog = Catalog::builtin().expect("catalog");
+        let codex = recipes_for(catalog.get("codex").expect("codex"), &settings());
+        insta::assert_snapshot!(String::from_utf8_lossy(&codex[1].files["check.sh"]));
     }
 
     #[test]

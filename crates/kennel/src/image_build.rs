@@ -1,10 +1,13 @@
-//! Building agent images with visible progress.
+//! Building agent images with visible progress, a full log on disk, and the
+//! failing step's own output when a build fails.
 
-use std::io::IsTerminal;
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use kennel_engine::{BuildEvent, BuildRequest, Engine};
+use kennel_engine::{BuildEvent, BuildRequest, Engine, EngineError};
 use kennel_image::Recipe;
 
 use crate::error::CliError;
@@ -16,11 +19,33 @@ pub enum Outcome {
     Built,
 }
 
-/// Builds each recipe (in order) that the engine does not have yet.
+/// Where build logs go: one file per image tag, rewritten by each build of
+/// that tag (`<data dir>/logs/builds/kennel-claude-0123456789ab.log`).
+pub fn log_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("logs").join("builds")
+}
+
+fn log_file(log_dir: &Path, tag: &str) -> PathBuf {
+    let name: String = tag
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    log_dir.join(format!("{name}.log"))
+}
+
+/// Builds each recipe (in order) that the engine does not have yet. The
+/// whole output of each build is kept under `log_dir`; `-v` also prints it.
 pub async fn ensure(
     engine: &Engine,
     recipes: &[Recipe],
     no_cache: bool,
+    log_dir: &Path,
 ) -> Result<Vec<Outcome>, CliError> {
     // The agent layer's tag hashes the base layer's tag, so when it exists
     // everything below it does too: one lookup on the hot path of `run`.
@@ -36,13 +61,18 @@ pub async fn ensure(
             outcomes.push(Outcome::UpToDate);
             continue;
         }
-        build_one(engine, recipe, no_cache).await?;
+        build_one(engine, recipe, no_cache, log_dir).await?;
         outcomes.push(Outcome::Built);
     }
     Ok(outcomes)
 }
 
-async fn build_one(engine: &Engine, recipe: &Recipe, no_cache: bool) -> Result<(), CliError> {
+async fn build_one(
+    engine: &Engine,
+    recipe: &Recipe,
+    no_cache: bool,
+    log_dir: &Path,
+) -> Result<(), CliError> {
     let started = Instant::now();
     let request = BuildRequest {
         tag: recipe.tag.clone(),
@@ -50,8 +80,23 @@ async fn build_one(engine: &Engine, recipe: &Recipe, no_cache: bool) -> Result<(
         labels: recipe.labels.clone(),
         no_cache,
     };
+    let log_path = log_file(log_dir, &recipe.tag);
+    let mut log = std::fs::create_dir_all(log_dir)
+        .and_then(|()| File::create(&log_path))
+        .map_err(|error| {
+            CliError::kennel(format!(
+                "cannot write the build log {}: {error}",
+                log_path.display()
+            ))
+        })?;
+    let _ = writeln!(log, "# kennel: building {}\n# Dockerfile:", recipe.tag);
+    for line in recipe.dockerfile.lines() {
+        let _ = writeln!(log, "#   {line}");
+    }
+
+    let verbose = crate::ui::verbosity() > 0;
     let interactive = std::io::stderr().is_terminal();
-    let bar = if interactive {
+    let bar = if interactive && !verbose {
         let bar = ProgressBar::new_spinner();
         bar.set_style(
             ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {wide_msg}")
@@ -62,23 +107,73 @@ async fn build_one(engine: &Engine, recipe: &Recipe, no_cache: bool) -> Result<(
         Some(bar)
     } else {
         eprintln!(
-            "kennel: building {} (first use; later runs reuse it)",
-            recipe.tag
+            "kennel: building {} (first use; later runs reuse it; log: {})",
+            recipe.tag,
+            log_path.display()
         );
         None
     };
-    let mut on_event = |event: BuildEvent| match (&bar, event) {
-        (Some(bar), BuildEvent::Step(line)) | (Some(bar), BuildEvent::Output(line)) => {
-            bar.set_message(line.trim().chars().take(120).collect::<String>());
+    let mut on_event = |event: BuildEvent| {
+        let line = match &event {
+            BuildEvent::Step(line) | BuildEvent::Output(line) => line,
+        };
+        let _ = writeln!(log, "{line}");
+        match (&bar, &event) {
+            (Some(bar), _) => {
+                bar.set_message(
+                    crate::ui::escape_controls(line.trim())
+                        .chars()
+                        .take(120)
+                        .collect::<String>(),
+                );
+            }
+            (None, BuildEvent::Step(_)) => {
+                eprintln!("kennel:   {}", crate::ui::escape_controls(line.trim()));
+            }
+            (None, BuildEvent::Output(_)) if verbose => {
+                eprintln!("kennel:     {}", crate::ui::escape_controls(line));
+            }
+            (None, BuildEvent::Output(_)) => {}
         }
-        (None, BuildEvent::Step(line)) => eprintln!("kennel:   {}", line.trim()),
-        (None, BuildEvent::Output(_)) => {}
     };
     let result = engine.build_image(request, &mut on_event).await;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    result?;
+    if let Err(error) = &result {
+        let _ = writeln!(log, "# kennel: the build failed: {error}");
+    }
+    result.map_err(|error| build_error(error, &log_path))?;
     eprintln!("kennel: built {} in {:.0?}", recipe.tag, started.elapsed());
     Ok(())
+}
+
+/// A failed build as the user sees it: what failed, the failing step and
+/// its last lines of output, and where the whole log is.
+fn build_error(error: EngineError, log_path: &Path) -> CliError {
+    let mut details = String::new();
+    if let EngineError::BuildFailed {
+        step, output_tail, ..
+    } = &error
+    {
+        if let Some(step) = step {
+            details.push_str(&format!(
+                "\n  failing step: {}",
+                crate::ui::escape_controls(step)
+            ));
+        }
+        if !output_tail.is_empty() {
+            details.push_str(&format!(
+                "\n  its last {} lines of output:",
+                output_tail.len()
+            ));
+            for line in output_tail {
+                details.push_str(&format!("\n  | {}", crate::ui::escape_controls(line)));
+            }
+        }
+    }
+    details.push_str(&format!("\n  full build log: {}", log_path.display()));
+    let mut cli = CliError::from(error);
+    cli.message.push_str(&details);
+    cli
 }

@@ -14,6 +14,7 @@ mod native_session;
 mod proxy;
 mod proxy_daemon;
 mod sessions;
+mod ui;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -49,6 +50,7 @@ fn main() {
         }
     };
     init_logging(cli.verbose);
+    ui::set_verbosity(cli.verbose);
     let code = match dispatch(cli) {
         Ok(code) => code,
         Err(error) => {

@@ -55,6 +55,23 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
+/// Whether the host's git is at least `major.minor` (some of kennel's paths
+/// depend on it, e.g. `merge-tree --merge-base` needs 2.40).
+#[allow(dead_code)]
+pub fn git_at_least(major: u32, minor: u32) -> bool {
+    let out = std::process::Command::new("git")
+        .arg("--version")
+        .output()
+        .expect("git --version");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split_whitespace().nth(2).unwrap_or_default();
+    let mut parts = version
+        .split('.')
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
+}
+
 pub fn git_output(dir: &Path, args: &[&str]) -> Output {
     Command::new("git")
         .arg("-C")

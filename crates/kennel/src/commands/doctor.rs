@@ -124,7 +124,11 @@ fn native_check() -> Check {
         name: "native".into(),
         ok: probe.available,
         detail: if probe.available {
-            format!("{features}; network modes other than `none` share the host's network")
+            format!(
+                "{features}; each sandbox has its own network namespace: `none` has only \
+                 loopback, `allowlist` and `restricted` reach out through kennel's proxy \
+                 alone, `open` shares the host's network"
+            )
         } else {
             format!(
                 "{} ({features}); kennel refuses unless --allow-weaker-sandbox",

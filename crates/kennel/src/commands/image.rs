@@ -106,7 +106,13 @@ async fn build(
         .collect::<Result<Vec<_>, _>>()?;
     for agent in agents {
         let recipes = kennel_image::recipes_for(agent, &settings);
-        let outcomes = crate::image_build::ensure(engine, &recipes, args.no_cache).await?;
+        let outcomes = crate::image_build::ensure(
+            engine,
+            &recipes,
+            args.no_cache,
+            &crate::image_build::log_dir(&context.host.data_dir),
+        )
+        .await?;
         let tag = recipes
             .last()
             .map(|recipe| recipe.tag.as_str())

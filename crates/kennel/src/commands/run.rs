@@ -329,7 +329,13 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         for warning in plan.warnings.iter().chain(&engine.unenforced_limits(&plan)) {
             eprintln!("kennel: warning: {warning}");
         }
-        crate::image_build::ensure(&engine, &recipes, false).await?;
+        crate::image_build::ensure(
+            &engine,
+            &recipes,
+            false,
+            &crate::image_build::log_dir(&context.host.data_dir),
+        )
+        .await?;
         prepare_host(&context, &plan, &image_settings)?;
         let proxy = crate::proxy::SessionProxy::start(&context.config, &plan).await?;
         tracing::info!(name = %plan.name, image = %plan.image.reference, "starting sandbox");

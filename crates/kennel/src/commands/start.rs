@@ -120,7 +120,13 @@ async fn start_container(
     image_settings: &kennel_image::ImageSettings,
     recipes: &[kennel_image::Recipe],
 ) -> Result<String, CliError> {
-    crate::image_build::ensure(engine, recipes, false).await?;
+    crate::image_build::ensure(
+        engine,
+        recipes,
+        false,
+        &crate::image_build::log_dir(&context.host.data_dir),
+    )
+    .await?;
     prepare_host(context, plan, image_settings)?;
     // `allowlist` and `restricted`: the session's egress proxy runs in a
     // daemon that lives as long as the container (see `proxy_daemon`).
