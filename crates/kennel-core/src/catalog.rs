@@ -188,7 +188,9 @@ impl Catalog {
                         env: Vec::new(),
                         domains: Vec::new(),
                         command_from_args: false,
-                        version: default_version_args(),
+                        // Your own agent may have no --version: only its
+                        // presence is checked unless `version` says how.
+                        version: Vec::new(),
                         caveat: String::new(),
                         docs: String::new(),
                         unverified: Vec::new(),
@@ -394,24 +396,29 @@ mod tests {
 
     #[test]
     fn version_arguments_default_and_override() {
-        let catalog = Catalog::builtin().expect("builtin parses");
-        assert_eq!(
-            catalog.get("claude").expect("claude").version,
-            vec!["--version"]
-        );
-        let quiet: AgentOverride = toml::from_str(
+        let asked: AgentOverride = toml::from_str(
             r#"command = ["mine"]
-version = []"#,
+version = ["version", "--short"]"#,
         )
         .expect("valid table");
         let plain: AgentOverride = toml::from_str(r#"command = ["other"]"#).expect("valid table");
+        let quiet_claude: AgentOverride = toml::from_str("version = []").expect("valid table");
         let mut overrides = BTreeMap::new();
-        overrides.insert("mine".to_string(), quiet);
+        overrides.insert("mine".to_string(), asked);
         overrides.insert("other".to_string(), plain);
+        overrides.insert("claude".to_string(), quiet_claude);
         let catalog = Catalog::with_overrides(&overrides).expect("valid");
-        assert!(catalog.get("mine").expect("mine").version.is_empty());
         assert_eq!(
-            catalog.get("other").expect("other").version,
+            catalog.get("mine").expect("mine").version,
+            vec!["version", "--short"]
+        );
+        assert!(
+            catalog.get("other").expect("other").version.is_empty(),
+            "your own agents are only checked for presence unless they say how"
+        );
+        assert!(catalog.get("claude").expect("claude").version.is_empty());
+        assert_eq!(
+            catalog.get("codex").expect("codex").version,
             vec!["--version"]
         );
     }

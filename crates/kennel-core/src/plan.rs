@@ -213,6 +213,9 @@ pub struct ProxyPlan {
     pub log: PathBuf,
 }
 
+/// The init in every image kennel builds (Debian's `tini` package).
+pub const IMAGE_INIT: &str = "/usr/bin/tini";
+
 /// Where the proxy's socket directory is mounted inside the sandbox.
 pub const PROXY_DIR_INSIDE: &str = "/run/kennel/proxy";
 /// The proxy socket's file name inside that directory.
@@ -236,6 +239,12 @@ pub struct SecurityPlan {
     pub no_new_privileges: bool,
     /// Run an init as PID 1 that forwards signals and reaps zombies.
     pub init: bool,
+    /// The image's own init, run as PID 1 in place of the engine's: every
+    /// image kennel builds has tini ([`IMAGE_INIT`]), so no engine needs an
+    /// init of its own (rootful Podman without `catatonit` has none). None:
+    /// the engine provides it (`--image`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_init: Option<PathBuf>,
     /// The root filesystem of the sandbox is read-only (the workspace, `$HOME`
     /// and `/tmp` stay writable).
     pub read_only_rootfs: bool,

@@ -391,6 +391,9 @@ pub fn build_plan(
         );
     }
 
+    // kennel's own images carry their init; others rely on the engine's.
+    let image_init = image.managed.then_some(IMAGE_INIT);
+
     let mut labels = BTreeMap::new();
     labels.insert(LABEL_MANAGED.into(), "true".into());
     labels.insert(LABEL_REGISTRY.into(), registry_label(host));
@@ -421,6 +424,7 @@ pub fn build_plan(
             cap_drop: vec!["ALL".into()],
             no_new_privileges: true,
             init: true,
+            image_init: image_init.map(PathBuf::from),
             read_only_rootfs: false,
         },
         ephemeral: true,

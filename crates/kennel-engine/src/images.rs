@@ -42,6 +42,10 @@ pub struct ImageSummary {
     pub labels: BTreeMap<String, String>,
 }
 
+/// What Docker's classic builder wraps a step's stderr in.
+const DOCKER_STDERR_COLOUR: &str = "\x1b[91m";
+const DOCKER_COLOUR_RESET: &str = "\x1b[0m";
+
 /// How many lines of the failing step's output an error keeps.
 const TAIL_LINES: usize = 25;
 
@@ -80,7 +84,11 @@ impl BuildOutput {
         self.pending.push_str(text);
         while let Some(pos) = self.pending.find('\n') {
             let line: String = self.pending.drain(..=pos).collect();
-            let line = line.trim_end_matches(['\n', '\r']).to_string();
+            // Docker colours a step's stderr red; the colour is not output.
+            let line = line
+                .trim_end_matches(['\n', '\r'])
+                .replace(DOCKER_STDERR_COLOUR, "")
+                .replace(DOCKER_COLOUR_RESET, "");
             if line.trim().is_empty() {
                 continue;
             }
@@ -312,7 +320,7 @@ mod tests {
             "Step 1/2 : FROM kennel/base:1\n",
             "base output\n",
             "Step 2/2 : RUN sh /tmp/kennel-install.sh\n",
-            "npm error code E404\r\n",
+            "\x1b[91mnpm error code E404\r\n\x1b[0m",
             "npm error 404 Not Found - GET https://registry.npmjs.org/nope",
         ]);
         let error = output.failed(

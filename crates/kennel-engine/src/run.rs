@@ -234,7 +234,9 @@ impl Engine {
             mounts: Some(mounts),
             cap_drop: Some(plan.security.cap_drop.clone()),
             security_opt: Some(security_opt),
-            init: Some(plan.security.init),
+            // The image's own init, when the Plan names one, is the
+            // entrypoint instead (below): the engine need not have one.
+            init: Some(plan.security.init && plan.security.image_init.is_none()),
             pids_limit: (plan.limits.pids > 0).then_some(plan.limits.pids),
             memory: plan.limits.memory,
             nano_cpus: plan
@@ -269,6 +271,13 @@ impl Engine {
 
         Ok(ContainerCreateBody {
             image: Some(plan.image.reference.clone()),
+            entrypoint: match (&plan.security.image_init, plan.security.init) {
+                (Some(init), true) => Some(vec![
+                    path_str(init, "the image's init")?.to_string(),
+                    "--".to_string(),
+                ]),
+                _ => None,
+            },
             cmd: Some(self.command_with_limits(plan)),
             user: Some(format!("{}:{}", plan.user.uid, plan.user.gid)),
             working_dir: Some(path_str(&plan.workdir, "working directory")?.to_string()),

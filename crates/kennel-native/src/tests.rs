@@ -112,6 +112,7 @@ fn plan(mounts: Vec<Mount>) -> Plan {
             cap_drop: vec!["ALL".into()],
             no_new_privileges: true,
             init: true,
+            image_init: None,
             read_only_rootfs: false,
         },
         ephemeral: true,

@@ -36,6 +36,9 @@ mod git;
 #[path = "e2e/agent_images.rs"]
 mod agent_images;
 
+#[path = "e2e/images.rs"]
+mod images;
+
 /// One module of tests per backend. A new behaviour: one line here (and its
 /// function in `cases.rs`). A new backend: one `backend_suite!` line below.
 macro_rules! backend_suite {
@@ -44,6 +47,7 @@ macro_rules! backend_suite {
             use crate::cases;
             use crate::git;
             use crate::harness::Backend;
+            use crate::images;
             use crate::network;
             use crate::sessions;
             const B: Backend = $backend;
@@ -139,6 +143,14 @@ macro_rules! backend_suite {
             #[test]
             fn image_build_is_cached() {
                 cases::image_build_is_cached(B)
+            }
+            #[test]
+            fn build_failure_is_explained() {
+                images::build_failure_is_explained(B)
+            }
+            #[test]
+            fn missing_command_fails_the_build() {
+                images::missing_command_fails_the_build(B)
             }
             #[test]
             fn unknown_agent_is_usage_error() {

@@ -196,6 +196,7 @@ pub fn plan(kind: EngineKind, test: &str, command: &[&str]) -> Plan {
             cap_drop: vec!["ALL".to_string()],
             no_new_privileges: true,
             init: true,
+            image_init: None,
             read_only_rootfs: false,
         },
         ephemeral: true,

@@ -1,0 +1,256 @@
+//! Image builds as a user meets them when something is wrong: a recipe that
+//! fails, a recipe that "succeeds" without installing the agent, and an
+//! engine with no init of its own.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{BUILD_TIMEOUT, Backend, Ctx, not_ready, unique};
+
+/// A config agent whose install prints a marker and then fails the way a
+/// broken npm install does: `kennel image build` must show that output (it
+/// used to print only "returned a non-zero code"), name the failing step,
+/// keep the whole log in a file it names, and exit 125.
+pub fn build_failure_is_explained(b: Backend) {
+    if !b.has_engine() {
+        eprintln!(
+            "{}::build_failure_is_explained: not applicable (no images)",
+            b.name()
+        );
+        return;
+    }
+    let Some(t) = Ctx::with_shell_image(b, "build_failure_is_explained") else {
+        return;
+    };
+    let marker = format!("kennel-marker-{}", unique());
+    t.write_config(
+        "",
+        &format!(
+            "[agents.broken]\ncommand = [\"broken-agent\"]\nruntime = \"none\"\n\
+             install = \"echo {marker}-early; for i in $(seq 1 40); do echo filler-$i; done; \
+             sleep 1; echo {marker}-cause >&2; exit 7\"\n"
+        ),
+    );
+    let out = t
+        .kennel(&["image", "build", "broken"])
+        .timeout(BUILD_TIMEOUT)
+        .run();
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains(&format!("{marker}-cause")),
+        "the failing step's own output must be shown\n{out}"
+    );
+    assert!(
+        out.stderr.contains("failing step:") && out.stderr.contains("kennel-install.sh"),
+        "the failing step must be named\n{out}"
+    );
+    assert!(
+        !out.stderr.contains(&format!("{marker}-early")),
+        "only the step's last lines are shown, not all 40+ of them\n{out}"
+    );
+    let log = out
+        .stderr
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("full build log: "))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("the error must name the build log\n{out}"));
+    assert!(
+        log.starts_with(&t.data_home),
+        "the log lives in kennel's data dir: {}\n{out}",
+        log.display()
+    );
+    let text = std::fs::read_to_string(&log)
+        .unwrap_or_else(|e| panic!("read {}: {e}\n{out}", log.display()));
+    for line in [
+        format!("{marker}-early"),
+        "filler-40".into(),
+        format!("{marker}-cause"),
+    ] {
+        assert!(
+            text.contains(&line),
+            "the log must hold everything ({line})\n{text}"
+        );
+    }
+
+    // -v prints the whole output as it comes.
+    let verbose = t
+        .kennel(&["-v", "image", "build", "broken"])
+        .timeout(BUILD_TIMEOUT)
+        .run();
+    verbose.assert_code(125);
+    assert!(
+        verbose.stderr.contains(&format!("{marker}-early")),
+        "-v must print the build's whole output\n{verbose}"
+    );
+}
+
+/// An install recipe that succeeds without putting the agent's command on
+/// PATH fails the build, saying so, instead of a later `exec: …: not found`;
+/// and a built-in agent's `--version` check catches a command that is there
+/// but does not run.
+pub fn missing_command_fails_the_build(b: Backend) {
+    if !b.has_engine() {
+        eprintln!(
+            "{}::missing_command_fails_the_build: not applicable (no images)",
+            b.name()
+        );
+        return;
+    }
+    let Some(t) = Ctx::with_shell_image(b, "missing_command_fails_the_build") else {
+        return;
+    };
+    t.write_config(
+        "",
+        "[agents.ghost]\ncommand = [\"ghost-agent\", \"--go\"]\nruntime = \"none\"\n\
+         install = \"echo 'installed nothing, and said it worked'\"\n\
+         [agents.limp]\ncommand = [\"limp-agent\"]\nruntime = \"none\"\nversion = [\"--version\"]\n\
+         install = \"printf '#!/bin/sh\\\\necho limp-agent is broken >&2\\\\nexit 3\\\\n' > /usr/local/bin/limp-agent && chmod 755 /usr/local/bin/limp-agent\"\n",
+    );
+    let out = t.kennel(&["run", "ghost"]).timeout(BUILD_TIMEOUT).run();
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("ghost-agent") && out.stderr.contains("is not on PATH"),
+        "the build must say the command is missing\n{out}"
+    );
+    assert!(
+        !out.stderr.contains("is ready") && !out.stderr.contains("built kennel/ghost"),
+        "a broken install must not be reported as built\n{out}"
+    );
+    let images = t.kennel(&["image", "ls", "--json"]).run();
+    images.assert_ok();
+    assert!(
+        !images.stdout.contains("kennel/ghost:"),
+        "no ghost image may exist\n{images}"
+    );
+
+    let out = t
+        .kennel(&["image", "build", "limp"])
+        .timeout(BUILD_TIMEOUT)
+        .run();
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("limp-agent is broken") && out.stderr.contains("does not run"),
+        "a command that fails its version check fails the build, with its output\n{out}"
+    );
+}
+
+/// Rootful Podman without an init binary (no `catatonit`, as on a machine
+/// where it was not installed): kennel's images bring their own init, so
+/// `kennel run` works and PID 1 is the image's tini; an `--image` without
+/// an init still gets the engine's error and the catatonit hint. Runs a
+/// second rootful Podman API service whose containers.conf names an init
+/// that does not exist (same storage, so the shell image is there).
+#[test]
+fn podman_without_engine_init() {
+    let Some(t) = Ctx::with_shell_image(Backend::Podman, "podman_without_engine_init") else {
+        return;
+    };
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    if String::from_utf8_lossy(&uid).trim() != "0" {
+        not_ready::<()>(
+            "podman_without_engine_init",
+            "needs root to run a rootful podman service",
+        );
+        return;
+    }
+    let dir = t.scratch().join("podman-no-init");
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("containers.conf");
+    let system = std::fs::read_to_string("/etc/containers/containers.conf").unwrap_or_default();
+    std::fs::write(
+        &conf,
+        system.replace(
+            "[engine]",
+            "[engine]\ninit_path = \"/nonexistent/kennel-no-init\"",
+        ),
+    )
+    .unwrap();
+    let sock = dir.join("podman.sock");
+    let mut service = Command::new("podman")
+        .args(["system", "service", "--time=0"])
+        .arg(format!("unix://{}", sock.display()))
+        .env("CONTAINERS_CONF", &conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a podman service");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ready = sock.exists()
+        && Command::new("chgrp")
+            .arg("kennel-podman")
+            .arg(&sock)
+            .status()
+            .is_ok_and(|s| s.success())
+        && Command::new("chmod")
+            .arg("660")
+            .arg(&sock)
+            .status()
+            .is_ok_and(|s| s.success());
+    let host = format!("unix://{}", sock.display());
+    let result = std::panic::catch_unwind(|| {
+        assert!(
+            ready,
+            "the podman service did not come up on {}",
+            sock.display()
+        );
+        let out = t
+            .kennel_env(
+                &[
+                    "run",
+                    "shell",
+                    "--network",
+                    "none",
+                    "--",
+                    "sh",
+                    "-c",
+                    "cat /proc/1/comm; echo agent-ran",
+                ],
+                &[("CONTAINER_HOST", &host)],
+            )
+            .run();
+        out.assert_ok();
+        assert!(out.stdout.contains("agent-ran"), "{out}");
+        assert_eq!(
+            out.stdout.lines().next().map(str::trim),
+            Some("tini"),
+            "PID 1 must be the image's own init\n{out}"
+        );
+        // The control: this engine really has no init (an image without
+        // one gets the engine's failure and the hint).
+        let out = t
+            .kennel_env(
+                &[
+                    "run",
+                    "shell",
+                    "--network",
+                    "none",
+                    "--image",
+                    &crate::harness::base_image(),
+                    "--",
+                    "true",
+                ],
+                &[("CONTAINER_HOST", &host)],
+            )
+            .run();
+        out.assert_code(125);
+        assert!(
+            out.stderr.contains("catatonit"),
+            "the hint must name catatonit\n{out}"
+        );
+    });
+    let _ = service.kill();
+    let _ = service.wait();
+    let _ = std::fs::remove_file(&sock);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
