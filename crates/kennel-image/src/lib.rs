@@ -204,7 +204,9 @@ ENV LANG=C.UTF-8 \
     Recipe::new("kennel/base", "base", "", dockerfile, files)
 }
 
-/// Commands that install a runtime on top of the base layer.
+/// Commands that install a runtime on top of the base layer. Nothing of
+/// root's may stay in `/tmp` (Node 22's npm leaves a root-owned
+/// `/tmp/node-compile-cache` that the sandbox's user could not use).
 fn runtime_setup(runtime: Runtime) -> Option<&'static str> {
     match runtime {
         Runtime::None | Runtime::Native => None,
@@ -220,7 +222,7 @@ fn runtime_setup(runtime: Runtime) -> Option<&'static str> {
              node /tmp/npm/package/bin/npm-cli.js install -g --no-fund --no-audit --no-update-notifier npm@10; hash -r; \
              npm install -g --no-fund --no-audit --no-update-notifier node@22; hash -r; \
              apt-get purge -y -q nodejs; apt-get autoremove -y -q; \
-             rm -rf /var/lib/apt/lists/* /root/.npm /tmp/npm; node --version; npm --version",
+             rm -rf /var/lib/apt/lists/* /root/.npm /tmp/npm /tmp/node-compile-cache; node --version; npm --version",
         ),
         Runtime::Python => Some(
             "set -eu; export DEBIAN_FRONTEND=noninteractive; \
@@ -251,7 +253,7 @@ pub fn agent_recipe(agent: &AgentSpec, base: &Recipe) -> Recipe {
             format!("set -eu\n{}\n", agent.install).into_bytes(),
         );
         dockerfile.push_str(
-            "COPY install.sh /tmp/kennel-install.sh\nRUN sh /tmp/kennel-install.sh && rm -rf /tmp/kennel-install.sh /root/.npm /root/.cache\n",
+            "COPY install.sh /tmp/kennel-install.sh\nRUN sh /tmp/kennel-install.sh && rm -rf /tmp/kennel-install.sh /root/.npm /root/.cache /tmp/node-compile-cache\n",
         );
     }
     if let Some(check) = check_script(agent) {

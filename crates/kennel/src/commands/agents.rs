@@ -39,6 +39,9 @@ pub fn run(args: AgentsArgs) -> Result<i32, CliError> {
             agent.runtime.as_str(),
             description
         );
+        if !agent.caveat.is_empty() {
+            println!("{:width$}  {:7}  ! {}", "", "", agent.caveat);
+        }
     }
     Ok(0)
 }
