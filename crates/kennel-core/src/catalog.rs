@@ -446,7 +446,13 @@ version = ["version", "--short"]"#,
                 );
             }
         }
-        assert!(!catalog.get("cursor-agent").expect("cursor").caveat.is_empty());
+        assert!(
+            !catalog
+                .get("cursor-agent")
+                .expect("cursor")
+                .caveat
+                .is_empty()
+        );
         assert!(catalog.get("goose").expect("goose").caveat.is_empty());
     }
 

@@ -254,3 +254,30 @@ fn podman_without_engine_init() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// `kennel doctor` says what is true of the native backend's network: each
+/// sandbox has a network namespace of its own, and only `open` shares the
+/// host's (it used to say every mode but `none` did). The network tests
+/// prove the behaviour; this keeps the report in step with it.
+#[test]
+fn doctor_describes_native_network_truly() {
+    let Some(t) = Ctx::new(Backend::Native, "doctor_native_network") else {
+        return;
+    };
+    let out = t.kennel(&["doctor", "--json"]).run();
+    let report = out.json();
+    let detail = report["backends"]
+        .as_array()
+        .and_then(|all| all.iter().find(|b| b["name"] == "native"))
+        .and_then(|native| native["detail"].as_str())
+        .unwrap_or_else(|| panic!("no native backend in doctor's report\n{out}"))
+        .to_string();
+    assert!(
+        detail.contains("own network namespace") && detail.contains("`open` shares"),
+        "{detail}"
+    );
+    assert!(
+        !detail.contains("other than `none` share"),
+        "the old, false claim is back: {detail}"
+    );
+}
