@@ -5,10 +5,11 @@
 #   bench/agents.sh                  # every agent of `kennel agents --json`
 #   bench/agents.sh claude codex     # just these
 #   BENCH_BACKEND=podman bench/agents.sh
+#   BENCH_NO_CACHE=1 bench/agents.sh # every layer rebuilt: first-build times
 #
 # For each agent: `kennel image build AGENT` (timed; an image already built
-# counts as its rebuild-free time, so remove images first for real build
-# times), then `kennel run AGENT --network none -- VERSION_ARGS` (the
+# takes no time, so BENCH_NO_CACHE=1 rebuilds every layer, base included,
+# as on a fresh machine), then `kennel run AGENT --network none -- VERSION_ARGS` (the
 # catalog's `version` arguments, `--version` for most). For codex it also
 # logs in with a dummy API key in one run and checks `codex login status`
 # in the next, to show that a login made in the sandbox survives.
@@ -63,7 +64,9 @@ started=0
 for agent in "${agents[@]}"; do
     echo "bench: $agent: building" >&2
     t0=$(now_ms)
-    if "$KENNEL" image build "$agent" >"$work/logs/$agent.build" 2>&1; then
+    build_args=()
+    [[ ${BENCH_NO_CACHE:-0} == 1 ]] && build_args=(--no-cache)
+    if "$KENNEL" image build "${build_args[@]}" "$agent" >"$work/logs/$agent.build" 2>&1; then
         build_s=$(python3 -c "print(f'{($(now_ms) - $t0) / 1000:.0f} s')")
     else
         build_s=$(python3 -c "print(f'{($(now_ms) - $t0) / 1000:.0f} s')")

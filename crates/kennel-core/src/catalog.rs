@@ -456,6 +456,22 @@ version = ["version", "--short"]"#,
         assert!(catalog.get("goose").expect("goose").caveat.is_empty());
     }
 
+    /// `curl URL | sh` succeeds with an empty script when the download
+    /// fails, and the recipe goes on as if it had installed something.
+    #[test]
+    fn no_recipe_pipes_a_download_into_a_shell() {
+        let catalog = Catalog::builtin().expect("builtin parses");
+        for agent in catalog.agents() {
+            for line in agent.install.lines() {
+                let piped = line.split('|').skip(1).any(|stage| {
+                    let program = stage.split_whitespace().find(|word| !word.contains('='));
+                    matches!(program, Some("sh" | "bash"))
+                });
+                assert!(!piped, "{}: {line}", agent.name);
+            }
+        }
+    }
+
     #[test]
     fn config_agent_without_command_is_refused() {
         let mut overrides = BTreeMap::new();
