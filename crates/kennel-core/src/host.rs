@@ -113,19 +113,38 @@ impl HostContext {
 }
 
 /// The directory tree a sandbox works in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Workspace {
     /// The repository top level (or the directory itself outside git).
     pub root: PathBuf,
     /// Where the user invoked kennel, inside `root`.
     pub workdir: PathBuf,
-    /// Existing paths inside `root` that must stay read-only in the sandbox.
+    /// Existing paths inside `root` that must stay read-only in the sandbox:
+    /// every git control file kennel found (see [`git_controls`]).
     pub protected: Vec<PathBuf>,
+    /// Directories inside `root` that hold protected paths: mounted onto
+    /// themselves (writable) so that the agent cannot rename or replace
+    /// them (a mount point cannot be renamed), which would otherwise carry
+    /// the read-only mounts away and leave a fresh directory of its own.
+    pub pinned: Vec<PathBuf>,
+    /// Control paths that are symlinks: never followed, never mounted;
+    /// direct mode refuses to start while there are any.
+    pub refused: Vec<PathBuf>,
+    /// What the user must be told about control paths kennel cannot protect.
+    pub notes: Vec<String>,
 }
 
 /// Paths inside a repository that would run code on the host later if an
-/// agent could write them.
-pub const PROTECTED_PATHS: &[&str] = &[".git/hooks", ".git/config", ".kennel.toml"];
+/// agent could write them (besides the git control files that
+/// [`git_controls`] finds).
+pub const PROTECTED_PATHS: &[&str] = &[".kennel.toml"];
+
+/// Files and directories of a git dir that decide what the user's git runs
+/// or where it reads its configuration from.
+const GIT_DIR_CONTROLS: &[&str] = &["config", "config.worktree", "hooks", "commondir", "gitdir"];
+
+/// Upper bound on the directories looked at under `modules` and `worktrees`.
+const MAX_GIT_DIRS: usize = 4096;
 
 impl Workspace {
     /// Resolves the workspace for `dir`: the enclosing git top level when there
@@ -156,20 +175,319 @@ impl Workspace {
         }
         // A repository without hooks dir would let the agent create one.
         let git_dir = root.join(".git");
-        if git_dir.is_dir() && !git_dir.join("hooks").exists() {
+        if std::fs::symlink_metadata(&git_dir).is_ok_and(|meta| meta.is_dir())
+            && std::fs::symlink_metadata(git_dir.join("hooks")).is_err()
+        {
             let _ = std::fs::create_dir(git_dir.join("hooks"));
         }
-        let protected = PROTECTED_PATHS
-            .iter()
-            .map(|rel| root.join(rel))
-            .filter(|path| path.exists())
-            .collect();
+        let mut controls = git_controls(&root, &home);
+        for rel in PROTECTED_PATHS {
+            // A project file that is a link is untrusted whatever it names;
+            // it is not followed (and not mounted).
+            let path = root.join(rel);
+            if std::fs::symlink_metadata(&path).is_ok_and(|meta| !meta.file_type().is_symlink()) {
+                controls.add(&root, &path);
+            }
+        }
+        controls.finish();
         Ok(Workspace {
             root,
             workdir,
-            protected,
+            protected: controls.protected,
+            pinned: controls.pinned,
+            refused: controls.refused,
+            notes: controls.notes,
         })
     }
+}
+
+/// The git control paths of the repository at `root`, sorted out.
+#[derive(Debug, Default)]
+pub struct Controls {
+    pub protected: Vec<PathBuf>,
+    pub pinned: Vec<PathBuf>,
+    pub refused: Vec<PathBuf>,
+    pub notes: Vec<String>,
+}
+
+impl Controls {
+    /// `path` (inside `root`) must stay read-only: protected when it is a
+    /// file or directory, refused when it (or a directory between `root`
+    /// and it) is a symlink, nothing when it does not exist.
+    fn add(&mut self, root: &Path, path: &Path) {
+        if !path.starts_with(root) {
+            return; // Not mounted at all: the agent cannot write it.
+        }
+        match self.linked(root, path) {
+            Some(link) => self.refuse(link),
+            None => {
+                if std::fs::symlink_metadata(path).is_ok() {
+                    self.protected.push(path.to_path_buf());
+                }
+            }
+        }
+    }
+
+    /// A directory inside `root` that holds protected paths.
+    fn pin(&mut self, root: &Path, dir: &Path) {
+        if !dir.starts_with(root) || dir == root {
+            return;
+        }
+        match self.linked(root, dir) {
+            Some(link) => self.refuse(link),
+            None => {
+                if std::fs::symlink_metadata(dir).is_ok_and(|meta| meta.is_dir()) {
+                    self.pinned.push(dir.to_path_buf());
+                }
+            }
+        }
+    }
+
+    fn refuse(&mut self, link: PathBuf) {
+        if !self.refused.contains(&link) {
+            self.refused.push(link);
+        }
+    }
+
+    /// The first symlink on the way from `root` (exclusive) to `path`.
+    fn linked(&self, root: &Path, path: &Path) -> Option<PathBuf> {
+        let rel = path.strip_prefix(root).ok()?;
+        let mut at = root.to_path_buf();
+        for part in rel.components() {
+            at.push(part);
+            match std::fs::symlink_metadata(&at) {
+                Ok(meta) if meta.file_type().is_symlink() => return Some(at),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    fn finish(&mut self) {
+        for list in [&mut self.protected, &mut self.pinned, &mut self.refused] {
+            list.sort();
+            list.dedup();
+        }
+        // Inside a read-only directory nothing more needs a mount.
+        let protected = self.protected.clone();
+        let covered = |path: &PathBuf| {
+            protected
+                .iter()
+                .any(|dir| path != dir && path.starts_with(dir))
+        };
+        self.protected.retain(|path| !covered(path));
+        self.pinned
+            .retain(|dir| !protected.contains(dir) && !covered(dir));
+    }
+}
+
+/// Every git control path of the repository whose top level is `root`:
+/// the `.git` file (linked worktrees, submodule checkouts) or directory,
+/// `config`, `config.worktree`, `hooks`, `commondir` and `gitdir` of the
+/// repository, of each submodule (nested ones too) and of each worktree's
+/// admin directory, and what the user's config names inside the workspace
+/// (`core.hooksPath`, a `core.fsmonitor` program, included config files).
+/// Only paths inside `root` matter: nothing else is mounted writable.
+pub fn git_controls(root: &Path, home: &Path) -> Controls {
+    let mut controls = Controls::default();
+    let dot_git = root.join(".git");
+    let Ok(meta) = std::fs::symlink_metadata(&dot_git) else {
+        return controls;
+    };
+    let git_dir = if meta.file_type().is_symlink() {
+        controls.refuse(dot_git);
+        return controls;
+    } else if meta.is_file() {
+        // The file itself says where git reads everything from.
+        controls.add(root, &dot_git);
+        match read_gitdir_file(&dot_git, root) {
+            Some(dir) => dir,
+            None => return controls,
+        }
+    } else {
+        controls.pin(root, &dot_git);
+        dot_git
+    };
+    let mut seen = 0usize;
+    git_dir_controls(root, &git_dir, &mut controls, &mut seen);
+    // A linked worktree: the common dir holds config and hooks.
+    if let Ok(text) = std::fs::read_to_string(git_dir.join("commondir")) {
+        let common = git_dir.join(text.trim());
+        if common != git_dir {
+            git_dir_controls(root, &common, &mut controls, &mut seen);
+        }
+    }
+    config_named_paths(root, home, &mut controls);
+    controls
+}
+
+/// The git dir that a `.git` file names (`gitdir: <path>`, relative to the
+/// file's directory).
+fn read_gitdir_file(file: &Path, root: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let line = text.lines().next()?.strip_prefix("gitdir:")?.trim();
+    let path = Path::new(line);
+    Some(if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        root.join(path)
+    })
+}
+
+/// The controls of one git dir, then those of its submodules' and
+/// worktrees' git dirs (recursively, never through a symlink).
+fn git_dir_controls(root: &Path, git_dir: &Path, controls: &mut Controls, seen: &mut usize) {
+    *seen += 1;
+    if *seen > MAX_GIT_DIRS {
+        return;
+    }
+    controls.pin(root, git_dir);
+    for name in GIT_DIR_CONTROLS {
+        controls.add(root, &git_dir.join(name));
+    }
+    for nest in ["modules", "worktrees"] {
+        let dir = git_dir.join(nest);
+        if !std::fs::symlink_metadata(&dir).is_ok_and(|meta| meta.is_dir()) {
+            if std::fs::symlink_metadata(&dir).is_ok_and(|meta| meta.file_type().is_symlink()) {
+                controls.add(root, &dir);
+            }
+            continue;
+        }
+        controls.pin(root, &dir);
+        nested_git_dirs(root, &dir, controls, seen);
+    }
+}
+
+/// Walks `dir` (under `modules` or `worktrees`): a directory with `HEAD` or
+/// `commondir` is a git dir; any other directory may hold more (submodule
+/// names can contain slashes).
+fn nested_git_dirs(root: &Path, dir: &Path, controls: &mut Controls, seen: &mut usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        *seen += 1;
+        if *seen > MAX_GIT_DIRS {
+            return;
+        }
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_symlink() {
+            // A submodule's or worktree's git dir that is a link.
+            controls.add(root, &path);
+        } else if kind.is_dir() {
+            let is_git_dir = ["HEAD", "commondir", "config"]
+                .iter()
+                .any(|name| std::fs::symlink_metadata(path.join(name)).is_ok());
+            if is_git_dir {
+                git_dir_controls(root, &path, controls, seen);
+            } else {
+                controls.pin(root, &path);
+                nested_git_dirs(root, &path, controls, seen);
+            }
+        }
+    }
+}
+
+/// What the user's git config (as git itself reads it, for `root`) names
+/// inside the workspace: the hooks directory (`core.hooksPath`, e.g.
+/// husky's git-ignored `.husky/_`), a `core.fsmonitor` program and config
+/// files included from the workspace. Existing ones are protected; a
+/// missing hooks directory is created (empty, so git shows nothing) and
+/// protected; a missing fsmonitor program is a note for the user.
+fn config_named_paths(root: &Path, home: &Path, controls: &mut Controls) {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["config", "-z", "--list", "--show-origin"])
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_COMMON_DIR")
+        .env_remove("GIT_INDEX_FILE")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output();
+    let Ok(output) = output else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut fields = text.split('\0');
+    let expand = |value: &str| -> PathBuf {
+        let path = match value.strip_prefix("~/") {
+            Some(rest) => home.join(rest),
+            None => PathBuf::from(value),
+        };
+        if path.is_absolute() {
+            normalize(&path)
+        } else {
+            normalize(&root.join(path))
+        }
+    };
+    while let (Some(origin), Some(entry)) = (fields.next(), fields.next()) {
+        if let Some(file) = origin.strip_prefix("file:") {
+            let file = expand(file);
+            if file.starts_with(root) {
+                controls.add(root, &file);
+            }
+        }
+        let (key, value) = entry.split_once('\n').unwrap_or((entry, ""));
+        match key.to_ascii_lowercase().as_str() {
+            "core.hookspath" if !value.is_empty() => {
+                let dir = expand(value);
+                if !dir.starts_with(root) {
+                    continue;
+                }
+                if controls.linked(root, &dir).is_none() && std::fs::symlink_metadata(&dir).is_err()
+                {
+                    let _ = std::fs::create_dir_all(&dir);
+                }
+                controls.add(root, &dir);
+            }
+            "core.fsmonitor" => {
+                let lower = value.to_ascii_lowercase();
+                if ["", "true", "false", "yes", "no", "on", "off", "1", "0"]
+                    .contains(&lower.as_str())
+                {
+                    continue;
+                }
+                let program = value.split_whitespace().next().unwrap_or(value);
+                let path = expand(program);
+                if !path.starts_with(root) {
+                    continue;
+                }
+                if std::fs::symlink_metadata(&path).is_ok()
+                    || controls.linked(root, &path).is_some()
+                {
+                    controls.add(root, &path);
+                } else {
+                    controls.notes.push(format!(
+                        "your git config runs {} (core.fsmonitor), which does not exist yet: \
+                         an agent could create it; check it before running git here",
+                        path.display()
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `path` with `.` and `..` resolved lexically (no symlink is followed).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The enclosing repository's top level: the nearest directory with a `.git`
@@ -219,5 +537,166 @@ mod tests {
         assert_eq!(workspace.workdir, root.join("src"));
         assert!(workspace.protected.contains(&root.join(".git/hooks")));
         assert!(workspace.protected.contains(&root.join(".git/config")));
+    }
+
+    fn git(dir: &Path, args: &[&str]) {
+        let status = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "protocol.file.allow=always"])
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("git");
+        assert!(status.success(), "git {args:?}");
+    }
+
+    fn repo_with_everything() -> (tempfile::TempDir, PathBuf) {
+        let top = tempfile::tempdir().expect("tempdir");
+        let base = std::fs::canonicalize(top.path()).expect("canon");
+        let lib = base.join("lib");
+        let nested = base.join("nested");
+        for repo in [&lib, &nested] {
+            git(&base, &["init", "-q", repo.to_str().expect("utf8")]);
+            git(repo, &["commit", "-q", "--allow-empty", "-m", "i"]);
+        }
+        git(
+            &lib,
+            &[
+                "submodule",
+                "-q",
+                "add",
+                nested.to_str().expect("utf8"),
+                "inner",
+            ],
+        );
+        git(&lib, &["commit", "-q", "-m", "inner"]);
+        let root = base.join("repo");
+        git(&base, &["init", "-q", root.to_str().expect("utf8")]);
+        git(&root, &["commit", "-q", "--allow-empty", "-m", "i"]);
+        git(
+            &root,
+            &["submodule", "-q", "add", lib.to_str().expect("utf8"), "lib"],
+        );
+        git(
+            &root,
+            &["submodule", "-q", "update", "--init", "--recursive"],
+        );
+        git(&root, &["config", "extensions.worktreeConfig", "true"]);
+        git(
+            &root,
+            &["config", "--worktree", "core.sparseCheckout", "false"],
+        );
+        git(&root, &["worktree", "add", "-q", "../other"]);
+        git(&root, &["config", "core.hooksPath", ".husky/_"]);
+        (top, root)
+    }
+
+    #[test]
+    fn protects_every_git_control_file() {
+        let (_top, root) = repo_with_everything();
+        let workspace =
+            Workspace::resolve(&root, Path::new("/nonexistent-home")).expect("resolves");
+        let git = root.join(".git");
+        for path in [
+            git.join("config"),
+            git.join("config.worktree"),
+            git.join("hooks"),
+            git.join("modules/lib/config"),
+            git.join("modules/lib/hooks"),
+            git.join("modules/lib/modules/inner/config"),
+            git.join("modules/lib/modules/inner/hooks"),
+            git.join("worktrees/other/commondir"),
+            git.join("worktrees/other/gitdir"),
+            root.join(".husky/_"),
+        ] {
+            assert!(
+                workspace.protected.contains(&path),
+                "{} not protected: {:?}",
+                path.display(),
+                workspace.protected
+            );
+        }
+        assert!(
+            root.join(".husky/_").is_dir(),
+            "a missing hooks path is made"
+        );
+        for dir in [
+            git.clone(),
+            git.join("modules"),
+            git.join("modules/lib"),
+            git.join("modules/lib/modules/inner"),
+            git.join("worktrees/other"),
+        ] {
+            assert!(
+                workspace.pinned.contains(&dir),
+                "{} not pinned",
+                dir.display()
+            );
+        }
+        assert!(workspace.refused.is_empty(), "{:?}", workspace.refused);
+
+        // The submodule's checkout: `.git` is a file; it is protected, and
+        // its git dir (outside this workspace) is not mounted at all.
+        let sub = Workspace::resolve(&root.join("lib"), Path::new("/nonexistent-home"))
+            .expect("resolves");
+        assert_eq!(sub.root, root.join("lib"));
+        assert!(
+            sub.protected.contains(&root.join("lib/.git")),
+            "{:?}",
+            sub.protected
+        );
+        assert!(
+            sub.protected
+                .iter()
+                .all(|path| path.starts_with(root.join("lib")))
+        );
+    }
+
+    #[test]
+    fn symlinked_controls_are_refused_never_followed() {
+        let (_top, root) = repo_with_everything();
+        let git = root.join(".git");
+        let secret = tempfile::tempdir().expect("tempdir");
+        std::fs::rename(git.join("hooks"), git.join("hooks.old")).expect("mv");
+        std::os::unix::fs::symlink(secret.path(), git.join("hooks")).expect("ln");
+        std::fs::rename(
+            git.join("modules/lib/config"),
+            git.join("modules/lib/config.old"),
+        )
+        .expect("mv");
+        std::os::unix::fs::symlink("/etc/passwd", git.join("modules/lib/config")).expect("ln");
+        let workspace =
+            Workspace::resolve(&root, Path::new("/nonexistent-home")).expect("resolves");
+        assert!(
+            workspace.refused.contains(&git.join("hooks")),
+            "{:?}",
+            workspace.refused
+        );
+        assert!(
+            workspace.refused.contains(&git.join("modules/lib/config")),
+            "{:?}",
+            workspace.refused
+        );
+        assert!(!workspace.protected.contains(&git.join("hooks")));
+        assert!(
+            !workspace
+                .protected
+                .contains(&git.join("modules/lib/config"))
+        );
+
+        // `.git` itself a link.
+        let other = tempfile::tempdir().expect("tempdir");
+        let linked = std::fs::canonicalize(other.path()).expect("canon");
+        std::os::unix::fs::symlink(&git, linked.join(".git")).expect("ln");
+        let workspace =
+            Workspace::resolve(&linked, Path::new("/nonexistent-home")).expect("resolves");
+        assert_eq!(workspace.refused, vec![linked.join(".git")]);
+        assert!(workspace.protected.is_empty(), "{:?}", workspace.protected);
     }
 }

@@ -464,11 +464,26 @@ fn plan_mounts(
             MountPurpose::Workspace,
         ),
     ];
-    for path in &workspace.protected {
+    // Git control files: read-only; the directories that hold them are
+    // mounted onto themselves (writable) so that the agent cannot rename
+    // them away. Parents first. A path that is a symlink is never mounted
+    // (the bind would follow it on the host): `Workspace::resolve` lists it
+    // in `refused` instead, and direct mode refuses to start.
+    let mut controls: Vec<(&PathBuf, bool)> = workspace
+        .protected
+        .iter()
+        .map(|path| (path, true))
+        .chain(workspace.pinned.iter().map(|path| (path, false)))
+        .filter(|(path, _)| {
+            std::fs::symlink_metadata(path).map_or(true, |meta| !meta.file_type().is_symlink())
+        })
+        .collect();
+    controls.sort_by_key(|(path, _)| path.components().count());
+    for (path, read_only) in controls {
         mounts.push(mount(
             path.clone(),
             path.clone(),
-            true,
+            read_only,
             MountPurpose::Protect,
         ));
     }

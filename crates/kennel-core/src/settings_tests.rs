@@ -27,6 +27,7 @@ fn workspace() -> Workspace {
             "/work/repo/.git/hooks".into(),
             "/work/repo/.git/config".into(),
         ],
+        ..Default::default()
     }
 }
 

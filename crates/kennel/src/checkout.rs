@@ -467,11 +467,10 @@ pub async fn review(query: &str) -> Result<Reviewed, CliError> {
 /// agent left uncommitted.
 pub fn session_ended(session: &Session) {
     let Ok(Some(checkout)) = of_session(session) else {
-        // Direct mode: what the agent may have left in the user's `.git`.
-        if let Some(before) =
-            crate::git_audit::snapshot_since(&session.workspace, session.started_at)
-        {
-            crate::git_audit::report(&before, &session.name);
+        // Direct mode: what the agent may have left in the user's `.git`,
+        // against what was recorded when the session started.
+        if let Ok(host) = kennel_core::host::HostContext::detect() {
+            crate::git_audit::finish(&host, &session.id);
         }
         return;
     };

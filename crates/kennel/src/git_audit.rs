@@ -1,102 +1,251 @@
-//! Direct mode's after-the-fact check of the user's `.git`.
+//! Direct mode's guard and audit of the user's git control files.
 //!
-//! In direct mode the agent works in the user's checkout, and git inside
-//! needs `.git` itself writable (lock files, the index, HEAD), so read-only
-//! mounts cannot stop it from creating files there. Two of those files
-//! redirect where the user's own git reads its configuration: `commondir`
-//! (the repository's config, hooks and objects are taken from the directory
-//! it names) and `config.worktree` (extra config, read when
-//! `extensions.worktreeConfig` is set). Either lets an agent name a program
-//! (`core.fsmonitor`, `core.hooksPath`, …) that the user's next `git` on
-//! the host would run. When the session ends kennel moves any such file that
-//! was not there before aside, and says so; a `.git` replaced by another
-//! directory is reported. During the session the window stays open: worktree
-//! mode is the mode that closes it (the agent never writes the user's `.git`).
+//! In direct mode the agent works in the user's checkout. Every existing git
+//! control file (config, hooks, `config.worktree`, `commondir`, `gitdir`, of
+//! the repository, its submodules and worktrees, and the `.git` file) is
+//! mounted read-only and the directories that hold them are pinned (see
+//! `kennel_core::host::Workspace`), but git inside needs `.git` writable, so
+//! the agent can still *create* control files that did not exist (a
+//! `commondir` or `config.worktree`, a new submodule's git dir). Before a
+//! direct session starts, [`guard`] refuses control paths that are symlinks
+//! and a `.git` that is not the one kennel saw last time in that workspace.
+//! [`begin`] records the contents of every control file in kennel's data
+//! dir, keyed by session id; when the session has ended — however it ended,
+//! found by whichever command — [`settle`] compares contents (never mtimes),
+//! moves what the agent created aside and tells the user what changed.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// Files in a git dir that make git read configuration from elsewhere.
-const REDIRECTS: &[&str] = &["commondir", "config.worktree"];
+use kennel_core::host::{HostContext, Workspace};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-/// What `.git` looked like when the session started.
-#[derive(Debug)]
+use crate::error::CliError;
+
+/// Files of a git dir that decide what git runs or where it reads from.
+const CONTROL_FILES: &[&str] = &["config", "config.worktree", "commondir", "gitdir"];
+
+/// Prefix of the audit key of a run the registry does not know (checked by
+/// that run only, never by [`settle`]).
+pub const UNREGISTERED: &str = "unregistered-";
+
+/// Bound on the files and directories one snapshot looks at.
+const MAX_ENTRIES: usize = 20_000;
+
+/// What the control files looked like when the session started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
-    git_dir: PathBuf,
-    identity: (u64, u64),
-    present: Vec<&'static str>,
+    pub session: String,
+    pub root: PathBuf,
+    /// Device, inode and kind (`dir`, `file`) of `root/.git`.
+    pub identity: Option<Identity>,
+    /// Extra paths (files or directories) to record: what the user's config
+    /// names inside the workspace (a hooks path, included config).
+    pub extra: Vec<PathBuf>,
+    /// Path → `file:<sha256>`, `dir` or `link:<target>`.
+    pub entries: BTreeMap<PathBuf, String>,
 }
 
-/// The workspace's `.git` directory as it is now; `None` when there is none
-/// (not a repository, or a linked worktree whose `.git` is a file).
-pub fn snapshot(workspace: &Path) -> Option<Snapshot> {
-    let git_dir = workspace.join(".git");
-    let meta = std::fs::symlink_metadata(&git_dir).ok()?;
-    if !meta.is_dir() {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub dev: u64,
+    pub ino: u64,
+    pub dir: bool,
+}
+
+/// `root/.git` as it is now (never followed).
+pub fn identity(root: &Path) -> Option<Identity> {
+    let meta = std::fs::symlink_metadata(root.join(".git")).ok()?;
+    if meta.file_type().is_symlink() {
         return None;
     }
-    Some(Snapshot {
-        identity: (meta.dev(), meta.ino()),
-        present: REDIRECTS
-            .iter()
-            .copied()
-            .filter(|name| std::fs::symlink_metadata(git_dir.join(name)).is_ok())
-            .collect(),
-        git_dir,
+    Some(Identity {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        dir: meta.is_dir(),
     })
 }
 
-/// For a session that started at `started_ms` (Unix milliseconds) and whose
-/// own snapshot is gone (a persistent session): the redirect files made
-/// since count as new; `.git` itself is taken as it is now.
-pub fn snapshot_since(workspace: &Path, started_ms: i64) -> Option<Snapshot> {
-    let mut snapshot = snapshot(workspace)?;
-    snapshot.present.retain(|name| {
-        std::fs::symlink_metadata(snapshot.git_dir.join(name))
-            .ok()
-            .and_then(|meta| meta.modified().ok())
-            .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
-            .is_some_and(|time| (time.as_millis() as i64) < started_ms)
-    });
-    Some(snapshot)
+/// Records the control files of `root` now.
+pub fn snapshot(root: &Path, session: &str, extra: Vec<PathBuf>) -> Snapshot {
+    let mut entries = BTreeMap::new();
+    scan(root, &extra, &mut entries);
+    Snapshot {
+        session: session.to_string(),
+        root: root.to_path_buf(),
+        identity: identity(root),
+        extra,
+        entries,
+    }
 }
 
-/// Compares `.git` with `before`, moves new redirect files aside (to
-/// `<name>.kennel-quarantine-<session>`), and returns what the user must be
-/// told.
-pub fn check(before: &Snapshot, session: &str) -> Vec<String> {
+fn scan(root: &Path, extra: &[PathBuf], entries: &mut BTreeMap<PathBuf, String>) {
+    let dot_git = root.join(".git");
+    record(&dot_git, entries);
+    let git_dir = match std::fs::symlink_metadata(&dot_git) {
+        Ok(meta) if meta.is_dir() => Some(dot_git),
+        Ok(meta) if meta.is_file() => std::fs::read_to_string(&dot_git)
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .next()
+                    .and_then(|line| line.strip_prefix("gitdir:"))
+                    .map(|dir| root.join(dir.trim()))
+            })
+            .filter(|dir| dir.starts_with(root)),
+        _ => None,
+    };
+    if let Some(git_dir) = git_dir {
+        scan_git_dir(&git_dir, entries);
+    }
+    for path in extra {
+        walk(path, entries);
+    }
+}
+
+/// One git dir: its control files, hooks, and its submodules' and
+/// worktrees' git dirs (every directory under `modules` and `worktrees`
+/// is looked at, so a git dir the agent made is seen too).
+fn scan_git_dir(git_dir: &Path, entries: &mut BTreeMap<PathBuf, String>) {
+    if entries.len() > MAX_ENTRIES {
+        return;
+    }
+    for name in CONTROL_FILES {
+        record(&git_dir.join(name), entries);
+    }
+    walk(&git_dir.join("hooks"), entries);
+    for nest in ["modules", "worktrees"] {
+        nested(&git_dir.join(nest), entries);
+    }
+}
+
+fn nested(dir: &Path, entries: &mut BTreeMap<PathBuf, String>) {
+    if !record(dir, entries) {
+        return;
+    }
+    let Ok(list) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in list.flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            let is_git_dir = ["HEAD", "commondir", "config"]
+                .iter()
+                .any(|name| std::fs::symlink_metadata(path.join(name)).is_ok());
+            if is_git_dir {
+                record(&path, entries);
+                scan_git_dir(&path, entries);
+            } else {
+                nested(&path, entries);
+            }
+        } else {
+            record(&path, entries);
+        }
+    }
+}
+
+/// Records `path` and, for a directory, everything under it (bounded).
+fn walk(path: &Path, entries: &mut BTreeMap<PathBuf, String>) {
+    if !record(path, entries) {
+        return;
+    }
+    if let Ok(list) = std::fs::read_dir(path) {
+        for entry in list.flatten() {
+            if entries.len() > MAX_ENTRIES {
+                return;
+            }
+            walk(&entry.path(), entries);
+        }
+    }
+}
+
+/// Records one path (never followed); true when it is a directory.
+fn record(path: &Path, entries: &mut BTreeMap<PathBuf, String>) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    let value = if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(path).unwrap_or_default();
+        format!("link:{}", target.display())
+    } else if meta.is_dir() {
+        "dir".to_string()
+    } else if meta.is_file() {
+        match std::fs::read(path) {
+            Ok(bytes) => format!("file:{}", hex::encode(Sha256::digest(&bytes))),
+            Err(_) => "file:unreadable".to_string(),
+        }
+    } else {
+        "special".to_string()
+    };
+    let is_dir = value == "dir";
+    entries.insert(path.to_path_buf(), value);
+    is_dir
+}
+
+/// Compares the control files with `before`, moves what the agent created
+/// aside (to `<name>.kennel-quarantine-<session>`), and returns what the
+/// user must be told.
+pub fn check(before: &Snapshot) -> Vec<String> {
     let mut warnings = Vec::new();
-    let now = std::fs::symlink_metadata(&before.git_dir)
-        .ok()
-        .filter(|meta| meta.is_dir())
-        .map(|meta| (meta.dev(), meta.ino()));
-    if now != Some(before.identity) {
+    let session = &before.session;
+    let dot_git = before.root.join(".git");
+    if identity(&before.root) != before.identity {
         warnings.push(format!(
-            "the agent replaced {} during the session: do not run git in this repository before \
-             checking it (its config and hooks may be the agent's)",
-            before.git_dir.display()
+            "{} is not the one that was there when session {session} started (the agent \
+             replaced it): do not run git in {} before checking it (`ls -la {}`, its config \
+             and hooks may be the agent's); kennel refuses to start there again until you \
+             accept it with --accept-git-dir",
+            dot_git.display(),
+            before.root.display(),
+            dot_git.display()
         ));
         return warnings;
     }
-    for name in REDIRECTS {
-        let path = before.git_dir.join(name);
-        if before.present.contains(name) || std::fs::symlink_metadata(&path).is_err() {
+    let mut now = BTreeMap::new();
+    scan(&before.root, &before.extra, &mut now);
+    // New entries: files and links are moved aside (parents first, so a
+    // whole new directory goes at once).
+    let mut moved: Vec<PathBuf> = Vec::new();
+    for (path, value) in &now {
+        if before.entries.contains_key(path) || moved.iter().any(|dir| path.starts_with(dir)) {
             continue;
         }
-        let aside = before
-            .git_dir
-            .join(format!("{name}.kennel-quarantine-{session}"));
-        match std::fs::rename(&path, &aside) {
-            Ok(()) => warnings.push(format!(
-                "the agent created {} (it would make your git read configuration the agent \
-                 chose); kennel moved it to {}",
-                path.display(),
-                aside.display()
-            )),
+        if value == "dir" && !is_git_dir_like(path) {
+            continue; // Its new files are looked at one by one.
+        }
+        let name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let aside = path.with_file_name(format!("{name}.kennel-quarantine-{session}"));
+        match std::fs::rename(path, &aside) {
+            Ok(()) => {
+                moved.push(path.clone());
+                warnings.push(format!(
+                    "the agent created {} (git would read or run it on your next command); \
+                     kennel moved it to {}",
+                    path.display(),
+                    aside.display()
+                ));
+            }
             Err(error) => warnings.push(format!(
-                "the agent created {} (it would make your git read configuration the agent \
-                 chose) and kennel cannot move it aside ({error}): remove it before running git \
-                 here",
+                "the agent created {} (git would read or run it on your next command) and \
+                 kennel cannot move it aside ({error}): remove it before running git here",
+                path.display()
+            )),
+        }
+    }
+    for (path, value) in &before.entries {
+        match now.get(path) {
+            Some(current) if current == value => {}
+            Some(_) => warnings.push(format!(
+                "{} changed during session {session}: check it before running git here",
+                path.display()
+            )),
+            None => warnings.push(format!(
+                "{} was removed during session {session}",
                 path.display()
             )),
         }
@@ -104,10 +253,186 @@ pub fn check(before: &Snapshot, session: &str) -> Vec<String> {
     warnings
 }
 
-/// [`check`], with what it finds told to the user on stderr.
-pub fn report(before: &Snapshot, session: &str) {
-    for warning in check(before, session) {
-        eprintln!("kennel: WARNING: {warning}");
+/// A new directory that is (or holds) a git dir the agent made: moved
+/// aside as a whole.
+fn is_git_dir_like(path: &Path) -> bool {
+    ["HEAD", "commondir", "config", "hooks"]
+        .iter()
+        .any(|name| std::fs::symlink_metadata(path.join(name)).is_ok())
+}
+
+fn pending_dir(host: &HostContext) -> PathBuf {
+    host.data_dir.join("git-audit")
+}
+
+fn identity_file(host: &HostContext, root: &Path) -> PathBuf {
+    let key = hex::encode(Sha256::digest(root.as_os_str().as_encoded_bytes()));
+    host.data_dir
+        .join("git-dirs")
+        .join(format!("{}.json", &key[..32]))
+}
+
+/// Before a direct-mode session: refuses control paths that are symlinks
+/// and a `.git` that is not the one kennel recorded for this workspace
+/// (unless `accept`), records the current one, and returns notes for the
+/// user.
+pub fn guard(host: &HostContext, workspace: &Workspace, accept: bool) -> Result<(), CliError> {
+    if let Some(link) = workspace.refused.first() {
+        let target = std::fs::read_link(link)
+            .map(|target| target.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        return Err(CliError::kennel(format!(
+            "refusing to run in direct mode: {} is a symbolic link (to {target}); kennel never \
+             follows links in git control files (a link there could mount a host file into the \
+             sandbox, or make your git run the agent's program)",
+            link.display()
+        ))
+        .with_hint(format!(
+            "inspect it with `ls -la {}`; if it is yours, replace the link by the real file or \
+             directory (for shared hooks: `git config core.hooksPath DIR`), or run with --mode \
+             worktree",
+            link.display()
+        )));
+    }
+    for note in &workspace.notes {
+        eprintln!("kennel: warning: {note}");
+    }
+    let Some(now) = identity(&workspace.root) else {
+        return Ok(());
+    };
+    let file = identity_file(host, &workspace.root);
+    let recorded: Option<Identity> = std::fs::read(&file)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    if let Some(recorded) = recorded
+        && recorded != now
+        && !accept
+    {
+        let dot_git = workspace.root.join(".git");
+        return Err(CliError::kennel(format!(
+            "refusing to run in direct mode: {} is not the {} kennel saw when you last ran it \
+             here (device {} inode {}, now device {} inode {}): an agent may have replaced it, \
+             and its config and hooks would then be the agent's",
+            dot_git.display(),
+            if recorded.dir { "directory" } else { "file" },
+            recorded.dev,
+            recorded.ino,
+            now.dev,
+            now.ino
+        ))
+        .with_hint(format!(
+            "inspect it before running git there: `ls -la {0} {0}/hooks`, `cat {0}/config` \
+             (or `cat {0}` when it is a file); if you replaced it yourself (a fresh clone, a \
+             restore), run kennel again with --accept-git-dir",
+            dot_git.display()
+        )));
+    }
+    if recorded != Some(now) {
+        let _ = std::fs::create_dir_all(file.parent().unwrap_or(Path::new("/")));
+        if let Ok(json) = serde_json::to_vec(&now) {
+            let _ = std::fs::write(&file, json);
+        }
+    }
+    Ok(())
+}
+
+/// At the start of a direct-mode session: records the control files in the
+/// data dir (so that the audit runs from it however the session ends).
+pub fn begin(host: &HostContext, workspace: &Workspace, session_id: &str, session: &str) {
+    let extra = workspace
+        .protected
+        .iter()
+        .chain(&workspace.pinned)
+        .filter(|path| !path.starts_with(workspace.root.join(".git")))
+        .cloned()
+        .collect();
+    let mut snapshot = snapshot(&workspace.root, session, extra);
+    snapshot.session = session.to_string();
+    let dir = pending_dir(host);
+    let _ = std::fs::create_dir_all(&dir);
+    match serde_json::to_vec(&snapshot) {
+        Ok(json) => {
+            if let Err(error) = std::fs::write(dir.join(format!("{session_id}.json")), json) {
+                eprintln!(
+                    "kennel: warning: cannot record the git control files for the end-of-session \
+                     check ({error})"
+                );
+            }
+        }
+        Err(error) => tracing::warn!("cannot serialise the git snapshot: {error}"),
+    }
+}
+
+/// Runs the audit of the session `session_id` (which has ended) if one is
+/// pending, tells the user what it found, and forgets it.
+pub fn finish(host: &HostContext, session_id: &str) {
+    let file = pending_dir(host).join(format!("{session_id}.json"));
+    let Ok(bytes) = std::fs::read(&file) else {
+        return;
+    };
+    if let Ok(snapshot) = serde_json::from_slice::<Snapshot>(&bytes) {
+        for warning in check(&snapshot) {
+            eprintln!("kennel: WARNING: {warning}");
+        }
+    }
+    let _ = std::fs::remove_file(&file);
+}
+
+/// Like [`finish`], for a process the user is not watching (the native
+/// backend's session supervisor, when the agent exits by itself): what the
+/// check moved aside happens now, what it says is kept for the next kennel
+/// command ([`settle`]) to print.
+pub fn finish_unattended(host: &HostContext, session_id: &str) {
+    let dir = pending_dir(host);
+    let file = dir.join(format!("{session_id}.json"));
+    let Ok(bytes) = std::fs::read(&file) else {
+        return;
+    };
+    if let Ok(snapshot) = serde_json::from_slice::<Snapshot>(&bytes) {
+        let warnings = check(&snapshot);
+        if !warnings.is_empty() {
+            let _ = std::fs::write(
+                dir.join(format!("{session_id}.warnings")),
+                warnings.join("\n") + "\n",
+            );
+        }
+    }
+    let _ = std::fs::remove_file(&file);
+}
+
+/// Audits every session whose audit is pending and that is no longer live
+/// in the registry (ended however: stopped, killed, exited by itself, its
+/// engine restarted, removed). Any command that looks at sessions calls it.
+pub fn settle(host: &HostContext, registry: &kennel_sessions::Registry) {
+    let Ok(list) = std::fs::read_dir(pending_dir(host)) else {
+        return;
+    };
+    let Ok(sessions) = registry.list(true) else {
+        return;
+    };
+    for entry in list.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".warnings") {
+            if let Ok(text) = std::fs::read_to_string(entry.path()) {
+                for warning in text.lines().filter(|line| !line.is_empty()) {
+                    eprintln!("kennel: WARNING: {warning}");
+                }
+            }
+            let _ = std::fs::remove_file(entry.path());
+            continue;
+        }
+        let Some(id) = name.strip_suffix(".json") else {
+            continue;
+        };
+        if id.starts_with(UNREGISTERED) {
+            continue;
+        }
+        let live = sessions
+            .iter()
+            .any(|session| session.id == id && !session.state.is_ended());
+        if !live {
+            finish(host, id);
+        }
     }
 }
 
@@ -115,15 +440,22 @@ pub fn report(before: &Snapshot, session: &str) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn new_redirects_are_moved_aside_and_old_ones_kept() {
+    fn repo() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
         let git = dir.path().join(".git");
-        std::fs::create_dir(&git).expect("mkdir");
+        std::fs::create_dir_all(git.join("hooks")).expect("mkdir");
+        std::fs::write(git.join("HEAD"), "ref: refs/heads/main\n").expect("write");
+        std::fs::write(git.join("config"), "[core]\n").expect("write");
+        (dir, git)
+    }
+
+    #[test]
+    fn new_redirects_are_moved_aside_and_old_ones_kept() {
+        let (dir, git) = repo();
         std::fs::write(git.join("config.worktree"), "mine").expect("write");
-        let before = snapshot(dir.path()).expect("snapshot");
+        let before = snapshot(dir.path(), "s1", vec![]);
         std::fs::write(git.join("commondir"), "/tmp/evil").expect("write");
-        let warnings = check(&before, "s1");
+        let warnings = check(&before);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("commondir"), "{warnings:?}");
         assert!(!git.join("commondir").exists());
@@ -132,26 +464,133 @@ mod tests {
             git.join("config.worktree").exists(),
             "the user's own file stays"
         );
-        assert!(check(&before, "s1").is_empty());
+    }
+
+    #[test]
+    fn a_new_submodule_git_dir_is_moved_aside() {
+        let (dir, git) = repo();
+        std::fs::create_dir_all(git.join("modules/lib")).expect("mkdir");
+        std::fs::write(git.join("modules/lib/HEAD"), "x").expect("write");
+        std::fs::write(git.join("modules/lib/config"), "[core]\n").expect("write");
+        let before = snapshot(dir.path(), "s1", vec![]);
+        std::fs::create_dir_all(git.join("modules/evil")).expect("mkdir");
+        std::fs::write(
+            git.join("modules/evil/config"),
+            "[core]\nfsmonitor = touch /tmp/x\n",
+        )
+        .expect("write");
+        std::fs::write(git.join("modules/lib/config.worktree"), "[core]\n").expect("write");
+        let warnings = check(&before);
+        assert!(!git.join("modules/evil").exists(), "{warnings:?}");
+        assert!(
+            !git.join("modules/lib/config.worktree").exists(),
+            "{warnings:?}"
+        );
+        assert!(git.join("modules/lib/config").exists());
+    }
+
+    #[test]
+    fn changed_contents_are_reported_whatever_the_mtime() {
+        let (dir, git) = repo();
+        std::fs::write(git.join("config.worktree"), "[core]\n").expect("write");
+        let before = snapshot(dir.path(), "s1", vec![]);
+        let old = std::fs::metadata(git.join("config.worktree"))
+            .expect("meta")
+            .modified()
+            .expect("mtime");
+        std::fs::write(git.join("config.worktree"), "[core]\nfsmonitor = x\n").expect("write");
+        std::fs::File::options()
+            .write(true)
+            .open(git.join("config.worktree"))
+            .expect("open")
+            .set_modified(old)
+            .expect("touch back");
+        let warnings = check(&before);
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("config.worktree") && w.contains("changed")),
+            "{warnings:?}"
+        );
     }
 
     #[test]
     fn a_replaced_git_dir_is_reported() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let git = dir.path().join(".git");
-        std::fs::create_dir(&git).expect("mkdir");
-        let before = snapshot(dir.path()).expect("snapshot");
+        let (dir, git) = repo();
+        let before = snapshot(dir.path(), "s1", vec![]);
         std::fs::rename(&git, dir.path().join("old")).expect("rename");
         std::fs::create_dir(&git).expect("mkdir");
-        let warnings = check(&before, "s1");
+        let warnings = check(&before);
         assert!(warnings[0].contains("replaced"), "{warnings:?}");
     }
 
     #[test]
-    fn no_git_dir_no_snapshot() {
+    fn a_git_file_is_recorded_and_a_new_gitdir_line_is_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert!(snapshot(dir.path()).is_none());
-        std::fs::write(dir.path().join(".git"), "gitdir: /elsewhere").expect("write");
-        assert!(snapshot(dir.path()).is_none());
+        std::fs::write(dir.path().join(".git"), "gitdir: /elsewhere\n").expect("write");
+        let before = snapshot(dir.path(), "s1", vec![]);
+        assert!(before.identity.is_some_and(|id| !id.dir));
+        // Rewritten in place (same inode).
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(dir.path().join(".git"))
+            .and_then(|mut file| std::io::Write::write_all(&mut file, b"gitdir: ./evil\n"))
+            .expect("rewrite");
+        let warnings = check(&before);
+        assert!(
+            warnings.iter().any(|w| w.contains("changed")),
+            "{warnings:?}"
+        );
+    }
+
+    fn host(data: &Path) -> HostContext {
+        HostContext {
+            uid: 1,
+            gid: 1,
+            user: "u".into(),
+            home: "/nonexistent".into(),
+            env: Default::default(),
+            cwd: "/".into(),
+            data_dir: data.to_path_buf(),
+            config_dir: data.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn guard_refuses_a_replaced_git_dir_until_accepted() {
+        let (dir, git) = repo();
+        let data = tempfile::tempdir().expect("tempdir");
+        let host = host(data.path());
+        let workspace = Workspace {
+            root: dir.path().to_path_buf(),
+            workdir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        guard(&host, &workspace, false).expect("first time records");
+        guard(&host, &workspace, false).expect("same .git");
+        std::fs::rename(&git, dir.path().join("old")).expect("rename");
+        std::fs::create_dir(&git).expect("mkdir");
+        let error = guard(&host, &workspace, false).expect_err("refused");
+        assert!(
+            error.to_string().contains("is not the directory"),
+            "{error}"
+        );
+        guard(&host, &workspace, true).expect("accepted");
+        guard(&host, &workspace, false).expect("the new one is recorded");
+    }
+
+    #[test]
+    fn guard_refuses_symlinked_controls() {
+        let (dir, _git) = repo();
+        let data = tempfile::tempdir().expect("tempdir");
+        let workspace = Workspace {
+            root: dir.path().to_path_buf(),
+            workdir: dir.path().to_path_buf(),
+            refused: vec![dir.path().join(".git/hooks")],
+            ..Default::default()
+        };
+        let error = guard(&host(data.path()), &workspace, false).expect_err("refused");
+        assert!(error.to_string().contains("symbolic link"), "{error}");
     }
 }

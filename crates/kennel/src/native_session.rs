@@ -391,6 +391,9 @@ pub fn pane_main(dir: &Path, id: &str) -> Result<i32, CliError> {
             tracing::warn!("cannot record the end of the session: {error}");
         }
     }
+    // Direct mode: the agent has exited (by itself or not); check the
+    // user's git control files now, before the user runs git.
+    crate::git_audit::finish_unattended(&host, id);
     let _ = std::fs::remove_file(dir.join(SESSION_FILE));
     let _ = std::fs::remove_dir_all(dir);
     result

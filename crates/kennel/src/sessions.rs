@@ -153,6 +153,14 @@ impl Tracker {
         }
     }
 
+    /// The session's id (empty when it is not registered).
+    pub fn id(&self) -> &str {
+        self.registry
+            .as_ref()
+            .map(|(_, session)| session.id.as_str())
+            .unwrap_or("")
+    }
+
     /// The session's name (empty when it is not registered).
     pub fn name(&self) -> &str {
         self.registry

@@ -27,6 +27,9 @@ pub fn run(args: LsArgs) -> Result<i32, CliError> {
         let mut registry = Registry::open(&path)?;
         let mut sessions = registry.list(args.all)?;
         refresh(&mut registry, &mut sessions, args.all);
+        // Direct-mode sessions found ended (however they ended): their
+        // end-of-session check of the user's git control files.
+        crate::git_audit::settle(&host, &registry);
         sessions
     } else {
         Vec::new()

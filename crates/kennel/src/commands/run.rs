@@ -51,6 +51,10 @@ pub struct RunArgs {
     /// Print the Plan as JSON and run nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Direct mode: accept the workspace's `.git` although it is not the one
+    /// kennel saw there last (inspect it first; see the error's hint)
+    #[arg(long)]
+    pub accept_git_dir: bool,
 
     /// Memory limit, like 512m or 4g (default: `defaults.memory`)
     #[arg(long, value_name = "SIZE")]
@@ -281,6 +285,7 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     if args.dry_run {
         return print_dry_run(&choice, &mut plan, &context);
     }
+    direct_guard(&args, &context, mode)?;
 
     // From here on the run is in the session registry (best effort: a
     // registry failure is a warning, never a reason not to run).
@@ -291,10 +296,15 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         mode != crate::checkout::WorkspaceMode::Direct,
     )?;
     let mut checkout = None;
-    // Direct mode: what the user's `.git` looks like before the agent runs.
-    let git_before = (mode == crate::checkout::WorkspaceMode::Direct)
-        .then(|| crate::git_audit::snapshot(&plan.workspace))
-        .flatten();
+    // Direct mode: what the user's git control files look like before the
+    // agent runs (recorded in the data dir, checked when the run ends).
+    let audit_key = (mode == crate::checkout::WorkspaceMode::Direct).then(|| match session.id() {
+        "" => format!("{}{}", crate::git_audit::UNREGISTERED, plan.name),
+        id => id.to_string(),
+    });
+    if let (Some(key), Some(workspace)) = (&audit_key, &context.workspace) {
+        crate::git_audit::begin(&context.host, workspace, key, &plan.name);
+    }
     let result: Result<i32, CliError> = async {
         if mode != crate::checkout::WorkspaceMode::Direct {
             checkout = Some(session.create_checkout(
@@ -348,8 +358,8 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     }
     .await;
     session.end(&result);
-    if let Some(before) = &git_before {
-        crate::git_audit::report(before, &plan.name);
+    if let Some(key) = &audit_key {
+        crate::git_audit::finish(&context.host, key);
     }
     if let Some(checkout) = &checkout
         && crate::checkout::commit_on_exit_enabled(Some(&context.config))
@@ -357,6 +367,28 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         crate::checkout::commit_on_exit(checkout, session.name());
     }
     result
+}
+
+/// Direct mode: refuses symlinked git control files and a `.git` that is
+/// not the one kennel recorded (see [`crate::git_audit::guard`]), and
+/// audits any earlier session whose audit is still pending.
+pub fn direct_guard(
+    args: &RunArgs,
+    context: &Context,
+    mode: crate::checkout::WorkspaceMode,
+) -> Result<(), CliError> {
+    if mode != crate::checkout::WorkspaceMode::Direct {
+        return Ok(());
+    }
+    if let Ok(registry) =
+        kennel_sessions::Registry::open(&crate::sessions::registry_path(&context.host))
+    {
+        crate::git_audit::settle(&context.host, &registry);
+    }
+    match &context.workspace {
+        Some(workspace) => crate::git_audit::guard(&context.host, workspace, args.accept_git_dir),
+        None => Ok(()),
+    }
 }
 
 /// A native-backend error as the user sees it: 127 when the agent's command

@@ -48,6 +48,7 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
     if args.run.dry_run {
         return crate::commands::run::print_dry_run(&choice, &mut plan, &context);
     }
+    crate::commands::run::direct_guard(&args.run, &context, choice.mode)?;
     let engine = match engine {
         Some(engine) => Some(engine),
         None if native => None,
@@ -68,6 +69,12 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
         Mode::Persistent,
         choice.slot,
     )?;
+    if choice.mode == crate::checkout::WorkspaceMode::Direct
+        && let Some(workspace) = &context.workspace
+    {
+        // Checked when the session has ended, however it ends.
+        crate::git_audit::begin(&context.host, workspace, &session.id, &session.name);
+    }
     if choice.mode != crate::checkout::WorkspaceMode::Direct
         && let Err(error) = crate::checkout::create(
             &mut registry,
