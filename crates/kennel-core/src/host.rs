@@ -223,6 +223,14 @@ impl Controls {
             None => {
                 if std::fs::symlink_metadata(path).is_ok() {
                     self.protected.push(path.to_path_buf());
+                    // Its parents, up to the workspace: renaming one would
+                    // carry the read-only mount away.
+                    for dir in path.ancestors().skip(1) {
+                        if dir == root || !dir.starts_with(root) {
+                            break;
+                        }
+                        self.pinned.push(dir.to_path_buf());
+                    }
                 }
             }
         }

@@ -366,7 +366,16 @@ pub fn begin(host: &HostContext, workspace: &Workspace, session_id: &str, sessio
 /// Runs the audit of the session `session_id` (which has ended) if one is
 /// pending, tells the user what it found, and forgets it.
 pub fn finish(host: &HostContext, session_id: &str) {
-    let file = pending_dir(host).join(format!("{session_id}.json"));
+    let dir = pending_dir(host);
+    // What the native backend's supervisor found when the agent exited.
+    let told = dir.join(format!("{session_id}.warnings"));
+    if let Ok(text) = std::fs::read_to_string(&told) {
+        for warning in text.lines().filter(|line| !line.is_empty()) {
+            eprintln!("kennel: WARNING: {warning}");
+        }
+        let _ = std::fs::remove_file(&told);
+    }
+    let file = dir.join(format!("{session_id}.json"));
     let Ok(bytes) = std::fs::read(&file) else {
         return;
     };

@@ -33,6 +33,9 @@ mod sessions;
 #[path = "e2e/git.rs"]
 mod git;
 
+#[path = "e2e/escape_direct.rs"]
+mod escape_direct;
+
 #[path = "e2e/agent_images.rs"]
 mod agent_images;
 
@@ -45,6 +48,7 @@ macro_rules! backend_suite {
     ($module:ident, $backend:expr) => {
         mod $module {
             use crate::cases;
+            use crate::escape_direct;
             use crate::git;
             use crate::harness::Backend;
             use crate::images;
@@ -71,6 +75,30 @@ macro_rules! backend_suite {
             #[test]
             fn git_direct_redirect_quarantined() {
                 git::direct_redirect_quarantined(B)
+            }
+            #[test]
+            fn escape_direct_submodule_and_worktree_config() {
+                escape_direct::submodule_and_worktree_config(B)
+            }
+            #[test]
+            fn escape_direct_worktree_admin_files() {
+                escape_direct::worktree_admin_files(B)
+            }
+            #[test]
+            fn escape_direct_git_file_redirect() {
+                escape_direct::git_file_redirect(B)
+            }
+            #[test]
+            fn escape_direct_config_named_programs() {
+                escape_direct::config_named_programs(B)
+            }
+            #[test]
+            fn escape_direct_replaced_git_dir_refused() {
+                escape_direct::replaced_git_dir_refused(B)
+            }
+            #[test]
+            fn escape_direct_persistent_audit() {
+                escape_direct::persistent_audit(B)
             }
             #[test]
             fn git_resume_continues_checkout() {
