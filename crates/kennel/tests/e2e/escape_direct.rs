@@ -25,7 +25,7 @@ fn marker(t: &Ctx) -> PathBuf {
 /// Config text that makes git run `touch MARKER` on the next `git status`.
 fn fsmonitor_config(marker: &Path) -> String {
     format!(
-        "[core]\\n\\tfsmonitor = \\\"touch {}; false\\\"\\n",
+        "[core]\\n\\tfsmonitor = \"touch {}; false\"\\n",
         marker.display()
     )
 }
@@ -190,9 +190,9 @@ pub fn git_file_redirect(b: Backend) {
     let real = t.ws.join(".git");
     let mark = marker(&t);
     let probe = format!(
-        "mkdir -p evil/objects evil/refs && echo 'ref: refs/heads/main' > evil/HEAD && printf '{config}' > evil/config\n\
-         if printf 'gitdir: ./evil\\n' > .git 2>/dev/null; then echo GIT_FILE=ok; else echo GIT_FILE=denied; fi\n\
-         if mv .git .git.old 2>/dev/null; then echo GIT_FILE_MOVE=ok; else echo GIT_FILE_MOVE=denied; fi\n\
+        "git init -q evil && printf '{config}' >> evil/.git/config\n\
+         if printf 'gitdir: ./evil/.git\\n' > .git 2>/dev/null; then echo GIT_FILE=ok; else echo GIT_FILE=denied; fi\n\
+         if mv .git .git.old 2>/dev/null; then mv .git.old .git; echo GIT_FILE_MOVE=ok; else echo GIT_FILE_MOVE=denied; fi\n\
          {real_config}\
          {common_config}",
         config = fsmonitor_config(&mark),
@@ -296,14 +296,8 @@ pub fn replaced_git_dir_refused(b: Backend) {
     }
     let _cleanup = Cleanup(secret_dir.clone());
 
-    // Session 1 (records .git) tries the replacement from inside.
-    let probe = format!(
-        "if mv .git .git.real 2>/dev/null; then mkdir .git && cp -r .git.real/HEAD .git.real/objects .git.real/refs .git/ && cp .git.real/config .git/config; ln -s {secret} .git/hooks; echo REPLACE=ok; else echo REPLACE=denied; fi\n",
-        secret = secret_dir.display()
-    );
-    let out = t.sh(&probe).run();
-    out.assert_ok();
-    assert_eq!(out.expect_kv("REPLACE"), "denied", "{out}");
+    // A first session records the .git kennel sees.
+    t.sh("true").run().assert_ok();
 
     // What the agent would have left (made on the host, as the user).
     let git = t.ws.join(".git");
@@ -356,6 +350,20 @@ pub fn replaced_git_dir_refused(b: Backend) {
     out.assert_ok();
     assert_eq!(out.expect_kv("RAN"), "yes");
     t.sh("echo RAN=yes").run().assert_ok();
+
+    // And the agent cannot make that state from inside: .git is pinned.
+    std::fs::remove_dir_all(&git).unwrap();
+    std::fs::rename(&real, &git).unwrap();
+    t.kennel(&["run", "shell", "--accept-git-dir", "--", "true"])
+        .run()
+        .assert_ok();
+    let probe = format!(
+        "if mv .git .git.real 2>/dev/null; then mkdir .git && cp -r .git.real/HEAD .git.real/objects .git.real/refs .git/ && cp .git.real/config .git/config; ln -s {secret} .git/hooks; echo REPLACE=ok; else echo REPLACE=denied; fi\n",
+        secret = secret_dir.display()
+    );
+    let out = t.sh(&probe).run();
+    out.assert_ok();
+    assert_eq!(out.expect_kv("REPLACE"), "denied", "{out}");
 }
 
 /// The persistent-session audit: what the agent created in `.git` (a
@@ -384,6 +392,7 @@ pub fn persistent_audit(b: Backend) {
         .assert_ok();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut listing = String::new();
+    let mut ended_at = None;
     loop {
         let out = t.kennel(&["ls", "--all", "--json"]).run();
         out.assert_ok();
@@ -395,17 +404,25 @@ pub fn persistent_audit(b: Backend) {
             .flatten()
             .find(|session| session["name"] == name.as_str())
             .is_some_and(|session| session["state"] != "running" && session["state"] != "created");
-        if ended && !git_dir.join("commondir").exists() {
-            break;
+        if ended {
+            let since = *ended_at.get_or_insert_with(Instant::now);
+            if !git_dir.join("commondir").exists() || since.elapsed() > Duration::from_secs(5) {
+                break;
+            }
         }
         assert!(
             Instant::now() < deadline,
-            "the planted commondir was never moved aside\n{listing}"
+            "the session never ended\n{listing}"
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // The user's next git, after a kennel command has seen the session end.
     let status = user_git_status(&t, &t.ws);
     assert_no_marker(&mark, &format!("{listing}\n{status}"));
+    assert!(
+        !git_dir.join("commondir").exists(),
+        "the planted commondir was never moved aside\n{listing}"
+    );
     assert!(
         listing.contains("commondir"),
         "the user was told\n{listing}"
