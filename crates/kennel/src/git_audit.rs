@@ -100,9 +100,57 @@ fn scan(root: &Path, extra: &[PathBuf], entries: &mut BTreeMap<PathBuf, String>)
     if let Some(git_dir) = git_dir {
         scan_git_dir(&git_dir, entries);
     }
+    // Gitlinks in the index (submodules, and repositories the agent may
+    // have made and added): the user's `git status` reads the config of
+    // each one's repository, so their `.git` counts as a control file.
+    for path in gitlinks(root) {
+        let dot_git = path.join(".git");
+        if record(&dot_git, entries) {
+            scan_git_dir(&dot_git, entries);
+        }
+    }
     for path in extra {
         walk(path, entries);
     }
+}
+
+/// The directories of the gitlinks in `root`'s index. Read with git's
+/// own `ls-files`, which runs nothing (no hooks, no filters; fsmonitor off),
+/// reads configuration only to find the index, and does not recurse.
+fn gitlinks(root: &Path) -> Vec<PathBuf> {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args([
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.hooksPath=/dev/null",
+            "ls-files",
+            "--stage",
+            "-z",
+        ])
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_INDEX_FILE")
+        .env_remove("GIT_COMMON_DIR")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output();
+    let Ok(output) = output else {
+        return Vec::new();
+    };
+    output
+        .stdout
+        .split(|byte| *byte == 0)
+        .filter_map(|entry| {
+            let entry = std::str::from_utf8(entry).ok()?;
+            let (meta, path) = entry.split_once('\t')?;
+            meta.starts_with("160000 ").then(|| root.join(path))
+        })
+        .filter(|path| path.starts_with(root))
+        .take(MAX_ENTRIES)
+        .collect()
 }
 
 /// One git dir: its control files, hooks, and its submodules' and
@@ -549,6 +597,41 @@ mod tests {
         let warnings = check(&before);
         assert!(
             warnings.iter().any(|w| w.contains("changed")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn a_repository_added_as_a_gitlink_is_moved_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let git = |dir: &Path, args: &[&str]| {
+            let status = std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("git");
+            assert!(status.success(), "git {args:?}");
+        };
+        git(dir.path(), &["init", "-q"]);
+        git(dir.path(), &["commit", "-q", "--allow-empty", "-m", "i"]);
+        let before = snapshot(dir.path(), "s1", vec![]);
+        let sub = dir.path().join("sub");
+        git(dir.path(), &["init", "-q", "sub"]);
+        git(&sub, &["commit", "-q", "--allow-empty", "-m", "s"]);
+        std::fs::write(
+            sub.join(".git/config"),
+            "[core]\n\tfsmonitor = \"touch /tmp/never; false\"\n",
+        )
+        .expect("write");
+        git(dir.path(), &["-c", "core.fsmonitor=false", "add", "sub"]);
+        let warnings = check(&before);
+        assert!(!sub.join(".git").exists(), "{warnings:?}");
+        assert!(
+            warnings.iter().any(|w| w.contains("sub/.git")),
             "{warnings:?}"
         );
     }

@@ -97,6 +97,10 @@ macro_rules! backend_suite {
                 escape_direct::replaced_git_dir_refused(B)
             }
             #[test]
+            fn escape_direct_embedded_repository() {
+                escape_direct::embedded_repository(B)
+            }
+            #[test]
             fn escape_direct_persistent_audit() {
                 escape_direct::persistent_audit(B)
             }

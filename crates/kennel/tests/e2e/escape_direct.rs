@@ -449,3 +449,28 @@ pub fn persistent_audit(b: Backend) {
     assert!(out.stderr.contains("commondir"), "{out}");
     t.kennel(&["rm", &name]).run().assert_ok();
 }
+
+/// Class 3: a repository the agent makes in the working tree and adds to
+/// the index as a gitlink: the user's `git status` would recurse into it
+/// and run its config's `core.fsmonitor`. Nothing in the working tree can
+/// be read-only in direct mode, so the end-of-session audit (gitlinks'
+/// `.git` are control files) moves its `.git` aside and says so.
+pub fn embedded_repository(b: Backend) {
+    let Some(t) = Ctx::with_shell_image(b, "escape_direct_embedded") else {
+        return;
+    };
+    let mark = marker(&t);
+    let probe = format!(
+        "set -e; git init -q sub; git -C sub -c user.name=a -c user.email=a@a commit -q --allow-empty -m s; \
+         printf '{config}' >> sub/.git/config; \
+         git -c core.fsmonitor=false add sub 2>/dev/null; echo ADDED=yes",
+        config = fsmonitor_config(&mark)
+    );
+    let out = t.sh(&probe).run();
+    out.assert_ok();
+    assert_eq!(out.expect_kv("ADDED"), "yes", "{out}");
+    let status = user_git_status(&t, &t.ws);
+    assert_no_marker(&mark, &format!("{out}\n{status}"));
+    assert!(!t.ws.join("sub/.git").exists(), "{out}");
+    assert!(out.stderr.contains("sub/.git"), "the user was told\n{out}");
+}
