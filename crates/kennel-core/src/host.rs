@@ -435,14 +435,45 @@ fn config_named_paths(root: &Path, home: &Path, controls: &mut Controls) {
         }
     };
     while let (Some(origin), Some(entry)) = (fields.next(), fields.next()) {
-        if let Some(file) = origin.strip_prefix("file:") {
-            let file = expand(file);
-            if file.starts_with(root) {
-                controls.add(root, &file);
-            }
+        let origin_file = origin.strip_prefix("file:").map(expand);
+        if let Some(file) = &origin_file
+            && file.starts_with(root)
+        {
+            controls.add(root, file);
         }
         let (key, value) = entry.split_once('\n').unwrap_or((entry, ""));
-        match key.to_ascii_lowercase().as_str() {
+        let lower = key.to_ascii_lowercase();
+        // Included files, conditional ones too (`includeIf.<cond>.path` is
+        // listed whether its condition holds now or not: the agent could
+        // make it hold, e.g. by switching branch). Relative to the file
+        // that includes them.
+        if (lower == "include.path"
+            || (lower.starts_with("includeif.") && lower.ends_with(".path")))
+            && !value.is_empty()
+        {
+            let path = match (value.strip_prefix("~/"), &origin_file) {
+                (Some(rest), _) => home.join(rest),
+                (None, _) if Path::new(value).is_absolute() => PathBuf::from(value),
+                (None, Some(file)) => file.parent().unwrap_or(root).join(value),
+                (None, None) => root.join(value),
+            };
+            let path = normalize(&path);
+            if path.starts_with(root) {
+                if std::fs::symlink_metadata(&path).is_ok()
+                    || controls.linked(root, &path).is_some()
+                {
+                    controls.add(root, &path);
+                } else {
+                    controls.notes.push(format!(
+                        "your git config includes {} ({key}), which does not exist: an agent \
+                         could create it; check it before running git here",
+                        path.display()
+                    ));
+                }
+            }
+            continue;
+        }
+        match lower.as_str() {
             "core.hookspath" if !value.is_empty() => {
                 let dir = expand(value);
                 if !dir.starts_with(root) {
@@ -602,6 +633,15 @@ mod tests {
         );
         git(&root, &["worktree", "add", "-q", "../other"]);
         git(&root, &["config", "core.hooksPath", ".husky/_"]);
+        std::fs::write(root.join("team.gitconfig"), "[core]\n").expect("write");
+        git(
+            &root,
+            &[
+                "config",
+                "includeIf.onbranch:agent.path",
+                "../team.gitconfig",
+            ],
+        );
         (top, root)
     }
 
@@ -622,6 +662,7 @@ mod tests {
             git.join("worktrees/other/commondir"),
             git.join("worktrees/other/gitdir"),
             root.join(".husky/_"),
+            root.join("team.gitconfig"),
         ] {
             assert!(
                 workspace.protected.contains(&path),
