@@ -106,6 +106,10 @@ pub async fn run(args: CleanArgs) -> Result<i32, CliError> {
             failed += 1;
         }
     }
+    // Direct-mode sessions that have ended by now: their git audit.
+    if let Some(registry) = &registry {
+        crate::git_audit::settle(&host, registry);
+    }
     if failed > 0 {
         return Err(CliError::kennel(format!(
             "{failed} of {} leftovers could not be removed",

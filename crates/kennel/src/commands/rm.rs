@@ -36,6 +36,7 @@ pub async fn run(args: RmArgs) -> Result<i32, CliError> {
         let id = found.session.id.clone();
         found.registry.remove(&id)?;
         eprintln!("kennel: session {name} removed");
+        audit(&id);
         crate::checkout::warn_left_behind(&found.session);
         return Ok(0);
     }
@@ -55,6 +56,15 @@ pub async fn run(args: RmArgs) -> Result<i32, CliError> {
     let id = found.session.id.clone();
     found.registry.remove(&id)?;
     eprintln!("kennel: session {name} removed");
+    audit(&id);
     crate::checkout::warn_left_behind(&found.session);
     Ok(0)
+}
+
+/// A direct-mode session's end-of-session check of the user's git control
+/// files, if it has not run yet.
+fn audit(id: &str) {
+    if let Ok(host) = kennel_core::host::HostContext::detect() {
+        crate::git_audit::finish(&host, id);
+    }
 }
