@@ -629,3 +629,70 @@ fn resume_adds_the_agents_resume_arguments() {
     let plan = plan_for("claude", &[], RunRequest::default());
     assert!(!plan.command.iter().any(|arg| arg == "--continue"));
 }
+
+#[test]
+fn git_controls_are_read_only_and_their_directories_pinned_parents_first() {
+    let config = config("");
+    let catalog = Catalog::with_overrides(&config.file.agents).expect("catalog");
+    let workspace = Workspace {
+        protected: vec![
+            "/work/repo/.git/modules/lib/config".into(),
+            "/work/repo/.git/config".into(),
+        ],
+        pinned: vec![
+            "/work/repo/.git/modules/lib".into(),
+            "/work/repo/.git".into(),
+            "/work/repo/.git/modules".into(),
+        ],
+        ..workspace()
+    };
+    let plan = build_plan(
+        &host(&[]),
+        &config,
+        catalog.get("shell").expect("agent"),
+        &workspace,
+        image(),
+        &RunRequest::default(),
+    )
+    .expect("plan");
+    let controls: Vec<(String, bool)> = plan
+        .mounts
+        .iter()
+        .filter(|m| m.purpose == MountPurpose::Protect)
+        .map(|m| {
+            assert_eq!(m.source, m.target);
+            (m.target.display().to_string(), m.read_only)
+        })
+        .collect();
+    let position = |path: &str| {
+        controls
+            .iter()
+            .position(|(target, _)| target == path)
+            .unwrap_or_else(|| panic!("{path} not mounted: {controls:?}"))
+    };
+    for (path, read_only) in [
+        ("/work/repo/.git", false),
+        ("/work/repo/.git/config", true),
+        ("/work/repo/.git/modules", false),
+        ("/work/repo/.git/modules/lib", false),
+        ("/work/repo/.git/modules/lib/config", true),
+    ] {
+        assert_eq!(controls[position(path)].1, read_only, "{path}");
+    }
+    assert!(position("/work/repo/.git") < position("/work/repo/.git/config"));
+    assert!(
+        position("/work/repo/.git/modules/lib") < position("/work/repo/.git/modules/lib/config")
+    );
+    // The workspace comes before all of them.
+    let workspace_at = plan
+        .mounts
+        .iter()
+        .position(|m| m.purpose == MountPurpose::Workspace)
+        .expect("workspace");
+    let first_control = plan
+        .mounts
+        .iter()
+        .position(|m| m.purpose == MountPurpose::Protect)
+        .expect("controls");
+    assert!(workspace_at < first_control);
+}
