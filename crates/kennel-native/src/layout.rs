@@ -110,6 +110,11 @@ pub enum LayoutError {
     BadTarget(PathBuf),
     #[error("the host path {0} does not exist")]
     MissingSource(PathBuf),
+    #[error(
+        "refusing to mount {0}: it is, or goes through, a symbolic link, and kennel never \
+         follows links in protected paths"
+    )]
+    LinkedSource(PathBuf),
 }
 
 fn depth(path: &Path) -> usize {
@@ -253,6 +258,11 @@ pub fn plan_layout(plan: &Plan, fs: &dyn HostFs) -> Result<Layout, LayoutError> 
         let Some(real) = fs.canonical(&mount.source) else {
             return Err(LayoutError::MissingSource(mount.source.clone()));
         };
+        // A protected git control path that became a link since the Plan
+        // was made (another session's agent): never followed.
+        if mount.purpose == MountPurpose::Protect && real != mount.source {
+            return Err(LayoutError::LinkedSource(mount.source.clone()));
+        }
         let dir = match fs.node(&real) {
             Some(Node::Dir) => true,
             Some(_) => false,

@@ -525,3 +525,47 @@ fn the_command_must_exist_on_the_host() {
     fs.executables.push("/home/u/repo/./run.sh".into());
     assert!(check_command(&plan, &fs).is_ok());
 }
+
+#[test]
+fn protected_paths_are_bound_as_found_and_links_refused() {
+    // A single file, a directory, and a directory pinned onto itself.
+    let host = usrmerge_host()
+        .with("/home/u/repo/.git", Node::Dir)
+        .with("/home/u/repo/.git/modules/lib/config", Node::File);
+    let mut mounts = typical_mounts();
+    mounts.push(mount(
+        "/home/u/repo/.git",
+        "/home/u/repo/.git",
+        false,
+        MountPurpose::Protect,
+    ));
+    mounts.push(mount(
+        "/home/u/repo/.git/modules/lib/config",
+        "/home/u/repo/.git/modules/lib/config",
+        true,
+        MountPurpose::Protect,
+    ));
+    let layout = plan_layout(&plan(mounts.clone()), &host).expect("layout");
+    let binds = binds(&layout.ops);
+    for (path, read_only, dir) in [
+        ("/home/u/repo/.git", false, true),
+        ("/home/u/repo/.git/hooks", true, true),
+        ("/home/u/repo/.git/config", true, false),
+        ("/home/u/repo/.git/modules/lib/config", true, false),
+    ] {
+        assert!(
+            binds.contains(&(path.into(), path.into(), read_only, dir)),
+            "{path}: {binds:?}"
+        );
+    }
+    let position = |path: &str| binds.iter().position(|bind| bind.1 == path).expect(path);
+    assert!(position("/home/u/repo/.git") < position("/home/u/repo/.git/config"));
+
+    // The hooks dir became a link to the user's ~/.ssh since the Plan was made.
+    let host = host.with(
+        "/home/u/repo/.git/hooks",
+        Node::Symlink("/home/u/.ssh".into()),
+    );
+    let error = plan_layout(&plan(mounts), &host).expect_err("refused");
+    assert!(error.to_string().contains("symbolic link"), "{error}");
+}
