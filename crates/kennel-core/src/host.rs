@@ -319,6 +319,9 @@ pub fn git_controls(root: &Path, home: &Path) -> Controls {
     };
     let mut seen = 0usize;
     git_dir_controls(root, &git_dir, &mut controls, &mut seen);
+    for path in gitmodules_paths(root) {
+        checkout_controls(root, &path, &mut controls, &mut seen);
+    }
     // A linked worktree: the common dir holds config and hooks.
     if let Ok(text) = std::fs::read_to_string(git_dir.join("commondir")) {
         let common = git_dir.join(text.trim());
@@ -354,6 +357,11 @@ fn git_dir_controls(root: &Path, git_dir: &Path, controls: &mut Controls, seen: 
     for name in GIT_DIR_CONTROLS {
         controls.add(root, &git_dir.join(name));
     }
+    // A submodule's git dir names its checkout (`core.worktree`): the
+    // checkout's `.git` file says where its git reads everything from.
+    if let Some(worktree) = core_worktree(git_dir) {
+        checkout_controls(root, &worktree, controls, seen);
+    }
     for nest in ["modules", "worktrees"] {
         let dir = git_dir.join(nest);
         if !std::fs::symlink_metadata(&dir).is_ok_and(|meta| meta.is_dir()) {
@@ -365,6 +373,65 @@ fn git_dir_controls(root: &Path, git_dir: &Path, controls: &mut Controls, seen: 
         controls.pin(root, &dir);
         nested_git_dirs(root, &dir, controls, seen);
     }
+}
+
+/// The `core.worktree` of the git dir's own config file (a submodule's
+/// checkout), resolved against the git dir.
+fn core_worktree(git_dir: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(git_dir.join("config")).ok()?;
+    let mut in_core = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_core = line.to_ascii_lowercase().starts_with("[core]");
+            continue;
+        }
+        if !in_core {
+            continue;
+        }
+        if let Some((key, value)) = line.split_once('=')
+            && key.trim().eq_ignore_ascii_case("worktree")
+        {
+            let value = value.trim().trim_matches('"');
+            return Some(normalize(&git_dir.join(value)));
+        }
+    }
+    None
+}
+
+/// The `.git` of a checkout inside the workspace (a submodule's): a file is
+/// protected; a directory (an embedded repository) is a git dir of its own.
+fn checkout_controls(root: &Path, checkout: &Path, controls: &mut Controls, seen: &mut usize) {
+    if !checkout.starts_with(root) || checkout == root {
+        return;
+    }
+    let dot_git = checkout.join(".git");
+    match std::fs::symlink_metadata(&dot_git) {
+        Ok(meta) if meta.is_dir() && !meta.file_type().is_symlink() => {
+            if !controls.pinned.contains(&dot_git) {
+                git_dir_controls(root, &dot_git, controls, seen);
+            }
+        }
+        Ok(_) => controls.add(root, &dot_git),
+        Err(_) => {}
+    }
+}
+
+/// The submodule paths that `.gitmodules` lists (their checkouts may hold
+/// a `.git` directory of their own, with no git dir under `modules`).
+fn gitmodules_paths(root: &Path) -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string(root.join(".gitmodules")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let (key, value) = line.trim().split_once('=')?;
+            key.trim()
+                .eq_ignore_ascii_case("path")
+                .then(|| normalize(&root.join(value.trim().trim_matches('"'))))
+        })
+        .take(MAX_GIT_DIRS)
+        .collect()
 }
 
 /// Walks `dir` (under `modules` or `worktrees`): a directory with `HEAD` or
@@ -663,6 +730,8 @@ mod tests {
             git.join("worktrees/other/gitdir"),
             root.join(".husky/_"),
             root.join("team.gitconfig"),
+            root.join("lib/.git"),
+            root.join("lib/inner/.git"),
         ] {
             assert!(
                 workspace.protected.contains(&path),

@@ -64,8 +64,9 @@ fn user_git_status(t: &Ctx, dir: &Path) -> String {
 }
 
 /// Class 3: a submodule's `.git/modules/<name>/config` and `hooks/`, nested
-/// submodules included, and an existing `.git/config.worktree` (sparse
-/// checkout users have one) are read-only in direct mode; the user's next
+/// submodules included, its checkout's `.git` file, and an existing
+/// `.git/config.worktree` (sparse checkout users have one) are read-only in
+/// direct mode; the user's next
 /// `git status` runs nothing the agent wrote.
 pub fn submodule_and_worktree_config(b: Backend) {
     let Some(t) = Ctx::with_shell_image(b, "escape_direct_submodule") else {
@@ -120,6 +121,10 @@ pub fn submodule_and_worktree_config(b: Backend) {
     probe += &format!(
         "if printf '{hook}' > .git/modules/lib/hooks/post-checkout 2>/dev/null && chmod +x .git/modules/lib/hooks/post-checkout; then echo SUB_HOOK=ok; else echo SUB_HOOK=denied; fi\n"
     );
+    probe += &format!(
+        "git init -q evil && printf '{config}' >> evil/.git/config\n\
+         if printf 'gitdir: ../evil/.git\\n' > lib/.git 2>/dev/null; then echo SUB_GIT_FILE=ok; else echo SUB_GIT_FILE=denied; fi\n"
+    );
     probe += "if mv .git/modules .git/modules.old 2>/dev/null; then echo MODULES_MOVE=ok; else echo MODULES_MOVE=denied; fi\n";
     probe += "if mv .git/modules/lib .git/modules/lib.old 2>/dev/null; then echo LIB_MOVE=ok; else echo LIB_MOVE=denied; fi\n";
     let out = t.sh(&probe).run();
@@ -134,6 +139,7 @@ pub fn submodule_and_worktree_config(b: Backend) {
         "NESTED_CONFIG",
         "WORKTREE_CONFIG",
         "SUB_HOOK",
+        "SUB_GIT_FILE",
         "MODULES_MOVE",
         "LIB_MOVE",
     ] {
