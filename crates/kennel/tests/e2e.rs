@@ -39,12 +39,16 @@ mod agent_images;
 #[path = "e2e/images.rs"]
 mod images;
 
+#[path = "e2e/escape_output.rs"]
+mod escape_output;
+
 /// One module of tests per backend. A new behaviour: one line here (and its
 /// function in `cases.rs`). A new backend: one `backend_suite!` line below.
 macro_rules! backend_suite {
     ($module:ident, $backend:expr) => {
         mod $module {
             use crate::cases;
+            use crate::escape_output;
             use crate::git;
             use crate::harness::Backend;
             use crate::images;
@@ -143,6 +147,18 @@ macro_rules! backend_suite {
             #[test]
             fn image_build_is_cached() {
                 cases::image_build_is_cached(B)
+            }
+            #[test]
+            fn escape_output_diff() {
+                escape_output::diff_escapes_control_characters(B)
+            }
+            #[test]
+            fn escape_output_logs() {
+                escape_output::logs_escape_control_characters(B)
+            }
+            #[test]
+            fn escape_output_limits() {
+                escape_output::limits_cover_every_process(B)
             }
             #[test]
             fn build_failure_is_explained() {
