@@ -670,6 +670,16 @@ fn plan_network(
         }
         NetworkMode::None => None,
         NetworkMode::Allowlist | NetworkMode::Restricted => {
+            if let Some(upstream) = &config.file.network.upstream_proxy {
+                warnings.push(format!(
+                    "network.upstream_proxy: connections go through {}, which resolves each \
+                     name again and connects where its own DNS says: kennel checks the name and \
+                     the addresses it resolves itself, but the private-address check and DNS \
+                     rebinding protection depend on the upstream proxy (a name kennel cannot \
+                     resolve is checked by name only)",
+                    redact_userinfo(upstream)
+                ));
+            }
             let dir = proxy_dir(host, name);
             Some(ProxyPlan {
                 listen_inside: PROXY_LISTEN_INSIDE.into(),
@@ -685,6 +695,20 @@ fn plan_network(
         deny,
         enforced: true,
         proxy,
+    }
+}
+
+/// `http://user:password@host:port` without its credentials.
+fn redact_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://{host}"),
+            None => url.to_string(),
+        },
+        None => url
+            .rsplit_once('@')
+            .map_or(url, |(_, host)| host)
+            .to_string(),
     }
 }
 

@@ -628,3 +628,42 @@ fn resume_adds_the_agents_resume_arguments() {
     let plan = plan_for("claude", &[], RunRequest::default());
     assert!(!plan.command.iter().any(|arg| arg == "--continue"));
 }
+
+/// With an upstream proxy the address check is the upstream's too: the
+/// Plan (and so `--dry-run` and every run) says exactly what is not
+/// covered, without the proxy's credentials.
+#[test]
+fn upstream_proxy_says_what_the_address_check_does_not_cover() {
+    let config = config("[network]\nupstream_proxy = \"http://user:secret@proxy.corp:3128\"\n");
+    let catalog = Catalog::with_overrides(&config.file.agents).expect("catalog");
+    let plan = build_plan(
+        &host(&[]),
+        &config,
+        catalog.get("shell").expect("shell"),
+        &workspace(),
+        image(),
+        &RunRequest::default(),
+    )
+    .expect("plan");
+    let warning = plan
+        .warnings
+        .iter()
+        .find(|w| w.contains("upstream_proxy"))
+        .unwrap_or_else(|| panic!("no upstream warning: {:?}", plan.warnings));
+    assert!(warning.contains("http://proxy.corp:3128"), "{warning}");
+    assert!(warning.contains("DNS rebinding"), "{warning}");
+    assert!(!warning.contains("secret"), "{warning}");
+    let none = build_plan(
+        &host(&[]),
+        &config,
+        catalog.get("shell").expect("shell"),
+        &workspace(),
+        image(),
+        &RunRequest {
+            network: Some(NetworkMode::None),
+            ..RunRequest::default()
+        },
+    )
+    .expect("plan");
+    assert!(none.warnings.iter().all(|w| !w.contains("upstream_proxy")));
+}
