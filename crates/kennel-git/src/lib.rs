@@ -29,6 +29,14 @@
 //!   `index`) or a clone's `.git`.
 //! - Every command runs with hooks and fsmonitor off, no pager, no editor,
 //!   and every diff with `--no-ext-diff --no-textconv` ([`git`] module).
+//! - No filter driver runs on a session's files, in either direction
+//!   (`worktree add`, snapshots, `merge`, `apply`): not even the user's own,
+//!   because the agent's `.gitattributes` would choose which files go
+//!   through it. Files are recorded and checked out byte for byte (Git LFS:
+//!   pointers stay pointers).
+//! - Nested repositories (gitlinks, embedded repositories) are never
+//!   entered: no git process ever starts inside one, so their config,
+//!   filters, hooks and fsmonitor are never read (`review` module).
 //! - The one git process that runs *in* an agent's clone is `git
 //!   upload-pack`, started by `git fetch <clone>` in the host repository
 //!   ([`Repo::sync`]): git designs upload-pack to be safe in an untrusted
@@ -253,6 +261,19 @@ impl Repo {
         Cmd::repo(&self.git_dir, Some(&self.toplevel))
     }
 
+    /// Git on the user's checkout, writing files that came from a session
+    /// (merge, apply) or into a session's checkout (worktree add): with no
+    /// filter driver ([`git::NoFilters`]). The attributes that would choose
+    /// one are the agent's (its `.gitattributes` is in the tree), and so is
+    /// the content; a filter such as git-lfs's smudge would even fetch what
+    /// the agent's `.lfsconfig` names. Files land as they are in the commit
+    /// (LFS: pointers; `git lfs checkout` fills them in).
+    fn host_unfiltered(&self) -> Result<Cmd> {
+        Ok(self
+            .host()
+            .without_filters(&git::NoFilters::for_repo(&self.common_dir)?))
+    }
+
     /// Git on the repository's refs and objects, with no work tree.
     fn common(&self) -> Cmd {
         Cmd::repo(&self.common_dir, None)
@@ -375,8 +396,10 @@ impl Repo {
     pub fn create_worktree(&self, dir: &Path, branch: &str) -> Result<Checkout> {
         let _lock = self.lock_worktrees()?;
         let (dir, base) = self.new_checkout(dir, branch)?;
+        // No filter: the checkout holds the commit's blobs as they are, as
+        // a clone does, and as kennel's snapshot of it records them.
         let output = self
-            .host()
+            .host_unfiltered()?
             .args(["worktree", "add", "--lock", "--reason"])
             .arg(format!("kennel session on {branch}"))
             .args(["-b", branch])
@@ -536,9 +559,11 @@ impl Repo {
             .arg(format!("refs/heads/{branch}"))
             .arg(base)
             .ok()?;
-        // Filters from the user's global config (git-lfs) would try to reach
-        // a remote the clone does not have: leave LFS pointers as they are.
+        // No filter (git-lfs's from the user's global config would try to
+        // reach a remote the clone does not have): the files are the
+        // commit's blobs, as kennel's snapshots record them.
         Cmd::repo(&git_dir, Some(&dir))
+            .without_filters(&git::NoFilters::for_repo(&git_dir)?)
             .env("GIT_LFS_SKIP_SMUDGE", "1")
             .args(["checkout", "-q", "-f", branch])
             .ok()?;

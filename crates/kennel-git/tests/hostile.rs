@@ -1,0 +1,189 @@
+//! What a hostile agent leaves in its checkout or in the shared object
+//! store, and the host-side operations that must not act on it (issue 11):
+//!
+//! - class 1: nothing of the agent's runs on the host through kennel's own
+//!   git: no filter driver, neither one a nested repository defines nor one
+//!   of the user's that the agent's attributes select;
+//! - class 2: what a worktree session mounts is decided from what was
+//!   recorded before any agent ran, never from `objects/info/alternates`
+//!   as an agent left it;
+//! - class 7: an object the agent replaced in the shared object store is
+//!   noticed, and `merge` / `apply` refuse.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use kennel_git::{Checkout, CheckoutMode, GitError, Repo};
+
+fn new_checkout(fixture: &Fixture, repo: &Repo, mode: CheckoutMode, name: &str) -> Checkout {
+    let dir = fixture.session_dir(name);
+    let branch = format!("kennel/{name}");
+    match mode {
+        CheckoutMode::Worktree => repo.create_worktree(&dir, &branch),
+        CheckoutMode::Clone => repo.create_clone(&dir, &branch),
+    }
+    .expect("checkout created")
+}
+
+fn executable(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// A shell command that leaves `<markers>/<name>` and passes its input
+/// through (a working filter).
+fn marker_command(markers: &Path, name: &str) -> String {
+    let script = markers.join(format!("{name}.sh"));
+    executable(
+        &script,
+        &format!("#!/bin/sh\ntouch '{}/{name}'\ncat\n", markers.display()),
+    );
+    script.display().to_string()
+}
+
+/// The user's own repository defines a filter (as `git lfs install` or
+/// git-crypt do); the agent's attributes will select it.
+fn user_defines_a_filter(fixture: &Fixture, markers: &Path) {
+    let command = marker_command(markers, "users-filter");
+    git(
+        &fixture.repo,
+        &["config", "filter.userfilter.clean", &command],
+    );
+    git(
+        &fixture.repo,
+        &["config", "filter.userfilter.smudge", &command],
+    );
+}
+
+/// What the agent does inside its checkout: a nested repository whose own
+/// config defines a filter that its attributes select, committed as a
+/// gitlink; a second one left untracked (an embedded repository); and
+/// attributes in the checkout that select the user's own filter.
+fn agent_plants_filters(checkout: &Path, markers: &Path) {
+    for (name, commit) in [("nested", true), ("embedded", false)] {
+        let sub = checkout.join(name);
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        git(&sub, &["init", "-q", "-b", "main"]);
+        write(&sub, ".gitattributes", "* filter=evil\n");
+        write(&sub, "file.txt", "inner\n");
+        git(&sub, &["add", "-A"]);
+        git(&sub, &["commit", "-q", "-m", "inner"]);
+        // Defined only now, so that the agent's own commit above ran no
+        // filter: whatever runs it later is the host.
+        let command = marker_command(markers, &format!("{name}-filter"));
+        git(&sub, &["config", "filter.evil.clean", &command]);
+        git(&sub, &["config", "filter.evil.smudge", &command]);
+        git(&sub, &["config", "filter.evil.process", &command]);
+        git(&sub, &["config", "core.fsmonitor", &command]);
+        if commit {
+            git(checkout, &["add", name]);
+            git(checkout, &["commit", "-q", "-m", "a nested repository"]);
+        }
+        // A file whose stat no longer matches its index entry: a status
+        // inside would re-read it through the filter.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write(&sub, "file.txt", "inner, changed\n");
+    }
+    write(checkout, ".gitattributes", "*.txt filter=userfilter\n");
+    write(checkout, "agent.txt", "agent's work\n");
+}
+
+fn assert_no_markers(dir: &Path, after: &str) {
+    let found: Vec<String> = markers(dir)
+        .into_iter()
+        .filter(|name| !name.ends_with(".sh"))
+        .collect();
+    assert!(found.is_empty(), "after {after}, the host ran: {found:?}");
+}
+
+fn filters_never_run(mode: CheckoutMode) {
+    let fixture = Fixture::new();
+    let markers = fixture.root().join("markers");
+    std::fs::create_dir_all(&markers).expect("mkdir");
+    user_defines_a_filter(&fixture, &markers);
+    let repo = fixture.open();
+    // Nothing has selected the user's filter yet.
+    assert_no_markers(&markers, "set-up");
+
+    let checkout = new_checkout(&fixture, &repo, mode, "claude-0");
+    agent_plants_filters(&checkout.dir, &markers);
+    assert_no_markers(&markers, "the agent's own work");
+
+    assert!(repo.unmerged(&checkout).expect("unmerged"));
+    assert_no_markers(&markers, "unmerged (kennel ls)");
+    let diff = String::from_utf8(repo.diff(&checkout, false).expect("diff")).expect("utf-8");
+    assert_no_markers(&markers, "diff");
+    assert!(diff.contains("+agent's work"), "{diff}");
+    assert!(diff.contains("Subproject commit"), "{diff}");
+    let commit = checkout
+        .commit_all("kennel: uncommitted work", &agent_identity())
+        .expect("commit_all")
+        .expect("there was uncommitted work");
+    assert_no_markers(&markers, "commit_all (end of run)");
+    // The work is recorded as it is: files byte for byte, nested
+    // repositories as gitlinks (never their contents).
+    let tree = git(&fixture.repo, &["ls-tree", "-r", &commit]);
+    assert!(
+        tree.lines()
+            .any(|line| line.starts_with("160000 commit") && line.ends_with("\tnested")),
+        "{tree}"
+    );
+    assert!(
+        tree.lines()
+            .any(|line| line.starts_with("160000 commit") && line.ends_with("\tembedded")),
+        "{tree}"
+    );
+    assert!(!tree.contains("file.txt"), "{tree}");
+    assert_eq!(
+        git(&fixture.repo, &["show", &format!("{commit}:agent.txt")]),
+        "agent's work"
+    );
+    let _ = repo.diff(&checkout, true).expect("diff --stat");
+    let _ = repo.unmerged(&checkout).expect("unmerged");
+    assert_no_markers(&markers, "a second diff and unmerged");
+
+    // apply, then merge (the same changes), into the user's checkout.
+    repo.apply(&checkout).expect("apply");
+    assert_no_markers(&markers, "apply");
+    // (The test's own git, not kennel's: without the user's filter.)
+    let no_filter = [
+        "-c",
+        "filter.userfilter.smudge=",
+        "-c",
+        "filter.userfilter.clean=",
+    ];
+    git(
+        &fixture.repo,
+        &[&no_filter[..], &["reset", "-q", "--hard"]].concat(),
+    );
+    git(
+        &fixture.repo,
+        &[&no_filter[..], &["clean", "-q", "-fd"]].concat(),
+    );
+    assert_no_markers(&markers, "the test's own reset");
+    repo.merge(&checkout).expect("merge");
+    assert_no_markers(&markers, "merge");
+    assert_eq!(read(&fixture.repo, "agent.txt"), "agent's work\n");
+    // Merged; then the agent changes more: `kennel ls` snapshots the
+    // checkout to see it.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write(&checkout.dir, "nested/file.txt", "inner, changed again\n");
+    write(&checkout.dir, "more.txt", "more\n");
+    assert!(repo.unmerged(&checkout).expect("unmerged"));
+    assert_no_markers(&markers, "unmerged of a merged session (kennel ls)");
+    repo.discard(&checkout).expect("discard");
+    assert_no_markers(&markers, "discard");
+}
+
+#[test]
+fn worktree_no_filter_of_a_nested_repository_or_the_users_runs_on_agent_files() {
+    filters_never_run(CheckoutMode::Worktree);
+}
+
+#[test]
+fn clone_no_filter_of_a_nested_repository_or_the_users_runs_on_agent_files() {
+    filters_never_run(CheckoutMode::Clone);
+}
