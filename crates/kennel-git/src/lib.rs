@@ -100,6 +100,15 @@ pub struct Checkout {
     /// Worktree mode: git's administrative directory for this worktree,
     /// `<common_dir>/worktrees/<name>`.
     pub admin_dir: Option<PathBuf>,
+    /// Worktree mode: the object directories the repository borrows from
+    /// (`objects/info/alternates`), as they were when the checkout was
+    /// created, before any agent of this session ran, and checked to be
+    /// object stores. The only lenders a sandbox of this checkout gets
+    /// mounted: `objects/info` is read-only in the sandbox, and kennel never
+    /// re-reads it for an existing checkout. Empty in records made before
+    /// kennel kept it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alternates: Vec<PathBuf>,
 }
 
 /// Who a commit kennel makes on the agent's behalf is by.
@@ -396,6 +405,13 @@ impl Repo {
     pub fn create_worktree(&self, dir: &Path, branch: &str) -> Result<Checkout> {
         let _lock = self.lock_worktrees()?;
         let (dir, base) = self.new_checkout(dir, branch)?;
+        // git is about to write the branch's ref and reflog: not through a
+        // symlink an earlier session left where its directory goes (with a
+        // branch outside a directory, `refs/heads` is writable to it).
+        mounts::check_no_symlinks(
+            &self.common_dir,
+            &mounts::ref_dirs(&self.common_dir, branch),
+        )?;
         // No filter: the checkout holds the commit's blobs as they are, as
         // a clone does, and as kennel's snapshot of it records them.
         let output = self
@@ -428,6 +444,7 @@ impl Repo {
             base,
             common_dir: self.common_dir.clone(),
             admin_dir: Some(admin_dir),
+            alternates: self.alternates(),
         };
         if let Err(error) = self.prepare_worktree_mounts(&checkout) {
             let _ = self.discard(&checkout);
@@ -447,7 +464,7 @@ impl Repo {
                 reason: "the worktree's .git is not a file".into(),
             });
         }
-        let text = std::fs::read_to_string(&gitfile).map_err(|source| GitError::Io {
+        let text = read_no_follow(&gitfile).map_err(|source| GitError::Io {
             path: gitfile.clone(),
             source,
         })?;
@@ -506,6 +523,7 @@ impl Repo {
                     base,
                     common_dir: self.common_dir.clone(),
                     admin_dir: None,
+                    alternates: Vec::new(),
                 };
                 tracing::info!(dir = %checkout.dir.display(), branch, base = %checkout.base, "clone created");
                 Ok(checkout)
@@ -600,6 +618,24 @@ impl Repo {
         self.common().args(["branch", "-D", "-q", branch]).ok()?;
         Ok(())
     }
+}
+
+/// Reads a text file that an agent could have replaced, never through a
+/// symlink (`O_NOFOLLOW`): a link to the user's `~/.ssh/id_rsa` is an error,
+/// not its content.
+pub(crate) fn read_no_follow(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// Removes a file, symlink or directory tree without following symlinks.

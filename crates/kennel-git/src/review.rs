@@ -370,7 +370,7 @@ impl Checkout {
         let Some(admin) = &self.admin_dir else {
             return Ok(());
         };
-        let head = std::fs::read_to_string(admin.join("HEAD")).unwrap_or_default();
+        let head = crate::read_no_follow(&admin.join("HEAD")).unwrap_or_default();
         if head.trim() != format!("ref: refs/heads/{}", self.branch) {
             return Ok(());
         }
@@ -396,6 +396,7 @@ impl Repo {
             "diff",
             "--no-ext-diff",
             "--no-textconv",
+            "--submodule=short",
             "--no-color",
             "--ignore-submodules=none",
         ]);
@@ -668,6 +669,7 @@ impl Repo {
                 "--full-index",
                 "--no-ext-diff",
                 "--no-textconv",
+                "--submodule=short",
                 "--no-color",
                 "--end-of-options",
                 &checkout.base,
@@ -827,7 +829,7 @@ impl Repo {
             source,
         })?;
         if let Some(admin) = &checkout.admin_dir {
-            let gitdir = std::fs::read_to_string(admin.join("gitdir")).unwrap_or_default();
+            let gitdir = crate::read_no_follow(&admin.join("gitdir")).unwrap_or_default();
             if Path::new(gitdir.trim()) == checkout.dir.join(".git") {
                 remove_path(admin).map_err(|source| GitError::Io {
                     path: admin.clone(),

@@ -187,3 +187,113 @@ fn worktree_no_filter_of_a_nested_repository_or_the_users_runs_on_agent_files() 
 fn clone_no_filter_of_a_nested_repository_or_the_users_runs_on_agent_files() {
     filters_never_run(CheckoutMode::Clone);
 }
+
+/// A home with a secret, and a runtime directory with a socket (as
+/// `/run/user/<uid>` has), beside the repository.
+fn host_secrets(
+    fixture: &Fixture,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::os::unix::net::UnixListener,
+) {
+    let ssh = fixture.root().join("home/.ssh");
+    write(&ssh, "id_ed25519", "SECRET KEY\n");
+    let run = fixture.root().join("run-user");
+    // Laid out like an object store, but with a socket in it.
+    std::fs::create_dir_all(run.join("pack")).expect("mkdir");
+    std::fs::create_dir_all(run.join("info")).expect("mkdir");
+    let listener = std::os::unix::net::UnixListener::bind(run.join("info/bus")).expect("socket");
+    (ssh, run, listener)
+}
+
+#[test]
+fn alternates_an_agent_wrote_are_never_mounted() {
+    let fixture = Fixture::new();
+    let (ssh, run, _listener) = host_secrets(&fixture);
+    let repo = fixture.open();
+    let checkout = new_checkout(&fixture, &repo, CheckoutMode::Worktree, "claude-0");
+    let common = fixture.common_dir();
+    let before = repo.mounts_for_worktree(&checkout).expect("mounts");
+    // objects/info is mounted read-only, so that the agent cannot write
+    // alternates in the first place (sandbox_view.rs tries it for real).
+    assert!(
+        before
+            .iter()
+            .any(|mount| mount.host == common.join("objects/info") && mount.read_only),
+        "{before:#?}"
+    );
+
+    // What an agent would write there if it could (an older kennel left it
+    // writable; a direct-mode session still can).
+    let alternates = common.join("objects/info/alternates");
+    std::fs::write(
+        &alternates,
+        format!("{}\n{}\n../../../home/.ssh\n", ssh.display(), run.display()),
+    )
+    .expect("write alternates");
+
+    // The session's next start mounts what was recorded at its creation.
+    let again = repo.mounts_for_worktree(&checkout).expect("mounts");
+    assert_eq!(again, before);
+    // A new session records lenders from the file, but only object stores.
+    let other = new_checkout(&fixture, &repo, CheckoutMode::Worktree, "codex-0");
+    assert!(other.alternates.is_empty(), "{:?}", other.alternates);
+    let mounts = repo.mounts_for_worktree(&other).expect("mounts");
+    for mount in &mounts {
+        assert!(
+            !mount.host.starts_with(&ssh) && !mount.host.starts_with(&run),
+            "{} is mounted: {mounts:#?}",
+            mount.host.display()
+        );
+    }
+}
+
+#[test]
+fn a_symlink_planted_where_a_ref_directory_goes_is_refused_not_followed() {
+    let fixture = Fixture::new();
+    let (ssh, _run, _listener) = host_secrets(&fixture);
+    let repo = fixture.open();
+    // A branch outside a directory: refs/heads is writable to its agent.
+    let first = repo
+        .create_worktree(&fixture.session_dir("foo"), "foo")
+        .expect("worktree");
+    let common = fixture.common_dir();
+    std::os::unix::fs::symlink(&ssh, common.join("refs/heads/kennel")).expect("symlink");
+    std::os::unix::fs::symlink(&ssh, common.join("logs/refs/heads/kennel")).expect("symlink");
+    let listing = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("read_dir")
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let secrets_before = listing(&ssh);
+    let error = repo
+        .create_worktree(&fixture.session_dir("claude-0"), "kennel/claude-0")
+        .expect_err("refused");
+    assert!(matches!(error, GitError::Tampered { .. }), "{error:?}");
+    assert_eq!(
+        listing(&ssh),
+        secrets_before,
+        "kennel's git wrote into the link"
+    );
+    // The earlier session is left as it was.
+    repo.mounts_for_worktree(&first).expect("mounts");
+}
+
+#[test]
+fn clone_mounts_never_lead_through_a_symlink() {
+    let fixture = Fixture::new();
+    let (ssh, _run, _listener) = host_secrets(&fixture);
+    let repo = fixture.open();
+    let checkout = new_checkout(&fixture, &repo, CheckoutMode::Clone, "claude-0");
+    repo.mounts_for_clone(&checkout).expect("mounts");
+    let config = checkout.dir.join(".git/config");
+    std::fs::remove_file(&config).expect("rm");
+    std::os::unix::fs::symlink(ssh.join("id_ed25519"), &config).expect("symlink");
+    let error = repo.mounts_for_clone(&checkout).expect_err("refused");
+    assert!(matches!(error, GitError::Tampered { .. }), "{error:?}");
+}
