@@ -48,6 +48,7 @@
 mod error;
 mod git;
 mod mounts;
+mod objects;
 mod review;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +57,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{GitError, Result};
 pub use mounts::GitMount;
+pub use objects::ObjectProblem;
 pub use review::MergeOutcome;
 
 use git::Cmd;
@@ -437,6 +439,7 @@ impl Repo {
             source,
         })?;
         let admin_dir = self.admin_dir_of(&dir)?;
+        objects::ensure_stamp(&self.common_dir)?;
         let checkout = Checkout {
             mode: CheckoutMode::Worktree,
             dir,
@@ -513,7 +516,8 @@ impl Repo {
             });
         }
         let created = std::fs::symlink_metadata(&dir).is_err();
-        let result = self.populate_clone(&dir, branch, &base);
+        let result = objects::ensure_stamp(&self.common_dir)
+            .and_then(|()| self.populate_clone(&dir, branch, &base));
         match result {
             Ok(dir) => {
                 let checkout = Checkout {

@@ -573,6 +573,8 @@ impl Repo {
             path: self.toplevel.clone(),
         })?;
         let tip = self.sync(checkout)?;
+        // Objects an agent replaced would be merged as the user's history.
+        self.check_objects()?;
         self.check_clean()?;
         if is_ancestor(&self.common_dir, &tip, &head_commit)? {
             return Ok(MergeOutcome::UpToDate);
@@ -624,6 +626,8 @@ impl Repo {
             path: self.toplevel.clone(),
         })?;
         let tip = self.sync(checkout)?;
+        // Objects an agent replaced would be merged as the user's history.
+        self.check_objects()?;
         self.check_clean()?;
         if !self.git_at_least(2, 40) {
             return self.apply_patch(checkout, &tip);
@@ -656,6 +660,8 @@ impl Repo {
     pub fn apply_with_patch(&self, checkout: &Checkout) -> Result<()> {
         self.check_ours(checkout)?;
         let tip = self.sync(checkout)?;
+        // Objects an agent replaced would be merged as the user's history.
+        self.check_objects()?;
         self.check_clean()?;
         self.apply_patch(checkout, &tip)
     }

@@ -297,3 +297,248 @@ fn clone_mounts_never_lead_through_a_symlink() {
     let error = repo.mounts_for_clone(&checkout).expect_err("refused");
     assert!(matches!(error, GitError::Tampered { .. }), "{error:?}");
 }
+
+/// The loose object file of `oid` in `common`.
+fn loose_path(common: &Path, oid: &str) -> std::path::PathBuf {
+    common.join("objects").join(&oid[..2]).join(&oid[2..])
+}
+
+/// Gives `path` an old modification time, as `touch -d` would: the one
+/// file time an unprivileged process can forge.
+fn backdate(path: &Path) {
+    let status = std::process::Command::new("touch")
+        .args(["-h", "-d", "2001-01-01 00:00:00"])
+        .arg(path)
+        .status()
+        .expect("touch");
+    assert!(status.success());
+}
+
+#[test]
+fn a_replaced_loose_object_is_noticed_and_merge_and_apply_refuse() {
+    let fixture = Fixture::new();
+    let common = fixture.common_dir();
+    // An object already in the store before the session (from an earlier
+    // session, say): its file's times are old, and the agent will rename
+    // it over the user's README.
+    let planted = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&fixture.repo)
+        .args(["hash-object", "-w", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"rm -rf ~ # the agent's README\n")?;
+            child.wait_with_output()
+        })
+        .expect("hash-object");
+    let planted = String::from_utf8(planted.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    // Older than the check's slack.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let repo = fixture.open();
+    let checkout = new_checkout(&fixture, &repo, CheckoutMode::Worktree, "claude-0");
+    write(&checkout.dir, "agent.txt", "honest work\n");
+    git(&checkout.dir, &["add", "-A"]);
+    git(&checkout.dir, &["commit", "-q", "-m", "honest"]);
+    // New objects are fine.
+    assert_eq!(checkout.verify_objects().expect("verify"), vec![]);
+
+    let readme = git(&fixture.repo, &["rev-parse", "main:README.md"]);
+    let target = loose_path(&common, &readme);
+    std::fs::rename(loose_path(&common, &planted), &target).expect("rename over");
+    backdate(&target);
+    // The attack works: the user's commit shows the agent's content, and
+    // git status is clean.
+    assert_eq!(
+        git(&fixture.repo, &["show", "main:README.md"]),
+        "rm -rf ~ # the agent's README"
+    );
+    assert_eq!(git(&fixture.repo, &["status", "--porcelain"]), "");
+
+    let problems = repo.verify_objects().expect("verify");
+    assert!(
+        problems.iter().any(|problem| problem.path == target),
+        "{problems:?}"
+    );
+    let before = checkout_state(&fixture.repo);
+    let error = repo.merge(&checkout).expect_err("merge refuses");
+    assert!(
+        matches!(error, GitError::ObjectsTampered { .. }),
+        "{error:?}"
+    );
+    assert!(error.is_refusal() && error.hint().is_some());
+    let error = repo.apply(&checkout).expect_err("apply refuses");
+    assert!(
+        matches!(error, GitError::ObjectsTampered { .. }),
+        "{error:?}"
+    );
+    assert_eq!(checkout_state(&fixture.repo), before);
+    // Still there on the next look: the check does not move on past it.
+    assert!(!checkout.verify_objects().expect("verify").is_empty());
+}
+
+#[test]
+fn a_forged_pack_is_noticed_and_merge_refuses() {
+    let fixture = Fixture::new();
+    git(&fixture.repo, &["gc", "-q"]);
+    let common = fixture.common_dir();
+    let repo = fixture.open();
+    let checkout = new_checkout(&fixture, &repo, CheckoutMode::Worktree, "claude-0");
+    assert_eq!(repo.verify_objects().expect("verify"), vec![]);
+
+    // The agent repacks every object of the user's pack but the README,
+    // with a blob of its own instead, and edits the new pack's index to
+    // say that this blob is the user's README (git never re-hashes what it
+    // reads); then it puts that pack in place of the user's.
+    let readme = git(&fixture.repo, &["rev-parse", "main:README.md"]);
+    write(&checkout.dir, "fake", "# not your project\n");
+    let fake = git(&checkout.dir, &["hash-object", "-w", "fake"]);
+    let pack_dir = common.join("objects/pack");
+    let original: Vec<std::path::PathBuf> = std::fs::read_dir(&pack_dir)
+        .expect("pack dir")
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "idx"))
+        .collect();
+    assert_eq!(original.len(), 1, "{original:?}");
+    let original = original[0].with_extension("");
+    let oids_output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&fixture.repo)
+        .arg("show-index")
+        .stdin(std::fs::File::open(original.with_extension("idx")).expect("idx"))
+        .output()
+        .expect("show-index");
+    let mut wanted: Vec<String> = String::from_utf8(oids_output.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1).map(str::to_string))
+        .filter(|oid| *oid != readme)
+        .collect();
+    wanted.push(fake.clone());
+    let scratch = fixture.root().join("agent-pack");
+    std::fs::create_dir_all(&scratch).expect("mkdir");
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&checkout.dir)
+        .args(["pack-objects", "-q", "--no-reuse-delta", "--depth=0"])
+        .arg(scratch.join("p"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(format!("{}\n", wanted.join("\n")).as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("pack-objects");
+    let hash = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let idx = std::fs::read(scratch.join(format!("p-{hash}.idx"))).expect("idx");
+    let hex_bytes = |hex: &str| -> Vec<u8> {
+        (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect()
+    };
+    // idx v2: 8 bytes of header, 256 fan-out counts, then N names, N CRCs,
+    // N offsets (small packs need no large offsets), then the trailer.
+    let count = u32::from_be_bytes(idx[8 + 4 * 255..8 + 4 * 256].try_into().unwrap()) as usize;
+    let names = 8 + 1024;
+    let crcs = names + 20 * count;
+    let offsets = crcs + 4 * count;
+    let trailer = offsets + 4 * count;
+    let mut entries: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = (0..count)
+        .map(|i| {
+            (
+                idx[names + 20 * i..names + 20 * i + 20].to_vec(),
+                idx[crcs + 4 * i..crcs + 4 * i + 4].to_vec(),
+                idx[offsets + 4 * i..offsets + 4 * i + 4].to_vec(),
+            )
+        })
+        .collect();
+    let (fake_bytes, readme_bytes) = (hex_bytes(&fake), hex_bytes(&readme));
+    for entry in &mut entries {
+        if entry.0 == fake_bytes {
+            entry.0 = readme_bytes.clone();
+        }
+    }
+    entries.sort();
+    let mut forged = idx[..8].to_vec();
+    for byte in 0..256usize {
+        let below = entries
+            .iter()
+            .filter(|entry| entry.0[0] as usize <= byte)
+            .count() as u32;
+        forged.extend_from_slice(&below.to_be_bytes());
+    }
+    for part in 0..3 {
+        for entry in &entries {
+            forged.extend_from_slice(match part {
+                0 => &entry.0,
+                1 => &entry.1,
+                _ => &entry.2,
+            });
+        }
+    }
+    forged.extend_from_slice(&idx[trailer..]);
+    for ext in ["pack", "idx"] {
+        let path = original.with_extension(ext);
+        let _ = std::fs::remove_file(&path);
+    }
+    std::fs::copy(
+        scratch.join(format!("p-{hash}.pack")),
+        original.with_extension("pack"),
+    )
+    .expect("copy pack");
+    std::fs::write(original.with_extension("idx"), &forged).expect("write idx");
+    backdate(&original.with_extension("pack"));
+    backdate(&original.with_extension("idx"));
+    // The attack works: the user's commit shows the agent's content.
+    assert_eq!(
+        git(&fixture.repo, &["show", "main:README.md"]),
+        "# not your project"
+    );
+    let name = original.file_name().unwrap().to_string_lossy().into_owned();
+
+    let problems = repo.verify_objects().expect("verify");
+    assert!(
+        problems
+            .iter()
+            .any(|problem| problem.path == pack_dir.join(format!("{name}.pack"))),
+        "{problems:?}"
+    );
+    let error = repo.merge(&checkout).expect_err("merge refuses");
+    assert!(
+        matches!(error, GitError::ObjectsTampered { .. }),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn a_clean_object_store_passes_after_the_users_own_gc() {
+    let fixture = Fixture::new();
+    let repo = fixture.open();
+    let checkout = new_checkout(&fixture, &repo, CheckoutMode::Worktree, "claude-0");
+    write(&checkout.dir, "agent.txt", "work\n");
+    git(&checkout.dir, &["add", "-A"]);
+    git(&checkout.dir, &["commit", "-q", "-m", "work"]);
+    git(
+        &fixture.repo,
+        &["-c", "gc.writeCommitGraph=true", "gc", "-q"],
+    );
+    git(&fixture.repo, &["commit-graph", "write", "--reachable"]);
+    assert_eq!(repo.verify_objects().expect("verify"), vec![]);
+    assert!(repo.merge(&checkout).is_ok());
+}
