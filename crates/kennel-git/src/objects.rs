@@ -292,6 +292,10 @@ fn check_loose(
             }),
         }
     }
+    if copied.is_empty() || all_hash_to_their_names(store, scratch, &copied)? {
+        return Ok(problems);
+    }
+    // Something is wrong: find which, one object at a time.
     for (index, (oid, path)) in copied.iter().enumerate() {
         let bad = |reason: String| ObjectProblem {
             path: path.clone(),
@@ -336,6 +340,35 @@ fn check_loose(
         }
     }
     Ok(problems)
+}
+
+/// The quick check for many objects at once (the usual case: all of them
+/// are fine): `git pack-objects` packs them without re-hashing, then `git
+/// verify-pack` recomputes every name from the content. `false` when
+/// either fails.
+fn all_hash_to_their_names(
+    store: &Path,
+    scratch: &Path,
+    copied: &[(String, PathBuf)],
+) -> Result<bool> {
+    let mut list = String::new();
+    for (oid, _) in copied {
+        list.push_str(oid);
+        list.push('\n');
+    }
+    let base = scratch.join("check");
+    let packed = Cmd::repo(store, None)
+        .args(["pack-objects", "-q", "--window=0", "--depth=0"])
+        .arg(&base)
+        .input(list.into_bytes())
+        .run()?;
+    if packed.status != Some(0) {
+        return Ok(false);
+    }
+    let hash = String::from_utf8_lossy(&packed.stdout).trim().to_string();
+    let idx = scratch.join(format!("check-{hash}.idx"));
+    let verified = Cmd::repo(store, None).arg("verify-pack").arg(&idx).run()?;
+    Ok(verified.status == Some(0))
 }
 
 impl Repo {
