@@ -43,6 +43,14 @@
 //!   repository (it ignores hooks and honours `uploadpack.packObjectsHook`
 //!   only from protected config; see git's `gitsecurityboundary(7)`).
 //!
+//! What a worktree sandbox mounts ([`Repo::mounts_for_worktree`]) comes
+//! from kennel's own paths and from what was recorded when the checkout
+//! was created ([`Checkout::alternates`]), never from files an agent could
+//! have written since, and no mount source leads through a symlink. The
+//! shared object store is writable to the agent: [`Repo::verify_objects`]
+//! notices an object it replaced, and [`Repo::merge`] / [`Repo::apply`]
+//! refuse then ([`GitError::ObjectsTampered`]).
+//!
 //! This crate never prints: every failure is a [`GitError`] with a hint.
 
 mod error;
