@@ -33,6 +33,9 @@ mod sessions;
 #[path = "e2e/git.rs"]
 mod git;
 
+#[path = "e2e/escape_git.rs"]
+mod escape_git;
+
 #[path = "e2e/agent_images.rs"]
 mod agent_images;
 
@@ -48,6 +51,7 @@ macro_rules! backend_suite {
     ($module:ident, $backend:expr) => {
         mod $module {
             use crate::cases;
+            use crate::escape_git;
             use crate::escape_output;
             use crate::git;
             use crate::harness::Backend;
@@ -56,6 +60,18 @@ macro_rules! backend_suite {
             use crate::sessions;
             const B: Backend = $backend;
 
+            #[test]
+            fn escape_git_filters() {
+                escape_git::nested_repository_filters(B)
+            }
+            #[test]
+            fn escape_git_alternates() {
+                escape_git::alternates_mount(B)
+            }
+            #[test]
+            fn escape_git_objects() {
+                escape_git::replaced_object(B)
+            }
             #[test]
             fn git_worktree_sessions() {
                 git::worktree_sessions(B)
