@@ -56,7 +56,10 @@ value = agent.get(sys.argv[2], "")
 print(" ".join(value) if isinstance(value, list) else value)' "$1" "$2" <<<"$catalog"
 }
 # The last line kennel printed that says why, without "kennel: error: ".
-why() { grep -E '^\s*\| |error:' "$1" | tail -n 1 | sed -E 's/^\s*\| //; s/^kennel: error: //' | cut -c1-110; }
+why() {
+    grep -E '^\s*\| |error:' "$1" | grep -v 'A complete log of this run' | tail -n 1 |
+        sed -E 's/^\s*\| //; s/^kennel: error: //' | cut -c1-110
+}
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 rows=()
