@@ -131,6 +131,10 @@ pub struct Defaults {
     /// Worktree and clone modes: commit the agent's uncommitted work to the
     /// session branch when the session ends (default: true).
     pub commit_on_exit: Option<bool>,
+    /// One agent home for every repository (as before homes were per
+    /// repository), instead of one per agent and repository (default false).
+    /// Only the user's own (or a trusted) config may turn it on.
+    pub share_agent_home: Option<bool>,
 }
 
 /// The workspace modes `defaults.mode` and `--mode` accept.
@@ -148,6 +152,7 @@ pub struct AgentOverride {
     pub runtime: Option<crate::catalog::Runtime>,
     pub install: Option<String>,
     pub state: Option<Vec<String>>,
+    pub login: Option<Vec<String>>,
     pub env: Option<Vec<String>>,
     pub domains: Option<Vec<String>>,
     pub command_from_args: Option<bool>,
@@ -351,10 +356,12 @@ fn read_project(path: &Path) -> Result<Option<String>, ConfigError> {
     else {
         return Ok(None);
     };
-    String::from_utf8(bytes).map(Some).map_err(|_| ConfigError::Read {
-        path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
-    })
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| ConfigError::Read {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+        })
 }
 
 /// Parses and type-checks one file, pointing errors at the offending key.
@@ -530,6 +537,8 @@ fn untrusted_keys(project: &toml::Table, trusted_so_far: &toml::Table) -> Vec<St
     flatten(project, "", &mut |dotted, value| {
         let allowed = match dotted {
             "defaults.deny" | "defaults.base_image" => true,
+            // A repository may keep its home to itself, never share it.
+            "defaults.share_agent_home" => value.as_bool() == Some(false),
             // A repository may ask for its own checkout per session (less
             // access to the user's checkout), never for the checkout itself.
             "defaults.mode" => matches!(value.as_str(), Some("worktree" | "clone")),
@@ -817,6 +826,27 @@ mod tests {
             Config::load(&sources, &TrustStore::in_memory()),
             Err(ConfigError::Unsafe { .. })
         ));
+    }
+
+    /// A repository may not share the agent's home with every other
+    /// repository (class 5 of issue 11); keeping it to itself is fine.
+    #[test]
+    fn project_may_not_share_the_agent_home() {
+        let (config, _dir) = load_with(None, Some("[defaults]\nshare_agent_home = true\n"));
+        match config {
+            Err(ConfigError::Untrusted { keys, .. }) => {
+                assert_eq!(keys, vec!["defaults.share_agent_home"])
+            }
+            other => panic!("expected Untrusted, got {other:?}"),
+        }
+        let (config, _dir) = load_with(
+            Some("[defaults]\nshare_agent_home = true\n"),
+            Some("[defaults]\nshare_agent_home = false\n"),
+        );
+        assert_eq!(
+            config.expect("loads").file.defaults.share_agent_home,
+            Some(false)
+        );
     }
 
     #[test]

@@ -208,7 +208,11 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
         assert!(matches!(read_config_file(&dangling), Err(ReadError::Link)));
         assert_eq!(read_config_file(&target).unwrap().unwrap(), b"x = 1\n");
-        assert!(read_config_file(&dir.path().join("absent")).unwrap().is_none());
+        assert!(
+            read_config_file(&dir.path().join("absent"))
+                .unwrap()
+                .is_none()
+        );
         assert!(matches!(
             read_config_file(dir.path()),
             Err(ReadError::NotFile)
