@@ -39,12 +39,16 @@ mod agent_images;
 #[path = "e2e/images.rs"]
 mod images;
 
+#[path = "e2e/escape_homes.rs"]
+mod escape_homes;
+
 /// One module of tests per backend. A new behaviour: one line here (and its
 /// function in `cases.rs`). A new backend: one `backend_suite!` line below.
 macro_rules! backend_suite {
     ($module:ident, $backend:expr) => {
         mod $module {
             use crate::cases;
+            use crate::escape_homes;
             use crate::git;
             use crate::harness::Backend;
             use crate::images;
@@ -199,6 +203,18 @@ macro_rules! backend_suite {
             #[test]
             fn sessions_clean() {
                 sessions::clean(B)
+            }
+            #[test]
+            fn escape_homes_cross_repository() {
+                escape_homes::cross_repository(B)
+            }
+            #[test]
+            fn escape_homes_login_link_not_followed() {
+                escape_homes::login_link_not_followed(B)
+            }
+            #[test]
+            fn escape_homes_linked_project_config() {
+                escape_homes::linked_project_config(B)
             }
         }
     };
