@@ -28,6 +28,7 @@ deny = []
 env = []
 mounts = []
 pids_limit = 1024
+share_agent_home = false
 "#;
 
 /// Where a value came from.
