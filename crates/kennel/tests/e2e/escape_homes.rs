@@ -201,6 +201,54 @@ pub fn login_link_not_followed(b: Backend) {
         found.is_empty(),
         "the secret is in the login store: {found}"
     );
+
+    // The other way: with a login in the store (made in B), the agent in A
+    // turns the login's directory into a link to a host directory; the
+    // next session in A must not have kennel write the login through it
+    // (a host-side write of agent-chosen bytes into any directory).
+    let token = format!("login-{}", unique());
+    t.kennel(&[
+        "run",
+        "shell",
+        "-w",
+        &ws_b,
+        "--",
+        "sh",
+        "-c",
+        &format!("mkdir -p ~/.fake-agent && echo {token} > ~/.fake-agent/creds.json"),
+    ])
+    .run()
+    .assert_ok();
+    let host_dir = t.scratch().join("host-autostart");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    t.user.chown(&host_dir);
+    t.kennel(&[
+        "run",
+        "shell",
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "rm -rf ~/.fake-agent && ln -s {} ~/.fake-agent",
+            host_dir.display()
+        ),
+    ])
+    .run()
+    .assert_ok();
+    let out = t
+        .kennel(&["run", "shell", "--", "sh", "-c", "ls -la ~/.fake-agent"])
+        .run();
+    out.assert_ok();
+    assert!(
+        !host_dir.join("creds.json").exists(),
+        "kennel wrote the login through a link in the agent's home into a host directory\n{out}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&host_dir).unwrap().count(),
+        0,
+        "kennel wrote into the host directory the agent's home links to"
+    );
+    assert!(out.stderr.contains("symbolic link"), "{out}");
 }
 
 /// Class 6: the agent links the workspace's `.kennel.toml` to a file the
