@@ -213,6 +213,10 @@ macro_rules! backend_suite {
                 escape_homes::login_link_not_followed(B)
             }
             #[test]
+            fn escape_homes_migration() {
+                escape_homes::migration(B)
+            }
+            #[test]
             fn escape_homes_linked_project_config() {
                 escape_homes::linked_project_config(B)
             }

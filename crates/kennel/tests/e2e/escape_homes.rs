@@ -353,3 +353,64 @@ pub fn linked_project_config(b: Backend) {
     std::fs::remove_file(&link).unwrap();
     t.sh("true").run().assert_ok();
 }
+
+/// The upgrade from one shared agent home: its login seeds the login store
+/// (the user stays logged in), nothing else of it reaches a repository's
+/// new home (a line it holds in `~/.bashrc` does not run), and kennel says
+/// once where the old home is and how to share a home again.
+pub fn migration(b: Backend) {
+    let Some(t) = Ctx::with_shell_image(b, "escape_homes_migration") else {
+        return;
+    };
+    t.write_config(
+        "",
+        "[agents.shell]\nlogin = [\"~/.fake-agent/creds.json\"]\n",
+    );
+    let legacy = t.data_home.join("kennel/homes/shell");
+    std::fs::create_dir_all(legacy.join(".fake-agent")).unwrap();
+    let token = format!("old-login-{}", unique());
+    std::fs::write(legacy.join(".fake-agent/creds.json"), &token).unwrap();
+    std::fs::write(
+        legacy.join(".bashrc"),
+        "echo ran > \"$PWD/legacy-bashrc-ran\"\n",
+    )
+    .unwrap();
+    t.user.chown(&t.data_home);
+    let out = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--",
+            "bash",
+            "-i",
+            "-c",
+            "echo login:$(cat ~/.fake-agent/creds.json)",
+        ])
+        .run();
+    out.assert_ok();
+    assert!(out.stdout.contains(&format!("login:{token}")), "{out}");
+    assert!(
+        !t.ws.join("legacy-bashrc-ran").exists(),
+        "the shared home's ~/.bashrc ran in a repository's session\n{out}"
+    );
+    assert!(out.stderr.contains("share_agent_home"), "{out}");
+    assert!(legacy.join(".bashrc").exists(), "the old home must stay");
+    // Said once, not for every new repository.
+    let repo_b = other_repository(&t, "repository-b");
+    let ws_b = repo_b.display().to_string();
+    let out = t.kennel(&["run", "shell", "-w", &ws_b, "--", "true"]).run();
+    out.assert_ok();
+    assert!(!out.stderr.contains("share_agent_home"), "{out}");
+
+    // `share_agent_home = true` uses the old home again, all of it.
+    t.write_config(
+        "share_agent_home = true",
+        "[agents.shell]\nlogin = [\"~/.fake-agent/creds.json\"]\n",
+    );
+    assert_eq!(agent_home(&t, "shell", &t.ws), legacy);
+    let out = t
+        .kennel(&["run", "shell", "--", "bash", "-i", "-c", "true"])
+        .run();
+    out.assert_ok();
+    assert!(t.ws.join("legacy-bashrc-ran").exists(), "{out}");
+}
