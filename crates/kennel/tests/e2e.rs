@@ -45,6 +45,9 @@ mod images;
 #[path = "e2e/escape_output.rs"]
 mod escape_output;
 
+#[path = "e2e/escape_homes.rs"]
+mod escape_homes;
+
 /// One module of tests per backend. A new behaviour: one line here (and its
 /// function in `cases.rs`). A new backend: one `backend_suite!` line below.
 macro_rules! backend_suite {
@@ -52,6 +55,7 @@ macro_rules! backend_suite {
         mod $module {
             use crate::cases;
             use crate::escape_git;
+            use crate::escape_homes;
             use crate::escape_output;
             use crate::git;
             use crate::harness::Backend;
@@ -231,6 +235,22 @@ macro_rules! backend_suite {
             #[test]
             fn sessions_clean() {
                 sessions::clean(B)
+            }
+            #[test]
+            fn escape_homes_cross_repository() {
+                escape_homes::cross_repository(B)
+            }
+            #[test]
+            fn escape_homes_login_link_not_followed() {
+                escape_homes::login_link_not_followed(B)
+            }
+            #[test]
+            fn escape_homes_migration() {
+                escape_homes::migration(B)
+            }
+            #[test]
+            fn escape_homes_linked_project_config() {
+                escape_homes::linked_project_config(B)
             }
         }
     };
