@@ -57,8 +57,11 @@ print(" ".join(value) if isinstance(value, list) else value)' "$1" "$2" <<<"$cat
 }
 # The last line kennel printed that says why, without "kennel: error: ".
 why() {
-    grep -E '^\s*\| |error:' "$1" | grep -v 'A complete log of this run' | tail -n 1 |
-        sed -E 's/^\s*\| //; s/^kennel: error: //' | cut -c1-110
+    local lines telling
+    lines=$(grep -E '^\s*\| |error:' "$1" | sed -E 's/^\s*\| //; s/^kennel: error: //' |
+        grep -vE 'npm notice|A complete log of this run|^npm error( 404)?\s*$')
+    telling=$(grep -E 'ENOTFOUND|not in this registry|Could not resolve|not on PATH|does not run|Error:' <<<"$lines" | tail -n 1)
+    printf '%s\n' "${telling:-$(tail -n 1 <<<"$lines")}" | cut -c1-110
 }
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
