@@ -56,7 +56,13 @@ value = agent.get(sys.argv[2], "")
 print(" ".join(value) if isinstance(value, list) else value)' "$1" "$2" <<<"$catalog"
 }
 # The last line kennel printed that says why, without "kennel: error: ".
-why() { grep -E '^\s*\| |error:' "$1" | tail -n 1 | sed -E 's/^\s*\| //; s/^kennel: error: //' | cut -c1-110; }
+why() {
+    local lines telling
+    lines=$(grep -E '^\s*\| |error:' "$1" | sed -E 's/^\s*\| //; s/^kennel: error: //' |
+        grep -vE 'npm notice|A complete log of this run|^npm error( 404)?\s*$')
+    telling=$(grep -E 'ENOTFOUND|not in this registry|Could not resolve|not on PATH|does not run|Error:' <<<"$lines" | tail -n 1)
+    printf '%s\n' "${telling:-$(tail -n 1 <<<"$lines")}" | cut -c1-110
+}
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 rows=()
@@ -81,7 +87,7 @@ for agent in "${agents[@]}"; do
     size=$(python3 -c "print(f'{$size / 1e6:.0f} MB')")
     if [[ $agent == shell ]]; then args=(bash --version); else read -r -a args <<<"$(field "$agent" version)"; fi
     if out=$(timeout 120 "$KENNEL" run "$agent" --network none -- "${args[@]}" </dev/null 2>"$work/logs/$agent.run"); then
-        version=$(printf '%s\n' "$out" | grep -m1 -oE '[0-9]+\.[0-9]+(\.[0-9]+)?' || true)
+        version=$(printf '%s\n' "$out" | grep -oE '[0-9]+\.[0-9]+(\.[0-9]+)?' | head -n 1 || true)
         result="yes"
         started=$((started + 1))
     else
@@ -90,8 +96,10 @@ for agent in "${agents[@]}"; do
     fi
     if [[ $agent == codex && $result == yes ]]; then
         # A login made in one sandbox is there in the next (~/.codex persists).
+        # `login status` exits 0 and names the key once one is configured.
         if printf 'sk-kennel-bench-dummy\n' | "$KENNEL" run codex --no-yolo --network none -- login --with-api-key >/dev/null 2>&1 &&
-            "$KENNEL" run codex --no-yolo --network none -- login status 2>&1 | grep -qi 'logged in'; then
+            status=$("$KENNEL" run codex --no-yolo --network none -- login status 2>&1) &&
+            grep -q 'sk-kenne' <<<"$status"; then
             result="yes; login kept"
         else
             result="yes; login NOT kept"

@@ -58,6 +58,13 @@ pub struct AgentSpec {
     /// Paths (under `~`) where the agent keeps config, login and history.
     #[serde(default)]
     pub state: Vec<String>,
+    /// The agent's login: files (under `~`) that carry over from one
+    /// repository's agent home to every other's, through kennel's login
+    /// store (see `logins`). Nothing else of a home does. Regular files
+    /// only, at most 1 MiB each; settings, hooks or anything that runs must
+    /// never be listed here.
+    #[serde(default)]
+    pub login: Vec<String>,
     /// Variables passed from the host when set (credentials, settings).
     #[serde(default)]
     pub env: Vec<String>,
@@ -185,6 +192,7 @@ impl Catalog {
                         runtime: Runtime::None,
                         install: String::new(),
                         state: Vec::new(),
+                        login: Vec::new(),
                         env: Vec::new(),
                         domains: Vec::new(),
                         command_from_args: false,
@@ -201,6 +209,18 @@ impl Catalog {
             };
             if spec.command.is_empty() && !spec.command_from_args {
                 return Err(CatalogError::MissingCommand { name: name.clone() });
+            }
+            if let Some(bad) = spec
+                .login
+                .iter()
+                .find(|path| crate::logins::login_relative(path).is_none())
+            {
+                return Err(CatalogError::Invalid {
+                    name: name.clone(),
+                    message: format!(
+                        "login path `{bad}` must be a file under ~/ (like ~/.myagent/auth.json), without `.` or `..`"
+                    ),
+                });
             }
             catalog.agents.insert(name.clone(), spec);
         }
@@ -264,6 +284,9 @@ fn apply(mut spec: AgentSpec, over: &AgentOverride, source: &str) -> AgentSpec {
     if let Some(value) = &over.state {
         spec.state = value.clone();
     }
+    if let Some(value) = &over.login {
+        spec.login = value.clone();
+    }
     if let Some(value) = &over.env {
         spec.env = value.clone();
     }
@@ -283,6 +306,30 @@ fn apply(mut spec: AgentSpec, over: &AgentOverride, source: &str) -> AgentSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_paths_are_files_under_home() {
+        let catalog = Catalog::builtin().expect("builtin parses");
+        for agent in catalog.agents() {
+            for path in &agent.login {
+                assert!(
+                    crate::logins::login_relative(path).is_some(),
+                    "{}: login {path}",
+                    agent.name
+                );
+            }
+        }
+        assert_eq!(
+            catalog.get("claude").unwrap().login,
+            ["~/.claude/.credentials.json"]
+        );
+        let bad: AgentOverride = toml::from_str(r#"login = ["~/../.ssh/id_ed25519"]"#).unwrap();
+        let overrides = BTreeMap::from([("claude".to_string(), bad)]);
+        assert!(matches!(
+            Catalog::with_overrides(&overrides),
+            Err(CatalogError::Invalid { .. })
+        ));
+    }
 
     #[test]
     fn builtin_catalog_parses_and_has_shell() {

@@ -28,6 +28,7 @@ deny = []
 env = []
 mounts = []
 pids_limit = 1024
+share_agent_home = false
 "#;
 
 /// Where a value came from.
@@ -74,6 +75,11 @@ pub enum ConfigError {
     BadEnv { variable: String, message: String },
     #[error("{path} is a project config, and a repository may not set {}", keys.join(", "))]
     Untrusted { path: PathBuf, keys: Vec<String> },
+    #[error("refusing the project config {path}: {reason}")]
+    Unsafe {
+        path: PathBuf,
+        reason: crate::trust::ReadError,
+    },
 }
 
 impl ConfigError {
@@ -87,6 +93,17 @@ impl ConfigError {
             ConfigError::BadEnv { .. } => {
                 Some("unset the variable or give it a valid value".into())
             }
+            ConfigError::Unsafe {
+                path,
+                reason: crate::trust::ReadError::Link,
+            } => Some(format!(
+                "a repository's .kennel.toml must be a regular file: a link would borrow the trust of the file it points at. Inspect it with `ls -l {}`; replace it with a copy of the file you mean (then `kennel config trust` if it widens policy), or remove it",
+                path.display()
+            )),
+            ConfigError::Unsafe { path, .. } => Some(format!(
+                "a repository's .kennel.toml must be a regular file of at most 1 MiB: inspect {}, then fix or remove it",
+                path.display()
+            )),
             ConfigError::Untrusted { path, .. } => Some(format!(
                 "a repository's config may only tighten policy. If you wrote this file and trust its exact content, run `kennel config trust {}` (editing the file revokes the trust), or move these keys to your own config.toml",
                 path.display()
@@ -115,6 +132,10 @@ pub struct Defaults {
     /// Worktree and clone modes: commit the agent's uncommitted work to the
     /// session branch when the session ends (default: true).
     pub commit_on_exit: Option<bool>,
+    /// One agent home for every repository (as before homes were per
+    /// repository), instead of one per agent and repository (default false).
+    /// Only the user's own (or a trusted) config may turn it on.
+    pub share_agent_home: Option<bool>,
 }
 
 /// The workspace modes `defaults.mode` and `--mode` accept.
@@ -132,6 +153,7 @@ pub struct AgentOverride {
     pub runtime: Option<crate::catalog::Runtime>,
     pub install: Option<String>,
     pub state: Option<Vec<String>>,
+    pub login: Option<Vec<String>>,
     pub env: Option<Vec<String>>,
     pub domains: Option<Vec<String>>,
     pub command_from_args: Option<bool>,
@@ -255,7 +277,7 @@ impl Config {
         if let Some((path, text)) = sources
             .project
             .as_ref()
-            .and_then(|path| read_optional(path).transpose().map(|text| (path, text)))
+            .and_then(|path| read_project(path).transpose().map(|text| (path, text)))
         {
             let text = text?;
             let layer = parse_layer(&text, path, Origin::Project(path.clone()))?;
@@ -316,6 +338,31 @@ fn read_optional(path: &Path) -> Result<Option<String>, ConfigError> {
             source,
         }),
     }
+}
+
+/// A repository's config, written by whoever can write the repository (an
+/// agent, too): read without following a link, through one descriptor (see
+/// [`crate::trust::read_config_file`]).
+fn read_project(path: &Path) -> Result<Option<String>, ConfigError> {
+    let Some(bytes) = crate::trust::read_config_file(path).map_err(|reason| match reason {
+        crate::trust::ReadError::Io(source) => ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+        reason => ConfigError::Unsafe {
+            path: path.to_path_buf(),
+            reason,
+        },
+    })?
+    else {
+        return Ok(None);
+    };
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| ConfigError::Read {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+        })
 }
 
 /// Parses and type-checks one file, pointing errors at the offending key.
@@ -491,6 +538,8 @@ fn untrusted_keys(project: &toml::Table, trusted_so_far: &toml::Table) -> Vec<St
     flatten(project, "", &mut |dotted, value| {
         let allowed = match dotted {
             "defaults.deny" | "defaults.base_image" => true,
+            // A repository may keep its home to itself, never share it.
+            "defaults.share_agent_home" => value.as_bool() == Some(false),
             // A repository may ask for its own checkout per session (less
             // access to the user's checkout), never for the checkout itself.
             "defaults.mode" => matches!(value.as_str(), Some("worktree" | "clone")),
@@ -736,6 +785,69 @@ mod tests {
             Config::load(&sources, &trust),
             Err(ConfigError::Untrusted { .. })
         ));
+    }
+
+    /// Class 6 of issue 11: a `.kennel.toml` that links to a file the user
+    /// trusted in another repository borrows none of its trust; kennel
+    /// refuses it without reading through the link.
+    #[test]
+    fn linked_project_config_borrows_no_trust() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let trusted = dir.path().join("other-repo/.kennel.toml");
+        let link = dir.path().join("repo/.kennel.toml");
+        std::fs::create_dir_all(trusted.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        let text = "[defaults]\nenv = [\"HOST_SECRET\"]\nmounts = [\"/etc:/host-etc\"]\nallow = [\"evil.example\"]\n";
+        std::fs::write(&trusted, text).unwrap();
+        std::os::unix::fs::symlink(&trusted, &link).unwrap();
+        let mut trust = TrustStore::in_memory();
+        trust.trust(&trusted, text.as_bytes());
+        let sources = ConfigSources {
+            project: Some(link.clone()),
+            ..Default::default()
+        };
+        match Config::load(&sources, &trust) {
+            Err(error @ ConfigError::Unsafe { .. }) => {
+                assert!(error.to_string().contains("symbolic link"), "{error}");
+                assert!(error.hint().unwrap().contains("regular file"));
+            }
+            Ok(config) => panic!(
+                "a linked .kennel.toml was loaded: env {:?}, mounts {:?}",
+                config.file.defaults.env, config.file.defaults.mounts
+            ),
+            Err(other) => panic!("expected Unsafe, got {other:?}"),
+        }
+        // Even a link to a file that only tightens policy is refused: the
+        // link itself is what kennel does not follow.
+        let harmless = dir.path().join("harmless.toml");
+        std::fs::write(&harmless, "[defaults]\ndeny = [\"x.example\"]\n").unwrap();
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&harmless, &link).unwrap();
+        assert!(matches!(
+            Config::load(&sources, &TrustStore::in_memory()),
+            Err(ConfigError::Unsafe { .. })
+        ));
+    }
+
+    /// A repository may not share the agent's home with every other
+    /// repository (class 5 of issue 11); keeping it to itself is fine.
+    #[test]
+    fn project_may_not_share_the_agent_home() {
+        let (config, _dir) = load_with(None, Some("[defaults]\nshare_agent_home = true\n"));
+        match config {
+            Err(ConfigError::Untrusted { keys, .. }) => {
+                assert_eq!(keys, vec!["defaults.share_agent_home"])
+            }
+            other => panic!("expected Untrusted, got {other:?}"),
+        }
+        let (config, _dir) = load_with(
+            Some("[defaults]\nshare_agent_home = true\n"),
+            Some("[defaults]\nshare_agent_home = false\n"),
+        );
+        assert_eq!(
+            config.expect("loads").file.defaults.share_agent_home,
+            Some(false)
+        );
     }
 
     #[test]

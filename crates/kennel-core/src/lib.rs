@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod config;
 pub mod host;
+pub mod logins;
 pub mod plan;
 pub mod settings;
 pub mod trust;

@@ -137,9 +137,66 @@ pub const LABEL_MANAGED: &str = "dev.kennel.managed";
 pub const LABEL_REGISTRY: &str = "dev.kennel.registry";
 pub const LABEL_SESSION: &str = "dev.kennel.session";
 
-/// Paths under kennel's data directory.
-pub fn agent_home(host: &HostContext, agent: &str) -> PathBuf {
+/// The agent home a session of `agent` on `repository` gets (slot 0):
+/// `<data dir>/repo-homes/<repository key>/<agent>`, one per agent and
+/// repository, so that nothing an agent leaves in its home (a line in
+/// `~/.bashrc`, its settings, hooks or instruction files) reaches a session
+/// on another repository. `repository` is the user's repository: the
+/// workspace's canonical top level, also for worktree and clone sessions
+/// (whose checkouts are made later and are not the key). `None`: the home
+/// shared by every repository ([`shared_agent_home`]), as
+/// `defaults.share_agent_home = true` asks.
+pub fn agent_home(host: &HostContext, agent: &str, repository: Option<&Path>) -> PathBuf {
+    match repository {
+        Some(repository) => repository_homes(host, repository).join(agent),
+        None => shared_agent_home(host, agent),
+    }
+}
+
+/// `<data dir>/homes/<agent>`: the home every repository shared before
+/// homes were per repository, and the one `share_agent_home = true` uses.
+pub fn shared_agent_home(host: &HostContext, agent: &str) -> PathBuf {
     host.data_dir.join("homes").join(agent)
+}
+
+/// `<data dir>/repo-homes/<key>`: the agent homes of `repository`.
+pub fn repository_homes(host: &HostContext, repository: &Path) -> PathBuf {
+    host.data_dir
+        .join("repo-homes")
+        .join(repository_key(repository))
+}
+
+/// A readable, unique name for a repository path: its directory's name
+/// (letters, digits, `-`, `_`, `.`; at most 32) and 16 hex digits of the
+/// SHA-256 of the whole path.
+pub fn repository_key(repository: &Path) -> String {
+    let name: String = repository
+        .file_name()
+        .map(|name| name.to_string_lossy().to_string())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(32)
+        .collect();
+    let name = name.trim_start_matches('.');
+    let digest = crate::trust::content_digest(repository.as_os_str().as_encoded_bytes());
+    if name.is_empty() {
+        digest[..16].to_string()
+    } else {
+        format!("{name}-{}", &digest[..16])
+    }
+}
+
+/// Whether agent homes are shared by every repository
+/// (`defaults.share_agent_home`, default false).
+pub fn share_agent_home(config: &Config) -> bool {
+    config.file.defaults.share_agent_home.unwrap_or(false)
 }
 
 pub fn identity_dir(host: &HostContext) -> PathBuf {
@@ -452,7 +509,11 @@ fn plan_mounts(
     };
     let mut mounts = vec![
         mount(
-            agent_home(host, &agent.name),
+            agent_home(
+                host,
+                &agent.name,
+                (!share_agent_home(config)).then_some(workspace.root.as_path()),
+            ),
             host.home.clone(),
             false,
             MountPurpose::AgentHome,
@@ -685,6 +746,16 @@ fn plan_network(
         }
         NetworkMode::None => None,
         NetworkMode::Allowlist | NetworkMode::Restricted => {
+            if let Some(upstream) = &config.file.network.upstream_proxy {
+                warnings.push(format!(
+                    "network.upstream_proxy: connections go through {}, which resolves each \
+                     name again and connects where its own DNS says: kennel checks the name and \
+                     the addresses it resolves itself, but the private-address check and DNS \
+                     rebinding protection depend on the upstream proxy (a name kennel cannot \
+                     resolve is checked by name only)",
+                    redact_userinfo(upstream)
+                ));
+            }
             let dir = proxy_dir(host, name);
             Some(ProxyPlan {
                 listen_inside: PROXY_LISTEN_INSIDE.into(),
@@ -700,6 +771,20 @@ fn plan_network(
         deny,
         enforced: true,
         proxy,
+    }
+}
+
+/// `http://user:password@host:port` without its credentials.
+fn redact_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://{host}"),
+            None => url.to_string(),
+        },
+        None => url
+            .rsplit_once('@')
+            .map_or(url, |(_, host)| host)
+            .to_string(),
     }
 }
 
@@ -750,25 +835,46 @@ fn plan_limits(
 }
 
 /// Gives `plan` agent-home slot `slot`: its own home directory
-/// ([`slot_home`]) instead of the agent's.
-pub fn use_slot(plan: &mut Plan, host: &HostContext, slot: i64) {
+/// ([`slot_home`]) next to the agent's home in the Plan.
+pub fn use_slot(plan: &mut Plan, slot: i64) {
     plan.slot = slot;
-    let home = slot_home(host, &plan.agent, slot);
+    let Some(base) = base_home(plan) else {
+        return;
+    };
     for mount in &mut plan.mounts {
         if mount.purpose == MountPurpose::AgentHome {
-            mount.source = home.clone();
+            mount.source = slot_home(&base, slot);
         }
     }
 }
 
-/// The agent home of `slot`: the agent's own for slot 0, `<agent>@<slot>`
-/// next to it for the others.
-pub fn slot_home(host: &HostContext, agent: &str, slot: i64) -> PathBuf {
+/// The agent home of slot 0 of `plan`'s agent (that of its repository, or
+/// the shared one), whatever slot the Plan has.
+pub fn base_home(plan: &Plan) -> Option<PathBuf> {
+    let home = plan
+        .mounts
+        .iter()
+        .find(|mount| mount.purpose == MountPurpose::AgentHome)?;
+    Some(home.source.parent()?.join(&plan.agent))
+}
+
+/// The agent home of `slot`: `base` (the agent's home) for slot 0,
+/// `<agent>@<slot>` next to it for the others.
+pub fn slot_home(base: &Path, slot: i64) -> PathBuf {
     if slot == 0 {
-        agent_home(host, agent)
-    } else {
-        host.data_dir.join("homes").join(format!("{agent}@{slot}"))
+        return base.to_path_buf();
     }
+    let agent = base
+        .file_name()
+        .map(|name| name.to_string_lossy().to_string())
+        .unwrap_or_default();
+    base.with_file_name(format!("{agent}@{slot}"))
+}
+
+/// Whether `plan`'s agent home is shared by every repository (rather than
+/// its repository's own): slots are then counted across repositories.
+pub fn home_is_shared(plan: &Plan, host: &HostContext) -> bool {
+    base_home(plan).is_some_and(|base| base == shared_agent_home(host, &plan.agent))
 }
 
 /// Parses sizes such as `512m`, `4g`, `1073741824`; `key` names the setting.

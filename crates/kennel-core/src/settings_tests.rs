@@ -204,7 +204,9 @@ fn mounts_are_only_workspace_home_identity() {
         .expect("home");
     assert_eq!(
         home.source,
-        Path::new("/home/alice/.local/share/kennel/homes/claude")
+        Path::new("/home/alice/.local/share/kennel/repo-homes")
+            .join(repository_key(Path::new("/work/repo")))
+            .join("claude")
     );
     assert_eq!(home.target, Path::new("/home/alice"));
 }
@@ -586,24 +588,106 @@ fn limit_flags_override_the_config_and_bad_ones_are_usage_errors() {
     }
 }
 
+fn home_of(plan: &Plan) -> PathBuf {
+    plan.mounts
+        .iter()
+        .find(|mount| mount.purpose == MountPurpose::AgentHome)
+        .map(|mount| mount.source.clone())
+        .expect("agent home")
+}
+
 #[test]
 fn each_slot_has_its_own_home() {
     let host = host(&[]);
     let mut plan = plan_for("shell", &[], RunRequest::default());
-    let home_of = |plan: &Plan| {
-        plan.mounts
-            .iter()
-            .find(|mount| mount.purpose == MountPurpose::AgentHome)
-            .map(|mount| mount.source.clone())
-            .expect("agent home")
-    };
+    let base = agent_home(&host, "shell", Some(Path::new("/work/repo")));
     assert_eq!(plan.slot, 0);
-    assert_eq!(home_of(&plan), agent_home(&host, "shell"));
-    use_slot(&mut plan, &host, 3);
+    assert_eq!(home_of(&plan), base);
+    use_slot(&mut plan, 3);
     assert_eq!(plan.slot, 3);
-    assert_eq!(home_of(&plan), host.data_dir.join("homes/shell@3"));
-    assert_ne!(slot_home(&host, "shell", 1), slot_home(&host, "shell", 2));
-    assert_eq!(slot_home(&host, "shell", 0), agent_home(&host, "shell"));
+    assert_eq!(home_of(&plan), base.with_file_name("shell@3"));
+    assert_eq!(base_home(&plan), Some(base.clone()));
+    // Idempotent: a slot is always counted from the agent's home.
+    use_slot(&mut plan, 2);
+    assert_eq!(home_of(&plan), base.with_file_name("shell@2"));
+    use_slot(&mut plan, 0);
+    assert_eq!(home_of(&plan), base);
+    assert_ne!(slot_home(&base, 1), slot_home(&base, 2));
+    assert_eq!(slot_home(&base, 0), base);
+    assert!(!home_is_shared(&plan, &host));
+}
+
+fn plan_in(root: &str, user_toml: &str) -> Plan {
+    let config = config(user_toml);
+    let catalog = Catalog::with_overrides(&config.file.agents).expect("catalog");
+    let workspace = Workspace {
+        root: root.into(),
+        workdir: root.into(),
+        protected: Vec::new(),
+        ..Default::default()
+    };
+    build_plan(
+        &host(&[]),
+        &config,
+        catalog.get("claude").expect("agent"),
+        &workspace,
+        image(),
+        &RunRequest::default(),
+    )
+    .expect("plan")
+}
+
+/// Class 5 of issue 11: nothing of an agent's home carries from one
+/// repository to another, unless the user's own config shares it.
+#[test]
+fn agent_homes_are_per_repository() {
+    let host = host(&[]);
+    let a = plan_in("/work/repo-a", "");
+    let b = plan_in("/work/repo-b", "");
+    assert_ne!(home_of(&a), home_of(&b), "two repositories share a home");
+    assert_eq!(home_of(&a), home_of(&plan_in("/work/repo-a", "")));
+    assert!(home_of(&a).starts_with(host.data_dir.join("repo-homes")));
+    assert_ne!(home_of(&a), shared_agent_home(&host, "claude"));
+    // Same directory name elsewhere: still another repository.
+    assert_ne!(home_of(&a), home_of(&plan_in("/other/repo-a", "")));
+    assert!(
+        home_of(&a)
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("repo-a-")
+    );
+
+    let shared = "[defaults]\nshare_agent_home = true\n";
+    let a = plan_in("/work/repo-a", shared);
+    let b = plan_in("/work/repo-b", shared);
+    assert_eq!(home_of(&a), shared_agent_home(&host, "claude"));
+    assert_eq!(home_of(&a), home_of(&b));
+    assert!(home_is_shared(&a, &host));
+}
+
+#[test]
+fn repository_keys_are_plain_names() {
+    for path in [
+        "/",
+        "/work/..",
+        "/work/.hidden",
+        "/work/a b/c:d",
+        "/x/\u{e9}t\u{e9}",
+    ] {
+        let key = repository_key(Path::new(path));
+        assert!(
+            !key.is_empty() && !key.starts_with('.') && !key.contains('/'),
+            "{path}: {key}"
+        );
+        assert!(
+            key.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')),
+            "{path}: {key}"
+        );
+    }
 }
 
 #[test]
@@ -628,6 +712,45 @@ fn resume_adds_the_agents_resume_arguments() {
     );
     let plan = plan_for("claude", &[], RunRequest::default());
     assert!(!plan.command.iter().any(|arg| arg == "--continue"));
+}
+
+/// With an upstream proxy the address check is the upstream's too: the
+/// Plan (and so `--dry-run` and every run) says exactly what is not
+/// covered, without the proxy's credentials.
+#[test]
+fn upstream_proxy_says_what_the_address_check_does_not_cover() {
+    let config = config("[network]\nupstream_proxy = \"http://user:secret@proxy.corp:3128\"\n");
+    let catalog = Catalog::with_overrides(&config.file.agents).expect("catalog");
+    let plan = build_plan(
+        &host(&[]),
+        &config,
+        catalog.get("shell").expect("shell"),
+        &workspace(),
+        image(),
+        &RunRequest::default(),
+    )
+    .expect("plan");
+    let warning = plan
+        .warnings
+        .iter()
+        .find(|w| w.contains("upstream_proxy"))
+        .unwrap_or_else(|| panic!("no upstream warning: {:?}", plan.warnings));
+    assert!(warning.contains("http://proxy.corp:3128"), "{warning}");
+    assert!(warning.contains("DNS rebinding"), "{warning}");
+    assert!(!warning.contains("secret"), "{warning}");
+    let none = build_plan(
+        &host(&[]),
+        &config,
+        catalog.get("shell").expect("shell"),
+        &workspace(),
+        image(),
+        &RunRequest {
+            network: Some(NetworkMode::None),
+            ..RunRequest::default()
+        },
+    )
+    .expect("plan");
+    assert!(none.warnings.iter().all(|w| !w.contains("upstream_proxy")));
 }
 
 #[test]

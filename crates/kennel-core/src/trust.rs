@@ -1,7 +1,10 @@
 //! Which project config files the user has trusted, by exact content.
 //!
-//! Trust is keyed by the file's canonical path and the SHA-256 of its bytes,
-//! so editing a trusted file (by hand or by an agent) revokes the trust.
+//! Trust is keyed by the file's path as found (its directory canonical, the
+//! file itself never resolved) and the SHA-256 of its bytes, so editing a
+//! trusted file (by hand or by an agent) revokes the trust, and a link to a
+//! trusted file in another repository borrows nothing: a project config that
+//! is a symbolic link is refused ([`read_config_file`]), never followed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,11 +38,77 @@ pub fn content_digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The path as found: its directory resolved (the workspace's own path,
+/// which the agent does not control), its last component never.
 fn key_for(path: &Path) -> String {
-    std::fs::canonicalize(path)
-        .unwrap_or_else(|_| path.to_path_buf())
-        .display()
-        .to_string()
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+            .unwrap_or_else(|_| parent.to_path_buf())
+            .join(name),
+        _ => absolute,
+    }
+    .display()
+    .to_string()
+}
+
+/// The largest project config kennel reads.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Why a config file cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("it is a symbolic link (kennel never follows a link in a repository)")]
+    Link,
+    #[error("it is not a regular file")]
+    NotFile,
+    #[error("it is larger than {MAX_CONFIG_BYTES} bytes")]
+    TooLarge,
+    #[error("{0}")]
+    Io(std::io::Error),
+}
+
+/// Reads a config file that an agent may have written (a repository's
+/// `.kennel.toml`) without following a link: one open file descriptor,
+/// opened with `O_NOFOLLOW` (a link is [`ReadError::Link`], whatever it
+/// points at) and `O_NONBLOCK` (a FIFO does not hang kennel), checked to be
+/// a regular file of at most [`MAX_CONFIG_BYTES`] and read through that
+/// same descriptor, so the file cannot be swapped between check and read.
+/// `Ok(None)`: there is no such file.
+pub fn read_config_file(path: &Path) -> Result<Option<Vec<u8>>, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) if error.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Err(ReadError::Link);
+        }
+        Err(error) => return Err(ReadError::Io(error)),
+    };
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        return Err(ReadError::Link);
+    }
+    if !kind.is_file() || kind.is_fifo() {
+        return Err(ReadError::NotFile);
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    Ok(Some(bytes))
 }
 
 impl TrustStore {
@@ -95,5 +164,65 @@ impl TrustStore {
         let temporary = file.with_extension("json.tmp");
         std::fs::write(&temporary, text).map_err(write_error)?;
         std::fs::rename(&temporary, file).map_err(write_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Class 6 of issue 11: a link to a file trusted in another repository
+    /// is not that file.
+    #[test]
+    fn trust_is_keyed_on_the_path_as_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let trusted = dir.path().join("a/.kennel.toml");
+        let link = dir.path().join("b/.kennel.toml");
+        std::fs::create_dir_all(trusted.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        let text = b"[defaults]\nenv = [\"SECRET\"]\n";
+        std::fs::write(&trusted, text).unwrap();
+        std::os::unix::fs::symlink(&trusted, &link).unwrap();
+        let mut store = TrustStore::in_memory();
+        store.trust(&trusted, text);
+        assert!(store.is_trusted(&trusted, text));
+        assert!(
+            !store.is_trusted(&link, text),
+            "a link to a trusted file must not be trusted"
+        );
+        // A link in the directory part is the workspace's own path: resolved.
+        let alias = dir.path().join("alias");
+        std::os::unix::fs::symlink(trusted.parent().unwrap(), &alias).unwrap();
+        assert!(store.is_trusted(&alias.join(".kennel.toml"), text));
+    }
+
+    #[test]
+    fn config_files_are_read_without_following_links() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("target.toml");
+        std::fs::write(&target, "x = 1\n").unwrap();
+        let link = dir.path().join(".kennel.toml");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(matches!(read_config_file(&link), Err(ReadError::Link)));
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        assert!(matches!(read_config_file(&dangling), Err(ReadError::Link)));
+        assert_eq!(read_config_file(&target).unwrap().unwrap(), b"x = 1\n");
+        assert!(
+            read_config_file(&dir.path().join("absent"))
+                .unwrap()
+                .is_none()
+        );
+        assert!(matches!(
+            read_config_file(dir.path()),
+            Err(ReadError::NotFile)
+        ));
+        // A FIFO neither hangs kennel nor is read.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(matches!(read_config_file(&fifo), Err(ReadError::NotFile)));
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'#'; MAX_CONFIG_BYTES as usize + 1]).unwrap();
+        assert!(matches!(read_config_file(&big), Err(ReadError::TooLarge)));
     }
 }

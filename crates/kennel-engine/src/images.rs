@@ -54,6 +54,15 @@ fn is_step(line: &str) -> bool {
     lower.starts_with("step ") && lower[5..].starts_with(|c: char| c.is_ascii_digit())
 }
 
+/// Docker's classic builder's own lines between a step's output: not what
+/// the step printed, so not kept for an error.
+fn is_builder_chatter(line: &str) -> bool {
+    line.starts_with(" ---> ")
+        || line.starts_with("Removing intermediate container ")
+        || line.starts_with("Successfully built ")
+        || line.starts_with("Successfully tagged ")
+}
+
 /// The instruction of a step line: `FROM debian` from `Step 1/3 : FROM
 /// debian` (Docker) or `STEP 1/3: FROM debian` (Podman).
 fn step_instruction(step: &str) -> &str {
@@ -96,6 +105,8 @@ impl BuildOutput {
                 self.step = Some(line.trim().to_string());
                 self.step_tail.clear();
                 on_event(BuildEvent::Step(line));
+            } else if is_builder_chatter(&line) {
+                on_event(BuildEvent::Output(line));
             } else {
                 if self.step_tail.len() == TAIL_LINES {
                     self.step_tail.pop_front();
@@ -321,7 +332,9 @@ mod tests {
             "base output\n",
             "Step 2/2 : RUN sh /tmp/kennel-install.sh\n",
             "\x1b[91mnpm error code E404\r\n\x1b[0m",
-            "npm error 404 Not Found - GET https://registry.npmjs.org/nope",
+            "npm error 404 Not Found - GET https://registry.npmjs.org/nope\n",
+            " ---> Running in 1234\n",
+            "Removing intermediate container 1234\n",
         ]);
         let error = output.failed(
             crate::EngineKind::Docker,

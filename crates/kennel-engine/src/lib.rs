@@ -23,4 +23,4 @@ mod term;
 pub use connect::{Engine, EngineKind, Probe, connect, connect_auto, probe_all};
 pub use error::EngineError;
 pub use images::{BuildEvent, BuildRequest, ImageSummary};
-pub use session::{ContainerState, ContainerSummary};
+pub use session::{ContainerState, ContainerSummary, OutputStream};

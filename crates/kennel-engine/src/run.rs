@@ -95,6 +95,13 @@ fn ulimits(engine: &crate::connect::EngineLimits) -> Vec<ResourcesUlimits> {
             hard: Some(hard),
         });
     }
+    // No core dumps: a crashing agent must not leave its memory (its
+    // credentials, the user's code) in a file.
+    out.push(ResourcesUlimits {
+        name: Some("core".to_string()),
+        soft: Some(0),
+        hard: Some(0),
+    });
     out
 }
 
@@ -183,8 +190,9 @@ impl Engine {
     /// The engine's container configuration for `plan`.
     /// Rootless Podman cannot apply a cgroup pids limit on hosts without
     /// cgroup delegation (cgroup v1 or hybrid), and its compat API drops
-    /// ulimits; there the process limit is set by `prlimit` (util-linux, in
-    /// every image kennel builds) before the agent starts. RLIMIT_NPROC is
+    /// ulimits; there the process limit and the core limit (0) are set by
+    /// `prlimit` (util-linux, in every image kennel builds) before the agent
+    /// starts. RLIMIT_NPROC is
     /// counted per user namespace, so it bounds the sandbox's own processes.
     ///
     /// With kennel's proxy (`allowlist`, `restricted`), the command is wrapped
@@ -192,16 +200,13 @@ impl Engine {
     /// proxy's socket (see [`kennel_core::settings::container_command`]).
     fn command_with_limits(&self, plan: &Plan) -> Vec<String> {
         let command = kennel_core::settings::container_command(plan);
-        if self.kind == EngineKind::Podman
-            && self.rootless
-            && plan.image.managed
-            && plan.limits.pids > 0
-        {
-            let mut limited = vec![
-                "prlimit".to_string(),
-                format!("--nproc={}", plan.limits.pids),
-                "--".to_string(),
-            ];
+        if self.kind == EngineKind::Podman && self.rootless && plan.image.managed {
+            // Its compat API drops the core limit with the others.
+            let mut limited = vec!["prlimit".to_string(), "--core=0".to_string()];
+            if plan.limits.pids > 0 {
+                limited.push(format!("--nproc={}", plan.limits.pids));
+            }
+            limited.push("--".to_string());
             limited.extend(command);
             return limited;
         }

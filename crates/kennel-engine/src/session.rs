@@ -41,6 +41,13 @@ pub struct ContainerSummary {
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
+/// Which of a container's streams a piece of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
 impl Engine {
     /// Every container (running or not) that carries `label` (`key=value`).
     pub async fn list_containers(&self, label: &str) -> Result<Vec<ContainerSummary>, EngineError> {
@@ -390,30 +397,60 @@ impl Engine {
 
     /// Copies the container's own output (the engine's log) to kennel's
     /// stdout and stderr; `follow` keeps copying until the container ends.
-    pub async fn logs(&self, id: &str, follow: bool) -> Result<(), EngineError> {
+    pub async fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        sink: &mut (dyn FnMut(OutputStream, &[u8]) + Send),
+    ) -> Result<(), EngineError> {
         let options = LogsOptionsBuilder::default()
             .follow(follow)
             .stdout(true)
             .stderr(true)
             .build();
         let mut stream = self.docker.logs(id, Some(options));
-        let mut stdout = tokio::io::stdout();
-        let mut stderr = tokio::io::stderr();
         while let Some(item) = stream.next().await {
             let item =
                 item.map_err(|err| EngineError::api(format!("reading the logs of {id}"), err))?;
-            let result = match item {
+            match item {
                 bollard::container::LogOutput::StdErr { message } => {
-                    stderr.write_all(&message).await
+                    sink(OutputStream::Stderr, &message)
                 }
-                other => stdout.write_all(&other.into_bytes()).await,
-            };
-            if result.is_err() {
-                break;
+                other => sink(OutputStream::Stdout, &other.into_bytes()),
             }
         }
-        let _ = stdout.flush().await;
         Ok(())
+    }
+
+    /// Runs `argv` in the running container `id` without a terminal and
+    /// hands its output to `sink` as it comes; returns its exit code.
+    pub async fn exec_stream(
+        &self,
+        id: &str,
+        argv: &[String],
+        sink: &mut (dyn FnMut(OutputStream, &[u8]) + Send),
+    ) -> Result<i32, EngineError> {
+        let exec_id = self.create_exec(id, argv, &[], false, false).await?;
+        let started = self
+            .docker
+            .start_exec(&exec_id, None)
+            .await
+            .map_err(|err| EngineError::api(format!("starting exec in {id}"), err))?;
+        if let bollard::exec::StartExecResults::Attached { mut output, .. } = started {
+            while let Some(item) = output.next().await {
+                match item {
+                    Ok(bollard::container::LogOutput::StdErr { message }) => {
+                        sink(OutputStream::Stderr, &message)
+                    }
+                    Ok(other) => sink(OutputStream::Stdout, &other.into_bytes()),
+                    Err(error) => {
+                        debug!(%error, "exec output ended with an error");
+                        break;
+                    }
+                }
+            }
+        }
+        self.exec_code(&exec_id).await
     }
 }
 

@@ -48,6 +48,10 @@ pub enum GitError {
     DetachedHead,
     #[error("this session belongs to another repository ({common_dir})")]
     OtherRepository { common_dir: PathBuf },
+    #[error("the repository's object store was tampered with (an object was replaced since kennel last checked it): {}", problems.iter().map(|problem| problem.to_string()).collect::<Vec<_>>().join("; "))]
+    ObjectsTampered {
+        problems: Vec<crate::objects::ObjectProblem>,
+    },
     #[error("refusing to use {path}: {reason}")]
     Tampered { path: PathBuf, reason: String },
     #[error("{path}: {source}")]
@@ -78,6 +82,7 @@ impl GitError {
                 | GitError::DetachedHead
                 | GitError::OtherRepository { .. }
                 | GitError::Tampered { .. }
+                | GitError::ObjectsTampered { .. }
         )
     }
 
@@ -137,6 +142,10 @@ impl GitError {
             GitError::OtherRepository { .. } => {
                 Some("run the command from inside the session's repository".into())
             }
+            GitError::ObjectsTampered { .. } => Some(
+                "nothing was merged: a session's agent may have rewritten history under your commit ids (`git show` would show its content). Inspect with `git fsck --full`; remove the files named (or restore them from a clone or backup) and discard the session(s) that ran meanwhile; kennel checks again on the next merge"
+                    .into(),
+            ),
             GitError::Tampered { .. } => Some(
                 "the session's checkout was changed in a way kennel does not trust; inspect it by hand, or discard the session"
                     .into(),

@@ -24,9 +24,11 @@ use crate::error::{GitError, Result};
 /// - `core.pager=cat`: never a pager (kennel captures output anyway).
 ///
 /// Drivers defined in config (`filter.<x>.clean`, `diff.<x>.textconv`,
-/// `merge.<x>.driver`) cannot be switched off by name; kennel avoids them by
-/// never reading an agent-writable config at all (see the crate docs), and
-/// passes `--no-ext-diff --no-textconv` to every diff.
+/// `merge.<x>.driver`) cannot be switched off by one setting; kennel never
+/// reads an agent-writable config at all (see the crate docs), passes
+/// `--no-ext-diff --no-textconv` to every diff, and switches off, by name,
+/// every filter driver the trusted configs define wherever git reads or
+/// writes files of a session ([`NoFilters`]).
 const SAFE_CONFIG: &[&str] = &[
     "core.hooksPath=/dev/null",
     "core.fsmonitor=false",
@@ -65,6 +67,60 @@ const CLEARED_ENV: &[&str] = &[
     "GIT_ASKPASS",
     "GIT_TRACE2_EVENT",
 ];
+
+/// The config that switches off every filter driver git could run for a
+/// command on `git_dir` (see [`Cmd::without_filters`]): for each driver
+/// that some config file git reads there defines (system, global, the
+/// repository's, their includes), its `clean`, `smudge` and `process`
+/// commands set to nothing, and `required` off. A driver that no config
+/// defines never runs (an attribute naming it is a no-op), and an agent
+/// cannot define one in a config git reads for kennel: the repository's
+/// config is read-only in its sandbox, and nested repositories' configs
+/// are never read (no submodule recursion).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NoFilters {
+    settings: Vec<(String, String)>,
+}
+
+impl NoFilters {
+    pub fn for_repo(git_dir: &Path) -> Result<NoFilters> {
+        let output = Cmd::repo(git_dir, None)
+            .args([
+                "config",
+                "--null",
+                "--name-only",
+                "--get-regexp",
+                r"^filter\..*\.[a-z]*$",
+            ])
+            .run()?;
+        // Exit 1: no such key.
+        if output.status != Some(0) && output.status != Some(1) {
+            return Err(failed(vec!["config".into(), "--get-regexp".into()], output));
+        }
+        let mut names: Vec<String> = split_z(&output.stdout)
+            .into_iter()
+            .filter_map(|key| {
+                let rest = key.strip_prefix("filter.")?;
+                let (name, _) = rest.rsplit_once('.')?;
+                Some(name.to_string())
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        let mut settings = Vec::new();
+        for name in names {
+            for (var, value) in [
+                ("clean", ""),
+                ("smudge", ""),
+                ("process", ""),
+                ("required", "false"),
+            ] {
+                settings.push((format!("filter.{name}.{var}"), value.to_string()));
+            }
+        }
+        Ok(NoFilters { settings })
+    }
+}
 
 /// One git invocation, built up then run.
 pub(crate) struct Cmd {
@@ -129,6 +185,26 @@ impl Cmd {
     pub fn config(mut self, setting: &str) -> Cmd {
         self.args.push("-c".into());
         self.args.push(setting.into());
+        self
+    }
+
+    /// No filter driver runs (see [`NoFilters`]). The settings go in
+    /// through `GIT_CONFIG_COUNT` (command-line scope, like `-c`), so that a
+    /// driver name with any character in it is passed as it is.
+    pub fn without_filters(mut self, filters: &NoFilters) -> Cmd {
+        if filters.settings.is_empty() {
+            return self;
+        }
+        self.env.push((
+            "GIT_CONFIG_COUNT".into(),
+            filters.settings.len().to_string().into(),
+        ));
+        for (index, (key, value)) in filters.settings.iter().enumerate() {
+            self.env
+                .push((format!("GIT_CONFIG_KEY_{index}").into(), key.into()));
+            self.env
+                .push((format!("GIT_CONFIG_VALUE_{index}").into(), value.into()));
+        }
         self
     }
 

@@ -29,17 +29,34 @@
 //!   `index`) or a clone's `.git`.
 //! - Every command runs with hooks and fsmonitor off, no pager, no editor,
 //!   and every diff with `--no-ext-diff --no-textconv` ([`git`] module).
+//! - No filter driver runs on a session's files, in either direction
+//!   (`worktree add`, snapshots, `merge`, `apply`): not even the user's own,
+//!   because the agent's `.gitattributes` would choose which files go
+//!   through it. Files are recorded and checked out byte for byte (Git LFS:
+//!   pointers stay pointers).
+//! - Nested repositories (gitlinks, embedded repositories) are never
+//!   entered: no git process ever starts inside one, so their config,
+//!   filters, hooks and fsmonitor are never read (`review` module).
 //! - The one git process that runs *in* an agent's clone is `git
 //!   upload-pack`, started by `git fetch <clone>` in the host repository
 //!   ([`Repo::sync`]): git designs upload-pack to be safe in an untrusted
 //!   repository (it ignores hooks and honours `uploadpack.packObjectsHook`
 //!   only from protected config; see git's `gitsecurityboundary(7)`).
 //!
+//! What a worktree sandbox mounts ([`Repo::mounts_for_worktree`]) comes
+//! from kennel's own paths and from what was recorded when the checkout
+//! was created ([`Checkout::alternates`]), never from files an agent could
+//! have written since, and no mount source leads through a symlink. The
+//! shared object store is writable to the agent: [`Repo::verify_objects`]
+//! notices an object it replaced, and [`Repo::merge`] / [`Repo::apply`]
+//! refuse then ([`GitError::ObjectsTampered`]).
+//!
 //! This crate never prints: every failure is a [`GitError`] with a hint.
 
 mod error;
 mod git;
 mod mounts;
+mod objects;
 mod review;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +65,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{GitError, Result};
 pub use mounts::GitMount;
+pub use objects::ObjectProblem;
 pub use review::MergeOutcome;
 
 use git::Cmd;
@@ -92,6 +110,15 @@ pub struct Checkout {
     /// Worktree mode: git's administrative directory for this worktree,
     /// `<common_dir>/worktrees/<name>`.
     pub admin_dir: Option<PathBuf>,
+    /// Worktree mode: the object directories the repository borrows from
+    /// (`objects/info/alternates`), as they were when the checkout was
+    /// created, before any agent of this session ran, and checked to be
+    /// object stores. The only lenders a sandbox of this checkout gets
+    /// mounted: `objects/info` is read-only in the sandbox, and kennel never
+    /// re-reads it for an existing checkout. Empty in records made before
+    /// kennel kept it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alternates: Vec<PathBuf>,
 }
 
 /// Who a commit kennel makes on the agent's behalf is by.
@@ -253,6 +280,19 @@ impl Repo {
         Cmd::repo(&self.git_dir, Some(&self.toplevel))
     }
 
+    /// Git on the user's checkout, writing files that came from a session
+    /// (merge, apply) or into a session's checkout (worktree add): with no
+    /// filter driver ([`git::NoFilters`]). The attributes that would choose
+    /// one are the agent's (its `.gitattributes` is in the tree), and so is
+    /// the content; a filter such as git-lfs's smudge would even fetch what
+    /// the agent's `.lfsconfig` names. Files land as they are in the commit
+    /// (LFS: pointers; `git lfs checkout` fills them in).
+    fn host_unfiltered(&self) -> Result<Cmd> {
+        Ok(self
+            .host()
+            .without_filters(&git::NoFilters::for_repo(&self.common_dir)?))
+    }
+
     /// Git on the repository's refs and objects, with no work tree.
     fn common(&self) -> Cmd {
         Cmd::repo(&self.common_dir, None)
@@ -375,8 +415,17 @@ impl Repo {
     pub fn create_worktree(&self, dir: &Path, branch: &str) -> Result<Checkout> {
         let _lock = self.lock_worktrees()?;
         let (dir, base) = self.new_checkout(dir, branch)?;
+        // git is about to write the branch's ref and reflog: not through a
+        // symlink an earlier session left where its directory goes (with a
+        // branch outside a directory, `refs/heads` is writable to it).
+        mounts::check_no_symlinks(
+            &self.common_dir,
+            &mounts::ref_dirs(&self.common_dir, branch),
+        )?;
+        // No filter: the checkout holds the commit's blobs as they are, as
+        // a clone does, and as kennel's snapshot of it records them.
         let output = self
-            .host()
+            .host_unfiltered()?
             .args(["worktree", "add", "--lock", "--reason"])
             .arg(format!("kennel session on {branch}"))
             .args(["-b", branch])
@@ -398,6 +447,7 @@ impl Repo {
             source,
         })?;
         let admin_dir = self.admin_dir_of(&dir)?;
+        objects::ensure_stamp(&self.common_dir)?;
         let checkout = Checkout {
             mode: CheckoutMode::Worktree,
             dir,
@@ -405,6 +455,7 @@ impl Repo {
             base,
             common_dir: self.common_dir.clone(),
             admin_dir: Some(admin_dir),
+            alternates: self.alternates(),
         };
         if let Err(error) = self.prepare_worktree_mounts(&checkout) {
             let _ = self.discard(&checkout);
@@ -424,7 +475,7 @@ impl Repo {
                 reason: "the worktree's .git is not a file".into(),
             });
         }
-        let text = std::fs::read_to_string(&gitfile).map_err(|source| GitError::Io {
+        let text = read_no_follow(&gitfile).map_err(|source| GitError::Io {
             path: gitfile.clone(),
             source,
         })?;
@@ -473,7 +524,8 @@ impl Repo {
             });
         }
         let created = std::fs::symlink_metadata(&dir).is_err();
-        let result = self.populate_clone(&dir, branch, &base);
+        let result = objects::ensure_stamp(&self.common_dir)
+            .and_then(|()| self.populate_clone(&dir, branch, &base));
         match result {
             Ok(dir) => {
                 let checkout = Checkout {
@@ -483,6 +535,7 @@ impl Repo {
                     base,
                     common_dir: self.common_dir.clone(),
                     admin_dir: None,
+                    alternates: Vec::new(),
                 };
                 tracing::info!(dir = %checkout.dir.display(), branch, base = %checkout.base, "clone created");
                 Ok(checkout)
@@ -536,9 +589,11 @@ impl Repo {
             .arg(format!("refs/heads/{branch}"))
             .arg(base)
             .ok()?;
-        // Filters from the user's global config (git-lfs) would try to reach
-        // a remote the clone does not have: leave LFS pointers as they are.
+        // No filter (git-lfs's from the user's global config would try to
+        // reach a remote the clone does not have): the files are the
+        // commit's blobs, as kennel's snapshots record them.
         Cmd::repo(&git_dir, Some(&dir))
+            .without_filters(&git::NoFilters::for_repo(&git_dir)?)
             .env("GIT_LFS_SKIP_SMUDGE", "1")
             .args(["checkout", "-q", "-f", branch])
             .ok()?;
@@ -575,6 +630,24 @@ impl Repo {
         self.common().args(["branch", "-D", "-q", branch]).ok()?;
         Ok(())
     }
+}
+
+/// Reads a text file that an agent could have replaced, never through a
+/// symlink (`O_NOFOLLOW`): a link to the user's `~/.ssh/id_rsa` is an error,
+/// not its content.
+pub(crate) fn read_no_follow(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// Removes a file, symlink or directory tree without following symlinks.

@@ -15,6 +15,8 @@
 //! | `<worktree>/.git` | ro | the file that names the git dir: the agent cannot point it at a git dir of its own (a mount point cannot be replaced or renamed) |
 //! | `<common>` | ro | everything else of the repository: `config`, `config.worktree`, `hooks/`, `info/`, `packed-refs`, the user's own `HEAD` and `index`, `modules/`, other worktrees' registrations under `worktrees/` |
 //! | `<common>/objects` | rw | git writes the agent's commits here |
+//! | `<common>/objects/info` | ro | `alternates` (which directories git reads objects from, and so which ones kennel would mount for the next session) and `commit-graph` (which git trusts for commits' trees and parents): kennel creates it if missing |
+//! | each lender recorded in [`Checkout::alternates`] | ro | objects the repository borrows (`git clone --reference`), as recorded when the checkout was created and checked to be an object store |
 //! | `<common>/refs/heads/<dir of the branch>` | rw | the session branch's ref, e.g. `refs/heads/kennel/`, and only that directory of branches |
 //! | `<common>/logs/refs/heads/<dir of the branch>` | rw | its reflog |
 //! | `<common>/reftable` | rw | instead of the two above, in a reftable repository: every ref lives in it |
@@ -40,8 +42,16 @@
 //!
 //! - The object store is writable: the agent can delete or corrupt objects
 //!   and so damage the repository's history (never run code with it; git
-//!   treats objects as data). It can also write `objects/info/alternates`,
-//!   which makes git read objects from another directory: data again.
+//!   treats objects as data). Replacing an existing object is noticed
+//!   ([`Repo::verify_objects`]) and refuses `merge` and `apply`.
+//!   `objects/info` is read-only: the agent cannot add alternates (make git
+//!   read objects from another directory, or make kennel mount one for the
+//!   next session) nor plant a commit-graph.
+//!
+//! What a session mounts is decided from the record kept since the checkout
+//! was created (before any agent ran) and from kennel's own paths, never
+//! from what an agent could have written since; and no mount source may
+//! lead through a symlink (a bind mount follows it on the host).
 //! - It can move the other branches in the same ref directory: other
 //!   sessions' `kennel/*` branches. A session branch named without a
 //!   directory (`--branch foo`) makes all of `refs/heads` writable, the
@@ -113,6 +123,15 @@ impl Repo {
     /// the keep directories of [`KEEP_DIR`].
     pub(crate) fn prepare_worktree_mounts(&self, checkout: &Checkout) -> Result<()> {
         let admin = admin_dir(checkout)?;
+        // objects/info must exist to be mounted read-only.
+        let info = self.common_dir.join("objects/info");
+        check_no_symlinks(&self.common_dir, std::slice::from_ref(&info))?;
+        match std::fs::create_dir(&info) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(GitError::Io { path: info, source }),
+        }
+        check_no_symlinks(&self.common_dir, std::slice::from_ref(&info))?;
         let config = admin.join("config.worktree");
         match std::fs::OpenOptions::new()
             .write(true)
@@ -140,6 +159,12 @@ impl Repo {
             }
         }
         let dir = branch_dir(&checkout.branch);
+        if self.ref_format == RefFormat::Files {
+            check_no_symlinks(
+                &self.common_dir,
+                &ref_dirs(&self.common_dir, &checkout.branch),
+            )?;
+        }
         if self.ref_format == RefFormat::Files && !dir.is_empty() {
             for base in ["refs/heads", "logs/refs/heads"] {
                 let keep = self.common_dir.join(base).join(dir).join(KEEP_DIR);
@@ -203,11 +228,23 @@ impl Repo {
                 "the object store: git writes the session's commits here",
             ),
         ];
+        mounts.push(GitMount::new(
+            common.join("objects/info"),
+            true,
+            "alternates and commit-graph: what git reads objects from, and what kennel mounts",
+        ));
         // A repository that borrows objects (`git clone --reference`,
-        // `--shared`) needs the lender's object store too, read-only.
-        for lender in self.alternates() {
+        // `--shared`) needs the lender's object store too, read-only: the
+        // lenders recorded when the checkout was created, never the
+        // alternates file as it is now (the agent of an older kennel, or of
+        // a direct-mode session, could have written it).
+        for lender in &checkout.alternates {
+            if let Err(reason) = object_store(lender, &self.common_dir) {
+                tracing::warn!(lender = %lender.display(), reason, "recorded lender not mounted");
+                continue;
+            }
             mounts.push(GitMount::new(
-                lender,
+                lender.clone(),
                 true,
                 "objects the repository borrows (objects/info/alternates)",
             ));
@@ -262,6 +299,7 @@ impl Repo {
         // Parents before children, whatever the layout on disk (a worktree
         // directory could live inside the repository, say).
         mounts.sort_by_key(|mount| mount.target.components().count());
+        check_mount_sources(&mounts)?;
         Ok(mounts)
     }
 
@@ -274,36 +312,164 @@ impl Repo {
     pub fn mounts_for_clone(&self, checkout: &Checkout) -> Result<Vec<GitMount>> {
         self.check_ours(checkout)?;
         let git_dir = checkout.dir.join(".git");
-        if !checkout.dir.is_dir() || !git_dir.is_dir() {
+        if !std::fs::symlink_metadata(&checkout.dir).is_ok_and(|meta| meta.is_dir()) {
             return Err(GitError::CheckoutMissing {
                 path: checkout.dir.clone(),
             });
         }
-        Ok(vec![
+        let mounts = vec![
             GitMount::new(checkout.dir.clone(), false, "the session's clone"),
             GitMount::new(git_dir.clone(), false, "the clone's git dir"),
             GitMount::new(git_dir.join("config"), true, "the clone's config"),
             GitMount::new(git_dir.join("hooks"), true, "the clone's hooks"),
-        ])
+        ];
+        check_mount_sources(&mounts)?;
+        Ok(mounts)
     }
 }
 
 impl Repo {
     /// The object directories `objects/info/alternates` names (absolute, or
-    /// relative to the object directory), those that exist. One level: an
-    /// alternate's own alternates are not followed.
-    fn alternates(&self) -> Vec<PathBuf> {
+    /// relative to the object directory), those that are object stores
+    /// ([`object_store`]). One level: an alternate's own alternates are not
+    /// followed. Read when a worktree checkout is created, and recorded.
+    pub(crate) fn alternates(&self) -> Vec<PathBuf> {
         let objects = self.common_dir.join("objects");
-        let Ok(text) = std::fs::read_to_string(objects.join("info/alternates")) else {
+        let file = objects.join("info/alternates");
+        if check_no_symlinks(&self.common_dir, std::slice::from_ref(&file)).is_err() {
+            tracing::warn!(file = %file.display(), "alternates ignored: behind a symlink");
+            return Vec::new();
+        }
+        let Ok(text) = crate::read_no_follow(&file) else {
             return Vec::new();
         };
         text.lines()
             .map(str::trim)
             .filter(|line| !line.is_empty() && !line.starts_with('#'))
             .filter_map(|line| std::fs::canonicalize(objects.join(line)).ok())
-            .filter(|path| path.is_dir() && !path.starts_with(&self.common_dir))
+            .filter(|path| match object_store(path, &self.common_dir) {
+                Ok(()) => true,
+                Err(reason) => {
+                    tracing::warn!(lender = %path.display(), reason, "alternate not used");
+                    false
+                }
+            })
             .collect()
     }
+}
+
+/// Whether `path` (canonical) is an object store that a sandbox may see:
+/// a directory, outside the repository, laid out as git lays out one (a
+/// `pack` directory, `info`, two-hex-digit directories, git's temporary
+/// files) and with nothing in it, or in `pack` and `info`, that is not a
+/// file or a directory: no symlink, socket, FIFO or device. A home's
+/// `~/.ssh` or a `/run/user/<uid>` is not one.
+pub(crate) fn object_store(path: &Path, common_dir: &Path) -> std::result::Result<(), String> {
+    if path.starts_with(common_dir) {
+        return Err("it is inside the repository".into());
+    }
+    let meta = std::fs::symlink_metadata(path).map_err(|error| error.to_string())?;
+    if !meta.is_dir() {
+        return Err("it is not a directory".into());
+    }
+    let plain = |dir: &Path| -> std::result::Result<Vec<(String, std::fs::FileType)>, String> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|error| error.to_string())? {
+            let entry = entry.map_err(|error| error.to_string())?;
+            let kind = entry.file_type().map_err(|error| error.to_string())?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !kind.is_file() && !kind.is_dir() {
+                return Err(format!(
+                    "{} is not a file or a directory",
+                    entry.path().display()
+                ));
+            }
+            out.push((name, kind));
+        }
+        Ok(out)
+    };
+    let mut has_pack = false;
+    for (name, kind) in plain(path)? {
+        let hex_dir = name.len() == 2 && name.bytes().all(|byte| byte.is_ascii_hexdigit());
+        match name.as_str() {
+            "pack" | "info" if kind.is_dir() => {
+                has_pack |= name == "pack";
+                plain(&path.join(&name))?;
+            }
+            _ if hex_dir && kind.is_dir() => {}
+            _ if name.starts_with("tmp_") || name.starts_with("incoming-") => {}
+            _ => return Err(format!("{name} does not belong in an object store")),
+        }
+    }
+    if !has_pack {
+        return Err("it has no pack directory".into());
+    }
+    Ok(())
+}
+
+/// The directories that hold `branch`'s ref and reflog (files backend).
+pub(crate) fn ref_dirs(common_dir: &Path, branch: &str) -> Vec<PathBuf> {
+    let dir = branch_dir(branch);
+    ["refs/heads", "logs/refs/heads"]
+        .into_iter()
+        .map(|base| {
+            if dir.is_empty() {
+                common_dir.join(base)
+            } else {
+                common_dir.join(base).join(dir)
+            }
+        })
+        .collect()
+}
+
+/// Refuses when a component of one of `paths` below `root` (`root` itself
+/// is trusted) is a symlink. Components that do not exist end the walk.
+pub(crate) fn check_no_symlinks(root: &Path, paths: &[PathBuf]) -> Result<()> {
+    for path in paths {
+        let Ok(rest) = path.strip_prefix(root) else {
+            return Err(GitError::Tampered {
+                path: path.clone(),
+                reason: format!("it is not inside {}", root.display()),
+            });
+        };
+        let mut current = root.to_path_buf();
+        for component in rest.components() {
+            current.push(component);
+            match std::fs::symlink_metadata(&current) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(GitError::Tampered {
+                        path: current,
+                        reason: "it is a symlink (a session may have planted it)".into(),
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every mount's source is a path with no symlink in it: a bind mount
+/// follows symlinks on the host, so one planted in a writable part of the
+/// repository would mount whatever it names.
+fn check_mount_sources(mounts: &[GitMount]) -> Result<()> {
+    for mount in mounts {
+        let canonical = std::fs::canonicalize(&mount.host).map_err(|source| GitError::Io {
+            path: mount.host.clone(),
+            source,
+        })?;
+        if canonical != mount.host {
+            return Err(GitError::Tampered {
+                path: mount.host.clone(),
+                reason: format!(
+                    "it leads through a symlink (to {}); kennel mounts no path a session could have redirected",
+                    canonical.display()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn admin_dir(checkout: &Checkout) -> Result<&Path> {

@@ -7,13 +7,28 @@
 //! or not, untracked files included and ignored ones left out, made without
 //! reading anything git-specific the agent could have written and without
 //! touching the checkout's own index.
+//!
+//! Nothing in the checkout is run or followed (issue 11, class 1):
+//!
+//! - no filter driver runs ([`NoFilters`]): not one the user's config
+//!   defines (the agent's `.gitattributes` would choose which of the
+//!   user's programs read which of its files), and never one a nested
+//!   repository defines (its config is never read: see the next point).
+//!   Files are recorded byte for byte as the agent left them;
+//! - nested repositories are gitlinks and are never entered: `git add`
+//!   would run `git status` *inside* a gitlink whose commit is unchanged
+//!   (diff-lib's `is_submodule_modified`), with that repository's own
+//!   config, filters and fsmonitor, and no `-c` can stop it
+//!   (`diff.ignoreSubmodules` is not read by `add`). So gitlinks are kept
+//!   out of `git add -A` by pathspec and updated with `git update-index`,
+//!   which only reads the nested repository's `HEAD`.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::error::{GitError, Result};
-use crate::git::{Cmd, split_z};
+use crate::git::{Cmd, NoFilters, split_z};
 use crate::{Checkout, CheckoutMode, Head, Identity, KEEP_DIR, RefFormat, Repo, remove_path};
 
 /// What [`Repo::merge`] did.
@@ -45,6 +60,7 @@ struct Snapshot {
     scratch: tempfile::TempDir,
     objects: Objects,
     common_dir: PathBuf,
+    filters: NoFilters,
 }
 
 impl Snapshot {
@@ -72,6 +88,7 @@ impl Snapshot {
             scratch,
             objects,
             common_dir: common_dir.to_path_buf(),
+            filters: NoFilters::for_repo(common_dir)?,
         };
         if objects == Objects::Scratch {
             let dir = snapshot.scratch.path().join("objects");
@@ -81,13 +98,36 @@ impl Snapshot {
             .cmd(Some(work_tree))
             .args(["read-tree", "--end-of-options", start])
             .ok()?;
+        // The gitlinks of the start: `add` must not see them (it would run
+        // `git status` inside), `update-index` takes them without entering.
+        let listing = snapshot.cmd(None).args(["ls-files", "-s", "-z"]).ok()?;
+        let gitlinks: Vec<String> = split_z(&listing)
+            .into_iter()
+            .filter(|entry| entry.starts_with("160000 "))
+            .filter_map(|entry| entry.split_once('\t').map(|(_, path)| path.to_string()))
+            .collect();
         // The user's sparse-checkout patterns are about their checkout,
         // not about the agent's.
-        snapshot
+        let mut add = snapshot
             .cmd(Some(work_tree))
             .config("core.sparseCheckout=false")
-            .args(["add", "-A", "--", "."])
-            .ok()?;
+            .args(["add", "-A", "--", "."]);
+        for path in &gitlinks {
+            add = add.arg(format!(":(exclude,literal){path}"));
+        }
+        add.ok()?;
+        if !gitlinks.is_empty() {
+            let mut input = Vec::new();
+            for path in &gitlinks {
+                input.extend_from_slice(path.as_bytes());
+                input.push(0);
+            }
+            snapshot
+                .cmd(Some(work_tree))
+                .args(["update-index", "--add", "--remove", "-z", "--stdin"])
+                .input(input)
+                .ok()?;
+        }
         snapshot.tree = snapshot.cmd(None).arg("write-tree").text()?;
         Ok(snapshot)
     }
@@ -96,6 +136,11 @@ impl Snapshot {
     /// directory).
     fn cmd(&self, work_tree: Option<&Path>) -> Cmd {
         let mut cmd = Cmd::repo(&self.common_dir, work_tree)
+            .without_filters(&self.filters)
+            // The index is a temporary one, but keep it plain.
+            .config("core.untrackedCache=false")
+            .config("core.splitIndex=false")
+            .config("advice.addEmbeddedRepo=false")
             .env("GIT_INDEX_FILE", self.scratch.path().join("index"));
         if self.objects == Objects::Scratch {
             cmd = cmd
@@ -325,7 +370,7 @@ impl Checkout {
         let Some(admin) = &self.admin_dir else {
             return Ok(());
         };
-        let head = std::fs::read_to_string(admin.join("HEAD")).unwrap_or_default();
+        let head = crate::read_no_follow(&admin.join("HEAD")).unwrap_or_default();
         if head.trim() != format!("ref: refs/heads/{}", self.branch) {
             return Ok(());
         }
@@ -351,6 +396,7 @@ impl Repo {
             "diff",
             "--no-ext-diff",
             "--no-textconv",
+            "--submodule=short",
             "--no-color",
             "--ignore-submodules=none",
         ]);
@@ -527,6 +573,8 @@ impl Repo {
             path: self.toplevel.clone(),
         })?;
         let tip = self.sync(checkout)?;
+        // Objects an agent replaced would be merged as the user's history.
+        self.check_objects()?;
         self.check_clean()?;
         if is_ancestor(&self.common_dir, &tip, &head_commit)? {
             return Ok(MergeOutcome::UpToDate);
@@ -552,7 +600,7 @@ impl Repo {
             (commit.clone(), MergeOutcome::Merged { commit })
         };
         self.check_overwrites(&head_commit, &target)?;
-        self.host()
+        self.host_unfiltered()?
             .args(["merge", "--ff-only", "-q", "--no-stat", "--end-of-options"])
             .arg(&target)
             .ok()?;
@@ -578,6 +626,8 @@ impl Repo {
             path: self.toplevel.clone(),
         })?;
         let tip = self.sync(checkout)?;
+        // Objects an agent replaced would be merged as the user's history.
+        self.check_objects()?;
         self.check_clean()?;
         if !self.git_at_least(2, 40) {
             return self.apply_patch(checkout, &tip);
@@ -589,7 +639,7 @@ impl Repo {
             return Ok(());
         }
         self.check_overwrites(&head_commit, &tree)?;
-        self.host()
+        self.host_unfiltered()?
             .args([
                 "read-tree",
                 "-m",
@@ -610,6 +660,8 @@ impl Repo {
     pub fn apply_with_patch(&self, checkout: &Checkout) -> Result<()> {
         self.check_ours(checkout)?;
         let tip = self.sync(checkout)?;
+        // Objects an agent replaced would be merged as the user's history.
+        self.check_objects()?;
         self.check_clean()?;
         self.apply_patch(checkout, &tip)
     }
@@ -623,6 +675,7 @@ impl Repo {
                 "--full-index",
                 "--no-ext-diff",
                 "--no-textconv",
+                "--submodule=short",
                 "--no-color",
                 "--end-of-options",
                 &checkout.base,
@@ -634,7 +687,7 @@ impl Repo {
         }
         self.check_overwrites(&checkout.base, tip)?;
         let check = self
-            .host()
+            .host_unfiltered()?
             .args(["apply", "--index", "--check", "-"])
             .input(patch.clone())
             .run()?;
@@ -643,7 +696,7 @@ impl Repo {
                 detail: check.stderr.trim().to_string(),
             });
         }
-        self.host()
+        self.host_unfiltered()?
             .args(["apply", "--index", "-"])
             .input(patch)
             .ok()?;
@@ -782,7 +835,7 @@ impl Repo {
             source,
         })?;
         if let Some(admin) = &checkout.admin_dir {
-            let gitdir = std::fs::read_to_string(admin.join("gitdir")).unwrap_or_default();
+            let gitdir = crate::read_no_follow(&admin.join("gitdir")).unwrap_or_default();
             if Path::new(gitdir.trim()) == checkout.dir.join(".git") {
                 remove_path(admin).map_err(|source| GitError::Io {
                     path: admin.clone(),

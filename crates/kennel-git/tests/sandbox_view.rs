@@ -104,6 +104,10 @@ try 'g update-ref refs/heads/main HEAD'
 try 'g tag planted'
 try 'echo "ref: refs/heads/kennel/claude-0" > "$COMMON/HEAD"'
 try 'echo x > "$COMMON/info/attributes"'
+try 'echo "$HOME/.ssh" >> "$COMMON/objects/info/alternates"'
+try 'echo x > "$COMMON/objects/info/commit-graph"'
+try 'mv "$COMMON/objects/info" "$COMMON/objects/info-moved"'
+try 'rm -r "$COMMON/objects/info"'
 g gc -q >/dev/null 2>&1
 g pack-refs --all >/dev/null 2>&1
 g worktree prune >/dev/null 2>&1
@@ -203,6 +207,8 @@ fn a_sandbox_with_the_worktree_mounts_can_commit_and_nothing_more() {
         .collect();
     assert_eq!(hooks_after, hooks_before);
     assert!(!common.join("config.worktree").exists());
+    assert!(!common.join("objects/info/alternates").exists());
+    assert!(common.join("objects/info").is_dir());
     assert_eq!(git(&fixture.repo, &["rev-parse", "main"]), main_before);
     assert_eq!(
         git(&fixture.repo, &["rev-parse", "kennel/codex-0"]),

@@ -237,7 +237,10 @@ pub fn agent_recipe(agent: &AgentSpec, base: &Recipe) -> Recipe {
     if agent.runtime == Runtime::Node {
         // Node from the `node` package makes npm compute its global prefix
         // inside that package; pin it so `npm install -g` lands on PATH.
-        dockerfile.push_str("ENV NPM_CONFIG_PREFIX=/usr/local\n");
+        // npm's update notice and funding lines are noise in build output.
+        dockerfile.push_str(
+            "ENV NPM_CONFIG_PREFIX=/usr/local NPM_CONFIG_UPDATE_NOTIFIER=false NPM_CONFIG_FUND=false\n",
+        );
     }
     if agent.runtime == Runtime::Python {
         dockerfile

@@ -185,7 +185,8 @@ fn init(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
         return failure;
     }
     if let Some(proxy) = &plan.network.proxy
-        && let Err(failure) = start_forwarder(&proxy.listen_inside, &proxy.socket_inside)
+        && let Err(failure) =
+            start_forwarder(&proxy.listen_inside, &proxy.socket_inside, plan.limits.pids)
     {
         return failure;
     }
@@ -211,8 +212,11 @@ fn init(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
 
 /// Forks the proxy forwarder (listening before the agent starts). It runs in
 /// a session of its own (a Ctrl-C on the terminal is not for it), with no
-/// capabilities, and dies with the init.
-fn start_forwarder(listen: &str, socket: &Path) -> Result<(), Failure> {
+/// capabilities, and dies with the init. It starts a thread per connection
+/// the agent opens, so it is under the sandbox's pids limit (the same user
+/// in the same user namespace: its threads and the agent's processes share
+/// one count) and dumps no core.
+fn start_forwarder(listen: &str, socket: &Path, pids: i64) -> Result<(), Failure> {
     let listener = crate::forwarder::bind(listen)
         .map_err(|e| Failure(EXIT_KENNEL, format!("proxy forwarder on {listen}: {e}")))?;
     // SAFETY: single-threaded.
@@ -233,6 +237,11 @@ fn start_forwarder(listen: &str, socket: &Path) -> Result<(), Failure> {
             }
         }
         let ready = sys::set_parent_death_signal(libc::SIGKILL)
+            .and_then(|()| sys::set_rlimit(libc::RLIMIT_CORE, 0))
+            .and_then(|()| match u64::try_from(pids) {
+                Ok(pids) if pids > 0 => sys::set_rlimit(libc::RLIMIT_NPROC, pids),
+                _ => Ok(()),
+            })
             .and_then(|()| sys::set_no_new_privs())
             .and_then(|()| sys::drop_capabilities());
         if let Err(error) = ready {
@@ -465,6 +474,11 @@ pub(crate) fn exec_agent(plan: &Plan, decision: &Decision, layout: &Layout) -> F
         if decision.namespaces && unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &limit) } == -1 {
             return fail("pids limit", io::Error::last_os_error().to_string());
         }
+    }
+    // No core dumps: a crashing agent must not leave its memory (its
+    // credentials, the user's code) in a file.
+    if let Err(error) = sys::set_rlimit(libc::RLIMIT_CORE, 0) {
+        return fail("core dumps", error.to_string());
     }
     if let Err(error) = sys::set_no_new_privs() {
         return fail("no-new-privileges", error.to_string());

@@ -79,6 +79,19 @@ extern "C" fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut l
 pub type Saved = Vec<(libc::c_int, libc::sigaction)>;
 
 /// Relays [`FORWARDED`] signals to the pid in `target` (held until it is set).
+/// Sets both the soft and the hard limit of `resource` to `value`.
+pub fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: value as libc::rlim_t,
+        rlim_max: value as libc::rlim_t,
+    };
+    // SAFETY: a valid rlimit struct.
+    if unsafe { libc::setrlimit(resource, &limit) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub fn install_forwarders(target: &'static AtomicI32) -> Saved {
     // SAFETY: written once, before any handler that reads it is installed.
     unsafe { TARGET = target };

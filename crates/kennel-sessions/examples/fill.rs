@@ -21,6 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             agent: agent.into(),
             workspace: format!("/home/bench/src/project-{}", n % 17).into(),
             slot: SlotRequest::Free,
+            slots_per_workspace: true,
             owner: None,
             backend: ["docker", "podman", "native"][n % 3].into(),
             mode: Mode::Ephemeral,

@@ -247,6 +247,10 @@ pub struct NewSession {
     pub agent: String,
     pub workspace: PathBuf,
     pub slot: SlotRequest,
+    /// Slots count per agent and workspace (each repository has its own
+    /// agent homes) rather than per agent across every workspace (one home
+    /// shared by all repositories).
+    pub slots_per_workspace: bool,
     /// The kennel process the session lives and dies with (`kennel run`),
     /// or that starts it (`kennel start`, until it is running).
     pub owner: Option<Owner>,
@@ -476,7 +480,13 @@ impl Registry {
             }
             None => next_name(&transaction, &new.agent)?,
         };
-        let slot = take_slot(&transaction, &new.agent, new.slot)?;
+        let workspace = new.workspace.to_string_lossy();
+        let slot = take_slot(
+            &transaction,
+            &new.agent,
+            new.slots_per_workspace.then_some(workspace.as_ref()),
+            new.slot,
+        )?;
         let mut id = new_id();
         while transaction
             .query_row("SELECT 1 FROM sessions WHERE id = ?1", [&id], |_| Ok(()))
@@ -755,14 +765,24 @@ fn reap_in(connection: &Connection, agent: Option<&str>) -> Result<usize> {
     Ok(stale.len())
 }
 
-/// The slot a new session of `agent` takes, after reaping stale sessions.
-fn take_slot(connection: &Connection, agent: &str, request: SlotRequest) -> Result<i64> {
+/// The slot a new session of `agent` takes, after reaping stale sessions:
+/// among the live sessions of `agent` in `workspace` (its agent homes are
+/// that repository's), or of `agent` anywhere when `workspace` is `None`.
+fn take_slot(
+    connection: &Connection,
+    agent: &str,
+    workspace: Option<&str>,
+    request: SlotRequest,
+) -> Result<i64> {
     reap_in(connection, Some(agent))?;
     let mut statement = connection.prepare_cached(
-        "SELECT slot, name FROM sessions WHERE agent = ?1 AND state IN ('created', 'running')",
+        "SELECT slot, name FROM sessions WHERE agent = ?1 AND state IN ('created', 'running')
+             AND (?2 IS NULL OR workspace = ?2)",
     )?;
     let held: Vec<(i64, String)> = statement
-        .query_map([agent], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .query_map(params![agent, workspace], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     match request {
         SlotRequest::Exact(slot) => match held.iter().find(|(used, _)| *used == slot) {

@@ -6,6 +6,7 @@ fn new_session(agent: &str) -> NewSession {
         agent: agent.into(),
         workspace: "/home/alice/repo".into(),
         slot: SlotRequest::Free,
+        slots_per_workspace: true,
         owner: None,
         backend: "native".into(),
         mode: Mode::Ephemeral,
@@ -330,6 +331,26 @@ fn live_sessions_of_one_agent_get_distinct_slots() {
         registry.insert(&new_session("shell")).expect("insert").slot,
         3
     );
+}
+
+/// Each repository has its own agent homes, so its own slots; with one
+/// home shared by every repository, slots count across repositories.
+#[test]
+fn slots_are_per_workspace_unless_homes_are_shared() {
+    let (_dir, mut registry) = registry();
+    let in_repo = |workspace: &str, per_workspace: bool| {
+        let mut new = new_session("shell");
+        new.workspace = workspace.into();
+        new.slots_per_workspace = per_workspace;
+        new
+    };
+    let slot =
+        |registry: &mut Registry, new: &NewSession| registry.insert(new).expect("insert").slot;
+    assert_eq!(slot(&mut registry, &in_repo("/r/a", true)), 0);
+    assert_eq!(slot(&mut registry, &in_repo("/r/a", true)), 1);
+    assert_eq!(slot(&mut registry, &in_repo("/r/b", true)), 0);
+    // Shared homes: every live session of the agent holds its slot.
+    assert_eq!(slot(&mut registry, &in_repo("/r/c", false)), 2);
 }
 
 #[test]

@@ -364,8 +364,26 @@ pub fn commit_on_exit_enabled(config: Option<&kennel_core::config::Config>) -> b
 }
 
 /// Commits what the agent left uncommitted to the session branch. Never
-/// loses work: a failure is a warning, and the checkout stays.
+/// loses work: a failure is a warning, and the checkout stays. In worktree
+/// mode, first checks that the agent replaced no object of the shared
+/// object store (issue 11, class 7), and warns if it did (`merge` and
+/// `apply` then refuse).
 pub fn commit_on_exit(checkout: &Checkout, session_name: &str) {
+    if checkout.mode == CheckoutMode::Worktree {
+        match checkout.verify_objects() {
+            Ok(problems) if problems.is_empty() => {}
+            Ok(problems) => {
+                let error = GitError::ObjectsTampered { problems };
+                eprintln!(
+                    "kennel: warning: session {session_name}: {error}; {}",
+                    error.hint().unwrap_or_default()
+                );
+            }
+            Err(error) => eprintln!(
+                "kennel: warning: cannot check the object store after session {session_name}: {error}"
+            ),
+        }
+    }
     let message = format!("kennel: uncommitted work of session {session_name}");
     let author = Identity {
         name: "kennel".into(),

@@ -246,16 +246,36 @@ impl NativeSession {
     }
 
     /// The agent's output so far; `follow` keeps printing until `owner` ends.
-    pub fn logs(&self, follow: Option<Owner>) -> Result<(), CliError> {
+    pub fn logs(
+        &self,
+        follow: Option<Owner>,
+        sink: &mut dyn FnMut(kennel_engine::OutputStream, &[u8]),
+    ) -> Result<(), CliError> {
+        use std::io::Read;
         let log = self.log.display().to_string();
         let mut tail = Command::new("tail");
         tail.args(["-n", "+1"]);
         if let Some(owner) = follow {
             tail.arg("-f").arg(format!("--pid={}", owner.pid));
         }
-        let status = tail
+        let mut child = tail
             .arg(&log)
-            .status()
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|error| CliError::kennel(format!("cannot run tail: {error}")))?;
+        if let Some(mut out) = child.stdout.take() {
+            let mut buffer = [0u8; 16 * 1024];
+            loop {
+                match out.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(n) => sink(kennel_engine::OutputStream::Stdout, &buffer[..n]),
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        let status = child
+            .wait()
             .map_err(|error| CliError::kennel(format!("cannot run tail: {error}")))?;
         if status.success() {
             Ok(())

@@ -51,6 +51,8 @@ pub fn register(
         agent: plan.agent.clone(),
         workspace: plan.workspace.clone(),
         slot,
+        // Slots are agent homes: per repository, unless homes are shared.
+        slots_per_workspace: !settings::home_is_shared(plan, host),
         owner: Owner::current(),
         backend,
         mode,
@@ -61,7 +63,7 @@ pub fn register(
         },
         plan: None,
     })?;
-    settings::use_slot(plan, host, session.slot);
+    settings::use_slot(plan, session.slot);
     plan.labels
         .insert(settings::LABEL_SESSION.into(), session.id.clone());
     if let Ok(json) = serde_json::to_string(&plan.redacted()) {

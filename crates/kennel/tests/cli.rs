@@ -261,10 +261,31 @@ fn agents_json_lists_the_catalog() {
             "domains",
             "runtime",
             "unverified",
+            "version",
+            "caveat",
         ] {
             assert!(!agent[field].is_null(), "{name}.{field} missing");
         }
     }
+}
+
+/// An agent that may not install everywhere says why, in the table too.
+#[test]
+fn agents_show_their_caveats() {
+    let sandbox = Sandbox::new();
+    let (code, stdout, _) = output(&mut sandbox.kennel(&["agents"]));
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let at = lines
+        .iter()
+        .position(|line| line.starts_with("cursor-agent "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        lines.get(at + 1).is_some_and(
+            |next| next.trim_start().starts_with("! ") && next.contains("vendor's site")
+        ),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -35,12 +35,20 @@ mod git;
 
 #[path = "e2e/escape_direct.rs"]
 mod escape_direct;
+#[path = "e2e/escape_git.rs"]
+mod escape_git;
 
 #[path = "e2e/agent_images.rs"]
 mod agent_images;
 
 #[path = "e2e/images.rs"]
 mod images;
+
+#[path = "e2e/escape_output.rs"]
+mod escape_output;
+
+#[path = "e2e/escape_homes.rs"]
+mod escape_homes;
 
 /// One module of tests per backend. A new behaviour: one line here (and its
 /// function in `cases.rs`). A new backend: one `backend_suite!` line below.
@@ -49,6 +57,9 @@ macro_rules! backend_suite {
         mod $module {
             use crate::cases;
             use crate::escape_direct;
+            use crate::escape_git;
+            use crate::escape_homes;
+            use crate::escape_output;
             use crate::git;
             use crate::harness::Backend;
             use crate::images;
@@ -56,6 +67,18 @@ macro_rules! backend_suite {
             use crate::sessions;
             const B: Backend = $backend;
 
+            #[test]
+            fn escape_git_filters() {
+                escape_git::nested_repository_filters(B)
+            }
+            #[test]
+            fn escape_git_alternates() {
+                escape_git::alternates_mount(B)
+            }
+            #[test]
+            fn escape_git_objects() {
+                escape_git::replaced_object(B)
+            }
             #[test]
             fn git_worktree_sessions() {
                 git::worktree_sessions(B)
@@ -177,6 +200,18 @@ macro_rules! backend_suite {
                 cases::image_build_is_cached(B)
             }
             #[test]
+            fn escape_output_diff() {
+                escape_output::diff_escapes_control_characters(B)
+            }
+            #[test]
+            fn escape_output_logs() {
+                escape_output::logs_escape_control_characters(B)
+            }
+            #[test]
+            fn escape_output_limits() {
+                escape_output::limits_cover_every_process(B)
+            }
+            #[test]
             fn build_failure_is_explained() {
                 images::build_failure_is_explained(B)
             }
@@ -231,6 +266,22 @@ macro_rules! backend_suite {
             #[test]
             fn sessions_clean() {
                 sessions::clean(B)
+            }
+            #[test]
+            fn escape_homes_cross_repository() {
+                escape_homes::cross_repository(B)
+            }
+            #[test]
+            fn escape_homes_login_link_not_followed() {
+                escape_homes::login_link_not_followed(B)
+            }
+            #[test]
+            fn escape_homes_migration() {
+                escape_homes::migration(B)
+            }
+            #[test]
+            fn escape_homes_linked_project_config() {
+                escape_homes::linked_project_config(B)
             }
         }
     };

@@ -106,8 +106,32 @@ fn trust(args: TrustArgs) -> Result<i32, CliError> {
             .map(project_file)
             .ok_or_else(|| CliError::usage("no workspace here; name the file to trust"))?,
     };
-    let content = std::fs::read(&file)
-        .map_err(|error| CliError::usage(format!("cannot read {}: {error}", file.display())))?;
+    // Read as `kennel run` reads it: never through a link (a link to a
+    // trusted file would otherwise lend that file's trust to the link).
+    let content = match kennel_core::trust::read_config_file(&file) {
+        Ok(Some(content)) => content,
+        Ok(None) => {
+            return Err(CliError::usage(format!(
+                "cannot read {}: no such file",
+                file.display()
+            )));
+        }
+        Err(kennel_core::trust::ReadError::Link) => {
+            return Err(CliError::usage(format!(
+                "refusing to trust {}: it is a symbolic link",
+                file.display()
+            ))
+            .with_hint(
+                "kennel never follows a link to a project config; replace the link with a regular file (a copy of what you trust) and trust that",
+            ));
+        }
+        Err(error) => {
+            return Err(CliError::usage(format!(
+                "cannot trust {}: {error}",
+                file.display()
+            )));
+        }
+    };
     let mut store = TrustStore::load(&context.host.trust_file())?;
     store.trust(&file, &content);
     store.save()?;

@@ -1,5 +1,6 @@
 //! `kennel diff`: a worktree or clone session's changes against the commit
-//! it started from, committed and not.
+//! it started from, committed and not. The agent wrote the files, so their
+//! control characters are shown escaped unless `--raw`.
 
 use std::io::Write;
 
@@ -15,6 +16,12 @@ pub struct DiffArgs {
     /// A summary of the changed files instead of the patch
     #[arg(long)]
     pub stat: bool,
+
+    /// The agent's bytes as they are (control characters and escape
+    /// sequences in its files can hide lines on a terminal; by default they
+    /// are shown escaped, e.g. `\x1b`)
+    #[arg(long)]
+    pub raw: bool,
 }
 
 pub async fn run(args: DiffArgs) -> Result<i32, CliError> {
@@ -23,6 +30,11 @@ pub async fn run(args: DiffArgs) -> Result<i32, CliError> {
         .repo
         .diff(&reviewed.checkout, args.stat)
         .map_err(crate::checkout::git_error)?;
+    let diff = if args.raw {
+        diff
+    } else {
+        crate::ui::terminal_safe(&diff, false)
+    };
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(&diff).and_then(|()| stdout.flush()) {
         Ok(()) => Ok(0),

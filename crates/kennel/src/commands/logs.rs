@@ -1,14 +1,18 @@
 //! `kennel logs`: everything a persistent session's agent showed.
 //!
 //! While the session runs, this is its terminal output as recorded inside the
-//! sandbox (tmux `pipe-pane`, escape sequences included, as `docker logs`
-//! shows a terminal); `-f` follows it. Once the container has ended, the
-//! engine's log of the container is shown instead.
+//! sandbox (tmux `pipe-pane`); `-f` follows it. Once the container has ended,
+//! the engine's log of the container is shown instead. The agent wrote every
+//! byte of it, so control characters are shown escaped (colours kept) unless
+//! `--raw` asks for the bytes as they are.
+
+use std::io::Write;
 
 use clap::Args;
-use kennel_engine::ContainerState;
+use kennel_engine::{ContainerState, OutputStream};
 
 use crate::error::CliError;
+use crate::ui::TerminalSafe;
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
@@ -18,30 +22,87 @@ pub struct LogsArgs {
     /// Keep printing new output until the session ends
     #[arg(short, long)]
     pub follow: bool,
+
+    /// The agent's bytes as they are, escape sequences included (they can
+    /// move the cursor and hide lines: only for a terminal you trust)
+    #[arg(long)]
+    pub raw: bool,
+}
+
+/// Writes a session's output to kennel's stdout and stderr, made safe
+/// unless `raw`.
+struct Printer {
+    raw: bool,
+    stdout: TerminalSafe,
+    stderr: TerminalSafe,
+}
+
+impl Printer {
+    fn new(raw: bool) -> Printer {
+        Printer {
+            raw,
+            stdout: TerminalSafe::new(true),
+            stderr: TerminalSafe::new(true),
+        }
+    }
+
+    fn write(&mut self, stream: OutputStream, bytes: &[u8]) {
+        let safe;
+        let bytes = if self.raw {
+            bytes
+        } else {
+            let filter = match stream {
+                OutputStream::Stdout => &mut self.stdout,
+                OutputStream::Stderr => &mut self.stderr,
+            };
+            safe = filter.push(bytes);
+            &safe
+        };
+        // A reader that went away (`kennel logs | head`) is not an error.
+        let _ = match stream {
+            OutputStream::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(bytes).and_then(|()| out.flush())
+            }
+            OutputStream::Stderr => std::io::stderr().lock().write_all(bytes),
+        };
+    }
+
+    fn finish(&mut self) {
+        if !self.raw {
+            let (out, err) = (self.stdout.finish(), self.stderr.finish());
+            let _ = std::io::stdout().lock().write_all(&out);
+            let _ = std::io::stderr().lock().write_all(&err);
+        }
+        let _ = std::io::stdout().flush();
+    }
 }
 
 pub async fn run(args: LogsArgs) -> Result<i32, CliError> {
+    let mut printer = Printer::new(args.raw);
+    let mut sink = |stream: OutputStream, bytes: &[u8]| printer.write(stream, bytes);
     let mut found = crate::sessions::find(&args.session)?;
     if found.is_native() {
         let (session, owner) = found.native()?;
-        session.logs(owner.filter(|_| args.follow))?;
+        session.logs(owner.filter(|_| args.follow), &mut sink)?;
+        printer.finish();
         return Ok(0);
     }
     let (engine, container) = found.container().await?;
     let state = engine.state(&container).await?;
-    match state {
+    let result = match state {
         ContainerState::Running => {
             let mut tail = vec!["tail".to_string(), "-n".into(), "+1".into()];
             if args.follow {
                 tail.push("-f".into());
             }
             tail.push(kennel_core::settings::SESSION_LOG.into());
-            engine.exec(&container, &tail, &[], false, false).await?;
+            engine.exec_stream(&container, &tail, &mut sink).await?;
             Ok(0)
         }
         ContainerState::Exited(_) => {
             found.record(&engine, state, false).await;
-            engine.logs(&container, false).await?;
+            engine.logs(&container, false, &mut sink).await?;
             Ok(0)
         }
         ContainerState::Missing => {
@@ -51,5 +112,7 @@ pub async fn run(args: LogsArgs) -> Result<i32, CliError> {
                 found.session.name
             )))
         }
-    }
+    };
+    printer.finish();
+    result
 }

@@ -150,7 +150,11 @@ impl RunArgs {
 }
 
 /// `--dry-run`: prints the Plan (in the resumed session's slot, if any).
-pub fn print_dry_run(choice: &Choice, plan: &mut Plan, context: &Context) -> Result<i32, CliError> {
+pub fn print_dry_run(
+    choice: &Choice,
+    plan: &mut Plan,
+    _context: &Context,
+) -> Result<i32, CliError> {
     if choice.mode != crate::checkout::WorkspaceMode::Direct {
         eprintln!(
             "kennel: --dry-run creates no checkout: this Plan mounts your checkout; a {} session mounts its own instead (see `git` in the Plan's documentation)",
@@ -158,7 +162,7 @@ pub fn print_dry_run(choice: &Choice, plan: &mut Plan, context: &Context) -> Res
         );
     }
     if let kennel_sessions::SlotRequest::Exact(slot) = choice.slot {
-        settings::use_slot(plan, &context.host, slot);
+        settings::use_slot(plan, slot);
     }
     let json = serde_json::to_string_pretty(&plan.redacted())
         .map_err(|error| CliError::kennel(format!("cannot serialise the plan: {error}")))?;
@@ -358,6 +362,14 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     }
     .await;
     session.end(&result);
+    if let Some(home) = plan
+        .mounts
+        .iter()
+        .find(|mount| mount.purpose == kennel_core::plan::MountPurpose::AgentHome)
+        && home.source.is_dir()
+    {
+        sync_login(&context, &plan, &home.source, LoginStep::End);
+    }
     if let Some(key) = &audit_key {
         crate::git_audit::finish(&context.host, key);
     }
@@ -462,9 +474,14 @@ pub fn prepare_host(
         .iter()
         .find(|mount| mount.purpose == kennel_core::plan::MountPurpose::AgentHome)
     {
-        let base = settings::agent_home(&context.host, &plan.agent);
+        let base = settings::base_home(plan).unwrap_or_else(|| home.source.clone());
+        let fresh = !base.exists();
         seed_home(&base, &home.source)
             .map_err(|error| io_error(&home.source.display().to_string(), error))?;
+        if !settings::home_is_shared(plan, &context.host) {
+            note_repository(plan, &base, fresh, &context.host);
+        }
+        sync_login(context, plan, &home.source, LoginStep::Start);
     }
     if let Some(home) = plan
         .mounts
@@ -490,6 +507,99 @@ pub fn prepare_host(
             .map_err(|error| io_error("the CA bundle", error))?;
     }
     Ok(())
+}
+
+/// When the login store moves an agent's login (see `kennel_core::logins`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginStep {
+    /// A session is about to start in `home`: take the logins changed in
+    /// any of the agent's homes into the store, then copy the store in.
+    Start,
+    /// The session in `home` ended: take its changed login files back.
+    End,
+}
+
+/// Moves the agent's login files (its catalog entry's `login`) between the
+/// login store and the agent home `home`. Best effort: a failure costs a
+/// warning (the agent may ask to log in again), never the run.
+pub fn sync_login(context: &Context, plan: &Plan, home: &std::path::Path, step: LoginStep) {
+    let Ok(agent) = context.catalog.get(&plan.agent) else {
+        return;
+    };
+    let mut store = match kennel_core::logins::LoginStore::open(
+        &context.host.data_dir,
+        &agent.name,
+        &agent.login,
+    ) {
+        Ok(Some(store)) => store,
+        Ok(None) => return,
+        Err(error) => {
+            eprintln!(
+                "kennel: warning: cannot open the login store of {}: {error}",
+                agent.name
+            );
+            return;
+        }
+    };
+    match step {
+        LoginStep::Start => {
+            let legacy = settings::shared_agent_home(&context.host, &agent.name);
+            if store.migrate(&legacy) {
+                eprintln!(
+                    "kennel: your {} login in {} now carries over to every repository's agent home (agent homes are per repository)",
+                    agent.name,
+                    legacy.display()
+                );
+            }
+            store.collect();
+            store.give_to(home);
+        }
+        LoginStep::End => store.take_from(home),
+    }
+    for warning in &store.warnings {
+        eprintln!("kennel: warning: {warning}");
+    }
+}
+
+/// A repository's homes are named by a hash: a `repository` file next to
+/// them says whose they are. When this is the repository's first home and
+/// the agent had a shared home before (kennel before per-repository
+/// homes), says once where the earlier home stayed and how to use it again.
+fn note_repository(
+    plan: &Plan,
+    base: &std::path::Path,
+    fresh: bool,
+    host: &kennel_core::host::HostContext,
+) {
+    let Some(dir) = base.parent() else {
+        return;
+    };
+    let repository = plan
+        .git
+        .as_ref()
+        .map(|git| git.repository.clone())
+        .unwrap_or_else(|| plan.workspace.clone());
+    let note = dir.join("repository");
+    if !note.exists() {
+        let _ = write_atomic(&note, format!("{}\n", repository.display()).as_bytes());
+    }
+    let legacy = settings::shared_agent_home(host, &plan.agent);
+    // Said once per data directory (and agent), not for every repository.
+    let noted = host
+        .data_dir
+        .join("repo-homes")
+        .join(format!(".noted-{}", plan.agent));
+    if fresh && legacy.is_dir() && !noted.exists() {
+        let _ = write_atomic(&noted, b"");
+        eprintln!(
+            "kennel: {}'s home for this repository is new ({}): agent homes are per repository now, so nothing of one repository's home reaches another. Your earlier home stays in {}; only its login carries over. To use it here, copy it before the agent starts (`cp -a {}/. {}/`), or set `share_agent_home = true` under [defaults] in your config to share one home across repositories as before",
+            plan.agent,
+            base.display(),
+            legacy.display(),
+            legacy.display(),
+            base.display()
+        );
+    }
 }
 
 /// Creates, as the user, the mount points that the Plan's other mounts need

@@ -668,9 +668,9 @@ pub fn agent_state_persists(b: Backend) {
         token,
         "state written in $HOME must be there on the next run\n{out}"
     );
-    let on_host = t
-        .data_home
-        .join(format!("kennel/homes/shell/.state-probe-{}", b.name()));
+    // The workspace's own agent home (per repository).
+    let on_host = crate::escape_homes::agent_home(&t, "shell", &t.ws)
+        .join(format!(".state-probe-{}", b.name()));
     let text = std::fs::read_to_string(&on_host)
         .unwrap_or_else(|e| panic!("{} must hold the agent's home: {e}", on_host.display()));
     assert_eq!(text.trim(), token);

@@ -381,12 +381,14 @@ pub fn slots(b: Backend) {
         homes.push((session["slot"].as_i64().unwrap_or(-1), home.source));
     }
     if !b.has_engine() {
+        // The workspace's own agent home (per repository) and its slots.
+        let base = crate::escape_homes::agent_home(&t, "shell", &t.ws);
         for slot in 1..10 {
-            let home = t.data_home.join(format!("kennel/homes/shell@{slot}"));
+            let home = base.with_file_name(format!("shell@{slot}"));
             homes.push((slot, home.clone()));
             assert!(home.is_dir(), "no home for slot {slot}: {}", home.display());
         }
-        homes.push((0, t.data_home.join("kennel/homes/shell")));
+        homes.push((0, base));
     }
     let mut distinct: Vec<_> = homes.iter().map(|(_, home)| home.clone()).collect();
     distinct.sort();
