@@ -170,7 +170,11 @@ pub fn write_under(root: &Path, relative: &Path, bytes: &[u8]) -> Result<(), Log
     let Some(dir) = walk(root, &dirs, true)? else {
         return Err(LoginError::NotFile);
     };
-    let temporary = format!(".kennel-login-{}-{:x}", std::process::id(), rand_suffix());
+    let temporary = format!(
+        ".kennel-login-{}-{:x}",
+        std::process::id(),
+        crate::settings::random_u64()
+    );
     let fd = openat(
         &dir,
         temporary.as_str(),
@@ -189,18 +193,6 @@ pub fn write_under(root: &Path, relative: &Path, bytes: &[u8]) -> Result<(), Log
         );
     }
     written
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    hasher.finish()
 }
 
 /// What kennel last put in (or took from) one home.

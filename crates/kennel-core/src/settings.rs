@@ -898,9 +898,23 @@ fn parse_bytes(text: &str, key: &str) -> Result<i64, PlanError> {
         .ok_or_else(bad)
 }
 
+/// A random number for unique names (not for secrets): std's randomly
+/// keyed hasher over the time and the process id.
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
 /// A readable, unique container name: `kennel-<agent>-<dir>-<random>`.
 pub fn sandbox_name(agent: &str, workspace: &Path) -> String {
-    use std::hash::{BuildHasher, Hasher};
     let dir: String = workspace
         .file_name()
         .map(|name| name.to_string_lossy().to_string())
@@ -915,15 +929,7 @@ pub fn sandbox_name(agent: &str, workspace: &Path) -> String {
         })
         .take(24)
         .collect();
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    hasher.write_u32(std::process::id());
-    let suffix = format!("{:08x}", hasher.finish() as u32);
+    let suffix = format!("{:08x}", random_u64() as u32);
     if dir.is_empty() {
         format!("kennel-{agent}-{suffix}")
     } else {

@@ -49,6 +49,19 @@ fn image() -> ImagePlan {
     }
 }
 
+/// The Plan for `agent` of `config`'s catalog on the test host and workspace.
+fn plan_with(config: &Config, agent: &str, request: &RunRequest) -> Result<Plan, PlanError> {
+    let catalog = Catalog::with_overrides(&config.file.agents).expect("catalog");
+    build_plan(
+        &host(&[]),
+        config,
+        catalog.get(agent).expect("agent"),
+        &workspace(),
+        image(),
+        request,
+    )
+}
+
 fn plan_for(agent: &str, env: &[(&str, &str)], request: RunRequest) -> Plan {
     let config = config("");
     let catalog = Catalog::with_overrides(&config.file.agents).expect("catalog");
@@ -214,47 +227,21 @@ fn mounts_are_only_workspace_home_identity() {
 #[test]
 fn bad_env_flag_is_a_usage_error() {
     let config = config("");
-    let catalog = Catalog::builtin().expect("catalog");
     let request = RunRequest {
         env: vec!["1BAD".into()],
         ..Default::default()
     };
-    let error = build_plan(
-        &host(&[]),
-        &config,
-        catalog.get("shell").expect("shell"),
-        &workspace(),
-        image(),
-        &request,
-    )
-    .expect_err("refused");
+    let error = plan_with(&config, "shell", &request).expect_err("refused");
     assert!(error.is_usage());
 }
 
 #[test]
 fn user_mounts_must_be_absolute_and_exist() {
     let config = config("[defaults]\nmounts = [\"relative:/x\"]\n");
-    let catalog = Catalog::builtin().expect("catalog");
-    let error = build_plan(
-        &host(&[]),
-        &config,
-        catalog.get("shell").expect("shell"),
-        &workspace(),
-        image(),
-        &RunRequest::default(),
-    )
-    .expect_err("refused");
+    let error = plan_with(&config, "shell", &RunRequest::default()).expect_err("refused");
     assert!(matches!(error, PlanError::BadMount { .. }));
     let config = config_with_mount();
-    let plan = build_plan(
-        &host(&[]),
-        &config,
-        catalog.get("shell").expect("shell"),
-        &workspace(),
-        image(),
-        &RunRequest::default(),
-    )
-    .expect("plan");
+    let plan = plan_with(&config, "shell", &RunRequest::default()).expect("plan");
     let user = plan
         .mounts
         .iter()
@@ -720,16 +707,7 @@ fn resume_adds_the_agents_resume_arguments() {
 #[test]
 fn upstream_proxy_says_what_the_address_check_does_not_cover() {
     let config = config("[network]\nupstream_proxy = \"http://user:secret@proxy.corp:3128\"\n");
-    let catalog = Catalog::with_overrides(&config.file.agents).expect("catalog");
-    let plan = build_plan(
-        &host(&[]),
-        &config,
-        catalog.get("shell").expect("shell"),
-        &workspace(),
-        image(),
-        &RunRequest::default(),
-    )
-    .expect("plan");
+    let plan = plan_with(&config, "shell", &RunRequest::default()).expect("plan");
     let warning = plan
         .warnings
         .iter()
@@ -738,12 +716,9 @@ fn upstream_proxy_says_what_the_address_check_does_not_cover() {
     assert!(warning.contains("http://proxy.corp:3128"), "{warning}");
     assert!(warning.contains("DNS rebinding"), "{warning}");
     assert!(!warning.contains("secret"), "{warning}");
-    let none = build_plan(
-        &host(&[]),
+    let none = plan_with(
         &config,
-        catalog.get("shell").expect("shell"),
-        &workspace(),
-        image(),
+        "shell",
         &RunRequest {
             network: Some(NetworkMode::None),
             ..RunRequest::default()

@@ -259,28 +259,14 @@ impl Engine {
         id: &str,
         argv: &[String],
     ) -> Result<(i32, Vec<u8>, Vec<u8>), EngineError> {
-        let exec_id = self.create_exec(id, argv, &[], false, false).await?;
-        let started = self
-            .docker
-            .start_exec(&exec_id, None)
-            .await
-            .map_err(|err| EngineError::api(format!("starting exec in {id}"), err))?;
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        if let bollard::exec::StartExecResults::Attached { mut output, .. } = started {
-            while let Some(item) = output.next().await {
-                match item {
-                    Ok(bollard::container::LogOutput::StdErr { message }) => {
-                        err.extend_from_slice(&message)
-                    }
-                    Ok(other) => out.extend_from_slice(&other.into_bytes()),
-                    Err(error) => {
-                        debug!(%error, "exec output ended with an error");
-                        break;
-                    }
-                }
-            }
-        }
-        Ok((self.exec_code(&exec_id).await?, out, err))
+        let code = self
+            .exec_stream(id, argv, &mut |stream, bytes| match stream {
+                OutputStream::Stdout => out.extend_from_slice(bytes),
+                OutputStream::Stderr => err.extend_from_slice(bytes),
+            })
+            .await?;
+        Ok((code, out, err))
     }
 
     async fn create_exec(

@@ -8,19 +8,22 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{BUILD_TIMEOUT, Backend, Ctx, not_ready, unique};
 
+/// The test's fixture on a backend that builds images (the native backend
+/// runs the host's own programs and builds none: not applicable there).
+fn engine_ctx(b: Backend, name: &str) -> Option<Ctx> {
+    if !b.has_engine() {
+        eprintln!("{}::{name}: not applicable (no images)", b.name());
+        return None;
+    }
+    Ctx::with_shell_image(b, name)
+}
+
 /// A config agent whose install prints a marker and then fails the way a
 /// broken npm install does: `kennel image build` must show that output (it
 /// used to print only "returned a non-zero code"), name the failing step,
 /// keep the whole log in a file it names, and exit 125.
 pub fn build_failure_is_explained(b: Backend) {
-    if !b.has_engine() {
-        eprintln!(
-            "{}::build_failure_is_explained: not applicable (no images)",
-            b.name()
-        );
-        return;
-    }
-    let Some(t) = Ctx::with_shell_image(b, "build_failure_is_explained") else {
+    let Some(t) = engine_ctx(b, "build_failure_is_explained") else {
         return;
     };
     let marker = format!("kennel-marker-{}", unique());
@@ -90,14 +93,7 @@ pub fn build_failure_is_explained(b: Backend) {
 /// and a built-in agent's `--version` check catches a command that is there
 /// but does not run.
 pub fn missing_command_fails_the_build(b: Backend) {
-    if !b.has_engine() {
-        eprintln!(
-            "{}::missing_command_fails_the_build: not applicable (no images)",
-            b.name()
-        );
-        return;
-    }
-    let Some(t) = Ctx::with_shell_image(b, "missing_command_fails_the_build") else {
+    let Some(t) = engine_ctx(b, "missing_command_fails_the_build") else {
         return;
     };
     t.write_config(
