@@ -19,7 +19,8 @@
 #
 #   --fresh   first remove what an earlier run made: the test user, its home,
 #             runtime directory and rootless podman storage, the cached base
-#             rootfs and the base image in every engine; then set up again.
+#             rootfs, and the base image and every image kennel built in
+#             Docker and rootful Podman; then set up again.
 #             This is how to prove that a fresh machine passes `.ci/run`.
 #
 # Docker: whatever Docker answers `docker info` is used as it is. Otherwise a
@@ -81,16 +82,16 @@ if ((FRESH)); then
         sleep 0.5
         # Rootless podman's overlay storage holds files owned by sub-uids and
         # may hold mounts: unmount anything under the home and runtime dir.
-        grep -E " (/home/$E2E_USER|/run/user/$uid)/" /proc/mounts | awk '{print $2}' | sort -r |
-            while read -r m; do umount -l "$m" 2>/dev/null || true; done
+        { grep -E " (/home/$E2E_USER|/run/user/$uid)/" /proc/mounts || true; } | awk '{print $2}' |
+            sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
         userdel --remove "$E2E_USER" >/dev/null 2>&1 || true
         rm -rf "/run/user/$uid"
     fi
     rm -rf "$E2E_HOME"
     sed -i "/^$E2E_USER:/d" /etc/subuid /etc/subgid 2>/dev/null || true
     rm -rf "$CACHE"
-    # The base image in Docker and rootful Podman goes below, once their
-    # daemons answer.
+    # The base image and every image kennel built go below, once the
+    # engines answer (a fresh machine has none of them).
 fi
 
 # ---------------------------------------------------------------- packages
@@ -274,8 +275,11 @@ fi
 [[ -f $TARBALL ]] || { rm -f "$CACHE/rootfs.done"; die "$TARBALL missing; run again to rebuild"; }
 
 if ((FRESH)); then
-    docker image rm -f "$IMAGE" >/dev/null 2>&1 || true
-    podman image rm -f "$IMAGE" >/dev/null 2>&1 || true
+    for engine in docker podman; do
+        { "$engine" images -q --filter label=dev.kennel.managed=true || true; } | sort -u |
+            xargs -r "$engine" image rm -f >/dev/null 2>&1 || true
+        "$engine" image rm -f "$IMAGE" >/dev/null 2>&1 || true
+    done
 fi
 if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
     log "importing $IMAGE into docker"
