@@ -184,9 +184,14 @@ fn init(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
     if let Err(failure) = build_root(layout) {
         return failure;
     }
+    // Set here, before anything is forked, so that the forwarder has them
+    // from its first instruction (set in the child, an agent connecting at
+    // once found it unlimited for a moment).
+    if let Err(failure) = limit_sandbox(plan, decision) {
+        return failure;
+    }
     if let Some(proxy) = &plan.network.proxy
-        && let Err(failure) =
-            start_forwarder(&proxy.listen_inside, &proxy.socket_inside, plan.limits.pids)
+        && let Err(failure) = start_forwarder(&proxy.listen_inside, &proxy.socket_inside)
     {
         return failure;
     }
@@ -210,13 +215,28 @@ fn init(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
     unsafe { libc::_exit(code) }
 }
 
+/// The limits every process of the sandbox has: no core dumps, and the pids
+/// limit (inside its own user namespace the sandbox's processes are counted
+/// on their own, so it caps the sandbox alone; without one it would count
+/// the user's every process, so it is left to the agent's exec then).
+fn limit_sandbox(plan: &Plan, decision: &Decision) -> Result<(), Failure> {
+    sys::set_rlimit(libc::RLIMIT_CORE, 0).map_err(|e| Failure::from(("core dumps", e)))?;
+    if decision.namespaces
+        && let Ok(pids) = u64::try_from(plan.limits.pids)
+        && pids > 0
+    {
+        sys::set_rlimit(libc::RLIMIT_NPROC, pids).map_err(|e| Failure::from(("pids limit", e)))?;
+    }
+    Ok(())
+}
+
 /// Forks the proxy forwarder (listening before the agent starts). It runs in
 /// a session of its own (a Ctrl-C on the terminal is not for it), with no
 /// capabilities, and dies with the init. It starts a thread per connection
-/// the agent opens, so it is under the sandbox's pids limit (the same user
-/// in the same user namespace: its threads and the agent's processes share
-/// one count) and dumps no core.
-fn start_forwarder(listen: &str, socket: &Path, pids: i64) -> Result<(), Failure> {
+/// the agent opens, so it inherits the init's limits ([`limit_sandbox`]):
+/// the same user in the same user namespace, its threads and the agent's
+/// processes share one pids count.
+fn start_forwarder(listen: &str, socket: &Path) -> Result<(), Failure> {
     let listener = crate::forwarder::bind(listen)
         .map_err(|e| Failure(EXIT_KENNEL, format!("proxy forwarder on {listen}: {e}")))?;
     // SAFETY: single-threaded.
@@ -237,11 +257,6 @@ fn start_forwarder(listen: &str, socket: &Path, pids: i64) -> Result<(), Failure
             }
         }
         let ready = sys::set_parent_death_signal(libc::SIGKILL)
-            .and_then(|()| sys::set_rlimit(libc::RLIMIT_CORE, 0))
-            .and_then(|()| match u64::try_from(pids) {
-                Ok(pids) if pids > 0 => sys::set_rlimit(libc::RLIMIT_NPROC, pids),
-                _ => Ok(()),
-            })
             .and_then(|()| sys::set_no_new_privs())
             .and_then(|()| sys::drop_capabilities());
         if let Err(error) = ready {
