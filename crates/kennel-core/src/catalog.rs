@@ -80,6 +80,10 @@ pub struct AgentSpec {
     /// run. Empty: only check that the command is on PATH.
     #[serde(default = "default_version_args")]
     pub version: Vec<String>,
+    /// `Name <email>` for the agent's commits when `git_identity = "agent"`;
+    /// empty: `<agent> (kennel) <<agent>@kennel.invalid>`.
+    #[serde(default)]
+    pub git_author: String,
     /// Why the agent may not install or start everywhere (e.g. it installs
     /// only from its vendor's site); shown by `kennel agents` and with a
     /// failed build. Empty when it installs from a package registry.
@@ -199,6 +203,7 @@ impl Catalog {
                         // Your own agent may have no --version: only its
                         // presence is checked unless `version` says how.
                         version: Vec::new(),
+                        git_author: String::new(),
                         caveat: String::new(),
                         docs: String::new(),
                         unverified: Vec::new(),
@@ -298,6 +303,9 @@ fn apply(mut spec: AgentSpec, over: &AgentOverride, source: &str) -> AgentSpec {
     }
     if let Some(value) = &over.version {
         spec.version = value.clone();
+    }
+    if let Some(value) = &over.git_author {
+        spec.git_author = value.clone();
     }
     spec.source = source.to_string();
     spec

@@ -29,6 +29,7 @@ env = []
 mounts = []
 pids_limit = 1024
 share_agent_home = false
+git_identity = "user"
 "#;
 
 /// Where a value came from.
@@ -136,6 +137,26 @@ pub struct Defaults {
     /// repository), instead of one per agent and repository (default false).
     /// Only the user's own (or a trusted) config may turn it on.
     pub share_agent_home: Option<bool>,
+    /// Whose name and email the agent's commits carry: `"user"` (yours,
+    /// from your git config), `"agent"` (the agent's own), or
+    /// `{ name = "…", email = "…" }`. A repository's config may not set it.
+    pub git_identity: Option<GitIdentitySetting>,
+}
+
+/// `defaults.git_identity`: a keyword or a fixed identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum GitIdentitySetting {
+    /// `"user"` or `"agent"` (anything else is refused when a Plan is made).
+    Keyword(String),
+    Fixed(FixedGitIdentity),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixedGitIdentity {
+    pub name: String,
+    pub email: String,
 }
 
 /// The workspace modes `defaults.mode` and `--mode` accept.
@@ -158,6 +179,7 @@ pub struct AgentOverride {
     pub domains: Option<Vec<String>>,
     pub command_from_args: Option<bool>,
     pub version: Option<Vec<String>>,
+    pub git_author: Option<String>,
 }
 
 /// The `[network]` table: facts about the network kennel's egress proxy
@@ -831,6 +853,30 @@ mod tests {
 
     /// A repository may not share the agent's home with every other
     /// repository (class 5 of issue 11); keeping it to itself is fine.
+    #[test]
+    fn project_may_not_choose_the_git_identity() {
+        // A repository must not decide whose name the agent's commits carry.
+        let (config, _dir) = load_with(
+            None,
+            Some("[defaults]\ngit_identity = { name = \"Someone\", email = \"s@x\" }\n"),
+        );
+        match config {
+            Err(ConfigError::Untrusted { keys, .. }) => {
+                assert!(
+                    keys.iter().all(|k| k.starts_with("defaults.git_identity")),
+                    "{keys:?}"
+                );
+                assert!(!keys.is_empty());
+            }
+            other => panic!("expected Untrusted, got {other:?}"),
+        }
+        let (config, _dir) = load_with(Some("[defaults]\ngit_identity = \"agent\"\n"), None);
+        assert_eq!(
+            config.expect("loads").file.defaults.git_identity,
+            Some(GitIdentitySetting::Keyword("agent".into()))
+        );
+    }
+
     #[test]
     fn project_may_not_share_the_agent_home() {
         let (config, _dir) = load_with(None, Some("[defaults]\nshare_agent_home = true\n"));

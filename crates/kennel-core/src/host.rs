@@ -132,6 +132,9 @@ pub struct Workspace {
     pub refused: Vec<PathBuf>,
     /// What the user must be told about control paths kennel cannot protect.
     pub notes: Vec<String>,
+    /// Your git identity for this workspace (`user.name`, `user.email`,
+    /// `init.defaultBranch` only), for `git_identity = "user"`.
+    pub git_user: HostGit,
 }
 
 /// Paths inside a repository that would run code on the host later if an
@@ -197,6 +200,7 @@ impl Workspace {
             pinned: controls.pinned,
             refused: controls.refused,
             notes: controls.notes,
+            git_user: controls.user_git,
         })
     }
 }
@@ -208,6 +212,18 @@ pub struct Controls {
     pub pinned: Vec<PathBuf>,
     pub refused: Vec<PathBuf>,
     pub notes: Vec<String>,
+    /// The user's identity, read from the same `git config --list`.
+    pub user_git: HostGit,
+}
+
+/// `user.name`, `user.email` and `init.defaultBranch` from the user's git
+/// configuration (as git reads it for the workspace, so `includeIf`
+/// identities count), and nothing else of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostGit {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub default_branch: Option<String>,
 }
 
 impl Controls {
@@ -301,6 +317,8 @@ pub fn git_controls(root: &Path, home: &Path) -> Controls {
     let mut controls = Controls::default();
     let dot_git = root.join(".git");
     let Ok(meta) = std::fs::symlink_metadata(&dot_git) else {
+        // Not a repository: only the user's identity is of use.
+        config_named_paths(root, home, &mut controls);
         return controls;
     };
     let git_dir = if meta.file_type().is_symlink() {
@@ -541,6 +559,10 @@ fn config_named_paths(root: &Path, home: &Path, controls: &mut Controls) {
             continue;
         }
         match lower.as_str() {
+            // The last value wins, as in git.
+            "user.name" => controls.user_git.name = Some(value.to_string()),
+            "user.email" => controls.user_git.email = Some(value.to_string()),
+            "init.defaultbranch" => controls.user_git.default_branch = Some(value.to_string()),
             "core.hookspath" if !value.is_empty() => {
                 let dir = expand(value);
                 if !dir.starts_with(root) {

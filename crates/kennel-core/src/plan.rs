@@ -64,6 +64,9 @@ pub struct Plan {
     /// checkout itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git: Option<GitPlan>,
+    /// Whose identity the agent's commits carry (see [`GitIdentityPlan`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_identity: Option<GitIdentityPlan>,
 }
 
 /// The session's own checkout (`--mode worktree` or `--mode clone`).
@@ -131,6 +134,10 @@ pub enum MountPurpose {
     HostConfig,
     /// Files kennel generates for the sandbox (`/etc/passwd`, `/etc/group`).
     Identity,
+    /// The git config kennel generates with the session's git identity
+    /// (`/run/kennel/git/config`, named by `GIT_CONFIG_SYSTEM`). Unlike
+    /// [`MountPurpose::Identity`], the native backend mounts it too.
+    GitIdentity,
     /// A CA bundle made from the configured `ca_certificates`.
     CaCertificates,
     /// A mount the user configured (`mounts` in their config).
@@ -212,6 +219,29 @@ pub struct ProxyPlan {
     /// Where `kennel run` appends the session's decisions (`kennel net log`).
     pub log: PathBuf,
 }
+
+/// Whose name and email the agent's commits carry, and where they came
+/// from. Given to git inside as its system config ([`GIT_CONFIG_INSIDE`],
+/// named by `GIT_CONFIG_SYSTEM`), so that `git config user.name` answers
+/// and the agent's own global config may still override it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitIdentityPlan {
+    /// `user` (your git config), `agent` (the agent's own), `config`
+    /// (`git_identity = { name, email }`).
+    pub source: String,
+    pub name: String,
+    pub email: String,
+    /// Your `init.defaultBranch`, when you set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_branch: Option<String>,
+    /// Why the identity is not the one asked for (e.g. your git config has
+    /// no `user.name`, so the agent's is used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Where the generated git config is mounted inside the sandbox.
+pub const GIT_CONFIG_INSIDE: &str = "/run/kennel/git/config";
 
 /// The init in every image kennel builds (Debian's `tini` package).
 pub const IMAGE_INIT: &str = "/usr/bin/tini";

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::catalog::AgentSpec;
 use crate::config::Config;
-use crate::host::{HostContext, Workspace};
+use crate::host::{HostContext, HostGit, Workspace};
 use crate::plan::*;
 
 /// What the user asked for on the command line.
@@ -36,6 +36,9 @@ pub struct RunRequest {
     pub pids_limit: Option<i64>,
     /// `--resume`: add the agent's arguments that continue its last conversation.
     pub resume: bool,
+    /// Your git identity as your own git config gives it for the workspace
+    /// ([`Workspace::git_user`]); used when `git_identity = "user"`.
+    pub host_git: HostGit,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -405,6 +408,25 @@ pub fn build_plan(
     let network = plan_network(host, config, agent, request, &name, &mut warnings);
     let mut mounts = plan_mounts(host, config, agent, workspace, request, &mut warnings)?;
     let mut env = plan_env(host, config, agent, request, &mut warnings)?;
+    let git_identity = plan_git_identity(config, agent, &request.host_git, &mut warnings)?;
+    if let Some(identity) = &git_identity {
+        mounts.push(Mount {
+            source: git_config_file(host, identity),
+            target: GIT_CONFIG_INSIDE.into(),
+            read_only: true,
+            purpose: MountPurpose::GitIdentity,
+        });
+        // A GIT_CONFIG_SYSTEM the user passes with -e or `env` stays theirs.
+        if !env.iter().any(|var| var.name == "GIT_CONFIG_SYSTEM") {
+            env.push(EnvVar {
+                name: "GIT_CONFIG_SYSTEM".into(),
+                value: GIT_CONFIG_INSIDE.into(),
+                origin: "kennel".into(),
+                secret: false,
+            });
+            env.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+    }
     if let Some(proxy) = &network.proxy {
         if let Some(dir) = proxy.socket.parent() {
             mounts.push(Mount {
@@ -490,6 +512,7 @@ pub fn build_plan(
         warnings,
         allow_weaker_sandbox: request.allow_weaker_sandbox,
         git: None,
+        git_identity,
     })
 }
 
@@ -772,6 +795,123 @@ fn plan_network(
         enforced: true,
         proxy,
     }
+}
+
+/// The identity the agent's commits carry, from `defaults.git_identity`:
+/// yours (falling back to the agent's, with a warning, when your git has no
+/// `user.name` or `user.email`), the agent's, or a fixed one.
+fn plan_git_identity(
+    config: &Config,
+    agent: &AgentSpec,
+    host_git: &HostGit,
+    warnings: &mut Vec<String>,
+) -> Result<Option<GitIdentityPlan>, PlanError> {
+    use crate::config::GitIdentitySetting;
+    let default_branch = host_git.default_branch.clone();
+    let agent_identity = |warnings: &mut Vec<String>| {
+        let (name, email) = agent_author(agent);
+        if agent.git_author.is_empty() {
+            warnings.push(format!(
+                "git_identity = \"agent\": {} has no git_author in the catalog; its commits carry \
+                 {name} <{email}>",
+                agent.name
+            ));
+        }
+        (name, email)
+    };
+    let mut note = None;
+    let (source, name, email) = match &config.file.defaults.git_identity {
+        None => return Ok(None),
+        Some(GitIdentitySetting::Keyword(word)) if word == "user" => {
+            match (&host_git.name, &host_git.email) {
+                (Some(name), Some(email)) => ("user", name.clone(), email.clone()),
+                // As on the host, where git would refuse to commit: the
+                // agent's identity, and the Plan says why.
+                _ => {
+                    note = Some(
+                        "your git config has no user.name or user.email: set them \
+                         (`git config --global user.name …`, `user.email …`) to sign the \
+                         agent's commits as you"
+                            .to_string(),
+                    );
+                    let (name, email) = agent_author(agent);
+                    ("agent", name, email)
+                }
+            }
+        }
+        Some(GitIdentitySetting::Keyword(word)) if word == "agent" => {
+            let (name, email) = agent_identity(warnings);
+            ("agent", name, email)
+        }
+        Some(GitIdentitySetting::Keyword(word)) => {
+            return Err(PlanError::BadValue {
+                key: "defaults.git_identity".into(),
+                reason: format!(
+                    "`{word}` is not \"user\", \"agent\" or {{ name = \"…\", email = \"…\" }}"
+                ),
+            });
+        }
+        Some(GitIdentitySetting::Fixed(fixed)) => {
+            ("config", fixed.name.clone(), fixed.email.clone())
+        }
+    };
+    for (what, value) in [("name", &name), ("email", &email)] {
+        if value.trim().is_empty() || value.contains(['\n', '\r', '\0']) {
+            return Err(PlanError::BadValue {
+                key: format!("git identity {what}"),
+                reason: format!("{value:?} must be one non-empty line"),
+            });
+        }
+    }
+    let default_branch = default_branch
+        .filter(|branch| !branch.is_empty() && !branch.contains(['\n', '\r', '\0', '"', '\\']));
+    Ok(Some(GitIdentityPlan {
+        source: source.into(),
+        name,
+        email,
+        default_branch,
+        note,
+    }))
+}
+
+/// The agent's own identity: its catalog `git_author` (`Name <email>`), or
+/// `<agent> (kennel) <<agent>@kennel.invalid>`.
+fn agent_author(agent: &AgentSpec) -> (String, String) {
+    let parsed = agent.git_author.trim().strip_suffix('>').and_then(|rest| {
+        let (name, email) = rest.rsplit_once('<')?;
+        let (name, email) = (name.trim(), email.trim());
+        (!name.is_empty() && !email.is_empty()).then(|| (name.to_string(), email.to_string()))
+    });
+    parsed.unwrap_or_else(|| {
+        (
+            format!("{} (kennel)", agent.name),
+            format!("{}@kennel.invalid", agent.name),
+        )
+    })
+}
+
+/// The git config file given to the sandbox for `identity`.
+pub fn git_config_text(identity: &GitIdentityPlan) -> String {
+    let quote = |value: &str| format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""));
+    let mut text = format!(
+        "# Written by kennel: the identity of this session's commits ({}).\n\
+         [user]\n\tname = {}\n\temail = {}\n",
+        identity.source,
+        quote(&identity.name),
+        quote(&identity.email)
+    );
+    if let Some(branch) = &identity.default_branch {
+        text.push_str(&format!("[init]\n\tdefaultBranch = {}\n", quote(branch)));
+    }
+    text
+}
+
+/// Where kennel keeps the git config for `identity` on the host: named by
+/// its content, so that sessions with different identities never share one.
+pub fn git_config_file(host: &HostContext, identity: &GitIdentityPlan) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let digest = hex::encode(Sha256::digest(git_config_text(identity).as_bytes()));
+    identity_dir(host).join(format!("git-{}.config", &digest[..16]))
 }
 
 /// `http://user:password@host:port` without its credentials.

@@ -794,3 +794,130 @@ fn git_controls_are_read_only_and_their_directories_pinned_parents_first() {
         .expect("controls");
     assert!(workspace_at < first_control);
 }
+
+fn you() -> crate::host::HostGit {
+    crate::host::HostGit {
+        name: Some("Ada \"the\" Lovelace".into()),
+        email: Some("ada@example.org".into()),
+        default_branch: Some("trunk".into()),
+    }
+}
+
+/// `git_identity = "user"` (the default): your name, email and default
+/// branch reach git inside through a generated system config, and nothing
+/// else of your git config does.
+#[test]
+fn your_git_identity_reaches_the_sandbox() {
+    let plan = plan_with(
+        &config(""),
+        "claude",
+        &RunRequest {
+            host_git: you(),
+            ..RunRequest::default()
+        },
+    )
+    .expect("plan");
+    let identity = plan.git_identity.clone().expect("identity");
+    assert_eq!(
+        (
+            identity.source.as_str(),
+            identity.name.as_str(),
+            identity.email.as_str()
+        ),
+        ("user", "Ada \"the\" Lovelace", "ada@example.org")
+    );
+    let mount = plan
+        .mounts
+        .iter()
+        .find(|m| m.target == std::path::Path::new(GIT_CONFIG_INSIDE))
+        .expect("git config mount");
+    assert!(mount.read_only);
+    assert_eq!(plan.env_value("GIT_CONFIG_SYSTEM"), Some(GIT_CONFIG_INSIDE));
+    let text = git_config_text(&identity);
+    assert!(
+        text.contains("name = \"Ada \\\"the\\\" Lovelace\""),
+        "{text}"
+    );
+    assert!(text.contains("defaultBranch = \"trunk\""), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains(" = ")).count(),
+        3,
+        "{text}"
+    );
+    // Another identity, another file.
+    let agent = plan_with(
+        &config("[defaults]\ngit_identity = \"agent\"\n"),
+        "claude",
+        &RunRequest {
+            host_git: you(),
+            ..RunRequest::default()
+        },
+    )
+    .expect("plan");
+    let agent_identity = agent.git_identity.clone().expect("identity");
+    assert_eq!(
+        (
+            agent_identity.source.as_str(),
+            agent_identity.name.as_str(),
+            agent_identity.email.as_str()
+        ),
+        ("agent", "Claude", "noreply@anthropic.com")
+    );
+    let source = |plan: &Plan| {
+        plan.mounts
+            .iter()
+            .find(|m| m.target == std::path::Path::new(GIT_CONFIG_INSIDE))
+            .map(|m| m.source.clone())
+    };
+    assert_ne!(source(&agent), Some(mount.source.clone()));
+}
+
+#[test]
+fn git_identity_falls_back_to_the_agent_and_can_be_fixed() {
+    let plan = plan_with(&config(""), "codex", &RunRequest::default()).expect("plan");
+    let identity = plan.git_identity.clone().expect("identity");
+    assert_eq!(
+        (identity.source.as_str(), identity.name.as_str()),
+        ("agent", "codex (kennel)")
+    );
+    assert!(
+        identity
+            .note
+            .as_deref()
+            .is_some_and(|note| note.contains("no user.name")),
+        "{identity:?}"
+    );
+    let fixed = plan_with(
+        &config("[defaults]\ngit_identity = { name = \"Bot\", email = \"bot@example.org\" }\n"),
+        "codex",
+        &RunRequest::default(),
+    )
+    .expect("plan");
+    let identity = fixed.git_identity.expect("identity");
+    assert_eq!(
+        (
+            identity.source.as_str(),
+            identity.name.as_str(),
+            identity.email.as_str()
+        ),
+        ("config", "Bot", "bot@example.org")
+    );
+    let bad = plan_with(
+        &config("[defaults]\ngit_identity = \"someone\"\n"),
+        "codex",
+        &RunRequest::default(),
+    );
+    assert!(
+        matches!(&bad, Err(PlanError::BadValue { key, .. }) if key == "defaults.git_identity"),
+        "{bad:?}"
+    );
+    let newline = plan_with(
+        &config("[defaults]\ngit_identity = { name = \"Bot\\n[core]\", email = \"b@x\" }\n"),
+        "codex",
+        &RunRequest::default(),
+    );
+    assert!(
+        matches!(newline, Err(PlanError::BadValue { .. })),
+        "{newline:?}"
+    );
+}

@@ -121,6 +121,7 @@ fn plan(mounts: Vec<Mount>) -> Plan {
         warnings: vec![],
         allow_weaker_sandbox: false,
         git: None,
+        git_identity: None,
     }
 }
 

@@ -50,6 +50,9 @@ mod escape_output;
 #[path = "e2e/escape_homes.rs"]
 mod escape_homes;
 
+#[path = "e2e/git_identity.rs"]
+mod git_identity;
+
 /// One module of tests per backend. A new behaviour: one line here (and its
 /// function in `cases.rs`). A new backend: one `backend_suite!` line below.
 macro_rules! backend_suite {
@@ -61,6 +64,7 @@ macro_rules! backend_suite {
             use crate::escape_homes;
             use crate::escape_output;
             use crate::git;
+            use crate::git_identity;
             use crate::harness::Backend;
             use crate::images;
             use crate::network;
@@ -78,6 +82,10 @@ macro_rules! backend_suite {
             #[test]
             fn escape_git_objects() {
                 escape_git::replaced_object(B)
+            }
+            #[test]
+            fn git_identity_inside() {
+                git_identity::identity_inside(B)
             }
             #[test]
             fn git_worktree_sessions() {

@@ -208,6 +208,7 @@ pub fn plan(kind: EngineKind, test: &str, command: &[&str]) -> Plan {
         warnings: Vec::new(),
         allow_weaker_sandbox: false,
         git: None,
+        git_identity: None,
     }
 }
 

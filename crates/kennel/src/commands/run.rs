@@ -246,11 +246,13 @@ pub async fn prepare(
         cpus: args.cpus,
         pids_limit: args.pids_limit,
         resume: args.resume.is_some(),
+        host_git: Default::default(),
     };
     adjust(&mut request, &context, agent);
     let Some(workspace) = &context.workspace else {
         return Err(CliError::kennel("no workspace"));
     };
+    request.host_git = workspace.git_user.clone();
     let plan = settings::build_plan(
         &context.host,
         &context.config,
@@ -498,6 +500,13 @@ pub fn prepare_host(
         .map_err(|error| io_error("/etc/passwd", error))?;
     write_atomic(&identity.join("group"), group.as_bytes())
         .map_err(|error| io_error("/etc/group", error))?;
+    if let Some(git) = &plan.git_identity {
+        write_atomic(
+            &settings::git_config_file(&context.host, git),
+            settings::git_config_text(git).as_bytes(),
+        )
+        .map_err(|error| io_error("the git identity", error))?;
+    }
     if !images.ca_certificates.is_empty() {
         let bundle = settings::ca_bundle(&context.host);
         if let Some(parent) = bundle.parent() {
