@@ -28,14 +28,18 @@ pub fn identity_inside(b: Backend) {
     t.user.chown(&global);
     let global = global.display().to_string();
     let env = [("GIT_CONFIG_GLOBAL", global.as_str())];
+    let probe = || {
+        let out = t
+            .kennel_env(
+                &["run", "shell", "--network", "none", "--", "sh", "-c", PROBE],
+                &env,
+            )
+            .run();
+        out.assert_ok();
+        out
+    };
 
-    let out = t
-        .kennel_env(
-            &["run", "shell", "--network", "none", "--", "sh", "-c", PROBE],
-            &env,
-        )
-        .run();
-    out.assert_ok();
+    let out = probe();
     assert_eq!(out.expect_kv("NAME"), "Erin Example", "{out}");
     assert_eq!(out.expect_kv("EMAIL"), "erin@example.org", "{out}");
     assert_eq!(out.expect_kv("BRANCH"), "trunk", "{out}");
@@ -71,13 +75,7 @@ pub fn identity_inside(b: Backend) {
 
     // The agent's own identity, when the user asks for it.
     t.write_config("git_identity = \"agent\"", "");
-    let out = t
-        .kennel_env(
-            &["run", "shell", "--network", "none", "--", "sh", "-c", PROBE],
-            &env,
-        )
-        .run();
-    out.assert_ok();
+    let out = probe();
     assert_eq!(
         out.expect_kv("AUTHOR"),
         "shell (kennel)/shell@kennel.invalid",
