@@ -17,6 +17,7 @@
 //!     cargo test -p kennel --test e2e docker::          # one backend
 //!     cargo test -p kennel --test e2e native::          # no engine needed
 //!     cargo test -p kennel --test e2e agent_images      # the slow agent-image test
+//!     cargo test -p kennel --test e2e agents_at_work    # real agents against a stand-in model
 
 #[path = "e2e/harness.rs"]
 mod harness;
@@ -40,6 +41,9 @@ mod escape_git;
 
 #[path = "e2e/agent_images.rs"]
 mod agent_images;
+
+#[path = "e2e/agents_at_work.rs"]
+mod agents_at_work;
 
 #[path = "e2e/images.rs"]
 mod images;

@@ -11,6 +11,10 @@
 //! exactly these two /24 and /64 (`network.trusted`): the metadata and
 //! private names stay refused.
 //!
+//! The namespace also runs the stand-in model server (`stand_in_model.py`,
+//! an OpenAI-compatible API answering from scripts) on 198.18.0.2:8090, as
+//! `model.kennel.test`, for the tests of real agents at work.
+//!
 //! Set up once per test run, as root; re-running replaces a previous run's
 //! namespace and servers (idempotent).
 
@@ -28,12 +32,14 @@ const VETH_HOST: &str = "kennel-e2e-h";
 const VETH_NS: &str = "kennel-e2e-n";
 const HTTP_PORT: u16 = 8080;
 const HTTP6_PORT: u16 = 8081;
+/// The stand-in model server's port on 198.18.0.2.
+pub const MODEL_PORT: u16 = 8090;
 const WORK: &str = "/var/tmp/kennel-e2e-net";
 /// What the test hosts' HTTP servers serve.
 const BODY: &str = "kennel-e2e-test-host";
 
 /// `[network]` for every network test.
-fn network_tables() -> &'static str {
+pub fn network_tables() -> &'static str {
     "[network]\n\
          trusted = [\"198.18.0.0/24\", \"2001:2::/64\"]\n\n\
          [network.hosts]\n\
@@ -41,11 +47,16 @@ fn network_tables() -> &'static str {
          \"allowed6.kennel.test\" = [\"2001:2::2\"]\n\
          \"other.kennel.test\" = [\"198.18.0.2\"]\n\
          \"meta.kennel.test\" = [\"169.254.169.254\"]\n\
-         \"private.kennel.test\" = [\"10.1.2.3\"]\n"
+         \"private.kennel.test\" = [\"10.1.2.3\"]\n\
+         \"model.kennel.test\" = [\"198.18.0.2\"]\n"
 }
 
-struct TestNet {
+pub struct TestNet {
     udp_log: PathBuf,
+    /// The stand-in model server's scripts (`<model>.json`).
+    pub model_scripts: PathBuf,
+    /// Every request the stand-in model server received, as JSON lines.
+    pub model_log: PathBuf,
 }
 
 static TEST_NET: OnceLock<Result<TestNet, String>> = OnceLock::new();
@@ -178,15 +189,32 @@ fn setup() -> Result<TestNet, String> {
         udp_log.display().to_string()
     );
     spawn_in_ns(&[python(), "-c", &udp])?;
-    // Ready when the host reaches both servers directly.
+    let model_scripts = work.join("model");
+    std::fs::create_dir_all(&model_scripts).map_err(|e| e.to_string())?;
+    let model_log = work.join("model-requests.jsonl");
+    std::fs::write(&model_log, "").map_err(|e| e.to_string())?;
+    spawn_in_ns(&[
+        python(),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/stand_in_model.py"),
+        "--bind",
+        "198.18.0.2",
+        "--port",
+        &MODEL_PORT.to_string(),
+        "--log",
+        &model_log.display().to_string(),
+        "--scripts",
+        &model_scripts.display().to_string(),
+    ])?;
+    // Ready when the host reaches every server directly.
     let deadline = Instant::now() + Duration::from_secs(20);
     for url in [
         format!("http://198.18.0.2:{HTTP_PORT}/"),
         format!("http://[2001:2::2]:{HTTP6_PORT}/"),
+        format!("http://198.18.0.2:{MODEL_PORT}/v1/models"),
     ] {
         loop {
             let ok = run(&["curl", "-fsS", "--noproxy", "*", "-m", "2", &url])
-                .is_ok_and(|body| body.contains(BODY));
+                .is_ok_and(|body| body.contains(BODY) || body.contains("\"object\": \"list\""));
             if ok {
                 break;
             }
@@ -196,7 +224,11 @@ fn setup() -> Result<TestNet, String> {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    Ok(TestNet { udp_log })
+    Ok(TestNet {
+        udp_log,
+        model_scripts,
+        model_log,
+    })
 }
 
 fn unsafe_uid() -> u32 {
@@ -206,10 +238,15 @@ fn unsafe_uid() -> u32 {
         .unwrap_or(u32::MAX)
 }
 
+/// The test hosts, set up once per test run.
+pub fn test_net() -> Result<&'static TestNet, &'static str> {
+    TEST_NET.get_or_init(setup).as_ref().map_err(String::as_str)
+}
+
 /// The fixture for one network test: the test hosts and a config naming them.
 fn net_ctx(b: Backend, name: &str) -> Option<(Ctx, &'static TestNet)> {
     let t = Ctx::with_shell_image(b, name)?;
-    let net = match TEST_NET.get_or_init(setup) {
+    let net = match test_net() {
         Ok(net) => net,
         Err(reason) => return not_ready(&format!("{}::{name}", b.name()), reason),
     };
@@ -251,7 +288,7 @@ fn expect_unreachable(out: &crate::harness::Out, key: &str) {
 /// The session whose log has a decision matching `pred` (tests of one
 /// backend share kennel's data directory, so "the most recent log" could be
 /// another test's): found with `kennel net log --session NAME --json`.
-fn find_session(t: &Ctx, pred: impl Fn(&Value) -> bool) -> Option<(String, Vec<Value>)> {
+pub fn find_session(t: &Ctx, pred: impl Fn(&Value) -> bool) -> Option<(String, Vec<Value>)> {
     let logs = t.data_home.join("kennel/logs");
     let entries = std::fs::read_dir(&logs).ok()?;
     for entry in entries.flatten() {
