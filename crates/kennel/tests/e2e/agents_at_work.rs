@@ -53,83 +53,111 @@ fn docker_aider_edits_and_commits_streamed() {
     aider_edits_and_commits(Backend::Docker, true);
 }
 
+/// One aider run's fixture: the workspace, the model's script, the user's
+/// git identity, and the arguments of `kennel run aider`.
+struct AiderRun {
+    t: Ctx,
+    model: String,
+    global: String,
+    model_log: std::path::PathBuf,
+}
+
+impl AiderRun {
+    fn new(b: Backend, name: &str) -> Option<AiderRun> {
+        let t = Ctx::new(b, name)?;
+        let net = match test_net() {
+            Ok(net) => net,
+            Err(reason) => return not_ready(&format!("{}::{name}", b.name()), reason),
+        };
+        t.write_config(
+            &format!("ca_certificates = [\"{HOST_CA_BUNDLE}\"]"),
+            network_tables(),
+        );
+        t.kennel(&["image", "build", "aider"])
+            .timeout(BUILD_TIMEOUT)
+            .run()
+            .assert_ok();
+
+        // The model's script: this test's own model name, one edit, one
+        // commit message.
+        let model = format!("kennel-e2e-aider-{}", unique());
+        let script = serde_json::json!({
+            "replies": [aider_reply()],
+            "commit_message": COMMIT_MESSAGE,
+        });
+        std::fs::write(
+            net.model_scripts.join(format!("{model}.json")),
+            script.to_string(),
+        )
+        .unwrap();
+
+        // The user's own git identity.
+        let global = t.scratch().join("gitconfig");
+        std::fs::write(
+            &global,
+            "[user]\n\tname = Erin Example\n\temail = erin@example.org\n",
+        )
+        .unwrap();
+        t.user.chown(&global);
+        Some(AiderRun {
+            global: global.display().to_string(),
+            model,
+            model_log: net.model_log.clone(),
+            t,
+        })
+    }
+
+    /// `kennel run aider [KENNEL_OPTIONS] -- <the task>`.
+    fn run(&self, kennel_options: &[&str], stream: bool) -> crate::harness::Out {
+        let api_base = format!("http://model.kennel.test:{MODEL_PORT}/v1");
+        let model_arg = format!("openai/{}", self.model);
+        let mut args = vec![
+            "run",
+            "aider",
+            "--allow",
+            "model.kennel.test",
+            "-e",
+            "OPENAI_API_KEY=sk-kennel-e2e-not-a-key",
+        ];
+        args.extend_from_slice(kennel_options);
+        args.extend([
+            "--",
+            "--model",
+            &model_arg,
+            "--openai-api-base",
+            &api_base,
+            "--no-analytics",
+            "--no-check-update",
+            "--no-show-model-warnings",
+            "--edit-format",
+            "diff",
+            "--no-gitignore",
+            "--no-pretty",
+            "--yes-always",
+        ]);
+        if !stream {
+            args.push("--no-stream");
+        }
+        args.extend(["--message", "Create hello.txt with a greeting."]);
+        self.t
+            .kennel_env(&args, &[("GIT_CONFIG_GLOBAL", self.global.as_str())])
+            .timeout(Duration::from_secs(300))
+            .run()
+    }
+}
+
 fn aider_edits_and_commits(b: Backend, stream: bool) {
     let name = if stream {
         "agents_at_work_aider_stream"
     } else {
         "agents_at_work_aider"
     };
-    let Some(t) = Ctx::new(b, name) else {
+    let Some(run) = AiderRun::new(b, name) else {
         return;
     };
-    let net = match test_net() {
-        Ok(net) => net,
-        Err(reason) => return not_ready(&format!("{}::{name}", b.name()), reason).unwrap_or(()),
-    };
-    t.write_config(
-        &format!("ca_certificates = [\"{HOST_CA_BUNDLE}\"]"),
-        network_tables(),
-    );
-    t.kennel(&["image", "build", "aider"])
-        .timeout(BUILD_TIMEOUT)
-        .run()
-        .assert_ok();
-
-    // The model's script: this test's own model name, one edit, one commit
-    // message.
-    let model = format!("kennel-e2e-aider-{}", unique());
-    let script = serde_json::json!({
-        "replies": [aider_reply()],
-        "commit_message": COMMIT_MESSAGE,
-    });
-    std::fs::write(
-        net.model_scripts.join(format!("{model}.json")),
-        script.to_string(),
-    )
-    .unwrap();
-
-    // The user's own git identity.
-    let global = t.scratch().join("gitconfig");
-    std::fs::write(
-        &global,
-        "[user]\n\tname = Erin Example\n\temail = erin@example.org\n",
-    )
-    .unwrap();
-    t.user.chown(&global);
-    let global = global.display().to_string();
-
-    let api_base = format!("http://model.kennel.test:{MODEL_PORT}/v1");
-    let model_arg = format!("openai/{model}");
-    let mut args = vec![
-        "run",
-        "aider",
-        "--allow",
-        "model.kennel.test",
-        "-e",
-        "OPENAI_API_KEY=sk-kennel-e2e-not-a-key",
-        "--",
-        "--model",
-        &model_arg,
-        "--openai-api-base",
-        &api_base,
-        "--no-analytics",
-        "--no-check-update",
-        "--no-show-model-warnings",
-        "--edit-format",
-        "diff",
-        "--no-gitignore",
-        "--no-pretty",
-        "--yes-always",
-    ];
-    if !stream {
-        args.push("--no-stream");
-    }
-    args.extend(["--message", "Create hello.txt with a greeting."]);
-    let out = t
-        .kennel_env(&args, &[("GIT_CONFIG_GLOBAL", global.as_str())])
-        .timeout(Duration::from_secs(300))
-        .run();
-    let requests = model_requests(&net.model_log, &model);
+    let (t, model) = (&run.t, &run.model);
+    let out = run.run(&[], stream);
+    let requests = model_requests(&run.model_log, model);
     let context = format!(
         "{out}\n--- the model's requests ---\n{}",
         requests
@@ -203,7 +231,7 @@ fn aider_edits_and_commits(b: Backend, stream: bool) {
     );
 
     // The proxy allowed the model calls, and logged them.
-    let (_, decisions) = find_session(&t, |d| {
+    let (_, decisions) = find_session(t, |d| {
         d["host"] == "model.kennel.test" && d["verdict"] == "allow"
     })
     .unwrap_or_else(|| panic!("no session log allows model.kennel.test\n{context}"));
@@ -230,6 +258,50 @@ fn aider_edits_and_commits(b: Backend, stream: bool) {
         .map(|d| format!("{}:{} ({})", d["host"], d["port"], d["reason"]))
         .collect();
     eprintln!("aider: refused by the allowlist: {refused:?}");
+}
+
+/// The same task in worktree mode: aider commits on the session's branch in
+/// its own checkout, the user's checkout is untouched until `kennel merge`
+/// brings aider's commit, as the user's, into the user's branch.
+#[test]
+fn docker_aider_in_a_worktree_is_merged() {
+    let Some(run) = AiderRun::new(Backend::Docker, "agents_at_work_aider_worktree") else {
+        return;
+    };
+    let t = &run.t;
+    let before = t.git(&["rev-parse", "HEAD"]);
+    let out = run.run(&["--mode", "worktree"], false);
+    out.assert_ok();
+    assert!(
+        !t.ws.join("hello.txt").exists(),
+        "worktree mode leaves the user's checkout alone\n{out}"
+    );
+    assert_eq!(t.git(&["rev-parse", "HEAD"]), before, "{out}");
+    let sessions = t.sessions();
+    let name = sessions
+        .iter()
+        .find_map(|s| s["branch"].as_str().and(s["name"].as_str()))
+        .unwrap_or_else(|| panic!("no worktree session: {sessions:?}\n{out}"))
+        .to_string();
+    let diff = t.kennel(&["diff", &name, "--stat"]).run();
+    diff.assert_ok();
+    assert!(diff.stdout.contains("hello.txt"), "{diff}");
+    t.kennel(&["merge", &name]).run().assert_ok();
+    let hello = std::fs::read_to_string(t.ws.join("hello.txt"))
+        .unwrap_or_else(|e| panic!("hello.txt after merge: {e}\n{out}"));
+    assert_eq!(hello.trim_end(), GREETING);
+    // aider's commit is in the user's branch now, with the user's identity.
+    let commits = t.git(&[
+        "log",
+        "--format=%an <%ae>|%s",
+        &format!("{}..HEAD", before.trim()),
+    ]);
+    assert!(
+        commits
+            .lines()
+            .any(|line| line == format!("Erin Example <erin@example.org>|{COMMIT_MESSAGE}")),
+        "{commits}\n{out}"
+    );
 }
 
 /// The stand-in model's log lines for `model`.
