@@ -3,7 +3,9 @@
 //! network tests' host as `model.kennel.test`, reached only through kennel's
 //! proxy), applies the edit the model scripted and commits it as the user.
 //!
-//! Docker only for now (the agent image takes minutes to build per engine).
+//! On Docker (streamed and not, direct and worktree mode) and on rootful and
+//! rootless Podman (direct mode); not native, which runs the agent installed
+//! on the host (aider is not, here).
 //! Run alone with `cargo test -p kennel --test e2e agents_at_work`.
 //!
 //! aider 0.86.2 needs nothing beyond the model's host. What it reaches for
@@ -51,6 +53,16 @@ fn docker_aider_edits_and_commits() {
 #[test]
 fn docker_aider_edits_and_commits_streamed() {
     aider_edits_and_commits(Backend::Docker, true);
+}
+
+#[test]
+fn podman_aider_edits_and_commits() {
+    aider_edits_and_commits(Backend::Podman, false);
+}
+
+#[test]
+fn podman_rootless_aider_edits_and_commits() {
+    aider_edits_and_commits(Backend::PodmanRootless, false);
 }
 
 /// One aider run's fixture: the workspace, the model's script, the user's
