@@ -351,9 +351,27 @@ pub fn git_controls(root: &Path, home: &Path) -> Controls {
     controls
 }
 
-/// The git dir that a `.git` file names (`gitdir: <path>`, relative to the
-/// file's directory).
-fn read_gitdir_file(file: &Path, root: &Path) -> Option<PathBuf> {
+/// `git -C root …` as kennel runs it to read the user's repository: the
+/// repository found from `root` alone (variables that would name another
+/// git dir, work tree or index are cleared), no input, no error output.
+/// Only for commands that run nothing (`config`, `ls-files`).
+pub fn git_at(root: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new("git");
+    command
+        .arg("-C")
+        .arg(root)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_COMMON_DIR")
+        .env_remove("GIT_INDEX_FILE")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    command
+}
+
+/// The git dir that a `.git` file names (`gitdir: <path>`, relative to
+/// `root`, the file's directory).
+pub fn read_gitdir_file(file: &Path, root: &Path) -> Option<PathBuf> {
     let text = std::fs::read_to_string(file).ok()?;
     let line = text.lines().next()?.strip_prefix("gitdir:")?.trim();
     let path = Path::new(line);
@@ -492,16 +510,8 @@ fn nested_git_dirs(root: &Path, dir: &Path, controls: &mut Controls, seen: &mut 
 /// missing hooks directory is created (empty, so git shows nothing) and
 /// protected; a missing fsmonitor program is a note for the user.
 fn config_named_paths(root: &Path, home: &Path, controls: &mut Controls) {
-    let output = std::process::Command::new("git")
-        .arg("-C")
-        .arg(root)
+    let output = git_at(root)
         .args(["config", "-z", "--list", "--show-origin"])
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_COMMON_DIR")
-        .env_remove("GIT_INDEX_FILE")
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
         .output();
     let Ok(output) = output else {
         return;

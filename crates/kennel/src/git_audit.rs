@@ -86,15 +86,9 @@ fn scan(root: &Path, extra: &[PathBuf], entries: &mut BTreeMap<PathBuf, String>)
     record(&dot_git, entries);
     let git_dir = match std::fs::symlink_metadata(&dot_git) {
         Ok(meta) if meta.is_dir() => Some(dot_git),
-        Ok(meta) if meta.is_file() => std::fs::read_to_string(&dot_git)
-            .ok()
-            .and_then(|text| {
-                text.lines()
-                    .next()
-                    .and_then(|line| line.strip_prefix("gitdir:"))
-                    .map(|dir| root.join(dir.trim()))
-            })
-            .filter(|dir| dir.starts_with(root)),
+        Ok(meta) if meta.is_file() => {
+            kennel_core::host::read_gitdir_file(&dot_git, root).filter(|dir| dir.starts_with(root))
+        }
         _ => None,
     };
     if let Some(git_dir) = git_dir {
@@ -118,9 +112,7 @@ fn scan(root: &Path, extra: &[PathBuf], entries: &mut BTreeMap<PathBuf, String>)
 /// own `ls-files`, which runs nothing (no hooks, no filters; fsmonitor off),
 /// reads configuration only to find the index, and does not recurse.
 fn gitlinks(root: &Path) -> Vec<PathBuf> {
-    let output = std::process::Command::new("git")
-        .arg("-C")
-        .arg(root)
+    let output = kennel_core::host::git_at(root)
         .args([
             "-c",
             "core.fsmonitor=false",
@@ -130,12 +122,6 @@ fn gitlinks(root: &Path) -> Vec<PathBuf> {
             "--stage",
             "-z",
         ])
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE")
-        .env_remove("GIT_COMMON_DIR")
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
         .output();
     let Ok(output) = output else {
         return Vec::new();
@@ -394,8 +380,7 @@ pub fn begin(host: &HostContext, workspace: &Workspace, session_id: &str, sessio
         .filter(|path| !path.starts_with(workspace.root.join(".git")))
         .cloned()
         .collect();
-    let mut snapshot = snapshot(&workspace.root, session, extra);
-    snapshot.session = session.to_string();
+    let snapshot = snapshot(&workspace.root, session, extra);
     let dir = pending_dir(host);
     let _ = std::fs::create_dir_all(&dir);
     match serde_json::to_vec(&snapshot) {
@@ -411,28 +396,38 @@ pub fn begin(host: &HostContext, workspace: &Workspace, session_id: &str, sessio
     }
 }
 
-/// Runs the audit of the session `session_id` (which has ended) if one is
-/// pending, tells the user what it found, and forgets it.
-pub fn finish(host: &HostContext, session_id: &str) {
-    let dir = pending_dir(host);
-    // What the native backend's supervisor found when the agent exited.
-    let told = dir.join(format!("{session_id}.warnings"));
-    if let Ok(text) = std::fs::read_to_string(&told) {
+/// Prints the warnings a check kept in `file` for the user, and forgets them.
+fn print_kept(file: &Path) {
+    if let Ok(text) = std::fs::read_to_string(file) {
         for warning in text.lines().filter(|line| !line.is_empty()) {
             eprintln!("kennel: WARNING: {warning}");
         }
-        let _ = std::fs::remove_file(&told);
     }
-    let file = dir.join(format!("{session_id}.json"));
+    let _ = std::fs::remove_file(file);
+}
+
+/// Checks the pending snapshot of `session_id`, if there is one, and
+/// forgets it; what the check found.
+fn take_check(host: &HostContext, session_id: &str) -> Vec<String> {
+    let file = pending_dir(host).join(format!("{session_id}.json"));
     let Ok(bytes) = std::fs::read(&file) else {
-        return;
+        return Vec::new();
     };
-    if let Ok(snapshot) = serde_json::from_slice::<Snapshot>(&bytes) {
-        for warning in check(&snapshot) {
-            eprintln!("kennel: WARNING: {warning}");
-        }
-    }
+    let warnings = serde_json::from_slice::<Snapshot>(&bytes)
+        .map(|snapshot| check(&snapshot))
+        .unwrap_or_default();
     let _ = std::fs::remove_file(&file);
+    warnings
+}
+
+/// Runs the audit of the session `session_id` (which has ended) if one is
+/// pending, tells the user what it found, and forgets it.
+pub fn finish(host: &HostContext, session_id: &str) {
+    // What the native backend's supervisor found when the agent exited.
+    print_kept(&pending_dir(host).join(format!("{session_id}.warnings")));
+    for warning in take_check(host, session_id) {
+        eprintln!("kennel: WARNING: {warning}");
+    }
 }
 
 /// Like [`finish`], for a process the user is not watching (the native
@@ -440,21 +435,13 @@ pub fn finish(host: &HostContext, session_id: &str) {
 /// check moved aside happens now, what it says is kept for the next kennel
 /// command ([`settle`]) to print.
 pub fn finish_unattended(host: &HostContext, session_id: &str) {
-    let dir = pending_dir(host);
-    let file = dir.join(format!("{session_id}.json"));
-    let Ok(bytes) = std::fs::read(&file) else {
-        return;
-    };
-    if let Ok(snapshot) = serde_json::from_slice::<Snapshot>(&bytes) {
-        let warnings = check(&snapshot);
-        if !warnings.is_empty() {
-            let _ = std::fs::write(
-                dir.join(format!("{session_id}.warnings")),
-                warnings.join("\n") + "\n",
-            );
-        }
+    let warnings = take_check(host, session_id);
+    if !warnings.is_empty() {
+        let _ = std::fs::write(
+            pending_dir(host).join(format!("{session_id}.warnings")),
+            warnings.join("\n") + "\n",
+        );
     }
-    let _ = std::fs::remove_file(&file);
 }
 
 /// Audits every session whose audit is pending and that is no longer live
@@ -470,12 +457,7 @@ pub fn settle(host: &HostContext, registry: &kennel_sessions::Registry) {
     for entry in list.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.ends_with(".warnings") {
-            if let Ok(text) = std::fs::read_to_string(entry.path()) {
-                for warning in text.lines().filter(|line| !line.is_empty()) {
-                    eprintln!("kennel: WARNING: {warning}");
-                }
-            }
-            let _ = std::fs::remove_file(entry.path());
+            print_kept(&entry.path());
             continue;
         }
         let Some(id) = name.strip_suffix(".json") else {
