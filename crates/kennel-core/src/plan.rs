@@ -290,6 +290,11 @@ impl Plan {
         plan
     }
 
+    /// The first mount of `purpose` (the agent home: the only one).
+    pub fn mount(&self, purpose: MountPurpose) -> Option<&Mount> {
+        self.mounts.iter().find(|mount| mount.purpose == purpose)
+    }
+
     pub fn env_value(&self, name: &str) -> Option<&str> {
         self.env
             .iter()

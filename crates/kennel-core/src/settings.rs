@@ -991,10 +991,7 @@ pub fn use_slot(plan: &mut Plan, slot: i64) {
 /// The agent home of slot 0 of `plan`'s agent (that of its repository, or
 /// the shared one), whatever slot the Plan has.
 pub fn base_home(plan: &Plan) -> Option<PathBuf> {
-    let home = plan
-        .mounts
-        .iter()
-        .find(|mount| mount.purpose == MountPurpose::AgentHome)?;
+    let home = plan.mount(MountPurpose::AgentHome)?;
     Some(home.source.parent()?.join(&plan.agent))
 }
 

@@ -150,11 +150,7 @@ impl RunArgs {
 }
 
 /// `--dry-run`: prints the Plan (in the resumed session's slot, if any).
-pub fn print_dry_run(
-    choice: &Choice,
-    plan: &mut Plan,
-    _context: &Context,
-) -> Result<i32, CliError> {
+pub fn print_dry_run(choice: &Choice, plan: &mut Plan) -> Result<i32, CliError> {
     if choice.mode != crate::checkout::WorkspaceMode::Direct {
         eprintln!(
             "kennel: --dry-run creates no checkout: this Plan mounts your checkout; a {} session mounts its own instead (see `git` in the Plan's documentation)",
@@ -289,7 +285,7 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     let choice = args.choose(&context, &plan)?;
     let mode = choice.mode;
     if args.dry_run {
-        return print_dry_run(&choice, &mut plan, &context);
+        return print_dry_run(&choice, &mut plan);
     }
     direct_guard(&args, &context, mode)?;
 
@@ -364,10 +360,7 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     }
     .await;
     session.end(&result);
-    if let Some(home) = plan
-        .mounts
-        .iter()
-        .find(|mount| mount.purpose == kennel_core::plan::MountPurpose::AgentHome)
+    if let Some(home) = plan.mount(kennel_core::plan::MountPurpose::AgentHome)
         && home.source.is_dir()
     {
         sync_login(&context, &plan, &home.source, LoginStep::End);
@@ -471,11 +464,7 @@ pub fn prepare_host(
     let io_error = |what: &str, error: std::io::Error| {
         CliError::kennel(format!("cannot prepare {what}: {error}"))
     };
-    if let Some(home) = plan
-        .mounts
-        .iter()
-        .find(|mount| mount.purpose == kennel_core::plan::MountPurpose::AgentHome)
-    {
+    if let Some(home) = plan.mount(kennel_core::plan::MountPurpose::AgentHome) {
         let base = settings::base_home(plan).unwrap_or_else(|| home.source.clone());
         let fresh = !base.exists();
         seed_home(&base, &home.source)
@@ -484,12 +473,6 @@ pub fn prepare_host(
             note_repository(plan, &base, fresh, &context.host);
         }
         sync_login(context, plan, &home.source, LoginStep::Start);
-    }
-    if let Some(home) = plan
-        .mounts
-        .iter()
-        .find(|mount| mount.purpose == kennel_core::plan::MountPurpose::AgentHome)
-    {
         make_mount_points(plan, home);
     }
     let identity = settings::identity_dir(&context.host);

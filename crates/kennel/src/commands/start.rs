@@ -46,7 +46,7 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
 
     let choice = args.run.choose(&context, &plan)?;
     if args.run.dry_run {
-        return crate::commands::run::print_dry_run(&choice, &mut plan, &context);
+        return crate::commands::run::print_dry_run(&choice, &mut plan);
     }
     crate::commands::run::direct_guard(&args.run, &context, choice.mode)?;
     let engine = match engine {
