@@ -808,17 +808,6 @@ fn plan_git_identity(
 ) -> Result<Option<GitIdentityPlan>, PlanError> {
     use crate::config::GitIdentitySetting;
     let default_branch = host_git.default_branch.clone();
-    let agent_identity = |warnings: &mut Vec<String>| {
-        let (name, email) = agent_author(agent);
-        if agent.git_author.is_empty() {
-            warnings.push(format!(
-                "git_identity = \"agent\": {} has no git_author in the catalog; its commits carry \
-                 {name} <{email}>",
-                agent.name
-            ));
-        }
-        (name, email)
-    };
     let mut note = None;
     let (source, name, email) = match &config.file.defaults.git_identity {
         None => return Ok(None),
@@ -840,7 +829,14 @@ fn plan_git_identity(
             }
         }
         Some(GitIdentitySetting::Keyword(word)) if word == "agent" => {
-            let (name, email) = agent_identity(warnings);
+            let (name, email) = agent_author(agent);
+            if agent.git_author.is_empty() {
+                warnings.push(format!(
+                    "git_identity = \"agent\": {} has no git_author in the catalog; its commits \
+                     carry {name} <{email}>",
+                    agent.name
+                ));
+            }
             ("agent", name, email)
         }
         Some(GitIdentitySetting::Keyword(word)) => {

@@ -270,14 +270,10 @@ fn check_loose(
     scratch: &Path,
     loose: &[(String, PathBuf)],
 ) -> Result<Vec<ObjectProblem>> {
-    use std::os::unix::fs::OpenOptionsExt;
     let mut problems = Vec::new();
     let mut copied = Vec::new();
     for (oid, path) in loose {
-        let opened = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path);
+        let opened = crate::open_no_follow(path);
         let target = store.join("objects").join(&oid[..2]).join(&oid[2..]);
         let result = opened.and_then(|mut file| {
             std::fs::create_dir_all(target.parent().expect("fan-out dir"))?;

@@ -21,13 +21,9 @@ pub fn verbosity() -> u8 {
 pub fn escape_controls(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
+        // `is_control` is Unicode's Cc: U+0000..U+001F and U+007F..U+009F.
         if c.is_control() && c != '\t' {
-            let code = c as u32;
-            if code <= 0xff {
-                out.push_str(&format!("\\x{code:02x}"));
-            } else {
-                out.push_str(&format!("\\u{{{code:x}}}"));
-            }
+            out.push_str(&format!("\\x{:02x}", c as u32));
         } else {
             out.push(c);
         }
