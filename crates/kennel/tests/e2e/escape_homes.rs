@@ -29,6 +29,9 @@ pub fn agent_home(t: &Ctx, agent: &str, workspace: &Path) -> PathBuf {
         .unwrap_or_else(|| panic!("no agent home in the Plan\n{out}"))
 }
 
+/// `shell` with a login file, as a real agent's catalog entry has.
+const SHELL_WITH_LOGIN: &str = "[agents.shell]\nlogin = [\"~/.fake-agent/creds.json\"]\n";
+
 /// A second repository of the test user, outside the test's workspace.
 fn other_repository(t: &Ctx, name: &str) -> PathBuf {
     let dir = t.scratch().join(name);
@@ -48,11 +51,7 @@ pub fn cross_repository(b: Backend) {
     let Some(t) = Ctx::with_shell_image(b, "escape_homes_cross_repository") else {
         return;
     };
-    // `shell` with a login file, as a real agent's catalog entry has.
-    t.write_config(
-        "",
-        "[agents.shell]\nlogin = [\"~/.fake-agent/creds.json\"]\n",
-    );
+    t.write_config("", SHELL_WITH_LOGIN);
     let repo_b = other_repository(&t, "repository-b");
     let home_a = agent_home(&t, "shell", &t.ws);
     let home_b = agent_home(&t, "shell", &repo_b);
@@ -141,10 +140,7 @@ pub fn login_link_not_followed(b: Backend) {
     let Some(t) = Ctx::with_shell_image(b, "escape_homes_login_link") else {
         return;
     };
-    t.write_config(
-        "",
-        "[agents.shell]\nlogin = [\"~/.fake-agent/creds.json\"]\n",
-    );
+    t.write_config("", SHELL_WITH_LOGIN);
     let secret_dir = t.scratch().join("host-secrets");
     std::fs::create_dir_all(&secret_dir).unwrap();
     let secret = secret_dir.join("id_key");
@@ -362,10 +358,7 @@ pub fn migration(b: Backend) {
     let Some(t) = Ctx::with_shell_image(b, "escape_homes_migration") else {
         return;
     };
-    t.write_config(
-        "",
-        "[agents.shell]\nlogin = [\"~/.fake-agent/creds.json\"]\n",
-    );
+    t.write_config("", SHELL_WITH_LOGIN);
     let legacy = t.data_home.join("kennel/homes/shell");
     std::fs::create_dir_all(legacy.join(".fake-agent")).unwrap();
     let token = format!("old-login-{}", unique());
@@ -403,10 +396,7 @@ pub fn migration(b: Backend) {
     assert!(!out.stderr.contains("share_agent_home"), "{out}");
 
     // `share_agent_home = true` uses the old home again, all of it.
-    t.write_config(
-        "share_agent_home = true",
-        "[agents.shell]\nlogin = [\"~/.fake-agent/creds.json\"]\n",
-    );
+    t.write_config("share_agent_home = true", SHELL_WITH_LOGIN);
     assert_eq!(agent_home(&t, "shell", &t.ws), legacy);
     let out = t
         .kennel(&["run", "shell", "--", "bash", "-i", "-c", "true"])
