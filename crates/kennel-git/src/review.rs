@@ -686,8 +686,10 @@ impl Repo {
             return Ok(());
         }
         self.check_overwrites(&checkout.base, tip)?;
+        let filters = NoFilters::for_repo(&self.common_dir)?;
         let check = self
-            .host_unfiltered()?
+            .host()
+            .without_filters(&filters)
             .args(["apply", "--index", "--check", "-"])
             .input(patch.clone())
             .run()?;
@@ -696,7 +698,8 @@ impl Repo {
                 detail: check.stderr.trim().to_string(),
             });
         }
-        self.host_unfiltered()?
+        self.host()
+            .without_filters(&filters)
             .args(["apply", "--index", "-"])
             .input(patch)
             .ok()?;
