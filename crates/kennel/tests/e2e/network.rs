@@ -11,9 +11,12 @@
 //! exactly these two /24 and /64 (`network.trusted`): the metadata and
 //! private names stay refused.
 //!
-//! The namespace also runs the stand-in model server (`stand_in_model.py`,
-//! an OpenAI-compatible API answering from scripts) on 198.18.0.2:8090, as
-//! `model.kennel.test`, for the tests of real agents at work.
+//! The namespace also runs the stand-in model server (`stand_in_model.py`:
+//! OpenAI chat completions and Responses, Anthropic messages, answering
+//! from scripts) on 198.18.0.2:8090 over HTTP and on 198.18.0.2:8443 over
+//! HTTPS with a certificate for `model.kennel.test` from a test CA made for
+//! this run (`TestNet::model_ca`), for the tests of real agents at work.
+//! Its own errors go to `model-server.log` in the work directory.
 //!
 //! Set up once per test run, as root; re-running replaces a previous run's
 //! namespace and servers (idempotent).
@@ -34,6 +37,8 @@ const HTTP_PORT: u16 = 8080;
 const HTTP6_PORT: u16 = 8081;
 /// The stand-in model server's port on 198.18.0.2.
 pub const MODEL_PORT: u16 = 8090;
+/// The same server over HTTPS.
+pub const MODEL_TLS_PORT: u16 = 8443;
 const WORK: &str = "/var/tmp/kennel-e2e-net";
 /// What the test hosts' HTTP servers serve.
 const BODY: &str = "kennel-e2e-test-host";
@@ -57,6 +62,8 @@ pub struct TestNet {
     pub model_scripts: PathBuf,
     /// Every request the stand-in model server received, as JSON lines.
     pub model_log: PathBuf,
+    /// The test CA (PEM) that signed the HTTPS model server's certificate.
+    pub model_ca: PathBuf,
 }
 
 static TEST_NET: OnceLock<Result<TestNet, String>> = OnceLock::new();
@@ -78,14 +85,92 @@ fn run(argv: &[&str]) -> Result<String, String> {
 }
 
 fn spawn_in_ns(argv: &[&str]) -> Result<(), String> {
+    spawn_in_ns_logged(argv, Stdio::null())
+}
+
+/// Starts `argv` in the namespace with its standard error going to `stderr`.
+fn spawn_in_ns_logged(argv: &[&str], stderr: impl Into<Stdio>) -> Result<(), String> {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", NS]).args(argv);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(stderr);
     cmd.spawn()
         .map(drop)
         .map_err(|e| format!("cannot start {}: {e}", argv.join(" ")))
+}
+
+/// A test CA and a certificate it signs for `model.kennel.test`, made with
+/// `openssl` in `dir`: (CA, server chain, server key).
+fn make_test_ca(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), String> {
+    let (ca_key, ca) = (dir.join("ca.key"), dir.join("ca.pem"));
+    let (key, csr, cert) = (
+        dir.join("server.key"),
+        dir.join("server.csr"),
+        dir.join("server.pem"),
+    );
+    let ext = dir.join("server.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName = DNS:model.kennel.test\n\
+         basicConstraints = critical, CA:FALSE\n\
+         keyUsage = critical, digitalSignature, keyEncipherment\n\
+         extendedKeyUsage = serverAuth\n",
+    )
+    .map_err(|e| format!("{}: {e}", ext.display()))?;
+    let path = |p: &PathBuf| p.display().to_string();
+    run(&[
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "3",
+        "-subj",
+        "/CN=kennel e2e test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        &path(&ca_key),
+        "-out",
+        &path(&ca),
+    ])?;
+    run(&[
+        "openssl",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=model.kennel.test",
+        "-keyout",
+        &path(&key),
+        "-out",
+        &path(&csr),
+    ])?;
+    run(&[
+        "openssl",
+        "x509",
+        "-req",
+        "-days",
+        "3",
+        "-in",
+        &path(&csr),
+        "-CA",
+        &path(&ca),
+        "-CAkey",
+        &path(&ca_key),
+        "-CAcreateserial",
+        "-extfile",
+        &path(&ext),
+        "-out",
+        &path(&cert),
+    ])?;
+    Ok((ca, cert, key))
 }
 
 fn python() -> &'static str {
@@ -193,28 +278,72 @@ fn setup() -> Result<TestNet, String> {
     std::fs::create_dir_all(&model_scripts).map_err(|e| e.to_string())?;
     let model_log = work.join("model-requests.jsonl");
     std::fs::write(&model_log, "").map_err(|e| e.to_string())?;
-    spawn_in_ns(&[
+    let (model_ca, model_cert, model_key) = make_test_ca(work)?;
+    let model_server = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/stand_in_model.py");
+    let (log, scripts) = (
+        model_log.display().to_string(),
+        model_scripts.display().to_string(),
+    );
+    let (cert, key) = (
+        model_cert.display().to_string(),
+        model_key.display().to_string(),
+    );
+    let (port, tls_port) = (MODEL_PORT.to_string(), MODEL_TLS_PORT.to_string());
+    let common = [
         python(),
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/stand_in_model.py"),
+        model_server,
         "--bind",
         "198.18.0.2",
-        "--port",
-        &MODEL_PORT.to_string(),
         "--log",
-        &model_log.display().to_string(),
+        &log,
         "--scripts",
-        &model_scripts.display().to_string(),
-    ])?;
+        &scripts,
+    ];
+    for extra in [
+        vec!["--port", port.as_str()],
+        vec![
+            "--port",
+            tls_port.as_str(),
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
+    ] {
+        let errors = work.join("model-server.log");
+        let errors = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&errors)
+            .map_err(|e| format!("{}: {e}", errors.display()))?;
+        let argv: Vec<&str> = common.iter().copied().chain(extra).collect();
+        spawn_in_ns_logged(&argv, errors)?;
+    }
     // Ready when the host reaches every server directly.
     let deadline = Instant::now() + Duration::from_secs(20);
     for url in [
         format!("http://198.18.0.2:{HTTP_PORT}/"),
         format!("http://[2001:2::2]:{HTTP6_PORT}/"),
         format!("http://198.18.0.2:{MODEL_PORT}/v1/models"),
+        format!("https://model.kennel.test:{MODEL_TLS_PORT}/v1/models"),
     ] {
+        let resolve = format!("model.kennel.test:{MODEL_TLS_PORT}:198.18.0.2");
+        let ca = model_ca.display().to_string();
         loop {
-            let ok = run(&["curl", "-fsS", "--noproxy", "*", "-m", "2", &url])
-                .is_ok_and(|body| body.contains(BODY) || body.contains("\"object\": \"list\""));
+            let ok = run(&[
+                "curl",
+                "-fsS",
+                "--noproxy",
+                "*",
+                "-m",
+                "2",
+                "--resolve",
+                &resolve,
+                "--cacert",
+                &ca,
+                &url,
+            ])
+            .is_ok_and(|body| body.contains(BODY) || body.contains("\"object\": \"list\""));
             if ok {
                 break;
             }
@@ -228,6 +357,7 @@ fn setup() -> Result<TestNet, String> {
         udp_log,
         model_scripts,
         model_log,
+        model_ca,
     })
 }
 
