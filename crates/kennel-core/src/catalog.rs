@@ -68,9 +68,20 @@ pub struct AgentSpec {
     /// Variables passed from the host when set (credentials, settings).
     #[serde(default)]
     pub env: Vec<String>,
+    /// Variables the agent always gets, with these values: switches that
+    /// keep it from reaching for what the sandbox refuses anyway (update
+    /// checks, downloads of metadata it has a copy of). `-e` and
+    /// `defaults.env` override them.
+    #[serde(default)]
+    pub set_env: BTreeMap<String, String>,
     /// Hosts the agent needs to reach.
     #[serde(default)]
     pub domains: Vec<String>,
+    /// Hosts the agent reaches for that it does not need, and what for:
+    /// kennel keeps refusing them, and `kennel net log` says so beside each
+    /// refusal.
+    #[serde(default)]
+    pub refused_hosts: BTreeMap<String, String>,
     /// For `shell`: the user's arguments replace the command.
     #[serde(default)]
     pub command_from_args: bool,
@@ -198,6 +209,8 @@ impl Catalog {
                         state: Vec::new(),
                         login: Vec::new(),
                         env: Vec::new(),
+                        set_env: BTreeMap::new(),
+                        refused_hosts: BTreeMap::new(),
                         domains: Vec::new(),
                         command_from_args: false,
                         // Your own agent may have no --version: only its
@@ -224,6 +237,18 @@ impl Catalog {
                     name: name.clone(),
                     message: format!(
                         "login path `{bad}` must be a file under ~/ (like ~/.myagent/auth.json), without `.` or `..`"
+                    ),
+                });
+            }
+            if let Some(bad) = spec
+                .set_env
+                .keys()
+                .find(|variable| !crate::settings::valid_env_name(variable))
+            {
+                return Err(CatalogError::Invalid {
+                    name: name.clone(),
+                    message: format!(
+                        "set_env: `{bad}` is not a variable name (letters, digits and `_`, not starting with a digit)"
                     ),
                 });
             }
@@ -303,6 +328,12 @@ fn apply(mut spec: AgentSpec, over: &AgentOverride, source: &str) -> AgentSpec {
     }
     if let Some(value) = &over.version {
         spec.version = value.clone();
+    }
+    if let Some(value) = &over.set_env {
+        spec.set_env = value.clone();
+    }
+    if let Some(value) = &over.refused_hosts {
+        spec.refused_hosts = value.clone();
     }
     if let Some(value) = &over.git_author {
         spec.git_author = value.clone();

@@ -650,7 +650,7 @@ fn parse_user_mount(host: &HostContext, spec: &str, origin: &str) -> Result<Moun
     })
 }
 
-fn valid_env_name(name: &str) -> bool {
+pub(crate) fn valid_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -712,6 +712,10 @@ fn plan_env(
         if let Some(value) = host.env.get(name) {
             set(name, value, "agent");
         }
+    }
+    // Names checked when the catalog was loaded.
+    for (name, value) in &agent.set_env {
+        set(name, value, "agent");
     }
     let mut from_spec =
         |spec: &str, origin: &str, warnings: &mut Vec<String>| -> Result<(), PlanError> {

@@ -225,6 +225,38 @@ fn mounts_are_only_workspace_home_identity() {
 }
 
 #[test]
+fn catalog_set_env_reaches_the_agent_and_the_user_overrides_it() {
+    let plan = plan_for("aider", &[], RunRequest::default());
+    assert_eq!(plan.env_value("LITELLM_LOCAL_MODEL_COST_MAP"), Some("True"));
+    let plan = plan_for(
+        "aider",
+        &[],
+        RunRequest {
+            env: vec!["LITELLM_LOCAL_MODEL_COST_MAP=False".into()],
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        plan.env_value("LITELLM_LOCAL_MODEL_COST_MAP"),
+        Some("False")
+    );
+    let config = config("[agents.shell]\nset_env = { EDITOR = \"true\" }\n");
+    let plan = plan_with(&config, "shell", &RunRequest::default()).expect("plan");
+    assert_eq!(plan.env_value("EDITOR"), Some("true"));
+}
+
+#[test]
+fn a_set_env_name_that_is_no_variable_is_refused_naming_the_agent() {
+    let config = config("[agents.shell]\nset_env = { \"1BAD\" = \"x\" }\n");
+    let error = Catalog::with_overrides(&config.file.agents).expect_err("refused");
+    let text = error.to_string();
+    assert!(
+        text.contains("agent `shell`") && text.contains("`1BAD`"),
+        "{text}"
+    );
+}
+
+#[test]
 fn bad_env_flag_is_a_usage_error() {
     let config = config("");
     let request = RunRequest {

@@ -86,10 +86,33 @@ fn log(args: LogArgs) -> Result<i32, CliError> {
     } else if args.session.is_none() {
         eprintln!("kennel: session {session}");
     }
+    let refused_hosts = agent_of(&context, &session)
+        .map(|agent| agent.refused_hosts.clone())
+        .unwrap_or_default();
     for decision in &decisions {
-        println!("{}", human(decision));
+        let mut line = human(decision);
+        if decision.is_denied() {
+            if let Some(why) = refused_hosts.get(&decision.host) {
+                line.push_str(&format!(" — not needed: {why}"));
+            }
+        }
+        println!("{line}");
     }
     Ok(0)
+}
+
+/// The catalog entry of the agent that ran in the sandbox named `sandbox`
+/// (the log's name, the session's handle), if the registry still knows it.
+fn agent_of<'a>(
+    context: &'a Context,
+    sandbox: &str,
+) -> Option<&'a kennel_core::catalog::AgentSpec> {
+    let registry = kennel_sessions::Registry::open(&settings::registry_path(&context.host)).ok()?;
+    let sessions = registry.list(true).ok()?;
+    let found = sessions
+        .iter()
+        .find(|session| session.handle.as_deref() == Some(sandbox))?;
+    context.catalog.get(&found.agent).ok()
 }
 
 /// The newest `*.net.jsonl` in `dir`.

@@ -160,9 +160,11 @@ impl AgentRun {
 
     /// The proxy allowed every call to the model (at least `at_least` of
     /// them, on `port`) and logged them; what else the agent reached for
-    /// and was refused is printed.
-    fn assert_model_calls_allowed(&self, port: u16, at_least: usize, context: &str) {
-        let (_, decisions) = find_session(&self.t, |d| {
+    /// and was refused is printed, and each refusal of a host the catalog
+    /// lists in `refused_hosts` is marked "not needed" by `kennel net log`.
+    /// Returns the session's decisions.
+    fn assert_model_calls_allowed(&self, port: u16, at_least: usize, context: &str) -> Vec<Value> {
+        let (session, decisions) = find_session(&self.t, |d| {
             d["host"] == "model.kennel.test" && d["verdict"] == "allow"
         })
         .unwrap_or_else(|| panic!("no session log allows model.kennel.test\n{context}"));
@@ -188,6 +190,31 @@ impl AgentRun {
             .map(|d| format!("{}:{} ({})", d["host"], d["port"], d["reason"]))
             .collect();
         eprintln!("{}: refused by the allowlist: {refused:?}", self.agent);
+        let catalog = self.t.kennel(&["agents", "--json"]).run();
+        catalog.assert_ok();
+        let catalog = catalog.json();
+        let not_needed = catalog
+            .as_array()
+            .and_then(|agents| agents.iter().find(|a| a["name"] == self.agent))
+            .map(|a| a["refused_hosts"].clone())
+            .unwrap_or_default();
+        let log = self
+            .t
+            .kennel(&["net", "log", "--session", &session, "--denied"])
+            .run();
+        log.assert_ok();
+        for decision in decisions.iter().filter(|d| d["verdict"] == "deny") {
+            let host = decision["host"].as_str().unwrap_or_default();
+            if let Some(why) = not_needed[host].as_str() {
+                assert!(
+                    log.stdout
+                        .lines()
+                        .any(|line| line.contains(&format!(" {host}:"))
+                            && line.ends_with(&format!("— not needed: {why}"))),
+                    "the refusal of {host} is marked as not needed\n{log}"
+                );
+            }
+        }
         assert!(
             self.requests()
                 .iter()
@@ -195,6 +222,7 @@ impl AgentRun {
                     && r["headers"].get("x-api-key").is_none()),
             "the model's log keeps no credentials"
         );
+        decisions
     }
 }
 
@@ -361,7 +389,17 @@ fn aider_at_work(b: Backend, stream: bool) {
         second["body"].to_string().contains(&probe),
         "the test command's output ({probe}) reached the model\n{context}"
     );
-    run.assert_model_calls_allowed(MODEL_PORT, 4, &context);
+    let decisions = run.assert_model_calls_allowed(MODEL_PORT, 4, &context);
+    // litellm's own download of the model prices is off (the catalog's
+    // set_env LITELLM_LOCAL_MODEL_COST_MAP=True); only aider's own remains.
+    let price_fetches = decisions
+        .iter()
+        .filter(|d| d["host"] == "raw.githubusercontent.com")
+        .count();
+    assert!(
+        price_fetches <= 1,
+        "{price_fetches} refused downloads of model prices\n{context}"
+    );
 }
 
 /// The same task in worktree mode: aider commits on the session's branch in
