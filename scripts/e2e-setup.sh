@@ -11,6 +11,8 @@
 #   - (the network tests make their own test hosts at run time: network
 #     namespace kennel-e2e-net behind a veth pair, 198.18.0.0/24 and
 #     2001:2::/64, see crates/kennel/tests/e2e/network.rs);
+#   - installs Claude Code on the host (npm, into /usr/local/lib/kennel-e2e-agents,
+#     linked as /usr/local/bin/claude) for the native test of an agent at work;
 #   - builds the local base image once (debootstrap minbase bookworm) and
 #     imports it as kennel-test/bookworm:latest into Docker, rootful Podman and
 #     the test user's rootless Podman.
@@ -19,7 +21,8 @@
 #
 #   --fresh   first remove what an earlier run made: the test user, its home,
 #             runtime directory and rootless podman storage, the cached base
-#             rootfs, and the base image and every image kennel built in
+#             rootfs, Claude Code as installed for the native tests, and the
+#             base image and every image kennel built in
 #             Docker and rootful Podman; then set up again.
 #             This is how to prove that a fresh machine passes `.ci/run`.
 #
@@ -37,6 +40,7 @@ set -euo pipefail
 E2E_USER=${KENNEL_E2E_USER:-kennel-e2e}
 E2E_HOME=/home/$E2E_USER
 CACHE=${KENNEL_E2E_CACHE:-/var/cache/kennel-e2e}
+AGENTS_PREFIX=/usr/local/lib/kennel-e2e-agents
 IMAGE=${KENNEL_E2E_IMAGE:-kennel-test/bookworm:latest}
 MIRROR=${KENNEL_E2E_MIRROR:-http://deb.debian.org/debian}
 PODMAN_GROUP=kennel-podman
@@ -90,6 +94,12 @@ if ((FRESH)); then
     rm -rf "$E2E_HOME"
     sed -i "/^$E2E_USER:/d" /etc/subuid /etc/subgid 2>/dev/null || true
     rm -rf "$CACHE"
+    # Claude Code as installed below for the native tests (a claude of the
+    # machine's own, elsewhere, is left alone).
+    if [[ "$(readlink /usr/local/bin/claude 2>/dev/null)" == "$AGENTS_PREFIX"/* ]]; then
+        rm -f /usr/local/bin/claude
+    fi
+    rm -rf "$AGENTS_PREFIX"
     # The base image and every image kennel built go below, once the
     # engines answer (a fresh machine has none of them).
 fi
@@ -319,6 +329,17 @@ if ! rootless_api_ok; then
     }
 fi
 
+# ------------------------------------------------------- agents on the host
+# The native backend runs the agent installed on the host: the native test of
+# a real agent at work (agents_at_work) needs Claude Code there. It goes into
+# a prefix of its own, linked from /usr/local/bin unless a claude is there.
+if ! command -v claude >/dev/null 2>&1; then
+    log "installing Claude Code for the native tests into $AGENTS_PREFIX"
+    quiet npm install -g --prefix "$AGENTS_PREFIX" --no-fund --no-audit --no-update-notifier \
+        @anthropic-ai/claude-code
+    ln -sf "$AGENTS_PREFIX/bin/claude" /usr/local/bin/claude
+fi
+
 # ------------------------------------------------------------------ checks
 check() {
     local what=$1; shift
@@ -341,6 +362,7 @@ check "docker (as $E2E_USER)" as_user docker run --rm "$IMAGE" true
 check "rootful podman (as $E2E_USER through $PODMAN_SOCK)" \
     as_user podman --remote --url "unix://$PODMAN_SOCK" run --rm "$IMAGE" true
 check "rootless podman" as_user podman run --rm "$IMAGE" true
+check "Claude Code on the host (as $E2E_USER)" as_user claude --version
 
 echo "docker: ready ($(docker version --format '{{.Server.Version}}' 2>/dev/null), image $IMAGE)"
 echo "podman: ready (rootful, $PODMAN_SOCK, group $PODMAN_GROUP, image $IMAGE)"

@@ -16,8 +16,9 @@
 //!   tool writes the file, then commits and prints the hash.
 //!
 //! Direct mode on Docker, rootful and rootless Podman; worktree mode merged
-//! with `kennel merge`. Not native: that backend runs the agent installed on
-//! the host, and none of the three is installed here.
+//! with `kennel merge`; Claude Code also on the native backend, which runs
+//! the agent installed on the host (`scripts/e2e-setup.sh` installs it
+//! there; aider and Codex are not).
 //! Run alone with `cargo test -p kennel --test e2e agents_at_work`.
 //!
 //! What each agent reaches for besides its model, all refused by the
@@ -75,10 +76,19 @@ impl AgentRun {
             &format!("ca_certificates = [\"{HOST_CA_BUNDLE}\"]"),
             network_tables(),
         );
-        t.kennel(&["image", "build", agent])
-            .timeout(BUILD_TIMEOUT)
-            .run()
-            .assert_ok();
+        if b.has_engine() {
+            t.kennel(&["image", "build", agent])
+                .timeout(BUILD_TIMEOUT)
+                .run()
+                .assert_ok();
+        } else if !on_host_path(agent) {
+            // The native backend runs the agent installed on the host
+            // (scripts/e2e-setup.sh installs Claude Code there).
+            return not_ready(
+                &format!("native::{name}"),
+                &format!("{agent} is not installed on the host (scripts/e2e-setup.sh installs it)"),
+            );
+        }
         let model = format!("kennel-e2e-{agent}-{}", unique());
         std::fs::write(
             net.model_scripts.join(format!("{model}.json")),
@@ -474,6 +484,21 @@ fn podman_claude_edits_runs_and_commits() {
 #[test]
 fn podman_rootless_claude_edits_runs_and_commits() {
     claude_at_work(Backend::PodmanRootless);
+}
+
+/// The host's own Claude Code, in the native sandbox, reaching the model
+/// through the forwarder to kennel's proxy.
+#[test]
+fn native_claude_edits_runs_and_commits() {
+    claude_at_work(Backend::Native);
+}
+
+/// Is `program` in one of the directories the native sandbox's PATH
+/// names?
+fn on_host_path(program: &str) -> bool {
+    ["/usr/local/bin", "/usr/bin", "/bin"]
+        .iter()
+        .any(|dir| std::path::Path::new(dir).join(program).exists())
 }
 
 /// The command whose output the model must see: it commits, then prints
