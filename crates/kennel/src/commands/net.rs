@@ -91,10 +91,10 @@ fn log(args: LogArgs) -> Result<i32, CliError> {
         .unwrap_or_default();
     for decision in &decisions {
         let mut line = human(decision);
-        if decision.is_denied() {
-            if let Some(why) = refused_hosts.get(&decision.host) {
-                line.push_str(&format!(" — not needed: {why}"));
-            }
+        if decision.is_denied()
+            && let Some(why) = refused_hosts.get(&decision.host)
+        {
+            line.push_str(&format!(" — not needed: {why}"));
         }
         println!("{line}");
     }
