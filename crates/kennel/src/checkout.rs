@@ -436,7 +436,7 @@ impl Reviewed {
 /// persistent sessions and for runs whose kennel did not get to it.
 pub async fn review(query: &str) -> Result<Reviewed, CliError> {
     let mut found = crate::sessions::find(query)?;
-    crate::sessions::refresh(
+    crate::backend::refresh(
         &mut found.registry,
         std::slice::from_mut(&mut found.session),
     )

@@ -2,12 +2,14 @@
 
 use std::fmt;
 
-/// 2 for bad usage, 125 for kennel's own failure before the agent started
-/// (as `docker run` does).
+/// 2 for bad usage, 125 for kennel's own failure before the agent started,
+/// 127 for an agent command that does not exist (as `docker run` does), the
+/// same on every backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitKind {
     Usage,
     Kennel,
+    CommandNotFound,
 }
 
 impl ExitKind {
@@ -15,6 +17,7 @@ impl ExitKind {
         match self {
             ExitKind::Usage => 2,
             ExitKind::Kennel => 125,
+            ExitKind::CommandNotFound => 127,
         }
     }
 }

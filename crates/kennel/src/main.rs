@@ -1,6 +1,10 @@
 //! The kennel binary: parses the command line, runs one command, and turns
 //! its result into an exit code. Everything else lives in the library crates.
 
+#[macro_use]
+mod ui;
+
+mod backend;
 mod checkout;
 mod cli;
 mod commands;
@@ -14,7 +18,6 @@ mod native_session;
 mod proxy;
 mod proxy_daemon;
 mod sessions;
-mod ui;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;

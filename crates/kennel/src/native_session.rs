@@ -397,10 +397,8 @@ pub fn pane_main(dir: &Path, id: &str) -> Result<i32, CliError> {
             None => None,
         };
         let prepared = kennel_native::prepare(&plan, &kennel_native::NativeOptions::default())
-            .map_err(|error| crate::commands::run::native_error(&error))?;
-        crate::commands::run::run_native(prepared, proxy)
-            .await?
-            .map_err(|error| crate::commands::run::native_error(&error))
+            .map_err(|error| crate::backend::native_error(&error))?;
+        crate::backend::run_prepared(prepared, proxy).await
     });
     if let Some(registry) = &mut registry {
         let (state, code) = match &result {

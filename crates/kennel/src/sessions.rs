@@ -11,7 +11,6 @@ use kennel_sessions::{
 };
 
 use crate::error::CliError;
-use crate::native_session::NativeSession;
 
 /// `<kennel data dir>/sessions.db`.
 pub fn registry_path(host: &HostContext) -> PathBuf {
@@ -213,7 +212,7 @@ impl Tracker {
     }
 }
 
-fn warn(what: &str, error: &RegistryError) {
+pub fn warn(what: &str, error: &RegistryError) {
     match error.hint() {
         Some(hint) => tracing::warn!("{what}: {error}; hint: {hint}"),
         None => tracing::warn!("{what}: {error}"),
@@ -240,8 +239,13 @@ pub fn find(query: &str) -> Result<Found, CliError> {
 }
 
 impl Found {
+    /// The backend the session runs on.
+    pub fn backend(&self) -> Result<Box<dyn crate::backend::Backend>, CliError> {
+        crate::backend::by_name(&self.session.backend)
+    }
+
     /// Refuses sessions of `kennel run`: their terminal is the one that started them.
-    fn require_persistent(&self) -> Result<(), CliError> {
+    pub fn require_persistent(&self) -> Result<(), CliError> {
         let session = &self.session;
         if session.mode == Mode::Persistent {
             return Ok(());
@@ -251,35 +255,6 @@ impl Found {
             session.name, session.id
         ))
         .with_hint("`kennel start` starts a session that these commands can manage"))
-    }
-
-    /// A persistent session on the native backend.
-    pub fn is_native(&self) -> bool {
-        self.session.backend == "native"
-    }
-
-    /// A native persistent session's files, and its kennel if it runs.
-    pub fn native(&mut self) -> Result<(NativeSession, Option<Owner>), CliError> {
-        self.require_persistent()?;
-        let host = HostContext::detect()?;
-        let native = NativeSession::of_session(&host, &self.session)?;
-        let owner = self
-            .session
-            .owner
-            .filter(|owner| !self.session.state.is_ended() && owner.is_alive());
-        if owner.is_none() && !self.session.state.is_ended() {
-            // Its kennel is gone, and the sandbox with it.
-            self.mark(State::Stopped, None);
-        }
-        Ok((native, owner))
-    }
-
-    /// [`Found::native`] for a session that must be running.
-    pub fn native_running(&mut self) -> Result<(NativeSession, Owner), CliError> {
-        match self.native()? {
-            (native, Some(owner)) => Ok((native, owner)),
-            (_, None) => Err(self.not_running()),
-        }
     }
 
     /// The error for a session that has ended.
@@ -300,6 +275,14 @@ impl Found {
         ))
     }
 
+    /// The error for removing a session that runs.
+    pub fn running_error(&self) -> CliError {
+        let name = &self.session.name;
+        CliError::usage(format!("session {name} is running")).with_hint(format!(
+            "`kennel stop {name}` first, or `kennel rm --force {name}`"
+        ))
+    }
+
     /// Records that the session ended in `state`.
     pub fn mark(&mut self, state: State, code: Option<i32>) {
         if let Err(error) = self.registry.mark_ended(&self.session.id, state, code) {
@@ -307,168 +290,6 @@ impl Found {
         }
         self.session.state = state;
         self.session.exit_code = code;
-    }
-
-    /// The container of a persistent session on Docker or Podman, and its engine.
-    pub async fn container(&self) -> Result<(kennel_engine::Engine, String), CliError> {
-        self.require_persistent()?;
-        let session = &self.session;
-        if self.is_native() {
-            return Err(CliError::kennel(format!(
-                "session {} runs on the native backend: it has no container",
-                session.name
-            )));
-        }
-        let Some(handle) = session.handle.clone() else {
-            return Err(CliError::kennel(format!(
-                "session {} has no container (it never started)",
-                session.name
-            ))
-            .with_hint(format!("`kennel rm {}` forgets it", session.name)));
-        };
-        let engine = crate::engines::connect(&session.backend).await?;
-        Ok((engine, handle))
-    }
-
-    /// Records the engine's view of a persistent session's container:
-    /// `stopped` when kennel itself stopped it. An ended container whose
-    /// agent left no exit code was ended by something else (the engine
-    /// restarted, the OOM killer): stopped too.
-    pub async fn record(
-        &mut self,
-        engine: &kennel_engine::Engine,
-        state: kennel_engine::ContainerState,
-        stopped: bool,
-    ) {
-        use kennel_engine::ContainerState as C;
-        let (new_state, code) = match state {
-            C::Running => return,
-            C::Exited(code) if stopped => (State::Stopped, code),
-            C::Exited(code) => {
-                let handle = self.session.handle.clone().unwrap_or_default();
-                (
-                    how_it_ended(engine, &handle, &self.session.name).await,
-                    code,
-                )
-            }
-            C::Missing => (State::Stopped, None),
-        };
-        if self.session.state == new_state && self.session.exit_code == code {
-            return;
-        }
-        self.mark(new_state, code);
-    }
-}
-
-/// Connections to the engines sessions ran on, made once each.
-#[derive(Default)]
-pub struct Engines {
-    connected: Vec<(String, Option<kennel_engine::Engine>)>,
-}
-
-impl Engines {
-    /// The engine `backend` names, or `None` when it does not answer.
-    pub async fn get(&mut self, backend: &str) -> Option<&kennel_engine::Engine> {
-        let position = match self.connected.iter().position(|(name, _)| name == backend) {
-            Some(position) => position,
-            None => {
-                let engine = crate::engines::connect(backend)
-                    .await
-                    .map_err(|error| tracing::debug!(%error, "{backend} does not answer"))
-                    .ok();
-                self.connected.push((backend.to_string(), engine));
-                self.connected.len() - 1
-            }
-        };
-        self.connected[position].1.as_ref()
-    }
-}
-
-/// What the backend says about a session the registry calls live.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Observed {
-    Running,
-    /// A `kennel run` whose kennel is gone while its sandbox runs on.
-    Orphaned,
-    Ended(State, Option<i32>),
-    /// Nothing to ask, or the backend did not answer: the registry's word stands.
-    Unknown,
-}
-
-/// Asks the engine about `session` (a live container session).
-pub async fn observe(engines: &mut Engines, session: &Session) -> Observed {
-    use kennel_engine::ContainerState;
-    let Some(handle) = &session.handle else {
-        return Observed::Unknown;
-    };
-    if session.backend == "native" || session.state.is_ended() {
-        return Observed::Unknown;
-    }
-    let ephemeral = session.mode == Mode::Ephemeral;
-    if ephemeral && session.owner.is_none_or(|owner| owner.is_alive()) {
-        // Its kennel is there to record how it ends.
-        return Observed::Running;
-    }
-    let Some(engine) = engines.get(&session.backend).await else {
-        return Observed::Unknown;
-    };
-    match engine.state(handle).await {
-        Ok(ContainerState::Running) if ephemeral => Observed::Orphaned,
-        Ok(ContainerState::Running) => Observed::Running,
-        Ok(ContainerState::Exited(code)) if !ephemeral => {
-            Observed::Ended(how_it_ended(engine, handle, &session.name).await, code)
-        }
-        Ok(ContainerState::Exited(code)) => Observed::Ended(State::Stopped, code),
-        Ok(ContainerState::Missing) => Observed::Ended(State::Stopped, None),
-        Err(error) => {
-            tracing::debug!(%error, "cannot ask the engine about {}", session.name);
-            Observed::Unknown
-        }
-    }
-}
-
-/// How a persistent session's ended container ended: `exited` when the
-/// agent ended on its own (the session wrapper recorded its code), `stopped`
-/// when something else ended the container (the engine restarted, `docker
-/// stop`, the OOM killer). An exit file that cannot be read counts as the
-/// agent's own end.
-async fn how_it_ended(engine: &kennel_engine::Engine, container: &str, name: &str) -> State {
-    match engine
-        .read_file(container, settings::SESSION_EXIT_FILE)
-        .await
-    {
-        Ok(None) => State::Stopped,
-        Ok(Some(_)) => State::Exited,
-        Err(error) => {
-            tracing::debug!(%error, "cannot read the exit file of {name}");
-            State::Exited
-        }
-    }
-}
-
-/// Asks the backends about every live session in `sessions` and records
-/// what they say: ended ones in the registry, orphans on the session.
-pub async fn refresh(registry: &mut Registry, sessions: &mut [Session]) {
-    let mut engines = Engines::default();
-    for session in sessions.iter_mut() {
-        if session.state.is_ended() {
-            continue;
-        }
-        match observe(&mut engines, session).await {
-            Observed::Orphaned => session.orphaned = true,
-            Observed::Ended(state, code) => match registry.mark_ended(&session.id, state, code) {
-                Ok(()) => {
-                    session.state = state;
-                    session.exit_code = code;
-                    session.ended_at = Some(kennel_sessions::now_ms());
-                }
-                Err(error) => warn(
-                    &format!("cannot record the state of {}", session.name),
-                    &error,
-                ),
-            },
-            Observed::Running | Observed::Unknown => {}
-        }
     }
 }
 

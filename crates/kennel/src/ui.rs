@@ -1,7 +1,44 @@
 //! What the binary shares about output: how verbose the user asked it to
 //! be, and how text that kennel did not write is made safe for a terminal.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
+
+/// `outln!` for what a command prints on stdout (its data). A reader
+/// that went away (`kennel net log | head -1`) ends kennel at once, quietly
+/// and with success, as it would `cat`; `outln!` would panic.
+macro_rules! outln {
+    () => {
+        $crate::ui::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::ui::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes to stdout (see [`outln!`]).
+pub fn write_stdout(text: std::fmt::Arguments<'_>) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(text) {
+        stdout_failed(&error);
+    }
+}
+
+/// Bytes to stdout, flushed (see [`outln!`]).
+pub fn write_stdout_bytes(bytes: &[u8]) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        stdout_failed(&error);
+    }
+}
+
+fn stdout_failed(error: &std::io::Error) -> ! {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("kennel: error: cannot write to stdout: {error}");
+    std::process::exit(crate::error::ExitKind::Kennel.code());
+}
 
 static VERBOSITY: AtomicU8 = AtomicU8::new(0);
 

@@ -341,3 +341,35 @@ fn completions_and_man_page_come_from_the_cli_definition() {
         &stdout[..200.min(stdout.len())]
     );
 }
+
+/// `kennel net log | head -1`: the reader goes away after one line; kennel
+/// ends quietly with success instead of panicking on the broken pipe.
+#[test]
+fn a_reader_that_goes_away_ends_kennel_quietly() {
+    use std::io::BufRead;
+    let sandbox = Sandbox::new();
+    let logs = sandbox.home.join(".local/share/kennel/logs");
+    std::fs::create_dir_all(&logs).expect("logs");
+    // Far more than a pipe holds, so that kennel is still writing.
+    let line = r#"{"time":"2026-12-05T02:59:33.831Z","session":"kennel-shell-repo-0","method":"CONNECT","host":"example.com","port":443,"addr":null,"verdict":"deny","reason":"not-allowlisted","detail":"example.com is not on the allow list","bytes_up":0,"bytes_down":0,"duration_ms":0}"#;
+    std::fs::write(
+        logs.join("kennel-shell-repo-0.net.jsonl"),
+        format!("{line}\n").repeat(5000),
+    )
+    .expect("log");
+    let mut child = sandbox
+        .kennel(&["net", "log"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kennel runs");
+    let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    reader.read_line(&mut first).expect("a line");
+    assert!(first.contains("example.com:443"), "{first}");
+    drop(reader);
+    let output = child.wait_with_output().expect("kennel ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+}

@@ -18,7 +18,7 @@ pub fn run(args: AgentsArgs) -> Result<i32, CliError> {
     if args.json.json {
         let json = serde_json::to_string_pretty(&agents)
             .map_err(|error| CliError::kennel(format!("cannot serialise the catalog: {error}")))?;
-        println!("{json}");
+        outln!("{json}");
         return Ok(0);
     }
     let width = agents
@@ -27,20 +27,20 @@ pub fn run(args: AgentsArgs) -> Result<i32, CliError> {
         .max()
         .unwrap_or(5)
         .max(5);
-    println!("{:width$}  {:7}  DESCRIPTION", "AGENT", "RUNTIME");
+    outln!("{:width$}  {:7}  DESCRIPTION", "AGENT", "RUNTIME");
     for agent in agents {
         let mut description = agent.description.clone();
         if agent.source != "built-in" {
             description.push_str(&format!(" [{}]", agent.source));
         }
-        println!(
+        outln!(
             "{:width$}  {:7}  {}",
             agent.name,
             agent.runtime.as_str(),
             description
         );
         if !agent.caveat.is_empty() {
-            println!("{:width$}  {:7}  ! {}", "", "", agent.caveat);
+            outln!("{:width$}  {:7}  ! {}", "", "", agent.caveat);
         }
     }
     Ok(0)

@@ -1,10 +1,10 @@
 //! `kennel attach`: this terminal on a persistent session's agent (tmux
-//! inside the sandbox); `C-b d` detaches and leaves the agent running.
+//! inside the sandbox, or on the host for native); `C-b d` detaches and
+//! leaves the agent running.
 
 use std::io::IsTerminal;
 
 use clap::Args;
-use kennel_core::settings::{SESSION_TMUX_TARGET, session_tmux};
 
 use crate::error::CliError;
 
@@ -21,13 +21,5 @@ pub async fn run(args: AttachArgs) -> Result<i32, CliError> {
         ));
     }
     let mut found = crate::sessions::find(&args.session)?;
-    if found.is_native() {
-        return found.native_running()?.0.attach();
-    }
-    let (engine, container) = found.container().await?;
-    super::exec::require_running(&mut found, &engine, &container).await?;
-    let argv = session_tmux(&["attach-session", "-t", SESSION_TMUX_TARGET]);
-    let env = [format!("TERM={}", crate::sessions::sandbox_term())];
-    let code = engine.exec(&container, &argv, &env, true, true).await?;
-    Ok(code)
+    found.backend()?.attach(&mut found).await
 }

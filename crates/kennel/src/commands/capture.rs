@@ -1,9 +1,6 @@
 //! `kennel capture`: print what a persistent session's agent shows.
 
-use std::io::Write;
-
 use clap::Args;
-use kennel_core::settings::{SESSION_TMUX_TARGET, session_tmux};
 
 use crate::error::CliError;
 
@@ -23,32 +20,10 @@ pub struct CaptureArgs {
 
 pub async fn run(args: CaptureArgs) -> Result<i32, CliError> {
     let mut found = crate::sessions::find(&args.session)?;
-    let screen = if found.is_native() {
-        found
-            .native_running()?
-            .0
-            .capture(args.history, args.escapes)?
-    } else {
-        container_screen(&mut found, &args).await?
-    };
-    let mut stdout = std::io::stdout();
-    let _ = stdout.write_all(&screen);
-    let _ = stdout.flush();
+    let screen = found
+        .backend()?
+        .capture(&mut found, args.history, args.escapes)
+        .await?;
+    crate::ui::write_stdout_bytes(&screen);
     Ok(0)
-}
-
-async fn container_screen(
-    found: &mut crate::sessions::Found,
-    args: &CaptureArgs,
-) -> Result<Vec<u8>, CliError> {
-    let (engine, container) = found.container().await?;
-    super::exec::require_running(found, &engine, &container).await?;
-    let mut tmux = vec!["capture-pane", "-p", "-J", "-t", SESSION_TMUX_TARGET];
-    if args.history {
-        tmux.extend(["-S", "-"]);
-    }
-    if args.escapes {
-        tmux.push("-e");
-    }
-    super::exec::output(&engine, &container, &session_tmux(&tmux)).await
 }

@@ -13,8 +13,8 @@ use kennel_core::host::HostContext;
 use kennel_core::settings;
 use kennel_sessions::{Mode, Registry, Session, State};
 
+use crate::backend::{Backend, Backends, NAMES, Observed, Remains};
 use crate::error::CliError;
-use crate::sessions::{Engines, Observed, observe};
 
 #[derive(Debug, Args)]
 pub struct CleanArgs {
@@ -25,25 +25,25 @@ pub struct CleanArgs {
 
 /// One thing to remove.
 enum Leftover {
-    /// A container whose session is gone or over.
-    Container {
+    /// A sandbox (container) whose session is gone or over.
+    Sandbox {
         backend: String,
         id: String,
         name: String,
     },
     /// A `kennel run` whose kennel is gone; its sandbox still runs.
     Orphan(Session),
-    /// A persistent session whose container is gone.
+    /// A persistent session whose sandbox is gone.
     Forgotten(Session),
-    /// What a native session that ended without its kennel cleaning up
-    /// (killed) left: its tmux server and directory, with its Plan.
-    NativeFiles(Session),
+    /// What a session that ended without its kennel cleaning up (killed)
+    /// left: for native, its tmux server and directory, with its Plan.
+    Files(Session),
 }
 
 impl Leftover {
     fn describe(&self) -> String {
         match self {
-            Leftover::Container { backend, name, .. } => {
+            Leftover::Sandbox { backend, name, .. } => {
                 format!("container {name} ({backend}): its session is gone or over")
             }
             Leftover::Orphan(session) => format!(
@@ -54,9 +54,9 @@ impl Leftover {
                 "session {} ({}): its container is gone; the session will be forgotten",
                 session.name, session.backend
             ),
-            Leftover::NativeFiles(session) => format!(
-                "session {} (native): its sandbox is gone; its files will be removed",
-                session.name
+            Leftover::Files(session) => format!(
+                "session {} ({}): its sandbox is gone; its files will be removed",
+                session.name, session.backend
             ),
         }
     }
@@ -77,8 +77,8 @@ pub async fn run(args: CleanArgs) -> Result<i32, CliError> {
         }
         None => Vec::new(),
     };
-    let mut engines = Engines::default();
-    let leftovers = find(&host, registry.as_mut(), &sessions, &mut engines).await?;
+    let mut backends = Backends::default();
+    let leftovers = find(&host, registry.as_mut(), &sessions, &mut backends).await?;
     if leftovers.is_empty() {
         eprintln!("kennel: nothing to clean");
         return Ok(0);
@@ -101,7 +101,7 @@ pub async fn run(args: CleanArgs) -> Result<i32, CliError> {
     }
     let mut failed = 0;
     for leftover in &leftovers {
-        if let Err(error) = remove(leftover, registry.as_mut(), &mut engines).await {
+        if let Err(error) = remove(leftover, registry.as_mut(), &mut backends).await {
             eprintln!("kennel: {error}");
             failed += 1;
         }
@@ -124,39 +124,26 @@ async fn find(
     host: &HostContext,
     mut registry: Option<&mut Registry>,
     sessions: &[Session],
-    engines: &mut Engines,
+    backends: &mut Backends,
 ) -> Result<Vec<Leftover>, CliError> {
     let mut leftovers = Vec::new();
     for session in sessions {
-        if session.backend == "native" {
-            let dir_left = session
-                .handle
-                .as_deref()
-                .is_some_and(|dir| std::path::Path::new(dir).exists());
-            if session.mode == Mode::Persistent && session.state.is_ended() && dir_left {
-                leftovers.push(Leftover::NativeFiles(session.clone()));
-            }
+        let Some(backend) = backends.get(&session.backend) else {
             continue;
-        }
-        if session.handle.is_none() {
-            continue;
-        }
+        };
         if session.state.is_ended() {
-            // An ended persistent session keeps its container (for `logs`)
-            // until `kennel rm`; one whose container is gone is a leftover.
-            if session.mode == Mode::Persistent
-                && let Some(engine) = engines.get(&session.backend).await
-                && let Some(handle) = &session.handle
-                && matches!(
-                    engine.state(handle).await,
-                    Ok(kennel_engine::ContainerState::Missing)
-                )
-            {
-                leftovers.push(Leftover::Forgotten(session.clone()));
+            // An ended persistent session keeps its sandbox (for `logs`)
+            // until `kennel rm`; one whose sandbox is gone is a leftover.
+            if session.mode == Mode::Persistent {
+                match backend.remains(session).await {
+                    Remains::Gone => leftovers.push(Leftover::Forgotten(session.clone())),
+                    Remains::Files => leftovers.push(Leftover::Files(session.clone())),
+                    Remains::Kept => {}
+                }
             }
             continue;
         }
-        match observe(engines, session).await {
+        match backend.observe(session).await {
             Observed::Orphaned => leftovers.push(Leftover::Orphan(session.clone())),
             Observed::Ended(_, None) if session.mode == Mode::Persistent => {
                 leftovers.push(Leftover::Forgotten(session.clone()))
@@ -170,21 +157,19 @@ async fn find(
         }
     }
 
-    // Containers of this registry that no live session accounts for.
-    let label = format!(
-        "{}={}",
-        settings::LABEL_REGISTRY,
-        settings::registry_label(host)
-    );
-    for backend in ["docker", "podman"] {
-        let Some(engine) = engines.get(backend).await else {
+    // Sandboxes of this registry that no live session accounts for.
+    let label = settings::registry_label(host);
+    for name in NAMES {
+        let Some(backend) = backends.get(name) else {
             continue;
         };
-        let containers = engine.list_containers(&label).await?;
-        for container in containers {
-            let session = container
-                .labels
-                .get(settings::LABEL_SESSION)
+        let Some(sandboxes) = backend.sandboxes(&label).await else {
+            continue;
+        };
+        for sandbox in sandboxes {
+            let session = sandbox
+                .session
+                .as_ref()
                 .and_then(|id| sessions.iter().find(|session| &session.id == id));
             let leftover = match session {
                 None => true,
@@ -194,10 +179,10 @@ async fn find(
                 }
             };
             if leftover {
-                leftovers.push(Leftover::Container {
-                    backend: backend.into(),
-                    id: container.id,
-                    name: container.name,
+                leftovers.push(Leftover::Sandbox {
+                    backend: name.into(),
+                    id: sandbox.id,
+                    name: sandbox.name,
                 });
             }
         }
@@ -208,27 +193,23 @@ async fn find(
 async fn remove(
     leftover: &Leftover,
     registry: Option<&mut Registry>,
-    engines: &mut Engines,
+    backends: &mut Backends,
 ) -> Result<(), CliError> {
-    let unreachable = |backend: &str| {
-        CliError::kennel(format!("{backend} does not answer")).with_hint("`kennel doctor` says why")
-    };
+    fn backend<'a>(backends: &'a mut Backends, name: &str) -> Result<&'a dyn Backend, CliError> {
+        backends
+            .get(name)
+            .ok_or_else(|| CliError::kennel(format!("unknown backend `{name}`")))
+    }
     match leftover {
-        Leftover::Container { backend, id, .. } => {
-            let engine = engines
-                .get(backend)
-                .await
-                .ok_or_else(|| unreachable(backend))?;
-            engine.remove(id, true).await?;
+        Leftover::Sandbox {
+            backend: name, id, ..
+        } => {
+            backend(backends, name)?.remove_sandbox(id).await?;
         }
         Leftover::Orphan(session) => {
-            let engine = engines
-                .get(&session.backend)
-                .await
-                .ok_or_else(|| unreachable(&session.backend))?;
-            if let Some(handle) = &session.handle {
-                engine.remove(handle, true).await?;
-            }
+            backend(backends, &session.backend)?
+                .discard(session)
+                .await?;
             if let Some(registry) = registry {
                 registry.mark_ended(&session.id, State::Stopped, None)?;
             }
@@ -238,9 +219,10 @@ async fn remove(
                 registry.remove(&session.id)?;
             }
         }
-        Leftover::NativeFiles(session) => {
-            let host = HostContext::detect()?;
-            crate::native_session::NativeSession::of_session(&host, session)?.close();
+        Leftover::Files(session) => {
+            backend(backends, &session.backend)?
+                .discard(session)
+                .await?;
         }
     }
     Ok(())

@@ -62,7 +62,7 @@ fn show(args: ShowArgs) -> Result<i32, CliError> {
                 serde_json::json!({ "key": key, "value": value, "origin": origin })
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json).unwrap_or_default()
         );
@@ -75,9 +75,9 @@ fn show(args: ShowArgs) -> Result<i32, CliError> {
         .unwrap_or(0);
     for (key, value, origin) in entries {
         if args.origin {
-            println!("{key:width$} = {value}    # {origin}");
+            outln!("{key:width$} = {value}    # {origin}");
         } else {
-            println!("{key} = {value}");
+            outln!("{key} = {value}");
         }
     }
     Ok(0)
@@ -156,10 +156,10 @@ fn paths(args: PathsArgs) -> Result<i32, CliError> {
             .iter()
             .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&map).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&map).unwrap_or_default());
     } else {
         for (name, path) in rows {
-            println!("{name:14} {}", path.display());
+            outln!("{name:14} {}", path.display());
         }
     }
     Ok(0)

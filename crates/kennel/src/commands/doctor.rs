@@ -84,16 +84,16 @@ pub async fn run(args: DoctorArgs) -> Result<i32, CliError> {
     let usable = backends.iter().any(|backend| backend.ok);
     let report = Report { backends, checks };
     if args.json.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
     } else {
-        println!("backends:");
+        outln!("backends:");
         for check in &report.backends {
             print_check(check);
         }
-        println!("checks:");
+        outln!("checks:");
         for check in &report.checks {
             print_check(check);
         }
@@ -103,9 +103,9 @@ pub async fn run(args: DoctorArgs) -> Result<i32, CliError> {
 
 fn print_check(check: &Check) {
     let mark = if check.ok { "ok  " } else { "FAIL" };
-    println!("  [{mark}] {:16} {}", check.name, check.detail);
+    outln!("  [{mark}] {:16} {}", check.name, check.detail);
     if let Some(fix) = check.fix.as_ref().filter(|_| !check.ok) {
-        println!("         {:16} fix: {fix}", "");
+        outln!("         {:16} fix: {fix}", "");
     }
 }
 

@@ -122,7 +122,7 @@ async fn build(
         } else {
             eprintln!("kennel: {}: {tag} is ready", agent.name);
         }
-        println!("{tag}");
+        outln!("{tag}");
     }
     Ok(0)
 }
@@ -160,15 +160,18 @@ async fn ls(
                 })
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&rows).unwrap_or_default()
         );
         return Ok(0);
     }
-    println!(
+    outln!(
         "{:40}  {:14}  {:6}  {:>9}  STATUS",
-        "IMAGE", "AGENT", "LAYER", "SIZE"
+        "IMAGE",
+        "AGENT",
+        "LAYER",
+        "SIZE"
     );
     for image in images {
         let agent = image
@@ -187,7 +190,7 @@ async fn ls(
         } else {
             "stale"
         };
-        println!(
+        outln!(
             "{:40}  {:14}  {:6}  {:>8.0}M  {status}",
             image.reference,
             agent,
@@ -220,7 +223,7 @@ async fn rm(
         }
         for reference in references {
             engine.remove_image(&reference, args.force).await?;
-            println!("{reference}");
+            outln!("{reference}");
             removed += 1;
         }
     }
@@ -250,7 +253,7 @@ async fn prune(
     for image in stale {
         match engine.remove_image(&image.reference, false).await {
             Ok(()) => {
-                println!("{}", image.reference);
+                outln!("{}", image.reference);
                 removed += 1;
             }
             Err(error) => eprintln!("kennel: kept {}: {error}", image.reference),

@@ -9,7 +9,7 @@
 use std::io::Write;
 
 use clap::Args;
-use kennel_engine::{ContainerState, OutputStream};
+use kennel_engine::OutputStream;
 
 use crate::error::CliError;
 use crate::ui::TerminalSafe;
@@ -82,37 +82,10 @@ pub async fn run(args: LogsArgs) -> Result<i32, CliError> {
     let mut printer = Printer::new(args.raw);
     let mut sink = |stream: OutputStream, bytes: &[u8]| printer.write(stream, bytes);
     let mut found = crate::sessions::find(&args.session)?;
-    if found.is_native() {
-        let (session, owner) = found.native()?;
-        session.logs(owner.filter(|_| args.follow), &mut sink)?;
-        printer.finish();
-        return Ok(0);
-    }
-    let (engine, container) = found.container().await?;
-    let state = engine.state(&container).await?;
-    let result = match state {
-        ContainerState::Running => {
-            let mut tail = vec!["tail".to_string(), "-n".into(), "+1".into()];
-            if args.follow {
-                tail.push("-f".into());
-            }
-            tail.push(kennel_core::settings::SESSION_LOG.into());
-            engine.exec_stream(&container, &tail, &mut sink).await?;
-            Ok(0)
-        }
-        ContainerState::Exited(_) => {
-            found.record(&engine, state, false).await;
-            engine.logs(&container, false, &mut sink).await?;
-            Ok(0)
-        }
-        ContainerState::Missing => {
-            found.record(&engine, state, false).await;
-            Err(CliError::kennel(format!(
-                "the container of session {} is gone: there are no logs",
-                found.session.name
-            )))
-        }
-    };
+    let result = found
+        .backend()?
+        .logs(&mut found, args.follow, &mut sink)
+        .await;
     printer.finish();
-    result
+    result.map(|()| 0)
 }

@@ -43,7 +43,7 @@ pub fn run(args: LsArgs) -> Result<i32, CliError> {
             .collect();
         let json = serde_json::to_string_pretty(&listed)
             .map_err(|error| CliError::kennel(format!("cannot serialise the sessions: {error}")))?;
-        println!("{json}");
+        outln!("{json}");
         return Ok(0);
     }
     if sessions.is_empty() {
@@ -57,10 +57,10 @@ pub fn run(args: LsArgs) -> Result<i32, CliError> {
         );
         return Ok(0);
     }
-    print!(
+    crate::ui::write_stdout(format_args!(
         "{}",
         table(&sessions, kennel_sessions::now_ms(), &host.home)
-    );
+    ));
     Ok(0)
 }
 
@@ -122,7 +122,7 @@ fn refresh(registry: &mut Registry, sessions: &mut Vec<Session>, all: bool) {
     let Ok(runtime) = crate::runtime() else {
         return;
     };
-    runtime.block_on(crate::sessions::refresh(registry, sessions));
+    runtime.block_on(crate::backend::refresh(registry, sessions));
 }
 
 const HEADERS: [&str; 9] = [

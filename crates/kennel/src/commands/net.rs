@@ -67,7 +67,7 @@ fn log(args: LogArgs) -> Result<i32, CliError> {
     if args.json {
         let json = serde_json::to_string_pretty(&decisions)
             .map_err(|error| CliError::kennel(format!("cannot serialise the log: {error}")))?;
-        println!("{json}");
+        outln!("{json}");
         return Ok(0);
     }
     let session = path
@@ -96,7 +96,7 @@ fn log(args: LogArgs) -> Result<i32, CliError> {
         {
             line.push_str(&format!(" — not needed: {why}"));
         }
-        println!("{line}");
+        outln!("{line}");
     }
     Ok(0)
 }

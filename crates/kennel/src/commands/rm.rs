@@ -1,7 +1,6 @@
 //! `kennel rm`: remove a session's container and forget the session.
 
 use clap::Args;
-use kennel_engine::ContainerState;
 use kennel_sessions::Mode;
 
 use crate::error::CliError;
@@ -18,44 +17,15 @@ pub struct RmArgs {
 
 pub async fn run(args: RmArgs) -> Result<i32, CliError> {
     let mut found = crate::sessions::find(&args.session)?;
-    let name = found.session.name.clone();
-    let running_hint = || {
-        CliError::usage(format!("session {name} is running")).with_hint(format!(
-            "`kennel stop {name}` first, or `kennel rm --force {name}`"
-        ))
-    };
-    if found.is_native() && found.session.mode == Mode::Persistent {
-        let (session, owner) = found.native()?;
-        if let Some(owner) = owner {
-            if !args.force {
-                return Err(running_hint());
-            }
-            crate::native_session::kill(owner);
-        }
-        session.remove();
-        let id = found.session.id.clone();
-        found.registry.remove(&id)?;
-        eprintln!("kennel: session {name} removed");
-        audit(&id);
-        crate::checkout::warn_left_behind(&found.session);
-        return Ok(0);
-    }
-    let has_container = found.session.mode == Mode::Persistent
-        && found.session.backend != "native"
-        && found.session.handle.is_some();
-    if has_container {
-        let (engine, container) = found.container().await?;
-        let state = engine.state(&container).await?;
-        if state == ContainerState::Running && !args.force {
-            return Err(running_hint());
-        }
-        engine.remove(&container, true).await?;
+    if found.session.mode == Mode::Persistent {
+        found.backend()?.remove(&mut found, args.force).await?;
     } else if !found.session.state.is_ended() && !args.force {
-        return Err(running_hint());
+        // A `kennel run` in progress: its kennel removes its sandbox.
+        return Err(found.running_error());
     }
     let id = found.session.id.clone();
     found.registry.remove(&id)?;
-    eprintln!("kennel: session {name} removed");
+    eprintln!("kennel: session {} removed", found.session.name);
     audit(&id);
     crate::checkout::warn_left_behind(&found.session);
     Ok(0)

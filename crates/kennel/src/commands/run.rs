@@ -162,17 +162,17 @@ pub fn print_dry_run(choice: &Choice, plan: &mut Plan) -> Result<i32, CliError> 
     }
     let json = serde_json::to_string_pretty(&plan.redacted())
         .map_err(|error| CliError::kennel(format!("cannot serialise the plan: {error}")))?;
-    println!("{json}");
+    outln!("{json}");
     Ok(0)
 }
 
 /// What `run` and `start` share: the loaded context, the agent's image
-/// recipes, the connected engine (none for native or `--dry-run`) and the Plan.
+/// recipes, the backend (its engine connected unless `--dry-run`) and the
+/// Plan.
 pub struct Prepared {
     pub context: Context,
     pub agent: kennel_core::catalog::AgentSpec,
-    pub engine: Option<kennel_engine::Engine>,
-    pub native: bool,
+    pub backend: Box<dyn crate::backend::Backend>,
     pub image_settings: kennel_image::ImageSettings,
     pub recipes: Vec<kennel_image::Recipe>,
     pub plan: Plan,
@@ -198,21 +198,22 @@ pub async fn prepare(
         return Err(CliError::usage(format!("unknown backend `{requested}`"))
             .with_hint("choose one of: auto, docker, podman, native"));
     }
-    let (engine, choice) = crate::engines::select(&requested, !args.dry_run).await?;
-    let native = choice.backend == "native";
-    if native && args.image.is_some() {
-        return Err(CliError::usage(
-            "--image needs a container engine: the native backend runs the host's own programs",
-        )
+    let (backend, choice) = crate::backend::select(&requested, !args.dry_run).await?;
+    let runs_images = backend.runs_images();
+    if !runs_images && args.image.is_some() {
+        return Err(CliError::usage(format!(
+            "--image needs a container engine: the {} backend runs the host's own programs",
+            backend.name()
+        ))
         .with_hint("use --backend docker or --backend podman"));
     }
     let image_settings = context.image_settings()?;
-    let recipes = match (&args.image, native) {
-        (Some(_), _) | (None, true) => Vec::new(),
-        (None, false) => kennel_image::recipes_for(agent, &image_settings),
+    let recipes = match (&args.image, runs_images) {
+        (Some(_), _) | (None, false) => Vec::new(),
+        (None, true) => kennel_image::recipes_for(agent, &image_settings),
     };
     let image = match (&args.image, recipes.last()) {
-        _ if native => ImagePlan {
+        _ if !runs_images => ImagePlan {
             reference: "host".into(),
             managed: false,
         },
@@ -262,8 +263,7 @@ pub async fn prepare(
     Ok(Prepared {
         context,
         agent,
-        engine,
-        native,
+        backend,
         image_settings,
         recipes,
         plan,
@@ -275,8 +275,7 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     let Prepared {
         context,
         agent,
-        engine,
-        native,
+        backend,
         image_settings,
         recipes,
         mut plan,
@@ -316,47 +315,23 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
                 args.branch.as_deref(),
             )?);
         }
-        if native {
-            let prepared =
-                match kennel_native::prepare(&plan, &kennel_native::NativeOptions::default()) {
-                    Ok(prepared) => prepared,
-                    Err(error) => return native_failure(&error, agent),
-                };
-            for warning in plan.warnings.iter().chain(prepared.warnings()) {
-                eprintln!("kennel: warning: {warning}");
-            }
-            prepare_host(&context, &plan, &image_settings)?;
-            let proxy = crate::proxy::SessionProxy::start(&context.config, &plan).await?;
-            tracing::info!(name = %plan.name, "starting native sandbox");
-            session.running(&plan.name);
-            return run_native(prepared, proxy)
-                .await?
-                .or_else(|error| native_failure(&error, agent));
-        }
-
-        let engine = match engine {
-            Some(engine) => engine,
-            None => crate::engines::connect(&plan.backend).await?,
-        };
-        for warning in plan.warnings.iter().chain(&engine.unenforced_limits(&plan)) {
+        let mut launch = backend
+            .prepare(&plan)
+            .await
+            .map_err(|error| with_install_hint(error, agent))?;
+        for warning in plan.warnings.iter().chain(&launch.warnings()) {
             eprintln!("kennel: warning: {warning}");
         }
-        crate::image_build::ensure(
-            &engine,
-            &recipes,
-            false,
-            &crate::image_build::log_dir(&context.host.data_dir),
-        )
-        .await?;
+        launch
+            .provision(
+                &recipes,
+                &crate::image_build::log_dir(&context.host.data_dir),
+            )
+            .await?;
         prepare_host(&context, &plan, &image_settings)?;
         let proxy = crate::proxy::SessionProxy::start(&context.config, &plan).await?;
-        tracing::info!(name = %plan.name, image = %plan.image.reference, "starting sandbox");
         session.running(&plan.name);
-        let result = engine.run(&plan).await;
-        if let Some(proxy) = proxy {
-            proxy.stop().await;
-        }
-        Ok(result?)
+        launch.run(&plan, proxy).await
     }
     .await;
     session.end(&result);
@@ -398,50 +373,21 @@ pub fn direct_guard(
     }
 }
 
-/// A native-backend error as the user sees it: 127 when the agent's command
-/// is not on the host, 125 otherwise.
-fn native_failure(
-    error: &kennel_native::NativeError,
-    agent: &kennel_core::catalog::AgentSpec,
-) -> Result<i32, CliError> {
-    let mut error_out = CliError::kennel(error.to_string());
-    if let kennel_native::NativeError::CommandNotFound { .. } = error {
-        let install = agent.install.trim();
-        let hint = error.hint().unwrap_or_default();
-        error_out = error_out.with_hint(if install.is_empty() {
-            hint
-        } else {
-            format!(
-                "install {} on the host (its image recipe runs `{install}`); {hint}",
-                agent.name
-            )
-        });
-        eprintln!("kennel: {error_out}");
-        return Ok(error.exit_code());
+/// An agent command that is not on the host (the native backend): the
+/// hint says how the agent is installed.
+pub fn with_install_hint(error: CliError, agent: &kennel_core::catalog::AgentSpec) -> CliError {
+    if error.kind != crate::error::ExitKind::CommandNotFound {
+        return error;
     }
-    Err(native_error(error))
-}
-
-/// A native-backend error as a kennel failure (exit 125), with its hint.
-pub fn native_error(error: &kennel_native::NativeError) -> CliError {
-    let mut out = CliError::kennel(error.to_string());
-    out.hint = error.hint();
-    out
-}
-
-/// Runs a prepared native sandbox until it ends, with the session's proxy
-/// (if any) serving meanwhile, then stops the proxy. The helper blocks, so
-/// it runs on a blocking thread while the proxy's tasks keep the runtime's
-/// workers.
-pub async fn run_native(
-    prepared: kennel_native::Prepared,
-    proxy: Option<crate::proxy::SessionProxy>,
-) -> Result<Result<i32, kennel_native::NativeError>, CliError> {
-    let result = tokio::task::spawn_blocking(move || prepared.run()).await;
-    if let Some(proxy) = proxy {
-        proxy.stop().await;
+    let install = agent.install.trim();
+    if install.is_empty() {
+        return error;
     }
-    result.map_err(|error| CliError::kennel(format!("the native sandbox failed: {error}")))
+    let hint = error.hint.clone().unwrap_or_default();
+    error.with_hint(format!(
+        "install {} on the host (its image recipe runs `{install}`); {hint}",
+        agent.name
+    ))
 }
 
 fn network_mode(arg: NetworkArg) -> NetworkMode {

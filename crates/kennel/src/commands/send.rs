@@ -1,7 +1,6 @@
 //! `kennel send`: type text into a persistent session's agent.
 
 use clap::Args;
-use kennel_core::settings::{SESSION_TMUX_TARGET, session_tmux};
 
 use crate::error::CliError;
 
@@ -20,26 +19,9 @@ pub struct SendArgs {
 
 pub async fn run(args: SendArgs) -> Result<i32, CliError> {
     let mut found = crate::sessions::find(&args.session)?;
-    if found.is_native() {
-        found.native_running()?.0.send(&args.text, !args.no_enter)?;
-        return Ok(0);
-    }
-    let (engine, container) = found.container().await?;
-    super::exec::require_running(&mut found, &engine, &container).await?;
-    let target = SESSION_TMUX_TARGET;
-    super::exec::output(
-        &engine,
-        &container,
-        &session_tmux(&["send-keys", "-t", target, "-l", "--", &args.text]),
-    )
-    .await?;
-    if !args.no_enter {
-        super::exec::output(
-            &engine,
-            &container,
-            &session_tmux(&["send-keys", "-t", target, "Enter"]),
-        )
+    found
+        .backend()?
+        .send(&mut found, &args.text, !args.no_enter)
         .await?;
-    }
     Ok(0)
 }

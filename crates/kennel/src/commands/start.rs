@@ -28,36 +28,26 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
     }
     let Prepared {
         context,
-        engine,
-        native,
+        agent,
+        backend,
         image_settings,
         recipes,
         mut plan,
-        ..
     } = prepare(&args.run, false, |_, _, _| {}).await?;
     plan.ephemeral = false;
-    if !native {
-        // The container's own command keeps the agent in tmux (the native
-        // backend's tmux runs on the host instead: `native_session`).
-        plan.tty = false;
-        plan.stdin = false;
-        plan.command = kennel_core::settings::session_command(&plan.command);
-    }
+    backend.persistent(&mut plan);
 
     let choice = args.run.choose(&context, &plan)?;
     if args.run.dry_run {
         return crate::commands::run::print_dry_run(&choice, &mut plan);
     }
     crate::commands::run::direct_guard(&args.run, &context, choice.mode)?;
-    let engine = match engine {
-        Some(engine) => Some(engine),
-        None if native => None,
-        None => Some(crate::engines::connect(&plan.backend).await?),
-    };
-    let limits_warning = engine
-        .as_ref()
-        .and_then(|engine| engine.unenforced_limits(&plan));
-    for warning in plan.warnings.iter().chain(&limits_warning) {
+    // Fail closed here, where the user sees it.
+    let mut launch = backend
+        .prepare(&plan)
+        .await
+        .map_err(|error| crate::commands::run::with_install_hint(error, &agent))?;
+    for warning in plan.warnings.iter().chain(&launch.warnings()) {
         eprintln!("kennel: warning: {warning}");
     }
     let mut registry = Registry::open(&crate::sessions::registry_path(&context.host))?;
@@ -92,15 +82,25 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
         }
         return Err(error);
     }
-    let started = match &engine {
-        Some(engine) => start_container(engine, &context, &plan, &image_settings, &recipes)
+    let started = async {
+        launch
+            .provision(
+                &recipes,
+                &crate::image_build::log_dir(&context.host.data_dir),
+            )
+            .await?;
+        prepare_host(&context, &plan, &image_settings)?;
+        // `allowlist` and `restricted`: the session's egress proxy lives as
+        // long as its sandbox.
+        let proxy = crate::proxy::ProxySpec::from_plan(&context.config, &plan)?;
+        launch
+            .start(&plan, proxy, &context.host, &mut registry, &session.id)
             .await
-            .and_then(|container| Ok(registry.mark_running(&session.id, &container)?)),
-        None => start_native(&context, &plan, &image_settings, &mut registry, &session.id),
-    };
+    }
+    .await;
     match started {
         Ok(()) => {
-            println!("{} {}", session.name, session.id);
+            outln!("{} {}", session.name, session.id);
             eprintln!(
                 "kennel: session {} started; `kennel attach {}` attaches (detach with C-b d)",
                 session.name, session.name
@@ -116,88 +116,6 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
             Err(error)
         }
     }
-}
-
-/// Docker and Podman: a detached container (and, for `allowlist` and
-/// `restricted`, the proxy daemon that lives as long as it). Returns its id.
-async fn start_container(
-    engine: &kennel_engine::Engine,
-    context: &crate::context::Context,
-    plan: &kennel_core::plan::Plan,
-    image_settings: &kennel_image::ImageSettings,
-    recipes: &[kennel_image::Recipe],
-) -> Result<String, CliError> {
-    crate::image_build::ensure(
-        engine,
-        recipes,
-        false,
-        &crate::image_build::log_dir(&context.host.data_dir),
-    )
-    .await?;
-    prepare_host(context, plan, image_settings)?;
-    // `allowlist` and `restricted`: the session's egress proxy runs in a
-    // daemon that lives as long as the container (see `proxy_daemon`).
-    let daemon = match crate::proxy::ProxySpec::from_plan(&context.config, plan)? {
-        Some(spec) => Some(
-            crate::proxy_daemon::ProxyDaemon::spawn(
-                spec,
-                &engine.kind().to_string(),
-                &kennel_core::settings::net_log_dir(&context.host),
-            )
-            .await?,
-        ),
-        None => None,
-    };
-    tracing::info!(name = %plan.name, image = %plan.image.reference, "starting detached sandbox");
-    let container = match engine.start_detached(plan).await {
-        Ok(container) => container,
-        Err(error) => {
-            if let Some(daemon) = daemon {
-                daemon.abort().await;
-            }
-            return Err(error.into());
-        }
-    };
-    if let Some(daemon) = daemon
-        && let Err(error) = daemon.watch(&container)
-    {
-        // No proxy, no way out: do not leave a session that cannot work.
-        if let Err(remove_error) = engine.remove(&container, true).await {
-            tracing::warn!("cannot remove {container}: {remove_error}");
-        }
-        return Err(error);
-    }
-    Ok(container)
-}
-
-/// Native: the sandbox runs in the pane of a tmux server of its own (see
-/// `native_session`), whose process becomes the session's owner.
-fn start_native(
-    context: &crate::context::Context,
-    plan: &kennel_core::plan::Plan,
-    image_settings: &kennel_image::ImageSettings,
-    registry: &mut Registry,
-    id: &str,
-) -> Result<(), CliError> {
-    // Fail closed here, where the user sees it, not in the pane.
-    let prepared = kennel_native::prepare(plan, &kennel_native::NativeOptions::default())
-        .map_err(|error| crate::commands::run::native_error(&error))?;
-    for warning in prepared.warnings() {
-        eprintln!("kennel: warning: {warning}");
-    }
-    prepare_host(context, plan, image_settings)?;
-    let proxy = crate::proxy::ProxySpec::from_plan(&context.config, plan)?;
-    let session = crate::native_session::NativeSession::of(&context.host, &plan.name);
-    tracing::info!(name = %plan.name, "starting native session");
-    let owner = session.start(plan, proxy, id)?;
-    let recorded = registry
-        .set_owner(id, owner)
-        .and_then(|()| registry.mark_running(id, &session.dir.display().to_string()));
-    if let Err(error) = recorded {
-        session.close();
-        return Err(error.into());
-    }
-    session.go()
 }
 
 /// Names are used on command lines: keep them plain.

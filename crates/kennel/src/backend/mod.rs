@@ -1,0 +1,308 @@
+//! Backends: what runs a sandbox.
+//!
+//! Everything that differs between Docker, Podman and the native backend is
+//! behind [`Backend`]. The rest of kennel gets a backend from the name a
+//! Plan or a registry row stores ([`by_name`]), or from the user's request
+//! ([`select`]), and never asks which one it is. Adding a backend means one
+//! implementation of the trait and one line in [`by_name`].
+//!
+//! Model: jj's `trait Backend` with `name()`, loaded by the name stored on
+//! disk (`lib/src/backend.rs`, `StoreFactories::load_backend`).
+
+mod container;
+mod native;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kennel_core::host::HostContext;
+use kennel_core::plan::{BackendChoice, Plan};
+use kennel_engine::OutputStream;
+use kennel_sessions::{Session, State};
+
+use crate::error::CliError;
+use crate::proxy::{ProxySpec, SessionProxy};
+use crate::sessions::Found;
+
+pub use container::ContainerBackend;
+pub use native::{NativeBackend, native_error, run_prepared};
+
+/// Where a session's output goes: the stream it came from, and its bytes.
+pub type OutputSink<'a> = dyn FnMut(OutputStream, &[u8]) + Send + 'a;
+
+/// What the backend says about a session the registry calls live.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Observed {
+    Running,
+    /// A `kennel run` whose kennel is gone while its sandbox runs on.
+    Orphaned,
+    Ended(State, Option<i32>),
+    /// Nothing to ask, or the backend did not answer: the registry's word stands.
+    Unknown,
+}
+
+/// How `stop` went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// It was running and has been stopped.
+    Now,
+    /// It was not running.
+    Already,
+}
+
+/// A backend: runs sandboxes from Plans, and manages persistent sessions.
+///
+/// Its futures are not `Send`: a command runs them on its own runtime, and
+/// the registry row they update is not `Sync`.
+///
+/// Session methods get the registry row ([`Found`]) and record what they
+/// learn about the session's state in it. They refuse sessions started by
+/// `kennel run` (attached to the terminal that started them) where that
+/// matters.
+#[async_trait(?Send)]
+pub trait Backend: Send + Sync {
+    /// The name Plans and the registry store.
+    fn name(&self) -> &'static str;
+
+    /// Does the sandbox run an image? (If not, it runs the host's own
+    /// programs, and `--image` means nothing to it.)
+    fn runs_images(&self) -> bool;
+
+    /// A persistent session's Plan: how the agent is kept alive without a
+    /// terminal (tmux inside the sandbox, or a tmux server on the host).
+    fn persistent(&self, plan: &mut Plan);
+
+    /// Makes sure what runs the sandboxes answers (connects to the engine);
+    /// says what it found, for the Plan's `selected.reason`.
+    async fn connect(&self) -> Result<String, CliError>;
+
+    /// Checks that `plan` can run here (the engine answers; the host has
+    /// the agent's command and the kernel features) and returns what runs
+    /// it. Fails closed, before anything is made on the host.
+    async fn prepare<'a>(&'a self, plan: &Plan) -> Result<Box<dyn Launch + 'a>, CliError>;
+
+    /// This terminal on the session's agent, until it detaches.
+    async fn attach(&self, found: &mut Found) -> Result<i32, CliError>;
+
+    /// Runs `command` in the running session's sandbox, with this terminal
+    /// if there is one; the command's exit code.
+    async fn exec(&self, found: &mut Found, command: Vec<String>) -> Result<i32, CliError>;
+
+    /// Types `text` into the agent, then Enter if `enter`.
+    async fn send(&self, found: &mut Found, text: &str, enter: bool) -> Result<(), CliError>;
+
+    /// What the agent's terminal shows (`history`: its scrollback too;
+    /// `escapes`: with colours and attributes).
+    async fn capture(
+        &self,
+        found: &mut Found,
+        history: bool,
+        escapes: bool,
+    ) -> Result<Vec<u8>, CliError>;
+
+    /// Everything the agent showed, to `sink`; `follow` keeps going until
+    /// the session ends.
+    async fn logs(
+        &self,
+        found: &mut Found,
+        follow: bool,
+        sink: &mut OutputSink<'_>,
+    ) -> Result<(), CliError>;
+
+    /// Ends the agent gracefully: SIGTERM, after `grace` a hang-up, then
+    /// the end of the sandbox.
+    async fn stop(&self, found: &mut Found, grace: Duration) -> Result<Stopped, CliError>;
+
+    /// Ends the agent and its sandbox now.
+    async fn kill(&self, found: &mut Found) -> Result<(), CliError>;
+
+    /// Removes what a persistent session's sandbox left (a running one only
+    /// when `force`: its agent is killed). The caller forgets the session.
+    async fn remove(&self, found: &mut Found, force: bool) -> Result<(), CliError>;
+
+    /// Asks about a session the registry calls live.
+    async fn observe(&self, session: &Session) -> Observed;
+
+    /// What an ended persistent session's sandbox left (`kennel clean`).
+    async fn remains(&self, session: &Session) -> Remains;
+
+    /// Removes what `session`'s sandbox left, running or not (an orphan of
+    /// a killed kennel, or [`Remains::Files`]).
+    async fn discard(&self, session: &Session) -> Result<(), CliError>;
+
+    /// Sandboxes labelled with this registry (`registry_label`) that the
+    /// backend knows of, with the session id each is labelled with. `None`
+    /// when the backend does not answer.
+    async fn sandboxes(&self, registry_label: &str) -> Option<Vec<Sandbox>>;
+
+    /// Removes a sandbox [`Backend::sandboxes`] listed.
+    async fn remove_sandbox(&self, id: &str) -> Result<(), CliError>;
+}
+
+/// A Plan about to run on a backend ([`Backend::prepare`]).
+#[async_trait(?Send)]
+pub trait Launch {
+    /// What the backend cannot enforce of the Plan here (limits a rootless
+    /// engine drops, kernel features the host lacks).
+    fn warnings(&self) -> Vec<String>;
+
+    /// Makes what the sandbox runs: the agent's images (`recipes`, their
+    /// build logs in `build_logs`). Nothing for a backend without images.
+    async fn provision(
+        &mut self,
+        recipes: &[kennel_image::Recipe],
+        build_logs: &Path,
+    ) -> Result<(), CliError>;
+
+    /// Runs the sandbox attached to this terminal until the agent ends,
+    /// with the session's proxy serving meanwhile (stopped afterwards);
+    /// the agent's exit code.
+    async fn run(
+        self: Box<Self>,
+        plan: &Plan,
+        proxy: Option<SessionProxy>,
+    ) -> Result<i32, CliError>;
+
+    /// Starts a persistent session's sandbox detached, with its egress
+    /// proxy (`proxy`) living as long as it, and records it in `registry`
+    /// as running.
+    async fn start(
+        self: Box<Self>,
+        plan: &Plan,
+        proxy: Option<ProxySpec>,
+        host: &HostContext,
+        registry: &mut kennel_sessions::Registry,
+        session_id: &str,
+    ) -> Result<(), CliError>;
+}
+
+/// What an ended persistent session's sandbox left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remains {
+    /// Its sandbox, kept for `kennel logs` until `kennel rm` (or nothing,
+    /// or the backend did not answer).
+    Kept,
+    /// Nothing: the session can be forgotten.
+    Gone,
+    /// Files of a sandbox that is gone, to remove.
+    Files,
+}
+
+/// A sandbox a backend lists (`kennel clean`).
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    pub id: String,
+    pub name: String,
+    /// The session id it is labelled with.
+    pub session: Option<String>,
+}
+
+/// Every backend's name ([`by_name`] knows each).
+pub const NAMES: [&str; 3] = ["docker", "podman", "native"];
+
+/// The backend a Plan or a registry row names.
+pub fn by_name(name: &str) -> Result<Box<dyn Backend>, CliError> {
+    Ok(match name {
+        "docker" => Box::new(ContainerBackend::new(kennel_engine::EngineKind::Docker)),
+        "podman" => Box::new(ContainerBackend::new(kennel_engine::EngineKind::Podman)),
+        "native" => Box::new(NativeBackend),
+        other => {
+            return Err(CliError::kennel(format!("unknown backend `{other}`")).with_hint(
+                "this session was recorded by another version of kennel; `kennel rm` forgets it",
+            ));
+        }
+    })
+}
+
+/// The backend the user asked for (`auto`: Docker if it answers, else
+/// Podman, else native), and why it was chosen. `connect` false (as for
+/// `--dry-run`) connects only to resolve `auto`.
+pub async fn select(
+    requested: &str,
+    connect: bool,
+) -> Result<(Box<dyn Backend>, BackendChoice), CliError> {
+    let choice = |backend: &str, reason: String| BackendChoice {
+        backend: backend.to_string(),
+        reason,
+    };
+    match requested {
+        "auto" => match kennel_engine::connect_auto().await {
+            Ok((engine, why)) => {
+                let name = engine.kind().to_string();
+                tracing::info!(backend = name, "{why}");
+                let backend = ContainerBackend::connected(engine);
+                Ok((Box::new(backend), choice(&name, format!("auto: {why}"))))
+            }
+            Err(error) => {
+                let reason = format!(
+                    "auto: no container engine is reachable ({error}); using the native backend"
+                );
+                tracing::info!("{reason}");
+                Ok((Box::new(NativeBackend), choice("native", reason)))
+            }
+        },
+        name => {
+            let backend = by_name(name).map_err(|_| {
+                CliError::usage(format!("unknown backend `{name}`"))
+                    .with_hint("choose one of: auto, docker, podman, native")
+            })?;
+            let reason = if connect {
+                backend.connect().await?
+            } else {
+                "requested".to_string()
+            };
+            Ok((backend, choice(name, reason)))
+        }
+    }
+}
+
+/// Backends of many sessions (`kennel ls`, `kennel clean`), each made once
+/// (so an engine is connected once).
+#[derive(Default)]
+pub struct Backends {
+    loaded: Vec<Box<dyn Backend>>,
+}
+
+impl Backends {
+    /// The backend `name` names, or `None` for a name kennel does not know.
+    pub fn get(&mut self, name: &str) -> Option<&dyn Backend> {
+        let position = match self.loaded.iter().position(|b| b.name() == name) {
+            Some(position) => position,
+            None => {
+                self.loaded.push(by_name(name).ok()?);
+                self.loaded.len() - 1
+            }
+        };
+        Some(self.loaded[position].as_ref())
+    }
+}
+
+/// Asks the backends about every live session in `sessions` and records
+/// what they say: ended ones in the registry, orphans on the session.
+pub async fn refresh(registry: &mut kennel_sessions::Registry, sessions: &mut [Session]) {
+    let mut backends = Backends::default();
+    for session in sessions.iter_mut() {
+        if session.state.is_ended() {
+            continue;
+        }
+        let Some(backend) = backends.get(&session.backend) else {
+            continue;
+        };
+        match backend.observe(session).await {
+            Observed::Orphaned => session.orphaned = true,
+            Observed::Ended(state, code) => match registry.mark_ended(&session.id, state, code) {
+                Ok(()) => {
+                    session.state = state;
+                    session.exit_code = code;
+                    session.ended_at = Some(kennel_sessions::now_ms());
+                }
+                Err(error) => crate::sessions::warn(
+                    &format!("cannot record the state of {}", session.name),
+                    &error,
+                ),
+            },
+            Observed::Running | Observed::Unknown => {}
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The native backend: sandboxes made from kernel features around the host's
+//! own programs (`kennel-native`); a persistent session's sandbox runs in the
+//! pane of a private tmux server on the host (`native_session`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kennel_core::host::HostContext;
+use kennel_core::plan::Plan;
+use kennel_sessions::{Owner, Session, State};
+
+use super::{Backend, Launch, Observed, OutputSink, Remains, Sandbox, Stopped};
+use crate::error::{CliError, ExitKind};
+use crate::native_session::{NativeSession, kill, signal, wait_gone};
+use crate::proxy::{ProxySpec, SessionProxy};
+use crate::sessions::Found;
+
+pub struct NativeBackend;
+
+/// A native-backend error as the user sees it: exit 127 when the agent's
+/// command is not on the host, kennel's own failure (125) otherwise.
+pub fn native_error(error: &kennel_native::NativeError) -> CliError {
+    let kind = match error {
+        kennel_native::NativeError::CommandNotFound { .. } => ExitKind::CommandNotFound,
+        _ => ExitKind::Kennel,
+    };
+    let mut out = CliError::new(kind, error.to_string());
+    out.hint = error.hint();
+    out
+}
+
+/// Runs a prepared native sandbox until it ends, with the session's proxy
+/// (if any) serving meanwhile, then stops the proxy. The sandbox's helper
+/// blocks, so it runs on a blocking thread while the proxy's tasks keep the
+/// runtime's workers.
+pub async fn run_prepared(
+    prepared: kennel_native::Prepared,
+    proxy: Option<SessionProxy>,
+) -> Result<i32, CliError> {
+    let result = tokio::task::spawn_blocking(move || prepared.run()).await;
+    if let Some(proxy) = proxy {
+        proxy.stop().await;
+    }
+    result
+        .map_err(|error| CliError::kennel(format!("the native sandbox failed: {error}")))?
+        .map_err(|error| native_error(&error))
+}
+
+/// A Plan about to run natively: the sandbox is prepared.
+struct NativeLaunch {
+    prepared: kennel_native::Prepared,
+}
+
+#[async_trait(?Send)]
+impl Launch for NativeLaunch {
+    fn warnings(&self) -> Vec<String> {
+        self.prepared.warnings().to_vec()
+    }
+
+    async fn provision(
+        &mut self,
+        _recipes: &[kennel_image::Recipe],
+        _build_logs: &Path,
+    ) -> Result<(), CliError> {
+        Ok(())
+    }
+
+    async fn run(
+        self: Box<Self>,
+        plan: &Plan,
+        proxy: Option<SessionProxy>,
+    ) -> Result<i32, CliError> {
+        tracing::info!(name = %plan.name, "starting native sandbox");
+        run_prepared(self.prepared, proxy).await
+    }
+
+    /// The sandbox runs in the pane of a tmux server of its own (see
+    /// `native_session`), whose process becomes the session's owner; the
+    /// pane prepares the sandbox again and runs the proxy.
+    async fn start(
+        self: Box<Self>,
+        plan: &Plan,
+        proxy: Option<ProxySpec>,
+        host: &HostContext,
+        registry: &mut kennel_sessions::Registry,
+        session_id: &str,
+    ) -> Result<(), CliError> {
+        let session = NativeSession::of(host, &plan.name);
+        tracing::info!(name = %plan.name, "starting native session");
+        let owner = session.start(plan, proxy, session_id)?;
+        let recorded = registry
+            .set_owner(session_id, owner)
+            .and_then(|()| registry.mark_running(session_id, &session.dir.display().to_string()));
+        if let Err(error) = recorded {
+            session.close();
+            return Err(error.into());
+        }
+        session.go()
+    }
+}
+
+/// A native persistent session's files, and its kennel if it runs.
+fn session_of(found: &mut Found) -> Result<(NativeSession, Option<Owner>), CliError> {
+    found.require_persistent()?;
+    let host = HostContext::detect()?;
+    let native = NativeSession::of_session(&host, &found.session)?;
+    let owner = found
+        .session
+        .owner
+        .filter(|owner| !found.session.state.is_ended() && owner.is_alive());
+    if owner.is_none() && !found.session.state.is_ended() {
+        // Its kennel is gone, and the sandbox with it.
+        found.mark(State::Stopped, None);
+    }
+    Ok((native, owner))
+}
+
+/// [`session_of`] a session that must be running.
+fn running(found: &mut Found) -> Result<(NativeSession, Owner), CliError> {
+    match session_of(found)? {
+        (native, Some(owner)) => Ok((native, owner)),
+        (_, None) => Err(found.not_running()),
+    }
+}
+
+#[async_trait(?Send)]
+impl Backend for NativeBackend {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+
+    fn runs_images(&self) -> bool {
+        false
+    }
+
+    fn persistent(&self, _plan: &mut Plan) {
+        // The sandbox keeps its terminal: it is the pane of the session's
+        // tmux server on the host (`native_session`).
+    }
+
+    async fn connect(&self) -> Result<String, CliError> {
+        Ok("requested".into())
+    }
+
+    /// The sandbox is prepared here, where the user sees a failure (an
+    /// agent not installed on the host: exit 127), not in a pane.
+    async fn prepare<'a>(&'a self, plan: &Plan) -> Result<Box<dyn Launch + 'a>, CliError> {
+        let prepared = kennel_native::prepare(plan, &kennel_native::NativeOptions::default())
+            .map_err(|error| native_error(&error))?;
+        Ok(Box::new(NativeLaunch { prepared }))
+    }
+
+    async fn attach(&self, found: &mut Found) -> Result<i32, CliError> {
+        running(found)?.0.attach()
+    }
+
+    /// The command enters the running sandbox, confined as its agent is.
+    async fn exec(&self, found: &mut Found, command: Vec<String>) -> Result<i32, CliError> {
+        let (session, owner) = running(found)?;
+        let mut plan = session.plan()?;
+        plan.command = command;
+        let init = kennel_native::sandbox_init_of(owner.pid as u32).ok_or_else(|| {
+            CliError::kennel(format!(
+                "the sandbox of session {} is not running",
+                found.session.name
+            ))
+        })?;
+        let entered = tokio::task::spawn_blocking(move || {
+            kennel_native::enter(&plan, init, &kennel_native::NativeOptions::default())
+        })
+        .await
+        .map_err(|error| CliError::kennel(format!("the native exec failed: {error}")))?;
+        match entered {
+            Ok(code) => Ok(code),
+            Err(error) => Err(native_error(&error)),
+        }
+    }
+
+    async fn send(&self, found: &mut Found, text: &str, enter: bool) -> Result<(), CliError> {
+        running(found)?.0.send(text, enter)
+    }
+
+    async fn capture(
+        &self,
+        found: &mut Found,
+        history: bool,
+        escapes: bool,
+    ) -> Result<Vec<u8>, CliError> {
+        running(found)?.0.capture(history, escapes)
+    }
+
+    async fn logs(
+        &self,
+        found: &mut Found,
+        follow: bool,
+        sink: &mut OutputSink<'_>,
+    ) -> Result<(), CliError> {
+        let (session, owner) = session_of(found)?;
+        session.logs(owner.filter(|_| follow), sink)
+    }
+
+    /// SIGTERM to the session's kennel, which forwards it to the agent;
+    /// after `grace` the tmux server is closed (SIGHUP), and after 2 s more
+    /// the session's kennel is killed (the sandbox dies with it).
+    async fn stop(&self, found: &mut Found, grace: Duration) -> Result<Stopped, CliError> {
+        let (session, owner) = session_of(found)?;
+        if let Some(owner) = owner {
+            signal(owner, libc::SIGTERM);
+            if !wait_gone(owner, grace) {
+                session.hang_up();
+                if !wait_gone(owner, Duration::from_secs(2)) {
+                    kill(owner);
+                }
+            }
+        }
+        session.close();
+        match owner {
+            Some(_) => {
+                let code = found.session.exit_code;
+                found.mark(State::Stopped, code);
+                Ok(Stopped::Now)
+            }
+            None => Ok(Stopped::Already),
+        }
+    }
+
+    async fn kill(&self, found: &mut Found) -> Result<(), CliError> {
+        let (session, owner) = session_of(found)?;
+        if let Some(owner) = owner {
+            kill(owner);
+            found.mark(State::Stopped, None);
+        }
+        session.close();
+        Ok(())
+    }
+
+    async fn remove(&self, found: &mut Found, force: bool) -> Result<(), CliError> {
+        let (session, owner) = session_of(found)?;
+        if let Some(owner) = owner {
+            if !force {
+                return Err(found.running_error());
+            }
+            kill(owner);
+        }
+        session.remove();
+        Ok(())
+    }
+
+    /// The registry's word stands: a native session's kennel records how it
+    /// ends, and `reap` finds the ones whose kennel died.
+    async fn observe(&self, _session: &Session) -> Observed {
+        Observed::Unknown
+    }
+
+    /// Its directory (tmux server, Plan), if its kennel could not clean up.
+    async fn remains(&self, session: &Session) -> Remains {
+        let left = session
+            .handle
+            .as_deref()
+            .is_some_and(|dir| std::path::Path::new(dir).exists());
+        if left { Remains::Files } else { Remains::Kept }
+    }
+
+    async fn discard(&self, session: &Session) -> Result<(), CliError> {
+        let host = HostContext::detect()?;
+        NativeSession::of_session(&host, session)?.close();
+        Ok(())
+    }
+
+    /// Native sandboxes die with their kennel: none outlives its session.
+    async fn sandboxes(&self, _registry_label: &str) -> Option<Vec<Sandbox>> {
+        Some(Vec::new())
+    }
+
+    async fn remove_sandbox(&self, id: &str) -> Result<(), CliError> {
+        Err(CliError::kennel(format!(
+            "the native backend has no sandbox {id} to remove"
+        )))
+    }
+}
