@@ -27,6 +27,10 @@ pub struct RunRequest {
     pub tty: bool,
     /// The backend that will run the Plan (`auto` resolved), and why.
     pub selected: Option<BackendChoice>,
+    /// The selected backend runs the host's own programs (no image): the
+    /// host's system `PATH`, its `/etc` (so the CA bundle goes under
+    /// `/run`), and no cgroup limits.
+    pub on_host: bool,
     /// `--allow-weaker-sandbox`: accept a native sandbox without the kernel
     /// features that are missing.
     pub allow_weaker_sandbox: bool,
@@ -107,15 +111,12 @@ pub const NATIVE_CA_BUNDLE_TARGET: &str = "/run/kennel/ca-certificates.crt";
 /// own home is not there, so nothing installed under it is either).
 pub const NATIVE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-fn is_native(request: &RunRequest) -> bool {
-    request
-        .selected
-        .as_ref()
-        .is_some_and(|choice| choice.backend == "native")
+fn on_host(request: &RunRequest) -> bool {
+    request.on_host
 }
 
 fn ca_target(request: &RunRequest) -> &'static str {
-    if is_native(request) {
+    if on_host(request) {
         NATIVE_CA_BUNDLE_TARGET
     } else {
         CA_BUNDLE_TARGET
@@ -462,7 +463,7 @@ pub fn build_plan(
         env.sort_by(|a, b| a.name.cmp(&b.name));
     }
     let limits = plan_limits(defaults, request)?;
-    if is_native(request) && (limits.memory.is_some() || limits.cpus.is_some()) {
+    if on_host(request) && (limits.memory.is_some() || limits.cpus.is_some()) {
         warnings.push(
             "the native backend cannot limit memory or CPU (it uses no cgroups): the memory \
              and cpus limits are not enforced (the pids limit is)"
@@ -699,7 +700,7 @@ fn plan_env(
     {
         set("NODE_EXTRA_CA_CERTS", ca_target(request), "kennel");
     }
-    if is_native(request) {
+    if on_host(request) {
         // Container images set PATH themselves; on the host there is no image.
         set("PATH", NATIVE_PATH, "kennel");
     }

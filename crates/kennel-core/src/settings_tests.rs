@@ -299,6 +299,7 @@ fn network_plan(mode: Option<NetworkMode>, backend: &str, env: &[(&str, &str)]) 
                 backend: backend.into(),
                 reason: "test".into(),
             }),
+            on_host: backend == "native",
             ..Default::default()
         },
     )

@@ -24,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             slots_per_workspace: true,
             owner: None,
             backend: ["docker", "podman", "native"][n % 3].into(),
+            ends_with_owner: n % 3 == 2,
             mode: Mode::Ephemeral,
             limits: Limits {
                 pids: Some(1024),

@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[&str] = &[
     // 4: the session's own git checkout (worktree or clone mode), as JSON;
     // NULL in direct mode, and once the checkout is discarded.
     "ALTER TABLE sessions ADD COLUMN checkout TEXT;",
+    // 5: whether the session's sandbox ends with its owning kennel (the
+    // backend says so when the session is made; before this column only
+    // the native backend's did).
+    "ALTER TABLE sessions ADD COLUMN ends_with_owner INTEGER NOT NULL DEFAULT 0;
+     UPDATE sessions SET ends_with_owner = 1 WHERE backend = 'native';",
 ];
 
 /// The schema version this kennel writes.
@@ -254,8 +259,11 @@ pub struct NewSession {
     /// The kennel process the session lives and dies with (`kennel run`),
     /// or that starts it (`kennel start`, until it is running).
     pub owner: Option<Owner>,
-    /// `docker`, `podman` or `native`.
+    /// The backend's name (`docker`, `podman`, `native`).
     pub backend: String,
+    /// The sandbox ends when its owner does (the backend says; see
+    /// [`Registry::reap`]).
+    pub ends_with_owner: bool,
     pub mode: Mode,
     pub limits: Limits,
     /// The Plan, as JSON (redacted: the registry is not a secret store).
@@ -517,9 +525,9 @@ impl Registry {
         transaction.execute(
             "INSERT INTO sessions (id, name, agent, workspace, slot, backend, handle, mode, state,
                                    started_at, ended_at, exit_code, pids, memory, cpus, plan,
-                                   owner_pid, owner_start)
+                                   owner_pid, owner_start, ends_with_owner)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8, ?9, NULL, NULL, ?10, ?11, ?12, ?13,
-                     ?14, ?15)",
+                     ?14, ?15, ?16)",
             params![
                 session.id,
                 session.name,
@@ -536,6 +544,7 @@ impl Registry {
                 session.plan,
                 session.owner.map(|owner| owner.pid),
                 session.owner.map(|owner| owner.start),
+                new.ends_with_owner,
             ],
         )?;
         transaction.commit()?;
@@ -626,7 +635,8 @@ impl Registry {
 
     /// Records sessions that can no longer be what the registry says: ones
     /// still `created` whose kennel is gone (it died while starting them:
-    /// `failed`), and native sessions whose kennel is gone (the sandbox dies
+    /// `failed`), and running sessions whose sandbox ends with their kennel
+    /// ([`NewSession::ends_with_owner`]) when it is gone (the sandbox died
     /// with it, and a kennel that saw the agent end records it: `stopped`).
     /// Returns how many changed.
     pub fn reap(&mut self) -> Result<usize> {
@@ -737,18 +747,18 @@ fn is_busy(error: &rusqlite::Error) -> bool {
 /// agent) as ended.
 fn reap_in(connection: &Connection, agent: Option<&str>) -> Result<usize> {
     let mut statement = connection.prepare_cached(
-        "SELECT id, state, backend, owner_pid, owner_start FROM sessions
+        "SELECT id, state, ends_with_owner, owner_pid, owner_start FROM sessions
          WHERE state IN ('created', 'running') AND (?1 IS NULL OR agent = ?1)",
     )?;
     let stale: Vec<(String, State)> = statement
         .query_map([agent], |row| {
             let owner = owner_from(row.get(3)?, row.get(4)?);
             let state: String = row.get(1)?;
-            let native = row.get::<_, String>(2)? == "native";
+            let ends_with_owner: bool = row.get(2)?;
             let gone = owner.is_some_and(|owner| !owner.is_alive());
             let verdict = match state.as_str() {
                 "created" if gone => Some(State::Failed),
-                "running" if gone && native => Some(State::Stopped),
+                "running" if gone && ends_with_owner => Some(State::Stopped),
                 _ => None,
             };
             let id: String = row.get(0)?;

@@ -9,6 +9,7 @@ fn new_session(agent: &str) -> NewSession {
         slots_per_workspace: true,
         owner: None,
         backend: "native".into(),
+        ends_with_owner: true,
         mode: Mode::Ephemeral,
         limits: Limits {
             pids: Some(4096),
@@ -420,6 +421,7 @@ fn sessions_of_a_killed_kennel_are_reaped() {
     let mut docker_run = new_session("shell");
     docker_run.owner = Some(dead);
     docker_run.backend = "docker".into();
+    docker_run.ends_with_owner = false;
     let docker_run = registry.insert(&docker_run).expect("insert");
     registry
         .mark_running(&docker_run.id, "kennel-x")
@@ -550,4 +552,42 @@ fn a_checkout_moves_to_the_session_that_continues_it_once() {
     assert!(registry.move_checkout("000000000000", &second.id).is_err());
     assert!(registry.move_checkout(&first.id, "000000000000").is_err());
     assert!(registry.get(&first.id).expect("get").checkout.is_some());
+}
+
+#[test]
+fn native_sessions_of_an_older_registry_end_with_their_owner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sessions.db");
+    {
+        // A registry at schema 4, with a running native and docker session
+        // whose kennel is gone.
+        let connection = rusqlite::Connection::open(&path).expect("open");
+        for step in &MIGRATIONS[..4] {
+            connection.execute_batch(step).expect("migrate");
+        }
+        connection
+            .pragma_update(None, "user_version", 4)
+            .expect("version");
+        let dead = dead_owner();
+        for (id, backend) in [("aaaaaaaaaaaa", "native"), ("bbbbbbbbbbbb", "docker")] {
+            connection
+                .execute(
+                    "INSERT INTO sessions (id, name, agent, workspace, backend, handle, mode,
+                                           state, started_at, owner_pid, owner_start)
+                     VALUES (?1, ?1, 'shell', '/w', ?2, 'h', 'ephemeral', 'running', 0, ?3, ?4)",
+                    rusqlite::params![id, backend, dead.pid, dead.start],
+                )
+                .expect("insert");
+        }
+    }
+    let mut registry = Registry::open(&path).expect("open migrates");
+    assert_eq!(registry.reap().expect("reap"), 1);
+    assert_eq!(
+        registry.get("aaaaaaaaaaaa").expect("get").state,
+        State::Stopped
+    );
+    assert_eq!(
+        registry.get("bbbbbbbbbbbb").expect("get").state,
+        State::Running
+    );
 }

@@ -45,6 +45,9 @@ pub fn register(
         .as_ref()
         .map(|choice| choice.backend.clone())
         .unwrap_or_else(|| plan.backend.clone());
+    let ends_with_owner = crate::backend::by_name(&backend)
+        .map(|backend| backend.ends_with_owner())
+        .unwrap_or(false);
     let session = registry.insert(&NewSession {
         name,
         agent: plan.agent.clone(),
@@ -54,6 +57,7 @@ pub fn register(
         slots_per_workspace: !settings::home_is_shared(plan, host),
         owner: Owner::current(),
         backend,
+        ends_with_owner,
         mode,
         limits: Limits {
             pids: Some(plan.limits.pids),

@@ -87,6 +87,10 @@ impl Backend for ContainerBackend {
         }
     }
 
+    fn ends_with_owner(&self) -> bool {
+        false
+    }
+
     fn runs_images(&self) -> bool {
         true
     }

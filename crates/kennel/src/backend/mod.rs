@@ -69,6 +69,11 @@ pub trait Backend: Send + Sync {
     /// programs, and `--image` means nothing to it.)
     fn runs_images(&self) -> bool;
 
+    /// Does a sandbox end when the kennel that owns it does? (Then the
+    /// registry knows a session whose kennel is gone has ended, without
+    /// asking; otherwise [`Backend::observe`] asks.)
+    fn ends_with_owner(&self) -> bool;
+
     /// A persistent session's Plan: how the agent is kept alive without a
     /// terminal (tmux inside the sandbox, or a tmux server on the host).
     fn persistent(&self, plan: &mut Plan);

@@ -130,6 +130,10 @@ impl Backend for NativeBackend {
         "native"
     }
 
+    fn ends_with_owner(&self) -> bool {
+        true
+    }
+
     fn runs_images(&self) -> bool {
         false
     }

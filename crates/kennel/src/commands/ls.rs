@@ -113,10 +113,13 @@ fn refresh(registry: &mut Registry, sessions: &mut Vec<Session>, all: bool) {
         },
         Err(error) => tracing::warn!("cannot check for sessions of killed kennels: {error}"),
     }
-    let asks_engine = sessions.iter().any(|session| {
-        !session.state.is_ended() && session.backend != "native" && session.handle.is_some()
+    // Only a backend whose sandboxes outlive their kennel has to be asked.
+    let must_ask = sessions.iter().any(|session| {
+        !session.state.is_ended()
+            && session.handle.is_some()
+            && crate::backend::by_name(&session.backend).is_ok_and(|b| !b.ends_with_owner())
     });
-    if !asks_engine {
+    if !must_ask {
         return;
     }
     let Ok(runtime) = crate::runtime() else {

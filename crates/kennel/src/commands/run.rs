@@ -238,6 +238,7 @@ pub async fn prepare(
         args: args.args.clone(),
         tty,
         selected: Some(choice),
+        on_host: !runs_images,
         allow_weaker_sandbox: args.allow_weaker_sandbox,
         memory: args.memory.clone(),
         cpus: args.cpus,
