@@ -382,7 +382,9 @@ fn start_podman_service(podman: &Path, socket: &Path) -> std::io::Result<()> {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
+    // `pre_exec` has no safe form; `process_group` would not leave the terminal.
     // SAFETY: setsid() is async-signal-safe; nothing else runs between fork and exec.
+    #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(|| {
             nix::unistd::setsid()
