@@ -768,6 +768,7 @@ mod tests {
     /// Starts a private `podman system service` on a temporary socket (root
     /// only, where podman is installed), then stops it again.
     #[tokio::test]
+    #[allow(clippy::print_stderr)] // a test says on stderr why it skipped
     async fn starts_podman_service_when_nothing_answers() {
         if find_in_path("podman").is_none() || !nix::unistd::geteuid().is_root() {
             eprintln!("SKIP: needs root and podman");
