@@ -7,6 +7,9 @@
 //! Used by the integration tests (which feed stdin and send signals to this
 //! process) and handy for trying the backend by hand. `RUST_LOG=debug` logs.
 
+// An example is a program: it owns its terminal.
+#![allow(clippy::print_stderr)]
+
 use std::process::ExitCode;
 
 use kennel_engine::{EngineKind, connect, connect_auto};

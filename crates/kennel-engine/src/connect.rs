@@ -382,7 +382,9 @@ fn start_podman_service(podman: &Path, socket: &Path) -> std::io::Result<()> {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
+    // `pre_exec` has no safe form; `process_group` would not leave the terminal.
     // SAFETY: setsid() is async-signal-safe; nothing else runs between fork and exec.
+    #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(|| {
             nix::unistd::setsid()
@@ -766,6 +768,7 @@ mod tests {
     /// Starts a private `podman system service` on a temporary socket (root
     /// only, where podman is installed), then stops it again.
     #[tokio::test]
+    #[allow(clippy::print_stderr)] // a test says on stderr why it skipped
     async fn starts_podman_service_when_nothing_answers() {
         if find_in_path("podman").is_none() || !nix::unistd::geteuid().is_root() {
             eprintln!("SKIP: needs root and podman");

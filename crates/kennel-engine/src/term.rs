@@ -53,7 +53,9 @@ pub(crate) fn window_size() -> Option<(u16, u16)> {
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
+        // nix has no safe TIOCGWINSZ (its `ioctl_read_bad!` functions are unsafe).
         // SAFETY: TIOCGWINSZ writes one `winsize` into the pointed-to struct.
+        #[allow(unsafe_code)]
         let rc = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) };
         if rc == 0 && size.ws_row > 0 && size.ws_col > 0 {
             return Some((size.ws_row, size.ws_col));

@@ -3,6 +3,9 @@
 //! Every test exists twice, in the `docker` and `podman` modules. They skip
 //! when the engine is unreachable unless `KENNEL_E2E=require`.
 
+// Test code may print: why a test skipped, what it saw.
+#![allow(clippy::print_stderr)]
+
 mod common;
 
 use std::collections::BTreeMap;

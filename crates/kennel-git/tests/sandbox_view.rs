@@ -7,6 +7,9 @@
 //! Needs `unshare` with user and mount namespaces (or root). Without them
 //! the test is skipped, unless `KENNEL_E2E=require`.
 
+// Test code may print: why a test skipped, what it saw.
+#![allow(clippy::print_stderr)]
+
 mod common;
 
 use std::path::Path;

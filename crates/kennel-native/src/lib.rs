@@ -21,6 +21,11 @@
 //! helper writes one `kennel: …` line on stderr when it fails before the
 //! agent starts (exit 125), as the binary does.
 
+// The syscall crate: namespaces, mounts, Landlock and seccomp go through libc.
+#![allow(unsafe_code)]
+// `helper_main` and `enter_main` are the re-executed helper's `main`; they exit.
+#![allow(clippy::exit)]
+
 mod enter;
 mod filter;
 mod forwarder;

@@ -9,6 +9,11 @@
 //! as the re-executed helper (it dispatches `__native-init` and
 //! `__native-enter` as kennel's `main` does).
 
+// Test code may print: why a test skipped, what it saw.
+#![allow(clippy::print_stderr)]
+// kennel-native's own tests call libc as the crate does (getuid, getgid, kill, pre_exec).
+#![allow(unsafe_code)]
+
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;

@@ -3,6 +3,11 @@
 //! not run as root). Skipped when that user is missing, unless
 //! `KENNEL_E2E=require`.
 
+// Test code may print: why a test skipped, what it saw.
+#![allow(clippy::print_stderr)]
+// kennel-native's own tests call libc as the crate does (getuid, kill).
+#![allow(unsafe_code)]
+
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

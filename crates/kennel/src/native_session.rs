@@ -438,8 +438,11 @@ pub fn kill(owner: Owner) {
 
 /// Sends `signal` to the session's kennel.
 pub fn signal(owner: Owner, signal: i32) {
-    if owner.is_alive() {
-        // SAFETY: kill(2) with a pid we checked is the session's process.
-        unsafe { libc::kill(owner.pid as libc::pid_t, signal) };
+    // A number that is no signal is not sent (kill(2) would refuse it).
+    if owner.is_alive()
+        && let Ok(signal) = nix::sys::signal::Signal::try_from(signal)
+    {
+        let pid = nix::unistd::Pid::from_raw(owner.pid as libc::pid_t);
+        let _ = nix::sys::signal::kill(pid, signal);
     }
 }

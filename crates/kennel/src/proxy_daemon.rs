@@ -24,7 +24,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -235,10 +234,7 @@ impl Drop for ProxyDaemon {
 pub fn main() -> ! {
     // A session of its own: Ctrl-C, a closed terminal or job control in the
     // user's terminal never reach it.
-    // SAFETY: setsid() has no memory-safety preconditions.
-    unsafe {
-        libc::setsid();
-    }
+    let _ = nix::unistd::setsid();
     close_inherited_fds();
     init_logging();
     let code = match read_request() {
@@ -274,7 +270,9 @@ fn close_inherited_fds() {
     // The directory's own descriptor is closed by now (EBADF below is fine);
     // nothing else runs yet that could reuse a number.
     for fd in fds {
+        // nix has no safe close of a bare descriptor number (IO safety forbids it).
         // SAFETY: no Rust object owns these descriptors in this fresh process.
+        #[allow(unsafe_code)]
         unsafe {
             libc::close(fd);
         }
@@ -325,12 +323,8 @@ fn detach_stdio() {
         .write(true)
         .open("/dev/null")
     {
-        // SAFETY: dup2 onto the standard descriptors; `null` stays open
-        // until both calls are done.
-        unsafe {
-            libc::dup2(null.as_raw_fd(), 0);
-            libc::dup2(null.as_raw_fd(), 1);
-        }
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
     }
 }
 

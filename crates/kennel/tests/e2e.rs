@@ -19,6 +19,9 @@
 //!     cargo test -p kennel --test e2e agent_images      # the slow agent-image test
 //!     cargo test -p kennel --test e2e agents_at_work    # real agents against a stand-in model
 
+// Test code may print: why a test skipped, what it saw.
+#![allow(clippy::print_stderr)]
+
 #[path = "e2e/harness.rs"]
 mod harness;
 

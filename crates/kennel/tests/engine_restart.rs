@@ -7,6 +7,9 @@
 //! `conmon`, not of its API service, so restarting that service ends no
 //! session (and `kennel ls` rightly keeps showing them running).
 
+// Test code may print: why a test skipped, what it saw.
+#![allow(clippy::print_stderr)]
+
 #[path = "e2e/harness.rs"]
 mod harness;
 

@@ -3,6 +3,9 @@
 //! is needed; where native sandboxes cannot run, the tests skip unless
 //! `KENNEL_E2E=require`.
 
+// Test code may print: why a test skipped, what it saw.
+#![allow(clippy::print_stderr)]
+
 mod common;
 
 use common::{Sandbox, output};

@@ -18,7 +18,9 @@ pub fn isolate() {
     ONCE.call_once(|| {
         // SAFETY: every test calls this before it starts any thread or
         // process, and `Once` makes the others wait until it is done; only
-        // std (which locks the environment) reads it afterwards.
+        // std (which locks the environment) reads it afterwards. The library's
+        // own git processes must see it too: no safe way but the environment.
+        #[allow(unsafe_code)]
         unsafe {
             std::env::set_var("GIT_CONFIG_GLOBAL", "/dev/null");
             std::env::set_var("GIT_CONFIG_NOSYSTEM", "1");
