@@ -27,6 +27,13 @@ pub(crate) struct Attached {
     pub leftover: Vec<u8>,
 }
 
+/// A URL query string (`a=1&b=x%2By`), form-encoded.
+pub(crate) fn query<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
 fn error_message(body: &[u8]) -> String {
     #[derive(Deserialize)]
     struct Message {
@@ -45,12 +52,15 @@ pub(crate) async fn attach(
     container: &str,
     stdin: bool,
 ) -> Result<Attached, EngineError> {
+    let query = query([
+        ("stream", "1"),
+        ("stdin", if stdin { "1" } else { "0" }),
+        ("stdout", "1"),
+        ("stderr", "1"),
+    ]);
     hijack(
         socket,
-        &format!(
-            "/v{api_version}/containers/{container}/attach?stream=1&stdin={}&stdout=1&stderr=1",
-            if stdin { 1 } else { 0 }
-        ),
+        &format!("/v{api_version}/containers/{container}/attach?{query}"),
         "text/plain",
         "",
         format!("attaching to container {container}"),
@@ -208,7 +218,8 @@ pub(crate) async fn wait(
     let request = hyper::Request::builder()
         .method(hyper::Method::POST)
         .uri(format!(
-            "/v{api_version}/containers/{container}/wait?condition={condition}"
+            "/v{api_version}/containers/{container}/wait?{}",
+            query([("condition", condition)])
         ))
         .header(hyper::header::HOST, "localhost")
         .body(Empty::<Bytes>::new())
@@ -306,4 +317,17 @@ pub(crate) async fn get_json_if_found(
     serde_json::from_slice(&body)
         .map(Some)
         .map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_form_encoded() {
+        assert_eq!(
+            query([("condition", "next-exit"), ("x", "a b&c=d/é")]),
+            "condition=next-exit&x=a+b%26c%3Dd%2F%C3%A9"
+        );
+    }
 }
