@@ -54,9 +54,9 @@ impl Engine {
         // Plain JSON, for the same reason as [`Engine::state`].
         let filters = serde_json::json!({ "label": [label] }).to_string();
         let path = format!(
-            "/v{}/containers/json?all=true&filters={}",
+            "/v{}/containers/json?{}",
             self.api_version,
-            percent_encode(&filters)
+            raw::query([("all", "true"), ("filters", filters.as_str())])
         );
         let listed = crate::raw::get_json(&self.socket, &path)
             .await
@@ -454,18 +454,6 @@ fn first_tar_file(archive: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986).
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -487,10 +475,10 @@ mod tests {
     }
 
     #[test]
-    fn percent_encoding() {
+    fn list_query() {
         assert_eq!(
-            super::percent_encode(r#"{"label":["a.b=c d"]}"#),
-            "%7B%22label%22%3A%5B%22a.b%3Dc%20d%22%5D%7D"
+            crate::raw::query([("all", "true"), ("filters", r#"{"label":["a.b=c d"]}"#)]),
+            "all=true&filters=%7B%22label%22%3A%5B%22a.b%3Dc+d%22%5D%7D"
         );
     }
 }

@@ -551,11 +551,10 @@ async fn connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
             p.via = Some(upstream.display.clone());
             p.addr = target.addrs.first().copied();
             let opened = async {
-                let mut stream = shared.connect_upstream(upstream).await?;
-                let leftover = upstream
-                    .open_tunnel(&mut stream, &authority(&p.host, port))
-                    .await?;
-                Ok::<_, String>((stream, leftover))
+                let stream = shared.connect_upstream(upstream).await?;
+                upstream
+                    .open_tunnel(stream, &authority(&p.host, port))
+                    .await
             };
             match opened.await {
                 Ok(opened) => opened,
