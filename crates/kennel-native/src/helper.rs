@@ -2,8 +2,8 @@
 //! confined agent. Runs single-threaded (see [`crate::helper_main`]).
 
 use std::ffi::CString;
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, IsTerminal};
+use std::os::fd::IntoRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -14,6 +14,13 @@ use landlock::{
     ABI, Access, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
     RulesetCreatedAttr, RulesetStatus, Scope,
 };
+use nix::fcntl::OFlag;
+use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
+use nix::sys::resource::Resource;
+use nix::sys::signal::Signal;
+use nix::sys::stat::Mode;
+use nix::unistd::ForkResult;
 
 use crate::layout::{Layout, Op, RealFs, plan_layout};
 use crate::policy::Decision;
@@ -46,9 +53,8 @@ pub fn run(plan: Plan, decision: Decision) -> i32 {
 }
 
 fn helper(plan: &Plan, decision: &Decision) -> Result<i32, Failure> {
-    sys::set_parent_death_signal(libc::SIGKILL).map_err(|e| ("prctl", e))?;
-    // SAFETY: getppid cannot fail.
-    if unsafe { libc::getppid() } == 1 {
+    sys::set_parent_death_signal(Signal::SIGKILL).map_err(|e| ("prctl", e))?;
+    if nix::unistd::getppid().as_raw() == 1 {
         return Err(Failure(
             EXIT_KENNEL,
             "kennel exited before the sandbox started".into(),
@@ -71,18 +77,17 @@ fn helper(plan: &Plan, decision: &Decision) -> Result<i32, Failure> {
         return Err(exec_agent(plan, decision, &weak_layout(plan, &layout)));
     }
 
-    // SAFETY: getuid/getgid cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let mut flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS;
+    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    let mut flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
     // Every mode but `open` gets a network namespace with only `lo`; the
     // proxy modes reach kennel's proxy through the forwarder (see `init`).
     let own_network = plan.network.mode != NetworkMode::Open;
     if own_network {
-        flags |= libc::CLONE_NEWNET;
+        flags |= CloneFlags::CLONE_NEWNET;
     }
     sys::unshare(flags).map_err(|error| {
         let missing =
@@ -92,9 +97,11 @@ fn helper(plan: &Plan, decision: &Decision) -> Result<i32, Failure> {
             format!("{}\n  hint: {}", missing.cause, missing.fix),
         )
     })?;
-    sys::write_file("/proc/self/setgroups", "deny").map_err(|e| ("setgroups", e))?;
-    sys::write_file("/proc/self/uid_map", &format!("{uid} {uid} 1")).map_err(|e| ("uid_map", e))?;
-    sys::write_file("/proc/self/gid_map", &format!("{gid} {gid} 1")).map_err(|e| ("gid_map", e))?;
+    sys::write_file(Path::new("/proc/self/setgroups"), "deny").map_err(|e| ("setgroups", e))?;
+    sys::write_file(Path::new("/proc/self/uid_map"), &format!("{uid} {uid} 1"))
+        .map_err(|e| ("uid_map", e))?;
+    sys::write_file(Path::new("/proc/self/gid_map"), &format!("{gid} {gid} 1"))
+        .map_err(|e| ("gid_map", e))?;
     let hostname: String = plan.name.chars().take(63).collect();
     sys::sethostname(&hostname).map_err(|e| ("sethostname", e))?;
     if own_network {
@@ -103,16 +110,16 @@ fn helper(plan: &Plan, decision: &Decision) -> Result<i32, Failure> {
 
     let saved = sys::install_forwarders(&INIT_PID);
     // SAFETY: this process is single-threaded.
-    let pid = unsafe { libc::fork() };
-    if pid == -1 {
-        return Err(("fork", io::Error::last_os_error()).into());
-    }
-    if pid == 0 {
-        let Failure(code, message) = init(plan, decision, &layout);
-        sys::report(&message);
-        // SAFETY: leaving the child without running the parent's destructors.
-        unsafe { libc::_exit(code) };
-    }
+    let pid = match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Parent { child }) => child.as_raw(),
+        Ok(ForkResult::Child) => {
+            let Failure(code, message) = init(plan, decision, &layout);
+            sys::report(&message);
+            // Leaving the child without running the parent's destructors.
+            sys::exit_child(code)
+        }
+        Err(errno) => return Err(("fork", io::Error::from(errno)).into()),
+    };
     INIT_PID.store(pid, Ordering::SeqCst);
     sys::deliver_pending(&INIT_PID);
     let code = wait_for(pid);
@@ -137,10 +144,19 @@ pub(crate) fn weak_layout(plan: &Plan, layout: &Layout) -> Layout {
     }
 }
 
+/// Whether descriptor 0, 1 or 2 is a terminal (isatty(3), through std).
+fn is_terminal(fd: i32) -> bool {
+    match fd {
+        0 => io::stdin().is_terminal(),
+        1 => io::stdout().is_terminal(),
+        2 => io::stderr().is_terminal(),
+        _ => false,
+    }
+}
+
 fn host_terminal() -> Option<PathBuf> {
     (0..3).find_map(|fd| {
-        // SAFETY: isatty only inspects the descriptor.
-        if unsafe { libc::isatty(fd) } != 1 {
+        if !is_terminal(fd) {
             return None;
         }
         std::fs::read_link(format!("/proc/self/fd/{fd}"))
@@ -154,14 +170,11 @@ fn host_terminal() -> Option<PathBuf> {
 pub(crate) fn wait_for(pid: libc::pid_t) -> i32 {
     loop {
         let mut status = 0;
-        // SAFETY: waiting for our children.
-        let reaped = unsafe { libc::waitpid(-1, &mut status, 0) };
-        if reaped == -1 {
-            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return EXIT_KENNEL;
-        }
+        let reaped = match sys::waitpid(-1, &mut status) {
+            Ok(reaped) => reaped,
+            Err(error) if error.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(_) => return EXIT_KENNEL,
+        };
         if reaped == pid {
             if libc::WIFEXITED(status) {
                 return libc::WEXITSTATUS(status);
@@ -177,7 +190,7 @@ pub(crate) fn wait_for(pid: libc::pid_t) -> i32 {
 /// reaps orphans, and exits with the agent's code (the kernel then kills
 /// whatever is left in the namespace).
 fn init(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
-    if let Err(error) = sys::set_parent_death_signal(libc::SIGKILL) {
+    if let Err(error) = sys::set_parent_death_signal(Signal::SIGKILL) {
         return ("prctl", error).into();
     }
     let saved = sys::install_forwarders(&AGENT_PID);
@@ -196,23 +209,23 @@ fn init(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
         return failure;
     }
     // SAFETY: single-threaded.
-    let pid = unsafe { libc::fork() };
-    if pid == -1 {
-        return ("fork", io::Error::last_os_error()).into();
-    }
-    if pid == 0 {
-        sys::restore_handlers(saved);
-        sys::reset_signals();
-        if let Err(error) = sys::set_parent_death_signal(libc::SIGKILL) {
-            return ("prctl", error).into();
+    let pid = match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Parent { child }) => child.as_raw(),
+        Ok(ForkResult::Child) => {
+            sys::restore_handlers(saved);
+            sys::reset_signals();
+            if let Err(error) = sys::set_parent_death_signal(Signal::SIGKILL) {
+                return ("prctl", error).into();
+            }
+            return exec_agent(plan, decision, layout);
         }
-        return exec_agent(plan, decision, layout);
-    }
+        Err(errno) => return ("fork", io::Error::from(errno)).into(),
+    };
     AGENT_PID.store(pid, Ordering::SeqCst);
     sys::deliver_pending(&AGENT_PID);
     let code = wait_for(pid);
-    // SAFETY: leaving PID 1; the namespace's other processes are killed.
-    unsafe { libc::_exit(code) }
+    // Leaving PID 1; the namespace's other processes are killed.
+    sys::exit_child(code)
 }
 
 /// The limits every process of the sandbox has: no core dumps, and the pids
@@ -220,12 +233,13 @@ fn init(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
 /// on their own, so it caps the sandbox alone; without one it would count
 /// the user's every process, so it is left to the agent's exec then).
 fn limit_sandbox(plan: &Plan, decision: &Decision) -> Result<(), Failure> {
-    sys::set_rlimit(libc::RLIMIT_CORE, 0).map_err(|e| Failure::from(("core dumps", e)))?;
+    sys::set_rlimit(Resource::RLIMIT_CORE, 0).map_err(|e| Failure::from(("core dumps", e)))?;
     if decision.namespaces
         && let Ok(pids) = u64::try_from(plan.limits.pids)
         && pids > 0
     {
-        sys::set_rlimit(libc::RLIMIT_NPROC, pids).map_err(|e| Failure::from(("pids limit", e)))?;
+        sys::set_rlimit(Resource::RLIMIT_NPROC, pids)
+            .map_err(|e| Failure::from(("pids limit", e)))?;
     }
     Ok(())
 }
@@ -240,31 +254,33 @@ fn start_forwarder(listen: &str, socket: &Path) -> Result<(), Failure> {
     let listener = crate::forwarder::bind(listen)
         .map_err(|e| Failure(EXIT_KENNEL, format!("proxy forwarder on {listen}: {e}")))?;
     // SAFETY: single-threaded.
-    let pid = unsafe { libc::fork() };
-    if pid == -1 {
-        return Err(("fork", io::Error::last_os_error()).into());
-    }
-    if pid == 0 {
-        sys::reset_signals();
-        // SAFETY: plain libc calls on our own process.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-            libc::setsid();
-            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
-            if null >= 0 {
-                libc::dup2(null, 0);
-                libc::dup2(null, 1);
+    match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Parent { .. }) => {}
+        Ok(ForkResult::Child) => {
+            sys::reset_signals();
+            sys::ignore_signal(Signal::SIGPIPE);
+            let _ = nix::unistd::setsid();
+            if let Ok(null) = nix::fcntl::open(
+                c"/dev/null",
+                OFlag::O_RDWR | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ) {
+                let _ = nix::unistd::dup2_stdin(&null);
+                let _ = nix::unistd::dup2_stdout(&null);
+                // Left open, as it always was (it may be descriptor 0 itself).
+                let _ = null.into_raw_fd();
             }
+            let ready = sys::set_parent_death_signal(Signal::SIGKILL)
+                .and_then(|()| sys::set_no_new_privs())
+                .and_then(|()| sys::drop_capabilities());
+            if let Err(error) = ready {
+                sys::report(&format!("proxy forwarder: {error}"));
+                // Leaving the child without the parent's destructors.
+                sys::exit_child(EXIT_KENNEL);
+            }
+            crate::forwarder::serve(listener, socket.to_path_buf());
         }
-        let ready = sys::set_parent_death_signal(libc::SIGKILL)
-            .and_then(|()| sys::set_no_new_privs())
-            .and_then(|()| sys::drop_capabilities());
-        if let Err(error) = ready {
-            sys::report(&format!("proxy forwarder: {error}"));
-            // SAFETY: leaving the child without the parent's destructors.
-            unsafe { libc::_exit(EXIT_KENNEL) };
-        }
-        crate::forwarder::serve(listener, socket.to_path_buf());
+        Err(errno) => return Err(("fork", io::Error::from(errno)).into()),
     }
     drop(listener);
     Ok(())
@@ -275,10 +291,15 @@ fn inside(root: &str, path: &Path) -> PathBuf {
 }
 
 fn build_root(layout: &Layout) -> Result<(), Failure> {
-    use libc::{MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT};
     let fail = |what: String, error: io::Error| Failure(EXIT_KENNEL, format!("{what}: {error}"));
-    sys::mount(None, Path::new("/"), None, MS_REC | MS_PRIVATE, None)
-        .map_err(|e| fail("make / private".into(), e))?;
+    sys::mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )
+    .map_err(|e| fail("make / private".into(), e))?;
     // Stage on a tmpfs that becomes the root for a moment, with the host's
     // root under /oldroot: host paths under /tmp stay reachable.
     let stage = Path::new("/tmp");
@@ -286,7 +307,7 @@ fn build_root(layout: &Layout) -> Result<(), Failure> {
         Some(Path::new("tmpfs")),
         stage,
         Some("tmpfs"),
-        MS_NOSUID | MS_NODEV,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=0755"),
     )
     .map_err(|e| fail("tmpfs".into(), e))?;
@@ -300,7 +321,7 @@ fn build_root(layout: &Layout) -> Result<(), Failure> {
         Some(Path::new("tmpfs")),
         new_root,
         Some("tmpfs"),
-        MS_NOSUID | MS_NODEV,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=0755"),
     )
     .map_err(|e| fail("tmpfs root".into(), e))?;
@@ -313,7 +334,7 @@ fn build_root(layout: &Layout) -> Result<(), Failure> {
         None,
         new_root,
         None,
-        MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         None,
     )
     .map_err(|e| fail("read-only root".into(), e))?;
@@ -325,7 +346,6 @@ fn build_root(layout: &Layout) -> Result<(), Failure> {
 }
 
 fn apply_op(op: &Op) -> Result<(), Failure> {
-    use libc::{MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_REC};
     let fail = |what: String, error: io::Error| Failure(EXIT_KENNEL, format!("{what}: {error}"));
     let mkdirs = |path: &Path| {
         std::fs::create_dir_all(path)
@@ -351,7 +371,7 @@ fn apply_op(op: &Op) -> Result<(), Failure> {
                 Some(Path::new("tmpfs")),
                 &target,
                 Some("tmpfs"),
-                MS_NOSUID | MS_NODEV,
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
                 Some(&format!("mode={mode:o}")),
             )
             .map_err(|e| fail(format!("tmpfs on {}", path.display()), e))?;
@@ -381,7 +401,14 @@ fn apply_op(op: &Op) -> Result<(), Failure> {
                         })?;
                 }
             }
-            sys::mount(Some(&from), &to, None, MS_BIND | MS_REC, None).map_err(|e| {
+            sys::mount(
+                Some(&from),
+                &to,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )
+            .map_err(|e| {
                 fail(
                     format!("cannot mount {} at {}", source.display(), target.display()),
                     e,
@@ -399,7 +426,7 @@ fn apply_op(op: &Op) -> Result<(), Failure> {
                 Some(Path::new("proc")),
                 &target,
                 Some("proc"),
-                MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
                 None,
             )
             .map_err(|e| fail("mount /proc".into(), e))?;
@@ -413,7 +440,7 @@ fn apply_op(op: &Op) -> Result<(), Failure> {
                 Some(Path::new("devpts")),
                 &target,
                 Some("devpts"),
-                MS_NOSUID | MS_NOEXEC,
+                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
                 Some("newinstance,ptmxmode=0666,mode=0620"),
             );
         }
@@ -480,19 +507,15 @@ pub(crate) fn exec_agent(plan: &Plan, decision: &Decision, layout: &Layout) -> F
 
     // The pids limit: inside its own user namespace the sandbox's processes
     // are counted on their own (Linux 5.14+), so this caps the sandbox alone.
-    if plan.limits.pids > 0 {
-        let limit = libc::rlimit {
-            rlim_cur: plan.limits.pids as libc::rlim_t,
-            rlim_max: plan.limits.pids as libc::rlim_t,
-        };
-        // SAFETY: a valid rlimit struct.
-        if decision.namespaces && unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &limit) } == -1 {
-            return fail("pids limit", io::Error::last_os_error().to_string());
-        }
+    if plan.limits.pids > 0
+        && decision.namespaces
+        && let Err(error) = sys::set_rlimit(Resource::RLIMIT_NPROC, plan.limits.pids as u64)
+    {
+        return fail("pids limit", error.to_string());
     }
     // No core dumps: a crashing agent must not leave its memory (its
     // credentials, the user's code) in a file.
-    if let Err(error) = sys::set_rlimit(libc::RLIMIT_CORE, 0) {
+    if let Err(error) = sys::set_rlimit(Resource::RLIMIT_CORE, 0) {
         return fail("core dumps", error.to_string());
     }
     if let Err(error) = sys::set_no_new_privs() {
@@ -512,22 +535,8 @@ pub(crate) fn exec_agent(plan: &Plan, decision: &Decision, layout: &Layout) -> F
         return fail("seccomp", error);
     }
     // Nothing kennel's caller left open reaches the agent.
-    // SAFETY: marks descriptors close-on-exec; no memory is touched.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_ptrs.push(std::ptr::null());
-    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
-    envp_ptrs.push(std::ptr::null());
-    // SAFETY: NUL-terminated arrays of NUL-terminated strings that outlive the call.
-    unsafe { libc::execve(program.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
-    let error = io::Error::last_os_error();
+    sys::close_on_exec_from(3);
+    let error = sys::execve(&program, &argv, &envp);
     let code = match error.raw_os_error() {
         Some(libc::ENOENT) => 127,
         _ => 126,
@@ -576,19 +585,17 @@ fn landlock(layout: &Layout) -> Result<(), String> {
     // The terminal kennel was started on lives in the host's devpts, outside
     // the sandbox's tree: allow reopening it (`/dev/stdout`, `/dev/tty`).
     for fd in 0..3 {
-        // SAFETY: isatty only inspects the descriptor.
-        if unsafe { libc::isatty(fd) } != 1 {
+        if !is_terminal(fd) {
             continue;
         }
-        let link = CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL");
-        // SAFETY: O_PATH open of a magic link; the result is owned below.
-        let raw = unsafe { libc::open(link.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-        if raw == -1 {
+        let link = format!("/proc/self/fd/{fd}");
+        let Ok(owned) = nix::fcntl::open(
+            link.as_str(),
+            OFlag::O_PATH | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) else {
             continue;
-        }
-        // SAFETY: a new descriptor nobody else owns.
-        let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-        let _ = owned.as_fd().as_raw_fd();
+        };
         ruleset = ruleset
             .add_rule(PathBeneath::new(owned, AccessFs::from_file(abi) & device))
             .map_err(|e| e.to_string())?;
