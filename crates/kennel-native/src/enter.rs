@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use crate::helper::{self, Failure};
 use crate::layout::{RealFs, plan_layout};
 use crate::policy::{Decision, decide};
-use crate::{EXIT_KENNEL, HELPER_ARG, NativeError, NativeOptions, sys};
+use crate::sys::{self, Linux, Syscalls};
+use crate::{EXIT_KENNEL, HELPER_ARG, NativeError, NativeOptions};
 
 /// The hidden first argument that turns `kennel` into the enter helper.
 pub const ENTER_ARG: &str = "__native-enter";
@@ -139,6 +140,7 @@ fn enter_sandbox(payload: &EnterPayload) -> Result<i32, Failure> {
     let mut layout = plan_layout(plan, &RealFs).map_err(|e| ("the sandbox's filesystem", e))?;
     if !decision.namespaces {
         return Err(helper::exec_agent(
+            &Linux,
             plan,
             decision,
             &helper::weak_layout(plan, &layout),
@@ -167,23 +169,7 @@ fn enter_sandbox(payload: &EnterPayload) -> Result<i32, Failure> {
     }
     let root = init.root().map_err(fail)?;
     drop(init);
-    for (name, kind, fd) in &namespaces {
-        sys::setns(fd, *kind)
-            .map_err(|e| fail(format!("cannot join the sandbox's {name} namespace: {e}")))?;
-    }
-    drop(namespaces);
-    // The Landlock rules and the command come from the Plan: it must be
-    // this sandbox's.
-    let expected: String = plan.name.chars().take(63).collect();
-    let hostname = sys::hostname().map_err(|e| ("gethostname", e))?;
-    if hostname != expected {
-        return Err(fail(format!(
-            "process {init_pid} is the sandbox `{hostname}`, not `{expected}`"
-        )));
-    }
-    // Joining the mount namespace alone does not land in the pivoted root.
-    sys::chroot_to(&root).map_err(|e| ("cannot enter the sandbox's root", e))?;
-    drop(root);
+    join(&Linux, namespaces, root, plan, *init_pid)?;
 
     let saved = sys::install_forwarders(&COMMAND_PID);
     // SAFETY: this process is single-threaded.
@@ -195,7 +181,7 @@ fn enter_sandbox(payload: &EnterPayload) -> Result<i32, Failure> {
             sys::restore_handlers(saved);
             sys::reset_signals();
             let Failure(code, message) = match sys::set_parent_death_signal(Signal::SIGKILL) {
-                Ok(()) => helper::exec_agent(plan, decision, &layout),
+                Ok(()) => helper::exec_agent(&Linux, plan, decision, &layout),
                 Err(error) => ("prctl", error).into(),
             };
             sys::report(&message);
@@ -213,6 +199,39 @@ fn enter_sandbox(payload: &EnterPayload) -> Result<i32, Failure> {
     COMMAND_PID.store(0, Ordering::SeqCst);
     sys::restore_handlers(saved);
     Ok(code)
+}
+
+/// Joins the sandbox: its `namespaces` in order, then, once its host name
+/// says it is `plan`'s, its `root`.
+fn join(
+    kernel: &dyn Syscalls,
+    namespaces: Vec<(&str, CloneFlags, OwnedFd)>,
+    root: OwnedFd,
+    plan: &Plan,
+    init_pid: u32,
+) -> Result<(), Failure> {
+    let fail = |message: String| Failure(EXIT_KENNEL, message);
+    for (name, kind, fd) in &namespaces {
+        kernel
+            .setns(fd.as_fd(), *kind)
+            .map_err(|e| fail(format!("cannot join the sandbox's {name} namespace: {e}")))?;
+    }
+    drop(namespaces);
+    // The Landlock rules and the command come from the Plan: it must be
+    // this sandbox's.
+    let expected: String = plan.name.chars().take(63).collect();
+    let hostname = kernel.hostname().map_err(|e| ("gethostname", e))?;
+    if hostname != expected {
+        return Err(fail(format!(
+            "process {init_pid} is the sandbox `{hostname}`, not `{expected}`"
+        )));
+    }
+    // Joining the mount namespace alone does not land in the pivoted root.
+    kernel
+        .chroot_to(root.as_fd())
+        .map_err(|e| ("cannot enter the sandbox's root", e))?;
+    drop(root);
+    Ok(())
 }
 
 /// A sandbox's init, held by its `/proc` directory: every later look, and

@@ -24,7 +24,7 @@ use nix::unistd::ForkResult;
 
 use crate::layout::{Layout, Op, RealFs, plan_layout};
 use crate::policy::Decision;
-use crate::sys;
+use crate::sys::{self, Linux, Syscalls};
 use crate::{EXIT_KENNEL, filter};
 
 static INIT_PID: AtomicI32 = AtomicI32::new(0);
@@ -74,39 +74,19 @@ fn helper(plan: &Plan, decision: &Decision) -> Result<i32, Failure> {
         layout.devices.push("/dev/console".into());
     }
     if !decision.namespaces {
-        return Err(exec_agent(plan, decision, &weak_layout(plan, &layout)));
+        return Err(exec_agent(
+            &Linux,
+            plan,
+            decision,
+            &weak_layout(plan, &layout),
+        ));
     }
-
-    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
-    let mut flags = CloneFlags::CLONE_NEWUSER
-        | CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWUTS;
-    // Every mode but `open` gets a network namespace with only `lo`; the
-    // proxy modes reach kennel's proxy through the forwarder (see `init`).
-    let own_network = plan.network.mode != NetworkMode::Open;
-    if own_network {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
-    sys::unshare(flags).map_err(|error| {
-        let missing =
-            crate::probe::userns_refused("unshare", error.raw_os_error().unwrap_or(libc::EPERM));
-        Failure(
-            EXIT_KENNEL,
-            format!("{}\n  hint: {}", missing.cause, missing.fix),
-        )
-    })?;
-    sys::write_file(Path::new("/proc/self/setgroups"), "deny").map_err(|e| ("setgroups", e))?;
-    sys::write_file(Path::new("/proc/self/uid_map"), &format!("{uid} {uid} 1"))
-        .map_err(|e| ("uid_map", e))?;
-    sys::write_file(Path::new("/proc/self/gid_map"), &format!("{gid} {gid} 1"))
-        .map_err(|e| ("gid_map", e))?;
-    let hostname: String = plan.name.chars().take(63).collect();
-    sys::sethostname(&hostname).map_err(|e| ("sethostname", e))?;
-    if own_network {
-        sys::loopback_up().map_err(|e| ("loopback", e))?;
-    }
+    new_namespaces(
+        &Linux,
+        plan,
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    )?;
 
     let saved = sys::install_forwarders(&INIT_PID);
     // SAFETY: this process is single-threaded.
@@ -125,6 +105,54 @@ fn helper(plan: &Plan, decision: &Decision) -> Result<i32, Failure> {
     let code = wait_for(pid);
     sys::restore_handlers(saved);
     Ok(code)
+}
+
+/// Puts this process in the sandbox's namespaces: user (mapping `uid` and
+/// `gid` to themselves), mount, PID (for its children), IPC, UTS and, unless
+/// the Plan's network is `open`, network with `lo` up; the Plan's name as
+/// host name.
+pub(crate) fn new_namespaces(
+    kernel: &dyn Syscalls,
+    plan: &Plan,
+    uid: u32,
+    gid: u32,
+) -> Result<(), Failure> {
+    let mut flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
+    // Every mode but `open` gets a network namespace with only `lo`; the
+    // proxy modes reach kennel's proxy through the forwarder (see `init`).
+    let own_network = plan.network.mode != NetworkMode::Open;
+    if own_network {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    kernel.unshare(flags).map_err(|error| {
+        let missing =
+            crate::probe::userns_refused("unshare", error.raw_os_error().unwrap_or(libc::EPERM));
+        Failure(
+            EXIT_KENNEL,
+            format!("{}\n  hint: {}", missing.cause, missing.fix),
+        )
+    })?;
+    kernel
+        .write_file(Path::new("/proc/self/setgroups"), "deny")
+        .map_err(|e| ("setgroups", e))?;
+    kernel
+        .write_file(Path::new("/proc/self/uid_map"), &format!("{uid} {uid} 1"))
+        .map_err(|e| ("uid_map", e))?;
+    kernel
+        .write_file(Path::new("/proc/self/gid_map"), &format!("{gid} {gid} 1"))
+        .map_err(|e| ("gid_map", e))?;
+    let hostname: String = plan.name.chars().take(63).collect();
+    kernel
+        .sethostname(&hostname)
+        .map_err(|e| ("sethostname", e))?;
+    if own_network {
+        kernel.loopback_up().map_err(|e| ("loopback", e))?;
+    }
+    Ok(())
 }
 
 /// The weaker sandbox: no namespaces, so no new root; Landlock alone keeps
@@ -194,13 +222,13 @@ fn init(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
         return ("prctl", error).into();
     }
     let saved = sys::install_forwarders(&AGENT_PID);
-    if let Err(failure) = build_root(layout) {
+    if let Err(failure) = build_root(&Linux, layout) {
         return failure;
     }
     // Set here, before anything is forked, so that the forwarder has them
     // from its first instruction (set in the child, an agent connecting at
     // once found it unlimited for a moment).
-    if let Err(failure) = limit_sandbox(plan, decision) {
+    if let Err(failure) = limit_sandbox(&Linux, plan, decision) {
         return failure;
     }
     if let Some(proxy) = &plan.network.proxy
@@ -217,7 +245,7 @@ fn init(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
             if let Err(error) = sys::set_parent_death_signal(Signal::SIGKILL) {
                 return ("prctl", error).into();
             }
-            return exec_agent(plan, decision, layout);
+            return exec_agent(&Linux, plan, decision, layout);
         }
         Err(errno) => return ("fork", io::Error::from(errno)).into(),
     };
@@ -232,13 +260,16 @@ fn init(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
 /// limit (inside its own user namespace the sandbox's processes are counted
 /// on their own, so it caps the sandbox alone; without one it would count
 /// the user's every process, so it is left to the agent's exec then).
-fn limit_sandbox(plan: &Plan, decision: &Decision) -> Result<(), Failure> {
-    sys::set_rlimit(Resource::RLIMIT_CORE, 0).map_err(|e| Failure::from(("core dumps", e)))?;
+fn limit_sandbox(kernel: &dyn Syscalls, plan: &Plan, decision: &Decision) -> Result<(), Failure> {
+    kernel
+        .set_rlimit(Resource::RLIMIT_CORE, 0)
+        .map_err(|e| Failure::from(("core dumps", e)))?;
     if decision.namespaces
         && let Ok(pids) = u64::try_from(plan.limits.pids)
         && pids > 0
     {
-        sys::set_rlimit(Resource::RLIMIT_NPROC, pids)
+        kernel
+            .set_rlimit(Resource::RLIMIT_NPROC, pids)
             .map_err(|e| Failure::from(("pids limit", e)))?;
     }
     Ok(())
@@ -290,65 +321,90 @@ fn inside(root: &str, path: &Path) -> PathBuf {
     Path::new(root).join(path.strip_prefix("/").unwrap_or(path))
 }
 
-fn build_root(layout: &Layout) -> Result<(), Failure> {
+/// Builds the sandbox's root from `layout` and makes it this process's: a
+/// private mount tree, a tmpfs stage pivoted to with the host's root under
+/// /oldroot, the new root on a tmpfs at /newroot, the layout's operations,
+/// the new root read-only, then pivoted to with the host's root detached.
+fn build_root(kernel: &dyn Syscalls, layout: &Layout) -> Result<(), Failure> {
     let fail = |what: String, error: io::Error| Failure(EXIT_KENNEL, format!("{what}: {error}"));
-    sys::mount(
-        None,
-        Path::new("/"),
-        None,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None,
-    )
-    .map_err(|e| fail("make / private".into(), e))?;
+    kernel
+        .mount(
+            None,
+            Path::new("/"),
+            None,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None,
+        )
+        .map_err(|e| fail("make / private".into(), e))?;
     // Stage on a tmpfs that becomes the root for a moment, with the host's
     // root under /oldroot: host paths under /tmp stay reachable.
     let stage = Path::new("/tmp");
-    sys::mount(
-        Some(Path::new("tmpfs")),
-        stage,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0755"),
-    )
-    .map_err(|e| fail("tmpfs".into(), e))?;
+    kernel
+        .mount(
+            Some(Path::new("tmpfs")),
+            stage,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        )
+        .map_err(|e| fail("tmpfs".into(), e))?;
     for dir in ["newroot", "oldroot"] {
-        std::fs::create_dir(stage.join(dir)).map_err(|e| fail(format!("mkdir {dir}"), e))?;
+        kernel
+            .mkdir(&stage.join(dir))
+            .map_err(|e| fail(format!("mkdir {dir}"), e))?;
     }
-    sys::pivot_root(stage, &stage.join("oldroot")).map_err(|e| fail("pivot_root".into(), e))?;
-    std::env::set_current_dir("/").map_err(|e| fail("chdir /".into(), e))?;
+    kernel
+        .pivot_root(stage, &stage.join("oldroot"))
+        .map_err(|e| fail("pivot_root".into(), e))?;
+    kernel
+        .chdir(Path::new("/"))
+        .map_err(|e| fail("chdir /".into(), e))?;
     let new_root = Path::new(NEW_ROOT);
-    sys::mount(
-        Some(Path::new("tmpfs")),
-        new_root,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0755"),
-    )
-    .map_err(|e| fail("tmpfs root".into(), e))?;
+    kernel
+        .mount(
+            Some(Path::new("tmpfs")),
+            new_root,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        )
+        .map_err(|e| fail("tmpfs root".into(), e))?;
 
     for op in &layout.ops {
-        apply_op(op)?;
+        apply_op(kernel, op)?;
     }
 
-    sys::mount(
-        None,
-        new_root,
-        None,
-        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        None,
-    )
-    .map_err(|e| fail("read-only root".into(), e))?;
-    std::env::set_current_dir(new_root).map_err(|e| fail("chdir".into(), e))?;
-    sys::pivot_root(Path::new("."), Path::new(".")).map_err(|e| fail("pivot_root".into(), e))?;
-    sys::umount_detach(Path::new(".")).map_err(|e| fail("detach the host's root".into(), e))?;
-    std::env::set_current_dir("/").map_err(|e| fail("chdir /".into(), e))?;
+    kernel
+        .mount(
+            None,
+            new_root,
+            None,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            None,
+        )
+        .map_err(|e| fail("read-only root".into(), e))?;
+    kernel
+        .chdir(new_root)
+        .map_err(|e| fail("chdir".into(), e))?;
+    kernel
+        .pivot_root(Path::new("."), Path::new("."))
+        .map_err(|e| fail("pivot_root".into(), e))?;
+    kernel
+        .umount_detach(Path::new("."))
+        .map_err(|e| fail("detach the host's root".into(), e))?;
+    kernel
+        .chdir(Path::new("/"))
+        .map_err(|e| fail("chdir /".into(), e))?;
     Ok(())
 }
 
-fn apply_op(op: &Op) -> Result<(), Failure> {
+/// Carries out one operation of the layout in the new root (at /newroot,
+/// with the host's root at /oldroot).
+fn apply_op(kernel: &dyn Syscalls, op: &Op) -> Result<(), Failure> {
     let fail = |what: String, error: io::Error| Failure(EXIT_KENNEL, format!("{what}: {error}"));
     let mkdirs = |path: &Path| {
-        std::fs::create_dir_all(path)
+        kernel
+            .mkdir_all(path)
             .map_err(|e| fail(format!("cannot make mount point {}", path.display()), e))
     };
     match op {
@@ -358,7 +414,7 @@ fn apply_op(op: &Op) -> Result<(), Failure> {
             if let Some(parent) = link.parent() {
                 mkdirs(parent)?;
             }
-            match std::os::unix::fs::symlink(points_to, &link) {
+            match kernel.symlink(points_to, &link) {
                 Ok(()) => {}
                 Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(error) => return Err(fail(format!("symlink {}", path.display()), error)),
@@ -367,14 +423,15 @@ fn apply_op(op: &Op) -> Result<(), Failure> {
         Op::Tmpfs { path, mode } => {
             let target = inside(NEW_ROOT, path);
             mkdirs(&target)?;
-            sys::mount(
-                Some(Path::new("tmpfs")),
-                &target,
-                Some("tmpfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                Some(&format!("mode={mode:o}")),
-            )
-            .map_err(|e| fail(format!("tmpfs on {}", path.display()), e))?;
+            kernel
+                .mount(
+                    Some(Path::new("tmpfs")),
+                    &target,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some(&format!("mode={mode:o}")),
+                )
+                .map_err(|e| fail(format!("tmpfs on {}", path.display()), e))?;
         }
         Op::Bind {
             source,
@@ -390,53 +447,51 @@ fn apply_op(op: &Op) -> Result<(), Failure> {
                 if let Some(parent) = to.parent() {
                     mkdirs(parent)?;
                 }
-                if std::fs::symlink_metadata(&to).is_err() {
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .truncate(false)
-                        .write(true)
-                        .open(&to)
-                        .map_err(|e| {
-                            fail(format!("cannot make mount point {}", target.display()), e)
-                        })?;
+                if !kernel.exists(&to) {
+                    kernel.create_file(&to).map_err(|e| {
+                        fail(format!("cannot make mount point {}", target.display()), e)
+                    })?;
                 }
             }
-            sys::mount(
-                Some(&from),
-                &to,
-                None,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None,
-            )
-            .map_err(|e| {
-                fail(
-                    format!("cannot mount {} at {}", source.display(), target.display()),
-                    e,
+            kernel
+                .mount(
+                    Some(&from),
+                    &to,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None,
                 )
-            })?;
+                .map_err(|e| {
+                    fail(
+                        format!("cannot mount {} at {}", source.display(), target.display()),
+                        e,
+                    )
+                })?;
             if *read_only {
-                sys::make_read_only(&to)
+                kernel
+                    .make_read_only(&to)
                     .map_err(|e| fail(format!("cannot make {} read-only", target.display()), e))?;
             }
         }
         Op::Proc { path } => {
             let target = inside(NEW_ROOT, path);
             mkdirs(&target)?;
-            sys::mount(
-                Some(Path::new("proc")),
-                &target,
-                Some("proc"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                None,
-            )
-            .map_err(|e| fail("mount /proc".into(), e))?;
+            kernel
+                .mount(
+                    Some(Path::new("proc")),
+                    &target,
+                    Some("proc"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                    None,
+                )
+                .map_err(|e| fail("mount /proc".into(), e))?;
         }
         Op::Devpts { path } => {
             let target = inside(NEW_ROOT, path);
             mkdirs(&target)?;
             // Without a devpts of its own the sandbox has no new terminals
             // (the agent still has kennel's); the host's is never shown.
-            let _ = sys::mount(
+            let _ = kernel.mount(
                 Some(Path::new("devpts")),
                 &target,
                 Some("devpts"),
@@ -452,9 +507,14 @@ fn apply_op(op: &Op) -> Result<(), Failure> {
 /// [`crate::enter`], the entered command). Paths in `layout` are as this
 /// process sees them: inside the sandbox once its root is in place. Returns
 /// only on failure.
-pub(crate) fn exec_agent(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
+pub(crate) fn exec_agent(
+    kernel: &dyn Syscalls,
+    plan: &Plan,
+    decision: &Decision,
+    layout: &Layout,
+) -> Failure {
     let fail = |what: &str, error: String| Failure(EXIT_KENNEL, format!("{what}: {error}"));
-    if let Err(error) = std::env::set_current_dir(&plan.workdir) {
+    if let Err(error) = kernel.chdir(&plan.workdir) {
         return fail(
             &format!(
                 "cannot enter the working directory {}",
@@ -470,7 +530,7 @@ pub(crate) fn exec_agent(plan: &Plan, decision: &Decision, layout: &Layout) -> F
     let program = if command.contains('/') {
         PathBuf::from(command)
     } else {
-        match crate::resolve_in_path(command, &path, |p| RealFs.is_exec(p)) {
+        match crate::resolve_in_path(command, &path, |p| kernel.is_executable(p)) {
             Some(program) => program,
             None => {
                 return Failure(
@@ -509,34 +569,34 @@ pub(crate) fn exec_agent(plan: &Plan, decision: &Decision, layout: &Layout) -> F
     // are counted on their own (Linux 5.14+), so this caps the sandbox alone.
     if plan.limits.pids > 0
         && decision.namespaces
-        && let Err(error) = sys::set_rlimit(Resource::RLIMIT_NPROC, plan.limits.pids as u64)
+        && let Err(error) = kernel.set_rlimit(Resource::RLIMIT_NPROC, plan.limits.pids as u64)
     {
         return fail("pids limit", error.to_string());
     }
     // No core dumps: a crashing agent must not leave its memory (its
     // credentials, the user's code) in a file.
-    if let Err(error) = sys::set_rlimit(Resource::RLIMIT_CORE, 0) {
+    if let Err(error) = kernel.set_rlimit(Resource::RLIMIT_CORE, 0) {
         return fail("core dumps", error.to_string());
     }
-    if let Err(error) = sys::set_no_new_privs() {
+    if let Err(error) = kernel.set_no_new_privs() {
         return fail("no-new-privileges", error.to_string());
     }
     if decision.landlock
-        && let Err(error) = landlock(layout)
+        && let Err(error) = kernel.landlock(layout)
     {
         return fail("landlock", error);
     }
-    if let Err(error) = sys::drop_capabilities() {
+    if let Err(error) = kernel.drop_capabilities() {
         return fail("dropping capabilities", error.to_string());
     }
     if let Some(filters) = &filters
-        && let Err(error) = filter::apply(filters)
+        && let Err(error) = kernel.seccomp(filters)
     {
         return fail("seccomp", error);
     }
     // Nothing kennel's caller left open reaches the agent.
-    sys::close_on_exec_from(3);
-    let error = sys::execve(&program, &argv, &envp);
+    kernel.close_on_exec_from(3);
+    let error = kernel.execve(&program, &argv, &envp);
     let code = match error.raw_os_error() {
         Some(libc::ENOENT) => 127,
         _ => 126,
@@ -544,14 +604,8 @@ pub(crate) fn exec_agent(plan: &Plan, decision: &Decision, layout: &Layout) -> F
     Failure(code, format!("cannot run `{command}`: {error}"))
 }
 
-impl RealFs {
-    fn is_exec(&self, path: &Path) -> bool {
-        crate::layout::HostFs::is_executable(self, path)
-    }
-}
-
 /// Landlock: read and execute everywhere, write only where the layout says.
-fn landlock(layout: &Layout) -> Result<(), String> {
+pub(crate) fn landlock(layout: &Layout) -> Result<(), String> {
     let abi = ABI::V6;
     let read = AccessFs::from_read(abi);
     let device = read | AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev;

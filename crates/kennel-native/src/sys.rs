@@ -1,10 +1,17 @@
-//! Thin wrappers over the system calls the native backend makes: `nix`'s
-//! safe wrappers where it has one, raw `libc` (each `unsafe` with its
-//! reason) where it has none.
+//! The system calls the native backend makes: `nix`'s safe wrappers where
+//! it has one, raw `libc` (each `unsafe` with its reason) where it has none.
+//!
+//! Those that build the sandbox and start the agent in it go through
+//! [`Syscalls`], the seam between what to do (the root's mounts and their
+//! order, the namespaces, the agent's confinement and exec: decided in
+//! [`crate::helper`] and [`crate::enter`]) and the kernel that does it
+//! ([`Linux`]): the unit tests hand the same code a recorder instead
+//! (`recorder::Recorder`), without root. Process control (fork, wait,
+//! signals, exit) stays outside the seam.
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -16,6 +23,9 @@ use nix::sys::resource::Resource;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::stat::Mode;
 use nix::unistd::{ForkResult, Pid};
+use seccompiler::BpfProgram;
+
+use crate::layout::{HostFs, Layout, RealFs};
 
 pub fn cstr(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
@@ -57,6 +67,200 @@ pub fn waitpid(pid: libc::pid_t, status: &mut libc::c_int) -> io::Result<libc::p
 pub fn exit_child(code: i32) -> ! {
     // SAFETY: _exit(2) only ends the process.
     unsafe { libc::_exit(code) }
+}
+
+// ----------------------------------------------------------------- the seam
+
+/// The system calls that build the sandbox and start the agent in it, no
+/// more. Errors are `io::Error`s (as the kernel's errno), so that messages
+/// read as they always have.
+pub(crate) trait Syscalls {
+    // The namespaces.
+    fn unshare(&self, flags: CloneFlags) -> io::Result<()>;
+    /// Writes a whole file (`/proc/self/uid_map` and the like).
+    fn write_file(&self, path: &Path, content: &str) -> io::Result<()>;
+    fn sethostname(&self, name: &str) -> io::Result<()>;
+    /// Brings `lo` up in a new network namespace.
+    fn loopback_up(&self) -> io::Result<()>;
+    /// Joins the namespace `fd` refers to (`kind`: one `CLONE_NEW*` flag).
+    fn setns(&self, fd: BorrowedFd<'_>, kind: CloneFlags) -> io::Result<()>;
+    /// The host name of this process's UTS namespace.
+    fn hostname(&self) -> io::Result<String>;
+    /// Makes the directory `dir` refers to this process's root (and working
+    /// directory), as `nsenter --root` does.
+    fn chroot_to(&self, dir: BorrowedFd<'_>) -> io::Result<()>;
+
+    // The root.
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> io::Result<()>;
+    /// Makes the mount at `path` and every mount below it read-only and nosuid.
+    fn make_read_only(&self, path: &Path) -> io::Result<()>;
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()>;
+    /// Detaches the mount at `path` (MNT_DETACH).
+    fn umount_detach(&self, path: &Path) -> io::Result<()>;
+    fn mkdir(&self, path: &Path) -> io::Result<()>;
+    /// A directory and its missing parents.
+    fn mkdir_all(&self, path: &Path) -> io::Result<()>;
+    /// An empty file, or the file there already, untouched.
+    fn create_file(&self, path: &Path) -> io::Result<()>;
+    fn symlink(&self, points_to: &Path, path: &Path) -> io::Result<()>;
+    /// Something (a dangling link included) is at `path`.
+    fn exists(&self, path: &Path) -> bool;
+    fn chdir(&self, path: &Path) -> io::Result<()>;
+
+    // The agent.
+    /// `path` is a file this user may execute.
+    fn is_executable(&self, path: &Path) -> bool;
+    /// Sets both the soft and the hard limit of `resource` to `value`.
+    fn set_rlimit(&self, resource: Resource, value: u64) -> io::Result<()>;
+    fn set_no_new_privs(&self) -> io::Result<()>;
+    /// Landlock: writes only where `layout` allows them.
+    fn landlock(&self, layout: &Layout) -> Result<(), String>;
+    /// Bounding, ambient, effective, permitted and inheritable sets emptied.
+    fn drop_capabilities(&self) -> io::Result<()>;
+    /// Installs the seccomp filters (no-new-privileges must be set).
+    fn seccomp(&self, filters: &[BpfProgram]) -> Result<(), String>;
+    /// Marks every descriptor from `first` up close-on-exec.
+    fn close_on_exec_from(&self, first: u32);
+    /// Replaces this process with `program`; returns only on failure.
+    fn execve(&self, program: &CStr, argv: &[CString], envp: &[CString]) -> io::Error;
+}
+
+/// The kernel itself.
+pub(crate) struct Linux;
+
+impl Syscalls for Linux {
+    fn unshare(&self, flags: CloneFlags) -> io::Result<()> {
+        Ok(nix::sched::unshare(flags)?)
+    }
+
+    fn write_file(&self, path: &Path, content: &str) -> io::Result<()> {
+        std::fs::write(path, content)
+    }
+
+    fn sethostname(&self, name: &str) -> io::Result<()> {
+        Ok(nix::unistd::sethostname(name)?)
+    }
+
+    fn loopback_up(&self) -> io::Result<()> {
+        loopback_up()
+    }
+
+    fn setns(&self, fd: BorrowedFd<'_>, kind: CloneFlags) -> io::Result<()> {
+        Ok(nix::sched::setns(fd, kind)?)
+    }
+
+    fn hostname(&self) -> io::Result<String> {
+        Ok(nix::unistd::gethostname()?.to_string_lossy().into_owned())
+    }
+
+    fn chroot_to(&self, dir: BorrowedFd<'_>) -> io::Result<()> {
+        nix::unistd::fchdir(dir)?;
+        nix::unistd::chroot(".")?;
+        Ok(nix::unistd::chdir("/")?)
+    }
+
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> io::Result<()> {
+        mount(source, target, fstype, flags, data)
+    }
+
+    fn make_read_only(&self, path: &Path) -> io::Result<()> {
+        make_read_only(path)
+    }
+
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()> {
+        Ok(nix::unistd::pivot_root(new_root, put_old)?)
+    }
+
+    fn umount_detach(&self, path: &Path) -> io::Result<()> {
+        Ok(nix::mount::umount2(path, MntFlags::MNT_DETACH)?)
+    }
+
+    fn mkdir(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir(path)
+    }
+
+    fn mkdir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+
+    fn create_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map(drop)
+    }
+
+    fn symlink(&self, points_to: &Path, path: &Path) -> io::Result<()> {
+        std::os::unix::fs::symlink(points_to, path)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        std::fs::symlink_metadata(path).is_ok()
+    }
+
+    fn chdir(&self, path: &Path) -> io::Result<()> {
+        std::env::set_current_dir(path)
+    }
+
+    fn is_executable(&self, path: &Path) -> bool {
+        RealFs.is_executable(path)
+    }
+
+    fn set_rlimit(&self, resource: Resource, value: u64) -> io::Result<()> {
+        Ok(nix::sys::resource::setrlimit(resource, value, value)?)
+    }
+
+    fn set_no_new_privs(&self) -> io::Result<()> {
+        set_no_new_privs()
+    }
+
+    fn landlock(&self, layout: &Layout) -> Result<(), String> {
+        crate::helper::landlock(layout)
+    }
+
+    fn drop_capabilities(&self) -> io::Result<()> {
+        drop_capabilities()
+    }
+
+    fn seccomp(&self, filters: &[BpfProgram]) -> Result<(), String> {
+        crate::filter::apply(filters)
+    }
+
+    fn close_on_exec_from(&self, first: u32) {
+        // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets
+        // descriptor flags (nix has no close_range).
+        unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                first,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+    }
+
+    fn execve(&self, program: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
+        match nix::unistd::execve(program, argv, envp) {
+            Err(errno) => errno.into(),
+            Ok(never) => match never {},
+        }
+    }
 }
 
 // ------------------------------------------------------------------ signals
@@ -106,11 +310,6 @@ extern "C" fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut l
 }
 
 pub type Saved = Vec<(Signal, SigAction)>;
-
-/// Sets both the soft and the hard limit of `resource` to `value`.
-pub fn set_rlimit(resource: Resource, value: u64) -> io::Result<()> {
-    Ok(nix::sys::resource::setrlimit(resource, value, value)?)
-}
 
 /// Relays [`FORWARDED`] signals to the pid in `target` (held until it is set).
 pub fn install_forwarders(target: &'static AtomicI32) -> Saved {
@@ -170,10 +369,6 @@ pub fn ignore_signal(signal: Signal) {
 }
 
 // --------------------------------------------------------------- namespaces
-
-pub fn write_file(path: &Path, content: &str) -> io::Result<()> {
-    std::fs::write(path, content)
-}
 
 /// Whether this process may create a user namespace and use it to mount:
 /// tried in a forked child (safe from a multi-threaded process: the child
@@ -266,34 +461,8 @@ pub fn landlock_abi() -> Result<i32, i32> {
     }
 }
 
-pub fn unshare(flags: CloneFlags) -> io::Result<()> {
-    Ok(nix::sched::unshare(flags)?)
-}
-
-/// Joins the namespace `fd` refers to (`kind`: one `CLONE_NEW*` flag).
-pub fn setns(fd: impl AsFd, kind: CloneFlags) -> io::Result<()> {
-    Ok(nix::sched::setns(fd, kind)?)
-}
-
-/// Makes the directory `fd` refers to this process's root (and working
-/// directory), as `nsenter --root` does.
-pub fn chroot_to(fd: impl AsFd) -> io::Result<()> {
-    nix::unistd::fchdir(fd)?;
-    nix::unistd::chroot(".")?;
-    Ok(nix::unistd::chdir("/")?)
-}
-
-/// The host name of this process's UTS namespace.
-pub fn hostname() -> io::Result<String> {
-    Ok(nix::unistd::gethostname()?.to_string_lossy().into_owned())
-}
-
-pub fn sethostname(name: &str) -> io::Result<()> {
-    Ok(nix::unistd::sethostname(name)?)
-}
-
 /// Brings the loopback interface of a new network namespace up.
-pub fn loopback_up() -> io::Result<()> {
+fn loopback_up() -> io::Result<()> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
     let sock = socket(
         AddressFamily::Inet,
@@ -317,7 +486,7 @@ pub fn loopback_up() -> io::Result<()> {
 
 // ------------------------------------------------------------------- mounts
 
-pub fn mount(
+fn mount(
     source: Option<&Path>,
     target: &Path,
     fstype: Option<&str>,
@@ -340,7 +509,7 @@ const MOUNT_ATTR_NOSUID: u64 = 0x2;
 
 /// Makes the mount at `path` and every mount below it read-only (and
 /// nosuid). Falls back to a remount of the top mount on kernels before 5.12.
-pub fn make_read_only(path: &Path) -> io::Result<()> {
+fn make_read_only(path: &Path) -> io::Result<()> {
     let c_path = cstr(path)?;
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
@@ -386,38 +555,6 @@ pub fn make_read_only(path: &Path) -> io::Result<()> {
             | MsFlags::from_bits_retain(keep.bits()),
         None,
     )
-}
-
-pub fn pivot_root(new_root: &Path, put_old: &Path) -> io::Result<()> {
-    Ok(nix::unistd::pivot_root(new_root, put_old)?)
-}
-
-pub fn umount_detach(path: &Path) -> io::Result<()> {
-    Ok(nix::mount::umount2(path, MntFlags::MNT_DETACH)?)
-}
-
-// ------------------------------------------------------------------- exec
-
-/// Marks every descriptor from `first` up close-on-exec (nix has no
-/// close_range; the call touches no memory).
-pub fn close_on_exec_from(first: u32) {
-    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets descriptor flags.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-}
-
-/// Replaces this process with `program`; returns only on failure.
-pub fn execve(program: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
-    match nix::unistd::execve(program, argv, envp) {
-        Err(errno) => errno.into(),
-        Ok(never) => match never {},
-    }
 }
 
 // ------------------------------------------------------------- privileges
