@@ -465,6 +465,8 @@ fn children_of(pid: u32) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::recorder::Recorder;
+    use crate::tests::plan;
 
     #[test]
     fn only_kennels_init_command_line_is_a_sandbox_init() {
@@ -491,6 +493,70 @@ mod tests {
         assert_eq!(effective_uid("Gid:\t1\n"), None);
         assert_eq!(parent_in_stat("77 (a b) c)) S 12 77 77 0"), Some(12));
         assert_eq!(parent_in_stat("garbage"), None);
+    }
+
+    fn sandbox_fds() -> (Vec<(&'static str, CloneFlags, OwnedFd)>, OwnedFd) {
+        let fd = || OwnedFd::from(std::fs::File::open("/dev/null").expect("/dev/null"));
+        let namespaces = NAMESPACES
+            .iter()
+            .map(|&(name, kind)| (name, kind, fd()))
+            .collect();
+        (namespaces, fd())
+    }
+
+    #[test]
+    fn join_enters_the_namespaces_user_first_then_checks_the_name_then_the_root() {
+        let kernel = Recorder::new().with_hostname("kennel-shell-test");
+        let (namespaces, root) = sandbox_fds();
+        join(&kernel, namespaces, root, &plan(vec![]), 42).expect("joined");
+        assert_eq!(
+            kernel.calls(),
+            [
+                "setns CLONE_NEWUSER",
+                "setns CLONE_NEWIPC",
+                "setns CLONE_NEWUTS",
+                "setns CLONE_NEWNET",
+                "setns CLONE_NEWPID",
+                "setns CLONE_NEWNS",
+                "hostname",
+                "chroot_to",
+            ]
+        );
+    }
+
+    #[test]
+    fn join_refuses_a_sandbox_of_another_plan_before_its_root() {
+        let kernel = Recorder::new().with_hostname("kennel-other");
+        let (namespaces, root) = sandbox_fds();
+        let failure = join(&kernel, namespaces, root, &plan(vec![]), 42).expect_err("refused");
+        assert_eq!(
+            failure,
+            Failure(
+                EXIT_KENNEL,
+                "process 42 is the sandbox `kennel-other`, not `kennel-shell-test`".into()
+            )
+        );
+        assert!(!kernel.calls().contains(&"chroot_to".to_string()));
+    }
+
+    #[test]
+    fn join_names_the_namespace_it_cannot_enter() {
+        let kernel = Recorder::new()
+            .with_hostname("kennel-shell-test")
+            .failing("setns CLONE_NEWPID", libc::EPERM);
+        let (namespaces, root) = sandbox_fds();
+        let failure = join(&kernel, namespaces, root, &plan(vec![]), 42).expect_err("refused");
+        assert_eq!(
+            failure,
+            Failure(
+                EXIT_KENNEL,
+                format!(
+                    "cannot join the sandbox's pid namespace: {}",
+                    io::Error::from_raw_os_error(libc::EPERM)
+                )
+            )
+        );
+        assert_eq!(kernel.calls().last().unwrap(), "setns CLONE_NEWPID");
     }
 
     #[test]

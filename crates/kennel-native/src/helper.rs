@@ -34,6 +34,7 @@ const NEW_ROOT: &str = "/newroot";
 const OLD_ROOT: &str = "/oldroot";
 
 /// Failure before the agent started: a message and an exit code.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Failure(pub i32, pub String);
 
 impl<E: std::fmt::Display> From<(&str, E)> for Failure {
@@ -660,3 +661,6 @@ pub(crate) fn landlock(layout: &Layout) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -27,6 +27,9 @@ use seccompiler::BpfProgram;
 
 use crate::layout::{HostFs, Layout, RealFs};
 
+#[cfg(test)]
+pub(crate) mod recorder;
+
 pub fn cstr(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
