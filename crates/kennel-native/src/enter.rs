@@ -7,18 +7,25 @@
 //! no new privileges, the pids limit.
 
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use kennel_core::Plan;
 use kennel_core::plan::NetworkMode;
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::sys::stat::{Mode, SFlag};
+use nix::unistd::ForkResult;
 use serde::{Deserialize, Serialize};
 
 use crate::helper::{self, Failure};
 use crate::layout::{RealFs, plan_layout};
 use crate::policy::{Decision, decide};
-use crate::{EXIT_KENNEL, HELPER_ARG, NativeError, NativeOptions, sys};
+use crate::sys::{self, Linux, Syscalls};
+use crate::{EXIT_KENNEL, HELPER_ARG, NativeError, NativeOptions};
 
 /// The hidden first argument that turns `kennel` into the enter helper.
 pub const ENTER_ARG: &str = "__native-enter";
@@ -106,13 +113,13 @@ static COMMAND_PID: AtomicI32 = AtomicI32::new(0);
 
 /// The namespaces joined, in this order: the user namespace first, which
 /// gives this process (its owner's) every capability over the others.
-const NAMESPACES: &[(&str, libc::c_int)] = &[
-    ("user", libc::CLONE_NEWUSER),
-    ("ipc", libc::CLONE_NEWIPC),
-    ("uts", libc::CLONE_NEWUTS),
-    ("net", libc::CLONE_NEWNET),
-    ("pid", libc::CLONE_NEWPID),
-    ("mnt", libc::CLONE_NEWNS),
+const NAMESPACES: &[(&str, CloneFlags)] = &[
+    ("user", CloneFlags::CLONE_NEWUSER),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("pid", CloneFlags::CLONE_NEWPID),
+    ("mnt", CloneFlags::CLONE_NEWNS),
 ];
 
 fn enter_sandbox(payload: &EnterPayload) -> Result<i32, Failure> {
@@ -122,9 +129,8 @@ fn enter_sandbox(payload: &EnterPayload) -> Result<i32, Failure> {
         init_pid,
     } = payload;
     let fail = |message: String| Failure(EXIT_KENNEL, message);
-    sys::set_parent_death_signal(libc::SIGKILL).map_err(|e| ("prctl", e))?;
-    // SAFETY: getppid cannot fail.
-    if unsafe { libc::getppid() } == 1 {
+    sys::set_parent_death_signal(Signal::SIGKILL).map_err(|e| ("prctl", e))?;
+    if nix::unistd::getppid().as_raw() == 1 {
         return Err(fail("kennel exited before the command started".into()));
     }
     // The same layout the sandbox was built from, computed on the host as
@@ -134,6 +140,7 @@ fn enter_sandbox(payload: &EnterPayload) -> Result<i32, Failure> {
     let mut layout = plan_layout(plan, &RealFs).map_err(|e| ("the sandbox's filesystem", e))?;
     if !decision.namespaces {
         return Err(helper::exec_agent(
+            &Linux,
             plan,
             decision,
             &helper::weak_layout(plan, &layout),
@@ -150,7 +157,7 @@ fn enter_sandbox(payload: &EnterPayload) -> Result<i32, Failure> {
         let (fd, own) = init.namespace(name).map_err(fail)?;
         if !own {
             // `open` runs in kennel's own network namespace: nothing to join.
-            if kind == libc::CLONE_NEWNET && plan.network.mode == NetworkMode::Open {
+            if kind == CloneFlags::CLONE_NEWNET && plan.network.mode == NetworkMode::Open {
                 continue;
             }
             return Err(fail(format!(
@@ -162,50 +169,69 @@ fn enter_sandbox(payload: &EnterPayload) -> Result<i32, Failure> {
     }
     let root = init.root().map_err(fail)?;
     drop(init);
-    for (name, kind, fd) in &namespaces {
-        sys::setns(fd, *kind)
-            .map_err(|e| fail(format!("cannot join the sandbox's {name} namespace: {e}")))?;
-    }
-    drop(namespaces);
-    // The Landlock rules and the command come from the Plan: it must be
-    // this sandbox's.
-    let expected: String = plan.name.chars().take(63).collect();
-    let hostname = sys::hostname().map_err(|e| ("gethostname", e))?;
-    if hostname != expected {
-        return Err(fail(format!(
-            "process {init_pid} is the sandbox `{hostname}`, not `{expected}`"
-        )));
-    }
-    // Joining the mount namespace alone does not land in the pivoted root.
-    sys::chroot_to(&root).map_err(|e| ("cannot enter the sandbox's root", e))?;
-    drop(root);
+    join(&Linux, namespaces, root, plan, *init_pid)?;
 
     let saved = sys::install_forwarders(&COMMAND_PID);
     // SAFETY: this process is single-threaded.
-    let pid = unsafe { libc::fork() };
-    if pid == -1 {
-        sys::restore_handlers(saved);
-        return Err(("fork", io::Error::last_os_error()).into());
-    }
-    if pid == 0 {
-        // The child is the first process of the sandbox's PID namespace
-        // that this process has made.
-        sys::restore_handlers(saved);
-        sys::reset_signals();
-        let Failure(code, message) = match sys::set_parent_death_signal(libc::SIGKILL) {
-            Ok(()) => helper::exec_agent(plan, decision, &layout),
-            Err(error) => ("prctl", error).into(),
-        };
-        sys::report(&message);
-        // SAFETY: leaving the child without running the parent's destructors.
-        unsafe { libc::_exit(code) };
-    }
+    let pid = match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Parent { child }) => child.as_raw(),
+        Ok(ForkResult::Child) => {
+            // The child is the first process of the sandbox's PID namespace
+            // that this process has made.
+            sys::restore_handlers(saved);
+            sys::reset_signals();
+            let Failure(code, message) = match sys::set_parent_death_signal(Signal::SIGKILL) {
+                Ok(()) => helper::exec_agent(&Linux, plan, decision, &layout),
+                Err(error) => ("prctl", error).into(),
+            };
+            sys::report(&message);
+            // Leaving the child without running the parent's destructors.
+            sys::exit_child(code)
+        }
+        Err(errno) => {
+            sys::restore_handlers(saved);
+            return Err(("fork", io::Error::from(errno)).into());
+        }
+    };
     COMMAND_PID.store(pid, Ordering::SeqCst);
     sys::deliver_pending(&COMMAND_PID);
     let code = helper::wait_for(pid);
     COMMAND_PID.store(0, Ordering::SeqCst);
     sys::restore_handlers(saved);
     Ok(code)
+}
+
+/// Joins the sandbox: its `namespaces` in order, then, once its host name
+/// says it is `plan`'s, its `root`.
+fn join(
+    kernel: &dyn Syscalls,
+    namespaces: Vec<(&str, CloneFlags, OwnedFd)>,
+    root: OwnedFd,
+    plan: &Plan,
+    init_pid: u32,
+) -> Result<(), Failure> {
+    let fail = |message: String| Failure(EXIT_KENNEL, message);
+    for (name, kind, fd) in &namespaces {
+        kernel
+            .setns(fd.as_fd(), *kind)
+            .map_err(|e| fail(format!("cannot join the sandbox's {name} namespace: {e}")))?;
+    }
+    drop(namespaces);
+    // The Landlock rules and the command come from the Plan: it must be
+    // this sandbox's.
+    let expected: String = plan.name.chars().take(63).collect();
+    let hostname = kernel.hostname().map_err(|e| ("gethostname", e))?;
+    if hostname != expected {
+        return Err(fail(format!(
+            "process {init_pid} is the sandbox `{hostname}`, not `{expected}`"
+        )));
+    }
+    // Joining the mount namespace alone does not land in the pivoted root.
+    kernel
+        .chroot_to(root.as_fd())
+        .map_err(|e| ("cannot enter the sandbox's root", e))?;
+    drop(root);
+    Ok(())
 }
 
 /// A sandbox's init, held by its `/proc` directory: every later look, and
@@ -226,7 +252,7 @@ impl SandboxInit {
         let dir = open_at(
             None,
             &format!("/proc/{pid}"),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         )
         .map_err(|error| match error.raw_os_error() {
             Some(libc::ENOENT) | Some(libc::ESRCH) => gone(),
@@ -248,7 +274,7 @@ impl SandboxInit {
     }
 
     fn read(&self, name: &str) -> Result<Vec<u8>, String> {
-        let fd = open_at(Some(&self.dir), name, libc::O_RDONLY | libc::O_CLOEXEC)
+        let fd = open_at(Some(&self.dir), name, OFlag::O_RDONLY | OFlag::O_CLOEXEC)
             .map_err(|e| self.error(name, e))?;
         let mut content = Vec::new();
         std::fs::File::from(fd)
@@ -289,8 +315,7 @@ impl SandboxInit {
     fn check_owner(&self) -> Result<(), String> {
         let pid = self.pid;
         let status = String::from_utf8_lossy(&self.read("status")?).into_owned();
-        // SAFETY: geteuid cannot fail.
-        let me = unsafe { libc::geteuid() };
+        let me = nix::unistd::geteuid().as_raw();
         match effective_uid(&status) {
             Some(uid) if uid == me => Ok(()),
             Some(uid) => Err(format!(
@@ -303,12 +328,12 @@ impl SandboxInit {
     /// The init's namespace `name` and whether it differs from this process's.
     fn namespace(&self, name: &str) -> Result<(OwnedFd, bool), String> {
         let path = format!("ns/{name}");
-        let theirs = open_at(Some(&self.dir), &path, libc::O_RDONLY | libc::O_CLOEXEC)
+        let theirs = open_at(Some(&self.dir), &path, OFlag::O_RDONLY | OFlag::O_CLOEXEC)
             .map_err(|e| self.error(&path, e))?;
         let ours = open_at(
             None,
             &format!("/proc/self/ns/{name}"),
-            libc::O_RDONLY | libc::O_CLOEXEC,
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
         )
         .map_err(|e| format!("cannot read this process's {name} namespace: {e}"))?;
         let own = file_id(&theirs).map_err(|e| self.error(&path, e))?
@@ -321,30 +346,19 @@ impl SandboxInit {
         open_at(
             Some(&self.dir),
             "root",
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         )
         .map_err(|e| self.error("the root", e))
     }
 }
 
-fn open_at(dir: Option<&OwnedFd>, path: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
-    let c_path = sys::cstr(Path::new(path))?;
-    let dir = dir.map_or(libc::AT_FDCWD, |dir| dir.as_raw_fd());
-    // SAFETY: a NUL-terminated path; the descriptor is owned by the result.
-    let fd = unsafe { libc::openat(dir, c_path.as_ptr(), flags) };
-    if fd == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+fn open_at(dir: Option<&OwnedFd>, path: &str, flags: OFlag) -> io::Result<OwnedFd> {
+    let dir = dir.map_or(nix::fcntl::AT_FDCWD, |dir| dir.as_fd());
+    Ok(nix::fcntl::openat(dir, path, flags, Mode::empty())?)
 }
 
 fn file_id(fd: &OwnedFd) -> io::Result<(u64, u64)> {
-    // SAFETY: fstat into a zeroed struct.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
+    let stat = nix::sys::stat::fstat(fd)?;
     Ok((stat.st_dev, stat.st_ino))
 }
 
@@ -352,42 +366,25 @@ fn file_id(fd: &OwnedFd) -> io::Result<(u64, u64)> {
 /// under the sandbox's root, its absolute symlinks included.
 fn executable_in(root: &OwnedFd, path: &Path) -> bool {
     let relative = path.strip_prefix("/").unwrap_or(path);
-    let Ok(c_path) = sys::cstr(relative) else {
-        return false;
-    };
-    // SAFETY: a zeroed open_how is valid; the fields are set below.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: a NUL-terminated path and a live open_how of the size passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            c_path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd == -1 {
-        if io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS) {
-            return false;
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = match nix::fcntl::openat2(root, relative, how) {
+        Ok(fd) => fd,
+        Err(Errno::ENOSYS) => {
+            // Before Linux 5.6: through the root's magic link, where an
+            // absolute symlink resolves on the host instead.
+            let through = Path::new("/proc/self/fd")
+                .join(root.as_raw_fd().to_string())
+                .join(relative);
+            return crate::layout::HostFs::is_executable(&RealFs, &through);
         }
-        // Before Linux 5.6: through the root's magic link, where an absolute
-        // symlink resolves on the host instead.
-        let through = Path::new("/proc/self/fd")
-            .join(root.as_raw_fd().to_string())
-            .join(relative);
-        return crate::layout::HostFs::is_executable(&RealFs, &through);
-    }
-    // SAFETY: a new descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
-    // SAFETY: fstat into a zeroed struct.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } == -1 {
+        Err(_) => return false,
+    };
+    let Ok(stat) = nix::sys::stat::fstat(&fd) else {
         return false;
-    }
-    stat.st_mode & libc::S_IFMT == libc::S_IFREG && stat.st_mode & 0o111 != 0
+    };
+    stat.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFREG.bits() && stat.st_mode & 0o111 != 0
 }
 
 fn read_proc(pid: u32, name: &str) -> io::Result<Vec<u8>> {
@@ -468,6 +465,8 @@ fn children_of(pid: u32) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::recorder::Recorder;
+    use crate::tests::plan;
 
     #[test]
     fn only_kennels_init_command_line_is_a_sandbox_init() {
@@ -494,6 +493,70 @@ mod tests {
         assert_eq!(effective_uid("Gid:\t1\n"), None);
         assert_eq!(parent_in_stat("77 (a b) c)) S 12 77 77 0"), Some(12));
         assert_eq!(parent_in_stat("garbage"), None);
+    }
+
+    fn sandbox_fds() -> (Vec<(&'static str, CloneFlags, OwnedFd)>, OwnedFd) {
+        let fd = || OwnedFd::from(std::fs::File::open("/dev/null").expect("/dev/null"));
+        let namespaces = NAMESPACES
+            .iter()
+            .map(|&(name, kind)| (name, kind, fd()))
+            .collect();
+        (namespaces, fd())
+    }
+
+    #[test]
+    fn join_enters_the_namespaces_user_first_then_checks_the_name_then_the_root() {
+        let kernel = Recorder::new().with_hostname("kennel-shell-test");
+        let (namespaces, root) = sandbox_fds();
+        join(&kernel, namespaces, root, &plan(vec![]), 42).expect("joined");
+        assert_eq!(
+            kernel.calls(),
+            [
+                "setns CLONE_NEWUSER",
+                "setns CLONE_NEWIPC",
+                "setns CLONE_NEWUTS",
+                "setns CLONE_NEWNET",
+                "setns CLONE_NEWPID",
+                "setns CLONE_NEWNS",
+                "hostname",
+                "chroot_to",
+            ]
+        );
+    }
+
+    #[test]
+    fn join_refuses_a_sandbox_of_another_plan_before_its_root() {
+        let kernel = Recorder::new().with_hostname("kennel-other");
+        let (namespaces, root) = sandbox_fds();
+        let failure = join(&kernel, namespaces, root, &plan(vec![]), 42).expect_err("refused");
+        assert_eq!(
+            failure,
+            Failure(
+                EXIT_KENNEL,
+                "process 42 is the sandbox `kennel-other`, not `kennel-shell-test`".into()
+            )
+        );
+        assert!(!kernel.calls().contains(&"chroot_to".to_string()));
+    }
+
+    #[test]
+    fn join_names_the_namespace_it_cannot_enter() {
+        let kernel = Recorder::new()
+            .with_hostname("kennel-shell-test")
+            .failing("setns CLONE_NEWPID", libc::EPERM);
+        let (namespaces, root) = sandbox_fds();
+        let failure = join(&kernel, namespaces, root, &plan(vec![]), 42).expect_err("refused");
+        assert_eq!(
+            failure,
+            Failure(
+                EXIT_KENNEL,
+                format!(
+                    "cannot join the sandbox's pid namespace: {}",
+                    io::Error::from_raw_os_error(libc::EPERM)
+                )
+            )
+        );
+        assert_eq!(kernel.calls().last().unwrap(), "setns CLONE_NEWPID");
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! confined agent. Runs single-threaded (see [`crate::helper_main`]).
 
 use std::ffi::CString;
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, IsTerminal};
+use std::os::fd::IntoRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -14,10 +14,17 @@ use landlock::{
     ABI, Access, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
     RulesetCreatedAttr, RulesetStatus, Scope,
 };
+use nix::fcntl::OFlag;
+use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
+use nix::sys::resource::Resource;
+use nix::sys::signal::Signal;
+use nix::sys::stat::Mode;
+use nix::unistd::ForkResult;
 
 use crate::layout::{Layout, Op, RealFs, plan_layout};
 use crate::policy::Decision;
-use crate::sys;
+use crate::sys::{self, Linux, Syscalls};
 use crate::{EXIT_KENNEL, filter};
 
 static INIT_PID: AtomicI32 = AtomicI32::new(0);
@@ -27,6 +34,7 @@ const NEW_ROOT: &str = "/newroot";
 const OLD_ROOT: &str = "/oldroot";
 
 /// Failure before the agent started: a message and an exit code.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Failure(pub i32, pub String);
 
 impl<E: std::fmt::Display> From<(&str, E)> for Failure {
@@ -46,9 +54,8 @@ pub fn run(plan: Plan, decision: Decision) -> i32 {
 }
 
 fn helper(plan: &Plan, decision: &Decision) -> Result<i32, Failure> {
-    sys::set_parent_death_signal(libc::SIGKILL).map_err(|e| ("prctl", e))?;
-    // SAFETY: getppid cannot fail.
-    if unsafe { libc::getppid() } == 1 {
+    sys::set_parent_death_signal(Signal::SIGKILL).map_err(|e| ("prctl", e))?;
+    if nix::unistd::getppid().as_raw() == 1 {
         return Err(Failure(
             EXIT_KENNEL,
             "kennel exited before the sandbox started".into(),
@@ -68,23 +75,61 @@ fn helper(plan: &Plan, decision: &Decision) -> Result<i32, Failure> {
         layout.devices.push("/dev/console".into());
     }
     if !decision.namespaces {
-        return Err(exec_agent(plan, decision, &weak_layout(plan, &layout)));
+        return Err(exec_agent(
+            &Linux,
+            plan,
+            decision,
+            &weak_layout(plan, &layout),
+        ));
     }
+    new_namespaces(
+        &Linux,
+        plan,
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    )?;
 
-    // SAFETY: getuid/getgid cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let mut flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS;
+    let saved = sys::install_forwarders(&INIT_PID);
+    // SAFETY: this process is single-threaded.
+    let pid = match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Parent { child }) => child.as_raw(),
+        Ok(ForkResult::Child) => {
+            let Failure(code, message) = init(plan, decision, &layout);
+            sys::report(&message);
+            // Leaving the child without running the parent's destructors.
+            sys::exit_child(code)
+        }
+        Err(errno) => return Err(("fork", io::Error::from(errno)).into()),
+    };
+    INIT_PID.store(pid, Ordering::SeqCst);
+    sys::deliver_pending(&INIT_PID);
+    let code = wait_for(pid);
+    sys::restore_handlers(saved);
+    Ok(code)
+}
+
+/// Puts this process in the sandbox's namespaces: user (mapping `uid` and
+/// `gid` to themselves), mount, PID (for its children), IPC, UTS and, unless
+/// the Plan's network is `open`, network with `lo` up; the Plan's name as
+/// host name.
+pub(crate) fn new_namespaces(
+    kernel: &dyn Syscalls,
+    plan: &Plan,
+    uid: u32,
+    gid: u32,
+) -> Result<(), Failure> {
+    let mut flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
     // Every mode but `open` gets a network namespace with only `lo`; the
     // proxy modes reach kennel's proxy through the forwarder (see `init`).
     let own_network = plan.network.mode != NetworkMode::Open;
     if own_network {
-        flags |= libc::CLONE_NEWNET;
+        flags |= CloneFlags::CLONE_NEWNET;
     }
-    sys::unshare(flags).map_err(|error| {
+    kernel.unshare(flags).map_err(|error| {
         let missing =
             crate::probe::userns_refused("unshare", error.raw_os_error().unwrap_or(libc::EPERM));
         Failure(
@@ -92,32 +137,23 @@ fn helper(plan: &Plan, decision: &Decision) -> Result<i32, Failure> {
             format!("{}\n  hint: {}", missing.cause, missing.fix),
         )
     })?;
-    sys::write_file("/proc/self/setgroups", "deny").map_err(|e| ("setgroups", e))?;
-    sys::write_file("/proc/self/uid_map", &format!("{uid} {uid} 1")).map_err(|e| ("uid_map", e))?;
-    sys::write_file("/proc/self/gid_map", &format!("{gid} {gid} 1")).map_err(|e| ("gid_map", e))?;
+    kernel
+        .write_file(Path::new("/proc/self/setgroups"), "deny")
+        .map_err(|e| ("setgroups", e))?;
+    kernel
+        .write_file(Path::new("/proc/self/uid_map"), &format!("{uid} {uid} 1"))
+        .map_err(|e| ("uid_map", e))?;
+    kernel
+        .write_file(Path::new("/proc/self/gid_map"), &format!("{gid} {gid} 1"))
+        .map_err(|e| ("gid_map", e))?;
     let hostname: String = plan.name.chars().take(63).collect();
-    sys::sethostname(&hostname).map_err(|e| ("sethostname", e))?;
+    kernel
+        .sethostname(&hostname)
+        .map_err(|e| ("sethostname", e))?;
     if own_network {
-        sys::loopback_up().map_err(|e| ("loopback", e))?;
+        kernel.loopback_up().map_err(|e| ("loopback", e))?;
     }
-
-    let saved = sys::install_forwarders(&INIT_PID);
-    // SAFETY: this process is single-threaded.
-    let pid = unsafe { libc::fork() };
-    if pid == -1 {
-        return Err(("fork", io::Error::last_os_error()).into());
-    }
-    if pid == 0 {
-        let Failure(code, message) = init(plan, decision, &layout);
-        sys::report(&message);
-        // SAFETY: leaving the child without running the parent's destructors.
-        unsafe { libc::_exit(code) };
-    }
-    INIT_PID.store(pid, Ordering::SeqCst);
-    sys::deliver_pending(&INIT_PID);
-    let code = wait_for(pid);
-    sys::restore_handlers(saved);
-    Ok(code)
+    Ok(())
 }
 
 /// The weaker sandbox: no namespaces, so no new root; Landlock alone keeps
@@ -137,10 +173,19 @@ pub(crate) fn weak_layout(plan: &Plan, layout: &Layout) -> Layout {
     }
 }
 
+/// Whether descriptor 0, 1 or 2 is a terminal (isatty(3), through std).
+fn is_terminal(fd: i32) -> bool {
+    match fd {
+        0 => io::stdin().is_terminal(),
+        1 => io::stdout().is_terminal(),
+        2 => io::stderr().is_terminal(),
+        _ => false,
+    }
+}
+
 fn host_terminal() -> Option<PathBuf> {
     (0..3).find_map(|fd| {
-        // SAFETY: isatty only inspects the descriptor.
-        if unsafe { libc::isatty(fd) } != 1 {
+        if !is_terminal(fd) {
             return None;
         }
         std::fs::read_link(format!("/proc/self/fd/{fd}"))
@@ -154,14 +199,11 @@ fn host_terminal() -> Option<PathBuf> {
 pub(crate) fn wait_for(pid: libc::pid_t) -> i32 {
     loop {
         let mut status = 0;
-        // SAFETY: waiting for our children.
-        let reaped = unsafe { libc::waitpid(-1, &mut status, 0) };
-        if reaped == -1 {
-            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return EXIT_KENNEL;
-        }
+        let reaped = match sys::waitpid(-1, &mut status) {
+            Ok(reaped) => reaped,
+            Err(error) if error.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(_) => return EXIT_KENNEL,
+        };
         if reaped == pid {
             if libc::WIFEXITED(status) {
                 return libc::WEXITSTATUS(status);
@@ -177,17 +219,17 @@ pub(crate) fn wait_for(pid: libc::pid_t) -> i32 {
 /// reaps orphans, and exits with the agent's code (the kernel then kills
 /// whatever is left in the namespace).
 fn init(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
-    if let Err(error) = sys::set_parent_death_signal(libc::SIGKILL) {
+    if let Err(error) = sys::set_parent_death_signal(Signal::SIGKILL) {
         return ("prctl", error).into();
     }
     let saved = sys::install_forwarders(&AGENT_PID);
-    if let Err(failure) = build_root(layout) {
+    if let Err(failure) = build_root(&Linux, layout) {
         return failure;
     }
     // Set here, before anything is forked, so that the forwarder has them
     // from its first instruction (set in the child, an agent connecting at
     // once found it unlimited for a moment).
-    if let Err(failure) = limit_sandbox(plan, decision) {
+    if let Err(failure) = limit_sandbox(&Linux, plan, decision) {
         return failure;
     }
     if let Some(proxy) = &plan.network.proxy
@@ -196,36 +238,40 @@ fn init(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
         return failure;
     }
     // SAFETY: single-threaded.
-    let pid = unsafe { libc::fork() };
-    if pid == -1 {
-        return ("fork", io::Error::last_os_error()).into();
-    }
-    if pid == 0 {
-        sys::restore_handlers(saved);
-        sys::reset_signals();
-        if let Err(error) = sys::set_parent_death_signal(libc::SIGKILL) {
-            return ("prctl", error).into();
+    let pid = match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Parent { child }) => child.as_raw(),
+        Ok(ForkResult::Child) => {
+            sys::restore_handlers(saved);
+            sys::reset_signals();
+            if let Err(error) = sys::set_parent_death_signal(Signal::SIGKILL) {
+                return ("prctl", error).into();
+            }
+            return exec_agent(&Linux, plan, decision, layout);
         }
-        return exec_agent(plan, decision, layout);
-    }
+        Err(errno) => return ("fork", io::Error::from(errno)).into(),
+    };
     AGENT_PID.store(pid, Ordering::SeqCst);
     sys::deliver_pending(&AGENT_PID);
     let code = wait_for(pid);
-    // SAFETY: leaving PID 1; the namespace's other processes are killed.
-    unsafe { libc::_exit(code) }
+    // Leaving PID 1; the namespace's other processes are killed.
+    sys::exit_child(code)
 }
 
 /// The limits every process of the sandbox has: no core dumps, and the pids
 /// limit (inside its own user namespace the sandbox's processes are counted
 /// on their own, so it caps the sandbox alone; without one it would count
 /// the user's every process, so it is left to the agent's exec then).
-fn limit_sandbox(plan: &Plan, decision: &Decision) -> Result<(), Failure> {
-    sys::set_rlimit(libc::RLIMIT_CORE, 0).map_err(|e| Failure::from(("core dumps", e)))?;
+fn limit_sandbox(kernel: &dyn Syscalls, plan: &Plan, decision: &Decision) -> Result<(), Failure> {
+    kernel
+        .set_rlimit(Resource::RLIMIT_CORE, 0)
+        .map_err(|e| Failure::from(("core dumps", e)))?;
     if decision.namespaces
         && let Ok(pids) = u64::try_from(plan.limits.pids)
         && pids > 0
     {
-        sys::set_rlimit(libc::RLIMIT_NPROC, pids).map_err(|e| Failure::from(("pids limit", e)))?;
+        kernel
+            .set_rlimit(Resource::RLIMIT_NPROC, pids)
+            .map_err(|e| Failure::from(("pids limit", e)))?;
     }
     Ok(())
 }
@@ -240,31 +286,33 @@ fn start_forwarder(listen: &str, socket: &Path) -> Result<(), Failure> {
     let listener = crate::forwarder::bind(listen)
         .map_err(|e| Failure(EXIT_KENNEL, format!("proxy forwarder on {listen}: {e}")))?;
     // SAFETY: single-threaded.
-    let pid = unsafe { libc::fork() };
-    if pid == -1 {
-        return Err(("fork", io::Error::last_os_error()).into());
-    }
-    if pid == 0 {
-        sys::reset_signals();
-        // SAFETY: plain libc calls on our own process.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-            libc::setsid();
-            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
-            if null >= 0 {
-                libc::dup2(null, 0);
-                libc::dup2(null, 1);
+    match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Parent { .. }) => {}
+        Ok(ForkResult::Child) => {
+            sys::reset_signals();
+            sys::ignore_signal(Signal::SIGPIPE);
+            let _ = nix::unistd::setsid();
+            if let Ok(null) = nix::fcntl::open(
+                c"/dev/null",
+                OFlag::O_RDWR | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ) {
+                let _ = nix::unistd::dup2_stdin(&null);
+                let _ = nix::unistd::dup2_stdout(&null);
+                // Left open, as it always was (it may be descriptor 0 itself).
+                let _ = null.into_raw_fd();
             }
+            let ready = sys::set_parent_death_signal(Signal::SIGKILL)
+                .and_then(|()| sys::set_no_new_privs())
+                .and_then(|()| sys::drop_capabilities());
+            if let Err(error) = ready {
+                sys::report(&format!("proxy forwarder: {error}"));
+                // Leaving the child without the parent's destructors.
+                sys::exit_child(EXIT_KENNEL);
+            }
+            crate::forwarder::serve(listener, socket.to_path_buf());
         }
-        let ready = sys::set_parent_death_signal(libc::SIGKILL)
-            .and_then(|()| sys::set_no_new_privs())
-            .and_then(|()| sys::drop_capabilities());
-        if let Err(error) = ready {
-            sys::report(&format!("proxy forwarder: {error}"));
-            // SAFETY: leaving the child without the parent's destructors.
-            unsafe { libc::_exit(EXIT_KENNEL) };
-        }
-        crate::forwarder::serve(listener, socket.to_path_buf());
+        Err(errno) => return Err(("fork", io::Error::from(errno)).into()),
     }
     drop(listener);
     Ok(())
@@ -274,61 +322,90 @@ fn inside(root: &str, path: &Path) -> PathBuf {
     Path::new(root).join(path.strip_prefix("/").unwrap_or(path))
 }
 
-fn build_root(layout: &Layout) -> Result<(), Failure> {
-    use libc::{MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT};
+/// Builds the sandbox's root from `layout` and makes it this process's: a
+/// private mount tree, a tmpfs stage pivoted to with the host's root under
+/// /oldroot, the new root on a tmpfs at /newroot, the layout's operations,
+/// the new root read-only, then pivoted to with the host's root detached.
+fn build_root(kernel: &dyn Syscalls, layout: &Layout) -> Result<(), Failure> {
     let fail = |what: String, error: io::Error| Failure(EXIT_KENNEL, format!("{what}: {error}"));
-    sys::mount(None, Path::new("/"), None, MS_REC | MS_PRIVATE, None)
+    kernel
+        .mount(
+            None,
+            Path::new("/"),
+            None,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None,
+        )
         .map_err(|e| fail("make / private".into(), e))?;
     // Stage on a tmpfs that becomes the root for a moment, with the host's
     // root under /oldroot: host paths under /tmp stay reachable.
     let stage = Path::new("/tmp");
-    sys::mount(
-        Some(Path::new("tmpfs")),
-        stage,
-        Some("tmpfs"),
-        MS_NOSUID | MS_NODEV,
-        Some("mode=0755"),
-    )
-    .map_err(|e| fail("tmpfs".into(), e))?;
+    kernel
+        .mount(
+            Some(Path::new("tmpfs")),
+            stage,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        )
+        .map_err(|e| fail("tmpfs".into(), e))?;
     for dir in ["newroot", "oldroot"] {
-        std::fs::create_dir(stage.join(dir)).map_err(|e| fail(format!("mkdir {dir}"), e))?;
+        kernel
+            .mkdir(&stage.join(dir))
+            .map_err(|e| fail(format!("mkdir {dir}"), e))?;
     }
-    sys::pivot_root(stage, &stage.join("oldroot")).map_err(|e| fail("pivot_root".into(), e))?;
-    std::env::set_current_dir("/").map_err(|e| fail("chdir /".into(), e))?;
+    kernel
+        .pivot_root(stage, &stage.join("oldroot"))
+        .map_err(|e| fail("pivot_root".into(), e))?;
+    kernel
+        .chdir(Path::new("/"))
+        .map_err(|e| fail("chdir /".into(), e))?;
     let new_root = Path::new(NEW_ROOT);
-    sys::mount(
-        Some(Path::new("tmpfs")),
-        new_root,
-        Some("tmpfs"),
-        MS_NOSUID | MS_NODEV,
-        Some("mode=0755"),
-    )
-    .map_err(|e| fail("tmpfs root".into(), e))?;
+    kernel
+        .mount(
+            Some(Path::new("tmpfs")),
+            new_root,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        )
+        .map_err(|e| fail("tmpfs root".into(), e))?;
 
     for op in &layout.ops {
-        apply_op(op)?;
+        apply_op(kernel, op)?;
     }
 
-    sys::mount(
-        None,
-        new_root,
-        None,
-        MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
-        None,
-    )
-    .map_err(|e| fail("read-only root".into(), e))?;
-    std::env::set_current_dir(new_root).map_err(|e| fail("chdir".into(), e))?;
-    sys::pivot_root(Path::new("."), Path::new(".")).map_err(|e| fail("pivot_root".into(), e))?;
-    sys::umount_detach(Path::new(".")).map_err(|e| fail("detach the host's root".into(), e))?;
-    std::env::set_current_dir("/").map_err(|e| fail("chdir /".into(), e))?;
+    kernel
+        .mount(
+            None,
+            new_root,
+            None,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            None,
+        )
+        .map_err(|e| fail("read-only root".into(), e))?;
+    kernel
+        .chdir(new_root)
+        .map_err(|e| fail("chdir".into(), e))?;
+    kernel
+        .pivot_root(Path::new("."), Path::new("."))
+        .map_err(|e| fail("pivot_root".into(), e))?;
+    kernel
+        .umount_detach(Path::new("."))
+        .map_err(|e| fail("detach the host's root".into(), e))?;
+    kernel
+        .chdir(Path::new("/"))
+        .map_err(|e| fail("chdir /".into(), e))?;
     Ok(())
 }
 
-fn apply_op(op: &Op) -> Result<(), Failure> {
-    use libc::{MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_REC};
+/// Carries out one operation of the layout in the new root (at /newroot,
+/// with the host's root at /oldroot).
+fn apply_op(kernel: &dyn Syscalls, op: &Op) -> Result<(), Failure> {
     let fail = |what: String, error: io::Error| Failure(EXIT_KENNEL, format!("{what}: {error}"));
     let mkdirs = |path: &Path| {
-        std::fs::create_dir_all(path)
+        kernel
+            .mkdir_all(path)
             .map_err(|e| fail(format!("cannot make mount point {}", path.display()), e))
     };
     match op {
@@ -338,7 +415,7 @@ fn apply_op(op: &Op) -> Result<(), Failure> {
             if let Some(parent) = link.parent() {
                 mkdirs(parent)?;
             }
-            match std::os::unix::fs::symlink(points_to, &link) {
+            match kernel.symlink(points_to, &link) {
                 Ok(()) => {}
                 Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(error) => return Err(fail(format!("symlink {}", path.display()), error)),
@@ -347,14 +424,15 @@ fn apply_op(op: &Op) -> Result<(), Failure> {
         Op::Tmpfs { path, mode } => {
             let target = inside(NEW_ROOT, path);
             mkdirs(&target)?;
-            sys::mount(
-                Some(Path::new("tmpfs")),
-                &target,
-                Some("tmpfs"),
-                MS_NOSUID | MS_NODEV,
-                Some(&format!("mode={mode:o}")),
-            )
-            .map_err(|e| fail(format!("tmpfs on {}", path.display()), e))?;
+            kernel
+                .mount(
+                    Some(Path::new("tmpfs")),
+                    &target,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some(&format!("mode={mode:o}")),
+                )
+                .map_err(|e| fail(format!("tmpfs on {}", path.display()), e))?;
         }
         Op::Bind {
             source,
@@ -370,50 +448,55 @@ fn apply_op(op: &Op) -> Result<(), Failure> {
                 if let Some(parent) = to.parent() {
                     mkdirs(parent)?;
                 }
-                if std::fs::symlink_metadata(&to).is_err() {
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .truncate(false)
-                        .write(true)
-                        .open(&to)
-                        .map_err(|e| {
-                            fail(format!("cannot make mount point {}", target.display()), e)
-                        })?;
+                if !kernel.exists(&to) {
+                    kernel.create_file(&to).map_err(|e| {
+                        fail(format!("cannot make mount point {}", target.display()), e)
+                    })?;
                 }
             }
-            sys::mount(Some(&from), &to, None, MS_BIND | MS_REC, None).map_err(|e| {
-                fail(
-                    format!("cannot mount {} at {}", source.display(), target.display()),
-                    e,
+            kernel
+                .mount(
+                    Some(&from),
+                    &to,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None,
                 )
-            })?;
+                .map_err(|e| {
+                    fail(
+                        format!("cannot mount {} at {}", source.display(), target.display()),
+                        e,
+                    )
+                })?;
             if *read_only {
-                sys::make_read_only(&to)
+                kernel
+                    .make_read_only(&to)
                     .map_err(|e| fail(format!("cannot make {} read-only", target.display()), e))?;
             }
         }
         Op::Proc { path } => {
             let target = inside(NEW_ROOT, path);
             mkdirs(&target)?;
-            sys::mount(
-                Some(Path::new("proc")),
-                &target,
-                Some("proc"),
-                MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                None,
-            )
-            .map_err(|e| fail("mount /proc".into(), e))?;
+            kernel
+                .mount(
+                    Some(Path::new("proc")),
+                    &target,
+                    Some("proc"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                    None,
+                )
+                .map_err(|e| fail("mount /proc".into(), e))?;
         }
         Op::Devpts { path } => {
             let target = inside(NEW_ROOT, path);
             mkdirs(&target)?;
             // Without a devpts of its own the sandbox has no new terminals
             // (the agent still has kennel's); the host's is never shown.
-            let _ = sys::mount(
+            let _ = kernel.mount(
                 Some(Path::new("devpts")),
                 &target,
                 Some("devpts"),
-                MS_NOSUID | MS_NOEXEC,
+                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
                 Some("newinstance,ptmxmode=0666,mode=0620"),
             );
         }
@@ -425,9 +508,14 @@ fn apply_op(op: &Op) -> Result<(), Failure> {
 /// [`crate::enter`], the entered command). Paths in `layout` are as this
 /// process sees them: inside the sandbox once its root is in place. Returns
 /// only on failure.
-pub(crate) fn exec_agent(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
+pub(crate) fn exec_agent(
+    kernel: &dyn Syscalls,
+    plan: &Plan,
+    decision: &Decision,
+    layout: &Layout,
+) -> Failure {
     let fail = |what: &str, error: String| Failure(EXIT_KENNEL, format!("{what}: {error}"));
-    if let Err(error) = std::env::set_current_dir(&plan.workdir) {
+    if let Err(error) = kernel.chdir(&plan.workdir) {
         return fail(
             &format!(
                 "cannot enter the working directory {}",
@@ -443,7 +531,7 @@ pub(crate) fn exec_agent(plan: &Plan, decision: &Decision, layout: &Layout) -> F
     let program = if command.contains('/') {
         PathBuf::from(command)
     } else {
-        match crate::resolve_in_path(command, &path, |p| RealFs.is_exec(p)) {
+        match crate::resolve_in_path(command, &path, |p| kernel.is_executable(p)) {
             Some(program) => program,
             None => {
                 return Failure(
@@ -480,54 +568,36 @@ pub(crate) fn exec_agent(plan: &Plan, decision: &Decision, layout: &Layout) -> F
 
     // The pids limit: inside its own user namespace the sandbox's processes
     // are counted on their own (Linux 5.14+), so this caps the sandbox alone.
-    if plan.limits.pids > 0 {
-        let limit = libc::rlimit {
-            rlim_cur: plan.limits.pids as libc::rlim_t,
-            rlim_max: plan.limits.pids as libc::rlim_t,
-        };
-        // SAFETY: a valid rlimit struct.
-        if decision.namespaces && unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &limit) } == -1 {
-            return fail("pids limit", io::Error::last_os_error().to_string());
-        }
+    if plan.limits.pids > 0
+        && decision.namespaces
+        && let Err(error) = kernel.set_rlimit(Resource::RLIMIT_NPROC, plan.limits.pids as u64)
+    {
+        return fail("pids limit", error.to_string());
     }
     // No core dumps: a crashing agent must not leave its memory (its
     // credentials, the user's code) in a file.
-    if let Err(error) = sys::set_rlimit(libc::RLIMIT_CORE, 0) {
+    if let Err(error) = kernel.set_rlimit(Resource::RLIMIT_CORE, 0) {
         return fail("core dumps", error.to_string());
     }
-    if let Err(error) = sys::set_no_new_privs() {
+    if let Err(error) = kernel.set_no_new_privs() {
         return fail("no-new-privileges", error.to_string());
     }
     if decision.landlock
-        && let Err(error) = landlock(layout)
+        && let Err(error) = kernel.landlock(layout)
     {
         return fail("landlock", error);
     }
-    if let Err(error) = sys::drop_capabilities() {
+    if let Err(error) = kernel.drop_capabilities() {
         return fail("dropping capabilities", error.to_string());
     }
     if let Some(filters) = &filters
-        && let Err(error) = filter::apply(filters)
+        && let Err(error) = kernel.seccomp(filters)
     {
         return fail("seccomp", error);
     }
     // Nothing kennel's caller left open reaches the agent.
-    // SAFETY: marks descriptors close-on-exec; no memory is touched.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_ptrs.push(std::ptr::null());
-    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
-    envp_ptrs.push(std::ptr::null());
-    // SAFETY: NUL-terminated arrays of NUL-terminated strings that outlive the call.
-    unsafe { libc::execve(program.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
-    let error = io::Error::last_os_error();
+    kernel.close_on_exec_from(3);
+    let error = kernel.execve(&program, &argv, &envp);
     let code = match error.raw_os_error() {
         Some(libc::ENOENT) => 127,
         _ => 126,
@@ -535,14 +605,8 @@ pub(crate) fn exec_agent(plan: &Plan, decision: &Decision, layout: &Layout) -> F
     Failure(code, format!("cannot run `{command}`: {error}"))
 }
 
-impl RealFs {
-    fn is_exec(&self, path: &Path) -> bool {
-        crate::layout::HostFs::is_executable(self, path)
-    }
-}
-
 /// Landlock: read and execute everywhere, write only where the layout says.
-fn landlock(layout: &Layout) -> Result<(), String> {
+pub(crate) fn landlock(layout: &Layout) -> Result<(), String> {
     let abi = ABI::V6;
     let read = AccessFs::from_read(abi);
     let device = read | AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev;
@@ -576,19 +640,17 @@ fn landlock(layout: &Layout) -> Result<(), String> {
     // The terminal kennel was started on lives in the host's devpts, outside
     // the sandbox's tree: allow reopening it (`/dev/stdout`, `/dev/tty`).
     for fd in 0..3 {
-        // SAFETY: isatty only inspects the descriptor.
-        if unsafe { libc::isatty(fd) } != 1 {
+        if !is_terminal(fd) {
             continue;
         }
-        let link = CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL");
-        // SAFETY: O_PATH open of a magic link; the result is owned below.
-        let raw = unsafe { libc::open(link.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-        if raw == -1 {
+        let link = format!("/proc/self/fd/{fd}");
+        let Ok(owned) = nix::fcntl::open(
+            link.as_str(),
+            OFlag::O_PATH | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) else {
             continue;
-        }
-        // SAFETY: a new descriptor nobody else owns.
-        let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-        let _ = owned.as_fd().as_raw_fd();
+        };
         ruleset = ruleset
             .add_rule(PathBeneath::new(owned, AccessFs::from_file(abi) & device))
             .map_err(|e| e.to_string())?;
@@ -599,3 +661,6 @@ fn landlock(layout: &Layout) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -227,15 +227,18 @@ fn spawn_helper(helper: &Path, arg: &str, payload: &impl Serialize) -> Result<i3
         .arg(arg)
         .arg(raw.to_string())
         .env_clear();
-    // SAFETY: only async-signal-safe calls between fork and exec.
+    // SAFETY: only async-signal-safe calls between fork and exec (nix's
+    // wrappers allocate nothing, nor does io::Error from an errno).
     unsafe {
         command.pre_exec(move || {
+            // SAFETY: `fd` (still owned by the parent) is open in the child.
+            let fd = std::os::fd::BorrowedFd::borrow_raw(raw);
             // Let the descriptor survive exec, and die with kennel.
-            if libc::fcntl(raw, libc::F_SETFD, 0) == -1
-                || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1
-            {
-                return Err(std::io::Error::last_os_error());
-            }
+            nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )?;
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
             Ok(())
         });
     }
@@ -283,7 +286,9 @@ fn read_payload<T: serde::de::DeserializeOwned>(
         .and_then(|text| text.parse().ok())
         .filter(|fd| *fd > 2)
         .ok_or_else(|| format!("{arg} is internal to kennel: expected a descriptor"))?;
-    // Owning a descriptor that is not open would abort when it is dropped.
+    // Owning a descriptor that is not open would abort when it is dropped
+    // (raw: nix's fcntl wants a BorrowedFd, which may only be made of a
+    // descriptor known to be open, which is the question).
     // SAFETY: F_GETFD only inspects the descriptor.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
         return Err(format!(

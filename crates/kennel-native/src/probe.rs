@@ -163,7 +163,8 @@ fn probe_landlock() -> Result<i32, Missing> {
 }
 
 fn probe_seccomp() -> Result<(), Missing> {
-    // SAFETY: PR_GET_SECCOMP only reads the calling thread's mode.
+    // SAFETY: PR_GET_SECCOMP only reads the calling thread's mode (nix has
+    // no wrapper for it).
     let mode = unsafe { libc::prctl(libc::PR_GET_SECCOMP) };
     if mode >= 0 {
         Ok(())

@@ -12,7 +12,7 @@ use crate::{NativeError, check_command, decide};
 
 /// A host made of a table of paths.
 #[derive(Default)]
-struct FakeFs {
+pub(crate) struct FakeFs {
     nodes: HashMap<PathBuf, Node>,
     executables: Vec<PathBuf>,
 }
@@ -40,7 +40,7 @@ impl HostFs for FakeFs {
     }
 }
 
-fn usrmerge_host() -> FakeFs {
+pub(crate) fn usrmerge_host() -> FakeFs {
     FakeFs::default()
         .with("/usr", Node::Dir)
         .with("/etc", Node::Dir)
@@ -66,7 +66,7 @@ fn mount(source: &str, target: &str, read_only: bool, purpose: MountPurpose) -> 
     }
 }
 
-fn plan(mounts: Vec<Mount>) -> Plan {
+pub(crate) fn plan(mounts: Vec<Mount>) -> Plan {
     Plan {
         version: PLAN_VERSION,
         agent: "shell".into(),
@@ -125,7 +125,7 @@ fn plan(mounts: Vec<Mount>) -> Plan {
     }
 }
 
-fn typical_mounts() -> Vec<Mount> {
+pub(crate) fn typical_mounts() -> Vec<Mount> {
     vec![
         mount(
             "/data/homes/shell",
