@@ -37,6 +37,11 @@ pub fn exit_code_and_streams(b: Backend) {
     out.assert_ok();
     let out = t.kennel(&["run", "shell", "--", "false"]).run();
     out.assert_code(1);
+    // A command that does not exist: 127 on every backend.
+    let out = t
+        .kennel(&["run", "shell", "--", "kennel-e2e-no-such-command"])
+        .run();
+    out.assert_code(127);
 }
 
 /// stdin is forwarded, including EOF, without a terminal.

@@ -78,12 +78,12 @@ pub fn lifecycle(b: Backend) {
         .kennel(&["exec", &name, "--", "cat", "/etc/hostname"])
         .run();
     out.assert_ok();
+    assert!(!out.stdout.trim().is_empty(), "{out}");
     // A command that does not exist: 127, as `kennel run` and the shell say.
     let out = t
         .kennel(&["exec", &name, "--", "kennel-e2e-no-such-command"])
         .run();
     out.assert_code(127);
-    assert!(!out.stdout.trim().is_empty(), "{out}");
     let out = t.kennel(&["exec", &name, "--", "sh", "-c", "exit 4"]).run();
     out.assert_code(4);
 
