@@ -79,7 +79,7 @@ pub enum Command {
     Man,
     /// Internal: the program of a native persistent session's tmux pane
     #[command(name = "__native-session", hide = true)]
-    NativeSession(crate::native_session::PaneArgs),
+    NativeSession(PaneArgs),
 }
 
 /// Shared `--json` switch.
@@ -115,4 +115,13 @@ pub enum NetworkArg {
     Allowlist,
     Restricted,
     Open,
+}
+
+/// `kennel __native-session DIR ID` (internal).
+#[derive(Debug, clap::Args)]
+pub struct PaneArgs {
+    /// The session's directory
+    pub dir: std::path::PathBuf,
+    /// The session's id in the registry
+    pub id: String,
 }

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use crate::error::CliError;
+use kennel_lib::error::CliError;
 
 /// Asks `question` with `[y/N]` on stderr and reads the answer from the
 /// terminal: true for `y` or `yes` (any case). Without a terminal on stdin

@@ -7,26 +7,15 @@
 #[macro_use]
 mod ui;
 
-mod backend;
-mod checkout;
 mod cli;
 mod commands;
 mod confirm;
-mod context;
-mod engines;
-mod error;
-mod git_audit;
-mod image_build;
-mod native_session;
-mod proxy;
-mod proxy_daemon;
-mod sessions;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
-use crate::error::CliError;
+use kennel_lib::error::CliError;
 
 fn main() {
     // The native backend's helper: before anything can start a thread (a
@@ -43,7 +32,7 @@ fn main() {
                 let fd = args.next();
                 kennel_native::enter_main(fd.as_deref().and_then(|fd| fd.to_str()));
             }
-            Some(arg) if arg == proxy_daemon::ARG => proxy_daemon::main(),
+            Some(arg) if arg == kennel_lib::proxy_daemon::ARG => kennel_lib::proxy_daemon::main(),
             _ => {}
         }
     }
@@ -56,7 +45,8 @@ fn main() {
         }
     };
     init_logging(cli.verbose);
-    ui::set_verbosity(cli.verbose);
+    kennel_lib::report::set_verbosity(cli.verbose);
+    kennel_lib::report::set_reporter(Box::new(ui::Stderr));
     let code = match dispatch(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -84,39 +74,30 @@ fn init_logging(verbose: u8) {
 
 fn dispatch(cli: Cli) -> Result<i32, CliError> {
     match cli.command {
-        Command::Run(args) => runtime()?.block_on(commands::run::run(args)),
-        Command::Start(args) => runtime()?.block_on(commands::start::run(args)),
+        Command::Run(args) => kennel_lib::runtime()?.block_on(commands::run::run(args)),
+        Command::Start(args) => kennel_lib::runtime()?.block_on(commands::start::run(args)),
         Command::Ls(args) => commands::ls::run(args),
-        Command::Attach(args) => runtime()?.block_on(commands::attach::run(args)),
-        Command::Exec(args) => runtime()?.block_on(commands::exec::run(args)),
-        Command::Logs(args) => runtime()?.block_on(commands::logs::run(args)),
-        Command::Send(args) => runtime()?.block_on(commands::send::run(args)),
-        Command::Capture(args) => runtime()?.block_on(commands::capture::run(args)),
-        Command::Stop(args) => runtime()?.block_on(commands::stop::run(args)),
-        Command::Kill(args) => runtime()?.block_on(commands::kill::run(args)),
-        Command::Rm(args) => runtime()?.block_on(commands::rm::run(args)),
-        Command::Diff(args) => runtime()?.block_on(commands::diff::run(args)),
-        Command::Merge(args) => runtime()?.block_on(commands::merge::run(args)),
-        Command::Apply(args) => runtime()?.block_on(commands::apply::run(args)),
-        Command::Discard(args) => runtime()?.block_on(commands::discard::run(args)),
-        Command::Sync(args) => runtime()?.block_on(commands::sync::run(args)),
-        Command::Clean(args) => runtime()?.block_on(commands::clean::run(args)),
+        Command::Attach(args) => kennel_lib::runtime()?.block_on(commands::attach::run(args)),
+        Command::Exec(args) => kennel_lib::runtime()?.block_on(commands::exec::run(args)),
+        Command::Logs(args) => kennel_lib::runtime()?.block_on(commands::logs::run(args)),
+        Command::Send(args) => kennel_lib::runtime()?.block_on(commands::send::run(args)),
+        Command::Capture(args) => kennel_lib::runtime()?.block_on(commands::capture::run(args)),
+        Command::Stop(args) => kennel_lib::runtime()?.block_on(commands::stop::run(args)),
+        Command::Kill(args) => kennel_lib::runtime()?.block_on(commands::kill::run(args)),
+        Command::Rm(args) => kennel_lib::runtime()?.block_on(commands::rm::run(args)),
+        Command::Diff(args) => kennel_lib::runtime()?.block_on(commands::diff::run(args)),
+        Command::Merge(args) => kennel_lib::runtime()?.block_on(commands::merge::run(args)),
+        Command::Apply(args) => kennel_lib::runtime()?.block_on(commands::apply::run(args)),
+        Command::Discard(args) => kennel_lib::runtime()?.block_on(commands::discard::run(args)),
+        Command::Sync(args) => kennel_lib::runtime()?.block_on(commands::sync::run(args)),
+        Command::Clean(args) => kennel_lib::runtime()?.block_on(commands::clean::run(args)),
         Command::Agents(args) => commands::agents::run(args),
-        Command::Image(command) => runtime()?.block_on(commands::image::run(command)),
-        Command::Doctor(args) => runtime()?.block_on(commands::doctor::run(args)),
+        Command::Image(command) => kennel_lib::runtime()?.block_on(commands::image::run(command)),
+        Command::Doctor(args) => kennel_lib::runtime()?.block_on(commands::doctor::run(args)),
         Command::Config(command) => commands::config::run(command),
         Command::Net(command) => commands::net::run(command),
         Command::Completions(args) => commands::completions::run(args),
         Command::Man => commands::completions::man(),
-        Command::NativeSession(args) => native_session::pane_main(&args.dir, &args.id),
+        Command::NativeSession(args) => kennel_lib::native_session::pane_main(&args.dir, &args.id),
     }
-}
-
-/// The async runtime, for the commands that talk to an engine.
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|error| CliError::kennel(format!("cannot start the async runtime: {error}")))
 }

@@ -3,8 +3,8 @@
 use clap::Args;
 
 use crate::cli::JsonFlag;
-use crate::context::Context;
-use crate::error::CliError;
+use kennel_lib::context::Context;
+use kennel_lib::error::CliError;
 
 #[derive(Debug, Args)]
 pub struct AgentsArgs {

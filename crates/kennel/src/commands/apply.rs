@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use crate::error::CliError;
+use kennel_lib::error::CliError;
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
@@ -12,7 +12,7 @@ pub struct ApplyArgs {
 }
 
 pub async fn run(args: ApplyArgs) -> Result<i32, CliError> {
-    let reviewed = crate::checkout::review(&args.session).await?;
+    let reviewed = kennel_lib::checkout::review(&args.session).await?;
     let name = &reviewed.found.session.name;
     if reviewed.running() {
         eprintln!("kennel: session {name} is still running: only what it has committed is applied");
@@ -20,7 +20,7 @@ pub async fn run(args: ApplyArgs) -> Result<i32, CliError> {
     reviewed
         .repo
         .apply(&reviewed.checkout)
-        .map_err(crate::checkout::git_error)?;
+        .map_err(kennel_lib::checkout::git_error)?;
     eprintln!(
         "kennel: the changes of session {name} ({}) are in your checkout, staged and uncommitted",
         reviewed.checkout.branch

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use clap::Args;
 
-use crate::error::CliError;
+use kennel_lib::error::CliError;
 
 #[derive(Debug, Args)]
 pub struct AttachArgs {
@@ -20,6 +20,6 @@ pub async fn run(args: AttachArgs) -> Result<i32, CliError> {
             "`kennel send` and `kennel capture` type into and read a session without one",
         ));
     }
-    let mut found = crate::sessions::find(&args.session)?;
+    let mut found = kennel_lib::sessions::find(&args.session)?;
     found.backend()?.attach(&mut found).await
 }

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use crate::error::CliError;
+use kennel_lib::error::CliError;
 
 #[derive(Debug, Args)]
 pub struct CaptureArgs {
@@ -19,7 +19,7 @@ pub struct CaptureArgs {
 }
 
 pub async fn run(args: CaptureArgs) -> Result<i32, CliError> {
-    let mut found = crate::sessions::find(&args.session)?;
+    let mut found = kennel_lib::sessions::find(&args.session)?;
     let screen = found
         .backend()?
         .capture(&mut found, args.history, args.escapes)

@@ -13,8 +13,8 @@ use kennel_core::host::HostContext;
 use kennel_core::settings;
 use kennel_sessions::{Mode, Registry, Session, State};
 
-use crate::backend::{Backend, Backends, NAMES, Observed, Remains};
-use crate::error::CliError;
+use kennel_lib::backend::{Backend, Backends, NAMES, Observed, Remains};
+use kennel_lib::error::CliError;
 
 #[derive(Debug, Args)]
 pub struct CleanArgs {
@@ -108,7 +108,7 @@ pub async fn run(args: CleanArgs) -> Result<i32, CliError> {
     }
     // Direct-mode sessions that have ended by now: their git audit.
     if let Some(registry) = &registry {
-        crate::git_audit::settle(&host, registry);
+        kennel_lib::git_audit::settle(&host, registry);
     }
     if failed > 0 {
         return Err(CliError::kennel(format!(

@@ -6,8 +6,8 @@ use clap::{Args, Subcommand};
 use kennel_core::trust::TrustStore;
 
 use crate::cli::JsonFlag;
-use crate::context::{Context, project_file};
-use crate::error::CliError;
+use kennel_lib::context::{Context, project_file};
+use kennel_lib::error::CliError;
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {

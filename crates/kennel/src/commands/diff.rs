@@ -6,7 +6,7 @@ use std::io::Write;
 
 use clap::Args;
 
-use crate::error::CliError;
+use kennel_lib::error::CliError;
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
@@ -25,15 +25,15 @@ pub struct DiffArgs {
 }
 
 pub async fn run(args: DiffArgs) -> Result<i32, CliError> {
-    let reviewed = crate::checkout::review(&args.session).await?;
+    let reviewed = kennel_lib::checkout::review(&args.session).await?;
     let diff = reviewed
         .repo
         .diff(&reviewed.checkout, args.stat)
-        .map_err(crate::checkout::git_error)?;
+        .map_err(kennel_lib::checkout::git_error)?;
     let diff = if args.raw {
         diff
     } else {
-        crate::ui::terminal_safe(&diff, false)
+        kennel_lib::text::terminal_safe(&diff, false)
     };
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(&diff).and_then(|()| stdout.flush()) {

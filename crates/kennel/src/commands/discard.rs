@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use crate::error::CliError;
+use kennel_lib::error::CliError;
 
 #[derive(Debug, Args)]
 pub struct DiscardArgs {
@@ -16,7 +16,7 @@ pub struct DiscardArgs {
 }
 
 pub async fn run(args: DiscardArgs) -> Result<i32, CliError> {
-    let mut reviewed = crate::checkout::review(&args.session).await?;
+    let mut reviewed = kennel_lib::checkout::review(&args.session).await?;
     let session = &reviewed.found.session;
     let checkout = &reviewed.checkout;
     if reviewed.running() {
@@ -51,7 +51,7 @@ pub async fn run(args: DiscardArgs) -> Result<i32, CliError> {
     reviewed
         .repo
         .discard(checkout)
-        .map_err(crate::checkout::git_error)?;
+        .map_err(kennel_lib::checkout::git_error)?;
     let (id, name, branch) = (
         session.id.clone(),
         session.name.clone(),

@@ -4,8 +4,8 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::cli::JsonFlag;
-use crate::context::Context;
-use crate::error::CliError;
+use kennel_lib::context::Context;
+use kennel_lib::error::CliError;
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use crate::error::CliError;
+use kennel_lib::error::CliError;
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
@@ -15,6 +15,6 @@ pub struct ExecArgs {
 }
 
 pub async fn run(args: ExecArgs) -> Result<i32, CliError> {
-    let mut found = crate::sessions::find(&args.session)?;
+    let mut found = kennel_lib::sessions::find(&args.session)?;
     found.backend()?.exec(&mut found, args.command).await
 }

@@ -6,9 +6,9 @@ use clap::{Args, Subcommand};
 use kennel_image::{LABEL_AGENT, LABEL_MANAGED};
 
 use crate::cli::{BackendArg, JsonFlag};
-use crate::context::Context;
-use crate::error::CliError;
-use crate::image_build::Outcome;
+use kennel_lib::context::Context;
+use kennel_lib::error::CliError;
+use kennel_lib::image_build::Outcome;
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
@@ -83,7 +83,7 @@ pub async fn run(command: ImageCommand) -> Result<i32, CliError> {
         .map(|backend| backend.as_str().to_string())
         .or_else(|| context.config.file.defaults.backend.clone())
         .unwrap_or_else(|| "auto".into());
-    let engine = crate::engines::connect(&backend).await?;
+    let engine = kennel_lib::engines::connect(&backend).await?;
     match command {
         ImageCommand::Build(args) => build(&context, &engine, args).await,
         ImageCommand::Ls(args) => ls(&context, &engine, args).await,
@@ -106,11 +106,11 @@ async fn build(
         .collect::<Result<Vec<_>, _>>()?;
     for agent in agents {
         let recipes = kennel_image::recipes_for(agent, &settings);
-        let outcomes = crate::image_build::ensure(
+        let outcomes = kennel_lib::image_build::ensure(
             engine,
             &recipes,
             args.no_cache,
-            &crate::image_build::log_dir(&context.host.data_dir),
+            &kennel_lib::image_build::log_dir(&context.host.data_dir),
         )
         .await?;
         let tag = recipes

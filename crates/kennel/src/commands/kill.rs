@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use crate::error::CliError;
+use kennel_lib::error::CliError;
 
 #[derive(Debug, Args)]
 pub struct KillArgs {
@@ -11,9 +11,9 @@ pub struct KillArgs {
 }
 
 pub async fn run(args: KillArgs) -> Result<i32, CliError> {
-    let mut found = crate::sessions::find(&args.session)?;
+    let mut found = kennel_lib::sessions::find(&args.session)?;
     found.backend()?.kill(&mut found).await?;
     eprintln!("kennel: session {} killed", found.session.name);
-    crate::checkout::session_ended(&found.session);
+    kennel_lib::checkout::session_ended(&found.session);
     Ok(0)
 }

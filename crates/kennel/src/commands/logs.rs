@@ -11,8 +11,8 @@ use std::io::Write;
 use clap::Args;
 use kennel_engine::OutputStream;
 
-use crate::error::CliError;
-use crate::ui::TerminalSafe;
+use kennel_lib::error::CliError;
+use kennel_lib::text::TerminalSafe;
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
@@ -81,7 +81,7 @@ impl Printer {
 pub async fn run(args: LogsArgs) -> Result<i32, CliError> {
     let mut printer = Printer::new(args.raw);
     let mut sink = |stream: OutputStream, bytes: &[u8]| printer.write(stream, bytes);
-    let mut found = crate::sessions::find(&args.session)?;
+    let mut found = kennel_lib::sessions::find(&args.session)?;
     let result = found
         .backend()?
         .logs(&mut found, args.follow, &mut sink)

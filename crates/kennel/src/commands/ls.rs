@@ -6,7 +6,7 @@ use clap::Args;
 use kennel_core::host::HostContext;
 use kennel_sessions::{Registry, Session};
 
-use crate::error::CliError;
+use kennel_lib::error::CliError;
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
@@ -21,7 +21,7 @@ pub struct LsArgs {
 
 pub fn run(args: LsArgs) -> Result<i32, CliError> {
     let host = HostContext::detect()?;
-    let path = crate::sessions::registry_path(&host);
+    let path = kennel_lib::sessions::registry_path(&host);
     // No registry yet: no sessions, and nothing to create for a listing.
     let sessions = if path.exists() {
         let mut registry = Registry::open(&path)?;
@@ -29,7 +29,7 @@ pub fn run(args: LsArgs) -> Result<i32, CliError> {
         refresh(&mut registry, &mut sessions, args.all);
         // Direct-mode sessions found ended (however they ended): their
         // end-of-session check of the user's git control files.
-        crate::git_audit::settle(&host, &registry);
+        kennel_lib::git_audit::settle(&host, &registry);
         sessions
     } else {
         Vec::new()
@@ -82,7 +82,7 @@ impl<'a> Listed<'a> {
         session: &'a Session,
         repos: &mut std::collections::HashMap<std::path::PathBuf, Option<kennel_git::Repo>>,
     ) -> Listed<'a> {
-        let checkout = crate::checkout::of_session(session).ok().flatten();
+        let checkout = kennel_lib::checkout::of_session(session).ok().flatten();
         let unmerged = checkout.as_ref().and_then(|checkout| {
             let repo = repos
                 .entry(session.workspace.clone())
@@ -117,15 +117,15 @@ fn refresh(registry: &mut Registry, sessions: &mut Vec<Session>, all: bool) {
     let must_ask = sessions.iter().any(|session| {
         !session.state.is_ended()
             && session.handle.is_some()
-            && crate::backend::by_name(&session.backend).is_ok_and(|b| !b.ends_with_owner())
+            && kennel_lib::backend::by_name(&session.backend).is_ok_and(|b| !b.ends_with_owner())
     });
     if !must_ask {
         return;
     }
-    let Ok(runtime) = crate::runtime() else {
+    let Ok(runtime) = kennel_lib::runtime() else {
         return;
     };
-    runtime.block_on(crate::backend::refresh(registry, sessions));
+    runtime.block_on(kennel_lib::backend::refresh(registry, sessions));
 }
 
 const HEADERS: [&str; 9] = [
@@ -161,7 +161,7 @@ fn table(sessions: &[Session], now_ms: i64, home: &Path) -> String {
                     .map(|code| code.to_string())
                     .unwrap_or_else(|| "-".into()),
                 // Worktree and clone sessions: their branch.
-                crate::checkout::of_session(session)
+                kennel_lib::checkout::of_session(session)
                     .ok()
                     .flatten()
                     .map(|checkout| checkout.branch)

@@ -4,7 +4,7 @@
 use clap::Args;
 use kennel_git::MergeOutcome;
 
-use crate::error::CliError;
+use kennel_lib::error::CliError;
 
 #[derive(Debug, Args)]
 pub struct MergeArgs {
@@ -13,7 +13,7 @@ pub struct MergeArgs {
 }
 
 pub async fn run(args: MergeArgs) -> Result<i32, CliError> {
-    let reviewed = crate::checkout::review(&args.session).await?;
+    let reviewed = kennel_lib::checkout::review(&args.session).await?;
     let name = &reviewed.found.session.name;
     let branch = &reviewed.checkout.branch;
     if reviewed.running() {
@@ -22,7 +22,7 @@ pub async fn run(args: MergeArgs) -> Result<i32, CliError> {
     let outcome = reviewed
         .repo
         .merge(&reviewed.checkout)
-        .map_err(crate::checkout::git_error)?;
+        .map_err(kennel_lib::checkout::git_error)?;
     match outcome {
         MergeOutcome::UpToDate => eprintln!("kennel: already up to date with {branch}"),
         MergeOutcome::FastForward { .. } => {

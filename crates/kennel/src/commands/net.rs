@@ -6,8 +6,8 @@ use clap::{Args, Subcommand};
 use kennel_core::settings;
 use kennel_proxy::Decision;
 
-use crate::context::Context;
-use crate::error::CliError;
+use kennel_lib::context::Context;
+use kennel_lib::error::CliError;
 
 #[derive(Debug, Subcommand)]
 pub enum NetCommand {

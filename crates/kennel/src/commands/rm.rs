@@ -3,7 +3,7 @@
 use clap::Args;
 use kennel_sessions::Mode;
 
-use crate::error::CliError;
+use kennel_lib::error::CliError;
 
 #[derive(Debug, Args)]
 pub struct RmArgs {
@@ -16,7 +16,7 @@ pub struct RmArgs {
 }
 
 pub async fn run(args: RmArgs) -> Result<i32, CliError> {
-    let mut found = crate::sessions::find(&args.session)?;
+    let mut found = kennel_lib::sessions::find(&args.session)?;
     if found.session.mode == Mode::Persistent {
         found.backend()?.remove(&mut found, args.force).await?;
     } else if !found.session.state.is_ended() && !args.force {
@@ -27,7 +27,7 @@ pub async fn run(args: RmArgs) -> Result<i32, CliError> {
     found.registry.remove(&id)?;
     eprintln!("kennel: session {} removed", found.session.name);
     audit(&id);
-    crate::checkout::warn_left_behind(&found.session);
+    kennel_lib::checkout::warn_left_behind(&found.session);
     Ok(0)
 }
 
@@ -35,6 +35,6 @@ pub async fn run(args: RmArgs) -> Result<i32, CliError> {
 /// files, if it has not run yet.
 fn audit(id: &str) {
     if let Ok(host) = kennel_core::host::HostContext::detect() {
-        crate::git_audit::finish(&host, id);
+        kennel_lib::git_audit::finish(&host, id);
     }
 }

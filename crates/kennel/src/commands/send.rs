@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use crate::error::CliError;
+use kennel_lib::error::CliError;
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
@@ -18,7 +18,7 @@ pub struct SendArgs {
 }
 
 pub async fn run(args: SendArgs) -> Result<i32, CliError> {
-    let mut found = crate::sessions::find(&args.session)?;
+    let mut found = kennel_lib::sessions::find(&args.session)?;
     found
         .backend()?
         .send(&mut found, &args.text, !args.no_enter)

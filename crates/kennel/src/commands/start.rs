@@ -7,10 +7,9 @@
 //! the agent and exits with the agent's exit code.
 
 use clap::Args;
-use kennel_sessions::{Mode, Registry, State};
 
-use crate::commands::run::{Prepared, RunArgs, prepare, prepare_host};
-use crate::error::CliError;
+use crate::commands::run::RunArgs;
+use kennel_lib::error::CliError;
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
@@ -26,96 +25,20 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
     if let Some(name) = &args.name {
         check_name(name)?;
     }
-    let Prepared {
-        context,
-        agent,
-        backend,
-        image_settings,
-        recipes,
-        mut plan,
-    } = prepare(&args.run, false, |_, _, _| {}).await?;
-    plan.ephemeral = false;
-    backend.persistent(&mut plan);
-
-    let choice = args.run.choose(&context, &plan)?;
+    let launch = args.run.launch_request(false);
+    let mut prepared = kennel_lib::launch::prepare(&launch).await?;
+    kennel_lib::launch::persistent(&mut prepared);
+    let choice = args.run.choose(&prepared.context, &prepared.plan)?;
     if args.run.dry_run {
-        return crate::commands::run::print_dry_run(&choice, &mut plan);
+        return crate::commands::run::print_dry_run(&choice, &mut prepared.plan);
     }
-    crate::commands::run::direct_guard(&args.run, &context, choice.mode)?;
-    // Fail closed here, where the user sees it.
-    let mut launch = backend
-        .prepare(&plan)
-        .await
-        .map_err(|error| crate::commands::run::with_install_hint(error, &agent))?;
-    for warning in plan.warnings.iter().chain(&launch.warnings()) {
-        eprintln!("kennel: warning: {warning}");
-    }
-    let mut registry = Registry::open(&crate::sessions::registry_path(&context.host))?;
-    let session = crate::sessions::register(
-        &mut registry,
-        &context.host,
-        &mut plan,
-        args.name.clone(),
-        Mode::Persistent,
-        choice.slot,
-    )?;
-    if choice.mode == crate::checkout::WorkspaceMode::Direct
-        && let Some(workspace) = &context.workspace
-    {
-        // Checked when the session has ended, however it ends.
-        crate::git_audit::begin(&context.host, workspace, &session.id, &session.name);
-    }
-    if choice.mode != crate::checkout::WorkspaceMode::Direct
-        && let Err(error) = crate::checkout::create(
-            &mut registry,
-            &context.host,
-            &mut plan,
-            &choice,
-            args.run.branch.as_deref(),
-            &session,
-        )
-    {
-        if let Err(registry_error) =
-            registry.mark_ended(&session.id, State::Failed, Some(error.kind.code()))
-        {
-            tracing::warn!("cannot record the failed start: {registry_error}");
-        }
-        return Err(error);
-    }
-    let started = async {
-        launch
-            .provision(
-                &recipes,
-                &crate::image_build::log_dir(&context.host.data_dir),
-            )
-            .await?;
-        prepare_host(&context, &plan, &image_settings)?;
-        // `allowlist` and `restricted`: the session's egress proxy lives as
-        // long as its sandbox.
-        let proxy = crate::proxy::ProxySpec::from_plan(&context.config, &plan)?;
-        launch
-            .start(&plan, proxy, &context.host, &mut registry, &session.id)
-            .await
-    }
-    .await;
-    match started {
-        Ok(()) => {
-            outln!("{} {}", session.name, session.id);
-            eprintln!(
-                "kennel: session {} started; `kennel attach {}` attaches (detach with C-b d)",
-                session.name, session.name
-            );
-            Ok(0)
-        }
-        Err(error) => {
-            if let Err(registry_error) =
-                registry.mark_ended(&session.id, State::Failed, Some(error.kind.code()))
-            {
-                tracing::warn!("cannot record the failed start: {registry_error}");
-            }
-            Err(error)
-        }
-    }
+    let session = kennel_lib::launch::start(prepared, choice, &launch, args.name).await?;
+    outln!("{} {}", session.name, session.id);
+    eprintln!(
+        "kennel: session {} started; `kennel attach {}` attaches (detach with C-b d)",
+        session.name, session.name
+    );
+    Ok(0)
 }
 
 /// Names are used on command lines: keep them plain.

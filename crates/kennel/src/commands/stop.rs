@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::backend::Stopped;
-use crate::error::CliError;
+use kennel_lib::backend::Stopped;
+use kennel_lib::error::CliError;
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
@@ -22,7 +22,7 @@ pub struct StopArgs {
 }
 
 pub async fn run(args: StopArgs) -> Result<i32, CliError> {
-    let mut found = crate::sessions::find(&args.session)?;
+    let mut found = kennel_lib::sessions::find(&args.session)?;
     let grace = Duration::from_secs(args.timeout);
     match found.backend()?.stop(&mut found, grace).await? {
         Stopped::Already => {
@@ -30,7 +30,7 @@ pub async fn run(args: StopArgs) -> Result<i32, CliError> {
         }
         Stopped::Now => {
             eprintln!("kennel: session {} stopped", found.session.name);
-            crate::checkout::session_ended(&found.session);
+            kennel_lib::checkout::session_ended(&found.session);
         }
     }
     Ok(0)

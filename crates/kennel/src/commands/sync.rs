@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use crate::error::CliError;
+use kennel_lib::error::CliError;
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
@@ -12,11 +12,11 @@ pub struct SyncArgs {
 }
 
 pub async fn run(args: SyncArgs) -> Result<i32, CliError> {
-    let reviewed = crate::checkout::review(&args.session).await?;
+    let reviewed = kennel_lib::checkout::review(&args.session).await?;
     let tip = reviewed
         .repo
         .sync(&reviewed.checkout)
-        .map_err(crate::checkout::git_error)?;
+        .map_err(kennel_lib::checkout::git_error)?;
     eprintln!(
         "kennel: branch {} is at {} in {}",
         reviewed.checkout.branch,

@@ -318,15 +318,6 @@ impl NativeSession {
     }
 }
 
-/// `kennel __native-session DIR ID` (internal).
-#[derive(Debug, clap::Args)]
-pub struct PaneArgs {
-    /// The session's directory
-    pub dir: PathBuf,
-    /// The session's id in the registry
-    pub id: String,
-}
-
 /// The hidden command the pane runs.
 pub const NATIVE_SESSION_COMMAND: &str = "__native-session";
 

@@ -329,7 +329,7 @@ pub fn guard(host: &HostContext, workspace: &Workspace, accept: bool) -> Result<
         )));
     }
     for note in &workspace.notes {
-        eprintln!("kennel: warning: {note}");
+        crate::report::warn(note);
     }
     let Some(now) = identity(&workspace.root) else {
         return Ok(());
@@ -386,10 +386,10 @@ pub fn begin(host: &HostContext, workspace: &Workspace, session_id: &str, sessio
     match serde_json::to_vec(&snapshot) {
         Ok(json) => {
             if let Err(error) = std::fs::write(dir.join(format!("{session_id}.json")), json) {
-                eprintln!(
-                    "kennel: warning: cannot record the git control files for the end-of-session \
+                crate::report::warn(&format!(
+                    "cannot record the git control files for the end-of-session \
                      check ({error})"
-                );
+                ));
             }
         }
         Err(error) => tracing::warn!("cannot serialise the git snapshot: {error}"),
@@ -400,7 +400,7 @@ pub fn begin(host: &HostContext, workspace: &Workspace, session_id: &str, sessio
 fn print_kept(file: &Path) {
     if let Ok(text) = std::fs::read_to_string(file) {
         for warning in text.lines().filter(|line| !line.is_empty()) {
-            eprintln!("kennel: WARNING: {warning}");
+            crate::report::alarm(warning);
         }
     }
     let _ = std::fs::remove_file(file);
@@ -426,7 +426,7 @@ pub fn finish(host: &HostContext, session_id: &str) {
     // What the native backend's supervisor found when the agent exited.
     print_kept(&pending_dir(host).join(format!("{session_id}.warnings")));
     for warning in take_check(host, session_id) {
-        eprintln!("kennel: WARNING: {warning}");
+        crate::report::alarm(&warning);
     }
 }
 

@@ -125,7 +125,7 @@ pub fn create(
     registry: &mut Registry,
     host: &HostContext,
     plan: &mut Plan,
-    choice: &crate::commands::run::Choice,
+    choice: &Choice,
     branch: Option<&str>,
     session: &Session,
 ) -> Result<Checkout, CliError> {
@@ -133,14 +133,14 @@ pub fn create(
     if let Some(earlier) = &choice.resumed
         && let Some(checkout) = take_over(registry, &repo, plan, choice.mode, earlier, session)?
     {
-        eprintln!(
-            "kennel: session {} continues branch {} of session {} ({} in {})",
+        crate::report::note(&format!(
+            "session {} continues branch {} of session {} ({} in {})",
             session.name,
             checkout.branch,
             earlier.name,
             choice.mode.as_str(),
             checkout.dir.display()
-        );
+        ));
         return Ok(checkout);
     }
     let mode = choice.mode;
@@ -158,10 +158,10 @@ pub fn create(
     };
     let checkout = created.map_err(git_error)?;
     if checkout.mode == CheckoutMode::Worktree && !checkout.branch.contains('/') {
-        eprintln!(
-            "kennel: warning: the branch {} is not in a directory of branches (like kennel/…): the agent can move every branch of your repository (refs/heads is writable to it)",
+        crate::report::warn(&format!(
+            "the branch {} is not in a directory of branches (like kennel/…): the agent can move every branch of your repository (refs/heads is writable to it)",
             checkout.branch
-        );
+        ));
     }
     if let Err(error) = record(registry, &repo, plan, &checkout, session) {
         if let Err(discard_error) = repo.discard(&checkout) {
@@ -173,13 +173,13 @@ pub fn create(
         let _ = registry.set_checkout(&session.id, None);
         return Err(error);
     }
-    eprintln!(
-        "kennel: session {} works on branch {} ({} in {})",
+    crate::report::note(&format!(
+        "session {} works on branch {} ({} in {})",
         session.name,
         checkout.branch,
         mode.as_str(),
         checkout.dir.display()
-    );
+    ));
     Ok(checkout)
 }
 
@@ -197,11 +197,11 @@ fn take_over(
 ) -> Result<Option<Checkout>, CliError> {
     let Some(json) = registry.move_checkout(&earlier.id, &session.id)? else {
         if plan_of(earlier).is_some_and(|plan| plan.git.is_some()) {
-            eprintln!(
-                "kennel: session {}'s checkout is not continued: {}",
+            crate::report::note(&format!(
+                "session {}'s checkout is not continued: {}",
                 earlier.name,
                 successor_note(successor(registry, earlier).as_ref())
-            );
+            ));
         }
         return Ok(None);
     };
@@ -225,8 +225,8 @@ fn take_over(
     };
     if mode_of(&checkout) != mode || !checkout.dir.is_dir() {
         give_back(registry);
-        eprintln!(
-            "kennel: session {}'s checkout ({} in {}) is not continued: {}",
+        crate::report::note(&format!(
+            "session {}'s checkout ({} in {}) is not continued: {}",
             earlier.name,
             mode_of(&checkout).as_str(),
             checkout.dir.display(),
@@ -235,7 +235,7 @@ fn take_over(
             } else {
                 "its directory is gone".to_string()
             }
-        );
+        ));
         return Ok(None);
     }
     if let Err(error) = record(registry, repo, plan, &checkout, session) {
@@ -374,14 +374,14 @@ pub fn commit_on_exit(checkout: &Checkout, session_name: &str) {
             Ok(problems) if problems.is_empty() => {}
             Ok(problems) => {
                 let error = GitError::ObjectsTampered { problems };
-                eprintln!(
-                    "kennel: warning: session {session_name}: {error}; {}",
+                crate::report::warn(&format!(
+                    "session {session_name}: {error}; {}",
                     error.hint().unwrap_or_default()
-                );
+                ));
             }
-            Err(error) => eprintln!(
-                "kennel: warning: cannot check the object store after session {session_name}: {error}"
-            ),
+            Err(error) => crate::report::warn(&format!(
+                "cannot check the object store after session {session_name}: {error}"
+            )),
         }
     }
     let message = format!("kennel: uncommitted work of session {session_name}");
@@ -390,16 +390,16 @@ pub fn commit_on_exit(checkout: &Checkout, session_name: &str) {
         email: "kennel@localhost".into(),
     };
     match checkout.commit_all(&message, &author) {
-        Ok(Some(commit)) => eprintln!(
-            "kennel: committed the uncommitted work of session {session_name} to {} ({})",
+        Ok(Some(commit)) => crate::report::note(&format!(
+            "committed the uncommitted work of session {session_name} to {} ({})",
             checkout.branch,
             &commit[..commit.len().min(12)]
-        ),
+        )),
         Ok(None) => {}
-        Err(error) => eprintln!(
-            "kennel: warning: cannot commit the uncommitted work of session {session_name}: {error}; it stays in {}",
+        Err(error) => crate::report::warn(&format!(
+            "cannot commit the uncommitted work of session {session_name}: {error}; it stays in {}",
             checkout.dir.display()
-        ),
+        )),
     }
 }
 
@@ -518,10 +518,73 @@ pub fn warn_left_behind(session: &Session) {
             checkout.branch
         ),
     };
-    eprintln!(
-        "kennel: branch {} and the checkout {} stay in {} (`kennel discard` before `kennel rm` removes them; now: {how})",
+    crate::report::note(&format!(
+        "branch {} and the checkout {} stay in {} (`kennel discard` before `kennel rm` removes them; now: {how})",
         checkout.branch,
         checkout.dir.display(),
         session.workspace.display()
-    );
+    ));
+}
+
+/// What a session continues and how it sees the repository, from
+/// `--resume`, `--mode`, `--branch` and `defaults.mode`.
+pub struct Choice {
+    /// The agent-home slot: a free one, or that of the resumed session.
+    pub slot: kennel_sessions::SlotRequest,
+    pub mode: WorkspaceMode,
+    /// The session `--resume` continues.
+    pub resumed: Option<kennel_sessions::Session>,
+}
+
+/// Decides [`Choice`] from `--resume` (`Some("")`: the latest session),
+/// `--mode` and `--branch`. A resumed session that had a checkout of its
+/// own is continued in its mode unless `--mode` says otherwise.
+pub fn choose(
+    context: &crate::context::Context,
+    plan: &Plan,
+    resume: Option<&str>,
+    requested_mode: Option<&str>,
+    branch: Option<&str>,
+) -> Result<Choice, CliError> {
+    let resumed = match resume {
+        None => None,
+        Some(query) => Some(crate::sessions::resumed_session(
+            &context.host,
+            plan,
+            Some(query).filter(|query| !query.is_empty()),
+        )?),
+    };
+    let earlier_checkout = resumed
+        .as_ref()
+        .and_then(|session| of_session(session).ok().flatten());
+    let earlier_mode = resumed
+        .as_ref()
+        .and_then(|session| earlier_mode(session, earlier_checkout.as_ref()));
+    let mode = match (requested_mode, earlier_mode) {
+        (None, Some(mode)) => mode,
+        _ => requested(requested_mode, &context.config)?,
+    };
+    if branch.is_some() && mode == WorkspaceMode::Direct {
+        return Err(
+            CliError::usage("--branch needs --mode worktree or --mode clone")
+                .with_hint("direct mode runs in your checkout, on your branch"),
+        );
+    }
+    if let (Some(branch), Some(checkout), Some(earlier)) = (branch, &earlier_checkout, &resumed)
+        && branch != checkout.branch
+    {
+        return Err(CliError::usage(format!(
+            "--resume continues session {} on its branch {}; --branch asks for {branch}",
+            earlier.name, checkout.branch
+        ))
+        .with_hint("leave out --branch to continue that branch, or --resume for a new one"));
+    }
+    Ok(Choice {
+        slot: match &resumed {
+            Some(session) => kennel_sessions::SlotRequest::Exact(session.slot),
+            None => kennel_sessions::SlotRequest::Free,
+        },
+        mode,
+        resumed,
+    })
 }

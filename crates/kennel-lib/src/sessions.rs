@@ -180,7 +180,7 @@ impl Tracker {
         &mut self,
         host: &HostContext,
         plan: &mut Plan,
-        choice: &crate::commands::run::Choice,
+        choice: &crate::checkout::Choice,
         branch: Option<&str>,
     ) -> Result<kennel_git::Checkout, CliError> {
         let Some((registry, session)) = &mut self.registry else {

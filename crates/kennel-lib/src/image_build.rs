@@ -94,7 +94,7 @@ async fn build_one(
         let _ = writeln!(log, "#   {line}");
     }
 
-    let verbose = crate::ui::verbosity() > 0;
+    let verbose = crate::report::verbosity() > 0;
     let interactive = std::io::stderr().is_terminal();
     let bar = if interactive && !verbose {
         let bar = ProgressBar::new_spinner();
@@ -106,11 +106,11 @@ async fn build_one(
         bar.enable_steady_tick(Duration::from_millis(120));
         Some(bar)
     } else {
-        eprintln!(
-            "kennel: building {} (first use; later runs reuse it; log: {})",
+        crate::report::note(&format!(
+            "building {} (first use; later runs reuse it; log: {})",
             recipe.tag,
             log_path.display()
-        );
+        ));
         None
     };
     let mut on_event = |event: BuildEvent| {
@@ -121,17 +121,17 @@ async fn build_one(
         match (&bar, &event) {
             (Some(bar), _) => {
                 bar.set_message(
-                    crate::ui::escape_controls(line.trim())
+                    crate::text::escape_controls(line.trim())
                         .chars()
                         .take(120)
                         .collect::<String>(),
                 );
             }
             (None, BuildEvent::Step(_)) => {
-                eprintln!("kennel:   {}", crate::ui::escape_controls(line.trim()));
+                crate::report::note(&format!("  {}", crate::text::escape_controls(line.trim())));
             }
             (None, BuildEvent::Output(_)) if verbose => {
-                eprintln!("kennel:     {}", crate::ui::escape_controls(line));
+                crate::report::note(&format!("    {}", crate::text::escape_controls(line)));
             }
             (None, BuildEvent::Output(_)) => {}
         }
@@ -144,7 +144,11 @@ async fn build_one(
         let _ = writeln!(log, "# kennel: the build failed: {error}");
     }
     result.map_err(|error| build_error(error, &log_path))?;
-    eprintln!("kennel: built {} in {:.0?}", recipe.tag, started.elapsed());
+    crate::report::note(&format!(
+        "built {} in {:.0?}",
+        recipe.tag,
+        started.elapsed()
+    ));
     Ok(())
 }
 
@@ -159,7 +163,7 @@ fn build_error(error: EngineError, log_path: &Path) -> CliError {
         if let Some(step) = step {
             details.push_str(&format!(
                 "\n  failing step: {}",
-                crate::ui::escape_controls(step)
+                crate::text::escape_controls(step)
             ));
         }
         if !output_tail.is_empty() {
@@ -168,7 +172,7 @@ fn build_error(error: EngineError, log_path: &Path) -> CliError {
                 output_tail.len()
             ));
             for line in output_tail {
-                details.push_str(&format!("\n  | {}", crate::ui::escape_controls(line)));
+                details.push_str(&format!("\n  | {}", crate::text::escape_controls(line)));
             }
         }
     }
