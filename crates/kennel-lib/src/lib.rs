@@ -12,7 +12,6 @@
 pub mod backend;
 pub mod checkout;
 pub mod context;
-pub mod engines;
 pub mod error;
 pub mod git_audit;
 pub mod image_build;

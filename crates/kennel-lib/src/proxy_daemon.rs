@@ -410,7 +410,14 @@ impl Signals {
 /// Returns once the container has ended or is gone, the engine has not
 /// answered for [`UNREACHABLE_LIMIT`], or a termination signal came.
 async fn watch(backend: &str, container: &str, signals: &mut Signals) {
-    let mut engine: Option<Engine> = None;
+    let backend = match crate::backend::by_name(backend) {
+        Ok(backend) => backend,
+        Err(error) => {
+            tracing::warn!("{}", error.message);
+            return;
+        }
+    };
+    let mut engine: Option<&Engine> = None;
     let mut answered = Instant::now();
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -423,7 +430,7 @@ async fn watch(backend: &str, container: &str, signals: &mut Signals) {
             _ = tick.tick() => {}
         }
         if engine.is_none() {
-            match tokio::time::timeout(REQUEST_TIMEOUT, crate::engines::connect(backend)).await {
+            match tokio::time::timeout(REQUEST_TIMEOUT, backend.engine()).await {
                 Ok(Ok(connected)) => engine = Some(connected),
                 Ok(Err(error)) => tracing::warn!("cannot reach the engine: {}", error.message),
                 Err(_) => tracing::warn!("cannot reach the engine: no answer"),

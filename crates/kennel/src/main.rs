@@ -12,7 +12,6 @@ mod commands;
 mod confirm;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
 use kennel_lib::error::CliError;
@@ -44,9 +43,9 @@ fn main() {
             std::process::exit(error.exit_code());
         }
     };
-    init_logging(cli.verbose);
+    ui::init_logging(cli.verbose);
     kennel_lib::report::set_verbosity(cli.verbose);
-    kennel_lib::report::set_reporter(Box::new(ui::Stderr));
+    kennel_lib::report::set_reporter(Box::new(ui::Stderr { quiet: cli.quiet }));
     let code = match dispatch(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -55,21 +54,6 @@ fn main() {
         }
     };
     std::process::exit(code);
-}
-
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_env("KENNEL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
 }
 
 fn dispatch(cli: Cli) -> Result<i32, CliError> {

@@ -39,14 +39,27 @@ fn stdout_failed(error: &std::io::Error) -> ! {
     std::process::exit(kennel_lib::error::ExitKind::Kennel.code());
 }
 
+/// A command's data as JSON on stdout: the one way every `--json` (and
+/// `--dry-run`) prints.
+pub fn print_json(value: &impl serde::Serialize) -> Result<i32, kennel_lib::CliError> {
+    let json = serde_json::to_string_pretty(value)
+        .map_err(|error| kennel_lib::CliError::kennel(format!("cannot write JSON: {error}")))?;
+    outln!("{json}");
+    Ok(0)
+}
+
 /// How kennel's notes and warnings look on stderr: `kennel: …`,
 /// `kennel: warning: …`, `kennel: WARNING: …` for what an agent may have
-/// tried.
-pub struct Stderr;
+/// tried. `--quiet` silences the notes; warnings and alarms always show.
+pub struct Stderr {
+    pub quiet: bool,
+}
 
 impl kennel_lib::report::Reporter for Stderr {
     fn note(&self, text: &str) {
-        eprintln!("kennel: {text}");
+        if !self.quiet {
+            eprintln!("kennel: {text}");
+        }
     }
 
     fn warn(&self, text: &str) {
@@ -55,5 +68,63 @@ impl kennel_lib::report::Reporter for Stderr {
 
     fn alarm(&self, text: &str) {
         eprintln!("kennel: WARNING: {text}");
+    }
+}
+
+/// kennel's log lines (`tracing`) on stderr. Without `-v` they are the
+/// library's warnings and errors, and look like every other warning:
+/// `kennel: warning: …`; with `-v` they carry their time and level, for
+/// debugging. Colour only on a terminal, and never with `NO_COLOR`.
+pub fn init_logging(verbose: u8) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("KENNEL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(colour);
+    if verbose == 0 {
+        builder.event_format(Plain).init();
+    } else {
+        builder.init();
+    }
+}
+
+/// `kennel: warning: <message> <fields>` (see [`init_logging`]).
+struct Plain;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Plain
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        context: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = *event.metadata().level();
+        let label = if level == tracing::Level::ERROR {
+            "error: "
+        } else if level == tracing::Level::WARN {
+            "warning: "
+        } else {
+            ""
+        };
+        write!(writer, "kennel: {label}")?;
+        context
+            .field_format()
+            .format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
     }
 }

@@ -373,3 +373,38 @@ fn a_reader_that_goes_away_ends_kennel_quietly() {
     assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
 }
+
+/// `--quiet` silences kennel's notes; the data on stdout stays.
+#[test]
+fn quiet_silences_notes_not_data() {
+    let sandbox = Sandbox::new();
+    let (code, stdout, stderr) = output(&mut sandbox.kennel(&[
+        "run",
+        "shell",
+        "--dry-run",
+        "--mode",
+        "worktree",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("kennel: --dry-run creates no checkout"),
+        "{stderr}"
+    );
+    let (code, quiet_stdout, quiet_stderr) = output(&mut sandbox.kennel(&[
+        "run",
+        "shell",
+        "--dry-run",
+        "--mode",
+        "worktree",
+        "--quiet",
+    ]));
+    assert_eq!(code, 0, "{quiet_stderr}");
+    assert_eq!(quiet_stderr, "");
+    // The same Plan but for its random name (and the paths named after it).
+    let plan = |text: &str| {
+        let value: serde_json::Value = serde_json::from_str(text).expect("a Plan");
+        let name = value["name"].as_str().expect("a name").to_string();
+        text.replace(&name, "<name>")
+    };
+    assert_eq!(plan(&quiet_stdout), plan(&stdout));
+}

@@ -112,6 +112,10 @@ impl Backend for ContainerBackend {
         ))
     }
 
+    async fn engine(&self) -> Result<&Engine, CliError> {
+        ContainerBackend::engine(self).await
+    }
+
     async fn prepare<'a>(&'a self, plan: &Plan) -> Result<Box<dyn Launch + 'a>, CliError> {
         let engine = self.engine().await?;
         Ok(Box::new(ContainerLaunch {

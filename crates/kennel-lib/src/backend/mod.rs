@@ -82,6 +82,10 @@ pub trait Backend: Send + Sync {
     /// says what it found, for the Plan's `selected.reason`.
     async fn connect(&self) -> Result<String, CliError>;
 
+    /// The container engine the sandboxes run on (images, containers); an
+    /// error for a backend that has none.
+    async fn engine(&self) -> Result<&kennel_engine::Engine, CliError>;
+
     /// Checks that `plan` can run here (the engine answers; the host has
     /// the agent's command and the kernel features) and returns what runs
     /// it. Fails closed, before anything is made on the host.

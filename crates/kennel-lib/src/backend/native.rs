@@ -147,6 +147,12 @@ impl Backend for NativeBackend {
         Ok("requested".into())
     }
 
+    async fn engine(&self) -> Result<&kennel_engine::Engine, CliError> {
+        Err(CliError::kennel("the native backend runs no container engine").with_hint(
+            "this command needs docker or podman; `kennel doctor` shows which engines work here",
+        ))
+    }
+
     /// The sandbox is prepared here, where the user sees a failure (an
     /// agent not installed on the host: exit 127), not in a pane.
     async fn prepare<'a>(&'a self, plan: &Plan) -> Result<Box<dyn Launch + 'a>, CliError> {

@@ -16,10 +16,7 @@ pub fn run(args: AgentsArgs) -> Result<i32, CliError> {
     let context = Context::load_here()?;
     let agents: Vec<_> = context.catalog.agents().collect();
     if args.json.json {
-        let json = serde_json::to_string_pretty(&agents)
-            .map_err(|error| CliError::kennel(format!("cannot serialise the catalog: {error}")))?;
-        outln!("{json}");
-        return Ok(0);
+        return crate::ui::print_json(&agents);
     }
     let width = agents
         .iter()

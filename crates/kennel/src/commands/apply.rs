@@ -15,15 +15,17 @@ pub async fn run(args: ApplyArgs) -> Result<i32, CliError> {
     let reviewed = kennel_lib::checkout::review(&args.session).await?;
     let name = &reviewed.found.session.name;
     if reviewed.running() {
-        eprintln!("kennel: session {name} is still running: only what it has committed is applied");
+        kennel_lib::report::note(&format!(
+            "session {name} is still running: only what it has committed is applied"
+        ));
     }
     reviewed
         .repo
         .apply(&reviewed.checkout)
         .map_err(kennel_lib::checkout::git_error)?;
-    eprintln!(
-        "kennel: the changes of session {name} ({}) are in your checkout, staged and uncommitted",
+    kennel_lib::report::note(&format!(
+        "the changes of session {name} ({}) are in your checkout, staged and uncommitted",
         reviewed.checkout.branch
-    );
+    ));
     Ok(0)
 }

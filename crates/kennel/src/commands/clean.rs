@@ -80,10 +80,10 @@ pub async fn run(args: CleanArgs) -> Result<i32, CliError> {
     let mut backends = Backends::default();
     let leftovers = find(&host, registry.as_mut(), &sessions, &mut backends).await?;
     if leftovers.is_empty() {
-        eprintln!("kennel: nothing to clean");
+        kennel_lib::report::note("nothing to clean");
         return Ok(0);
     }
-    eprintln!("kennel: {} leftover(s):", leftovers.len());
+    kennel_lib::report::note(&format!("{} leftover(s):", leftovers.len()));
     for leftover in &leftovers {
         eprintln!("  {}", leftover.describe());
     }
@@ -96,13 +96,13 @@ pub async fn run(args: CleanArgs) -> Result<i32, CliError> {
             .with_hint("`kennel clean --force` removes the leftovers listed without asking"),
         )?
     {
-        eprintln!("kennel: nothing removed");
+        kennel_lib::report::note("nothing removed");
         return Ok(0);
     }
     let mut failed = 0;
     for leftover in &leftovers {
         if let Err(error) = remove(leftover, registry.as_mut(), &mut backends).await {
-            eprintln!("kennel: {error}");
+            kennel_lib::report::note(&format!("{error}"));
             failed += 1;
         }
     }
@@ -116,7 +116,7 @@ pub async fn run(args: CleanArgs) -> Result<i32, CliError> {
             leftovers.len()
         )));
     }
-    eprintln!("kennel: removed {} leftover(s)", leftovers.len());
+    kennel_lib::report::note(&format!("removed {} leftover(s)", leftovers.len()));
     Ok(0)
 }
 

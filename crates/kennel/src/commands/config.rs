@@ -62,11 +62,7 @@ fn show(args: ShowArgs) -> Result<i32, CliError> {
                 serde_json::json!({ "key": key, "value": value, "origin": origin })
             })
             .collect();
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&json).unwrap_or_default()
-        );
-        return Ok(0);
+        return crate::ui::print_json(&json);
     }
     let width = entries
         .iter()
@@ -135,11 +131,11 @@ fn trust(args: TrustArgs) -> Result<i32, CliError> {
     let mut store = TrustStore::load(&context.host.trust_file())?;
     store.trust(&file, &content);
     store.save()?;
-    eprintln!(
-        "kennel: trusted {} (sha256 {}); editing it revokes the trust",
+    kennel_lib::report::note(&format!(
+        "trusted {} (sha256 {}); editing it revokes the trust",
         file.display(),
         &kennel_core::trust::content_digest(&content)[..16]
-    );
+    ));
     Ok(0)
 }
 
@@ -156,7 +152,7 @@ fn paths(args: PathsArgs) -> Result<i32, CliError> {
             .iter()
             .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
             .collect();
-        outln!("{}", serde_json::to_string_pretty(&map).unwrap_or_default());
+        return crate::ui::print_json(&map);
     } else {
         for (name, path) in rows {
             outln!("{name:14} {}", path.display());

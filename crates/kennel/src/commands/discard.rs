@@ -44,7 +44,7 @@ pub async fn run(args: DiscardArgs) -> Result<i32, CliError> {
             session.name
         ));
         if !crate::confirm::ask(&question, no_terminal)? {
-            eprintln!("kennel: nothing removed");
+            kennel_lib::report::note("nothing removed");
             return Ok(0);
         }
     }
@@ -58,6 +58,8 @@ pub async fn run(args: DiscardArgs) -> Result<i32, CliError> {
         checkout.branch.clone(),
     );
     reviewed.found.registry.set_checkout(&id, None)?;
-    eprintln!("kennel: discarded session {name}: branch {branch} and its checkout are gone");
+    kennel_lib::report::note(&format!(
+        "discarded session {name}: branch {branch} and its checkout are gone"
+    ));
     Ok(0)
 }

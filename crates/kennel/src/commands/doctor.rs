@@ -84,10 +84,7 @@ pub async fn run(args: DoctorArgs) -> Result<i32, CliError> {
     let usable = backends.iter().any(|backend| backend.ok);
     let report = Report { backends, checks };
     if args.json.json {
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        crate::ui::print_json(&report)?;
     } else {
         outln!("backends:");
         for check in &report.backends {

@@ -83,12 +83,16 @@ pub async fn run(command: ImageCommand) -> Result<i32, CliError> {
         .map(|backend| backend.as_str().to_string())
         .or_else(|| context.config.file.defaults.backend.clone())
         .unwrap_or_else(|| "auto".into());
-    let engine = kennel_lib::engines::connect(&backend).await?;
+    let (backend, choice) = kennel_lib::backend::select(&backend, true).await?;
+    let engine = backend
+        .engine()
+        .await
+        .map_err(|error| error.with_hint(choice.reason))?;
     match command {
-        ImageCommand::Build(args) => build(&context, &engine, args).await,
-        ImageCommand::Ls(args) => ls(&context, &engine, args).await,
-        ImageCommand::Rm(args) => rm(&context, &engine, args).await,
-        ImageCommand::Prune(args) => prune(&context, &engine, args).await,
+        ImageCommand::Build(args) => build(&context, engine, args).await,
+        ImageCommand::Ls(args) => ls(&context, engine, args).await,
+        ImageCommand::Rm(args) => rm(&context, engine, args).await,
+        ImageCommand::Prune(args) => prune(&context, engine, args).await,
     }
 }
 
@@ -118,9 +122,9 @@ async fn build(
             .map(|recipe| recipe.tag.as_str())
             .unwrap_or_default();
         if outcomes.iter().all(|outcome| *outcome == Outcome::UpToDate) {
-            eprintln!("kennel: {}: {tag} is up to date", agent.name);
+            kennel_lib::report::note(&format!("{}: {tag} is up to date", agent.name));
         } else {
-            eprintln!("kennel: {}: {tag} is ready", agent.name);
+            kennel_lib::report::note(&format!("{}: {tag} is ready", agent.name));
         }
         outln!("{tag}");
     }
@@ -160,11 +164,7 @@ async fn ls(
                 })
             })
             .collect();
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&rows).unwrap_or_default()
-        );
-        return Ok(0);
+        return crate::ui::print_json(&rows);
     }
     outln!(
         "{:40}  {:14}  {:6}  {:>9}  STATUS",
@@ -219,7 +219,7 @@ async fn rm(
             vec![target.clone()]
         };
         if references.is_empty() {
-            eprintln!("kennel: no images for agent {target}");
+            kennel_lib::report::note(&format!("no images for agent {target}"));
         }
         for reference in references {
             engine.remove_image(&reference, args.force).await?;
@@ -227,7 +227,7 @@ async fn rm(
             removed += 1;
         }
     }
-    eprintln!("kennel: removed {removed} image(s)");
+    kennel_lib::report::note(&format!("removed {removed} image(s)"));
     Ok(0)
 }
 
@@ -256,9 +256,9 @@ async fn prune(
                 outln!("{}", image.reference);
                 removed += 1;
             }
-            Err(error) => eprintln!("kennel: kept {}: {error}", image.reference),
+            Err(error) => kennel_lib::report::note(&format!("kept {}: {error}", image.reference)),
         }
     }
-    eprintln!("kennel: removed {removed} image(s)");
+    kennel_lib::report::note(&format!("removed {removed} image(s)"));
     Ok(0)
 }

@@ -13,7 +13,7 @@ pub struct KillArgs {
 pub async fn run(args: KillArgs) -> Result<i32, CliError> {
     let mut found = kennel_lib::sessions::find(&args.session)?;
     found.backend()?.kill(&mut found).await?;
-    eprintln!("kennel: session {} killed", found.session.name);
+    kennel_lib::report::note(&format!("session {} killed", found.session.name));
     kennel_lib::checkout::session_ended(&found.session);
     Ok(0)
 }

@@ -14,9 +14,8 @@ pub struct LsArgs {
     #[arg(short, long)]
     pub all: bool,
 
-    /// Print the sessions as a JSON array on stdout
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: crate::cli::JsonFlag,
 }
 
 pub fn run(args: LsArgs) -> Result<i32, CliError> {
@@ -34,27 +33,24 @@ pub fn run(args: LsArgs) -> Result<i32, CliError> {
     } else {
         Vec::new()
     };
-    if args.json {
+    if args.json.json {
         // One repository opened per workspace, however many sessions it has.
         let mut repos = std::collections::HashMap::new();
         let listed: Vec<Listed> = sessions
             .iter()
             .map(|session| Listed::of(session, &mut repos))
             .collect();
-        let json = serde_json::to_string_pretty(&listed)
-            .map_err(|error| CliError::kennel(format!("cannot serialise the sessions: {error}")))?;
-        outln!("{json}");
-        return Ok(0);
+        return crate::ui::print_json(&listed);
     }
     if sessions.is_empty() {
-        eprintln!(
-            "kennel: no sessions{}",
+        kennel_lib::report::note(&format!(
+            "no sessions{}",
             if args.all {
                 ""
             } else {
                 " running or ended in the last 24 hours (`kennel ls --all` shows every one)"
             }
-        );
+        ));
         return Ok(0);
     }
     crate::ui::write_stdout(format_args!(

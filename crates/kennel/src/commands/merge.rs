@@ -17,18 +17,24 @@ pub async fn run(args: MergeArgs) -> Result<i32, CliError> {
     let name = &reviewed.found.session.name;
     let branch = &reviewed.checkout.branch;
     if reviewed.running() {
-        eprintln!("kennel: session {name} is still running: only what it has committed is merged");
+        kennel_lib::report::note(&format!(
+            "session {name} is still running: only what it has committed is merged"
+        ));
     }
     let outcome = reviewed
         .repo
         .merge(&reviewed.checkout)
         .map_err(kennel_lib::checkout::git_error)?;
     match outcome {
-        MergeOutcome::UpToDate => eprintln!("kennel: already up to date with {branch}"),
-        MergeOutcome::FastForward { .. } => {
-            eprintln!("kennel: fast-forwarded to {branch} (session {name})")
+        MergeOutcome::UpToDate => {
+            kennel_lib::report::note(&format!("already up to date with {branch}"))
         }
-        MergeOutcome::Merged { .. } => eprintln!("kennel: merged {branch} (session {name})"),
+        MergeOutcome::FastForward { .. } => {
+            kennel_lib::report::note(&format!("fast-forwarded to {branch} (session {name})"))
+        }
+        MergeOutcome::Merged { .. } => {
+            kennel_lib::report::note(&format!("merged {branch} (session {name})"))
+        }
     }
     Ok(0)
 }

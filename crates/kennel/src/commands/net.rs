@@ -25,9 +25,8 @@ pub struct LogArgs {
     #[arg(long)]
     pub denied: bool,
 
-    /// Print the decisions as a JSON array on stdout
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: crate::cli::JsonFlag,
 }
 
 pub fn run(command: NetCommand) -> Result<i32, CliError> {
@@ -64,11 +63,8 @@ fn log(args: LogArgs) -> Result<i32, CliError> {
     if args.denied {
         decisions.retain(Decision::is_denied);
     }
-    if args.json {
-        let json = serde_json::to_string_pretty(&decisions)
-            .map_err(|error| CliError::kennel(format!("cannot serialise the log: {error}")))?;
-        outln!("{json}");
-        return Ok(0);
+    if args.json.json {
+        return crate::ui::print_json(&decisions);
     }
     let session = path
         .file_name()
@@ -79,12 +75,12 @@ fn log(args: LogArgs) -> Result<i32, CliError> {
         })
         .unwrap_or_default();
     if decisions.is_empty() {
-        eprintln!(
-            "kennel: session {session}: no {}connections",
+        kennel_lib::report::note(&format!(
+            "session {session}: no {}connections",
             if args.denied { "refused " } else { "" }
-        );
+        ));
     } else if args.session.is_none() {
-        eprintln!("kennel: session {session}");
+        kennel_lib::report::note(&format!("session {session}"));
     }
     let refused_hosts = agent_of(&context, &session)
         .map(|agent| agent.refused_hosts.clone())

@@ -25,7 +25,7 @@ pub async fn run(args: RmArgs) -> Result<i32, CliError> {
     }
     let id = found.session.id.clone();
     found.registry.remove(&id)?;
-    eprintln!("kennel: session {} removed", found.session.name);
+    kennel_lib::report::note(&format!("session {} removed", found.session.name));
     audit(&id);
     kennel_lib::checkout::warn_left_behind(&found.session);
     Ok(0)

@@ -141,18 +141,15 @@ impl RunArgs {
 /// `--dry-run`: prints the Plan (in the resumed session's slot, if any).
 pub fn print_dry_run(choice: &Choice, plan: &mut Plan) -> Result<i32, CliError> {
     if choice.mode != kennel_lib::checkout::WorkspaceMode::Direct {
-        eprintln!(
-            "kennel: --dry-run creates no checkout: this Plan mounts your checkout; a {} session mounts its own instead (see `git` in the Plan's documentation)",
+        kennel_lib::report::note(&format!(
+            "--dry-run creates no checkout: this Plan mounts your checkout; a {} session mounts its own instead (see `git` in the Plan's documentation)",
             choice.mode.as_str()
-        );
+        ));
     }
     if let kennel_sessions::SlotRequest::Exact(slot) = choice.slot {
         settings::use_slot(plan, slot);
     }
-    let json = serde_json::to_string_pretty(&plan.redacted())
-        .map_err(|error| CliError::kennel(format!("cannot serialise the plan: {error}")))?;
-    outln!("{json}");
-    Ok(0)
+    crate::ui::print_json(&plan.redacted())
 }
 
 pub async fn run(args: RunArgs) -> Result<i32, CliError> {

@@ -18,6 +18,9 @@ pub struct StartArgs {
     pub name: Option<String>,
 
     #[command(flatten)]
+    pub json: crate::cli::JsonFlag,
+
+    #[command(flatten)]
     pub run: RunArgs,
 }
 
@@ -33,11 +36,15 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
         return crate::commands::run::print_dry_run(&choice, &mut prepared.plan);
     }
     let session = kennel_lib::launch::start(prepared, choice, &launch, args.name).await?;
-    outln!("{} {}", session.name, session.id);
-    eprintln!(
-        "kennel: session {} started; `kennel attach {}` attaches (detach with C-b d)",
+    if args.json.json {
+        crate::ui::print_json(&session)?;
+    } else {
+        outln!("{} {}", session.name, session.id);
+    }
+    kennel_lib::report::note(&format!(
+        "session {} started; `kennel attach {}` attaches (detach with C-b d)",
         session.name, session.name
-    );
+    ));
     Ok(0)
 }
 

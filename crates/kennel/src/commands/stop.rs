@@ -26,10 +26,10 @@ pub async fn run(args: StopArgs) -> Result<i32, CliError> {
     let grace = Duration::from_secs(args.timeout);
     match found.backend()?.stop(&mut found, grace).await? {
         Stopped::Already => {
-            eprintln!("kennel: session {} is not running", found.session.name);
+            kennel_lib::report::note(&format!("session {} is not running", found.session.name));
         }
         Stopped::Now => {
-            eprintln!("kennel: session {} stopped", found.session.name);
+            kennel_lib::report::note(&format!("session {} stopped", found.session.name));
             kennel_lib::checkout::session_ended(&found.session);
         }
     }

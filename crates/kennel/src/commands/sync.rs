@@ -17,11 +17,11 @@ pub async fn run(args: SyncArgs) -> Result<i32, CliError> {
         .repo
         .sync(&reviewed.checkout)
         .map_err(kennel_lib::checkout::git_error)?;
-    eprintln!(
-        "kennel: branch {} is at {} in {}",
+    kennel_lib::report::note(&format!(
+        "branch {} is at {} in {}",
         reviewed.checkout.branch,
         &tip[..tip.len().min(12)],
         reviewed.repo.toplevel().display()
-    );
+    ));
     Ok(0)
 }
