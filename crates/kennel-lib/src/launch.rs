@@ -167,20 +167,8 @@ pub async fn run(
                 request.branch.as_deref(),
             )?);
         }
-        let mut launch = backend
-            .prepare(&plan)
-            .await
-            .map_err(|error| with_install_hint(error, agent))?;
-        for warning in plan.warnings.iter().chain(&launch.warnings()) {
-            crate::report::warn(warning);
-        }
-        launch
-            .provision(
-                &recipes,
-                &crate::image_build::log_dir(&context.host.data_dir),
-            )
-            .await?;
-        prepare_host(&context, &plan, &image_settings)?;
+        let mut launch = checked(backend.as_ref(), &plan, agent).await?;
+        provision(launch.as_mut(), &recipes, &context, &plan, &image_settings).await?;
         let proxy = crate::proxy::SessionProxy::start(&context.config, &plan).await?;
         session.running(&plan.name);
         launch.run(&plan, proxy).await
@@ -228,13 +216,7 @@ pub async fn start(
     } = prepared;
     direct_guard(&context, choice.mode, request.accept_git_dir)?;
     // Fail closed here, where the user sees it.
-    let mut launch = backend
-        .prepare(&plan)
-        .await
-        .map_err(|error| with_install_hint(error, &agent))?;
-    for warning in plan.warnings.iter().chain(&launch.warnings()) {
-        crate::report::warn(warning);
-    }
+    let mut launch = checked(backend.as_ref(), &plan, &agent).await?;
     let mut registry = Registry::open(&crate::sessions::registry_path(&context.host))?;
     let session = crate::sessions::register(
         &mut registry,
@@ -268,13 +250,7 @@ pub async fn start(
         return Err(error);
     }
     let started = async {
-        launch
-            .provision(
-                &recipes,
-                &crate::image_build::log_dir(&context.host.data_dir),
-            )
-            .await?;
-        prepare_host(&context, &plan, &image_settings)?;
+        provision(launch.as_mut(), &recipes, &context, &plan, &image_settings).await?;
         // `allowlist` and `restricted`: the session's egress proxy lives as
         // long as its sandbox.
         let proxy = crate::proxy::ProxySpec::from_plan(&context.config, &plan)?;
@@ -294,6 +270,40 @@ pub async fn start(
             Err(error)
         }
     }
+}
+
+/// The backend's check that `plan` can run here, with the Plan's warnings
+/// and the backend's told.
+async fn checked<'a>(
+    backend: &'a dyn crate::backend::Backend,
+    plan: &Plan,
+    agent: &kennel_core::catalog::AgentSpec,
+) -> Result<Box<dyn crate::backend::Launch + 'a>, CliError> {
+    let launch = backend
+        .prepare(plan)
+        .await
+        .map_err(|error| with_install_hint(error, agent))?;
+    for warning in plan.warnings.iter().chain(&launch.warnings()) {
+        crate::report::warn(warning);
+    }
+    Ok(launch)
+}
+
+/// What the sandbox runs (images) and what its mounts point at on the host.
+async fn provision(
+    launch: &mut (dyn crate::backend::Launch + '_),
+    recipes: &[kennel_image::Recipe],
+    context: &Context,
+    plan: &Plan,
+    images: &kennel_image::ImageSettings,
+) -> Result<(), CliError> {
+    launch
+        .provision(
+            recipes,
+            &crate::image_build::log_dir(&context.host.data_dir),
+        )
+        .await?;
+    prepare_host(context, plan, images)
 }
 
 /// Direct mode: refuses symlinked git control files and a `.git` that is

@@ -378,13 +378,8 @@ fn a_reader_that_goes_away_ends_kennel_quietly() {
 #[test]
 fn quiet_silences_notes_not_data() {
     let sandbox = Sandbox::new();
-    let (code, stdout, stderr) = output(&mut sandbox.kennel(&[
-        "run",
-        "shell",
-        "--dry-run",
-        "--mode",
-        "worktree",
-    ]));
+    let (code, stdout, stderr) =
+        output(&mut sandbox.kennel(&["run", "shell", "--dry-run", "--mode", "worktree"]));
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.contains("kennel: --dry-run creates no checkout"),

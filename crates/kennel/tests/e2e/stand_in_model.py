@@ -230,9 +230,10 @@ class Handler(BaseHTTPRequestHandler):
             return self.error(400, "expected a JSON object", body)
         return handler(body)
 
-    def turn_of(self, body, answered, tools):
+    def turn_of(self, body, answered, tools, texts):
         """The script's answer to a turn-based request: (model, blocks, kind)
-        or None after an error was sent."""
+        or None after an error was sent. "{cwd}" in the blocks becomes the
+        working directory `texts` (the agent's prompt) name."""
         model = str(body.get("model", ""))
         script = self.script(model)
         if script is None:
@@ -244,7 +245,14 @@ class Handler(BaseHTTPRequestHandler):
         if answered >= len(turns):
             self.error(400, "model %r has no turn %d" % (model, answered), body)
             return None
-        return model, turns[answered], "turn %d" % answered
+        blocks = turns[answered]
+        if "{cwd}" in json.dumps(blocks):
+            cwd = working_directory(*texts)
+            if cwd is None:
+                self.error(400, "no working directory in the request for {cwd}", body)
+                return None
+            blocks = with_cwd(blocks, cwd)
+        return model, blocks, "turn %d" % answered
 
     # ---- OpenAI chat completions ---------------------------------------
 
@@ -328,16 +336,12 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(body.get("messages"), list):
             return self.error(400, "expected a JSON object with `messages`", body)
         answered = sum(1 for m in body["messages"] if m.get("role") == "assistant")
-        chosen = self.turn_of(body, answered, body.get("tools"))
+        texts = [content_text(body.get("system"))]
+        texts += [content_text(m.get("content")) for m in body["messages"]]
+        chosen = self.turn_of(body, answered, body.get("tools"), texts)
         if chosen is None:
             return
         model, blocks, kind = chosen
-        cwd = working_directory(
-            content_text(body.get("system")),
-            *(content_text(m.get("content")) for m in body["messages"]),
-        )
-        if cwd is None and "{cwd}" in json.dumps(blocks):
-            return self.error(400, "no working directory in the request for {cwd}", body)
         content = []
         for block in blocks:
             if "tool" in block:
@@ -346,7 +350,7 @@ class Handler(BaseHTTPRequestHandler):
                         "type": "tool_use",
                         "id": next_id("toolu"),
                         "name": block["tool"],
-                        "input": with_cwd(block.get("input", {}), cwd),
+                        "input": block.get("input", {}),
                     }
                 )
             else:
@@ -414,20 +418,16 @@ class Handler(BaseHTTPRequestHandler):
             )
         )
         tools = body.get("tools") or []
-        chosen = self.turn_of(body, answered, tools)
+        texts = [content_text(body.get("instructions"))]
+        texts += [content_text(item.get("content")) for item in items if isinstance(item, dict)]
+        chosen = self.turn_of(body, answered, tools, texts)
         if chosen is None:
             return
         model, blocks, kind = chosen
-        cwd = working_directory(
-            content_text(body.get("instructions")),
-            *(content_text(item.get("content")) for item in items if isinstance(item, dict)),
-        )
-        if cwd is None and "{cwd}" in json.dumps(blocks):
-            return self.error(400, "no working directory in the request for {cwd}", body)
         output = []
         for block in blocks:
             if "shell" in block:
-                item = self.shell_call(with_cwd(block["shell"], cwd), tools)
+                item = self.shell_call(block["shell"], tools)
                 if item is None:
                     names = [t.get("name") or t.get("type") for t in tools]
                     return self.error(400, "the request offers no shell tool: %r" % names, body)
