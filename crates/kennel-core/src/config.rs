@@ -204,8 +204,18 @@ pub struct NetworkConfig {
 impl NetworkConfig {
     /// `trusted` as (address, prefix length) pairs.
     pub fn trusted_ranges(&self) -> Result<Vec<(std::net::IpAddr, u8)>, String> {
+        parse_trusted(self.trusted.iter().flatten())
+    }
+}
+
+/// Address ranges as `network.trusted` writes them (CIDR, or one address)
+/// as (address, prefix length) pairs.
+pub fn parse_trusted<'a>(
+    texts: impl IntoIterator<Item = &'a String>,
+) -> Result<Vec<(std::net::IpAddr, u8)>, String> {
+    {
         let mut out = Vec::new();
-        for text in self.trusted.iter().flatten() {
+        for text in texts {
             let (addr, prefix) = match text.split_once('/') {
                 Some((addr, prefix)) => (addr, Some(prefix)),
                 None => (text.as_str(), None),

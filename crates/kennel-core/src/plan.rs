@@ -218,6 +218,17 @@ pub struct ProxyPlan {
     pub socket_inside: PathBuf,
     /// Where `kennel run` appends the session's decisions (`kennel net log`).
     pub log: PathBuf,
+    /// `[network] hosts`: names the proxy resolves itself.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, Vec<std::net::IpAddr>>,
+    /// `[network] upstream_proxy` (its credentials redacted in a printed
+    /// Plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// `[network] trusted`: address ranges exempt from the private-address
+    /// check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted: Vec<String>,
 }
 
 /// Whose name and email the agent's commits carry, and where they came
@@ -287,6 +298,14 @@ impl Plan {
         for var in plan.env.iter_mut().filter(|var| var.secret) {
             var.value = "<redacted>".to_string();
         }
+        if let Some(upstream) = plan
+            .network
+            .proxy
+            .as_mut()
+            .and_then(|proxy| proxy.upstream.as_mut())
+        {
+            *upstream = mark_userinfo(upstream);
+        }
         plan
     }
 
@@ -300,5 +319,17 @@ impl Plan {
             .iter()
             .find(|var| var.name == name)
             .map(|var| var.value.as_str())
+    }
+}
+
+/// `url` with the user info (credentials) replaced by `<redacted>`.
+fn mark_userinfo(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    match rest.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}<redacted>@{host}"),
+        None => url.to_string(),
     }
 }

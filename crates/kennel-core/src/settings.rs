@@ -406,7 +406,7 @@ pub fn build_plan(
 
     let name = sandbox_name(&agent.name, &workspace.root);
     let mut warnings = Vec::new();
-    let network = plan_network(host, config, agent, request, &name, &mut warnings);
+    let network = plan_network(host, config, agent, request, &name, &mut warnings)?;
     let mut mounts = plan_mounts(host, config, agent, workspace, request, &mut warnings)?;
     let mut env = plan_env(host, config, agent, request, &mut warnings)?;
     let git_identity = plan_git_identity(config, agent, &request.host_git, &mut warnings)?;
@@ -755,7 +755,7 @@ fn plan_network(
     request: &RunRequest,
     name: &str,
     warnings: &mut Vec<String>,
-) -> NetworkPlan {
+) -> Result<NetworkPlan, PlanError> {
     let defaults = &config.file.defaults;
     let mode = request
         .network
@@ -784,22 +784,33 @@ fn plan_network(
                     redact_userinfo(upstream)
                 ));
             }
+            let network = &config.file.network;
+            let trusted = network.trusted.clone().unwrap_or_default();
+            crate::config::parse_trusted(&trusted).map_err(|reason| PlanError::BadValue {
+                key: "network.trusted".into(),
+                reason: format!(
+                    "{reason} (write address ranges as CIDR, e.g. \"10.1.0.0/16\" or \"fd00::/8\")"
+                ),
+            })?;
             let dir = proxy_dir(host, name);
             Some(ProxyPlan {
                 listen_inside: PROXY_LISTEN_INSIDE.into(),
                 socket: dir.join(PROXY_SOCKET_NAME),
                 socket_inside: Path::new(PROXY_DIR_INSIDE).join(PROXY_SOCKET_NAME),
                 log: net_log(host, name),
+                hosts: network.hosts.clone().unwrap_or_default(),
+                upstream: network.upstream_proxy.clone(),
+                trusted,
             })
         }
     };
-    NetworkPlan {
+    Ok(NetworkPlan {
         mode,
         allow,
         deny,
         enforced: true,
         proxy,
-    }
+    })
 }
 
 /// The identity the agent's commits carry, from `defaults.git_identity`:

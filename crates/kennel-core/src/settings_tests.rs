@@ -954,3 +954,36 @@ fn git_identity_falls_back_to_the_agent_and_can_be_fixed() {
         "{newline:?}"
     );
 }
+
+#[test]
+fn the_plan_carries_everything_the_proxy_needs_and_prints_no_credentials() {
+    let with_proxy = config(
+        "[network]\n\
+         upstream_proxy = \"http://user:secret@proxy.corp:3128\"\n\
+         trusted = [\"10.1.0.0/16\"]\n\
+         [network.hosts]\n\
+         \"git.internal\" = [\"10.1.2.3\"]\n",
+    );
+    let plan = plan_with(&with_proxy, "shell", &RunRequest::default()).expect("plan");
+    let proxy = plan.network.proxy.as_ref().expect("a proxy");
+    assert_eq!(
+        proxy.upstream.as_deref(),
+        Some("http://user:secret@proxy.corp:3128")
+    );
+    assert_eq!(proxy.trusted, ["10.1.0.0/16"]);
+    assert_eq!(
+        proxy.hosts["git.internal"],
+        ["10.1.2.3".parse::<std::net::IpAddr>().expect("address")]
+    );
+    // What --dry-run prints and the registry keeps: no password.
+    let printed = serde_json::to_string(&plan.redacted()).expect("json");
+    assert!(!printed.contains("user:secret"), "{printed}");
+    assert!(
+        printed.contains("http://<redacted>@proxy.corp:3128"),
+        "{printed}"
+    );
+
+    let bad = config("[network]\ntrusted = [\"10.1.0.0/99\"]\n");
+    let error = plan_with(&bad, "shell", &RunRequest::default()).expect_err("refused");
+    assert!(error.to_string().contains("network.trusted"), "{error}");
+}

@@ -169,7 +169,7 @@ pub async fn run(
         }
         let mut launch = checked(backend.as_ref(), &plan, agent).await?;
         provision(launch.as_mut(), &recipes, &context, &plan, &image_settings).await?;
-        let proxy = crate::proxy::SessionProxy::start(&context.config, &plan).await?;
+        let proxy = crate::proxy::SessionProxy::start(&plan).await?;
         session.running(&plan.name);
         launch.run(&plan, proxy).await
     }
@@ -253,7 +253,7 @@ pub async fn start(
         provision(launch.as_mut(), &recipes, &context, &plan, &image_settings).await?;
         // `allowlist` and `restricted`: the session's egress proxy lives as
         // long as its sandbox.
-        let proxy = crate::proxy::ProxySpec::from_plan(&context.config, &plan)?;
+        let proxy = crate::proxy::ProxySpec::from_plan(&plan)?;
         launch
             .start(&plan, proxy, &context.host, &mut registry, &session.id)
             .await

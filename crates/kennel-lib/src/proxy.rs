@@ -9,7 +9,6 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kennel_core::config::Config;
 use kennel_core::plan::{NetworkMode, Plan};
 use kennel_proxy::{Listen, Policy, ProxyConfig, ProxyHandle};
 use serde::{Deserialize, Serialize};
@@ -38,23 +37,22 @@ pub struct ProxySpec {
 }
 
 impl ProxySpec {
-    /// The proxy the Plan asks for (none for `none` and `open`).
-    pub fn from_plan(config: &Config, plan: &Plan) -> Result<Option<ProxySpec>, CliError> {
+    /// The proxy the Plan asks for (none for `none` and `open`): the Plan
+    /// says everything about it.
+    pub fn from_plan(plan: &Plan) -> Result<Option<ProxySpec>, CliError> {
         let Some(proxy) = &plan.network.proxy else {
             return Ok(None);
         };
-        let network = &config.file.network;
-        let trusted = network.trusted_ranges().map_err(|reason| {
+        let trusted = kennel_core::config::parse_trusted(&proxy.trusted).map_err(|reason| {
             CliError::kennel(format!("invalid value for `network.trusted`: {reason}"))
-                .with_hint("write address ranges as CIDR, e.g. \"10.1.0.0/16\" or \"fd00::/8\"")
         })?;
         Ok(Some(ProxySpec {
             session: plan.name.clone(),
             mode: plan.network.mode,
             allow: plan.network.allow.clone(),
             deny: plan.network.deny.clone(),
-            hosts: network.hosts.clone().unwrap_or_default(),
-            upstream: network.upstream_proxy.clone(),
+            hosts: proxy.hosts.clone(),
+            upstream: proxy.upstream.clone(),
             trusted,
             socket: proxy.socket.clone(),
             log: proxy.log.clone(),
@@ -92,8 +90,8 @@ pub struct SessionProxy {
 
 impl SessionProxy {
     /// Starts the proxy the Plan asks for (none for `none` and `open`).
-    pub async fn start(config: &Config, plan: &Plan) -> Result<Option<SessionProxy>, CliError> {
-        match ProxySpec::from_plan(config, plan)? {
+    pub async fn start(plan: &Plan) -> Result<Option<SessionProxy>, CliError> {
+        match ProxySpec::from_plan(plan)? {
             Some(spec) => Ok(Some(SessionProxy::launch(&spec).await?)),
             None => Ok(None),
         }
