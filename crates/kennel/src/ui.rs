@@ -48,6 +48,37 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<i32, kennel_lib::CliE
     Ok(0)
 }
 
+/// Rows under their headers, each column as wide as its widest cell, two
+/// spaces between columns, the last one unpadded: the one way kennel
+/// draws a table.
+pub fn table<R: AsRef<[String]>>(headers: &[&str], rows: &[R]) -> String {
+    let mut widths: Vec<usize> = headers
+        .iter()
+        .map(|header| header.chars().count())
+        .collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row.as_ref()) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (cell, width) in cells.zip(&widths) {
+            let pad = width.saturating_sub(cell.chars().count());
+            text.push_str(cell);
+            text.push_str(&" ".repeat(pad + 2));
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut headers.iter().copied());
+    for row in rows {
+        line(&mut row.as_ref().iter().map(String::as_str));
+    }
+    out
+}
+
 /// How kennel's notes and warnings look on stderr: `kennel: …`,
 /// `kennel: warning: …`, `kennel: WARNING: …` for what an agent may have
 /// tried. `--quiet` silences the notes; warnings and alarms always show.
@@ -126,5 +157,23 @@ where
             .field_format()
             .format_fields(writer.by_ref(), event)?;
         writeln!(writer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::table;
+
+    #[test]
+    fn a_table_aligns_on_characters_and_leaves_the_last_column_unpadded() {
+        let rows = [
+            ["kennel/claude:1".to_string(), "claude".into(), "12M".into()],
+            ["kennel/base:2".to_string(), "-".into(), "café".into()],
+        ];
+        insta::assert_snapshot!(table(&["IMAGE", "AGENT", "SIZE"], &rows), @r"
+        IMAGE            AGENT   SIZE
+        kennel/claude:1  claude  12M
+        kennel/base:2    -       café
+        ");
     }
 }

@@ -166,38 +166,36 @@ async fn ls(
             .collect();
         return crate::ui::print_json(&rows);
     }
-    outln!(
-        "{:40}  {:14}  {:6}  {:>9}  STATUS",
-        "IMAGE",
-        "AGENT",
-        "LAYER",
-        "SIZE"
-    );
-    for image in images {
-        let agent = image
-            .labels
-            .get(LABEL_AGENT)
-            .map(String::as_str)
-            .filter(|a| !a.is_empty())
-            .unwrap_or("-");
-        let layer = image
-            .labels
-            .get(kennel_image::LABEL_LAYER)
-            .map(String::as_str)
-            .unwrap_or("-");
-        let status = if current.contains(&image.reference) {
-            "current"
-        } else {
-            "stale"
-        };
-        outln!(
-            "{:40}  {:14}  {:6}  {:>8.0}M  {status}",
-            image.reference,
-            agent,
-            layer,
-            image.size as f64 / 1_048_576.0
-        );
-    }
+    let rows: Vec<[String; 5]> = images
+        .iter()
+        .map(|image| {
+            let label = |key: &str| {
+                image
+                    .labels
+                    .get(key)
+                    .map(String::as_str)
+                    .filter(|value| !value.is_empty())
+                    .unwrap_or("-")
+                    .to_string()
+            };
+            let status = if current.contains(&image.reference) {
+                "current"
+            } else {
+                "stale"
+            };
+            [
+                image.reference.clone(),
+                label(LABEL_AGENT),
+                label(kennel_image::LABEL_LAYER),
+                format!("{:.0}M", image.size as f64 / 1_048_576.0),
+                status.to_string(),
+            ]
+        })
+        .collect();
+    crate::ui::write_stdout(format_args!(
+        "{}",
+        crate::ui::table(&["IMAGE", "AGENT", "LAYER", "SIZE", "STATUS"], &rows)
+    ));
     Ok(0)
 }
 

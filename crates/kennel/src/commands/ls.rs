@@ -166,30 +166,7 @@ fn table(sessions: &[Session], now_ms: i64, home: &Path) -> String {
             ]
         })
         .collect();
-    let mut widths = HEADERS.map(str::len);
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &[&str]| {
-        let mut text = String::new();
-        for (index, (cell, width)) in cells.iter().zip(widths).enumerate() {
-            if index + 1 == cells.len() {
-                text.push_str(cell);
-            } else {
-                text.push_str(&format!("{cell:<width$}  "));
-            }
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    };
-    line(&HEADERS);
-    for row in &rows {
-        line(&row.each_ref().map(String::as_str));
-    }
-    out
+    crate::ui::table(&HEADERS, &rows)
 }
 
 /// `12s ago`, `5m ago`, `3h ago`, `2d ago`.
