@@ -11,6 +11,7 @@
 
 pub mod backend;
 pub mod checkout;
+pub mod cleanup;
 pub mod context;
 pub mod error;
 pub mod git_audit;

@@ -315,3 +315,32 @@ pub async fn refresh(registry: &mut kennel_sessions::Registry, sessions: &mut [S
         }
     }
 }
+
+/// Records what the registry and the backends know of the sessions the
+/// registry calls live (`kennel ls`), synchronously. Best effort: a backend
+/// that does not answer leaves the registry's word.
+pub fn settle(registry: &mut kennel_sessions::Registry, sessions: &mut Vec<Session>, all: bool) {
+    // Sessions whose kennel died while starting them, or native runs whose
+    // kennel died (and their sandbox with it).
+    match registry.reap() {
+        Ok(0) => {}
+        Ok(_) => match registry.list(all) {
+            Ok(fresh) => *sessions = fresh,
+            Err(error) => tracing::warn!("cannot list the sessions again: {error}"),
+        },
+        Err(error) => tracing::warn!("cannot check for sessions of killed kennels: {error}"),
+    }
+    // Only a backend whose sandboxes outlive their kennel has to be asked.
+    let must_ask = sessions.iter().any(|session| {
+        !session.state.is_ended()
+            && session.handle.is_some()
+            && by_name(&session.backend).is_ok_and(|b| !b.ends_with_owner())
+    });
+    if !must_ask {
+        return;
+    }
+    let Ok(runtime) = crate::runtime() else {
+        return;
+    };
+    runtime.block_on(refresh(registry, sessions));
+}

@@ -25,7 +25,7 @@ pub fn run(args: LsArgs) -> Result<i32, CliError> {
     let sessions = if path.exists() {
         let mut registry = Registry::open(&path)?;
         let mut sessions = registry.list(args.all)?;
-        refresh(&mut registry, &mut sessions, args.all);
+        kennel_lib::backend::settle(&mut registry, &mut sessions, args.all);
         // Direct-mode sessions found ended (however they ended): their
         // end-of-session check of the user's git control files.
         kennel_lib::git_audit::settle(&host, &registry);
@@ -94,34 +94,6 @@ impl<'a> Listed<'a> {
             unmerged,
         }
     }
-}
-
-/// Records what the backends say about the sessions the registry calls
-/// live. Best effort: a backend that does not answer leaves the registry's word.
-fn refresh(registry: &mut Registry, sessions: &mut Vec<Session>, all: bool) {
-    // Sessions whose kennel died while starting them, or native runs whose
-    // kennel died (and their sandbox with it).
-    match registry.reap() {
-        Ok(0) => {}
-        Ok(_) => match registry.list(all) {
-            Ok(fresh) => *sessions = fresh,
-            Err(error) => tracing::warn!("cannot list the sessions again: {error}"),
-        },
-        Err(error) => tracing::warn!("cannot check for sessions of killed kennels: {error}"),
-    }
-    // Only a backend whose sandboxes outlive their kennel has to be asked.
-    let must_ask = sessions.iter().any(|session| {
-        !session.state.is_ended()
-            && session.handle.is_some()
-            && kennel_lib::backend::by_name(&session.backend).is_ok_and(|b| !b.ends_with_owner())
-    });
-    if !must_ask {
-        return;
-    }
-    let Ok(runtime) = kennel_lib::runtime() else {
-        return;
-    };
-    runtime.block_on(kennel_lib::backend::refresh(registry, sessions));
 }
 
 const HEADERS: [&str; 9] = [
