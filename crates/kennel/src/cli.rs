@@ -35,6 +35,8 @@ pub enum Command {
     Start(crate::commands::start::StartArgs),
     /// List sessions: running ones and those ended in the last 24 hours
     Ls(crate::commands::ls::LsArgs),
+    /// Print the Plan a session ran with (as `--dry-run` prints one)
+    Inspect(crate::commands::inspect::InspectArgs),
     /// Attach this terminal to a session's agent; C-b d detaches and leaves it running
     Attach(crate::commands::attach::AttachArgs),
     /// Run a command in a session's sandbox

@@ -61,6 +61,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Run(args) => kennel_lib::runtime()?.block_on(commands::run::run(args)),
         Command::Start(args) => kennel_lib::runtime()?.block_on(commands::start::run(args)),
         Command::Ls(args) => commands::ls::run(args),
+        Command::Inspect(args) => commands::inspect::run(args),
         Command::Attach(args) => kennel_lib::runtime()?.block_on(commands::attach::run(args)),
         Command::Exec(args) => kennel_lib::runtime()?.block_on(commands::exec::run(args)),
         Command::Logs(args) => kennel_lib::runtime()?.block_on(commands::logs::run(args)),

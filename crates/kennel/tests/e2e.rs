@@ -199,6 +199,10 @@ macro_rules! backend_suite {
                 cases::agent_state_persists(B)
             }
             #[test]
+            fn dry_run_is_the_plan_that_runs() {
+                cases::dry_run_is_the_plan_that_runs(B)
+            }
+            #[test]
             fn dry_run() {
                 cases::dry_run(B)
             }

@@ -105,7 +105,7 @@ impl Backend for ContainerBackend {
     async fn connect(&self) -> Result<String, CliError> {
         let engine = self.engine().await?;
         Ok(format!(
-            "requested; {} {} at {}",
+            "{} {} at {}",
             engine.label(),
             engine.version(),
             engine.socket().display()

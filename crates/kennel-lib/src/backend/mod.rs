@@ -256,12 +256,14 @@ pub async fn select(
                 CliError::usage(format!("unknown backend `{name}`"))
                     .with_hint("choose one of: auto, docker, podman, native")
             })?;
-            let reason = if connect {
-                backend.connect().await?
-            } else {
-                "requested".to_string()
-            };
-            Ok((backend, choice(name, reason)))
+            if connect {
+                // Fail here if its engine does not answer; what it found is
+                // logged, not put in the Plan, so that `--dry-run` (which
+                // does not connect) prints the Plan that runs.
+                let found = backend.connect().await?;
+                tracing::info!(backend = name, "{found}");
+            }
+            Ok((backend, choice(name, "requested".to_string())))
         }
     }
 }

@@ -144,7 +144,7 @@ impl Backend for NativeBackend {
     }
 
     async fn connect(&self) -> Result<String, CliError> {
-        Ok("requested".into())
+        Ok("no engine: the host's own programs".into())
     }
 
     async fn engine(&self) -> Result<&kennel_engine::Engine, CliError> {

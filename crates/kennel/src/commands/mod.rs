@@ -10,6 +10,7 @@ pub mod discard;
 pub mod doctor;
 pub mod exec;
 pub mod image;
+pub mod inspect;
 pub mod kill;
 pub mod logs;
 pub mod ls;
