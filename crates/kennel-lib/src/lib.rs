@@ -23,6 +23,7 @@ pub mod proxy_daemon;
 pub mod report;
 pub mod sessions;
 pub mod text;
+pub mod tmux;
 
 pub use error::{CliError, ExitKind};
 

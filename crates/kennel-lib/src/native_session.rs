@@ -29,7 +29,7 @@ use crate::error::CliError;
 use crate::proxy::ProxySpec;
 
 /// The tmux session (in the session's own server) that runs the agent.
-const TARGET: &str = "agent";
+const TARGET: &str = settings::SESSION_TMUX_TARGET;
 const SESSION_FILE: &str = "session.json";
 const SOCKET: &str = "tmux.sock";
 
@@ -214,37 +214,6 @@ impl NativeSession {
         self.tmux_ok(&["wait-for", "-S", "kennel-go"]).map(drop)
     }
 
-    /// `tmux attach` with this terminal; `C-b d` detaches.
-    pub fn attach(&self) -> Result<i32, CliError> {
-        let status = tmux_command(&self.socket())
-            .args(["attach-session", "-t", TARGET])
-            // Inside the user's own tmux: a nested client is what is wanted
-            // (its prefix is then pressed twice, `C-b C-b d`).
-            .env_remove("TMUX")
-            .status()
-            .map_err(tmux_missing)?;
-        Ok(status.code().unwrap_or(1))
-    }
-
-    pub fn send(&self, text: &str, enter: bool) -> Result<(), CliError> {
-        self.tmux_ok(&["send-keys", "-t", TARGET, "-l", "--", text])?;
-        if enter {
-            self.tmux_ok(&["send-keys", "-t", TARGET, "Enter"])?;
-        }
-        Ok(())
-    }
-
-    pub fn capture(&self, history: bool, escapes: bool) -> Result<Vec<u8>, CliError> {
-        let mut args = vec!["capture-pane", "-p", "-J", "-t", TARGET];
-        if history {
-            args.extend(["-S", "-"]);
-        }
-        if escapes {
-            args.push("-e");
-        }
-        self.tmux_ok(&args)
-    }
-
     /// The agent's output so far; `follow` keeps printing until `owner` ends.
     pub fn logs(
         &self,
@@ -360,6 +329,26 @@ fn read_session_file(dir: &Path) -> Result<SessionFile, CliError> {
     })?;
     serde_json::from_slice(&bytes)
         .map_err(|error| CliError::kennel(format!("bad session file {}: {error}", path.display())))
+}
+
+/// The session's tmux server runs on the host, on its own socket, with no
+/// say for the user's tmux configuration.
+#[async_trait::async_trait(?Send)]
+impl crate::tmux::TmuxServer for NativeSession {
+    async fn tmux(&self, args: &[&str]) -> Result<Vec<u8>, CliError> {
+        self.tmux_ok(args)
+    }
+
+    async fn tmux_attached(&self, args: &[&str]) -> Result<i32, CliError> {
+        let status = tmux_command(&self.socket())
+            .args(args)
+            // Inside the user's own tmux: a nested client is what is wanted
+            // (its prefix is then pressed twice, `C-b C-b d`).
+            .env_remove("TMUX")
+            .status()
+            .map_err(tmux_missing)?;
+        Ok(status.code().unwrap_or(1))
+    }
 }
 
 /// `kennel __native-session DIR ID`: the pane's program. Runs the session's

@@ -126,9 +126,7 @@ impl Backend for ContainerBackend {
 
     async fn attach(&self, found: &mut Found) -> Result<i32, CliError> {
         let (engine, container) = self.running(found).await?;
-        let argv = session_tmux(&["attach-session", "-t", SESSION_TMUX_TARGET]);
-        let env = [format!("TERM={}", crate::sessions::sandbox_term())];
-        Ok(engine.exec(&container, &argv, &env, true, true).await?)
+        crate::tmux::attach(&InContainer { engine, container }).await
     }
 
     async fn exec(&self, found: &mut Found, command: Vec<String>) -> Result<i32, CliError> {
@@ -151,22 +149,7 @@ impl Backend for ContainerBackend {
 
     async fn send(&self, found: &mut Found, text: &str, enter: bool) -> Result<(), CliError> {
         let (engine, container) = self.running(found).await?;
-        let target = SESSION_TMUX_TARGET;
-        output(
-            engine,
-            &container,
-            &session_tmux(&["send-keys", "-t", target, "-l", "--", text]),
-        )
-        .await?;
-        if enter {
-            output(
-                engine,
-                &container,
-                &session_tmux(&["send-keys", "-t", target, "Enter"]),
-            )
-            .await?;
-        }
-        Ok(())
+        crate::tmux::send(&InContainer { engine, container }, text, enter).await
     }
 
     async fn capture(
@@ -176,14 +159,7 @@ impl Backend for ContainerBackend {
         escapes: bool,
     ) -> Result<Vec<u8>, CliError> {
         let (engine, container) = self.running(found).await?;
-        let mut tmux = vec!["capture-pane", "-p", "-J", "-t", SESSION_TMUX_TARGET];
-        if history {
-            tmux.extend(["-S", "-"]);
-        }
-        if escapes {
-            tmux.push("-e");
-        }
-        output(engine, &container, &session_tmux(&tmux)).await
+        crate::tmux::capture(&InContainer { engine, container }, history, escapes).await
     }
 
     async fn logs(
@@ -240,8 +216,11 @@ impl Backend for ContainerBackend {
         tracing::debug!(?signalled, "SIGTERM to the agent");
         let mut state = wait_exit(engine, &container, grace).await?;
         if state == ContainerState::Running {
-            let hangup = session_tmux(&["kill-server"]);
-            let _ = engine.exec_output(&container, &hangup).await;
+            let server = InContainer {
+                engine,
+                container: container.clone(),
+            };
+            crate::tmux::hang_up(&server).await;
             state = wait_exit(engine, &container, Duration::from_secs(2)).await?;
         }
         if state == ContainerState::Running {
@@ -440,6 +419,27 @@ impl ContainerBackend {
                 None
             }
         }
+    }
+}
+
+/// A session's tmux server inside its container, reached by `exec`.
+struct InContainer<'a> {
+    engine: &'a Engine,
+    container: String,
+}
+
+#[async_trait(?Send)]
+impl crate::tmux::TmuxServer for InContainer<'_> {
+    async fn tmux(&self, args: &[&str]) -> Result<Vec<u8>, CliError> {
+        output(self.engine, &self.container, &session_tmux(args)).await
+    }
+
+    async fn tmux_attached(&self, args: &[&str]) -> Result<i32, CliError> {
+        let env = [format!("TERM={}", crate::sessions::sandbox_term())];
+        Ok(self
+            .engine
+            .exec(&self.container, &session_tmux(args), &env, true, true)
+            .await?)
     }
 }
 

@@ -162,7 +162,7 @@ impl Backend for NativeBackend {
     }
 
     async fn attach(&self, found: &mut Found) -> Result<i32, CliError> {
-        running(found)?.0.attach()
+        crate::tmux::attach(&running(found)?.0).await
     }
 
     /// The command enters the running sandbox, confined as its agent is.
@@ -188,7 +188,7 @@ impl Backend for NativeBackend {
     }
 
     async fn send(&self, found: &mut Found, text: &str, enter: bool) -> Result<(), CliError> {
-        running(found)?.0.send(text, enter)
+        crate::tmux::send(&running(found)?.0, text, enter).await
     }
 
     async fn capture(
@@ -197,7 +197,7 @@ impl Backend for NativeBackend {
         history: bool,
         escapes: bool,
     ) -> Result<Vec<u8>, CliError> {
-        running(found)?.0.capture(history, escapes)
+        crate::tmux::capture(&running(found)?.0, history, escapes).await
     }
 
     async fn logs(
