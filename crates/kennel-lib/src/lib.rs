@@ -16,6 +16,7 @@ pub mod context;
 pub mod error;
 pub mod git_audit;
 pub mod image_build;
+pub mod images;
 pub mod launch;
 pub mod native_session;
 pub mod proxy;

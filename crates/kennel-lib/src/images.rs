@@ -1,0 +1,161 @@
+//! `kennel image`: the images kennel builds for agents, on the container
+//! engine a backend runs on.
+
+use std::collections::BTreeSet;
+
+use kennel_engine::Engine;
+use kennel_image::{LABEL_AGENT, LABEL_LAYER, LABEL_MANAGED};
+use serde::Serialize;
+
+use crate::backend::Backend;
+use crate::context::Context;
+use crate::error::CliError;
+use crate::image_build::Outcome;
+
+/// The backend whose engine holds the images: `requested` (`auto`: Docker
+/// if it answers, else Podman). A backend without an engine is refused.
+pub async fn backend_with_engine(requested: &str) -> Result<Box<dyn Backend>, CliError> {
+    let (backend, choice) = crate::backend::select(requested, true).await?;
+    match backend.engine().await {
+        Ok(_) => Ok(backend),
+        // `auto` found no engine: say why, rather than what native lacks.
+        Err(error) if requested == "auto" => Err(error.with_hint(choice.reason)),
+        Err(error) => Err(error),
+    }
+}
+
+/// One agent's image after [`build`]: its tag, and whether anything was built.
+pub struct Built {
+    pub agent: String,
+    pub tag: String,
+    pub up_to_date: bool,
+}
+
+/// Builds the images of `agents` (every name is checked first, so a typo
+/// fails before any build starts).
+pub async fn build(
+    context: &Context,
+    engine: &Engine,
+    agents: &[String],
+    no_cache: bool,
+) -> Result<Vec<Built>, CliError> {
+    let settings = context.image_settings()?;
+    let agents = agents
+        .iter()
+        .map(|name| context.catalog.get(name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut built = Vec::new();
+    for agent in agents {
+        let recipes = kennel_image::recipes_for(agent, &settings);
+        let outcomes = crate::image_build::ensure(
+            engine,
+            &recipes,
+            no_cache,
+            &crate::image_build::log_dir(&context.host.data_dir),
+        )
+        .await?;
+        built.push(Built {
+            agent: agent.name.clone(),
+            tag: recipes
+                .last()
+                .map(|recipe| recipe.tag.clone())
+                .unwrap_or_default(),
+            up_to_date: outcomes.iter().all(|outcome| *outcome == Outcome::UpToDate),
+        });
+    }
+    Ok(built)
+}
+
+/// Tags that the current config's recipes produce, for every agent.
+fn current_tags(context: &Context) -> Result<BTreeSet<String>, CliError> {
+    let settings = context.image_settings()?;
+    Ok(context
+        .catalog
+        .agents()
+        .flat_map(|agent| kennel_image::recipes_for(agent, &settings))
+        .map(|recipe| recipe.tag)
+        .collect())
+}
+
+/// An image kennel built (`kennel image ls`).
+#[derive(Debug, Serialize)]
+pub struct Listed {
+    pub reference: String,
+    pub id: String,
+    pub agent: Option<String>,
+    pub layer: Option<String>,
+    pub size: i64,
+    pub created: i64,
+    /// A current recipe builds it (otherwise it is stale).
+    pub current: bool,
+}
+
+/// Every image kennel built on `engine`.
+pub async fn list(context: &Context, engine: &Engine) -> Result<Vec<Listed>, CliError> {
+    let current = current_tags(context)?;
+    let images = engine.list_images(&format!("{LABEL_MANAGED}=true")).await?;
+    Ok(images
+        .into_iter()
+        .map(|image| Listed {
+            current: current.contains(&image.reference),
+            agent: image.labels.get(LABEL_AGENT).cloned(),
+            layer: image.labels.get(LABEL_LAYER).cloned(),
+            reference: image.reference,
+            id: image.id,
+            size: image.size,
+            created: image.created,
+        })
+        .collect())
+}
+
+/// Removes images by reference, or every image of an agent; the references
+/// removed.
+pub async fn remove(
+    context: &Context,
+    engine: &Engine,
+    targets: &[String],
+    force: bool,
+) -> Result<Vec<String>, CliError> {
+    let images = engine.list_images(&format!("{LABEL_MANAGED}=true")).await?;
+    let mut removed = Vec::new();
+    for target in targets {
+        let references: Vec<String> = if context.catalog.get(target).is_ok() {
+            images
+                .iter()
+                .filter(|image| image.labels.get(LABEL_AGENT) == Some(target))
+                .map(|image| image.reference.clone())
+                .collect()
+        } else {
+            vec![target.clone()]
+        };
+        if references.is_empty() {
+            crate::report::note(&format!("no images for agent {target}"));
+        }
+        for reference in references {
+            engine.remove_image(&reference, force).await?;
+            removed.push(reference);
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes the images no current recipe builds (`all`: every one); the
+/// references removed. One still in use is kept, and said so.
+pub async fn prune(context: &Context, engine: &Engine, all: bool) -> Result<Vec<String>, CliError> {
+    let current = current_tags(context)?;
+    let images = engine.list_images(&format!("{LABEL_MANAGED}=true")).await?;
+    // Agent layers first: a base layer cannot go while an image built on it stays.
+    let mut stale: Vec<_> = images
+        .iter()
+        .filter(|image| all || !current.contains(&image.reference))
+        .collect();
+    stale.sort_by_key(|image| image.labels.get(LABEL_LAYER).map(|layer| layer == "base"));
+    let mut removed = Vec::new();
+    for image in stale {
+        match engine.remove_image(&image.reference, false).await {
+            Ok(()) => removed.push(image.reference.clone()),
+            Err(error) => crate::report::note(&format!("kept {}: {error}", image.reference)),
+        }
+    }
+    Ok(removed)
+}
