@@ -403,3 +403,45 @@ fn quiet_silences_notes_not_data() {
     };
     assert_eq!(plan(&quiet_stdout), plan(&stdout));
 }
+
+/// What users read, as they read it: the catalog's table, the empty
+/// listing, a session that does not exist, and the network log in both
+/// forms.
+#[test]
+fn what_users_see_snapshots() {
+    let sandbox = Sandbox::new();
+    let (code, stdout, _) = output(&mut sandbox.kennel(&["agents"]));
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("agents_table", stdout);
+
+    let (code, stdout, stderr) = output(&mut sandbox.kennel(&["ls"]));
+    assert_eq!(code, 0);
+    assert_eq!(stdout, "");
+    insta::assert_snapshot!(stderr, @"kennel: no sessions running or ended in the last 24 hours (`kennel ls --all` shows every one)");
+
+    let (code, _, stderr) = output(&mut sandbox.kennel(&["inspect", "no-such-session"]));
+    assert_eq!(code, 2, "{stderr}");
+    insta::assert_snapshot!("inspect_unknown_session", stderr);
+
+    let logs = sandbox.home.join(".local/share/kennel/logs");
+    std::fs::create_dir_all(&logs).expect("logs");
+    std::fs::write(
+        logs.join("kennel-shell-repo-0.net.jsonl"),
+        concat!(
+            r#"{"time":"2026-12-05T02:59:33.831Z","session":"kennel-shell-repo-0","method":"CONNECT","host":"api.example.com","port":443,"addr":"203.0.113.7","verdict":"allow","reason":"allowlisted","detail":"","bytes_up":512,"bytes_down":2048,"duration_ms":40}"#,
+            "\n",
+            r#"{"time":"2026-12-05T02:59:34.001Z","session":"kennel-shell-repo-0","method":"GET","host":"evil.example","port":80,"addr":null,"verdict":"deny","reason":"not-allowlisted","detail":"evil.example is not on the allow list","bytes_up":0,"bytes_down":0,"duration_ms":0}"#,
+            "\n"
+        ),
+    )
+    .expect("log");
+    let (code, stdout, stderr) = output(&mut sandbox.kennel(&["net", "log"]));
+    assert_eq!(code, 0, "{stderr}");
+    insta::assert_snapshot!(stdout, @r"
+    2026-12-05T02:59:33.831Z allow CONNECT api.example.com:443 → 203.0.113.7 allowlisted ↑512 ↓2048
+    2026-12-05T02:59:34.001Z deny  GET evil.example:80 → - not-allowlisted ↑0 ↓0 (evil.example is not on the allow list)
+    ");
+    let (code, stdout, _) = output(&mut sandbox.kennel(&["net", "log", "--denied", "--json"]));
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("net_log_denied_json", stdout);
+}
