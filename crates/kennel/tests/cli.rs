@@ -445,3 +445,46 @@ fn what_users_see_snapshots() {
     assert_eq!(code, 0);
     insta::assert_snapshot!("net_log_denied_json", stdout);
 }
+
+/// A session recorded with a backend this kennel does not know (a newer
+/// kennel's): commands say so, and `rm --force` forgets it.
+#[test]
+fn a_session_of_an_unknown_backend_is_refused_and_can_be_forgotten() {
+    use kennel_sessions::{Limits, Mode, NewSession, Registry, SlotRequest};
+    let sandbox = Sandbox::new();
+    let path = sandbox.home.join(".local/share/kennel/sessions.db");
+    let mut registry = Registry::open(&path).expect("registry");
+    let session = registry
+        .insert(&NewSession {
+            name: Some("elsewhere".into()),
+            agent: "shell".into(),
+            workspace: sandbox.workspace.clone(),
+            slot: SlotRequest::Free,
+            slots_per_workspace: true,
+            owner: None,
+            backend: "teleport".into(),
+            ends_with_owner: false,
+            mode: Mode::Persistent,
+            limits: Limits::default(),
+            plan: None,
+        })
+        .expect("insert");
+    registry
+        .mark_running(&session.id, "far-away")
+        .expect("running");
+    drop(registry);
+
+    let (code, _, stderr) = output(&mut sandbox.kennel(&["send", "elsewhere", "hi"]));
+    assert_eq!(code, 125, "{stderr}");
+    insta::assert_snapshot!(stderr, @r"
+    kennel: error: unknown backend `teleport`
+      hint: this session was recorded by another version of kennel; `kennel rm --force` forgets it
+    ");
+    let (code, _, _) = output(&mut sandbox.kennel(&["rm", "elsewhere"]));
+    assert_eq!(code, 125);
+    let (code, _, stderr) = output(&mut sandbox.kennel(&["rm", "--force", "elsewhere"]));
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, _) = output(&mut sandbox.kennel(&["ls", "--all", "--json"]));
+    assert_eq!(code, 0);
+    assert_eq!(stdout.trim(), "[]");
+}

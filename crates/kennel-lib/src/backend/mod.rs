@@ -218,7 +218,7 @@ pub fn by_name(name: &str) -> Result<Box<dyn Backend>, CliError> {
         "native" => Box::new(NativeBackend),
         other => {
             return Err(CliError::kennel(format!("unknown backend `{other}`")).with_hint(
-                "this session was recorded by another version of kennel; `kennel rm` forgets it",
+                "this session was recorded by another version of kennel; `kennel rm --force` forgets it",
             ));
         }
     })

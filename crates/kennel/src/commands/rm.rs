@@ -18,7 +18,12 @@ pub struct RmArgs {
 pub async fn run(args: RmArgs) -> Result<i32, CliError> {
     let mut found = kennel_lib::sessions::find(&args.session)?;
     if found.session.mode == Mode::Persistent {
-        found.backend()?.remove(&mut found, args.force).await?;
+        match found.backend() {
+            Ok(backend) => backend.remove(&mut found, args.force).await?,
+            // A backend this kennel does not know: only forgetting is left.
+            Err(_) if args.force => {}
+            Err(error) => return Err(error),
+        }
     } else if !found.session.state.is_ended() && !args.force {
         // A `kennel run` in progress: its kennel removes its sandbox.
         return Err(found.running_error());
