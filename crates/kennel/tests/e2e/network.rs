@@ -14,8 +14,8 @@
 //! The namespace also runs the stand-in model server (`stand_in_model.py`:
 //! OpenAI chat completions and Responses, Anthropic messages, answering
 //! from scripts) on 198.18.0.2:8090 over HTTP and on 198.18.0.2:8443 over
-//! HTTPS with a certificate for `model.kennel.test` from a test CA made for
-//! this run (`TestNet::model_ca`), for the tests of real agents at work.
+//! HTTPS with a certificate for `model.kennel.test` from a test CA kept in
+//! the e2e cache while it is valid (`TestNet::model_ca`), for the tests of real agents at work.
 //! Its own errors go to `model-server.log` in the work directory.
 //!
 //! Set up once per test run, as root; re-running replaces a previous run's
@@ -100,10 +100,22 @@ fn spawn_in_ns_logged(argv: &[&str], stderr: impl Into<Stdio>) -> Result<(), Str
         .map_err(|e| format!("cannot start {}: {e}", argv.join(" ")))
 }
 
-/// A test CA and a certificate it signs for `model.kennel.test`, made with
-/// `openssl` in `dir`: (CA, server chain, server key).
+/// Where the test CA is kept between runs: it is built into the agent
+/// images of the HTTPS test (`ca_certificates`), so a new CA per run would
+/// mean a new image per run. `scripts/e2e-setup.sh --fresh` removes it.
+fn test_ca_dir() -> PathBuf {
+    let cache =
+        std::env::var("KENNEL_E2E_CACHE").unwrap_or_else(|_| "/var/cache/kennel-e2e".into());
+    Path::new(&cache).join("test-ca")
+}
+
+/// A test CA (kept in [`test_ca_dir`] while it is valid for 30 more days)
+/// and a certificate it signs for `model.kennel.test`, made with `openssl`
+/// in `dir`: (CA, server chain, server key).
 fn make_test_ca(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), String> {
-    let (ca_key, ca) = (dir.join("ca.key"), dir.join("ca.pem"));
+    let ca_dir = test_ca_dir();
+    std::fs::create_dir_all(&ca_dir).map_err(|e| format!("{}: {e}", ca_dir.display()))?;
+    let (ca_key, ca) = (ca_dir.join("ca.key"), ca_dir.join("ca.pem"));
     let (key, csr, cert) = (
         dir.join("server.key"),
         dir.join("server.csr"),
@@ -119,26 +131,40 @@ fn make_test_ca(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), String> {
     )
     .map_err(|e| format!("{}: {e}", ext.display()))?;
     let path = |p: &PathBuf| p.display().to_string();
-    run(&[
-        "openssl",
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "3",
-        "-subj",
-        "/CN=kennel e2e test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        "-keyout",
-        &path(&ca_key),
-        "-out",
-        &path(&ca),
-    ])?;
+    let month = (30 * 24 * 3600).to_string();
+    let reusable = ca_key.is_file()
+        && run(&[
+            "openssl",
+            "x509",
+            "-checkend",
+            &month,
+            "-noout",
+            "-in",
+            &path(&ca),
+        ])
+        .is_ok();
+    if !reusable {
+        run(&[
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=kennel e2e test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            &path(&ca_key),
+            "-out",
+            &path(&ca),
+        ])?;
+    }
     run(&[
         "openssl",
         "req",
