@@ -21,7 +21,7 @@
 #
 #   --fresh   first remove what an earlier run made: the test user, its home,
 #             runtime directory and rootless podman storage, the cached base
-#             rootfs, Claude Code as installed for the native tests, and the
+#             rootfs and test CA, Claude Code as installed for the native tests, and the
 #             base image and every image kennel built in
 #             Docker and rootful Podman; then set up again.
 #             This is how to prove that a fresh machine passes `.ci/run`.
