@@ -76,6 +76,30 @@ pub fn register(
     Ok(session)
 }
 
+/// The agent-home slot a session of `plan` would take now (`--dry-run`):
+/// the resumed session's, or the lowest one no live session holds. Without
+/// a registry (or when it cannot be read), the one asked for, or 0.
+pub fn slot_preview(host: &HostContext, plan: &Plan, request: SlotRequest) -> i64 {
+    let asked = match request {
+        SlotRequest::Exact(slot) => slot,
+        SlotRequest::Free => 0,
+    };
+    let path = registry_path(host);
+    if !path.exists() {
+        return asked;
+    }
+    let per_workspace = !settings::home_is_shared(plan, host);
+    Registry::open(&path)
+        .and_then(|mut registry| {
+            registry.peek_slot(
+                &plan.agent,
+                per_workspace.then_some(plan.workspace.as_path()),
+                request,
+            )
+        })
+        .unwrap_or(asked)
+}
+
 /// The session `--resume [SESSION]` continues: the named one, or the
 /// newest session of the Plan's agent in its workspace, and only ever one
 /// of this agent in this workspace. Its slot (agent home) and, in worktree

@@ -648,6 +648,21 @@ impl Registry {
         Ok(reaped)
     }
 
+    /// The slot [`Registry::insert`] would give a session of `agent` now
+    /// (in `workspace` when slots count per workspace), without taking it:
+    /// what `--dry-run` shows. Nothing is written.
+    pub fn peek_slot(
+        &mut self,
+        agent: &str,
+        workspace: Option<&Path>,
+        request: SlotRequest,
+    ) -> Result<i64> {
+        // Reaping writes; the transaction is rolled back when dropped.
+        let transaction = self.connection.transaction()?;
+        let workspace = workspace.map(|path| path.to_string_lossy().into_owned());
+        take_slot(&transaction, agent, workspace.as_deref(), request)
+    }
+
     /// The newest session of `agent` in `workspace` that got as far as
     /// running (the one `--resume` continues).
     pub fn latest(&self, agent: &str, workspace: &Path) -> Result<Option<Session>> {

@@ -591,3 +591,32 @@ fn native_sessions_of_an_older_registry_end_with_their_owner() {
         State::Running
     );
 }
+
+#[test]
+fn peeking_at_a_slot_takes_nothing() {
+    let (_dir, mut registry) = registry();
+    let workspace = Path::new("/home/alice/repo");
+    assert_eq!(
+        registry
+            .peek_slot("codex", Some(workspace), SlotRequest::Free)
+            .expect("peek"),
+        0
+    );
+    let mut live = new_session("codex");
+    live.owner = Owner::current();
+    let live = registry.insert(&live).expect("insert");
+    registry.mark_running(&live.id, "sandbox").expect("running");
+    for _ in 0..2 {
+        assert_eq!(
+            registry
+                .peek_slot("codex", Some(workspace), SlotRequest::Free)
+                .expect("peek"),
+            1
+        );
+    }
+    assert!(matches!(
+        registry.peek_slot("codex", Some(workspace), SlotRequest::Exact(0)),
+        Err(RegistryError::SlotBusy { .. })
+    ));
+    assert_eq!(registry.list(true).expect("list").len(), 1);
+}

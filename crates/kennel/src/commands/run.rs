@@ -138,17 +138,21 @@ impl RunArgs {
     }
 }
 
-/// `--dry-run`: prints the Plan (in the resumed session's slot, if any).
-pub fn print_dry_run(choice: &Choice, plan: &mut Plan) -> Result<i32, CliError> {
+/// `--dry-run`: prints the Plan, in the slot the session would take now.
+pub fn print_dry_run(
+    host: &kennel_core::host::HostContext,
+    choice: &Choice,
+    plan: &mut Plan,
+) -> Result<i32, CliError> {
     if choice.mode != kennel_lib::checkout::WorkspaceMode::Direct {
         kennel_lib::report::note(&format!(
             "--dry-run creates no checkout: this Plan mounts your checkout; a {} session mounts its own instead (see `git` in the Plan's documentation)",
             choice.mode.as_str()
         ));
     }
-    if let kennel_sessions::SlotRequest::Exact(slot) = choice.slot {
-        settings::use_slot(plan, slot);
-    }
+    // The slot the run would take now, as registering it would.
+    let slot = kennel_lib::sessions::slot_preview(host, plan, choice.slot);
+    settings::use_slot(plan, slot);
     crate::ui::print_json(&plan.redacted())
 }
 
@@ -158,7 +162,7 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     let mut prepared = kennel_lib::launch::prepare(&launch).await?;
     let choice = args.choose(&prepared.context, &prepared.plan)?;
     if args.dry_run {
-        return print_dry_run(&choice, &mut prepared.plan);
+        return print_dry_run(&prepared.context.host, &choice, &mut prepared.plan);
     }
     kennel_lib::launch::run(prepared, choice, &launch).await
 }

@@ -33,7 +33,11 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
     kennel_lib::launch::persistent(&mut prepared);
     let choice = args.run.choose(&prepared.context, &prepared.plan)?;
     if args.run.dry_run {
-        return crate::commands::run::print_dry_run(&choice, &mut prepared.plan);
+        return crate::commands::run::print_dry_run(
+            &prepared.context.host,
+            &choice,
+            &mut prepared.plan,
+        );
     }
     let session = kennel_lib::launch::start(prepared, choice, &launch, args.name).await?;
     if args.json.json {

@@ -706,17 +706,6 @@ pub fn dry_run_is_the_plan_that_runs(b: Backend) {
     let Some(t) = Ctx::with_shell_image(b, "dry_run_is_the_plan_that_runs") else {
         return;
     };
-    let command = ["run", "shell", "--", "sh", "-c", "exit 0"];
-    let mut dry_run = command.to_vec();
-    dry_run.insert(2, "--dry-run");
-    let printed = t.kennel(&dry_run).run();
-    printed.assert_ok();
-    t.kennel(&command).run().assert_ok();
-    let sessions = t.sessions();
-    assert_eq!(sessions.len(), 1, "{sessions:?}");
-    let name = sessions[0]["name"].as_str().expect("a session name");
-    let recorded = t.kennel(&["inspect", name]).run();
-    recorded.assert_ok();
     let normal = |out: &crate::harness::Out| -> Value {
         let mut plan = out.json();
         let sandbox = plan["name"].as_str().expect("a sandbox name").to_string();
@@ -725,6 +714,39 @@ pub fn dry_run_is_the_plan_that_runs(b: Backend) {
         }
         serde_json::from_str(&plan.to_string().replace(&sandbox, "<name>")).expect("json")
     };
+
+    // A persistent session (its agent kept alive without a terminal).
+    let session = format!("dry-{}", crate::harness::unique());
+    let printed = t
+        .start_offline(&session, &["--dry-run"], &["sleep", "300"])
+        .run();
+    printed.assert_ok();
+    t.start_offline(&session, &[], &["sleep", "300"])
+        .run()
+        .assert_ok();
+    let recorded = t.kennel(&["inspect", &session]).run();
+    recorded.assert_ok();
+    assert_eq!(
+        normal(&printed),
+        normal(&recorded),
+        "--dry-run:\n{printed}\nrecorded:\n{recorded}"
+    );
+    assert_eq!(recorded.json()["ephemeral"], false, "{recorded}");
+
+    // While it holds slot 0, a run takes slot 1, and --dry-run says so.
+    let command = ["run", "shell", "--", "sh", "-c", "exit 0"];
+    let mut dry_run = command.to_vec();
+    dry_run.insert(2, "--dry-run");
+    let printed = t.kennel(&dry_run).run();
+    printed.assert_ok();
+    t.kennel(&command).run().assert_ok();
+    t.kennel(&["rm", "--force", &session]).run().assert_ok();
+    let sessions = t.sessions();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let name = sessions[0]["name"].as_str().expect("a session name");
+    let recorded = t.kennel(&["inspect", name]).run();
+    recorded.assert_ok();
+    assert_eq!(recorded.json()["slot"], 1, "{recorded}");
     assert_eq!(
         normal(&printed),
         normal(&recorded),
@@ -736,25 +758,6 @@ pub fn dry_run_is_the_plan_that_runs(b: Backend) {
             .is_some_and(|id| sessions[0]["id"] == id),
         "{recorded}"
     );
-
-    // A persistent session's too (its agent kept alive without a terminal).
-    let session = format!("dry-{}", crate::harness::unique());
-    let printed = t
-        .start_offline(&session, &["--dry-run"], &["sleep", "300"])
-        .run();
-    printed.assert_ok();
-    t.start_offline(&session, &[], &["sleep", "300"])
-        .run()
-        .assert_ok();
-    let recorded = t.kennel(&["inspect", &session]).run();
-    t.kennel(&["rm", "--force", &session]).run().assert_ok();
-    recorded.assert_ok();
-    assert_eq!(
-        normal(&printed),
-        normal(&recorded),
-        "--dry-run:\n{printed}\nrecorded:\n{recorded}"
-    );
-    assert_eq!(recorded.json()["ephemeral"], false, "{recorded}");
 }
 
 pub fn dry_run(b: Backend) {
