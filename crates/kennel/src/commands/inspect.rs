@@ -19,6 +19,11 @@ pub fn run(args: InspectArgs) -> Result<i32, CliError> {
             found.session.name
         )));
     };
+    // As `--dry-run` prints it (its field order); a Plan of another kennel
+    // version as it was recorded.
+    if let Ok(plan) = serde_json::from_str::<kennel_core::plan::Plan>(plan) {
+        return crate::ui::print_json(&plan);
+    }
     let plan: serde_json::Value = serde_json::from_str(plan).map_err(|error| {
         CliError::kennel(format!(
             "the recorded Plan of session {} is not JSON: {error}",
