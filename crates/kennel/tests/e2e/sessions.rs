@@ -60,6 +60,10 @@ pub fn lifecycle(b: Backend) {
     }
 
     // send + capture: typed into the agent's shell, read from its screen.
+    // A prompt that fits the line: bash redraws its prompt when `attach`
+    // resizes the window, and a prompt it had wrapped makes it redraw over
+    // the line above (which erased hello-42 from the attached screen once).
+    t.kennel(&["send", &name, "PS1='$ '"]).run().assert_ok();
     let out = t.kennel(&["send", &id[..6], "echo hello-$((6*7))"]).run();
     out.assert_ok();
     let screen = poll(Duration::from_secs(10), || {
