@@ -60,10 +60,6 @@ pub async fn prepare(launch: &LaunchRequest) -> Result<Prepared, CliError> {
         .clone()
         .or_else(|| context.config.file.defaults.backend.clone())
         .unwrap_or_else(|| "auto".into());
-    if !settings::BACKENDS.contains(&requested.as_str()) {
-        return Err(CliError::usage(format!("unknown backend `{requested}`"))
-            .with_hint("choose one of: auto, docker, podman, native"));
-    }
     let (backend, choice) = crate::backend::select(&requested, !launch.dry_run).await?;
     let runs_images = backend.runs_images();
     if !runs_images && launch.run.image.is_some() {

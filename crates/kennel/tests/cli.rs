@@ -488,3 +488,20 @@ fn a_session_of_an_unknown_backend_is_refused_and_can_be_forgotten() {
     assert_eq!(code, 0);
     assert_eq!(stdout.trim(), "[]");
 }
+
+/// A backend name kennel does not know, from the environment or config, is
+/// a usage error that lists the ones it knows.
+#[test]
+fn an_unknown_backend_is_a_usage_error() {
+    let sandbox = Sandbox::new();
+    let (code, _, stderr) = output(
+        sandbox
+            .kennel(&["run", "shell", "--dry-run"])
+            .env("KENNEL_BACKEND", "teleport"),
+    );
+    assert_eq!(code, 2, "{stderr}");
+    insta::assert_snapshot!(stderr, @r"
+    kennel: error: unknown backend `teleport`
+      hint: choose one of: auto, docker, podman, native
+    ");
+}

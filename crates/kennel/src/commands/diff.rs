@@ -2,8 +2,6 @@
 //! it started from, committed and not. The agent wrote the files, so their
 //! control characters are shown escaped unless `--raw`.
 
-use std::io::Write;
-
 use clap::Args;
 
 use kennel_lib::error::CliError;
@@ -35,11 +33,7 @@ pub async fn run(args: DiffArgs) -> Result<i32, CliError> {
     } else {
         kennel_lib::text::terminal_safe(&diff, false)
     };
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(&diff).and_then(|()| stdout.flush()) {
-        Ok(()) => Ok(0),
-        // `kennel diff | head`: the reader is gone, not kennel's failure.
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
-        Err(error) => Err(CliError::kennel(format!("cannot write the diff: {error}"))),
-    }
+    // `kennel diff | head`: the reader going away ends kennel quietly.
+    crate::ui::write_stdout_bytes(&diff);
+    Ok(0)
 }
