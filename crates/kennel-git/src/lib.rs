@@ -93,6 +93,39 @@ pub enum CheckoutMode {
     Clone,
 }
 
+/// What a path is in a commit's tree, as a checkout of it will have it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeEntry {
+    Directory,
+    File,
+    Symlink,
+}
+
+/// `path` as `canonicalize` will give it once it exists: its deepest
+/// existing ancestor canonical, the rest as it is.
+fn canonical_to_be(path: &Path) -> std::io::Result<PathBuf> {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    loop {
+        match std::fs::canonicalize(existing) {
+            Ok(canonical) => {
+                return Ok(rest
+                    .iter()
+                    .rev()
+                    .fold(canonical, |out, part| out.join(part)));
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let (Some(parent), Some(name)) = (existing.parent(), existing.file_name()) else {
+                    return Err(error);
+                };
+                rest.push(name);
+                existing = parent;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// A session's own checkout: a worktree or a clone, on its own branch.
 /// Plain data, so that the session registry can keep it (as JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -405,6 +438,80 @@ impl Repo {
             path: self.toplevel.clone(),
         })?;
         Ok((dir, base))
+    }
+
+    /// The checkout [`Repo::create_worktree`] or [`Repo::create_clone`]
+    /// would make at `dir` on `branch` now, made of nothing: what
+    /// `--dry-run` shows. Refuses what they would refuse (a taken or
+    /// invalid branch name, a destination in use, no commit yet); writes
+    /// nothing.
+    pub fn plan_checkout(&self, mode: CheckoutMode, dir: &Path, branch: &str) -> Result<Checkout> {
+        self.check_new_branch(branch)?;
+        let io = |source| GitError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let dir = std::path::absolute(dir).map_err(io)?;
+        if std::fs::symlink_metadata(&dir).is_ok()
+            && !std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_none())
+        {
+            return Err(GitError::DestinationExists { path: dir });
+        }
+        let dir = canonical_to_be(&dir).map_err(io)?;
+        let (_, base) = self.current_head()?;
+        let base = base.ok_or_else(|| GitError::NoCommits {
+            path: self.toplevel.clone(),
+        })?;
+        let worktree = mode == CheckoutMode::Worktree;
+        // git names a worktree's registration after its directory.
+        let admin_dir = match (worktree, dir.file_name()) {
+            (true, Some(name)) => Some(self.common_dir.join("worktrees").join(name)),
+            _ => None,
+        };
+        Ok(Checkout {
+            mode,
+            branch: branch.to_string(),
+            base,
+            common_dir: self.common_dir.clone(),
+            admin_dir,
+            alternates: if worktree {
+                self.alternates()
+            } else {
+                Vec::new()
+            },
+            dir,
+        })
+    }
+
+    /// What `path` (relative to the top) is in `commit`'s tree, if anything.
+    pub fn entry_in(&self, commit: &str, path: &Path) -> Result<Option<TreeEntry>> {
+        if path.as_os_str().is_empty() {
+            return Ok(Some(TreeEntry::Directory));
+        }
+        let output = self
+            .common()
+            .args([
+                "ls-tree",
+                "-z",
+                "--full-tree",
+                "--end-of-options",
+                commit,
+                "--",
+            ])
+            .arg(path)
+            .ok()?;
+        // `<mode> SP <type> SP <object> TAB <path> NUL`
+        let line = output.split(|byte| *byte == 0).next().unwrap_or_default();
+        let mode = line.split(|byte| *byte == b' ').next().unwrap_or_default();
+        Ok(match mode {
+            b"" => None,
+            b"040000" => Some(TreeEntry::Directory),
+            b"100644" | b"100755" => Some(TreeEntry::File),
+            b"120000" => Some(TreeEntry::Symlink),
+            // A submodule: checked out as an (empty) directory.
+            b"160000" => Some(TreeEntry::Directory),
+            _ => None,
+        })
     }
 
     /// `git worktree add -b <branch> <dir> <HEAD commit>`: a new worktree on

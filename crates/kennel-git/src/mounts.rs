@@ -209,6 +209,47 @@ impl Repo {
             });
         }
         self.prepare_worktree_mounts(checkout)?;
+        let mounts = self.worktree_mounts(checkout, &admin, |path| {
+            match std::fs::symlink_metadata(path) {
+                Ok(meta) if meta.is_file() => Ok(true),
+                // The user may have unlocked the worktree; nothing to freeze.
+                Err(_) if path.file_name().is_some_and(|name| name == "locked") => Ok(false),
+                _ => Err(GitError::Tampered {
+                    path: path.to_path_buf(),
+                    reason: "it is missing or not a regular file".into(),
+                }),
+            }
+        })?;
+        check_mount_sources(&mounts)?;
+        Ok(mounts)
+    }
+
+    /// The mounts of a worktree or clone checkout as [`Repo::mounts_for_worktree`]
+    /// and [`Repo::mounts_for_clone`] will give them, checking and
+    /// preparing nothing: what `--dry-run` shows. `checkout` may be one not
+    /// made yet ([`Repo::plan_checkout`]): then it is described as it will
+    /// be once made.
+    pub fn planned_mounts(&self, checkout: &Checkout) -> Result<Vec<GitMount>> {
+        match checkout.mode {
+            CheckoutMode::Clone => Ok(clone_mounts(checkout)),
+            CheckoutMode::Worktree => {
+                let admin = admin_dir(checkout)?.to_path_buf();
+                let made = admin.is_dir();
+                self.worktree_mounts(checkout, &admin, |path| {
+                    Ok(!made || std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file()))
+                })
+            }
+        }
+    }
+
+    /// The list of a worktree's mounts, in order; `admin_file` says whether
+    /// a file of [`ADMIN_READ_ONLY`] is there to be mounted.
+    fn worktree_mounts(
+        &self,
+        checkout: &Checkout,
+        admin: &Path,
+        admin_file: impl Fn(&Path) -> Result<bool>,
+    ) -> Result<Vec<GitMount>> {
         let common = &self.common_dir;
         let mut mounts = vec![
             GitMount::new(checkout.dir.clone(), false, "the session's worktree"),
@@ -278,28 +319,19 @@ impl Repo {
             )),
         }
         mounts.push(GitMount::new(
-            admin.clone(),
+            admin.to_path_buf(),
             false,
             "the worktree's own HEAD, index and reflog",
         ));
         for (name, why) in ADMIN_READ_ONLY {
             let path = admin.join(name);
-            match std::fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_file() => mounts.push(GitMount::new(path, true, why)),
-                // The user may have unlocked the worktree; nothing to freeze.
-                Err(_) if *name == "locked" => {}
-                _ => {
-                    return Err(GitError::Tampered {
-                        path,
-                        reason: "it is missing or not a regular file".into(),
-                    });
-                }
+            if admin_file(&path)? {
+                mounts.push(GitMount::new(path, true, why));
             }
         }
         // Parents before children, whatever the layout on disk (a worktree
         // directory could live inside the repository, say).
         mounts.sort_by_key(|mount| mount.target.components().count());
-        check_mount_sources(&mounts)?;
         Ok(mounts)
     }
 
@@ -311,18 +343,12 @@ impl Repo {
     /// away and replaced by a git dir of the agent's.
     pub fn mounts_for_clone(&self, checkout: &Checkout) -> Result<Vec<GitMount>> {
         self.check_ours(checkout)?;
-        let git_dir = checkout.dir.join(".git");
         if !std::fs::symlink_metadata(&checkout.dir).is_ok_and(|meta| meta.is_dir()) {
             return Err(GitError::CheckoutMissing {
                 path: checkout.dir.clone(),
             });
         }
-        let mounts = vec![
-            GitMount::new(checkout.dir.clone(), false, "the session's clone"),
-            GitMount::new(git_dir.clone(), false, "the clone's git dir"),
-            GitMount::new(git_dir.join("config"), true, "the clone's config"),
-            GitMount::new(git_dir.join("hooks"), true, "the clone's hooks"),
-        ];
+        let mounts = clone_mounts(checkout);
         check_mount_sources(&mounts)?;
         Ok(mounts)
     }
@@ -448,6 +474,18 @@ pub(crate) fn check_no_symlinks(root: &Path, paths: &[PathBuf]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A clone's mounts: the clone, and its git dir with `config` and `hooks`
+/// read-only.
+fn clone_mounts(checkout: &Checkout) -> Vec<GitMount> {
+    let git_dir = checkout.dir.join(".git");
+    vec![
+        GitMount::new(checkout.dir.clone(), false, "the session's clone"),
+        GitMount::new(git_dir.clone(), false, "the clone's git dir"),
+        GitMount::new(git_dir.join("config"), true, "the clone's config"),
+        GitMount::new(git_dir.join("hooks"), true, "the clone's hooks"),
+    ]
 }
 
 /// Every mount's source is a path with no symlink in it: a bind mount

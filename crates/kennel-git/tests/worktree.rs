@@ -889,3 +889,58 @@ fn a_git_failure_names_the_command() {
     );
     assert!(!error.is_refusal());
 }
+
+/// `--dry-run` shows the checkout and mounts a session will get before
+/// anything exists: planned equals made, in both modes, in a subdirectory
+/// the sessions directory does not have yet, and with a `.kennel.toml` and
+/// a directory the planned tree reports as they will be checked out.
+#[test]
+fn planned_checkout_is_the_one_made() {
+    let fixture = Fixture::new();
+    write(&fixture.repo, ".kennel.toml", "[defaults]\n");
+    std::os::unix::fs::symlink("README.md", fixture.repo.join("link")).expect("symlink");
+    git(&fixture.repo, &["add", "-A"]);
+    git(&fixture.repo, &["commit", "-q", "-m", "config"]);
+    let repo = fixture.open();
+    for (mode, name) in [
+        (CheckoutMode::Worktree, "planned-wt"),
+        (CheckoutMode::Clone, "planned-clone"),
+    ] {
+        let dir = fixture.sessions.join("not-yet").join(name);
+        let branch = format!("kennel/{name}");
+        let planned = repo.plan_checkout(mode, &dir, &branch).expect("planned");
+        let planned_mounts = repo.planned_mounts(&planned).expect("planned mounts");
+        assert!(!dir.exists(), "planning made {}", dir.display());
+        assert!(
+            git(&fixture.repo, &["branch", "--list", &branch]).is_empty(),
+            "planning made the branch"
+        );
+        let made = match mode {
+            CheckoutMode::Worktree => repo.create_worktree(&dir, &branch),
+            CheckoutMode::Clone => repo.create_clone(&dir, &branch),
+        }
+        .expect("made");
+        assert_eq!(planned, made);
+        let mounts = match mode {
+            CheckoutMode::Worktree => repo.mounts_for_worktree(&made),
+            CheckoutMode::Clone => repo.mounts_for_clone(&made),
+        }
+        .expect("mounts");
+        assert_eq!(planned_mounts, mounts, "{mode:?}");
+        // Made: planning it again describes it as it is.
+        assert_eq!(repo.planned_mounts(&made).expect("again"), mounts);
+        // A taken branch is refused as creating it would be.
+        assert!(matches!(
+            repo.plan_checkout(mode, &fixture.sessions.join("other"), &branch),
+            Err(GitError::BranchExists { .. })
+        ));
+    }
+    let head = repo.head_commit().to_string();
+    let entry = |path: &str| repo.entry_in(&head, Path::new(path)).expect("ls-tree");
+    assert_eq!(entry(""), Some(kennel_git::TreeEntry::Directory));
+    assert_eq!(entry("src"), Some(kennel_git::TreeEntry::Directory));
+    assert_eq!(entry(".kennel.toml"), Some(kennel_git::TreeEntry::File));
+    assert_eq!(entry("link"), Some(kennel_git::TreeEntry::Symlink));
+    assert_eq!(entry("src/none"), None);
+    assert_eq!(entry("-x"), None);
+}

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use kennel_core::host::HostContext;
 use kennel_core::plan::{GitPlan, Mount, MountPurpose, Plan};
-use kennel_git::{Checkout, CheckoutMode, GitError, Identity, Repo};
+use kennel_git::{Checkout, CheckoutMode, GitError, Identity, Repo, TreeEntry};
 use kennel_sessions::{Registry, Session};
 
 use crate::error::CliError;
@@ -117,10 +117,11 @@ pub fn checkouts_dir(host: &HostContext) -> PathBuf {
 /// Gives the session its checkout and rewrites `plan` to run in it. With
 /// `--resume` of a session that had a checkout in this mode, the session
 /// takes that one over (its branch, its commits, what it left uncommitted);
-/// otherwise a new one is made in `<data dir>/checkouts/<session id>` on
+/// otherwise a new one is made in `<data dir>/checkouts/<sandbox name>` on
 /// the branch `branch`, or `kennel/<agent>-<slot>`, or — when an earlier
 /// session left that branch — `kennel/<session name>`. Both are recorded in
 /// the registry. On failure nothing is left and nothing is taken over.
+/// [`preview`] is the same decision, made of nothing.
 pub fn create(
     registry: &mut Registry,
     host: &HostContext,
@@ -144,18 +145,17 @@ pub fn create(
         return Ok(checkout);
     }
     let mode = choice.mode;
-    let dir = checkouts_dir(host).join(&session.id);
-    let make = |branch: &str| match mode {
-        WorkspaceMode::Clone => repo.create_clone(&dir, branch),
-        _ => repo.create_worktree(&dir, branch),
-    };
-    let created = match branch {
-        Some(branch) => make(branch),
-        None => match make(&format!("kennel/{}-{}", plan.agent, session.slot)) {
-            Err(GitError::BranchExists { .. }) => make(&format!("kennel/{}", session.name)),
-            other => other,
+    let dir = checkout_dir(host, plan);
+    let created = on_branch(
+        plan,
+        branch,
+        session.slot,
+        &session.name,
+        |branch| match mode {
+            WorkspaceMode::Clone => repo.create_clone(&dir, branch),
+            _ => repo.create_worktree(&dir, branch),
         },
-    };
+    );
     let checkout = created.map_err(git_error)?;
     if checkout.mode == CheckoutMode::Worktree && !checkout.branch.contains('/') {
         crate::report::warn(&format!(
@@ -181,6 +181,83 @@ pub fn create(
         checkout.dir.display()
     ));
     Ok(checkout)
+}
+
+/// `--dry-run`: rewrites `plan` to run in the checkout [`create`] would
+/// give a session now (the resumed session's, or a new one in the slot
+/// and under the name the session would get), creating nothing, and says
+/// what running it would create. Refuses what `create` would refuse.
+pub fn preview(
+    registry: Option<&Registry>,
+    plan: &mut Plan,
+    choice: &Choice,
+    branch: Option<&str>,
+    slot: i64,
+    name: &str,
+    host: &HostContext,
+) -> Result<String, CliError> {
+    let repo = Repo::open(&plan.workspace).map_err(git_error)?;
+    if let Some(earlier) = &choice.resumed {
+        // What take_over would move: the earlier session's checkout, when
+        // the registry still records it, in this mode, and it is there.
+        let current = registry.and_then(|registry| registry.get(&earlier.id).ok());
+        if let Some(checkout) = current
+            .as_ref()
+            .and_then(|row| of_session(row).ok().flatten())
+            && mode_of(&checkout) == choice.mode
+            && checkout.dir.is_dir()
+        {
+            rewrite_plan(&repo, plan, &checkout)?;
+            return Ok(format!(
+                "the session would continue branch {} of session {} ({} in {})",
+                checkout.branch,
+                earlier.name,
+                choice.mode.as_str(),
+                checkout.dir.display()
+            ));
+        }
+    }
+    let mode = match choice.mode {
+        WorkspaceMode::Clone => CheckoutMode::Clone,
+        _ => CheckoutMode::Worktree,
+    };
+    let dir = checkout_dir(host, plan);
+    let checkout = on_branch(plan, branch, slot, name, |branch| {
+        repo.plan_checkout(mode, &dir, branch)
+    })
+    .map_err(git_error)?;
+    rewrite_plan(&repo, plan, &checkout)?;
+    Ok(format!(
+        "the session would create branch {} at {} and its {} in {}",
+        checkout.branch,
+        &checkout.base[..checkout.base.len().min(12)],
+        choice.mode.as_str(),
+        checkout.dir.display()
+    ))
+}
+
+/// Where a new checkout of the session running `plan` goes: named after
+/// its sandbox, which is what the user sees in `kennel ls` and `--dry-run`.
+fn checkout_dir(host: &HostContext, plan: &Plan) -> PathBuf {
+    checkouts_dir(host).join(&plan.name)
+}
+
+/// `make` on the session's branch: `branch`, else `kennel/<agent>-<slot>`,
+/// else (an earlier session left that one) `kennel/<session name>`.
+fn on_branch<T>(
+    plan: &Plan,
+    branch: Option<&str>,
+    slot: i64,
+    name: &str,
+    make: impl Fn(&str) -> Result<T, GitError>,
+) -> Result<T, GitError> {
+    match branch {
+        Some(branch) => make(branch),
+        None => match make(&format!("kennel/{}-{}", plan.agent, slot)) {
+            Err(GitError::BranchExists { .. }) => make(&format!("kennel/{name}")),
+            other => other,
+        },
+    }
 }
 
 /// `--resume`: moves the earlier session's checkout to `session` when it
@@ -287,23 +364,43 @@ fn record(
 
 /// The Plan for running in `checkout`: its directory is the workspace, the
 /// user's checkout is not mounted at all, and git's own paths are mounted
-/// as `kennel-git` says, in its order (parents first).
+/// as `kennel-git` says, in its order (parents first). A checkout not made
+/// yet ([`preview`]) is described by its commit's tree, as it will be
+/// checked out.
 fn rewrite_plan(repo: &Repo, plan: &mut Plan, checkout: &Checkout) -> Result<(), CliError> {
-    let git_mounts = match checkout.mode {
-        CheckoutMode::Worktree => repo.mounts_for_worktree(checkout),
-        CheckoutMode::Clone => repo.mounts_for_clone(checkout),
+    let made = checkout.dir.is_dir();
+    let git_mounts = match (made, checkout.mode) {
+        (false, _) => repo.planned_mounts(checkout),
+        (true, CheckoutMode::Worktree) => repo.mounts_for_worktree(checkout),
+        (true, CheckoutMode::Clone) => repo.mounts_for_clone(checkout),
     }
     .map_err(git_error)?;
+    // What the checkout has at `relative`: on disk once made, else in the
+    // commit it is made from.
+    let entry = |relative: &Path| -> Result<Option<TreeEntry>, CliError> {
+        if made {
+            let meta = std::fs::symlink_metadata(checkout.dir.join(relative)).ok();
+            return Ok(meta.map(|meta| {
+                if meta.is_dir() {
+                    TreeEntry::Directory
+                } else if meta.is_file() {
+                    TreeEntry::File
+                } else {
+                    TreeEntry::Symlink
+                }
+            }));
+        }
+        repo.entry_in(&checkout.base, relative).map_err(git_error)
+    };
     let old = plan.workspace.clone();
     let relative = plan
         .workdir
         .strip_prefix(&old)
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let workdir = checkout.dir.join(relative);
     // A directory the commit does not have (untracked, ignored) is not there.
-    plan.workdir = if workdir.is_dir() {
-        workdir
+    plan.workdir = if entry(&relative)? == Some(TreeEntry::Directory) {
+        checkout.dir.join(relative)
     } else {
         checkout.dir.clone()
     };
@@ -331,8 +428,8 @@ fn rewrite_plan(repo: &Repo, plan: &mut Plan, checkout: &Checkout) -> Result<(),
         })
         .collect();
     // The project's config stays read-only in the checkout too (promise 5).
-    let project = checkout.dir.join(".kennel.toml");
-    if std::fs::symlink_metadata(&project).is_ok_and(|meta| meta.is_file()) {
+    if entry(Path::new(".kennel.toml"))? == Some(TreeEntry::File) {
+        let project = checkout.dir.join(".kennel.toml");
         mounts.push(Mount {
             source: project.clone(),
             target: project,

@@ -116,6 +116,35 @@ pub async fn prepare(launch: &LaunchRequest) -> Result<Prepared, CliError> {
     })
 }
 
+/// `--dry-run`: finishes `prepared`'s Plan as [`run`] or [`start`] would
+/// now — the slot the session would take, and in worktree and clone modes
+/// the checkout it would get (`name`: the session's name, if given) —
+/// creating nothing.
+pub fn dry_run(
+    prepared: &mut Prepared,
+    choice: &Choice,
+    request: &LaunchRequest,
+    name: Option<&str>,
+) -> Result<(), CliError> {
+    let host = &prepared.context.host;
+    let plan = &mut prepared.plan;
+    let (slot, name, registry) = crate::sessions::preview(host, plan, choice.slot, name);
+    settings::use_slot(plan, slot);
+    if choice.mode != WorkspaceMode::Direct {
+        let creates = crate::checkout::preview(
+            registry.as_ref(),
+            plan,
+            choice,
+            request.branch.as_deref(),
+            slot,
+            &name,
+            host,
+        )?;
+        crate::report::note(&format!("--dry-run: {creates}; nothing was created"));
+    }
+    Ok(())
+}
+
 /// Runs `prepared` attached to this terminal until the agent ends: the
 /// session is in the registry (best effort), direct mode is audited at the
 /// end, worktree and clone modes get their checkout; the agent's exit code.

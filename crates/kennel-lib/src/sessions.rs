@@ -76,28 +76,50 @@ pub fn register(
     Ok(session)
 }
 
-/// The agent-home slot a session of `plan` would take now (`--dry-run`):
-/// the resumed session's, or the lowest one no live session holds. Without
-/// a registry (or when it cannot be read), the one asked for, or 0.
-pub fn slot_preview(host: &HostContext, plan: &Plan, request: SlotRequest) -> i64 {
+/// What registering a session of `plan` would give it now (`--dry-run`):
+/// its agent-home slot (the resumed session's, or the lowest one no live
+/// session holds) and its name (`name`, or the next `<agent>-<n>`), and
+/// the registry, opened, when there is one. Without a registry (or when it
+/// cannot be read): the slot asked for, or 0, and `<agent>-1`.
+pub fn preview(
+    host: &HostContext,
+    plan: &Plan,
+    request: SlotRequest,
+    name: Option<&str>,
+) -> (i64, String, Option<Registry>) {
     let asked = match request {
         SlotRequest::Exact(slot) => slot,
         SlotRequest::Free => 0,
     };
+    let first_name = || format!("{}-1", plan.agent);
     let path = registry_path(host);
-    if !path.exists() {
-        return asked;
-    }
+    let registry = if path.exists() {
+        Registry::open(&path).ok()
+    } else {
+        None
+    };
+    let Some(mut registry) = registry else {
+        return (
+            asked,
+            name.map(str::to_string).unwrap_or_else(first_name),
+            None,
+        );
+    };
     let per_workspace = !settings::home_is_shared(plan, host);
-    Registry::open(&path)
-        .and_then(|mut registry| {
-            registry.peek_slot(
-                &plan.agent,
-                per_workspace.then_some(plan.workspace.as_path()),
-                request,
-            )
-        })
-        .unwrap_or(asked)
+    let slot = registry
+        .peek_slot(
+            &plan.agent,
+            per_workspace.then_some(plan.workspace.as_path()),
+            request,
+        )
+        .unwrap_or(asked);
+    let name = match name {
+        Some(name) => name.to_string(),
+        None => registry
+            .peek_name(&plan.agent)
+            .unwrap_or_else(|_| first_name()),
+    };
+    (slot, name, Some(registry))
 }
 
 /// The session `--resume [SESSION]` continues: the named one, or the

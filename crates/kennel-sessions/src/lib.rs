@@ -663,6 +663,13 @@ impl Registry {
         take_slot(&transaction, agent, workspace.as_deref(), request)
     }
 
+    /// The name [`Registry::insert`] would give a session of `agent` that
+    /// brings none (`<agent>-<n>`), without taking it: what `--dry-run`
+    /// shows. Nothing is written.
+    pub fn peek_name(&self, agent: &str) -> Result<String> {
+        next_name(&self.connection, agent)
+    }
+
     /// The newest session of `agent` in `workspace` that got as far as
     /// running (the one `--resume` continues).
     pub fn latest(&self, agent: &str, workspace: &Path) -> Result<Option<Session>> {

@@ -618,5 +618,12 @@ fn peeking_at_a_slot_takes_nothing() {
         registry.peek_slot("codex", Some(workspace), SlotRequest::Exact(0)),
         Err(RegistryError::SlotBusy { .. })
     ));
+    // The name the next session would get, twice the same: nothing taken.
+    for _ in 0..2 {
+        assert_eq!(registry.peek_name("codex").expect("peek"), "codex-2");
+    }
+    assert_eq!(registry.peek_name("aider").expect("peek"), "aider-1");
     assert_eq!(registry.list(true).expect("list").len(), 1);
+    let next = registry.insert(&new_session("codex")).expect("insert");
+    assert_eq!(next.name, "codex-2");
 }

@@ -203,6 +203,10 @@ macro_rules! backend_suite {
                 cases::dry_run_is_the_plan_that_runs(B)
             }
             #[test]
+            fn dry_run_is_the_plan_that_runs_with_a_checkout() {
+                cases::dry_run_is_the_plan_that_runs_with_a_checkout(B)
+            }
+            #[test]
             fn dry_run() {
                 cases::dry_run(B)
             }

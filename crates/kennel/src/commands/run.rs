@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use kennel_core::plan::{NetworkMode, Plan};
-use kennel_core::settings::{self, RunRequest};
+use kennel_core::settings::RunRequest;
 
 use crate::cli::{BackendArg, NetworkArg};
 use kennel_lib::checkout::Choice;
@@ -138,22 +138,16 @@ impl RunArgs {
     }
 }
 
-/// `--dry-run`: prints the Plan, in the slot the session would take now.
+/// `--dry-run`: prints the Plan as it would run now (its slot, and in
+/// worktree and clone modes its checkout), running and creating nothing.
 pub fn print_dry_run(
-    host: &kennel_core::host::HostContext,
+    prepared: &mut kennel_lib::launch::Prepared,
     choice: &Choice,
-    plan: &mut Plan,
+    launch: &LaunchRequest,
+    name: Option<&str>,
 ) -> Result<i32, CliError> {
-    if choice.mode != kennel_lib::checkout::WorkspaceMode::Direct {
-        kennel_lib::report::note(&format!(
-            "--dry-run creates no checkout: this Plan mounts your checkout; a {} session mounts its own instead (see `git` in the Plan's documentation)",
-            choice.mode.as_str()
-        ));
-    }
-    // The slot the run would take now, as registering it would.
-    let slot = kennel_lib::sessions::slot_preview(host, plan, choice.slot);
-    settings::use_slot(plan, slot);
-    crate::ui::print_json(&plan.redacted())
+    kennel_lib::launch::dry_run(prepared, choice, launch, name)?;
+    crate::ui::print_json(&prepared.plan.redacted())
 }
 
 pub async fn run(args: RunArgs) -> Result<i32, CliError> {
@@ -162,7 +156,7 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     let mut prepared = kennel_lib::launch::prepare(&launch).await?;
     let choice = args.choose(&prepared.context, &prepared.plan)?;
     if args.dry_run {
-        return print_dry_run(&prepared.context.host, &choice, &mut prepared.plan);
+        return print_dry_run(&mut prepared, &choice, &launch, None);
     }
     kennel_lib::launch::run(prepared, choice, &launch).await
 }

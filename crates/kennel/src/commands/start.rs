@@ -34,9 +34,10 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
     let choice = args.run.choose(&prepared.context, &prepared.plan)?;
     if args.run.dry_run {
         return crate::commands::run::print_dry_run(
-            &prepared.context.host,
+            &mut prepared,
             &choice,
-            &mut prepared.plan,
+            &launch,
+            args.name.as_deref(),
         );
     }
     let session = kennel_lib::launch::start(prepared, choice, &launch, args.name).await?;

@@ -706,14 +706,7 @@ pub fn dry_run_is_the_plan_that_runs(b: Backend) {
     let Some(t) = Ctx::with_shell_image(b, "dry_run_is_the_plan_that_runs") else {
         return;
     };
-    let normal = |out: &crate::harness::Out| -> Value {
-        let mut plan = out.json();
-        let sandbox = plan["name"].as_str().expect("a sandbox name").to_string();
-        if let Some(labels) = plan["labels"].as_object_mut() {
-            labels.remove("dev.kennel.session");
-        }
-        serde_json::from_str(&plan.to_string().replace(&sandbox, "<name>")).expect("json")
-    };
+    let normal = comparable_plan;
 
     // A persistent session (its agent kept alive without a terminal).
     let session = format!("dry-{}", crate::harness::unique());
@@ -758,6 +751,148 @@ pub fn dry_run_is_the_plan_that_runs(b: Backend) {
             .is_some_and(|id| sessions[0]["id"] == id),
         "{recorded}"
     );
+}
+
+fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// A Plan as `--dry-run` and `kennel inspect` print it, but for what is
+/// random in each run: the sandbox's name (also in the name of the
+/// checkout directory) and the session id label.
+fn comparable_plan(out: &crate::harness::Out) -> Value {
+    let mut plan = out.json();
+    let sandbox = plan["name"].as_str().expect("a sandbox name").to_string();
+    if let Some(labels) = plan["labels"].as_object_mut() {
+        labels.remove("dev.kennel.session");
+    }
+    serde_json::from_str(&plan.to_string().replace(&sandbox, "<name>")).expect("json")
+}
+
+/// Worktree and clone modes: `--dry-run` prints the checkout the session
+/// gets (directory, branch, git's mounts, the workdir inside it, the
+/// project's config kept read-only) before any of it exists, and makes
+/// none of it: a new worktree from a subdirectory, a clone run, a branch
+/// name taken by an earlier session, and a resumed session's checkout.
+pub fn dry_run_is_the_plan_that_runs_with_a_checkout(b: Backend) {
+    let Some(t) = Ctx::with_shell_image(b, "dry_run_checkout") else {
+        return;
+    };
+    std::fs::create_dir_all(t.ws.join("sub")).unwrap();
+    std::fs::write(t.ws.join("sub/file.txt"), "x\n").unwrap();
+    std::fs::write(t.ws.join(".kennel.toml"), "").unwrap();
+    t.user.chown(&t.ws);
+    t.git(&["add", "-A"]);
+    t.git(&["commit", "-q", "-m", "sub and project config"]);
+    let checkouts = t.data_home.join("kennel/checkouts");
+    let made = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&checkouts)
+            .map(|dir| {
+                dir.flatten()
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let branches = || t.git(&["branch", "--list"]);
+    // `--dry-run` then the real thing; the recorded Plan must equal the
+    // printed one, and the dry run must have made nothing.
+    let compare = |args: &[&str], session: Option<&str>, cwd: &Path| -> Value {
+        let (before, before_branches) = (made(), branches());
+        let mut dry = args.to_vec();
+        dry.insert(2, "--dry-run");
+        let printed = t.kennel(&dry).cwd(cwd).run();
+        printed.assert_ok();
+        assert_eq!(made(), before, "--dry-run made a checkout\n{printed}");
+        assert_eq!(branches(), before_branches, "--dry-run made a branch");
+        t.kennel(args).cwd(cwd).run().assert_ok();
+        let name = match session {
+            Some(name) => name.to_string(),
+            None => t
+                .sessions()
+                .iter()
+                .filter_map(|session| session["name"].as_str().map(str::to_string))
+                .find(|name| name.starts_with("shell-"))
+                .expect("the run's session"),
+        };
+        let recorded = t.kennel(&["inspect", &name]).run();
+        recorded.assert_ok();
+        assert_eq!(
+            comparable_plan(&printed),
+            comparable_plan(&recorded),
+            "--dry-run:\n{printed}\nrecorded:\n{recorded}"
+        );
+        recorded.json()
+    };
+    let unique = crate::harness::unique();
+    let (first, third, fourth) = (
+        format!("dry-wt-{unique}"),
+        format!("dry-again-{unique}"),
+        format!("dry-resumed-{unique}"),
+    );
+    let start = |name: &str, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = ["start", "shell", "--network", "none", "--name", name]
+            .map(String::from)
+            .to_vec();
+        args.extend(extra.iter().map(|arg| arg.to_string()));
+        args.extend(["--", "sleep", "300"].map(String::from));
+        args
+    };
+
+    // A worktree session started in a subdirectory: its workdir is that
+    // subdirectory of the checkout, and the project's config is read-only.
+    let args = start(&first, &["--mode", "worktree"]);
+    let plan = compare(&refs(&args), Some(&first), &t.ws.join("sub"));
+    let dir = plan["git"]["dir"].as_str().expect("a checkout").to_string();
+    assert_eq!(plan["git"]["branch"], "kennel/shell-0", "{plan}");
+    assert_eq!(plan["workdir"], format!("{dir}/sub"), "{plan}");
+    assert!(
+        plan["mounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .any(|mount| {
+                mount["source"] == format!("{dir}/.kennel.toml") && mount["read_only"] == true
+            }),
+        "{plan}"
+    );
+
+    // A clone run while the first session holds slot 0.
+    let plan = compare(
+        &[
+            "run",
+            "shell",
+            "--mode",
+            "clone",
+            "--network",
+            "none",
+            "--",
+            "true",
+        ],
+        None,
+        &t.ws,
+    );
+    assert_eq!(plan["git"]["branch"], "kennel/shell-1", "{plan}");
+    assert_eq!(plan["git"]["mode"], "clone", "{plan}");
+
+    // Slot 0 is free again but its branch is the first session's: the
+    // next session's branch is named after the session.
+    t.kennel(&["stop", &first]).run().assert_ok();
+    let args = start(&third, &["--mode", "worktree"]);
+    let plan = compare(&refs(&args), Some(&third), &t.ws);
+    assert_eq!(plan["git"]["branch"], format!("kennel/{third}"), "{plan}");
+    t.kennel(&["stop", &third]).run().assert_ok();
+
+    // Resuming the first session: its checkout and branch.
+    let args = start(&fourth, &["--resume", &first]);
+    let plan = compare(&refs(&args), Some(&fourth), &t.ws);
+    assert_eq!(plan["git"]["dir"], dir.as_str(), "{plan}");
+    assert_eq!(plan["git"]["branch"], "kennel/shell-0", "{plan}");
+    for name in [&first, &third, &fourth] {
+        t.kennel(&["rm", "--force", name]).run().assert_ok();
+    }
 }
 
 pub fn dry_run(b: Backend) {

@@ -341,17 +341,18 @@ pub fn worktree_start(b: Backend) {
         )
         .run();
     out.assert_ok();
-    let id = out
-        .stdout
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
+    // The checkout is where the session's Plan says.
+    let plan = t.kennel(&["inspect", &name]).run();
+    plan.assert_ok();
+    let dir = plan.json()["git"]["dir"]
+        .as_str()
+        .expect("a checkout")
         .to_string();
-    let file = t
-        .data_home
-        .join("kennel/checkouts")
-        .join(&id)
-        .join("started.txt");
+    assert!(
+        dir.starts_with(&t.data_home.join("kennel/checkouts").display().to_string()),
+        "{plan}"
+    );
+    let file = Path::new(&dir).join("started.txt");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !file.is_file() {
         assert!(
