@@ -46,12 +46,12 @@ cd "$work/ws"
 
 catalog=$("$KENNEL" agents --json)
 if (($#)); then agents=("$@"); else
-    mapfile -t agents < <(python3 -c 'import json,sys; [print(a["name"]) for a in json.load(sys.stdin)]' <<<"$catalog")
+    mapfile -t agents < <(python3 -c 'import json,sys; [print(a["name"]) for a in json.load(sys.stdin)["agents"]]' <<<"$catalog")
 fi
 field() { # field AGENT KEY -> the catalog value (lists space-joined)
     python3 -c '
 import json, sys
-agent = next(a for a in json.load(sys.stdin) if a["name"] == sys.argv[1])
+agent = next(a for a in json.load(sys.stdin)["agents"] if a["name"] == sys.argv[1])
 value = agent.get(sys.argv[2], "")
 print(" ".join(value) if isinstance(value, list) else value)' "$1" "$2" <<<"$catalog"
 }

@@ -69,7 +69,7 @@ for ((r = 0; r < ROUNDS; r++)); do
         done
     done
 done
-running=$("$KENNEL" ls --all --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+running=$("$KENNEL" ls --all --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["sessions"]))')
 [[ $running -ge $((SESSIONS * ROUNDS * 2)) ]] || { echo "bench: only $running sessions registered" >&2; exit 1; }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }

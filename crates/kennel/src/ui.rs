@@ -3,6 +3,8 @@
 
 use std::io::Write;
 
+use kennel_lib::CliError;
+
 /// `println!` for what a command prints on stdout (its data). A reader
 /// that went away (`kennel net log | head -1`) ends kennel at once, quietly
 /// and with success, as it would `cat`; `println!` would panic.
@@ -39,11 +41,55 @@ fn stdout_failed(error: &std::io::Error) -> ! {
     std::process::exit(kennel_lib::error::ExitKind::Kennel.code());
 }
 
-/// A command's data as JSON on stdout: the one way every `--json` (and
-/// `--dry-run`) prints.
-pub fn print_json(value: &impl serde::Serialize) -> Result<i32, kennel_lib::CliError> {
+/// The version of the shape of every JSON document kennel prints: each
+/// one is an object whose first key is `"version"`. It goes up when a
+/// change could break a reader (a field removed or renamed, or its type
+/// changed); new fields leave it as it is.
+pub const JSON_VERSION: u32 = 1;
+
+/// A list as a command's data: `{"version": 1, "<name>": [...]}`.
+pub fn print_json_list(name: &str, items: &impl serde::Serialize) -> Result<i32, CliError> {
+    struct Listed<'a, T> {
+        name: &'a str,
+        items: &'a T,
+    }
+    impl<T: serde::Serialize> serde::Serialize for Listed<'_, T> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut map = serializer.serialize_map(Some(2))?;
+            map.serialize_entry("version", &JSON_VERSION)?;
+            map.serialize_entry(self.name, self.items)?;
+            map.end()
+        }
+    }
+    write_json(&Listed { name, items })
+}
+
+/// An object as a command's data: `"version": 1`, then its own fields.
+pub fn print_json_object(value: &impl serde::Serialize) -> Result<i32, CliError> {
+    #[derive(serde::Serialize)]
+    struct Versioned<'a, T: serde::Serialize> {
+        version: u32,
+        #[serde(flatten)]
+        value: &'a T,
+    }
+    write_json(&Versioned {
+        version: JSON_VERSION,
+        value,
+    })
+}
+
+/// A Plan (`--dry-run`, `kennel inspect`; a typed one, or one recorded by
+/// another kennel): it carries its own version.
+pub fn print_plan(plan: &impl serde::Serialize) -> Result<i32, CliError> {
+    write_json(plan)
+}
+
+/// JSON on stdout, pretty: the one way every `--json` prints. Nothing is
+/// printed when it cannot be serialised.
+fn write_json(value: &impl serde::Serialize) -> Result<i32, CliError> {
     let json = serde_json::to_string_pretty(value)
-        .map_err(|error| kennel_lib::CliError::kennel(format!("cannot write JSON: {error}")))?;
+        .map_err(|error| CliError::kennel(format!("cannot write JSON: {error}")))?;
     outln!("{json}");
     Ok(0)
 }

@@ -227,7 +227,10 @@ fn agents_json_lists_the_catalog() {
     let sandbox = Sandbox::new();
     let (code, stdout, _) = output(&mut sandbox.kennel(&["agents", "--json"]));
     assert_eq!(code, 0);
-    let agents: Vec<serde_json::Value> = serde_json::from_str(&stdout).expect("json");
+    let listed: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(listed["version"], 1, "{stdout}");
+    let agents: Vec<serde_json::Value> =
+        serde_json::from_value(listed["agents"].clone()).expect("a list of agents");
     assert!(agents.len() >= 16, "{} agents", agents.len());
     for name in [
         "claude",
@@ -378,11 +381,12 @@ fn a_reader_that_goes_away_ends_kennel_quietly() {
 #[test]
 fn quiet_silences_notes_not_data() {
     let sandbox = Sandbox::new();
+    sandbox.commit();
     let (code, stdout, stderr) =
         output(&mut sandbox.kennel(&["run", "shell", "--dry-run", "--mode", "worktree"]));
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stderr.contains("kennel: --dry-run creates no checkout"),
+        stderr.contains("kennel: --dry-run: the session would create branch kennel/shell-0"),
         "{stderr}"
     );
     let (code, quiet_stdout, quiet_stderr) = output(&mut sandbox.kennel(&[
@@ -486,7 +490,12 @@ fn a_session_of_an_unknown_backend_is_refused_and_can_be_forgotten() {
     assert_eq!(code, 0, "{stderr}");
     let (code, stdout, _) = output(&mut sandbox.kennel(&["ls", "--all", "--json"]));
     assert_eq!(code, 0);
-    assert_eq!(stdout.trim(), "[]");
+    insta::assert_snapshot!(stdout, @r#"
+    {
+      "version": 1,
+      "sessions": []
+    }
+    "#);
 }
 
 /// A backend name kennel does not know, from the environment or config, is

@@ -46,7 +46,9 @@ impl SessionProbes for Sandbox {
         all.extend_from_slice(args);
         let (code, stdout, stderr) = output(&mut self.kennel(&all));
         assert_eq!(code, 0, "{stderr}");
-        serde_json::from_str::<Vec<serde_json::Value>>(&stdout).expect("ls --json is an array")
+        let listed: serde_json::Value = serde_json::from_str(&stdout).expect("ls --json");
+        assert_eq!(listed["version"], 1, "{stdout}");
+        serde_json::from_value(listed["sessions"].clone()).expect("ls --json lists sessions")
     }
 }
 

@@ -16,7 +16,7 @@ pub fn run(args: AgentsArgs) -> Result<i32, CliError> {
     let context = Context::load_here()?;
     let agents: Vec<_> = context.catalog.agents().collect();
     if args.json.json {
-        return crate::ui::print_json(&agents);
+        return crate::ui::print_json_list("agents", &agents);
     }
     let width = agents
         .iter()

@@ -62,7 +62,7 @@ fn show(args: ShowArgs) -> Result<i32, CliError> {
                 serde_json::json!({ "key": key, "value": value, "origin": origin })
             })
             .collect();
-        return crate::ui::print_json(&json);
+        return crate::ui::print_json_list("entries", &json);
     }
     let width = entries
         .iter()
@@ -152,7 +152,7 @@ fn paths(args: PathsArgs) -> Result<i32, CliError> {
             .iter()
             .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
             .collect();
-        return crate::ui::print_json(&map);
+        return crate::ui::print_json_object(&map);
     } else {
         for (name, path) in rows {
             outln!("{name:14} {}", path.display());

@@ -84,7 +84,7 @@ pub async fn run(args: DoctorArgs) -> Result<i32, CliError> {
     let usable = backends.iter().any(|backend| backend.ok);
     let report = Report { backends, checks };
     if args.json.json {
-        crate::ui::print_json(&report)?;
+        crate::ui::print_json_object(&report)?;
     } else {
         outln!("backends:");
         for check in &report.backends {

@@ -97,7 +97,7 @@ pub async fn run(command: ImageCommand) -> Result<i32, CliError> {
         ImageCommand::Ls(args) => {
             let listed = images::list(&context, engine).await?;
             if args.json.json {
-                return crate::ui::print_json(&listed);
+                return crate::ui::print_json_list("images", &listed);
             }
             let rows: Vec<[String; 5]> = listed
                 .iter()

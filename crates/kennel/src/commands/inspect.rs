@@ -22,7 +22,7 @@ pub fn run(args: InspectArgs) -> Result<i32, CliError> {
     // As `--dry-run` prints it (its field order); a Plan of another kennel
     // version as it was recorded.
     if let Ok(plan) = serde_json::from_str::<kennel_core::plan::Plan>(plan) {
-        return crate::ui::print_json(&plan);
+        return crate::ui::print_plan(&plan);
     }
     let plan: serde_json::Value = serde_json::from_str(plan).map_err(|error| {
         CliError::kennel(format!(
@@ -30,5 +30,5 @@ pub fn run(args: InspectArgs) -> Result<i32, CliError> {
             found.session.name
         ))
     })?;
-    crate::ui::print_json(&plan)
+    crate::ui::print_plan(&plan)
 }

@@ -40,7 +40,7 @@ pub fn run(args: LsArgs) -> Result<i32, CliError> {
             .iter()
             .map(|session| Listed::of(session, &mut repos))
             .collect();
-        return crate::ui::print_json(&listed);
+        return crate::ui::print_json_list("sessions", &listed);
     }
     if sessions.is_empty() {
         kennel_lib::report::note(&format!(

@@ -64,7 +64,7 @@ fn log(args: LogArgs) -> Result<i32, CliError> {
         decisions.retain(Decision::is_denied);
     }
     if args.json.json {
-        return crate::ui::print_json(&decisions);
+        return crate::ui::print_json_list("decisions", &decisions);
     }
     let session = path
         .file_name()

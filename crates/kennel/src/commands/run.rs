@@ -147,7 +147,7 @@ pub fn print_dry_run(
     name: Option<&str>,
 ) -> Result<i32, CliError> {
     kennel_lib::launch::dry_run(prepared, choice, launch, name)?;
-    crate::ui::print_json(&prepared.plan.redacted())
+    crate::ui::print_plan(&prepared.plan.redacted())
 }
 
 pub async fn run(args: RunArgs) -> Result<i32, CliError> {

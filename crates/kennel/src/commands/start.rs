@@ -42,7 +42,7 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
     }
     let session = kennel_lib::launch::start(prepared, choice, &launch, args.name).await?;
     if args.json.json {
-        crate::ui::print_json(&session)?;
+        crate::ui::print_json_object(&session)?;
     } else {
         outln!("{} {}", session.name, session.id);
     }

@@ -34,6 +34,19 @@ impl Sandbox {
         }
     }
 
+    /// A first commit in the workspace (worktree and clone modes need one).
+    pub fn commit(&self) -> &Sandbox {
+        let status = Command::new("git")
+            .args(["-c", "user.name=u", "-c", "user.email=u@example.invalid"])
+            .args(["commit", "-q", "--allow-empty", "-m", "first"])
+            .current_dir(&self.workspace)
+            .env("HOME", &self.home)
+            .status()
+            .expect("git");
+        assert!(status.success());
+        self
+    }
+
     pub fn user_config(&self, text: &str) -> &Sandbox {
         std::fs::write(self.home.join(".config/kennel/config.toml"), text).expect("config");
         self

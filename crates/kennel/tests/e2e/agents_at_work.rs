@@ -203,7 +203,7 @@ impl AgentRun {
         let catalog = self.t.kennel(&["agents", "--json"]).run();
         catalog.assert_ok();
         let catalog = catalog.json();
-        let not_needed = catalog
+        let not_needed = catalog["agents"]
             .as_array()
             .and_then(|agents| agents.iter().find(|a| a["name"] == self.agent))
             .map(|a| a["refused_hosts"].clone())

@@ -403,8 +403,7 @@ pub fn persistent_audit(b: Backend) {
         let out = t.kennel(&["ls", "--all", "--json"]).run();
         out.assert_ok();
         listing += &out.stderr;
-        let ended = out
-            .json()
+        let ended = out.json()["sessions"]
             .as_array()
             .into_iter()
             .flatten()

@@ -428,7 +428,7 @@ pub fn checkout_under_home(b: Backend) {
         }
     }
     let listed = t.kennel_env(&["ls", "--all", "--json"], &env).run();
-    let name = listed.json()[0]["name"]
+    let name = listed.json()["sessions"][0]["name"]
         .as_str()
         .unwrap_or_default()
         .to_string();

@@ -866,7 +866,10 @@ impl Ctx {
     pub fn sessions(&self) -> Vec<Value> {
         let out = self.kennel(&["ls", "--all", "--json"]).run();
         out.assert_ok();
-        out.json().as_array().cloned().unwrap_or_default()
+        out.json()["sessions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The session named `name` in `kennel ls --all --json`.

@@ -460,7 +460,10 @@ pub fn find_session(t: &Ctx, pred: impl Fn(&Value) -> bool) -> Option<(String, V
             .kennel(&["net", "log", "--session", session, "--json"])
             .run();
         out.assert_ok();
-        let decisions = out.json().as_array().cloned().unwrap_or_default();
+        let decisions = out.json()["decisions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         if decisions.iter().any(&pred) {
             return Some((session.to_string(), decisions));
         }
@@ -596,7 +599,7 @@ pub fn allowlist(b: Backend) {
         .kennel(&["net", "log", "--session", &session, "--denied", "--json"])
         .run();
     out.assert_ok();
-    let denied = out.json();
+    let denied = out.json()["decisions"].clone();
     let denied = denied.as_array().unwrap();
     assert!(denied.iter().all(|d| d["verdict"] == "deny"), "{out}");
     assert_eq!(denied.len(), 3, "other, meta, private\n{out}");
@@ -892,7 +895,10 @@ pub fn detached(b: Backend) {
         .kennel(&["net", "log", "--session", &plan, "--json"])
         .run();
     out.assert_ok();
-    let decisions = out.json().as_array().cloned().unwrap_or_default();
+    let decisions = out.json()["decisions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let allowed = decisions
         .iter()
         .find(|d| d["host"] == "allowed.kennel.test")

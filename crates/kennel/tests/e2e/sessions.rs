@@ -675,8 +675,7 @@ pub fn clean(b: Backend) {
         .kennel_env(&["ls", "--json"], &[("XDG_DATA_HOME", &other_data_text)])
         .run();
     others.assert_ok();
-    let foreign_session = others
-        .json()
+    let foreign_session = others.json()["sessions"]
         .as_array()
         .cloned()
         .unwrap_or_default()
