@@ -18,27 +18,24 @@ pub fn run(args: AgentsArgs) -> Result<i32, CliError> {
     if args.json.json {
         return crate::ui::print_json_list("agents", &agents);
     }
-    let width = agents
-        .iter()
-        .map(|agent| agent.name.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    outln!("{:width$}  {:7}  DESCRIPTION", "AGENT", "RUNTIME");
+    let mut rows = Vec::new();
     for agent in agents {
         let mut description = agent.description.clone();
         if agent.source != "built-in" {
             description.push_str(&format!(" [{}]", agent.source));
         }
-        outln!(
-            "{:width$}  {:7}  {}",
-            agent.name,
-            agent.runtime.as_str(),
-            description
-        );
+        rows.push([
+            agent.name.clone(),
+            agent.runtime.as_str().to_string(),
+            description,
+        ]);
         if !agent.caveat.is_empty() {
-            outln!("{:width$}  {:7}  ! {}", "", "", agent.caveat);
+            rows.push([String::new(), String::new(), format!("! {}", agent.caveat)]);
         }
     }
+    crate::ui::write_stdout(format_args!(
+        "{}",
+        crate::ui::table(&["AGENT", "RUNTIME", "DESCRIPTION"], &rows)
+    ));
     Ok(0)
 }

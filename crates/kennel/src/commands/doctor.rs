@@ -86,24 +86,25 @@ pub async fn run(args: DoctorArgs) -> Result<i32, CliError> {
     if args.json.json {
         crate::ui::print_json_object(&report)?;
     } else {
-        outln!("backends:");
-        for check in &report.backends {
-            print_check(check);
-        }
-        outln!("checks:");
-        for check in &report.checks {
-            print_check(check);
-        }
+        let backends = crate::ui::table(&["BACKEND", "STATUS", "DETAIL"], &rows(&report.backends));
+        let checks = crate::ui::table(&["CHECK", "STATUS", "DETAIL"], &rows(&report.checks));
+        crate::ui::write_stdout(format_args!("{backends}\n{checks}"));
     }
     Ok(if usable { 0 } else { 1 })
 }
 
-fn print_check(check: &Check) {
-    let mark = if check.ok { "ok  " } else { "FAIL" };
-    outln!("  [{mark}] {:16} {}", check.name, check.detail);
-    if let Some(fix) = check.fix.as_ref().filter(|_| !check.ok) {
-        outln!("         {:16} fix: {fix}", "");
+/// Table rows for `checks`: each one's status and what was found, and
+/// under one that failed, its fix.
+fn rows(checks: &[Check]) -> Vec<[String; 3]> {
+    let mut rows = Vec::new();
+    for check in checks {
+        let status = if check.ok { "ok" } else { "FAIL" };
+        rows.push([check.name.clone(), status.to_string(), check.detail.clone()]);
+        if let Some(fix) = check.fix.as_ref().filter(|_| !check.ok) {
+            rows.push([String::new(), String::new(), format!("fix: {fix}")]);
+        }
     }
+    rows
 }
 
 /// The native backend: what this kernel offers, found by trying it.
@@ -133,5 +134,35 @@ fn native_check() -> Check {
             )
         },
         fix: probe.fix,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Check, rows};
+
+    /// What a user reads: a failing check's fix under it, a passing one's
+    /// never.
+    #[test]
+    fn the_report_as_a_table() {
+        let check = |name: &str, ok: bool, detail: &str| Check {
+            name: name.into(),
+            ok,
+            detail: detail.into(),
+            fix: Some(format!("the fix for {name}")),
+        };
+        let table = crate::ui::table(
+            &["BACKEND", "STATUS", "DETAIL"],
+            &rows(&[
+                check("docker", true, "version 28.2.2 at /var/run/docker.sock"),
+                check("podman-rootless", false, "no API socket"),
+            ]),
+        );
+        insta::assert_snapshot!(table, @r"
+        BACKEND          STATUS  DETAIL
+        docker           ok      version 28.2.2 at /var/run/docker.sock
+        podman-rootless  FAIL    no API socket
+                                 fix: the fix for podman-rootless
+        ");
     }
 }
