@@ -2,11 +2,10 @@
 //! failing step's own output when a build fails.
 
 use std::fs::File;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use kennel_engine::{BuildEvent, BuildRequest, Engine, EngineError};
 use kennel_image::Recipe;
 
@@ -94,52 +93,23 @@ async fn build_one(
         let _ = writeln!(log, "#   {line}");
     }
 
-    let verbose = crate::report::verbosity() > 0;
-    let interactive = std::io::stderr().is_terminal();
-    let bar = if interactive && !verbose {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar.set_prefix(format!("building {}", recipe.tag));
-        bar.enable_steady_tick(Duration::from_millis(120));
-        Some(bar)
-    } else {
-        crate::report::note(&format!(
-            "building {} (first use; later runs reuse it; log: {})",
-            recipe.tag,
-            log_path.display()
-        ));
-        None
-    };
-    let mut on_event = |event: BuildEvent| {
-        let line = match &event {
-            BuildEvent::Step(line) | BuildEvent::Output(line) => line,
-        };
-        let _ = writeln!(log, "{line}");
-        match (&bar, &event) {
-            (Some(bar), _) => {
-                bar.set_message(
-                    crate::text::escape_controls(line.trim())
-                        .chars()
-                        .take(120)
-                        .collect::<String>(),
-                );
-            }
-            (None, BuildEvent::Step(_)) => {
-                crate::report::note(&format!("  {}", crate::text::escape_controls(line.trim())));
-            }
-            (None, BuildEvent::Output(_)) if verbose => {
-                crate::report::note(&format!("    {}", crate::text::escape_controls(line)));
-            }
-            (None, BuildEvent::Output(_)) => {}
+    let mut progress = crate::report::progress(&format!(
+        "building {} (first use; later runs reuse it; log: {})",
+        recipe.tag,
+        log_path.display()
+    ));
+    let mut on_event = |event: BuildEvent| match &event {
+        BuildEvent::Step(line) => {
+            let _ = writeln!(log, "{line}");
+            progress.step(line);
+        }
+        BuildEvent::Output(line) => {
+            let _ = writeln!(log, "{line}");
+            progress.output(line);
         }
     };
     let result = engine.build_image(request, &mut on_event).await;
-    if let Some(bar) = &bar {
-        bar.finish_and_clear();
-    }
+    drop(progress);
     if let Err(error) = &result {
         let _ = writeln!(log, "# kennel: the build failed: {error}");
     }

@@ -16,6 +16,46 @@ pub trait Reporter: Send + Sync {
     /// A security finding: what an agent may have tried (the end-of-session
     /// check of git control files).
     fn alarm(&self, text: &str);
+    /// Long work begins (an image build, `title` says which): its steps and
+    /// output are shown as it goes, until the returned value is dropped.
+    fn progress(&self, title: &str) -> Box<dyn Progress> {
+        self.note(title);
+        Box::new(Notes)
+    }
+}
+
+/// Long work as it goes: a spinner on a terminal, notes elsewhere.
+pub trait Progress: Send {
+    /// A step of the work begins (e.g. a Dockerfile's `RUN …`).
+    fn step(&mut self, line: &str);
+    /// A line of the work's own output (shown with `-v`).
+    fn output(&mut self, line: &str);
+}
+
+/// Progress as notes: each step, and with `-v` each line of output.
+pub struct Notes;
+
+impl Progress for Notes {
+    fn step(&mut self, line: &str) {
+        note(&format!("  {}", crate::text::escape_controls(line.trim())));
+    }
+
+    fn output(&mut self, line: &str) {
+        if verbosity() > 0 {
+            note(&format!("    {}", crate::text::escape_controls(line)));
+        }
+    }
+}
+
+/// Long work begins (see [`Reporter::progress`]).
+pub fn progress(title: &str) -> Box<dyn Progress> {
+    match REPORTER.get() {
+        Some(reporter) => reporter.progress(title),
+        None => {
+            tracing::info!("{title}");
+            Box::new(Notes)
+        }
+    }
 }
 
 static REPORTER: OnceLock<Box<dyn Reporter>> = OnceLock::new();

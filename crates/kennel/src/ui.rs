@@ -146,6 +146,49 @@ impl kennel_lib::report::Reporter for Stderr {
     fn alarm(&self, text: &str) {
         eprintln!("kennel: WARNING: {text}");
     }
+
+    /// A spinner with the latest line on a terminal (not with `-v`, which
+    /// shows every line, nor `--quiet`); elsewhere, notes.
+    fn progress(&self, title: &str) -> Box<dyn kennel_lib::report::Progress> {
+        use std::io::IsTerminal;
+        if self.quiet
+            || kennel_lib::report::verbosity() > 0
+            || !std::io::stderr().is_terminal()
+        {
+            self.note(title);
+            return Box::new(kennel_lib::report::Notes);
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        // The title without its parenthesis: the bar's line is short.
+        bar.set_prefix(title.split(" (").next().unwrap_or(title).to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        Box::new(Spinner(bar))
+    }
+}
+
+/// [`Stderr::progress`] on a terminal: the latest line beside a spinner,
+/// cleared when the work ends.
+struct Spinner(indicatif::ProgressBar);
+
+impl kennel_lib::report::Progress for Spinner {
+    fn step(&mut self, line: &str) {
+        self.output(line);
+    }
+
+    fn output(&mut self, line: &str) {
+        let line = kennel_lib::text::escape_controls(line.trim());
+        self.0.set_message(line.chars().take(120).collect::<String>());
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
 }
 
 /// kennel's log lines (`tracing`) on stderr. Without `-v` they are the
