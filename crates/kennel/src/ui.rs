@@ -151,10 +151,7 @@ impl kennel_lib::report::Reporter for Stderr {
     /// shows every line, nor `--quiet`); elsewhere, notes.
     fn progress(&self, title: &str) -> Box<dyn kennel_lib::report::Progress> {
         use std::io::IsTerminal;
-        if self.quiet
-            || kennel_lib::report::verbosity() > 0
-            || !std::io::stderr().is_terminal()
-        {
+        if self.quiet || kennel_lib::report::verbosity() > 0 || !std::io::stderr().is_terminal() {
             self.note(title);
             return Box::new(kennel_lib::report::Notes);
         }
@@ -181,7 +178,8 @@ impl kennel_lib::report::Progress for Spinner {
 
     fn output(&mut self, line: &str) {
         let line = kennel_lib::text::escape_controls(line.trim());
-        self.0.set_message(line.chars().take(120).collect::<String>());
+        self.0
+            .set_message(line.chars().take(120).collect::<String>());
     }
 }
 

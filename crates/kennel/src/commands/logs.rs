@@ -58,23 +58,22 @@ impl Printer {
             safe = filter.push(bytes);
             &safe
         };
-        // A reader that went away (`kennel logs | head`) is not an error.
-        let _ = match stream {
-            OutputStream::Stdout => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(bytes).and_then(|()| out.flush())
+        // A reader that went away (`kennel logs -f | head`) ends kennel
+        // quietly, as it does every command: following on would be for no one.
+        match stream {
+            OutputStream::Stdout => crate::ui::write_stdout_bytes(bytes),
+            OutputStream::Stderr => {
+                let _ = std::io::stderr().lock().write_all(bytes);
             }
-            OutputStream::Stderr => std::io::stderr().lock().write_all(bytes),
-        };
+        }
     }
 
     fn finish(&mut self) {
         if !self.raw {
             let (out, err) = (self.stdout.finish(), self.stderr.finish());
-            let _ = std::io::stdout().lock().write_all(&out);
+            crate::ui::write_stdout_bytes(&out);
             let _ = std::io::stderr().lock().write_all(&err);
         }
-        let _ = std::io::stdout().flush();
     }
 }
 

@@ -95,6 +95,34 @@ pub fn lifecycle(b: Backend) {
     let out = t.kennel(&["logs", &name]).run();
     out.assert_ok();
     assert!(out.stdout.contains("hello-42"), "{out}");
+    // `logs -f | head -1`: the reader goes away after a line, and kennel
+    // ends at once, quietly, instead of following for no one.
+    let (mut follow, what) = t.kennel_command(&["logs", "-f", &name], &[]);
+    let mut child = follow
+        .current_dir(&t.ws)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| fail(format!("{what}: {e}")));
+    let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut first).expect("a line");
+    drop(reader);
+    // The next write fails: have the agent print something.
+    t.kennel(&["send", &name, "echo after-the-reader-left"])
+        .run()
+        .assert_ok();
+    let ended = poll(Duration::from_secs(20), || child.try_wait().ok().flatten());
+    let Some(status) = ended else {
+        let _ = child.kill();
+        fail(format!("{what} kept following after its reader went away"));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    assert_eq!(status.code(), Some(0), "{what}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{what}: {stderr}");
 
     // attach from a terminal; C-b d detaches and the session keeps running.
     let command = format!(
