@@ -3,12 +3,13 @@
 use std::fmt;
 
 /// 2 for bad usage, 125 for kennel's own failure before the agent started,
-/// 127 for an agent command that does not exist (as `docker run` does), the
-/// same on every backend.
+/// 126 for an agent command that cannot be run and 127 for one that does
+/// not exist (as `docker run` does), the same on every backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitKind {
     Usage,
     Kennel,
+    CannotExecute,
     CommandNotFound,
 }
 
@@ -17,6 +18,7 @@ impl ExitKind {
         match self {
             ExitKind::Usage => 2,
             ExitKind::Kennel => 125,
+            ExitKind::CannotExecute => 126,
             ExitKind::CommandNotFound => 127,
         }
     }
@@ -80,11 +82,49 @@ from_subsystem! {
     kennel_core::settings::PlanError => |e: &kennel_core::settings::PlanError| e.is_usage(),
     kennel_core::host::HostError => |_: &kennel_core::host::HostError| false,
     kennel_image::ImageError => |_: &kennel_image::ImageError| false,
-    kennel_engine::EngineError => |_: &kennel_engine::EngineError| false,
+}
+
+/// An engine's failure: kennel's own (125), unless the agent's command is
+/// what could not run (126, 127).
+impl From<kennel_engine::EngineError> for CliError {
+    fn from(error: kennel_engine::EngineError) -> CliError {
+        let kind = match error.exit_code() {
+            126 => ExitKind::CannotExecute,
+            127 => ExitKind::CommandNotFound,
+            _ => ExitKind::Kennel,
+        };
+        CliError {
+            kind,
+            message: error.to_string(),
+            hint: error.hint(),
+        }
+    }
 }
 
 impl From<kennel_core::trust::TrustError> for CliError {
     fn from(error: kennel_core::trust::TrustError) -> CliError {
         CliError::kennel(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CliError, ExitKind};
+    use kennel_engine::EngineError;
+
+    /// An engine that cannot run the agent's command exits as `docker run`
+    /// does; any other engine failure is kennel's own.
+    #[test]
+    fn engine_errors_keep_their_exit_codes() {
+        let not_runnable = |exit_code| EngineError::CommandNotRunnable {
+            command: "agent".into(),
+            message: "exec failed".into(),
+            exit_code,
+        };
+        assert_eq!(CliError::from(not_runnable(127)).kind.code(), 127);
+        assert_eq!(CliError::from(not_runnable(126)).kind.code(), 126);
+        let other = CliError::from(EngineError::InvalidPlan("no image".into()));
+        assert_eq!(other.kind, ExitKind::Kennel);
+        assert_eq!(other.kind.code(), 125);
     }
 }

@@ -260,10 +260,11 @@ impl NativeSession {
         read_session_file(&self.dir).map(|file| file.plan)
     }
 
-    /// Ends the tmux server: the pane's kennel gets SIGHUP, as a closed
-    /// terminal would send, and passes it to the agent.
+    /// Ends the tmux server ([`crate::tmux::HANG_UP`]): the pane's kennel
+    /// gets SIGHUP, as a closed terminal would send, and passes it to the
+    /// agent. Synchronous, for the paths that have no runtime.
     pub fn hang_up(&self) {
-        let _ = self.tmux(&["kill-server"]);
+        let _ = self.tmux(crate::tmux::HANG_UP);
     }
 
     /// Ends the tmux server and removes what a session's kennel that could

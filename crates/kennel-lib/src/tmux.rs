@@ -58,9 +58,13 @@ pub async fn capture(
     server.tmux(&args).await
 }
 
-/// Ends the server: the agent gets SIGHUP, as from a closed terminal.
+/// What ends a session's tmux server: the agent gets SIGHUP, as from a
+/// closed terminal.
+pub const HANG_UP: &[&str] = &["kill-server"];
+
+/// Ends the server (see [`HANG_UP`]).
 pub async fn hang_up(server: &dyn TmuxServer) {
-    let _ = server.tmux(&["kill-server"]).await;
+    let _ = server.tmux(HANG_UP).await;
 }
 
 #[cfg(test)]

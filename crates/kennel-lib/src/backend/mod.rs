@@ -292,7 +292,14 @@ impl Backends {
 /// Asks the backends about every live session in `sessions` and records
 /// what they say: ended ones in the registry, orphans on the session.
 pub async fn refresh(registry: &mut kennel_sessions::Registry, sessions: &mut [Session]) {
-    let mut backends = Backends::default();
+    refresh_with(&mut Backends::default(), registry, sessions).await
+}
+
+async fn refresh_with(
+    backends: &mut Backends,
+    registry: &mut kennel_sessions::Registry,
+    sessions: &mut [Session],
+) {
     for session in sessions.iter_mut() {
         if session.state.is_ended() {
             continue;
@@ -333,10 +340,13 @@ pub fn settle(registry: &mut kennel_sessions::Registry, sessions: &mut Vec<Sessi
         Err(error) => tracing::warn!("cannot check for sessions of killed kennels: {error}"),
     }
     // Only a backend whose sandboxes outlive their kennel has to be asked.
+    let mut backends = Backends::default();
     let must_ask = sessions.iter().any(|session| {
         !session.state.is_ended()
             && session.handle.is_some()
-            && by_name(&session.backend).is_ok_and(|b| !b.ends_with_owner())
+            && backends
+                .get(&session.backend)
+                .is_some_and(|b| !b.ends_with_owner())
     });
     if !must_ask {
         return;
@@ -344,5 +354,5 @@ pub fn settle(registry: &mut kennel_sessions::Registry, sessions: &mut Vec<Sessi
     let Ok(runtime) = crate::runtime() else {
         return;
     };
-    runtime.block_on(refresh(registry, sessions));
+    runtime.block_on(refresh_with(&mut backends, registry, sessions));
 }
