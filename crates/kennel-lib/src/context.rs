@@ -82,3 +82,62 @@ fn load_config(host: &HostContext, workspace: Option<&Workspace>) -> Result<Conf
     };
     Ok(Config::load(&sources, &trust)?)
 }
+
+/// `kennel config trust [FILE]`: records the exact content of `file` (by
+/// default the workspace's `.kennel.toml`) as trusted, so that it may widen
+/// policy; the file and the digest of what was trusted. Read as `kennel
+/// run` reads it: never through a link.
+pub fn trust(file: Option<PathBuf>) -> Result<(PathBuf, String), CliError> {
+    let context = Context::load_here().or_else(|_| {
+        // The project config may be the very thing that fails to load.
+        let host = kennel_core::host::HostContext::detect()?;
+        let workspace = kennel_core::host::Workspace::resolve(&host.cwd, &host.home).ok();
+        Ok::<_, CliError>(Context {
+            host,
+            workspace,
+            config: kennel_core::config::Config::load(
+                &Default::default(),
+                &TrustStore::in_memory(),
+            )?,
+            catalog: kennel_core::catalog::Catalog::builtin()?,
+        })
+    })?;
+    let file = match file {
+        Some(file) => file,
+        None => context
+            .workspace
+            .as_ref()
+            .map(project_file)
+            .ok_or_else(|| CliError::usage("no workspace here; name the file to trust"))?,
+    };
+    // Read as `kennel run` reads it: never through a link (a link to a
+    // trusted file would otherwise lend that file's trust to the link).
+    let content = match kennel_core::trust::read_config_file(&file) {
+        Ok(Some(content)) => content,
+        Ok(None) => {
+            return Err(CliError::usage(format!(
+                "cannot read {}: no such file",
+                file.display()
+            )));
+        }
+        Err(kennel_core::trust::ReadError::Link) => {
+            return Err(CliError::usage(format!(
+                "refusing to trust {}: it is a symbolic link",
+                file.display()
+            ))
+            .with_hint(
+                "kennel never follows a link to a project config; replace the link with a regular file (a copy of what you trust) and trust that",
+            ));
+        }
+        Err(error) => {
+            return Err(CliError::usage(format!(
+                "cannot trust {}: {error}",
+                file.display()
+            )));
+        }
+    };
+    let mut store = TrustStore::load(&context.host.trust_file())?;
+    store.trust(&file, &content);
+    store.save()?;
+    Ok((file, kennel_core::trust::content_digest(&content)))
+}

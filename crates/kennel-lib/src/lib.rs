@@ -13,6 +13,7 @@ pub mod backend;
 pub mod checkout;
 pub mod cleanup;
 pub mod context;
+pub mod doctor;
 pub mod error;
 pub mod git_audit;
 pub mod image_build;
