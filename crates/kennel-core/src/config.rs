@@ -431,11 +431,38 @@ pub fn parse_layer(text: &str, path: &Path, origin: Origin) -> Result<Layer, Con
             path: path.to_path_buf(),
             line,
             column,
+            message: explain(&error.into_inner().to_string(), &key),
             key: Some(key),
-            message: error.into_inner().to_string(),
         });
     }
     Ok(Layer { origin, table })
+}
+
+/// A deserializer's message as a user reads it: serde's "unknown field
+/// `x`, expected one of …" names the whole key and the nearest valid one;
+/// toml's trailing "in `table`" (the key already says where) is dropped.
+fn explain(message: &str, key: &str) -> String {
+    let message = message
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with("in `"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message;
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return message;
+    };
+    let valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let nearest = valid
+        .iter()
+        .map(|candidate| (strsim::jaro_winkler(unknown, candidate), *candidate))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match nearest {
+        Some((_, candidate)) => format!("unknown key `{key}` (did you mean `{candidate}`?)"),
+        None => format!("unknown key `{key}` (valid here: {})", valid.join(", ")),
+    }
 }
 
 /// Byte offset of the deepest key along `dotted` that exists in the document.
@@ -598,6 +625,28 @@ fn untrusted_keys(project: &toml::Table, trusted_so_far: &toml::Table) -> Vec<St
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn unknown_keys_are_named_whole_with_the_nearest_valid_one() {
+        let message =
+            "unknown field `memmory`, expected one of `backend`, `memory`, `cpus`\nin `defaults`\n";
+        assert_eq!(
+            super::explain(message, "defaults.memmory"),
+            "unknown key `defaults.memmory` (did you mean `memory`?)"
+        );
+        let message = "unknown field `zzz`, expected `backend` or `memory`";
+        assert_eq!(
+            super::explain(message, "defaults.zzz"),
+            "unknown key `defaults.zzz` (valid here: backend, memory)"
+        );
+        assert_eq!(
+            super::explain(
+                "invalid type: string \"x\", expected i64\nin `defaults`\n",
+                "defaults.pids_limit"
+            ),
+            "invalid type: string \"x\", expected i64"
+        );
+    }
+
     use super::*;
 
     fn load_with(

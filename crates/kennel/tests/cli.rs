@@ -448,6 +448,51 @@ fn what_users_see_snapshots() {
     let (code, stdout, _) = output(&mut sandbox.kennel(&["net", "log", "--denied", "--json"]));
     assert_eq!(code, 0);
     insta::assert_snapshot!("net_log_denied_json", stdout);
+
+    // Paths under the sandbox's home, shown as ~.
+    let home = sandbox.home.display().to_string();
+    let (code, stdout, _) = output(&mut sandbox.kennel(&["config", "paths", "--json"]));
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(stdout.replace(&home, "~"), @r#"
+    {
+      "version": 1,
+      "system_config": "~/no-system-config.toml",
+      "user_config": "~/.config/kennel/config.toml",
+      "data_dir": "~/.local/share/kennel",
+      "trust_store": "~/.local/share/kennel/trusted.json"
+    }
+    "#);
+}
+
+/// The errors users meet first, as they read them: what is wrong, where
+/// (file, line, key, argument), and how to fix it; usage errors exit 2.
+#[test]
+fn errors_users_see_snapshots() {
+    let sandbox = Sandbox::new();
+    let home = sandbox.home.display().to_string();
+    let (code, _, stderr) = output(&mut sandbox.kennel(&["run", "claud", "--dry-run"]));
+    assert_eq!(code, 2, "{stderr}");
+    insta::assert_snapshot!(stderr, @r"
+    kennel: error: unknown agent `claud`
+      hint: did you mean `claude`? `kennel agents` lists every agent
+    ");
+
+    let (code, _, stderr) = output(&mut sandbox.kennel(&["run", "shell", "--network", "closed"]));
+    assert_eq!(code, 2, "{stderr}");
+    insta::assert_snapshot!(stderr, @r"
+    error: invalid value 'closed' for '--network <NETWORK>'
+      [possible values: none, allowlist, restricted, open]
+
+    For more information, try '--help'.
+    ");
+
+    sandbox.user_config("[defaults]\nnetwork = \"allowlist\"\nmemmory = \"4g\"\n");
+    let (code, _, stderr) = output(&mut sandbox.kennel(&["run", "shell", "--dry-run"]));
+    assert_ne!(code, 0, "{stderr}");
+    insta::assert_snapshot!(stderr.replace(&home, "~"), @r"
+    kennel: error: ~/.config/kennel/config.toml:3:1: unknown key `defaults.memmory` (did you mean `memory`?)
+      hint: fix or remove `defaults.memmory`; `kennel config show --origin` lists the valid keys and their current values
+    ");
 }
 
 /// A session recorded with a backend this kennel does not know (a newer

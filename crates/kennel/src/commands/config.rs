@@ -97,11 +97,14 @@ fn paths(args: PathsArgs) -> Result<i32, CliError> {
         ("trust_store", host.trust_file()),
     ];
     if args.json.json {
-        let map: serde_json::Map<String, serde_json::Value> = rows
-            .iter()
-            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
-            .collect();
-        return crate::ui::print_json_object(&map);
+        // In the order the text shows them.
+        struct Ordered<'a>(&'a [(&'a str, PathBuf)]);
+        impl serde::Serialize for Ordered<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_map(self.0.iter().map(|(name, path)| (name, path)))
+            }
+        }
+        return crate::ui::print_json_object(&Ordered(&rows));
     } else {
         for (name, path) in rows {
             outln!("{name:14} {}", path.display());
