@@ -1,22 +1,21 @@
-//! `kennel image`: the images kennel builds for agents, on the container
-//! engine a backend runs on.
+//! `kennel image`: the images kennel builds for agents, where a backend
+//! keeps them ([`crate::backend::Images`]).
 
 use std::collections::BTreeSet;
 
-use kennel_engine::Engine;
-use kennel_image::{LABEL_AGENT, LABEL_LAYER, LABEL_MANAGED};
+use kennel_image::{LABEL_AGENT, LABEL_LAYER};
 use serde::Serialize;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Images};
 use crate::context::Context;
 use crate::error::CliError;
 use crate::image_build::Outcome;
 
-/// The backend whose engine holds the images: `requested` (`auto`: Docker
-/// if it answers, else Podman). A backend without an engine is refused.
-pub async fn backend_with_engine(requested: &str) -> Result<Box<dyn Backend>, CliError> {
+/// The backend whose images these are: `requested` (`auto`: the first
+/// that answers). A backend without images is refused.
+pub async fn backend_with_images(requested: &str) -> Result<Box<dyn Backend>, CliError> {
     let (backend, choice) = crate::backend::select(requested, true).await?;
-    match backend.engine().await {
+    match backend.images().await {
         Ok(_) => Ok(backend),
         // `auto` found no engine: say why, rather than what native lacks.
         Err(error) if requested == "auto" => Err(error.with_hint(choice.reason)),
@@ -35,7 +34,7 @@ pub struct Built {
 /// fails before any build starts).
 pub async fn build(
     context: &Context,
-    engine: &Engine,
+    images: &dyn Images,
     agents: &[String],
     no_cache: bool,
 ) -> Result<Vec<Built>, CliError> {
@@ -47,13 +46,13 @@ pub async fn build(
     let mut built = Vec::new();
     for agent in agents {
         let recipes = kennel_image::recipes_for(agent, &settings);
-        let outcomes = crate::image_build::ensure(
-            engine,
-            &recipes,
-            no_cache,
-            &crate::image_build::log_dir(&context.host.data_dir),
-        )
-        .await?;
+        let outcomes = images
+            .ensure(
+                &recipes,
+                no_cache,
+                &crate::image_build::log_dir(&context.host.data_dir),
+            )
+            .await?;
         built.push(Built {
             agent: agent.name.clone(),
             tag: recipes
@@ -90,11 +89,12 @@ pub struct Listed {
     pub current: bool,
 }
 
-/// Every image kennel built on `engine`.
-pub async fn list(context: &Context, engine: &Engine) -> Result<Vec<Listed>, CliError> {
+/// Every image kennel built in `images`.
+pub async fn list(context: &Context, images: &dyn Images) -> Result<Vec<Listed>, CliError> {
     let current = current_tags(context)?;
-    let images = engine.list_images(&format!("{LABEL_MANAGED}=true")).await?;
     Ok(images
+        .list()
+        .await?
         .into_iter()
         .map(|image| Listed {
             current: current.contains(&image.reference),
@@ -112,11 +112,11 @@ pub async fn list(context: &Context, engine: &Engine) -> Result<Vec<Listed>, Cli
 /// removed.
 pub async fn remove(
     context: &Context,
-    engine: &Engine,
+    store: &dyn Images,
     targets: &[String],
     force: bool,
 ) -> Result<Vec<String>, CliError> {
-    let images = engine.list_images(&format!("{LABEL_MANAGED}=true")).await?;
+    let images = store.list().await?;
     let mut removed = Vec::new();
     for target in targets {
         let references: Vec<String> = if context.catalog.get(target).is_ok() {
@@ -132,7 +132,7 @@ pub async fn remove(
             crate::report::note(&format!("no images for agent {target}"));
         }
         for reference in references {
-            engine.remove_image(&reference, force).await?;
+            store.remove(&reference, force).await?;
             removed.push(reference);
         }
     }
@@ -141,9 +141,13 @@ pub async fn remove(
 
 /// Removes the images no current recipe builds (`all`: every one); the
 /// references removed. One still in use is kept, and said so.
-pub async fn prune(context: &Context, engine: &Engine, all: bool) -> Result<Vec<String>, CliError> {
+pub async fn prune(
+    context: &Context,
+    store: &dyn Images,
+    all: bool,
+) -> Result<Vec<String>, CliError> {
     let current = current_tags(context)?;
-    let images = engine.list_images(&format!("{LABEL_MANAGED}=true")).await?;
+    let images = store.list().await?;
     // Agent layers first: a base layer cannot go while an image built on it stays.
     let mut stale: Vec<_> = images
         .iter()
@@ -152,7 +156,7 @@ pub async fn prune(context: &Context, engine: &Engine, all: bool) -> Result<Vec<
     stale.sort_by_key(|image| image.labels.get(LABEL_LAYER).map(|layer| layer == "base"));
     let mut removed = Vec::new();
     for image in stale {
-        match engine.remove_image(&image.reference, false).await {
+        match store.remove(&image.reference, false).await {
             Ok(()) => removed.push(image.reference.clone()),
             Err(error) => crate::report::note(&format!("kept {}: {error}", image.reference)),
         }

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kennel_engine::{ContainerState, Engine};
+use crate::backend::SandboxState;
 use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -407,7 +407,7 @@ impl Signals {
     }
 }
 
-/// Returns once the container has ended or is gone, the engine has not
+/// Returns once the sandbox has ended or is gone, its backend has not
 /// answered for [`UNREACHABLE_LIMIT`], or a termination signal came.
 async fn watch(backend: &str, container: &str, signals: &mut Signals) {
     let backend = match crate::backend::by_name(backend) {
@@ -417,7 +417,6 @@ async fn watch(backend: &str, container: &str, signals: &mut Signals) {
             return;
         }
     };
-    let mut engine: Option<&Engine> = None;
     let mut answered = Instant::now();
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -429,33 +428,29 @@ async fn watch(backend: &str, container: &str, signals: &mut Signals) {
             }
             _ = tick.tick() => {}
         }
-        if engine.is_none() {
-            match tokio::time::timeout(REQUEST_TIMEOUT, backend.engine()).await {
-                Ok(Ok(connected)) => engine = Some(connected),
-                Ok(Err(error)) => tracing::warn!("cannot reach the engine: {}", error.message),
-                Err(_) => tracing::warn!("cannot reach the engine: no answer"),
+        match tokio::time::timeout(REQUEST_TIMEOUT, backend.sandbox_state(container)).await {
+            Ok(Ok(SandboxState::Running)) => answered = Instant::now(),
+            Ok(Ok(SandboxState::Ended(code))) => {
+                tracing::info!(?code, "the sandbox has ended");
+                return;
             }
-        }
-        if let Some(connected) = &engine {
-            match tokio::time::timeout(REQUEST_TIMEOUT, connected.state(container)).await {
-                Ok(Ok(ContainerState::Running)) => answered = Instant::now(),
-                Ok(Ok(ContainerState::Exited(code))) => {
-                    tracing::info!(?code, "the container has ended");
-                    return;
-                }
-                Ok(Ok(ContainerState::Missing)) => {
-                    tracing::info!("the container is gone");
-                    return;
-                }
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, "cannot ask the engine about the container")
-                }
-                Err(_) => tracing::warn!("the engine did not answer about the container"),
+            Ok(Ok(SandboxState::Missing)) => {
+                tracing::info!("the sandbox is gone");
+                return;
             }
+            Ok(Err(error)) => {
+                tracing::warn!(
+                    "cannot ask {} about the sandbox: {}",
+                    backend.name(),
+                    error.message
+                )
+            }
+            Err(_) => tracing::warn!("{} did not answer about the sandbox", backend.name()),
         }
         if answered.elapsed() >= UNREACHABLE_LIMIT {
             tracing::warn!(
-                "the engine has not answered for {}s; stopping",
+                "{} has not answered for {}s; stopping",
+                backend.name(),
                 UNREACHABLE_LIMIT.as_secs()
             );
             return;

@@ -112,8 +112,16 @@ impl Backend for ContainerBackend {
         ))
     }
 
-    async fn engine(&self) -> Result<&Engine, CliError> {
-        ContainerBackend::engine(self).await
+    async fn images(&self) -> Result<&dyn super::Images, CliError> {
+        Ok(self.engine().await? as &dyn super::Images)
+    }
+
+    async fn sandbox_state(&self, handle: &str) -> Result<super::SandboxState, CliError> {
+        Ok(match self.engine().await?.state(handle).await? {
+            ContainerState::Running => super::SandboxState::Running,
+            ContainerState::Exited(code) => super::SandboxState::Ended(code),
+            ContainerState::Missing => super::SandboxState::Missing,
+        })
     }
 
     async fn prepare<'a>(&'a self, plan: &Plan) -> Result<Box<dyn Launch + 'a>, CliError> {
@@ -419,6 +427,39 @@ impl ContainerBackend {
                 None
             }
         }
+    }
+}
+
+/// The engine's images: kennel's are those labelled managed.
+#[async_trait(?Send)]
+impl super::Images for Engine {
+    async fn ensure(
+        &self,
+        recipes: &[kennel_image::Recipe],
+        no_cache: bool,
+        build_logs: &Path,
+    ) -> Result<Vec<crate::image_build::Outcome>, CliError> {
+        crate::image_build::ensure(self, recipes, no_cache, build_logs).await
+    }
+
+    async fn list(&self) -> Result<Vec<super::StoredImage>, CliError> {
+        let filter = format!("{}=true", kennel_image::LABEL_MANAGED);
+        Ok(self
+            .list_images(&filter)
+            .await?
+            .into_iter()
+            .map(|image| super::StoredImage {
+                reference: image.reference,
+                id: image.id,
+                size: image.size,
+                created: image.created,
+                labels: image.labels,
+            })
+            .collect())
+    }
+
+    async fn remove(&self, reference: &str, force: bool) -> Result<(), CliError> {
+        Ok(self.remove_image(reference, force).await?)
     }
 }
 

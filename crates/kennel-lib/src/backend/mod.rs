@@ -18,7 +18,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kennel_core::host::HostContext;
 use kennel_core::plan::{BackendChoice, Plan};
-use kennel_engine::OutputStream;
+/// Which of the agent's streams output came from.
+pub use kennel_engine::OutputStream;
 use kennel_sessions::{Session, State};
 
 use crate::error::CliError;
@@ -82,9 +83,13 @@ pub trait Backend: Send + Sync {
     /// says what it found, for the Plan's `selected.reason`.
     async fn connect(&self) -> Result<String, CliError>;
 
-    /// The container engine the sandboxes run on (images, containers); an
-    /// error for a backend that has none.
-    async fn engine(&self) -> Result<&kennel_engine::Engine, CliError>;
+    /// Where the backend keeps the images kennel builds for agents; an
+    /// error for a backend that runs none (see [`Backend::runs_images`]).
+    async fn images(&self) -> Result<&dyn Images, CliError>;
+
+    /// The state of the sandbox `handle` (a persistent session's, for the
+    /// proxy that lives as long as it).
+    async fn sandbox_state(&self, handle: &str) -> Result<SandboxState, CliError>;
 
     /// Checks that `plan` can run here (the engine answers; the host has
     /// the agent's command and the kernel features) and returns what runs
@@ -184,6 +189,48 @@ pub trait Launch {
         registry: &mut kennel_sessions::Registry,
         session_id: &str,
     ) -> Result<(), CliError>;
+}
+
+/// The images kennel builds for agents, on the backend that runs them.
+#[async_trait(?Send)]
+pub trait Images {
+    /// Builds each of `recipes` (in order) the store does not have yet
+    /// (every one with `no_cache`), its log in `build_logs`.
+    async fn ensure(
+        &self,
+        recipes: &[kennel_image::Recipe],
+        no_cache: bool,
+        build_logs: &Path,
+    ) -> Result<Vec<crate::image_build::Outcome>, CliError>;
+
+    /// Every image kennel built here (labelled `dev.kennel.managed`).
+    async fn list(&self) -> Result<Vec<StoredImage>, CliError>;
+
+    /// Removes the image `reference` (`force`: also while a sandbox uses it).
+    async fn remove(&self, reference: &str, force: bool) -> Result<(), CliError>;
+}
+
+/// An image an [`Images`] store holds.
+#[derive(Debug, Clone)]
+pub struct StoredImage {
+    /// Its reference (`kennel/claude:0123…`), or its id when it has none.
+    pub reference: String,
+    pub id: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// Creation time, seconds since the epoch.
+    pub created: i64,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// A sandbox's state, as its backend reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxState {
+    Running,
+    /// Ended, with the agent's exit code when known.
+    Ended(Option<i32>),
+    /// The backend does not know it (removed).
+    Missing,
 }
 
 /// What an ended persistent session's sandbox left.

@@ -147,10 +147,21 @@ impl Backend for NativeBackend {
         Ok("no engine: the host's own programs".into())
     }
 
-    async fn engine(&self) -> Result<&kennel_engine::Engine, CliError> {
-        Err(CliError::kennel("the native backend runs no container engine").with_hint(
-            "this command needs docker or podman; `kennel doctor` shows which engines work here",
-        ))
+    async fn images(&self) -> Result<&dyn super::Images, CliError> {
+        Err(
+            CliError::kennel("the native backend runs the host's own programs: it has no images")
+                .with_hint(
+                    "kennel image works on docker or podman; `kennel doctor` shows which work here",
+                ),
+        )
+    }
+
+    async fn sandbox_state(&self, handle: &str) -> Result<super::SandboxState, CliError> {
+        // A native session's proxy runs in the session's own pane, not in a
+        // daemon that watches it; nothing asks this.
+        Err(CliError::kennel(format!(
+            "the native backend does not watch sandbox {handle} from outside"
+        )))
     }
 
     /// The sandbox is prepared here, where the user sees a failure (an

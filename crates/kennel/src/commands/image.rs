@@ -80,11 +80,11 @@ pub async fn run(command: ImageCommand) -> Result<i32, CliError> {
         .map(|backend| backend.as_str().to_string())
         .or_else(|| context.config.file.defaults.backend.clone())
         .unwrap_or_else(|| "auto".into());
-    let backend = images::backend_with_engine(&requested).await?;
-    let engine = backend.engine().await?;
+    let backend = images::backend_with_images(&requested).await?;
+    let store = backend.images().await?;
     match command {
         ImageCommand::Build(args) => {
-            for built in images::build(&context, engine, &args.agents, args.no_cache).await? {
+            for built in images::build(&context, store, &args.agents, args.no_cache).await? {
                 let how = if built.up_to_date {
                     "is up to date"
                 } else {
@@ -95,7 +95,7 @@ pub async fn run(command: ImageCommand) -> Result<i32, CliError> {
             }
         }
         ImageCommand::Ls(args) => {
-            let listed = images::list(&context, engine).await?;
+            let listed = images::list(&context, store).await?;
             if args.json.json {
                 return crate::ui::print_json_list("images", &listed);
             }
@@ -124,14 +124,14 @@ pub async fn run(command: ImageCommand) -> Result<i32, CliError> {
             ));
         }
         ImageCommand::Rm(args) => {
-            let removed = images::remove(&context, engine, &args.targets, args.force).await?;
+            let removed = images::remove(&context, store, &args.targets, args.force).await?;
             for reference in &removed {
                 outln!("{reference}");
             }
             kennel_lib::report::note(&format!("removed {} image(s)", removed.len()));
         }
         ImageCommand::Prune(args) => {
-            let removed = images::prune(&context, engine, args.all).await?;
+            let removed = images::prune(&context, store, args.all).await?;
             for reference in &removed {
                 outln!("{reference}");
             }

@@ -9,8 +9,8 @@
 use std::io::Write;
 
 use clap::Args;
-use kennel_engine::OutputStream;
 
+use kennel_lib::backend::OutputStream;
 use kennel_lib::error::CliError;
 use kennel_lib::text::TerminalSafe;
 
