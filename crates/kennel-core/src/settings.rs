@@ -57,8 +57,6 @@ pub enum PlanError {
     },
     #[error("invalid value for `{key}`: {reason}")]
     BadValue { key: String, reason: String },
-    #[error("unknown backend `{0}`")]
-    UnknownBackend(String),
     #[error("agent `{0}` has no command to run")]
     NoCommand(String),
 }
@@ -77,7 +75,6 @@ impl PlanError {
                 "see `kennel run --help`: sizes are written like 512m or 4g".into()
             }
             PlanError::BadValue { .. } => "see the configuration reference in the README".into(),
-            PlanError::UnknownBackend(_) => "choose one of: auto, docker, podman, native".into(),
             PlanError::NoCommand(_) => "pass the command after `--`".into(),
         })
     }
@@ -85,17 +82,13 @@ impl PlanError {
     /// Errors in what the user typed are usage errors (exit 2).
     pub fn is_usage(&self) -> bool {
         match self {
-            PlanError::BadEnvName(_) | PlanError::UnknownBackend(_) | PlanError::NoCommand(_) => {
-                true
-            }
+            PlanError::BadEnvName(_) | PlanError::NoCommand(_) => true,
             // A bad flag, not a bad config file.
             PlanError::BadValue { key, .. } => key.starts_with("--"),
             _ => false,
         }
     }
 }
-
-pub const BACKENDS: &[&str] = &["auto", "docker", "podman", "native"];
 
 /// Host variables that always pass when set: terminal, locale, time zone.
 const PASSTHROUGH: &[&str] = &["TERM", "COLORTERM", "LANG", "LANGUAGE", "TZ", "NO_COLOR"];
@@ -375,9 +368,6 @@ pub fn build_plan(
         .clone()
         .or_else(|| defaults.backend.clone())
         .unwrap_or_else(|| "auto".into());
-    if !BACKENDS.contains(&backend.as_str()) {
-        return Err(PlanError::UnknownBackend(backend));
-    }
 
     let command = if agent.command_from_args && !request.args.is_empty() {
         request.args.clone()

@@ -10,7 +10,7 @@ use kennel_core::host::HostContext;
 use kennel_core::settings;
 use kennel_sessions::{Mode, Registry, Session, State};
 
-use crate::backend::{Backend, Backends, NAMES, Observed, Remains};
+use crate::backend::{Backend, Backends, Observed, Remains};
 use crate::error::CliError;
 
 /// One thing to remove.
@@ -94,7 +94,7 @@ pub async fn find(
 
     // Sandboxes of this registry that no live session accounts for.
     let label = settings::registry_label(host);
-    for name in NAMES {
+    for name in crate::backend::names() {
         let Some(backend) = backends.get(name) else {
             continue;
         };

@@ -45,6 +45,23 @@ pub async fn report() -> Report {
             fix: probe.fix,
         })
         .collect();
+    // Backends from other crates: working when they connect.
+    for backend in crate::backend::registered_backends() {
+        backends.push(match backend.connect().await {
+            Ok(found) => Check {
+                name: backend.name().into(),
+                ok: true,
+                detail: found,
+                fix: None,
+            },
+            Err(error) => Check {
+                name: backend.name().into(),
+                ok: false,
+                detail: error.message,
+                fix: error.hint,
+            },
+        });
+    }
     backends.push(native_check());
 
     let mut checks = Vec::new();

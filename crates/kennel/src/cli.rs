@@ -96,23 +96,12 @@ pub struct JsonFlag {
     pub json: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendArg {
-    Auto,
-    Docker,
-    Podman,
-    Native,
-}
-
-impl BackendArg {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendArg::Auto => "auto",
-            BackendArg::Docker => "docker",
-            BackendArg::Podman => "podman",
-            BackendArg::Native => "native",
-        }
-    }
+/// `--backend`'s values: `auto` and every backend kennel knows, registered
+/// ones included (so the binary must register them before parsing).
+pub fn backend_values() -> clap::builder::PossibleValuesParser {
+    let mut values = vec!["auto"];
+    values.extend(kennel_lib::backend::names());
+    clap::builder::PossibleValuesParser::new(values)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

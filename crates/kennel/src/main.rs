@@ -17,6 +17,7 @@ use crate::cli::{Cli, Command};
 use kennel_lib::error::CliError;
 
 fn main() {
+    register_backends();
     // The native backend's helper: before anything can start a thread (a
     // user namespace cannot be made by a multi-threaded process). Then the
     // egress proxy daemon of a detached session (`kennel start`).
@@ -55,6 +56,12 @@ fn main() {
     };
     std::process::exit(code);
 }
+
+/// Backends that live in crates of their own, one line each, before
+/// anything asks for a backend by name (the proxy daemon and the command
+/// line's `--backend` values included). See
+/// `kennel_lib::backend::register`.
+fn register_backends() {}
 
 fn dispatch(cli: Cli) -> Result<i32, CliError> {
     match cli.command {

@@ -254,8 +254,46 @@ pub struct Sandbox {
     pub session: Option<String>,
 }
 
-/// Every backend's name ([`by_name`] knows each).
-pub const NAMES: [&str; 3] = ["docker", "podman", "native"];
+/// The backends kennel has built in, in the order `auto` tries them
+/// (native, the fallback, last).
+const BUILT_IN: [&str; 3] = ["docker", "podman", "native"];
+
+/// Makes a backend (connecting nothing yet).
+pub type Factory = fn() -> Box<dyn Backend>;
+
+/// Backends from other crates, [`register`]ed by the binary at start.
+static REGISTERED: std::sync::RwLock<Vec<(&'static str, Factory)>> =
+    std::sync::RwLock::new(Vec::new());
+
+/// Adds a backend from another crate under `name`: [`by_name`] makes it
+/// from then on, `--backend` accepts it, `auto` tries it after the
+/// container engines and before native, and `kennel doctor`, `ls` and
+/// `clean` ask it. The binary does this once per backend, first thing. (A
+/// name already known is ignored.)
+pub fn register(name: &'static str, factory: Factory) {
+    let mut registered = REGISTERED
+        .write()
+        .unwrap_or_else(|poison| poison.into_inner());
+    if !BUILT_IN.contains(&name) && !registered.iter().any(|(known, _)| *known == name) {
+        registered.push((name, factory));
+    }
+}
+
+fn registered() -> Vec<(&'static str, Factory)> {
+    REGISTERED
+        .read()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .clone()
+}
+
+/// Every backend's name ([`by_name`] knows each): the container engines,
+/// the registered backends, native.
+pub fn names() -> Vec<&'static str> {
+    let mut names = vec![BUILT_IN[0], BUILT_IN[1]];
+    names.extend(registered().into_iter().map(|(name, _)| name));
+    names.push(BUILT_IN[2]);
+    names
+}
 
 /// The backend a Plan or a registry row names.
 pub fn by_name(name: &str) -> Result<Box<dyn Backend>, CliError> {
@@ -263,16 +301,28 @@ pub fn by_name(name: &str) -> Result<Box<dyn Backend>, CliError> {
         "docker" => Box::new(ContainerBackend::new(kennel_engine::EngineKind::Docker)),
         "podman" => Box::new(ContainerBackend::new(kennel_engine::EngineKind::Podman)),
         "native" => Box::new(NativeBackend),
-        other => {
-            return Err(CliError::kennel(format!("unknown backend `{other}`")).with_hint(
-                "this session was recorded by another version of kennel; `kennel rm --force` forgets it",
-            ));
-        }
+        other => match registered().into_iter().find(|(known, _)| *known == other) {
+            Some((_, factory)) => factory(),
+            None => {
+                return Err(CliError::kennel(format!("unknown backend `{other}`")).with_hint(
+                    "this session was recorded by another version of kennel; `kennel rm --force` forgets it",
+                ));
+            }
+        },
     })
 }
 
+/// The registered backends ([`register`]), made.
+pub fn registered_backends() -> Vec<Box<dyn Backend>> {
+    registered()
+        .into_iter()
+        .map(|(_, factory)| factory())
+        .collect()
+}
+
 /// The backend the user asked for (`auto`: Docker if it answers, else
-/// Podman, else native), and why it was chosen. `connect` false (as for
+/// Podman, else the first registered backend that answers, else native),
+/// and why it was chosen. `connect` false (as for
 /// `--dry-run`) connects only to resolve `auto`.
 pub async fn select(
     requested: &str,
@@ -291,6 +341,19 @@ pub async fn select(
                 Ok((Box::new(backend), choice(&name, format!("auto: {why}"))))
             }
             Err(error) => {
+                for backend in registered_backends() {
+                    match backend.connect().await {
+                        Ok(found) => {
+                            let name = backend.name();
+                            let reason = format!(
+                                "auto: no container engine is reachable ({error}); {name} answers: {found}"
+                            );
+                            tracing::info!("{reason}");
+                            return Ok((backend, choice(name, reason)));
+                        }
+                        Err(why) => tracing::debug!(backend = backend.name(), "{}", why.message),
+                    }
+                }
                 let reason = format!(
                     "auto: no container engine is reachable ({error}); using the native backend"
                 );
@@ -301,7 +364,7 @@ pub async fn select(
         name => {
             let backend = by_name(name).map_err(|_| {
                 CliError::usage(format!("unknown backend `{name}`"))
-                    .with_hint("choose one of: auto, docker, podman, native")
+                    .with_hint(format!("choose one of: auto, {}", names().join(", ")))
             })?;
             if connect {
                 // Fail here if its engine does not answer; what it found is
@@ -402,4 +465,22 @@ pub fn settle(registry: &mut kennel_sessions::Registry, sessions: &mut Vec<Sessi
         return;
     };
     runtime.block_on(refresh_with(&mut backends, registry, sessions));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend another crate registers is found by its name, listed
+    /// before native (the fallback), and cannot shadow a built-in one.
+    #[test]
+    fn registered_backends_are_found_by_name() {
+        assert!(by_name("elsewhere").is_err());
+        register("elsewhere", || Box::new(NativeBackend));
+        register("docker", || Box::new(NativeBackend));
+        assert!(by_name("elsewhere").is_ok());
+        assert_eq!(by_name("docker").map(|b| b.name()).ok(), Some("docker"));
+        assert_eq!(names(), ["docker", "podman", "elsewhere", "native"]);
+        assert_eq!(registered_backends().len(), 1);
+    }
 }

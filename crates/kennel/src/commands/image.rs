@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 
-use crate::cli::{BackendArg, JsonFlag};
+use crate::cli::JsonFlag;
 use kennel_lib::context::Context;
 use kennel_lib::error::CliError;
 use kennel_lib::images;
@@ -22,8 +22,8 @@ pub enum ImageCommand {
 #[derive(Debug, Args)]
 pub struct EngineArgs {
     /// The engine to use (default: from config)
-    #[arg(short, long, value_enum)]
-    pub backend: Option<BackendArg>,
+    #[arg(short, long, value_parser = crate::cli::backend_values())]
+    pub backend: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -77,7 +77,7 @@ pub async fn run(command: ImageCommand) -> Result<i32, CliError> {
     };
     let requested = engine_args
         .backend
-        .map(|backend| backend.as_str().to_string())
+        .clone()
         .or_else(|| context.config.file.defaults.backend.clone())
         .unwrap_or_else(|| "auto".into());
     let backend = images::backend_with_images(&requested).await?;

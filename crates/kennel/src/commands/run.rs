@@ -7,7 +7,7 @@ use clap::Args;
 use kennel_core::plan::{NetworkMode, Plan};
 use kennel_core::settings::RunRequest;
 
-use crate::cli::{BackendArg, NetworkArg};
+use crate::cli::NetworkArg;
 use kennel_lib::checkout::Choice;
 use kennel_lib::context::Context;
 use kennel_lib::error::CliError;
@@ -23,8 +23,8 @@ pub struct RunArgs {
     pub workspace: Option<PathBuf>,
 
     /// Where to run the sandbox
-    #[arg(short, long, value_enum)]
-    pub backend: Option<BackendArg>,
+    #[arg(short, long, value_parser = crate::cli::backend_values())]
+    pub backend: Option<String>,
 
     /// Run this image instead of the agent's own
     #[arg(long, value_name = "REF")]
@@ -118,7 +118,7 @@ impl RunArgs {
             mode: self.mode.clone(),
             branch: self.branch.clone(),
             run: RunRequest {
-                backend: self.backend.map(|backend| backend.as_str().to_string()),
+                backend: self.backend.clone(),
                 image: self.image.clone(),
                 env: self.env.clone(),
                 network: self.network.map(network_mode),
