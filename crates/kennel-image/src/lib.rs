@@ -324,6 +324,10 @@ pub fn recipes_for(agent: &AgentSpec, settings: &ImageSettings) -> Vec<Recipe> {
     vec![base, agent]
 }
 
+mod steps;
+
+pub use steps::{Step, StepError, expand};
+
 #[cfg(test)]
 mod tests {
     use super::*;
