@@ -387,3 +387,63 @@ mod tests {
         assert!(!hint.contains("--no-cache"), "{hint}");
     }
 }
+
+/// An image's file system and settings, flattened (for a backend that runs
+/// images the engine builds, as Incus does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedImage {
+    /// The image's `ENV`, as `KEY=VALUE`.
+    pub env: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Engine {
+    /// Writes `reference`'s root file system, all layers flattened, as an
+    /// uncompressed tar to `out` (through a container that is created,
+    /// never started, and removed), and returns its settings.
+    pub async fn export_image(
+        &self,
+        reference: &str,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<ExportedImage, EngineError> {
+        let inspected = self
+            .docker
+            .inspect_image(reference)
+            .await
+            .map_err(|err| EngineError::api(format!("inspecting image {reference}"), err))?;
+        let config = inspected.config.unwrap_or_default();
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(reference.to_string()),
+            cmd: Some(vec!["true".to_string()]),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                body,
+            )
+            .await
+            .map_err(|err| EngineError::api(format!("creating a container of {reference}"), err))?;
+        let exported = async {
+            let mut stream = self.docker.export_container(&created.id);
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|err| {
+                    EngineError::api(format!("exporting the file system of {reference}"), err)
+                })?;
+                out.write_all(&chunk)
+                    .map_err(|err| EngineError::io(format!("writing the file system of {reference}"), err))?;
+            }
+            Ok::<(), EngineError>(())
+        }
+        .await;
+        if let Err(err) = self.remove(&created.id, true).await {
+            debug!(%err, "cannot remove the export container");
+        }
+        exported?;
+        Ok(ExportedImage {
+            env: config.env.unwrap_or_default(),
+            labels: config.labels.unwrap_or_default().into_iter().collect(),
+        })
+    }
+}

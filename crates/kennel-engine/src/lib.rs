@@ -22,5 +22,5 @@ mod term;
 
 pub use connect::{Engine, EngineKind, Probe, connect, connect_auto, probe_all};
 pub use error::EngineError;
-pub use images::{BuildEvent, BuildRequest, ImageSummary};
+pub use images::{BuildEvent, BuildRequest, ExportedImage, ImageSummary};
 pub use session::{ContainerState, ContainerSummary, OutputStream};

@@ -61,7 +61,9 @@ fn main() {
 /// anything asks for a backend by name (the proxy daemon and the command
 /// line's `--backend` values included). See
 /// `kennel_lib::backend::register`.
-fn register_backends() {}
+fn register_backends() {
+    kennel_lib::backend::register(kennel_incus_backend::NAME, kennel_incus_backend::backend);
+}
 
 fn dispatch(cli: Cli) -> Result<i32, CliError> {
     match cli.command {

@@ -1,0 +1,335 @@
+//! kennel's images in Incus: each built by the container engine on this
+//! machine (Docker or Podman, from the same recipe and with the same
+//! content-hashed tag) and converted: its file system flattened, an init
+//! added, its `ENV` and labels kept as image properties, imported under the
+//! tag as an alias. An unchanged recipe is never converted again.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use async_trait::async_trait;
+use kennel_incus::Client;
+use kennel_lib::backend::{Images, StoredImage};
+use kennel_lib::error::CliError;
+use kennel_lib::image_build::Outcome;
+
+use crate::incus_error;
+
+/// The image property that holds the image's environment (JSON object).
+const ENV_PROPERTY: &str = "kennel.env";
+
+/// The init every converted image gets at `/usr/sbin/init` (where LXC
+/// starts it; `/sbin` is a link there): keep the container alive, reap
+/// orphans (the shell reaps any child in `wait`), and end on SIGPWR (what
+/// `incus stop` sends) or SIGTERM (what a session's wrapper sends when the
+/// agent has ended).
+const INIT: &str = "#!/bin/sh
+# kennel: the container's init. Keeps it alive and reaps orphans; stops on
+# SIGPWR (incus stop) or SIGTERM (the agent has ended).
+trap 'exit 0' PWR TERM INT
+while :; do
+    sleep 2147483647 &
+    wait $!
+done
+";
+
+pub struct IncusImages {
+    client: Client,
+}
+
+impl IncusImages {
+    pub fn new(client: &Client) -> IncusImages {
+        IncusImages {
+            client: client.clone(),
+        }
+    }
+
+    /// Whether Incus has an image under `alias`.
+    async fn has(&self, alias: &str) -> Result<bool, CliError> {
+        match self.client.image_alias(alias).await {
+            Ok(_) => Ok(true),
+            Err(error) if error.is_not_found() => Ok(false),
+            Err(error) => Err(incus_error(error)),
+        }
+    }
+
+    /// Builds `recipe`'s image on the engine (already done by the caller)
+    /// and imports it into Incus under its tag.
+    async fn convert(
+        &self,
+        engine: &kennel_engine::Engine,
+        recipe: &kennel_image::Recipe,
+    ) -> Result<(), CliError> {
+        let started = std::time::Instant::now();
+        let dir = tempfile::tempdir()
+            .map_err(|error| CliError::kennel(format!("cannot make a temporary directory: {error}")))?;
+        let exported_path = dir.path().join("exported.tar");
+        let mut exported_file = std::fs::File::create(&exported_path).map_err(|error| {
+            CliError::kennel(format!("cannot write {}: {error}", exported_path.display()))
+        })?;
+        let exported = engine.export_image(&recipe.tag, &mut exported_file).await?;
+        drop(exported_file);
+        let rootfs = dir.path().join("rootfs.tar");
+        with_init(&exported_path, &rootfs)?;
+        let _ = std::fs::remove_file(&exported_path);
+        let meta = dir.path().join("meta.tar");
+        let mut properties: BTreeMap<String, String> = exported.labels.clone();
+        properties.extend(recipe.labels.clone());
+        let env: BTreeMap<String, String> = exported
+            .env
+            .iter()
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+        properties.insert(
+            ENV_PROPERTY.to_string(),
+            serde_json::to_string(&env).unwrap_or_default(),
+        );
+        properties.insert("description".into(), format!("kennel {}", recipe.tag));
+        write_metadata(&meta, &properties)?;
+        // A rebuild (`--no-cache`) replaces the image the tag named.
+        if let Ok(old) = self.client.image_alias(&recipe.tag).await {
+            let _ = self.client.delete_image(&old.target).await;
+        }
+        self.client
+            .import_image(&meta, &rootfs, Some(&recipe.tag))
+            .await
+            .map_err(incus_error)?;
+        kennel_lib::report::note(&format!(
+            "converted {} for Incus in {:.0?}",
+            recipe.tag,
+            started.elapsed()
+        ));
+        Ok(())
+    }
+}
+
+#[async_trait(?Send)]
+impl Images for IncusImages {
+    async fn ensure(
+        &self,
+        recipes: &[kennel_image::Recipe],
+        no_cache: bool,
+        build_logs: &Path,
+    ) -> Result<Vec<Outcome>, CliError> {
+        // The agent layer's tag hashes the base layer's: when Incus has it,
+        // it has everything below.
+        if let Some(last) = recipes.last().filter(|_| !no_cache)
+            && self.has(&last.tag).await?
+        {
+            return Ok(vec![Outcome::UpToDate; recipes.len()]);
+        }
+        let (engine, _) = kennel_engine::connect_auto().await.map_err(|error| {
+            CliError::kennel(format!(
+                "building kennel's images for Incus needs Docker or Podman on this machine: kennel builds them there and converts them ({error})"
+            ))
+            .with_hint("install and start Docker or Podman, or run an Incus image of your own with --image (an alias in your Incus project)")
+        })?;
+        kennel_lib::image_build::ensure(&engine, recipes, no_cache, build_logs).await?;
+        let mut outcomes = Vec::new();
+        for recipe in recipes {
+            if !no_cache && self.has(&recipe.tag).await? {
+                outcomes.push(Outcome::UpToDate);
+                continue;
+            }
+            self.convert(&engine, recipe).await?;
+            outcomes.push(Outcome::Built);
+        }
+        Ok(outcomes)
+    }
+
+    async fn list(&self) -> Result<Vec<StoredImage>, CliError> {
+        let images = self.client.images().await.map_err(incus_error)?;
+        Ok(images
+            .into_iter()
+            .filter(|image| {
+                image
+                    .properties
+                    .get(kennel_image::LABEL_MANAGED)
+                    .is_some_and(|value| value == "true")
+            })
+            .map(|image| StoredImage {
+                reference: image
+                    .aliases
+                    .first()
+                    .map(|alias| alias.name.clone())
+                    .unwrap_or_else(|| image.fingerprint.clone()),
+                id: image.fingerprint.chars().take(12).collect(),
+                size: i64::try_from(image.size).unwrap_or(i64::MAX),
+                created: epoch_seconds(&image.uploaded_at).unwrap_or(0),
+                labels: image
+                    .properties
+                    .into_iter()
+                    .filter(|(key, _)| key != ENV_PROPERTY)
+                    .collect(),
+            })
+            .collect())
+    }
+
+    async fn remove(&self, reference: &str, _force: bool) -> Result<(), CliError> {
+        let fingerprint = match self.client.image_alias(reference).await {
+            Ok(alias) => alias.target,
+            Err(error) if error.is_not_found() => reference.to_string(),
+            Err(error) => return Err(incus_error(error)),
+        };
+        self.client
+            .delete_image(&fingerprint)
+            .await
+            .map_err(incus_error)
+    }
+}
+
+/// The environment an image was built with (kennel's images; none for
+/// others).
+pub async fn image_env(client: &Client, reference: &str) -> BTreeMap<String, String> {
+    let alias = reference.strip_prefix("local:").unwrap_or(reference);
+    let Ok(alias) = client.image_alias(alias).await else {
+        return BTreeMap::new();
+    };
+    let Ok(image) = client.image(&alias.target).await else {
+        return BTreeMap::new();
+    };
+    image
+        .properties
+        .get(ENV_PROPERTY)
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default()
+}
+
+/// The engine's flattened file system with kennel's init added (replacing
+/// whatever was at `usr/sbin/init`).
+fn with_init(exported: &Path, out: &Path) -> Result<(), CliError> {
+    let fail = |what: &str, error: std::io::Error| {
+        CliError::kennel(format!("cannot {what} for Incus: {error}"))
+    };
+    let input = std::fs::File::open(exported).map_err(|error| fail("read the exported image", error))?;
+    let output = std::fs::File::create(out).map_err(|error| fail("write the image", error))?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(input));
+    let mut builder = tar::Builder::new(std::io::BufWriter::new(output));
+    let entries = archive
+        .entries()
+        .map_err(|error| fail("read the exported image", error))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|error| fail("read the exported image", error))?;
+        let path = entry.path().map_err(|error| fail("read the exported image", error))?;
+        let trimmed = path.to_string_lossy().trim_start_matches("./").to_string();
+        if trimmed == "usr/sbin/init" || trimmed == "sbin/init" && !is_link(&entry) {
+            continue;
+        }
+        let header = entry.header().clone();
+        builder
+            .append(&header, &mut entry)
+            .map_err(|error| fail("write the image", error))?;
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_size(INIT.len() as u64);
+    header.set_mode(0o755);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    builder
+        .append_data(&mut header, "usr/sbin/init", INIT.as_bytes())
+        .map_err(|error| fail("write the image", error))?;
+    builder
+        .into_inner()
+        .and_then(|mut writer| writer.flush())
+        .map_err(|error| fail("write the image", error))
+}
+
+fn is_link<R: std::io::Read>(entry: &tar::Entry<'_, R>) -> bool {
+    entry.header().entry_type().is_symlink()
+}
+
+/// Incus's `metadata.yaml` (architecture, creation date, properties), as
+/// the tar Incus wants beside the rootfs.
+fn write_metadata(path: &Path, properties: &BTreeMap<String, String>) -> Result<(), CliError> {
+    let fail = |error: std::io::Error| {
+        CliError::kennel(format!("cannot write the image's metadata: {error}"))
+    };
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0);
+    let mut yaml = format!(
+        "architecture: {}\ncreation_date: {created}\nproperties:\n",
+        std::env::consts::ARCH
+    );
+    for (key, value) in properties {
+        // JSON strings are YAML double-quoted scalars.
+        yaml.push_str(&format!(
+            "  {}: {}\n",
+            serde_json::Value::String(key.clone()),
+            serde_json::Value::String(value.clone())
+        ));
+    }
+    let file = std::fs::File::create(path).map_err(fail)?;
+    let mut builder = tar::Builder::new(file);
+    let mut header = tar::Header::new_gnu();
+    header.set_size(yaml.len() as u64);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    builder
+        .append_data(&mut header, "metadata.yaml", yaml.as_bytes())
+        .map_err(fail)?;
+    builder.into_inner().map(drop).map_err(fail)
+}
+
+/// Seconds since the epoch of an RFC 3339 time (`2026-12-05T06:51:02.5Z`).
+fn epoch_seconds(text: &str) -> Option<i64> {
+    let (date, time) = text.split_once('T')?;
+    let mut date = date.split('-').map(|part| part.parse::<i64>().ok());
+    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
+    let time = time.get(..8)?;
+    let mut clock = time.split(':').map(|part| part.parse::<i64>().ok());
+    let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some(days * 86_400 + hour * 3_600 + minute * 60 + second)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incus_times_as_epoch_seconds() {
+        assert_eq!(epoch_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(epoch_seconds("2026-12-05T06:51:02.123456Z"), Some(1_796_453_462));
+        assert_eq!(epoch_seconds("garbage"), None);
+    }
+
+    #[test]
+    fn the_init_replaces_the_images_own() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let exported = dir.path().join("in.tar");
+        {
+            let mut builder = tar::Builder::new(std::fs::File::create(&exported).expect("tar"));
+            for (path, content) in [("etc/hostname", "x\n"), ("usr/sbin/init", "systemd\n")] {
+                let mut header = tar::Header::new_gnu();
+                header.set_size(content.len() as u64);
+                header.set_mode(0o644);
+                builder.append_data(&mut header, path, content.as_bytes()).expect("append");
+            }
+            builder.finish().expect("finish");
+        }
+        let out = dir.path().join("out.tar");
+        with_init(&exported, &out).expect("with init");
+        let mut archive = tar::Archive::new(std::fs::File::open(&out).expect("open"));
+        let mut found = BTreeMap::new();
+        for entry in archive.entries().expect("entries") {
+            let mut entry = entry.expect("entry");
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).expect("read");
+            found.insert(entry.path().expect("path").display().to_string(), (text, entry.header().mode().expect("mode")));
+        }
+        assert_eq!(found["etc/hostname"].0, "x\n");
+        assert_eq!(found["usr/sbin/init"], (INIT.to_string(), 0o755));
+        assert_eq!(found.len(), 2);
+    }
+}
