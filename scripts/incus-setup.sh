@@ -11,8 +11,12 @@
 #   - starts incusd (socket /var/lib/incus/unix.socket, group incus-admin)
 #     and incus-user (/var/lib/incus/unix.socket.user, group incus) unless
 #     they answer;
-#   - storage pool `kennel` (dir) as the default profile's root disk, and no
-#     network device: kennel's containers need none;
+#   - storage pool `kennel` as the default profile's root disk, and no
+#     network device (kennel's containers need none). The pool is btrfs on a
+#     sparse loop file that Incus makes (/var/lib/incus/disks/kennel.img)
+#     when the kernel has btrfs: a new container is then a snapshot of the
+#     unpacked image (~0.2 s); with `dir` (the fallback) every container
+#     unpacks the whole image again (seconds);
 #   - a managed bridge `kennelbr0` with no addresses, used by nothing: while
 #     no managed network exists, incus-user creates one at start-up with a
 #     subnet it picks by pinging random 10.x.y.1 addresses;
@@ -40,8 +44,9 @@
 # `user-0` with a bridge of its own, picking the bridge's subnet by pinging.
 #
 # Environment:
-#   KENNEL_E2E_USER    test user name             (default kennel-e2e)
-#   KENNEL_E2E_CACHE   cache of the base rootfs   (default /var/cache/kennel-e2e)
+#   KENNEL_E2E_USER            test user name             (default kennel-e2e)
+#   KENNEL_E2E_CACHE           cache of the base rootfs   (default /var/cache/kennel-e2e)
+#   KENNEL_INCUS_POOL_DRIVER   btrfs or dir, for a new pool (default: btrfs when it works)
 set -euo pipefail
 
 E2E_USER=${KENNEL_E2E_USER:-kennel-e2e}
@@ -50,6 +55,9 @@ BASE_TARBALL=$CACHE/rootfs.tar
 IMAGE_DIR=$CACHE/incus
 ALIAS=kennel-test/bookworm
 POOL=kennel
+POOL_DRIVER=${KENNEL_INCUS_POOL_DRIVER:-}
+# The loop file's size: sparse, it takes only what is written.
+POOL_SIZE=15GiB
 BRIDGE=kennelbr0
 LOG_DIR=/tmp/kennel-e2e-logs
 INCUS_DIR=/var/lib/incus
@@ -125,6 +133,11 @@ if ((FRESH)); then
             if pid=$(our_pid "$INCUSD_PIDFILE" incusd); then stop_pid "$pid"; fi
             { grep -E " ($INCUS_DIR|/run/incus)/" /proc/mounts || true; } | awk '{print $2}' |
                 sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+            # A btrfs pool's loop device.
+            for img in "$INCUS_DIR"/disks/*.img; do
+                [[ -e $img ]] || continue
+                losetup -j "$img" | cut -d: -f1 | while read -r dev; do losetup -d "$dev" 2>/dev/null || true; done
+            done
             find "$INCUS_DIR" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
             rm -rf /run/incus /var/cache/incus/* /var/log/incus/*
             rm -f "$INCUSD_PIDFILE" "$STATE/state-dir-created"
@@ -200,6 +213,15 @@ EOF
         quiet apt-get install -y -q --no-install-recommends dnsmasq-base
     fi
 fi
+if [[ -z $POOL_DRIVER ]]; then
+    POOL_DRIVER=dir
+    grep -qw btrfs /proc/filesystems && [[ -e /dev/loop-control ]] && POOL_DRIVER=btrfs
+fi
+if [[ $POOL_DRIVER == btrfs ]] && ! installed btrfs-progs; then
+    export DEBIAN_FRONTEND=noninteractive
+    quiet apt-get update -q
+    quiet apt-get install -y -q --no-install-recommends btrfs-progs
+fi
 getent group incus-admin >/dev/null || quiet groupadd --system incus-admin
 getent group incus >/dev/null || quiet groupadd --system incus
 
@@ -255,7 +277,14 @@ if ! incusd_ok; then
 fi
 
 # ------------------------------------------------- pool, profile, bridge
-incus storage show "$POOL" >/dev/null 2>&1 || quiet incus storage create "$POOL" dir
+if ! incus storage show "$POOL" >/dev/null 2>&1; then
+    if [[ $POOL_DRIVER == btrfs ]] &&
+        ! out=$(incus storage create "$POOL" btrfs size="$POOL_SIZE" 2>&1); then
+        log "a btrfs pool does not work here, using dir (slower creates): $out"
+        POOL_DRIVER=dir
+    fi
+    [[ $POOL_DRIVER == btrfs ]] || quiet incus storage create "$POOL" dir
+fi
 if ! incus profile device get default root pool >/dev/null 2>&1; then
     quiet incus profile device add default root disk path=/ pool="$POOL"
 fi
@@ -422,4 +451,4 @@ user_check() {
 }
 check "$E2E_USER's container through $USER_SOCK" user_check
 
-echo "incus: ready ($(incus query /1.0 | sed -n 's/.*"server_version": "\([^"]*\)".*/\1/p'), $ADMIN_SOCK group incus-admin, $USER_SOCK group incus for $E2E_USER (project $PROJECT), image $ALIAS)"
+echo "incus: ready ($(incus query /1.0 | sed -n 's/.*"server_version": "\([^"]*\)".*/\1/p'), pool $POOL ($(incus storage show "$POOL" | awk '/^driver:/ {print $2}')), $ADMIN_SOCK group incus-admin, $USER_SOCK group incus for $E2E_USER (project $PROJECT), image $ALIAS)"
