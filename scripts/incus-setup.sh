@@ -406,15 +406,17 @@ as_user() {
 user_sock_ok() { [[ -S $USER_SOCK ]] && as_user incus query /1.0 >/dev/null 2>&1; }
 # incus-user reads the list of projects once, at start: one started before
 # the project existed would set the user up itself (and make a bridge).
-if ((PROJECT_CREATED)) && [[ -S $USER_SOCK ]]; then
+# (A socket file alone proves nothing: a killed incus-user leaves it.)
+if ((PROJECT_CREATED)); then
     if our_pid "$INCUS_USER_PIDFILE" incus-user >/dev/null; then
         stop_incus_user
-    else
+    elif pgrep -x incus-user >/dev/null; then
         die "incus-user is running but not started by this script: restart it now that project $PROJECT exists"
     fi
 fi
 if ! our_pid "$INCUS_USER_PIDFILE" incus-user >/dev/null && ! user_sock_ok; then
     log "starting incus-user (log: $LOG_DIR/incus-user.log)"
+    rm -f "$USER_SOCK"
     (
         cd /
         exec setsid nohup /usr/libexec/incus/incus-user --group incus \
@@ -422,7 +424,7 @@ if ! our_pid "$INCUS_USER_PIDFILE" incus-user >/dev/null && ! user_sock_ok; then
     ) &
     echo $! >"$INCUS_USER_PIDFILE"
     for _ in $(seq 1 40); do
-        [[ -S $USER_SOCK ]] && break
+        user_sock_ok && break
         sleep 0.25
     done
 fi
