@@ -40,6 +40,11 @@ pub(crate) fn segment(text: &str) -> String {
 
 /// A connection to one Incus daemon, in one project. Cheap to clone; clones
 /// share idle connections.
+///
+/// Those connections are driven by tasks on the tokio runtime that opened
+/// them: use a client (and its clones) within one runtime. A client used
+/// from another runtime while the first one is blocked waits for its
+/// request's timeout.
 #[derive(Clone)]
 pub struct Client {
     pub(crate) transport: Arc<Transport>,

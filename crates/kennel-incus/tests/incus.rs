@@ -55,7 +55,7 @@ async fn server_info_names_the_driver_and_the_project() {
     assert!(info.trusted);
     assert_eq!(info.project, client.project());
     assert!(info.has_extension("container_exec_recording"), "{info:?}");
-    if nix_is_root() {
+    if running_as_root() {
         assert_eq!(client.socket(), Path::new(kennel_incus::ADMIN_SOCKET));
         assert_eq!(info.project, "default");
         assert_eq!(info.auth_method, "unix");
@@ -63,8 +63,8 @@ async fn server_info_names_the_driver_and_the_project() {
     }
 }
 
-fn nix_is_root() -> bool {
-    // SAFETY-free: /proc tells the effective uid.
+fn running_as_root() -> bool {
+    // The effective uid, from /proc (no libc call needed).
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
@@ -454,6 +454,34 @@ async fn exec_sets_env_cwd_user_and_feeds_stdin() {
 }
 
 #[tokio::test]
+async fn exec_gives_up_after_its_timeout() {
+    let Some(client) = client().await else { return };
+    let instance = running(&client, "exec-timeout").await;
+    let started = Instant::now();
+    let err = client
+        .exec(
+            &instance.name,
+            &ExecRequest::new(["sleep", "600"]).timeout(Duration::from_secs(1)),
+        )
+        .await
+        .expect_err("sleep outlives the timeout");
+    assert!(matches!(err, IncusError::Timeout { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Dropping its sockets ended the command too.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        // No procps in the image: count the command lines by hand.
+        let script = "for c in /proc/[0-9]*/cmdline; do tr '\\0' ' ' <$c; echo; done | grep -c '^sleep 600' || true";
+        let (_, running, _) = sh(&client, &instance.name, script).await;
+        if running.trim() == "0" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sleep 600 still runs: {running}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
 async fn exec_of_a_missing_program_reports_it() {
     let Some(client) = client().await else { return };
     let instance = running(&client, "exec-missing").await;
@@ -589,7 +617,7 @@ async fn files_go_in_and_out_with_mode_and_owner() {
 #[test]
 fn the_user_socket_works_for_the_test_user() {
     let user = std::env::var("KENNEL_E2E_USER").unwrap_or_else(|_| "kennel-e2e".to_string());
-    if !nix_is_root() {
+    if !running_as_root() {
         let _: Option<()> =
             skip("the user-project test starts as root (it switches to the test user)");
         return;
@@ -613,7 +641,29 @@ fn the_user_socket_works_for_the_test_user() {
             return;
         }
     };
-    let exe = std::env::current_exe().expect("test binary");
+    // The user must be able to run this binary; a checkout under a
+    // directory only root may enter (/root) needs a copy.
+    let built = std::env::current_exe().expect("test binary");
+    let usable = std::process::Command::new("runuser")
+        .args(["-u", &user, "--", "test", "-x"])
+        .arg(&built)
+        .status()
+        .is_ok_and(|status| status.success());
+    let copy_dir = tempfile::Builder::new()
+        .prefix("kennel-incus-test-bin-")
+        .tempdir()
+        .expect("tempdir");
+    let exe = if usable {
+        built
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        let copy = copy_dir.path().join("incus-tests");
+        std::fs::copy(&built, &copy).expect("copy the test binary");
+        for path in [copy_dir.path(), copy.as_path()] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        copy
+    };
     let output = std::process::Command::new("runuser")
         .args(["-u", &user, "--", "env", "-i"])
         .arg(format!("HOME={home}"))
@@ -658,6 +708,13 @@ async fn as_the_test_user() {
     assert!(info.restricted, "{info:?}");
     assert_eq!(info.auth_method, "tls");
     assert_eq!(info.allowed_projects, std::slice::from_ref(&info.project));
+    let admin = Client::connect(kennel_incus::ADMIN_SOCKET)
+        .await
+        .expect_err("the admin socket is for group incus-admin");
+    assert!(
+        matches!(admin, IncusError::PermissionDenied { .. }),
+        "{admin:?}"
+    );
     client
         .image_alias(&image())
         .await
