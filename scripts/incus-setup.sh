@@ -371,6 +371,15 @@ if ! incus project show "$PROJECT" >/dev/null 2>&1; then
         -c restricted.networks.access="$BRIDGE"
     PROJECT_CREATED=1
 fi
+# Disks under the user's home, as incus-user allows, and where the e2e
+# suite keeps its workspaces and kennel's data (/var/tmp/kennel-e2e) and
+# the test user's runtime directory (kennel's proxy sockets): an
+# administrator's choice for these test runs, as a user whose repositories
+# or runtime directory live elsewhere would ask theirs to make.
+DISK_PATHS="$E2E_HOME,/var/tmp/kennel-e2e,/run/user/$E2E_UID"
+if [[ "$(incus project get "$PROJECT" restricted.devices.disk.paths)" != "$DISK_PATHS" ]]; then
+    quiet incus project set "$PROJECT" restricted.devices.disk.paths="$DISK_PATHS"
+fi
 # Its default profile as incus-user writes it: the user's own ids mapped to
 # themselves (workspace bind mounts keep their owner), root disk in our pool,
 # no network device.
