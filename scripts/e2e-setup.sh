@@ -340,6 +340,17 @@ if ! command -v claude >/dev/null 2>&1; then
     ln -sf "$AGENTS_PREFIX/bin/claude" /usr/local/bin/claude
 fi
 
+# ------------------------------------------------------------------- incus
+# Incus for the Incus backend (daemons, pool, the base image as
+# kennel-test/bookworm, the test user's project): scripts/incus-setup.sh,
+# with --fresh when this run has it. It needs the test user and the base
+# rootfs made above.
+incus_args=()
+((FRESH)) && incus_args=(--fresh)
+KENNEL_E2E_USER=$E2E_USER KENNEL_E2E_CACHE=$CACHE \
+    bash "$(dirname "${BASH_SOURCE[0]}")/incus-setup.sh" "${incus_args[@]}"
+# ------------------------------------------------------------- incus (end)
+
 # ------------------------------------------------------------------ checks
 check() {
     local what=$1; shift
