@@ -431,8 +431,9 @@ impl Engine {
                 let chunk = chunk.map_err(|err| {
                     EngineError::api(format!("exporting the file system of {reference}"), err)
                 })?;
-                out.write_all(&chunk)
-                    .map_err(|err| EngineError::io(format!("writing the file system of {reference}"), err))?;
+                out.write_all(&chunk).map_err(|err| {
+                    EngineError::io(format!("writing the file system of {reference}"), err)
+                })?;
             }
             Ok::<(), EngineError>(())
         }

@@ -160,6 +160,8 @@ const BASE_PACKAGES: &[&str] = &[
     "ca-certificates",
     "curl",
     "git",
+    // `ip`: a system container's init brings its loopback up (Incus).
+    "iproute2",
     "less",
     "openssh-client",
     "procps",

@@ -82,8 +82,9 @@ async fn interactive(
         .map_err(incus_error)?;
     let (stream, control, exit) = session.into_parts();
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let raw_mode = RawMode::enter()
-        .map_err(|error| CliError::kennel(format!("cannot set the terminal to raw mode: {error}")))?;
+    let raw_mode = RawMode::enter().map_err(|error| {
+        CliError::kennel(format!("cannot set the terminal to raw mode: {error}"))
+    })?;
     let output = tokio::spawn(async move {
         let mut stdout = kennel_term::Sink::new(tokio::io::stdout());
         let mut chunk = vec![0u8; 32 * 1024];

@@ -20,13 +20,16 @@ use crate::incus_error;
 const ENV_PROPERTY: &str = "kennel.env";
 
 /// The init every converted image gets at `/usr/sbin/init` (where LXC
-/// starts it; `/sbin` is a link there): keep the container alive, reap
-/// orphans (the shell reaps any child in `wait`), and end on SIGPWR (what
-/// `incus stop` sends) or SIGTERM (what a session's wrapper sends when the
-/// agent has ended).
+/// starts it; `/sbin` is a link there): bring the loopback up (a container
+/// with no network device has only that, down; kennel's proxy forwarder
+/// listens on it), keep the container alive, reap orphans (the shell reaps
+/// any child in `wait`), and end on SIGPWR (what `incus stop` sends) or
+/// SIGTERM (what a session's wrapper sends when the agent has ended).
 const INIT: &str = "#!/bin/sh
-# kennel: the container's init. Keeps it alive and reaps orphans; stops on
-# SIGPWR (incus stop) or SIGTERM (the agent has ended).
+# kennel: the container's init. Brings the loopback up, keeps the container
+# alive and reaps orphans; stops on SIGPWR (incus stop) or SIGTERM (the
+# agent has ended).
+ip link set lo up 2>/dev/null
 trap 'exit 0' PWR TERM INT
 while :; do
     sleep 2147483647 &
@@ -62,8 +65,9 @@ impl IncusImages {
         recipe: &kennel_image::Recipe,
     ) -> Result<(), CliError> {
         let started = std::time::Instant::now();
-        let dir = tempfile::tempdir()
-            .map_err(|error| CliError::kennel(format!("cannot make a temporary directory: {error}")))?;
+        let dir = tempfile::tempdir().map_err(|error| {
+            CliError::kennel(format!("cannot make a temporary directory: {error}"))
+        })?;
         let exported_path = dir.path().join("exported.tar");
         let mut exported_file = std::fs::File::create(&exported_path).map_err(|error| {
             CliError::kennel(format!("cannot write {}: {error}", exported_path.display()))
@@ -114,7 +118,7 @@ impl Images for IncusImages {
         build_logs: &Path,
     ) -> Result<Vec<Outcome>, CliError> {
         // The agent layer's tag hashes the base layer's: when Incus has it,
-        // it has everything below.
+        // nothing below it changed either.
         if let Some(last) = recipes.last().filter(|_| !no_cache)
             && self.has(&last.tag).await?
         {
@@ -126,15 +130,15 @@ impl Images for IncusImages {
             ))
             .with_hint("install and start Docker or Podman, or run an Incus image of your own with --image (an alias in your Incus project)")
         })?;
-        kennel_lib::image_build::ensure(&engine, recipes, no_cache, build_logs).await?;
-        let mut outcomes = Vec::new();
-        for recipe in recipes {
-            if !no_cache && self.has(&recipe.tag).await? {
-                outcomes.push(Outcome::UpToDate);
-                continue;
+        let mut outcomes =
+            kennel_lib::image_build::ensure(&engine, recipes, no_cache, build_logs).await?;
+        // Only the agent's own image runs; the layers below it live on in
+        // the engine, where they are built.
+        if let Some(last) = recipes.last() {
+            self.convert(&engine, last).await?;
+            if let Some(outcome) = outcomes.last_mut() {
+                *outcome = Outcome::Built;
             }
-            self.convert(&engine, recipe).await?;
-            outcomes.push(Outcome::Built);
         }
         Ok(outcomes)
     }
@@ -203,7 +207,8 @@ fn with_init(exported: &Path, out: &Path) -> Result<(), CliError> {
     let fail = |what: &str, error: std::io::Error| {
         CliError::kennel(format!("cannot {what} for Incus: {error}"))
     };
-    let input = std::fs::File::open(exported).map_err(|error| fail("read the exported image", error))?;
+    let input =
+        std::fs::File::open(exported).map_err(|error| fail("read the exported image", error))?;
     let output = std::fs::File::create(out).map_err(|error| fail("write the image", error))?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(input));
     let mut builder = tar::Builder::new(std::io::BufWriter::new(output));
@@ -212,7 +217,9 @@ fn with_init(exported: &Path, out: &Path) -> Result<(), CliError> {
         .map_err(|error| fail("read the exported image", error))?;
     for entry in entries {
         let mut entry = entry.map_err(|error| fail("read the exported image", error))?;
-        let path = entry.path().map_err(|error| fail("read the exported image", error))?;
+        let path = entry
+            .path()
+            .map_err(|error| fail("read the exported image", error))?;
         let trimmed = path.to_string_lossy().trim_start_matches("./").to_string();
         if trimmed == "usr/sbin/init" || trimmed == "sbin/init" && !is_link(&entry) {
             continue;
@@ -300,7 +307,10 @@ mod tests {
     #[test]
     fn incus_times_as_epoch_seconds() {
         assert_eq!(epoch_seconds("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(epoch_seconds("2026-12-05T06:51:02.123456Z"), Some(1_796_453_462));
+        assert_eq!(
+            epoch_seconds("2026-12-05T06:51:02.123456Z"),
+            Some(1_796_453_462)
+        );
         assert_eq!(epoch_seconds("garbage"), None);
     }
 
@@ -314,7 +324,9 @@ mod tests {
                 let mut header = tar::Header::new_gnu();
                 header.set_size(content.len() as u64);
                 header.set_mode(0o644);
-                builder.append_data(&mut header, path, content.as_bytes()).expect("append");
+                builder
+                    .append_data(&mut header, path, content.as_bytes())
+                    .expect("append");
             }
             builder.finish().expect("finish");
         }
@@ -326,7 +338,10 @@ mod tests {
             let mut entry = entry.expect("entry");
             let mut text = String::new();
             std::io::Read::read_to_string(&mut entry, &mut text).expect("read");
-            found.insert(entry.path().expect("path").display().to_string(), (text, entry.header().mode().expect("mode")));
+            found.insert(
+                entry.path().expect("path").display().to_string(),
+                (text, entry.header().mode().expect("mode")),
+            );
         }
         assert_eq!(found["etc/hostname"].0, "x\n");
         assert_eq!(found["usr/sbin/init"], (INIT.to_string(), 0o755));

@@ -32,7 +32,12 @@ pub fn instance_name(sandbox: &str) -> String {
 /// The image a Plan's `image.reference` names in Incus: kennel's own
 /// images by their tag (an alias), others as given without `local:`.
 pub fn image_source(reference: &str) -> ImageSource {
-    ImageSource::Alias(reference.strip_prefix("local:").unwrap_or(reference).to_string())
+    ImageSource::Alias(
+        reference
+            .strip_prefix("local:")
+            .unwrap_or(reference)
+            .to_string(),
+    )
 }
 
 /// The instance that runs `plan` from `source`.
@@ -127,7 +132,8 @@ mod tests {
     use kennel_core::plan::{Mount, MountPurpose};
 
     fn plan() -> Plan {
-        let mut plan: Plan = serde_json::from_str(include_str!("../tests/plan.json")).expect("a Plan");
+        let mut plan: Plan =
+            serde_json::from_str(include_str!("../tests/plan.json")).expect("a Plan");
         plan.mounts = vec![
             Mount {
                 source: "/home/alice/repo".into(),
@@ -147,11 +153,20 @@ mod tests {
 
     #[test]
     fn names_are_host_names() {
-        assert_eq!(instance_name("kennel-shell-repo-0a1b2c3d"), "kennel-shell-repo-0a1b2c3d");
-        assert_eq!(instance_name("kennel-shell-my_repo.v2-0a1b"), "kennel-shell-my-repo-v2-0a1b");
+        assert_eq!(
+            instance_name("kennel-shell-repo-0a1b2c3d"),
+            "kennel-shell-repo-0a1b2c3d"
+        );
+        assert_eq!(
+            instance_name("kennel-shell-my_repo.v2-0a1b"),
+            "kennel-shell-my-repo-v2-0a1b"
+        );
         assert_eq!(instance_name("0abc"), "k-0abc");
         assert!(instance_name(&"x".repeat(100)).len() <= 63);
-        assert_eq!(image_source("local:kennel/base:1"), ImageSource::Alias("kennel/base:1".into()));
+        assert_eq!(
+            image_source("local:kennel/base:1"),
+            ImageSource::Alias("kennel/base:1".into())
+        );
     }
 
     #[test]
@@ -166,7 +181,10 @@ mod tests {
             instance.config["raw.idmap"],
             format!("uid {0} {0}\ngid {1} {1}", plan.user.uid, plan.user.gid)
         );
-        assert_eq!(instance.config["limits.processes"], plan.limits.pids.to_string());
+        assert_eq!(
+            instance.config["limits.processes"],
+            plan.limits.pids.to_string()
+        );
         assert_eq!(instance.config["limits.memory"], "536870912");
         assert_eq!(instance.config["limits.cpu.allowance"], "150ms/100ms");
         assert_eq!(instance.devices["eth0"]["type"], "none");
@@ -188,7 +206,10 @@ mod tests {
         let argv = as_agent(&plan, &["claude".to_string(), "--x".to_string()]);
         let text = argv.join(" ");
         assert!(text.starts_with("prlimit --core=0 -- setpriv"), "{text}");
-        assert!(text.contains(&format!("--reuid={}", plan.user.uid)), "{text}");
+        assert!(
+            text.contains(&format!("--reuid={}", plan.user.uid)),
+            "{text}"
+        );
         assert!(text.contains("--bounding-set=-all"), "{text}");
         assert!(text.contains("--no-new-privs"), "{text}");
         assert!(text.ends_with("-- claude --x"), "{text}");

@@ -502,8 +502,8 @@ fn request_with_env(
     command: &[String],
     image_env: &std::collections::BTreeMap<String, String>,
 ) -> ExecRequest {
-    let mut request = ExecRequest::new(instance::as_agent(plan, command))
-        .cwd(plan.workdir.display().to_string());
+    let mut request =
+        ExecRequest::new(instance::as_agent(plan, command)).cwd(plan.workdir.display().to_string());
     request.environment = instance::environment(plan, image_env);
     request
 }
@@ -679,14 +679,10 @@ impl Launch for IncusLaunch<'_> {
             let agent = instance::as_agent(plan, &command);
             // The wrapper runs as the container's root, so that it can stop
             // the container when the agent has ended: the agent cannot.
-            let mut wrapper: Vec<String> = [
-                "/bin/sh",
-                "-c",
-                "\"$@\"; kill -s TERM 1",
-                "kennel-session",
-            ]
-            .map(String::from)
-            .to_vec();
+            let mut wrapper: Vec<String> =
+                ["/bin/sh", "-c", "\"$@\"; kill -s TERM 1", "kennel-session"]
+                    .map(String::from)
+                    .to_vec();
             wrapper.extend(agent);
             let mut request = ExecRequest::new(wrapper).cwd(plan.workdir.display().to_string());
             request.environment = instance::environment(plan, &image_env);

@@ -35,15 +35,15 @@ use crate::transport::RequestBody;
 use crate::types::Operation;
 
 /// Largest binary message sent for stdin / terminal input.
-const INPUT_CHUNK: usize = 64 * 1024;
+pub(crate) const INPUT_CHUNK: usize = 64 * 1024;
 /// Buffer between an interactive session's websocket and its caller.
 const SESSION_BUFFER: usize = 256 * 1024;
 /// How long output may trail the end of its command.
-const OUTPUT_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const OUTPUT_GRACE: Duration = Duration::from_secs(10);
 /// How long one wait for an unbounded command lasts before it is renewed.
 const WAIT_SLICE: Duration = Duration::from_secs(3600);
 
-type Socket = WebSocketStream<UnixStream>;
+pub(crate) type Socket = WebSocketStream<UnixStream>;
 
 /// A command to run in an instance.
 #[derive(Debug, Clone, Default)]
@@ -113,23 +113,23 @@ pub struct TerminalSize {
 
 /// `POST /1.0/instances/<name>/exec` as sent.
 #[derive(Serialize)]
-struct RawExecPost<'a> {
-    command: &'a [String],
-    environment: &'a BTreeMap<String, String>,
+pub(crate) struct RawExecPost<'a> {
+    pub(crate) command: &'a [String],
+    pub(crate) environment: &'a BTreeMap<String, String>,
     #[serde(rename = "wait-for-websocket")]
-    wait_for_websocket: bool,
-    interactive: bool,
+    pub(crate) wait_for_websocket: bool,
+    pub(crate) interactive: bool,
     #[serde(rename = "record-output")]
-    record_output: bool,
-    width: u16,
-    height: u16,
-    user: u32,
-    group: u32,
-    cwd: &'a str,
+    pub(crate) record_output: bool,
+    pub(crate) width: u16,
+    pub(crate) height: u16,
+    pub(crate) user: u32,
+    pub(crate) group: u32,
+    pub(crate) cwd: &'a str,
 }
 
 impl<'a> RawExecPost<'a> {
-    fn new(request: &'a ExecRequest) -> Self {
+    pub(crate) fn new(request: &'a ExecRequest) -> Self {
         RawExecPost {
             command: &request.command,
             environment: &request.environment,
@@ -276,7 +276,7 @@ impl Client {
         })
     }
 
-    async fn start_exec(
+    pub(crate) async fn start_exec(
         &self,
         action: &str,
         instance: &str,
@@ -293,7 +293,7 @@ impl Client {
     }
 
     /// The websocket of one of the exec's fds (`0`, `1`, `2`, `control`).
-    async fn websocket(
+    pub(crate) async fn websocket(
         &self,
         action: &str,
         operation: &Operation,
@@ -325,14 +325,23 @@ impl Client {
         Ok(socket)
     }
 
-    async fn exit_code(
+    pub(crate) async fn exit_code(
         &self,
         action: &str,
         operation: &Operation,
         timeout: Option<Duration>,
     ) -> Result<i32, IncusError> {
-        let done = self.wait_long(action, operation, timeout).await?;
-        exit_code(action, &done)
+        match self.wait_long(action, operation, timeout).await {
+            Ok(done) => exit_code(action, &done),
+            // Incus fails the operation of a command that exits 127 (its
+            // shell's "not found"), instead of reporting the code.
+            Err(IncusError::OperationFailed { message, .. })
+                if message.trim() == "Command not found" =>
+            {
+                Ok(127)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// Wait up to `timeout`, or for ever in renewed slices.
@@ -377,7 +386,7 @@ impl Client {
     }
 }
 
-fn exec_action(instance: &str, request: &ExecRequest) -> String {
+pub(crate) fn exec_action(instance: &str, request: &ExecRequest) -> String {
     let program = request.command.first().map(String::as_str).unwrap_or("");
     format!("running {program} in instance {instance}")
 }
@@ -392,7 +401,10 @@ fn exit_code(action: &str, operation: &Operation) -> Result<i32, IncusError> {
         .ok_or_else(|| IncusError::protocol(action, "the exec reported no exit code"))
 }
 
-fn websocket_error(action: &str, err: tokio_tungstenite::tungstenite::Error) -> IncusError {
+pub(crate) fn websocket_error(
+    action: &str,
+    err: tokio_tungstenite::tungstenite::Error,
+) -> IncusError {
     use tokio_tungstenite::tungstenite::Error;
     match err {
         Error::Http(response) => {
@@ -492,14 +504,14 @@ async fn bridge_terminal(socket: Socket, bridge_end: DuplexStream) {
     let _ = input.await;
 }
 
-enum ControlCommand {
+pub(crate) enum ControlCommand {
     Resize(TerminalSize),
     Signal(i32),
 }
 
 /// Send control commands until the operation ends (or Incus closes the
 /// socket). Dropping the socket earlier would kill the command.
-async fn run_control(
+pub(crate) async fn run_control(
     mut socket: Socket,
     mut commands: mpsc::UnboundedReceiver<ControlCommand>,
     mut operation_ended: oneshot::Receiver<()>,

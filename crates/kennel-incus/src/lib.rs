@@ -28,6 +28,7 @@ mod exec;
 mod files;
 mod images;
 mod instances;
+mod streamed;
 mod transport;
 mod types;
 
