@@ -633,12 +633,19 @@ impl Launch for IncusLaunch<'_> {
             let command = settings::container_command(plan);
             let request = request_with_env(plan, &command, &image_env);
             let code = attached::run(self.client, &name, request, plan).await;
-            // Ephemeral: stopping removes it.
-            if let Err(error) = stop_now(self.client, &name).await {
+            // An ephemeral container goes away once stopped, which takes
+            // Incus the better part of a second: the agent's exit code does
+            // not wait for it (`kennel clean` removes one Incus failed to).
+            let stopped = match plan.ephemeral {
+                true => self
+                    .client
+                    .kill_instance_in_background(&name)
+                    .await
+                    .map_err(incus_error),
+                false => stop_now(self.client, &name).await,
+            };
+            if let Err(error) = stopped {
                 tracing::warn!("cannot stop container {name}: {}", error.message);
-            }
-            if plan.ephemeral {
-                let _ = remove_instance(self.client, &name).await;
             }
             code
         }

@@ -73,6 +73,22 @@ impl Client {
         .await
     }
 
+    /// Starts killing an instance and returns without waiting for it to
+    /// stop (an ephemeral one is then deleted by Incus): for a caller whose
+    /// user is waiting on something else, such as an agent's exit code.
+    pub async fn kill_instance_in_background(&self, name: &str) -> Result<(), IncusError> {
+        let action = format!("stopping instance {name}");
+        self.start_operation(
+            &action,
+            Method::PUT,
+            &format!("/1.0/instances/{}/state", segment(name)),
+            Vec::new(),
+            RequestBody::json(&json!({ "action": "stop", "force": true, "timeout": -1 }))?,
+        )
+        .await
+        .map(|_| ())
+    }
+
     async fn change_state(
         &self,
         action: &str,

@@ -314,3 +314,4 @@ backend_suite!(docker, Backend::Docker);
 backend_suite!(podman, Backend::Podman);
 backend_suite!(podman_rootless, Backend::PodmanRootless);
 backend_suite!(native, Backend::Native);
+backend_suite!(incus, Backend::Incus);

@@ -1016,14 +1016,28 @@ pub fn config_defined_agent(b: Backend) {
         .unwrap_or("")
         .to_string();
     assert!(!reference.is_empty(), "no image.reference\n{dry}");
-    let out = t.engine(&[
-        "run",
-        "--rm",
-        "--entrypoint",
-        "cat",
-        &reference,
-        "/etc/hello-built",
-    ]);
+    // The file the install step wrote is in the image the agent ran.
+    let out = match b {
+        Backend::Incus => t
+            .kennel(&[
+                "run",
+                "shell",
+                "--image",
+                &reference,
+                "--",
+                "cat",
+                "/etc/hello-built",
+            ])
+            .run(),
+        _ => t.engine(&[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "cat",
+            &reference,
+            "/etc/hello-built",
+        ]),
+    };
     out.assert_ok();
     assert_eq!(
         out.stdout.trim(),
@@ -1082,7 +1096,10 @@ pub fn image_build_is_cached(b: Backend) {
         ls.stdout.contains(&reference) || ls.stdout.contains(&name),
         "image ls --json must list the shell image {reference}\n{ls}"
     );
-    let engine = t.engine(&["image", "inspect", &reference]);
+    let engine = match b {
+        Backend::Incus => t.engine(&["image", "show", &reference]),
+        _ => t.engine(&["image", "inspect", &reference]),
+    };
     engine.assert_ok();
 }
 

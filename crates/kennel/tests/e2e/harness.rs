@@ -14,6 +14,7 @@
 use std::fmt;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -24,6 +25,8 @@ use serde_json::Value;
 
 pub const PODMAN_SOCK: &str = "/run/podman/podman.sock";
 const SUITE_BASE: &str = "/var/tmp/kennel-e2e";
+/// The base image scripts/incus-setup.sh imports into the test user's project.
+pub const INCUS_BASE_IMAGE: &str = "kennel-test/bookworm";
 
 /// Default time limit for one kennel invocation (image builds have their own).
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(180);
@@ -45,14 +48,18 @@ pub enum Backend {
     /// Landlock and seccomp. No engine, no image: what the suite observes
     /// through the engine elsewhere it reads from `/proc` here.
     Native,
+    /// Incus system containers, through the test user's own restricted
+    /// project (incus-user's socket); images converted from Docker's.
+    Incus,
 }
 
 impl Backend {
-    pub const ALL: [Backend; 4] = [
+    pub const ALL: [Backend; 5] = [
         Backend::Docker,
         Backend::Podman,
         Backend::PodmanRootless,
         Backend::Native,
+        Backend::Incus,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -66,6 +73,7 @@ impl Backend {
             Backend::Podman => "podman",
             Backend::PodmanRootless => "podman-rootless",
             Backend::Native => "native",
+            Backend::Incus => "incus",
         }
     }
 
@@ -80,6 +88,7 @@ impl Backend {
             Backend::Docker => "docker",
             Backend::Podman | Backend::PodmanRootless => "podman",
             Backend::Native => "native",
+            Backend::Incus => "incus",
         }
     }
 
@@ -87,7 +96,9 @@ impl Backend {
     fn env(self) -> Vec<(String, String)> {
         match self {
             Backend::Podman => vec![("CONTAINER_HOST".into(), format!("unix://{PODMAN_SOCK}"))],
-            Backend::Docker | Backend::PodmanRootless | Backend::Native => vec![],
+            Backend::Docker | Backend::PodmanRootless | Backend::Native | Backend::Incus => {
+                vec![]
+            }
         }
     }
 
@@ -116,6 +127,7 @@ impl Backend {
             Backend::Native => {
                 panic!("the native backend has no engine CLI (use the /proc-based helpers)")
             }
+            Backend::Incus => vec!["incus".into()],
         }
     }
 }
@@ -677,6 +689,14 @@ fn check_backend(backend: Backend) -> Result<BackendState, String> {
                 )
             })?;
         }
+        Backend::Incus => {
+            engine_run(&["image", "show", INCUS_BASE_IMAGE], &env).map_err(|e| {
+                format!(
+                    "Incus is not usable by {} through incus-user, or image {INCUS_BASE_IMAGE} is missing in its project (run scripts/e2e-setup.sh): {e}",
+                    user.name
+                )
+            })?;
+        }
         Backend::Native => unreachable!("checked above"),
     }
     env.clear();
@@ -987,6 +1007,13 @@ impl Ctx {
                 .map(|p| p.pid.to_string())
                 .collect();
         }
+        if self.backend == Backend::Incus {
+            return self
+                .incus_instances()
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect();
+        }
         let out = self.engine(&[
             "ps",
             "-a",
@@ -1002,8 +1029,90 @@ impl Ctx {
             .collect()
     }
 
-    /// `container inspect ID` as JSON (the first element).
+    /// Incus: this workspace's instances (its label as a `user.*` key),
+    /// with their status.
+    pub fn incus_instances(&self) -> Vec<(String, String)> {
+        let label = self.workspace_label();
+        let (key, value) = label
+            .strip_prefix("label=")
+            .unwrap_or(&label)
+            .split_once('=')
+            .unwrap_or_default();
+        let out = self.engine(&["list", "--format", "json"]);
+        out.assert_ok();
+        out.json()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|instance| instance["config"][format!("user.{key}")] == value)
+            .map(|instance| {
+                (
+                    instance["name"].as_str().unwrap_or_default().to_string(),
+                    instance["status"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Whether the backend still has the sandbox `id`.
+    pub fn sandbox_exists(&self, id: &str) -> bool {
+        match self.backend {
+            Backend::Incus => self.engine(&["info", id]).success(),
+            _ => self.engine(&["container", "inspect", id]).success(),
+        }
+    }
+
+    /// Removes the sandbox `id` behind kennel's back, with the backend's
+    /// own CLI, and waits until it is gone.
+    pub fn remove_sandbox_now(&self, id: &str) {
+        let out = match self.backend {
+            Backend::Incus => self.engine(&["delete", "--force", id]),
+            _ => self.engine(&["rm", "-f", id]),
+        };
+        out.assert_ok();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.sandbox_exists(id) {
+            assert!(Instant::now() < deadline, "{id} was not removed");
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `container inspect ID` as JSON (the first element). Incus: the
+    /// fields the tests read, in the engines' shape (`Name`,
+    /// `State.Running`, `HostConfig.{PidsLimit,Memory,NanoCpus}`).
     pub fn inspect(&self, id: &str) -> Value {
+        if self.backend == Backend::Incus {
+            let out = self.engine(&["list", id, "--format", "json"]);
+            out.assert_ok();
+            let found = out
+                .json()
+                .as_array()
+                .and_then(|all| all.iter().find(|i| i["name"] == id).cloned())
+                .unwrap_or(Value::Null);
+            let config = &found["config"];
+            let number = |key: &str| {
+                config[key]
+                    .as_str()
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .unwrap_or(0)
+            };
+            let nano_cpus = config["limits.cpu.allowance"]
+                .as_str()
+                .and_then(|v| v.strip_suffix("ms/100ms"))
+                .and_then(|ms| ms.parse::<i64>().ok())
+                .map(|ms| ms * 10_000_000)
+                .unwrap_or(0);
+            return serde_json::json!({
+                "Name": format!("/{id}"),
+                "State": { "Running": found["status"] == "Running" },
+                "HostConfig": {
+                    "PidsLimit": number("limits.processes"),
+                    "Memory": number("limits.memory"),
+                    "NanoCpus": nano_cpus,
+                },
+            });
+        }
         let out = self.engine(&["container", "inspect", id]);
         out.assert_ok();
         match out.json() {
@@ -1021,6 +1130,11 @@ impl Ctx {
         if !self.backend.has_engine() {
             let pid: u32 = id.parse().expect("a native sandbox ID is a PID");
             return native_binds(pid).unwrap_or_else(|e| panic!("{e}"));
+        }
+        if self.backend == Backend::Incus {
+            let out = self.engine(&["config", "show", id, "--expanded"]);
+            out.assert_ok();
+            return incus_disks(&out.stdout);
         }
         let info = self.inspect(id);
         info.get("Mounts")
@@ -1074,6 +1188,14 @@ impl Ctx {
             if !self.backend.has_engine() {
                 if let Some(agent) = native_sandbox(&self.ws).agents.first() {
                     return agent.pid.to_string();
+                }
+            } else if self.backend == Backend::Incus {
+                if let Some((name, _)) = self
+                    .incus_instances()
+                    .into_iter()
+                    .find(|(_, status)| status == "Running")
+                {
+                    return name;
                 }
             } else {
                 let out = self.engine(&[
@@ -1134,9 +1256,52 @@ impl Ctx {
             return;
         }
         for id in self.workspace_containers() {
-            let _ = self.engine(&["rm", "-f", &id]);
+            let _ = match self.backend {
+                Backend::Incus => self.engine(&["delete", "--force", &id]),
+                _ => self.engine(&["rm", "-f", &id]),
+            };
         }
     }
+}
+
+/// The disk devices of `incus config show --expanded` (YAML, read line by
+/// line: devices are maps of plain `key: value` lines) as bind mounts.
+fn incus_disks(yaml: &str) -> Vec<BindMount> {
+    let mut mounts = Vec::new();
+    let mut in_devices = false;
+    let mut device: BTreeMap<String, String> = BTreeMap::new();
+    let mut flush = |device: &mut BTreeMap<String, String>| {
+        if device.get("type").map(String::as_str) == Some("disk")
+            && let (Some(source), Some(path)) = (device.get("source"), device.get("path"))
+        {
+            mounts.push(BindMount {
+                source: PathBuf::from(source),
+                target: PathBuf::from(path),
+                read_only: device.get("readonly").map(String::as_str) == Some("true"),
+                detail: format!("{device:?}"),
+            });
+        }
+        device.clear();
+    };
+    for line in yaml.lines() {
+        if !line.starts_with(' ') {
+            in_devices = line.starts_with("devices:");
+            flush(&mut device);
+            continue;
+        }
+        if !in_devices {
+            continue;
+        }
+        if line.starts_with("  ") && !line.starts_with("    ") {
+            flush(&mut device);
+            continue;
+        }
+        if let Some((key, value)) = line.trim().split_once(": ") {
+            device.insert(key.to_string(), value.trim_matches('"').to_string());
+        }
+    }
+    flush(&mut device);
+    mounts
 }
 
 /// One host path bound into a sandbox.

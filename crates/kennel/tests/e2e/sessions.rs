@@ -217,10 +217,9 @@ pub fn lifecycle(b: Backend) {
     out.assert_ok();
     assert!(listed(&t, &name).is_none(), "still listed after rm");
     if b.has_engine() {
-        let out = t.engine(&["container", "inspect", &container]);
         assert!(
-            !out.success(),
-            "the container is still there after rm\n{out}"
+            !t.sandbox_exists(&container),
+            "the container is still there after rm"
         );
     }
 }
@@ -229,12 +228,7 @@ pub fn lifecycle(b: Backend) {
 /// until it is really gone (Podman shows a killed container as exited for a
 /// moment while it removes it).
 fn remove_behind_kennels_back(t: &Ctx, container: &str) {
-    t.engine(&["rm", "-f", container]).assert_ok();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while t.engine(&["inspect", container]).code() == Some(0) {
-        assert!(Instant::now() < deadline, "{container} was not removed");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    t.remove_sandbox_now(container);
 }
 
 /// PIDs of the `kennel __native-session DIR …` processes of the native
@@ -693,10 +687,9 @@ pub fn clean(b: Backend) {
     assert!(out.stderr.contains(&format!("session {gone}")), "{out}");
     assert!(out.stderr.contains("its session is gone"), "{out}");
     assert!(listed(&t, &gone).is_none(), "{gone} is still listed");
-    let out = t.engine(&["container", "inspect", &lost_container]);
     assert!(
-        !out.success(),
-        "the container without a session is still there\n{out}"
+        !t.sandbox_exists(&lost_container),
+        "the container without a session is still there"
     );
     // The other data directory's session was not touched.
     let others = t
