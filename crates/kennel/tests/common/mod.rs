@@ -69,6 +69,7 @@ impl Sandbox {
             )
             .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
             .env("CONTAINER_HOST", "unix:///nonexistent/podman.sock")
+            .env("INCUS_SOCKET", "/nonexistent/incus.socket")
             .current_dir(&self.workspace)
             .args(args);
         command

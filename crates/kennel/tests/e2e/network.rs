@@ -937,7 +937,7 @@ pub fn detached(b: Backend) {
     if !native {
         let log = daemon_log(&plan);
         assert!(
-            log.contains("the container has ended") || log.contains("the container is gone"),
+            log.contains("the sandbox has ended") || log.contains("the sandbox is gone"),
             "{log}"
         );
         assert!(log.contains("proxy stopped"), "{log}");
