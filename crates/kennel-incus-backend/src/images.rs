@@ -18,11 +18,17 @@ use crate::incus_error;
 
 /// The image property that holds the image's environment (JSON object).
 const ENV_PROPERTY: &str = "kennel.env";
+/// The image property that says how kennel converted it: an image of
+/// another conversion (an older init, say) is converted again, although
+/// its tag (the recipe's hash) is the same.
+const CONVERSION_PROPERTY: &str = "kennel.conversion";
+const CONVERSION: &str = "2";
 
 /// The init every converted image gets at `/usr/sbin/init` (where LXC
 /// starts it; `/sbin` is a link there): bring the loopback up (a container
 /// with no network device has only that, down; kennel's proxy forwarder
-/// listens on it), keep the container alive, reap orphans (the shell reaps
+/// listens on it), allow no core dumps (its children's memory could hold
+/// what the agent's does), keep the container alive, reap orphans (the shell reaps
 /// any child in `wait`), and end on SIGPWR (what `incus stop` sends) or
 /// SIGTERM (what a session's wrapper sends when the agent has ended).
 const INIT: &str = "#!/bin/sh
@@ -30,6 +36,7 @@ const INIT: &str = "#!/bin/sh
 # alive and reaps orphans; stops on SIGPWR (incus stop) or SIGTERM (the
 # agent has ended).
 ip link set lo up 2>/dev/null
+ulimit -c 0
 trap 'exit 0' PWR TERM INT
 while :; do
     sleep 2147483647 &
@@ -48,13 +55,20 @@ impl IncusImages {
         }
     }
 
-    /// Whether Incus has an image under `alias`.
+    /// Whether Incus has an image under `alias`, converted as this kennel
+    /// converts.
     async fn has(&self, alias: &str) -> Result<bool, CliError> {
-        match self.client.image_alias(alias).await {
-            Ok(_) => Ok(true),
-            Err(error) if error.is_not_found() => Ok(false),
-            Err(error) => Err(incus_error(error)),
-        }
+        let target = match self.client.image_alias(alias).await {
+            Ok(found) => found.target,
+            Err(error) if error.is_not_found() => return Ok(false),
+            Err(error) => return Err(incus_error(error)),
+        };
+        let image = self.client.image(&target).await.map_err(incus_error)?;
+        Ok(image
+            .properties
+            .get(CONVERSION_PROPERTY)
+            .map(String::as_str)
+            == Some(CONVERSION))
     }
 
     /// Builds `recipe`'s image on the engine (already done by the caller)
@@ -91,6 +105,7 @@ impl IncusImages {
             serde_json::to_string(&env).unwrap_or_default(),
         );
         properties.insert("description".into(), format!("kennel {}", recipe.tag));
+        properties.insert(CONVERSION_PROPERTY.into(), CONVERSION.into());
         write_metadata(&meta, &properties)?;
         // A rebuild (`--no-cache`) replaces the image the tag named.
         if let Ok(old) = self.client.image_alias(&recipe.tag).await {
@@ -258,8 +273,10 @@ fn write_metadata(path: &Path, properties: &BTreeMap<String, String>) -> Result<
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_secs())
         .unwrap_or(0);
+    // Incus writes the container's name into /etc/hostname when it makes
+    // one (the engine's export leaves the file empty).
     let mut yaml = format!(
-        "architecture: {}\ncreation_date: {created}\nproperties:\n",
+        "architecture: {}\ncreation_date: {created}\ntemplates:\n  /etc/hostname:\n    when: [create, copy]\n    template: hostname.tpl\nproperties:\n",
         std::env::consts::ARCH
     );
     for (key, value) in properties {
@@ -278,6 +295,14 @@ fn write_metadata(path: &Path, properties: &BTreeMap<String, String>) -> Result<
     header.set_entry_type(tar::EntryType::Regular);
     builder
         .append_data(&mut header, "metadata.yaml", yaml.as_bytes())
+        .map_err(fail)?;
+    let template = "{{ instance.name }}\n";
+    let mut header = tar::Header::new_gnu();
+    header.set_size(template.len() as u64);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    builder
+        .append_data(&mut header, "templates/hostname.tpl", template.as_bytes())
         .map_err(fail)?;
     builder.into_inner().map(drop).map_err(fail)
 }

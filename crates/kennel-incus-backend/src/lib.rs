@@ -142,10 +142,10 @@ fn found_plan(found: &Found) -> Result<Plan, CliError> {
 /// The instance's state: `Ended` with the agent's code when a persistent
 /// session's wrapper recorded one.
 async fn state_of(client: &Client, name: &str) -> Result<SandboxState, CliError> {
-    match client.instance_state(name).await {
-        Ok(state) if state.status == "Running" || state.status == "Frozen" => {
-            Ok(SandboxState::Running)
-        }
+    // The instance's status, not its `/state`: that one reads the init's
+    // pid, and fails while the container is stopping.
+    match client.instance(name).await {
+        Ok(found) if found.status != "Stopped" => Ok(SandboxState::Running),
         Ok(_) => Ok(SandboxState::Ended(exit_code(client, name).await)),
         Err(error) if error.is_not_found() => Ok(SandboxState::Missing),
         Err(error) => Err(incus_error(error)),
@@ -204,6 +204,17 @@ impl Backend for IncusBackend {
     }
 
     async fn prepare<'a>(&'a self, plan: &Plan) -> Result<Box<dyn Launch + 'a>, CliError> {
+        if plan.network.mode == NetworkMode::Open {
+            // A NIC from the project's profile would need the image to
+            // configure it (kennel's images have no DHCP client): refused
+            // rather than run with a network that does not work.
+            return Err(CliError::usage(
+                "--network open is not available on the Incus backend yet",
+            )
+            .with_hint(
+                "use --network allowlist (the default) with --allow for each host the agent needs, or --network restricted",
+            ));
+        }
         let client = self.client().await?;
         let mut warnings = Vec::new();
         if plan.security.read_only_rootfs {

@@ -969,9 +969,22 @@ pub fn project_config_refused_user_config_allowed(b: Backend) {
     let left = t.workspace_containers();
     assert!(left.is_empty(), "refused run left containers {left:?}");
 
-    // The same key in the user's own config is honoured.
+    // The same key in the user's own config is honoured. (Incus: a host
+    // directory the user's restricted project may mount; its /etc is not.)
     std::fs::remove_file(t.ws.join(".kennel.toml")).unwrap();
-    t.write_config("mounts = [\"/etc:/host-etc\"]", "");
+    let host_etc = if b == Backend::Incus {
+        let dir = t.scratch().join("etc");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy("/etc/os-release", dir.join("os-release")).unwrap();
+        t.user.chown(&dir);
+        dir
+    } else {
+        std::path::PathBuf::from("/etc")
+    };
+    t.write_config(
+        &format!("mounts = [\"{}:/host-etc\"]", host_etc.display()),
+        "",
+    );
     let out = t.sh("cat /host-etc/os-release").run();
     out.assert_ok();
     let host = std::fs::read_to_string("/etc/os-release").unwrap();
