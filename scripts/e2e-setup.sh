@@ -262,6 +262,15 @@ if ! grep -qs '^driver = "overlay"' "$STORAGE_CONF"; then
     chown "$E2E_USER:" "$STORAGE_CONF"
     as_user podman system reset --force >/dev/null 2>&1 || true
 fi
+# Where the store is, written out: the tests point CONTAINERS_STORAGE_CONF
+# here, so that a rootless API service kennel starts from inside a test (when
+# the one below has died: podman 4.3 can crash in readConmonPipeData) uses
+# the user's store, not one under the test's XDG_DATA_HOME.
+if ! grep -qs '^rootless_storage_path = ' "$STORAGE_CONF"; then
+    sed -i '/^graphroot = /d; /^runroot = /d' "$STORAGE_CONF"
+    printf 'rootless_storage_path = "%s"\nrunroot = "%s"\n' \
+        "$E2E_HOME/.local/share/containers/storage" "/run/user/$E2E_UID/containers" >>"$STORAGE_CONF"
+fi
 
 # -------------------------------------------------------------- base image
 ROOTFS=$CACHE/rootfs

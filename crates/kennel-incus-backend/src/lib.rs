@@ -581,6 +581,12 @@ impl IncusLaunch<'_> {
                     plan.image.reference
                 ))
                 .with_hint("`kennel image build --backend incus AGENT` builds kennel's images; for --image, name an image alias of your Incus project"),
+                IncusError::Forbidden { ref message, .. } if message.contains("Disk source path") => {
+                    let uid = plan.user.uid;
+                    CliError::kennel(error.to_string()).with_hint(format!(
+                        "your Incus project mounts host paths only under its restricted.devices.disk.paths (incus-user's projects: your home); kennel also mounts its data directory and, for the proxy, your runtime directory. An administrator can allow them: `incus project set user-{uid} restricted.devices.disk.paths=$HOME,/run/user/{uid}` (and the workspace's directory if it is not under your home)"
+                    ))
+                }
                 other => incus_error(other),
             })?;
         if let Err(error) = check_no_network(self.client, &name, plan).await {

@@ -268,6 +268,15 @@ impl TestUser {
                 "XDG_RUNTIME_DIR".into(),
                 self.runtime_dir().display().to_string(),
             ),
+            // The user's own rootless Podman store, whatever the test's
+            // XDG dirs (see scripts/e2e-setup.sh).
+            (
+                "CONTAINERS_STORAGE_CONF".into(),
+                self.home
+                    .join(".config/containers/storage.conf")
+                    .display()
+                    .to_string(),
+            ),
         ]
     }
 
