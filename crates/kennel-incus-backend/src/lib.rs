@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use kennel_core::host::HostContext;
 use kennel_core::plan::{NetworkMode, Plan};
-use kennel_core::settings::{self, SESSION_TMUX_SOCKET, SESSION_TMUX_TARGET, session_tmux};
+use kennel_core::settings::{self, session_tmux};
 use kennel_incus::{Client, ExecRequest, IncusError, StopOptions};
 use kennel_lib::backend::{
     Backend, Images, Launch, Observed, OutputSink, OutputStream, Remains, Sandbox, SandboxState,
@@ -32,7 +32,7 @@ use kennel_lib::backend::{
 use kennel_lib::error::CliError;
 use kennel_lib::proxy::{ProxySpec, SessionProxy};
 use kennel_lib::sessions::Found;
-use kennel_sessions::{Mode, Session, State};
+use kennel_sessions::{Session, State};
 use tokio::sync::OnceCell;
 
 /// The name Plans and the registry store.
@@ -174,9 +174,7 @@ impl Backend for IncusBackend {
     }
 
     fn persistent(&self, plan: &mut Plan) {
-        plan.tty = false;
-        plan.stdin = false;
-        plan.command = settings::session_command(&plan.command);
+        kennel_lib::backend::persistent_in_sandbox(plan);
     }
 
     async fn connect(&self) -> Result<String, CliError> {
@@ -233,13 +231,7 @@ impl Backend for IncusBackend {
     async fn exec(&self, found: &mut Found, command: Vec<String>) -> Result<i32, CliError> {
         let server = self.running(found).await?;
         let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-        // Through `sh`, so that a command that does not exist exits 127 and
-        // one that cannot be executed 126, as on every backend.
-        let mut argv: Vec<String> = ["/bin/sh", "-c", "exec \"$@\"", "kennel exec"]
-            .map(String::from)
-            .to_vec();
-        argv.extend(command);
-        let mut request = server.request(&argv);
+        let mut request = server.request(&kennel_lib::backend::exec_argv(command));
         if tty {
             request = request.env("TERM", kennel_lib::sessions::sandbox_term());
         }
@@ -320,9 +312,7 @@ impl Backend for IncusBackend {
             name: name.clone(),
             plan,
         };
-        let script = format!(
-            "pid=$(tmux -S {SESSION_TMUX_SOCKET} display-message -p -t {SESSION_TMUX_TARGET} '#{{pane_pid}}') && kill -s TERM -- -$pid"
-        );
+        let script = kennel_lib::tmux::terminate_agent_script();
         let signalled = client
             .exec(&name, &server.request(&["sh".into(), "-c".into(), script]))
             .await;
@@ -349,11 +339,8 @@ impl Backend for IncusBackend {
     }
 
     async fn remove(&self, found: &mut Found, force: bool) -> Result<(), CliError> {
-        if found.session.handle.is_none() {
-            return match found.session.state.is_ended() || force {
-                true => Ok(()),
-                false => Err(found.running_error()),
-            };
+        if let Some(done) = kennel_lib::backend::remove_without_sandbox(found, force) {
+            return done;
         }
         let (client, name) = self.instance(found).await?;
         let state = state_of(client, &name).await?;
@@ -364,16 +351,10 @@ impl Backend for IncusBackend {
     }
 
     async fn observe(&self, session: &Session) -> Observed {
-        let Some(handle) = &session.handle else {
-            return Observed::Unknown;
+        let (handle, ephemeral) = match kennel_lib::backend::observe_locally(session) {
+            Ok(asked) => asked,
+            Err(known) => return known,
         };
-        if session.state.is_ended() {
-            return Observed::Unknown;
-        }
-        let ephemeral = session.mode == Mode::Ephemeral;
-        if ephemeral && session.owner.is_none_or(|owner| owner.is_alive()) {
-            return Observed::Running;
-        }
         let Some(client) = self.answering().await else {
             return Observed::Unknown;
         };

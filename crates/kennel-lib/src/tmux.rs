@@ -58,6 +58,15 @@ pub async fn capture(
     server.tmux(&args).await
 }
 
+/// A shell script, run in the sandbox as the agent's user, that sends
+/// SIGTERM to the agent: to the process group of its tmux pane.
+pub fn terminate_agent_script() -> String {
+    use kennel_core::settings::{SESSION_TMUX_SOCKET, SESSION_TMUX_TARGET};
+    format!(
+        "pid=$(tmux -S {SESSION_TMUX_SOCKET} display-message -p -t {SESSION_TMUX_TARGET} '#{{pane_pid}}') && env kill -s TERM -- -$pid"
+    )
+}
+
 /// What ends a session's tmux server: the agent gets SIGHUP, as from a
 /// closed terminal.
 pub const HANG_UP: &[&str] = &["kill-server"];

@@ -9,9 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kennel_core::host::HostContext;
 use kennel_core::plan::Plan;
-use kennel_core::settings::{self, SESSION_TMUX_SOCKET, SESSION_TMUX_TARGET, session_tmux};
+use kennel_core::settings::{self, session_tmux};
 use kennel_engine::{ContainerState, Engine, EngineKind};
-use kennel_sessions::{Mode, Session, State};
+use kennel_sessions::{Session, State};
 use tokio::sync::OnceCell;
 
 use super::{Backend, Launch, Observed, OutputSink, Remains, Sandbox, Stopped};
@@ -97,9 +97,7 @@ impl Backend for ContainerBackend {
 
     fn persistent(&self, plan: &mut Plan) {
         // The container's own command keeps the agent in tmux.
-        plan.tty = false;
-        plan.stdin = false;
-        plan.command = settings::session_command(&plan.command);
+        super::persistent_in_sandbox(plan);
     }
 
     async fn connect(&self) -> Result<String, CliError> {
@@ -145,13 +143,7 @@ impl Backend for ContainerBackend {
         } else {
             Vec::new()
         };
-        // Through `sh`, so that a command that does not exist exits 127 and
-        // one that cannot be executed 126, as on every backend (the engines
-        // report such an exec's failure each in their own way).
-        let mut argv: Vec<String> = ["/bin/sh", "-c", "exec \"$@\"", "kennel exec"]
-            .map(String::from)
-            .to_vec();
-        argv.extend(command);
+        let argv = super::exec_argv(command);
         Ok(engine.exec(&container, &argv, &env, tty, true).await?)
     }
 
@@ -215,9 +207,7 @@ impl Backend for ContainerBackend {
             record(found, engine, state, true).await;
             return Ok(Stopped::Already);
         }
-        let script = format!(
-            "pid=$(tmux -S {SESSION_TMUX_SOCKET} display-message -p -t {SESSION_TMUX_TARGET} '#{{pane_pid}}') && env kill -s TERM -- -$pid"
-        );
+        let script = crate::tmux::terminate_agent_script();
         let signalled = engine
             .exec_output(&container, &["sh".into(), "-c".into(), script])
             .await;
@@ -248,12 +238,8 @@ impl Backend for ContainerBackend {
     }
 
     async fn remove(&self, found: &mut Found, force: bool) -> Result<(), CliError> {
-        if found.session.handle.is_none() {
-            // It never got a container; a start in progress still counts.
-            return match found.session.state.is_ended() || force {
-                true => Ok(()),
-                false => Err(found.running_error()),
-            };
+        if let Some(done) = super::remove_without_sandbox(found, force) {
+            return done;
         }
         let (engine, container) = self.container(found).await?;
         let state = engine.state(&container).await?;
@@ -265,17 +251,10 @@ impl Backend for ContainerBackend {
     }
 
     async fn observe(&self, session: &Session) -> Observed {
-        let Some(handle) = &session.handle else {
-            return Observed::Unknown;
+        let (handle, ephemeral) = match super::observe_locally(session) {
+            Ok(asked) => asked,
+            Err(known) => return known,
         };
-        if session.state.is_ended() {
-            return Observed::Unknown;
-        }
-        let ephemeral = session.mode == Mode::Ephemeral;
-        if ephemeral && session.owner.is_none_or(|owner| owner.is_alive()) {
-            // Its kennel is there to record how it ends.
-            return Observed::Running;
-        }
         let Some(engine) = self.answering().await else {
             return Observed::Unknown;
         };

@@ -191,6 +191,59 @@ pub trait Launch {
     ) -> Result<(), CliError>;
 }
 
+/// A persistent session's Plan for a backend whose sandbox keeps the agent
+/// in tmux itself (the container engines, Incus): no terminal of kennel's,
+/// and the sandbox's command starts tmux and waits for the agent.
+pub fn persistent_in_sandbox(plan: &mut Plan) {
+    plan.tty = false;
+    plan.stdin = false;
+    plan.command = kennel_core::settings::session_command(&plan.command);
+}
+
+/// `command` for `kennel exec` in a sandbox: through `sh`, so that a
+/// command that does not exist exits 127 and one that cannot be executed
+/// 126, as on every backend (engines report a failed exec each in their
+/// own way).
+pub fn exec_argv(command: Vec<String>) -> Vec<String> {
+    let mut argv: Vec<String> = ["/bin/sh", "-c", "exec \"$@\"", "kennel exec"]
+        .map(String::from)
+        .to_vec();
+    argv.extend(command);
+    argv
+}
+
+/// What [`Backend::observe`] knows without asking a backend whose
+/// sandboxes outlive their kennel: `Err` is the answer; `Ok` gives the
+/// sandbox to ask about and whether the session is a `kennel run`'s
+/// (ephemeral) one whose kennel is gone.
+pub fn observe_locally(session: &Session) -> Result<(&str, bool), Observed> {
+    let Some(handle) = &session.handle else {
+        return Err(Observed::Unknown);
+    };
+    if session.state.is_ended() {
+        return Err(Observed::Unknown);
+    }
+    let ephemeral = session.mode == kennel_sessions::Mode::Ephemeral;
+    if ephemeral && session.owner.is_none_or(|owner| owner.is_alive()) {
+        // Its kennel is there to record how it ends.
+        return Err(Observed::Running);
+    }
+    Ok((handle, ephemeral))
+}
+
+/// What [`Backend::remove`] does for a session that never got a sandbox:
+/// `Some` is the answer (forgotten when it ended or with `force`; a start
+/// in progress is running), `None`: there is a sandbox to remove.
+pub fn remove_without_sandbox(found: &Found, force: bool) -> Option<Result<(), CliError>> {
+    if found.session.handle.is_some() {
+        return None;
+    }
+    Some(match found.session.state.is_ended() || force {
+        true => Ok(()),
+        false => Err(found.running_error()),
+    })
+}
+
 /// The images kennel builds for agents, on the backend that runs them.
 #[async_trait(?Send)]
 pub trait Images {
