@@ -219,6 +219,10 @@ macro_rules! backend_suite {
                 cases::config_defined_agent(B)
             }
             #[test]
+            fn image_rm() {
+                cases::image_rm(B)
+            }
+            #[test]
             fn image_build_is_cached() {
                 cases::image_build_is_cached(B)
             }

@@ -428,7 +428,14 @@ impl super::Images for Engine {
             .await?
             .into_iter()
             .map(|image| super::StoredImage {
-                reference: image.reference,
+                // Podman qualifies the tag kennel gave (`kennel/shell:…`)
+                // with a registry; users read and type kennel's.
+                reference: image
+                    .reference
+                    .strip_prefix("docker.io/")
+                    .or_else(|| image.reference.strip_prefix("localhost/"))
+                    .map(str::to_string)
+                    .unwrap_or(image.reference.clone()),
                 id: image.id,
                 size: image.size,
                 created: image.created,

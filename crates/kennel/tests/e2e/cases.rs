@@ -1116,6 +1116,67 @@ pub fn image_build_is_cached(b: Backend) {
     engine.assert_ok();
 }
 
+/// `kennel image rm AGENT` removes that agent's image from the backend's
+/// store (and only it): gone from `kennel image ls` and from the backend's
+/// own CLI. (`prune` is not tried here: it removes every image the test's
+/// config does not build, which parallel tests are using.)
+pub fn image_rm(b: Backend) {
+    if !b.has_engine() {
+        eprintln!("{}::image_rm: not applicable (no images)", b.name());
+        return;
+    }
+    let Some(t) = Ctx::with_shell_image(b, "image_rm") else {
+        return;
+    };
+    let agent = format!("gone{}", unique().replace('-', ""));
+    t.write_config(
+        "",
+        &format!(
+            "[agents.{agent}]\ncommand = [\"true\"]\nruntime = \"none\"\ninstall = \"echo {agent} > /etc/marker\"\n"
+        ),
+    );
+    let built = t
+        .kennel(&["image", "build", &agent])
+        .timeout(crate::harness::BUILD_TIMEOUT)
+        .run();
+    built.assert_ok();
+    let reference = built.stdout.trim().to_string();
+    assert!(
+        reference.starts_with(&format!("kennel/{agent}:")),
+        "{built}"
+    );
+    let listed = || -> Vec<String> {
+        let out = t.kennel(&["image", "ls", "--json"]).run();
+        out.assert_ok();
+        out.json()["images"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|image| image["reference"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert!(listed().contains(&reference), "{:?}", listed());
+    let in_store = |reference: &str| match b {
+        Backend::Incus => t.engine(&["image", "show", reference]).success(),
+        _ => t.engine(&["image", "inspect", reference]).success(),
+    };
+    assert!(in_store(&reference), "{reference} is not in the store");
+    let removed = t.kennel(&["image", "rm", &agent]).run();
+    removed.assert_ok();
+    assert_eq!(removed.stdout.trim(), reference, "{removed}");
+    assert!(!listed().contains(&reference), "{:?}", listed());
+    assert!(!in_store(&reference), "{reference} is still in the store");
+    // The shell image, which other tests use, is untouched.
+    assert!(
+        listed()
+            .iter()
+            .any(|image| image.starts_with("kennel/shell:")),
+        "{:?}",
+        listed()
+    );
+}
+
 // ----------------------------------------------------- backend-independent
 
 pub fn unknown_agent_is_usage_error(b: Backend) {
