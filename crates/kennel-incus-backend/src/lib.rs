@@ -38,11 +38,6 @@ use tokio::sync::OnceCell;
 /// The name Plans and the registry store.
 pub const NAME: &str = "incus";
 
-/// Where a persistent session's wrapper records that the container is to
-/// stop because the agent ended (read by nothing but the wrapper itself;
-/// the agent's exit code is [`settings::SESSION_EXIT_FILE`]).
-const INSTANCE_EXIT_CODE: &str = settings::SESSION_EXIT_FILE;
-
 /// The backend, for `kennel_lib::backend::register`.
 pub fn backend() -> Box<dyn Backend> {
     Box::new(IncusBackend::default())
@@ -99,15 +94,7 @@ impl IncusBackend {
 
     /// The instance of a persistent session.
     async fn instance<'a>(&'a self, found: &Found) -> Result<(&'a Client, String), CliError> {
-        found.require_persistent()?;
-        let session = &found.session;
-        let Some(handle) = session.handle.clone() else {
-            return Err(CliError::kennel(format!(
-                "session {} has no container (it never started)",
-                session.name
-            ))
-            .with_hint(format!("`kennel rm {}` forgets it", session.name)));
-        };
+        let handle = found.sandbox_handle()?;
         Ok((self.client().await?, handle))
     }
 
@@ -119,7 +106,7 @@ impl IncusBackend {
             let plan = found_plan(found)?;
             return Ok(InInstance { client, name, plan });
         }
-        record(found, client, state, false).await;
+        record(found, state, false).await;
         Err(found.not_running())
     }
 }
@@ -155,7 +142,10 @@ async fn state_of(client: &Client, name: &str) -> Result<SandboxState, CliError>
 /// The agent's exit code, as a persistent session recorded it in its
 /// stopped container (`None`: it recorded none).
 async fn exit_code(client: &Client, name: &str) -> Option<i32> {
-    let file = client.pull_file(name, INSTANCE_EXIT_CODE).await.ok()?;
+    let file = client
+        .pull_file(name, settings::SESSION_EXIT_FILE)
+        .await
+        .ok()?;
     String::from_utf8_lossy(&file.content).trim().parse().ok()
 }
 
@@ -278,7 +268,7 @@ impl Backend for IncusBackend {
                 Ok(())
             }
             state @ SandboxState::Ended(_) => {
-                record(found, client, state, false).await;
+                record(found, state, false).await;
                 // What the agent showed stays in the stopped container.
                 let log = client
                     .pull_file(&name, settings::SESSION_LOG)
@@ -288,7 +278,7 @@ impl Backend for IncusBackend {
                 Ok(())
             }
             SandboxState::Missing => {
-                record(found, client, SandboxState::Missing, false).await;
+                record(found, SandboxState::Missing, false).await;
                 Err(CliError::kennel(format!(
                     "the container of session {} is gone: there are no logs",
                     found.session.name
@@ -303,7 +293,7 @@ impl Backend for IncusBackend {
         let (client, name) = self.instance(found).await?;
         let state = state_of(client, &name).await?;
         if state != SandboxState::Running {
-            record(found, client, state, true).await;
+            record(found, state, true).await;
             return Ok(Stopped::Already);
         }
         let plan = found_plan(found)?;
@@ -326,7 +316,7 @@ impl Backend for IncusBackend {
             stop_now(client, &name).await?;
             state = state_of(client, &name).await?;
         }
-        record(found, client, state, true).await;
+        record(found, state, true).await;
         Ok(Stopped::Now)
     }
 
@@ -334,7 +324,7 @@ impl Backend for IncusBackend {
         let (client, name) = self.instance(found).await?;
         stop_now(client, &name).await?;
         let state = state_of(client, &name).await?;
-        record(found, client, state, true).await;
+        record(found, state, true).await;
         Ok(())
     }
 
@@ -464,7 +454,7 @@ async fn wait_stopped(
 /// Records what Incus says of a persistent session's container: `exited`
 /// with the agent's code when it recorded one, `stopped` otherwise or when
 /// kennel stopped it.
-async fn record(found: &mut Found, _client: &Client, state: SandboxState, stopped: bool) {
+async fn record(found: &mut Found, state: SandboxState, stopped: bool) {
     let (new_state, code) = match state {
         SandboxState::Running => return,
         SandboxState::Ended(code) if stopped => (State::Stopped, code),
@@ -548,6 +538,27 @@ struct IncusLaunch<'a> {
 }
 
 impl IncusLaunch<'_> {
+    /// A persistent session's container, with its agent started in tmux
+    /// by a wrapper that runs as the container's root, so that it can stop
+    /// the container when the agent has ended (the agent cannot); its name.
+    async fn start_agent(&self, plan: &Plan) -> Result<String, CliError> {
+        let name = self.create(plan).await?;
+        let image_env = images::image_env(self.client, &plan.image.reference).await;
+        let command = settings::container_command(plan);
+        let mut wrapper: Vec<String> =
+            ["/bin/sh", "-c", "\"$@\"; kill -s TERM 1", "kennel-session"]
+                .map(String::from)
+                .to_vec();
+        wrapper.extend(instance::as_agent(plan, &command));
+        let mut request = ExecRequest::new(wrapper).cwd(plan.workdir.display().to_string());
+        request.environment = instance::environment(plan, &image_env);
+        if let Err(error) = self.client.exec_detached(&name, &request).await {
+            let _ = remove_instance(self.client, &name).await;
+            return Err(incus_error(error));
+        }
+        Ok(name)
+    }
+
     /// Creates and starts the Plan's instance; its name.
     async fn create(&self, plan: &Plan) -> Result<String, CliError> {
         let name = instance::instance_name(&plan.name);
@@ -666,53 +677,17 @@ impl Launch for IncusLaunch<'_> {
         registry: &mut kennel_sessions::Registry,
         session_id: &str,
     ) -> Result<(), CliError> {
-        let daemon = match proxy {
-            Some(spec) => Some(
-                kennel_lib::proxy_daemon::ProxyDaemon::spawn(
-                    spec,
-                    NAME,
-                    &settings::net_log_dir(host),
-                )
-                .await?,
-            ),
-            None => None,
-        };
-        let started = async {
-            let name = self.create(plan).await?;
-            let image_env = images::image_env(self.client, &plan.image.reference).await;
-            let command = settings::container_command(plan);
-            let agent = instance::as_agent(plan, &command);
-            // The wrapper runs as the container's root, so that it can stop
-            // the container when the agent has ended: the agent cannot.
-            let mut wrapper: Vec<String> =
-                ["/bin/sh", "-c", "\"$@\"; kill -s TERM 1", "kennel-session"]
-                    .map(String::from)
-                    .to_vec();
-            wrapper.extend(agent);
-            let mut request = ExecRequest::new(wrapper).cwd(plan.workdir.display().to_string());
-            request.environment = instance::environment(plan, &image_env);
-            if let Err(error) = self.client.exec_detached(&name, &request).await {
-                let _ = remove_instance(self.client, &name).await;
-                return Err(incus_error(error));
-            }
-            Ok(name)
-        }
-        .await;
-        let name = match started {
-            Ok(name) => name,
-            Err(error) => {
-                if let Some(daemon) = daemon {
-                    daemon.abort().await;
-                }
-                return Err(error);
-            }
-        };
-        if let Some(daemon) = daemon
-            && let Err(error) = daemon.watch(&name)
-        {
-            let _ = remove_instance(self.client, &name).await;
-            return Err(error);
-        }
+        let client = self.client;
+        let name = kennel_lib::proxy_daemon::start_beside(
+            proxy,
+            NAME,
+            &settings::net_log_dir(host),
+            self.start_agent(plan),
+            |name| async move {
+                let _ = remove_instance(client, &name).await;
+            },
+        )
+        .await?;
         Ok(registry.mark_running(session_id, &name)?)
     }
 }

@@ -79,6 +79,46 @@ pub struct ProxyDaemon {
     log: PathBuf,
 }
 
+/// Starts a persistent session's sandbox (`start` gives its handle) and,
+/// for `allowlist` and `restricted` (`proxy`), the proxy daemon that lives
+/// as long as it, for the backend `backend`. The daemon comes first (the
+/// sandbox needs its socket); when the sandbox does not start, the daemon
+/// is stopped; when the daemon cannot watch the sandbox, the sandbox is
+/// removed (`remove`): with no proxy it has no way out, and a session that
+/// cannot work is not left behind.
+pub async fn start_beside<S, R>(
+    proxy: Option<ProxySpec>,
+    backend: &str,
+    logs: &Path,
+    start: S,
+    remove: impl FnOnce(String) -> R,
+) -> Result<String, CliError>
+where
+    S: std::future::Future<Output = Result<String, CliError>>,
+    R: std::future::Future<Output = ()>,
+{
+    let daemon = match proxy {
+        Some(spec) => Some(ProxyDaemon::spawn(spec, backend, logs).await?),
+        None => None,
+    };
+    let handle = match start.await {
+        Ok(handle) => handle,
+        Err(error) => {
+            if let Some(daemon) = daemon {
+                daemon.abort().await;
+            }
+            return Err(error);
+        }
+    };
+    if let Some(daemon) = daemon
+        && let Err(error) = daemon.watch(&handle)
+    {
+        remove(handle).await;
+        return Err(error);
+    }
+    Ok(handle)
+}
+
 impl ProxyDaemon {
     /// Starts the daemon for `spec` (its log in the directory `logs`) and
     /// waits until its proxy listens.

@@ -307,6 +307,21 @@ impl Found {
         .with_hint("`kennel start` starts a session that these commands can manage"))
     }
 
+    /// The sandbox of a persistent session (its handle), for the session
+    /// commands; refused for `kennel run`'s sessions and for one that never
+    /// got a sandbox.
+    pub fn sandbox_handle(&self) -> Result<String, CliError> {
+        self.require_persistent()?;
+        let session = &self.session;
+        session.handle.clone().ok_or_else(|| {
+            CliError::kennel(format!(
+                "session {} has no container (it never started)",
+                session.name
+            ))
+            .with_hint(format!("`kennel rm {}` forgets it", session.name))
+        })
+    }
+
     /// The error for a session that has ended.
     pub fn not_running(&self) -> CliError {
         let session = &self.session;

@@ -54,15 +54,7 @@ impl ContainerBackend {
 
     /// The container of a persistent session, and the engine.
     async fn container<'a>(&'a self, found: &Found) -> Result<(&'a Engine, String), CliError> {
-        found.require_persistent()?;
-        let session = &found.session;
-        let Some(handle) = session.handle.clone() else {
-            return Err(CliError::kennel(format!(
-                "session {} has no container (it never started)",
-                session.name
-            ))
-            .with_hint(format!("`kennel rm {}` forgets it", session.name)));
-        };
+        let handle = found.sandbox_handle()?;
         Ok((self.engine().await?, handle))
     }
 
@@ -362,36 +354,21 @@ impl Launch for ContainerLaunch<'_> {
         session_id: &str,
     ) -> Result<(), CliError> {
         let engine = self.engine;
-        let daemon = match proxy {
-            Some(spec) => Some(
-                crate::proxy_daemon::ProxyDaemon::spawn(
-                    spec,
-                    &engine.kind().to_string(),
-                    &settings::net_log_dir(host),
-                )
-                .await?,
-            ),
-            None => None,
-        };
-        tracing::info!(name = %plan.name, image = %plan.image.reference, "starting detached sandbox");
-        let container = match engine.start_detached(plan).await {
-            Ok(container) => container,
-            Err(error) => {
-                if let Some(daemon) = daemon {
-                    daemon.abort().await;
+        let container = crate::proxy_daemon::start_beside(
+            proxy,
+            &engine.kind().to_string(),
+            &settings::net_log_dir(host),
+            async {
+                tracing::info!(name = %plan.name, image = %plan.image.reference, "starting detached sandbox");
+                Ok(engine.start_detached(plan).await?)
+            },
+            |container| async move {
+                if let Err(error) = engine.remove(&container, true).await {
+                    tracing::warn!("cannot remove {container}: {error}");
                 }
-                return Err(error.into());
-            }
-        };
-        if let Some(daemon) = daemon
-            && let Err(error) = daemon.watch(&container)
-        {
-            // No proxy, no way out: do not leave a session that cannot work.
-            if let Err(remove_error) = engine.remove(&container, true).await {
-                tracing::warn!("cannot remove {container}: {remove_error}");
-            }
-            return Err(error);
-        }
+            },
+        )
+        .await?;
         Ok(registry.mark_running(session_id, &container)?)
     }
 }
