@@ -2,7 +2,9 @@
 //! machine (Docker or Podman, from the same recipe and with the same
 //! content-hashed tag) and converted: its file system flattened, an init
 //! added, its `ENV` and labels kept as image properties, imported under the
-//! tag as an alias. An unchanged recipe is never converted again.
+//! tag as an alias. An unchanged recipe is never converted again. When
+//! `base_image` names an Incus image, Incus builds them itself, step by
+//! step ([`crate::build`]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -12,17 +14,17 @@ use async_trait::async_trait;
 use kennel_incus::Client;
 use kennel_lib::backend::{Images, StoredImage};
 use kennel_lib::error::CliError;
-use kennel_lib::image_build::Outcome;
+use kennel_lib::image_build::{BuildOptions, Outcome};
 
 use crate::incus_error;
 
 /// The image property that holds the image's environment (JSON object).
-const ENV_PROPERTY: &str = "kennel.env";
+pub(crate) const ENV_PROPERTY: &str = "kennel.env";
 /// The image property that says how kennel converted it: an image of
 /// another conversion (an older init, say) is converted again, although
 /// its tag (the recipe's hash) is the same.
-const CONVERSION_PROPERTY: &str = "kennel.conversion";
-const CONVERSION: &str = "2";
+pub(crate) const CONVERSION_PROPERTY: &str = "kennel.conversion";
+pub(crate) const CONVERSION: &str = "2";
 
 /// The init every converted image gets at `/usr/sbin/init` (where LXC
 /// starts it; `/sbin` is a link there): bring the loopback up (a container
@@ -31,7 +33,7 @@ const CONVERSION: &str = "2";
 /// what the agent's does), keep the container alive, reap orphans (the shell reaps
 /// any child in `wait`), and end on SIGPWR (what `incus stop` sends) or
 /// SIGTERM (what a session's wrapper sends when the agent has ended).
-const INIT: &str = "#!/bin/sh
+pub(crate) const INIT: &str = "#!/bin/sh
 # kennel: the container's init. Brings the loopback up, keeps the container
 # alive and reaps orphans; stops on SIGPWR (incus stop) or SIGTERM (the
 # agent has ended).
@@ -124,14 +126,46 @@ impl IncusImages {
     }
 }
 
+impl IncusImages {
+    /// Builds in Incus each layer it does not have (every one with
+    /// `no_cache`), the first on `base`.
+    async fn build_in_incus(
+        &self,
+        recipes: &[kennel_image::Recipe],
+        base: kennel_incus::ImageSource,
+        options: &BuildOptions,
+    ) -> Result<Vec<Outcome>, CliError> {
+        let mut outcomes = Vec::new();
+        let mut first_missing = None;
+        for (index, recipe) in recipes.iter().enumerate() {
+            if first_missing.is_none() && (options.no_cache || !self.has(&recipe.tag).await?) {
+                first_missing = Some(index);
+            }
+            outcomes.push(if first_missing.is_some() {
+                Outcome::Built
+            } else {
+                Outcome::UpToDate
+            });
+        }
+        if let Some(index) = first_missing {
+            let base = match index.checked_sub(1) {
+                Some(below) => kennel_incus::ImageSource::Alias(recipes[below].tag.clone()),
+                None => base,
+            };
+            crate::build::build(&self.client, &recipes[index..], base, options).await?;
+        }
+        Ok(outcomes)
+    }
+}
+
 #[async_trait(?Send)]
 impl Images for IncusImages {
     async fn ensure(
         &self,
         recipes: &[kennel_image::Recipe],
-        no_cache: bool,
-        build_logs: &Path,
+        options: &BuildOptions,
     ) -> Result<Vec<Outcome>, CliError> {
+        let no_cache = options.no_cache;
         // The agent layer's tag hashes the base layer's: when Incus has it,
         // nothing below it changed either.
         if let Some(last) = recipes.last().filter(|_| !no_cache)
@@ -139,14 +173,23 @@ impl Images for IncusImages {
         {
             return Ok(vec![Outcome::UpToDate; recipes.len()]);
         }
+        if let Some(base) = recipes
+            .first()
+            .and_then(|first| first.steps().ok())
+            .and_then(|steps| match steps.first() {
+                Some(kennel_image::Step::From(base)) => crate::instance::incus_reference(base),
+                _ => None,
+            })
+        {
+            return self.build_in_incus(recipes, base, options).await;
+        }
         let (engine, _) = kennel_engine::connect_auto().await.map_err(|error| {
             CliError::kennel(format!(
                 "building kennel's images for Incus needs Docker or Podman on this machine: kennel builds them there and converts them ({error})"
             ))
-            .with_hint("install and start Docker or Podman, or run an Incus image of your own with --image (an alias in your Incus project)")
+            .with_hint("install and start Docker or Podman, or set `base_image` to an Incus image (`local:ALIAS`, `images:debian/12`): Incus then builds them itself")
         })?;
-        let mut outcomes =
-            kennel_lib::image_build::ensure(&engine, recipes, no_cache, build_logs).await?;
+        let mut outcomes = kennel_lib::image_build::ensure(&engine, recipes, options).await?;
         // Only the agent's own image runs; the layers below it live on in
         // the engine, where they are built.
         if let Some(last) = recipes.last() {

@@ -30,14 +30,29 @@ pub fn instance_name(sandbox: &str) -> String {
 }
 
 /// The image a Plan's `image.reference` names in Incus: kennel's own
-/// images by their tag (an alias), others as given without `local:`.
+/// images by their tag (an alias), others as given (see
+/// [`incus_reference`]).
 pub fn image_source(reference: &str) -> ImageSource {
-    ImageSource::Alias(
-        reference
-            .strip_prefix("local:")
-            .unwrap_or(reference)
-            .to_string(),
-    )
+    incus_reference(reference).unwrap_or_else(|| ImageSource::Alias(reference.to_string()))
+}
+
+/// The public image server Incus's `images:` remote names.
+pub const IMAGES_SERVER: &str = "https://images.linuxcontainers.org";
+
+/// A reference written the way `incus` writes Incus images, which no
+/// Docker reference is: `local:ALIAS` (an image of the user's project) or
+/// `images:NAME` (the public image server, e.g. `images:debian/12`).
+pub fn incus_reference(reference: &str) -> Option<ImageSource> {
+    if let Some(alias) = reference.strip_prefix("local:") {
+        return Some(ImageSource::Alias(alias.to_string()));
+    }
+    reference
+        .strip_prefix("images:")
+        .map(|alias| ImageSource::Remote {
+            server: IMAGES_SERVER.to_string(),
+            protocol: "simplestreams".to_string(),
+            alias: alias.to_string(),
+        })
 }
 
 /// The instance that runs `plan` from `source`.
@@ -166,6 +181,33 @@ mod tests {
         assert_eq!(
             image_source("local:kennel/base:1"),
             ImageSource::Alias("kennel/base:1".into())
+        );
+    }
+
+    #[test]
+    fn incus_references_are_told_from_docker_ones() {
+        assert_eq!(
+            incus_reference("images:debian/12"),
+            Some(ImageSource::Remote {
+                server: IMAGES_SERVER.into(),
+                protocol: "simplestreams".into(),
+                alias: "debian/12".into()
+            })
+        );
+        assert_eq!(
+            incus_reference("local:my/base"),
+            Some(ImageSource::Alias("my/base".into()))
+        );
+        for docker in [
+            "debian:bookworm-slim",
+            "docker.io/library/debian:12",
+            "kennel/shell:abc",
+        ] {
+            assert_eq!(incus_reference(docker), None, "{docker}");
+        }
+        assert_eq!(
+            image_source("kennel/shell:abc"),
+            ImageSource::Alias("kennel/shell:abc".into())
         );
     }
 

@@ -14,6 +14,7 @@
 //! Registered by the binary: `kennel_lib::backend::register(NAME, backend)`.
 
 mod attached;
+mod build;
 mod images;
 pub mod instance;
 
@@ -30,6 +31,7 @@ use kennel_lib::backend::{
     Stopped,
 };
 use kennel_lib::error::CliError;
+use kennel_lib::image_build::BuildOptions;
 use kennel_lib::proxy::{ProxySpec, SessionProxy};
 use kennel_lib::sessions::Found;
 use kennel_sessions::{Session, State};
@@ -622,10 +624,10 @@ impl Launch for IncusLaunch<'_> {
     async fn provision(
         &mut self,
         recipes: &[kennel_image::Recipe],
-        build_logs: &std::path::Path,
+        options: &BuildOptions,
     ) -> Result<(), CliError> {
         images::IncusImages::new(self.client)
-            .ensure(recipes, false, build_logs)
+            .ensure(recipes, options)
             .await
             .map(drop)
     }

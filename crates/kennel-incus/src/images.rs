@@ -154,6 +154,9 @@ impl Client {
                     "source": { "type": "instance", "name": instance },
                     "aliases": aliases,
                     "properties": properties,
+                    // Compressing takes longer than the image saves
+                    // (kennel's imports are uncompressed too).
+                    "compression_algorithm": "none",
                 }))?,
             )
             .await?;

@@ -22,11 +22,29 @@ impl Client {
                 kind: "image",
                 alias: Some(alias),
                 fingerprint: None,
+                mode: None,
+                server: None,
+                protocol: None,
             },
             ImageSource::Fingerprint(fingerprint) => RawSource {
                 kind: "image",
                 alias: None,
                 fingerprint: Some(fingerprint),
+                mode: None,
+                server: None,
+                protocol: None,
+            },
+            ImageSource::Remote {
+                server,
+                protocol,
+                alias,
+            } => RawSource {
+                kind: "image",
+                alias: Some(alias),
+                fingerprint: None,
+                mode: Some("pull"),
+                server: Some(server),
+                protocol: Some(protocol),
             },
         };
         let body = RawInstancesPost {

@@ -157,6 +157,14 @@ pub struct ImageAlias {
 pub enum ImageSource {
     Alias(String),
     Fingerprint(String),
+    /// An image on a remote image server (`images:debian/12` is alias
+    /// `debian/12` on `https://images.linuxcontainers.org`, protocol
+    /// `simplestreams`), which Incus downloads and caches.
+    Remote {
+        server: String,
+        protocol: String,
+        alias: String,
+    },
 }
 
 /// A container to create. Build with [`NewInstance::from_image`] and the
@@ -247,6 +255,13 @@ pub(crate) struct RawSource<'a> {
     pub alias: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<&'a str>,
+    /// `pull` for a remote image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'a str>,
 }
 
 /// An instance's configuration and status.

@@ -66,6 +66,24 @@ impl Context {
             .collect();
         Ok(ImageSettings::load(&base, &ca)?)
     }
+
+    /// How images are built: logs under the data directory, the user's
+    /// `[network]` facts for a backend that gives its builds kennel's proxy.
+    pub fn build_options(
+        &self,
+        no_cache: bool,
+    ) -> Result<crate::image_build::BuildOptions, CliError> {
+        let network = &self.config.file.network;
+        Ok(crate::image_build::BuildOptions {
+            no_cache,
+            logs: crate::image_build::log_dir(&self.host.data_dir),
+            hosts: network.hosts.clone().unwrap_or_default(),
+            upstream: network.upstream_proxy.clone(),
+            trusted: network.trusted_ranges().map_err(|reason| {
+                CliError::usage(format!("invalid value for `network.trusted`: {reason}"))
+            })?,
+        })
+    }
 }
 
 pub fn project_file(workspace: &Workspace) -> PathBuf {

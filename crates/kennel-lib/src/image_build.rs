@@ -11,6 +11,22 @@ use kennel_image::Recipe;
 
 use crate::error::CliError;
 
+/// How to build: whether layers already built count, where the logs go,
+/// and the network a backend that runs the steps itself gives them (the
+/// engines' builders have their own).
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Build every layer again.
+    pub no_cache: bool,
+    /// One log per image tag ([`log_file`]).
+    pub logs: PathBuf,
+    /// The user's `[network]` facts: names resolved before DNS, an
+    /// upstream proxy, trusted ranges.
+    pub hosts: std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
+    pub upstream: Option<String>,
+    pub trusted: Vec<(std::net::IpAddr, u8)>,
+}
+
 /// What happened to one layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -24,7 +40,8 @@ pub fn log_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("logs").join("builds")
 }
 
-fn log_file(log_dir: &Path, tag: &str) -> PathBuf {
+/// The build log of `tag` in `log_dir`.
+pub fn log_file(log_dir: &Path, tag: &str) -> PathBuf {
     let name: String = tag
         .chars()
         .map(|c| {
@@ -43,9 +60,9 @@ fn log_file(log_dir: &Path, tag: &str) -> PathBuf {
 pub async fn ensure(
     engine: &Engine,
     recipes: &[Recipe],
-    no_cache: bool,
-    log_dir: &Path,
+    options: &BuildOptions,
 ) -> Result<Vec<Outcome>, CliError> {
+    let (no_cache, log_dir) = (options.no_cache, options.logs.as_path());
     // The agent layer's tag hashes the base layer's tag, so when it exists
     // everything below it does too: one lookup on the hot path of `run`.
     if let Some(last) = recipes.last().filter(|_| !no_cache)
@@ -125,29 +142,46 @@ async fn build_one(
 /// A failed build as the user sees it: what failed, the failing step and
 /// its last lines of output, and where the whole log is.
 fn build_error(error: EngineError, log_path: &Path) -> CliError {
+    let (step, output_tail) = match &error {
+        EngineError::BuildFailed {
+            step, output_tail, ..
+        } => (step.clone(), output_tail.clone()),
+        _ => (None, Vec::new()),
+    };
+    with_build_details(
+        CliError::from(error),
+        step.as_deref(),
+        &output_tail,
+        log_path,
+    )
+}
+
+/// `error` with the failing step, its last lines of output (escaped: a
+/// build's output is not the user's terminal's business) and the log's path
+/// added to its message: the shape of every failed build, whoever built.
+pub fn with_build_details(
+    mut error: CliError,
+    step: Option<&str>,
+    output_tail: &[String],
+    log_path: &Path,
+) -> CliError {
     let mut details = String::new();
-    if let EngineError::BuildFailed {
-        step, output_tail, ..
-    } = &error
-    {
-        if let Some(step) = step {
-            details.push_str(&format!(
-                "\n  failing step: {}",
-                crate::text::escape_controls(step)
-            ));
-        }
-        if !output_tail.is_empty() {
-            details.push_str(&format!(
-                "\n  its last {} lines of output:",
-                output_tail.len()
-            ));
-            for line in output_tail {
-                details.push_str(&format!("\n  | {}", crate::text::escape_controls(line)));
-            }
+    if let Some(step) = step {
+        details.push_str(&format!(
+            "\n  failing step: {}",
+            crate::text::escape_controls(step)
+        ));
+    }
+    if !output_tail.is_empty() {
+        details.push_str(&format!(
+            "\n  its last {} lines of output:",
+            output_tail.len()
+        ));
+        for line in output_tail {
+            details.push_str(&format!("\n  | {}", crate::text::escape_controls(line)));
         }
     }
     details.push_str(&format!("\n  full build log: {}", log_path.display()));
-    let mut cli = CliError::from(error);
-    cli.message.push_str(&details);
-    cli
+    error.message.push_str(&details);
+    error
 }

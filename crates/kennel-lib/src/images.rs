@@ -43,16 +43,11 @@ pub async fn build(
         .iter()
         .map(|name| context.catalog.get(name))
         .collect::<Result<Vec<_>, _>>()?;
+    let options = context.build_options(no_cache)?;
     let mut built = Vec::new();
     for agent in agents {
         let recipes = kennel_image::recipes_for(agent, &settings);
-        let outcomes = images
-            .ensure(
-                &recipes,
-                no_cache,
-                &crate::image_build::log_dir(&context.host.data_dir),
-            )
-            .await?;
+        let outcomes = images.ensure(&recipes, &options).await?;
         built.push(Built {
             agent: agent.name.clone(),
             tag: recipes

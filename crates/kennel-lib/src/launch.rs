@@ -323,10 +323,7 @@ async fn provision(
     images: &kennel_image::ImageSettings,
 ) -> Result<(), CliError> {
     launch
-        .provision(
-            recipes,
-            &crate::image_build::log_dir(&context.host.data_dir),
-        )
+        .provision(recipes, &context.build_options(false)?)
         .await?;
     prepare_host(context, plan, images)
 }

@@ -60,6 +60,9 @@ mod escape_homes;
 #[path = "e2e/git_identity.rs"]
 mod git_identity;
 
+#[path = "e2e/incus.rs"]
+mod incus_only;
+
 /// One module of tests per backend. A new behaviour: one line here (and its
 /// function in `cases.rs`). A new backend: one `backend_suite!` line below.
 macro_rules! backend_suite {

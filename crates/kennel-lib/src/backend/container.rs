@@ -3,7 +3,6 @@
 //! [`kennel_core::settings::SESSION_TMUX_SOCKET`]).
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -323,9 +322,9 @@ impl Launch for ContainerLaunch<'_> {
     async fn provision(
         &mut self,
         recipes: &[kennel_image::Recipe],
-        build_logs: &Path,
+        options: &crate::image_build::BuildOptions,
     ) -> Result<(), CliError> {
-        crate::image_build::ensure(self.engine, recipes, false, build_logs)
+        crate::image_build::ensure(self.engine, recipes, options)
             .await
             .map(drop)
     }
@@ -392,10 +391,9 @@ impl super::Images for Engine {
     async fn ensure(
         &self,
         recipes: &[kennel_image::Recipe],
-        no_cache: bool,
-        build_logs: &Path,
+        options: &crate::image_build::BuildOptions,
     ) -> Result<Vec<crate::image_build::Outcome>, CliError> {
-        crate::image_build::ensure(self, recipes, no_cache, build_logs).await
+        crate::image_build::ensure(self, recipes, options).await
     }
 
     async fn list(&self) -> Result<Vec<super::StoredImage>, CliError> {

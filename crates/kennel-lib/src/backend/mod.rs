@@ -12,7 +12,6 @@
 mod container;
 mod native;
 
-use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -166,7 +165,7 @@ pub trait Launch {
     async fn provision(
         &mut self,
         recipes: &[kennel_image::Recipe],
-        build_logs: &Path,
+        options: &crate::image_build::BuildOptions,
     ) -> Result<(), CliError>;
 
     /// Runs the sandbox attached to this terminal until the agent ends,
@@ -248,12 +247,11 @@ pub fn remove_without_sandbox(found: &Found, force: bool) -> Option<Result<(), C
 #[async_trait(?Send)]
 pub trait Images {
     /// Builds each of `recipes` (in order) the store does not have yet
-    /// (every one with `no_cache`), its log in `build_logs`.
+    /// (every one with `options.no_cache`).
     async fn ensure(
         &self,
         recipes: &[kennel_image::Recipe],
-        no_cache: bool,
-        build_logs: &Path,
+        options: &crate::image_build::BuildOptions,
     ) -> Result<Vec<crate::image_build::Outcome>, CliError>;
 
     /// Every image kennel built here (labelled `dev.kennel.managed`).

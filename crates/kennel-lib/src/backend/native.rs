@@ -2,7 +2,6 @@
 //! own programs (`kennel-native`); a persistent session's sandbox runs in the
 //! pane of a private tmux server on the host (`native_session`).
 
-use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -61,7 +60,7 @@ impl Launch for NativeLaunch {
     async fn provision(
         &mut self,
         _recipes: &[kennel_image::Recipe],
-        _build_logs: &Path,
+        _options: &crate::image_build::BuildOptions,
     ) -> Result<(), CliError> {
         Ok(())
     }
