@@ -17,6 +17,7 @@ mod attached;
 mod build;
 mod images;
 pub mod instance;
+mod project;
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -171,6 +172,17 @@ impl Backend for IncusBackend {
 
     async fn connect(&self) -> Result<String, CliError> {
         let client = self.client().await?;
+        if let Ok(project) = client.project_config().await {
+            let needed: Vec<std::path::PathBuf> = ["HOME", "XDG_DATA_HOME", "XDG_RUNTIME_DIR"]
+                .iter()
+                .filter_map(|name| std::env::var_os(name))
+                .map(std::path::PathBuf::from)
+                .filter(|path| path.is_absolute())
+                .collect();
+            if let Some(refused) = project::refused_disk_paths(&project, &needed) {
+                return Err(project::refusal(client.project(), &project, &refused));
+            }
+        }
         let info = client.server_info();
         Ok(format!(
             "Incus {} ({}) at {}, project {}",

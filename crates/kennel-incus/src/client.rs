@@ -180,6 +180,25 @@ impl Client {
         ))
     }
 
+    /// The configuration of the project this client works in (its
+    /// `restricted.*` keys say what it may do).
+    pub async fn project_config(&self) -> Result<crate::types::ConfigMap, IncusError> {
+        #[derive(serde::Deserialize)]
+        struct RawProject {
+            #[serde(default)]
+            config: crate::types::ConfigMap,
+        }
+        let project =
+            url::form_urlencoded::byte_serialize(self.project.as_bytes()).collect::<String>();
+        let raw: RawProject = self
+            .get(
+                &format!("reading project {}", self.project),
+                &format!("/1.0/projects/{project}"),
+            )
+            .await?;
+        Ok(raw.config)
+    }
+
     // ------------------------------------------------------------ requests
 
     /// `path` with this client's project added to its query.
