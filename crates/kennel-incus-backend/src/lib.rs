@@ -175,7 +175,7 @@ impl Backend for IncusBackend {
         if let Ok(project) = client.project_config().await {
             let needed: Vec<std::path::PathBuf> = ["HOME", "XDG_DATA_HOME", "XDG_RUNTIME_DIR"]
                 .iter()
-                .filter_map(|name| std::env::var_os(name))
+                .filter_map(std::env::var_os)
                 .map(std::path::PathBuf::from)
                 .filter(|path| path.is_absolute())
                 .collect();
