@@ -52,17 +52,9 @@ SUBID_COUNT=65536
 PACKAGES=(podman runc uidmap debootstrap tmux slirp4netns fuse-overlayfs
           iproute2 bubblewrap catatonit curl git ca-certificates python3 util-linux)
 
-log() { printf 'e2e-setup: %s\n' "$*" >&2; }
-die() { printf 'e2e-setup: ERROR: %s\n' "$*" >&2; exit 1; }
-
-# Run a command quietly; on failure print its output and stop.
-quiet() {
-    local out
-    if ! out=$("$@" 2>&1); then
-        printf 'e2e-setup: ERROR: command failed: %s\n%s\n' "$*" "$out" >&2
-        exit 1
-    fi
-}
+SCRIPT_NAME=e2e-setup
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 FRESH=0
 for arg in "$@"; do

@@ -70,17 +70,9 @@ INCUSD_PIDFILE=/run/kennel-incusd.pid
 INCUS_USER_PIDFILE=/run/kennel-incus-user.pid
 ROOT_SUBID_RANGE="root:1000000:1000000000"
 
-log() { printf 'incus-setup: %s\n' "$*" >&2; }
-die() { printf 'incus-setup: ERROR: %s\n' "$*" >&2; exit 1; }
-
-# Run a command quietly; on failure print its output and stop.
-quiet() {
-    local out
-    if ! out=$("$@" 2>&1); then
-        printf 'incus-setup: ERROR: command failed: %s\n%s\n' "$*" "$out" >&2
-        exit 1
-    fi
-}
+SCRIPT_NAME=incus-setup
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 FRESH=0
 for arg in "$@"; do
