@@ -17,16 +17,19 @@
 #     when the kernel has btrfs: a new container is then a snapshot of the
 #     unpacked image (~0.2 s); with `dir` (the fallback) every container
 #     unpacks the whole image again (seconds);
-#   - a managed bridge `kennelbr0` with no addresses, used by nothing: while
-#     no managed network exists, incus-user creates one at start-up with a
-#     subnet it picks by pinging random 10.x.y.1 addresses;
+#   - a managed bridge `kennelbr0` with a subnet of our choosing
+#     (KENNEL_INCUS_SUBNET, 10.187.0.1/24) and NAT: the network of
+#     `--network open` sessions (kennel masks it in every other mode). Its
+#     existence also keeps incus-user from creating one at start-up with a
+#     subnet it picks by pinging random 10.x.y.1 addresses, which fails here;
 #   - the image `kennel-test/bookworm`: the e2e base rootfs (scripts/e2e-setup.sh)
 #     plus a tiny /sbin/init, in the default project and in the test user's;
 #   - the test user's restricted project `user-<uid>`, made here the way
 #     incus-user makes it on first contact (same restrictions, a client
 #     certificate it proxies with, a default profile with raw.idmap), except
-#     that it gets no bridge of its own: incus-user would create one with an
-#     automatically picked subnet (pings again);
+#     that it gets no bridge of its own (incus-user would create one with an
+#     automatically picked subnet, pings again) but kennelbr0 as its default
+#     profile's eth0;
 #   - checks that a container starts and runs a command, as root and as the
 #     test user through the user socket.
 #
@@ -59,6 +62,7 @@ POOL_DRIVER=${KENNEL_INCUS_POOL_DRIVER:-}
 # The loop file's size: sparse, it takes only what is written.
 POOL_SIZE=15GiB
 BRIDGE=kennelbr0
+BRIDGE_SUBNET=${KENNEL_INCUS_SUBNET:-10.187.0.1/24}
 LOG_DIR=/tmp/kennel-e2e-logs
 INCUS_DIR=/var/lib/incus
 ADMIN_SOCK=$INCUS_DIR/unix.socket
@@ -281,8 +285,11 @@ if ! incus profile device get default root pool >/dev/null 2>&1; then
     quiet incus profile device add default root disk path=/ pool="$POOL"
 fi
 if ! incus network show "$BRIDGE" >/dev/null 2>&1; then
-    quiet incus network create "$BRIDGE" ipv4.address=none ipv6.address=none \
-        --description "kennel: keeps incus-user from creating a bridge (unused)"
+    quiet incus network create "$BRIDGE" ipv4.address="$BRIDGE_SUBNET" ipv4.nat=true ipv6.address=none \
+        --description "kennel: the network of --network open sessions"
+elif [[ "$(incus network get "$BRIDGE" ipv4.address)" != "$BRIDGE_SUBNET" ]]; then
+    quiet incus network set "$BRIDGE" ipv4.address="$BRIDGE_SUBNET" ipv4.nat=true
+    quiet incus network set "$BRIDGE" --property description="kennel: the network of --network open sessions"
 fi
 
 # ------------------------------------------------------------------- image
@@ -374,12 +381,13 @@ if [[ "$(incus project get "$PROJECT" restricted.devices.disk.paths)" != "$DISK_
 fi
 # Its default profile as incus-user writes it: the user's own ids mapped to
 # themselves (workspace bind mounts keep their owner), root disk in our pool,
-# no network device.
+# eth0 on the bridge (as a user's usual Incus has it on incusbr0).
 if [[ "$(incus profile get default raw.idmap --project "$PROJECT")" != \
     "$(printf 'uid %s %s\ngid %s %s' "$E2E_UID" "$E2E_UID" "$E2E_GID" "$E2E_GID")" ||
-    "$(incus profile device get default root pool --project "$PROJECT" 2>/dev/null)" != "$POOL" ]]; then
-    printf 'description: Default Incus profile\nconfig:\n  raw.idmap: |-\n    uid %s %s\n    gid %s %s\ndevices:\n  root:\n    type: disk\n    path: /\n    pool: %s\n' \
-        "$E2E_UID" "$E2E_UID" "$E2E_GID" "$E2E_GID" "$POOL" >"$STATE/user-profile.yaml"
+    "$(incus profile device get default root pool --project "$PROJECT" 2>/dev/null)" != "$POOL" ||
+    "$(incus profile device get default eth0 network --project "$PROJECT" 2>/dev/null)" != "$BRIDGE" ]]; then
+    printf 'description: Default Incus profile\nconfig:\n  raw.idmap: |-\n    uid %s %s\n    gid %s %s\ndevices:\n  root:\n    type: disk\n    path: /\n    pool: %s\n  eth0:\n    type: nic\n    name: eth0\n    network: %s\n' \
+        "$E2E_UID" "$E2E_UID" "$E2E_GID" "$E2E_GID" "$POOL" "$BRIDGE" >"$STATE/user-profile.yaml"
     quiet incus profile edit default --project "$PROJECT" <"$STATE/user-profile.yaml"
 fi
 # The certificate incus-user presents for this user, trusted for the

@@ -17,6 +17,7 @@ mod attached;
 mod build;
 mod images;
 pub mod instance;
+mod open_network;
 mod project;
 
 use std::io::IsTerminal;
@@ -206,17 +207,6 @@ impl Backend for IncusBackend {
     }
 
     async fn prepare<'a>(&'a self, plan: &Plan) -> Result<Box<dyn Launch + 'a>, CliError> {
-        if plan.network.mode == NetworkMode::Open {
-            // A NIC from the project's profile would need the image to
-            // configure it (kennel's images have no DHCP client): refused
-            // rather than run with a network that does not work.
-            return Err(CliError::usage(
-                "--network open is not available on the Incus backend yet",
-            )
-            .with_hint(
-                "use --network allowlist (the default) with --allow for each host the agent needs, or --network restricted",
-            ));
-        }
         let client = self.client().await?;
         let mut warnings = Vec::new();
         if plan.security.read_only_rootfs {
@@ -578,28 +568,89 @@ impl IncusLaunch<'_> {
         let name = instance::instance_name(&plan.name);
         let source = instance::image_source(&plan.image.reference);
         let new = instance::new_instance(plan, &name, source).start(true);
-        self.client
-            .create_instance(&new)
-            .await
-            .map_err(|error| match error {
-                IncusError::NotFound { .. } => CliError::kennel(format!(
-                    "Incus has no image {}: {error}",
-                    plan.image.reference
-                ))
-                .with_hint("`kennel image build --backend incus AGENT` builds kennel's images; for --image, name an image alias of your Incus project"),
-                IncusError::Forbidden { ref message, .. } if message.contains("Disk source path") => {
-                    let uid = plan.user.uid;
-                    CliError::kennel(error.to_string()).with_hint(format!(
-                        "your Incus project mounts host paths only under its restricted.devices.disk.paths (incus-user's projects: your home); kennel also mounts its data directory and, for the proxy, your runtime directory. An administrator can allow them: `incus project set user-{uid} restricted.devices.disk.paths=$HOME,/run/user/{uid}` (and the workspace's directory if it is not under your home)"
-                    ))
+        let open = match plan.network.mode {
+            NetworkMode::Open => Some(self.open_nic().await?),
+            _ => None,
+        };
+        let mut attempt = 0;
+        let address = loop {
+            let (new, address) = match &open {
+                Some(nic) => {
+                    let address = nic.candidate(open_network::OpenNic::seed(&name, attempt));
+                    (
+                        new.clone()
+                            .device(nic.device.clone(), nic.device_keys(address)),
+                        Some(address),
+                    )
                 }
-                other => incus_error(other),
-            })?;
+                None => (new.clone(), None),
+            };
+            match self.client.create_instance(&new).await {
+                Err(error)
+                    if attempt < 16 && open_network::is_address_taken(&error.to_string()) =>
+                {
+                    attempt += 1;
+                }
+                Err(error) => return Err(self.create_error(plan, error)),
+                Ok(()) => break address,
+            }
+        };
+        if let (Some(nic), Some(address)) = (&open, address) {
+            let request = ExecRequest::new(nic.setup_command(address));
+            let configured = self.client.exec(&name, &request).await;
+            let failure = match configured {
+                Ok(output) if output.exit_code == 0 => None,
+                Ok(output) => Some(format!(
+                    "exit {}: {}",
+                    output.exit_code,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                )),
+                Err(error) => Some(error.to_string()),
+            };
+            if let Some(failure) = failure {
+                let _ = remove_instance(self.client, &name).await;
+                return Err(CliError::kennel(format!(
+                    "cannot bring up the network of container {name} ({}): {failure}",
+                    nic.interface
+                ))
+                .with_hint("the image needs `ip` (iproute2), which kennel's images have"));
+            }
+        }
         if let Err(error) = check_no_network(self.client, &name, plan).await {
             let _ = remove_instance(self.client, &name).await;
             return Err(error);
         }
         Ok(name)
+    }
+
+    /// The profile's NIC and its network, for an `open` session.
+    async fn open_nic(&self) -> Result<open_network::OpenNic, CliError> {
+        let profile = self.client.profile("default").await.map_err(incus_error)?;
+        let (device, keys) = open_network::profile_nic(&profile)?;
+        let network = self
+            .client
+            .network(keys.get("network").map(String::as_str).unwrap_or_default())
+            .await
+            .map_err(incus_error)?;
+        open_network::nic_on(device, keys, &network)
+    }
+
+    /// A refused create as the user sees it.
+    fn create_error(&self, plan: &Plan, error: IncusError) -> CliError {
+        match error {
+            IncusError::NotFound { .. } => CliError::kennel(format!(
+                "Incus has no image {}: {error}",
+                plan.image.reference
+            ))
+            .with_hint("`kennel image build --backend incus AGENT` builds kennel's images; for --image, name an image alias of your Incus project"),
+            IncusError::Forbidden { ref message, .. } if message.contains("Disk source path") => {
+                let uid = plan.user.uid;
+                CliError::kennel(error.to_string()).with_hint(format!(
+                    "your Incus project mounts host paths only under its restricted.devices.disk.paths (incus-user's projects: your home); kennel also mounts its data directory and, for the proxy, your runtime directory. An administrator can allow them: `incus project set user-{uid} restricted.devices.disk.paths=$HOME,/run/user/{uid}` (and the workspace's directory if it is not under your home)"
+                ))
+            }
+            other => incus_error(other),
+        }
     }
 }
 

@@ -28,6 +28,7 @@ mod exec;
 mod files;
 mod images;
 mod instances;
+mod networks;
 mod streamed;
 mod transport;
 mod types;
@@ -37,6 +38,7 @@ pub use error::IncusError;
 pub use exec::{
     ExecControl, ExecExit, ExecOutput, ExecRequest, ExecStream, InteractiveExec, TerminalSize,
 };
+pub use networks::{Network, Profile};
 pub use types::{
     ConfigMap, DeviceMap, FileSpec, Image, ImageAlias, ImageAliasName, ImageSource, Instance,
     InstanceState, NewInstance, Operation, PulledFile, ServerInfo, StopOptions,

@@ -739,18 +739,6 @@ pub fn open(b: Backend) {
         ])
         .timeout(Duration::from_secs(180))
         .run();
-    if b == Backend::Incus {
-        // Not provided on Incus yet (kennel's images have no DHCP client
-        // for a profile's NIC): refused before anything runs, and said why.
-        out.assert_code(2);
-        assert!(
-            out.stderr
-                .contains("--network open is not available on the Incus backend"),
-            "{out}"
-        );
-        assert!(t.workspace_containers().is_empty(), "{out}");
-        return;
-    }
     out.assert_ok();
     assert!(
         out.stderr.contains("network is open"),
