@@ -123,15 +123,8 @@ impl<'a> Layer<'a> {
         recipe: &'a Recipe,
         options: &'a BuildOptions,
     ) -> Result<Self, CliError> {
-        let log_path = kennel_lib::image_build::log_file(&options.logs, &recipe.tag);
-        let log = std::fs::create_dir_all(&options.logs)
-            .and_then(|()| File::create(&log_path))
-            .map_err(|error| {
-                CliError::kennel(format!(
-                    "cannot write the build log {}: {error}",
-                    log_path.display()
-                ))
-            })?;
+        let (log_path, log) =
+            kennel_lib::image_build::start_log(&options.logs, recipe, " in Incus")?;
         Ok(Layer {
             client,
             recipe,
@@ -154,14 +147,6 @@ impl<'a> Layer<'a> {
                 self.recipe.tag
             ))
         })?;
-        let _ = writeln!(
-            self.log,
-            "# kennel: building {} in Incus\n# Dockerfile:",
-            self.recipe.tag
-        );
-        for line in self.recipe.dockerfile.lines() {
-            let _ = writeln!(self.log, "#   {line}");
-        }
         self.remove_stale_builds().await;
         let proxy = SessionProxy::launch(&self.proxy_spec()).await?;
         let result = self.build_in_instance(from, from_env, &steps).await;
@@ -391,12 +376,7 @@ impl<'a> Layer<'a> {
     async fn copy(&mut self, source: &str, target: &str) -> Result<(), CliError> {
         let mut builder = tar::Builder::new(Vec::new());
         for (path, content) in self.recipe.files_for_copy(source, target) {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(content.len() as u64);
-            header.set_mode(0o644);
-            header.set_uid(0);
-            header.set_gid(0);
-            header.set_entry_type(tar::EntryType::Regular);
+            let mut header = crate::images::root_file(content.len(), 0o644);
             builder
                 .append_data(&mut header, path.trim_start_matches('/'), content)
                 .map_err(|error| CliError::kennel(format!("cannot pack {source}: {error}")))?;

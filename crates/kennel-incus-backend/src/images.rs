@@ -287,12 +287,7 @@ fn with_init(exported: &Path, out: &Path) -> Result<(), CliError> {
             .append(&header, &mut entry)
             .map_err(|error| fail("write the image", error))?;
     }
-    let mut header = tar::Header::new_gnu();
-    header.set_size(INIT.len() as u64);
-    header.set_mode(0o755);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_entry_type(tar::EntryType::Regular);
+    let mut header = root_file(INIT.len(), 0o755);
     builder
         .append_data(&mut header, "usr/sbin/init", INIT.as_bytes())
         .map_err(|error| fail("write the image", error))?;
@@ -300,6 +295,17 @@ fn with_init(exported: &Path, out: &Path) -> Result<(), CliError> {
         .into_inner()
         .and_then(|mut writer| writer.flush())
         .map_err(|error| fail("write the image", error))
+}
+
+/// A tar header for a regular file of root's.
+pub(crate) fn root_file(size: usize, mode: u32) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size as u64);
+    header.set_mode(mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    header
 }
 
 fn is_link<R: std::io::Read>(entry: &tar::Entry<'_, R>) -> bool {

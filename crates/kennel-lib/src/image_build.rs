@@ -96,19 +96,7 @@ async fn build_one(
         labels: recipe.labels.clone(),
         no_cache,
     };
-    let log_path = log_file(log_dir, &recipe.tag);
-    let mut log = std::fs::create_dir_all(log_dir)
-        .and_then(|()| File::create(&log_path))
-        .map_err(|error| {
-            CliError::kennel(format!(
-                "cannot write the build log {}: {error}",
-                log_path.display()
-            ))
-        })?;
-    let _ = writeln!(log, "# kennel: building {}\n# Dockerfile:", recipe.tag);
-    for line in recipe.dockerfile.lines() {
-        let _ = writeln!(log, "#   {line}");
-    }
+    let (log_path, mut log) = start_log(log_dir, recipe, "")?;
 
     let mut progress = crate::report::progress(&format!(
         "building {} (first use; later runs reuse it; log: {})",
@@ -137,6 +125,33 @@ async fn build_one(
         started.elapsed()
     ));
     Ok(())
+}
+
+/// A new build log for `recipe` in `log_dir` (replacing the last one),
+/// opened with what is built `place` and the recipe's Dockerfile.
+pub fn start_log(
+    log_dir: &Path,
+    recipe: &Recipe,
+    place: &str,
+) -> Result<(PathBuf, File), CliError> {
+    let log_path = log_file(log_dir, &recipe.tag);
+    let mut log = std::fs::create_dir_all(log_dir)
+        .and_then(|()| File::create(&log_path))
+        .map_err(|error| {
+            CliError::kennel(format!(
+                "cannot write the build log {}: {error}",
+                log_path.display()
+            ))
+        })?;
+    let _ = writeln!(
+        log,
+        "# kennel: building {}{place}\n# Dockerfile:",
+        recipe.tag
+    );
+    for line in recipe.dockerfile.lines() {
+        let _ = writeln!(log, "#   {line}");
+    }
+    Ok((log_path, log))
 }
 
 /// A failed build as the user sees it: what failed, the failing step and
