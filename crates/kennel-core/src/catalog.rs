@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::AgentOverride;
+use crate::credentials::CredentialBinding;
 
 const BUILTIN: &str = include_str!("catalog/builtin.toml");
 
@@ -109,6 +110,14 @@ pub struct AgentSpec {
     /// Where the entry comes from: `built-in`, `config`, or `built-in+config`.
     #[serde(default, skip_deserializing)]
     pub source: String,
+    /// The built-in bindings of the variables in `env` that are brokered
+    /// credentials (filled from the catalog's `[credentials]` table).
+    #[serde(
+        default,
+        skip_deserializing,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub credentials: BTreeMap<String, CredentialBinding>,
 }
 
 fn default_version_args() -> Vec<String> {
@@ -156,28 +165,46 @@ impl CatalogError {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     agents: BTreeMap<String, AgentSpec>,
+    credentials: BTreeMap<String, CredentialBinding>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BuiltinFile {
     agents: BTreeMap<String, AgentSpec>,
+    #[serde(default)]
+    credentials: BTreeMap<String, CredentialBinding>,
 }
 
 impl Catalog {
     pub fn builtin() -> Result<Catalog, CatalogError> {
         let file: BuiltinFile =
             toml::from_str(BUILTIN).map_err(|error| CatalogError::Builtin(error.to_string()))?;
+        for (name, binding) in &file.credentials {
+            binding.check(name).map_err(|message| {
+                CatalogError::Builtin(format!("[credentials.{name}]: {message}"))
+            })?;
+        }
         let agents = file
             .agents
             .into_iter()
             .map(|(name, mut spec)| {
                 spec.name = name.clone();
                 spec.source = "built-in".into();
+                spec.credentials = bindings_for(&spec.env, &file.credentials);
                 (name, spec)
             })
             .collect();
-        Ok(Catalog { agents })
+        Ok(Catalog {
+            agents,
+            credentials: file.credentials,
+        })
+    }
+
+    /// The built-in binding of variable `name`, if it is a brokered
+    /// credential.
+    pub fn credential(&self, name: &str) -> Option<&CredentialBinding> {
+        self.credentials.get(name)
     }
 
     /// The built-in catalog with the user's agent tables applied.
@@ -221,6 +248,7 @@ impl Catalog {
                         docs: String::new(),
                         unverified: Vec::new(),
                         source: String::new(),
+                        credentials: BTreeMap::new(),
                     };
                     apply(blank, over, "config")
                 }
@@ -252,6 +280,8 @@ impl Catalog {
                     ),
                 });
             }
+            let mut spec = spec;
+            spec.credentials = bindings_for(&spec.env, &catalog.credentials);
             catalog.agents.insert(name.clone(), spec);
         }
         Ok(catalog)
@@ -282,6 +312,20 @@ impl Catalog {
             .map(|(_, candidate)| candidate.clone())
             .collect()
     }
+}
+
+/// The bindings of the variables in `env` that the catalog brokers.
+fn bindings_for(
+    env: &[String],
+    credentials: &BTreeMap<String, CredentialBinding>,
+) -> BTreeMap<String, CredentialBinding> {
+    env.iter()
+        .filter_map(|variable| {
+            credentials
+                .get(variable)
+                .map(|binding| (variable.clone(), binding.clone()))
+        })
+        .collect()
 }
 
 fn valid_name(name: &str) -> bool {

@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod credentials;
 pub mod host;
 pub mod logins;
 pub mod plan;

@@ -229,7 +229,40 @@ pub struct ProxyPlan {
     /// check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted: Vec<String>,
+    /// Credentials the proxy brokers: the sandbox has a placeholder in each
+    /// one's variable, the proxy the value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<CredentialPlan>,
 }
+
+/// A credential kennel's proxy brokers in this session (see
+/// [`crate::credentials`]). The value is never in the Plan: the proxy
+/// reads it on the host when it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialPlan {
+    /// The secret's name (`kennel secret ls`, the decision log).
+    pub name: String,
+    /// The variable that holds its placeholder in the sandbox.
+    pub env: String,
+    pub hosts: Vec<String>,
+    pub places: Vec<crate::credentials::CredentialPlace>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Where its value comes from: `environment` (the host's variable
+    /// `env`) or `store` (`kennel secret set NAME`).
+    pub source: String,
+}
+
+/// In the proxy's directory when it brokers credentials: the session's
+/// CA certificate with the system's and the configured ones (mounted over
+/// [`SYSTEM_CA_BUNDLE`]), and with the configured ones alone (what
+/// `NODE_EXTRA_CA_CERTS` names).
+pub const SESSION_CA_BUNDLE: &str = "ca-certificates.crt";
+pub const SESSION_CA_EXTRA: &str = "extra-ca.crt";
+/// The system's trust store in Debian (and in kennel's images).
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Whose name and email the agent's commits carry, and where they came
 /// from. Given to git inside as its system config ([`GIT_CONFIG_INSIDE`],

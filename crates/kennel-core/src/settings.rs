@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::catalog::AgentSpec;
 use crate::config::Config;
+use crate::credentials::CredentialBinding;
 use crate::host::{HostContext, HostGit, Workspace};
 use crate::plan::*;
 
@@ -43,6 +44,9 @@ pub struct RunRequest {
     /// Your git identity as your own git config gives it for the workspace
     /// ([`Workspace::git_user`]); used when `git_identity = "user"`.
     pub host_git: HostGit,
+    /// The names in your secret store (`kennel secret set`): the brokered
+    /// credentials that have a value besides the host's environment.
+    pub stored_secrets: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -396,9 +400,19 @@ pub fn build_plan(
 
     let name = sandbox_name(&agent.name, &workspace.root);
     let mut warnings = Vec::new();
-    let network = plan_network(host, config, agent, request, &name, &mut warnings)?;
+    let brokered = brokered_bindings(config, agent);
+    let mut network = plan_network(host, config, agent, request, &name, &mut warnings)?;
     let mut mounts = plan_mounts(host, config, agent, workspace, request, &mut warnings)?;
-    let mut env = plan_env(host, config, agent, request, &mut warnings)?;
+    let mut env = plan_env(host, config, agent, request, &brokered, &mut warnings)?;
+    plan_credentials(
+        host,
+        request,
+        &brokered,
+        &mut network,
+        &mut env,
+        &mut mounts,
+        &mut warnings,
+    );
     let git_identity = plan_git_identity(config, agent, &request.host_git, &mut warnings)?;
     if let Some(identity) = &git_identity {
         mounts.push(Mount {
@@ -654,11 +668,125 @@ fn looks_secret(name: &str) -> bool {
         .any(|word| upper.contains(word))
 }
 
+/// The credentials the proxy may broker for `agent`, by the variable that
+/// holds each: the catalog's bindings of the variables the agent lists in
+/// `env`, and your own `[secrets.NAME]` (which replace a built-in binding
+/// of the same variable).
+pub fn brokered_bindings(
+    config: &Config,
+    agent: &AgentSpec,
+) -> BTreeMap<String, (String, CredentialBinding)> {
+    let mut brokered: BTreeMap<String, (String, CredentialBinding)> = agent
+        .credentials
+        .iter()
+        .filter(|(_, binding)| binding.for_agent(&agent.name))
+        .map(|(variable, binding)| (variable.clone(), (variable.clone(), binding.clone())))
+        .collect();
+    for (name, binding) in &config.file.secrets {
+        let variable = binding.variable(name).to_string();
+        if binding.for_agent(&agent.name) {
+            brokered.insert(variable, (name.clone(), binding.clone()));
+        } else {
+            brokered.remove(&variable);
+        }
+    }
+    brokered
+}
+
+/// The brokered credentials that have a value (the host's variable, or the
+/// secret store): each in the proxy's plan, with an empty secret variable
+/// that gets its placeholder when the session starts, and the session's
+/// CA trusted inside. Without kennel's proxy (`none`, `open`) none is
+/// passed, and `open` says so.
+fn plan_credentials(
+    host: &HostContext,
+    request: &RunRequest,
+    brokered: &BTreeMap<String, (String, CredentialBinding)>,
+    network: &mut NetworkPlan,
+    env: &mut Vec<EnvVar>,
+    mounts: &mut Vec<Mount>,
+    warnings: &mut Vec<String>,
+) {
+    let mut credentials = Vec::new();
+    for (variable, (name, binding)) in brokered {
+        // A value given with -e NAME=VALUE is in the sandbox already.
+        if env.iter().any(|var| &var.name == variable) {
+            continue;
+        }
+        let source = if host.env.contains_key(variable) {
+            "environment"
+        } else if request.stored_secrets.contains(name) {
+            "store"
+        } else {
+            continue;
+        };
+        credentials.push(CredentialPlan {
+            name: name.clone(),
+            env: variable.clone(),
+            hosts: binding.hosts.clone(),
+            places: binding.places(),
+            methods: binding.methods.clone(),
+            paths: binding.paths.clone(),
+            source: source.into(),
+        });
+    }
+    if credentials.is_empty() {
+        return;
+    }
+    let Some(proxy) = network.proxy.as_mut() else {
+        if network.mode == NetworkMode::Open {
+            let names: Vec<&str> = credentials.iter().map(|c| c.env.as_str()).collect();
+            warnings.push(format!(
+                "{} not passed: kennel keeps credentials on the host and its proxy sends them, and an open network bypasses the proxy (use --network allowlist or restricted)",
+                names.join(", ")
+            ));
+        }
+        return;
+    };
+    for credential in &credentials {
+        env.push(EnvVar {
+            name: credential.env.clone(),
+            value: String::new(),
+            origin: "broker".into(),
+            secret: true,
+        });
+    }
+    env.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(dir) = proxy.socket.parent() {
+        // The session's CA, trusted by the system's store and by Node.
+        mounts.retain(|mount| mount.purpose != MountPurpose::CaCertificates);
+        mounts.push(Mount {
+            source: dir.join(SESSION_CA_BUNDLE),
+            target: SYSTEM_CA_BUNDLE.into(),
+            read_only: true,
+            purpose: MountPurpose::CaCertificates,
+        });
+        mounts.push(Mount {
+            source: dir.join(SESSION_CA_EXTRA),
+            target: ca_target(request).into(),
+            read_only: true,
+            purpose: MountPurpose::CaCertificates,
+        });
+        env.retain(|var| var.name != "NODE_EXTRA_CA_CERTS" || var.origin != "kennel");
+        if !env.iter().any(|var| var.name == "NODE_EXTRA_CA_CERTS") {
+            env.push(EnvVar {
+                name: "NODE_EXTRA_CA_CERTS".into(),
+                value: ca_target(request).into(),
+                origin: "kennel".into(),
+                secret: false,
+            });
+            env.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+    }
+    proxy.credentials = credentials;
+}
+
 fn plan_env(
     host: &HostContext,
     config: &Config,
     agent: &AgentSpec,
     request: &RunRequest,
+    brokered: &BTreeMap<String, (String, CredentialBinding)>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<EnvVar>, PlanError> {
     let mut env: BTreeMap<String, EnvVar> = BTreeMap::new();
@@ -700,6 +828,10 @@ fn plan_env(
         }
     }
     for name in &agent.env {
+        // A brokered credential's value stays on the host.
+        if brokered.contains_key(name) {
+            continue;
+        }
         if let Some(value) = host.env.get(name) {
             set(name, value, "agent");
         }
@@ -720,6 +852,10 @@ fn plan_env(
                 None => {
                     if !valid_env_name(spec) {
                         return Err(PlanError::BadEnvName(spec.into()));
+                    }
+                    if brokered.contains_key(spec) {
+                        // Brokered: the proxy takes it from the host.
+                        return Ok(());
                     }
                     match host.env.get(spec) {
                         Some(value) => set(spec, value, origin),
@@ -791,6 +927,7 @@ fn plan_network(
                 hosts: network.hosts.clone().unwrap_or_default(),
                 upstream: network.upstream_proxy.clone(),
                 trusted,
+                credentials: Vec::new(),
             })
         }
     };

@@ -1,6 +1,7 @@
 use super::*;
 use crate::catalog::Catalog;
 use crate::config::{Config, ConfigSources};
+use crate::credentials::CredentialPlace;
 use crate::trust::TrustStore;
 
 fn host(env: &[(&str, &str)]) -> HostContext {
@@ -128,25 +129,148 @@ fn host_variables_do_not_pass_unless_named() {
 }
 
 #[test]
-fn agent_credentials_pass_and_are_redacted() {
+fn agent_credentials_are_brokered_not_passed() {
     let plan = plan_for(
         "claude",
         &[
-            ("ANTHROPIC_API_KEY", "sk-test"),
+            ("ANTHROPIC_API_KEY", "sk-ant-test-0123456789"),
             ("OPENAI_API_KEY", "other"),
         ],
         RunRequest::default(),
     );
-    assert_eq!(plan.env_value("ANTHROPIC_API_KEY"), Some("sk-test"));
+    // The variable exists for the agent, empty until the session's
+    // placeholder fills it; the value is nowhere in the Plan.
+    let var = plan
+        .env
+        .iter()
+        .find(|var| var.name == "ANTHROPIC_API_KEY")
+        .expect("the variable");
+    assert_eq!(
+        (var.value.as_str(), var.origin.as_str(), var.secret),
+        ("", "broker", true)
+    );
     assert_eq!(
         plan.env_value("OPENAI_API_KEY"),
         None,
         "not declared by claude"
     );
+    let json = serde_json::to_string(&plan).expect("json");
+    assert!(!json.contains("sk-ant-test-0123456789"), "{json}");
+    let proxy = plan.network.proxy.as_ref().expect("allowlist has a proxy");
+    assert_eq!(
+        proxy.credentials,
+        [CredentialPlan {
+            name: "ANTHROPIC_API_KEY".into(),
+            env: "ANTHROPIC_API_KEY".into(),
+            hosts: vec!["api.anthropic.com".into()],
+            places: vec![CredentialPlace::Header {
+                name: "x-api-key".into()
+            }],
+            methods: vec![],
+            paths: vec![],
+            source: "environment".into(),
+        }]
+    );
+    // The session's CA is trusted inside: over the system store, and for Node.
+    let dir = proxy.socket.parent().expect("dir");
+    assert!(
+        plan.mounts
+            .iter()
+            .any(|mount| mount.source == dir.join(SESSION_CA_BUNDLE)
+                && mount.target == Path::new(SYSTEM_CA_BUNDLE)
+                && mount.read_only)
+    );
+    assert!(
+        plan.mounts
+            .iter()
+            .any(|mount| mount.source == dir.join(SESSION_CA_EXTRA)
+                && mount.target == Path::new(CA_BUNDLE_TARGET))
+    );
+    assert_eq!(
+        plan.env_value("NODE_EXTRA_CA_CERTS"),
+        Some(CA_BUNDLE_TARGET)
+    );
     assert_eq!(
         plan.redacted().env_value("ANTHROPIC_API_KEY"),
         Some("<redacted>")
     );
+}
+
+#[test]
+fn where_credentials_are_not_brokered() {
+    let host_env = [("ANTHROPIC_API_KEY", "sk-ant-test-0123456789")];
+    // Given with its value: in the sandbox as the user typed it.
+    let plan = plan_for(
+        "claude",
+        &host_env,
+        RunRequest {
+            env: vec!["ANTHROPIC_API_KEY=sk-typed".into()],
+            ..Default::default()
+        },
+    );
+    assert_eq!(plan.env_value("ANTHROPIC_API_KEY"), Some("sk-typed"));
+    assert!(plan.network.proxy.expect("proxy").credentials.is_empty());
+    // `-e NAME` alone is the host's value: brokered.
+    let plan = plan_for(
+        "claude",
+        &host_env,
+        RunRequest {
+            env: vec!["ANTHROPIC_API_KEY".into()],
+            ..Default::default()
+        },
+    );
+    assert_eq!(plan.env_value("ANTHROPIC_API_KEY"), Some(""));
+    // Open: no proxy, so not passed at all, and said.
+    let plan = plan_for(
+        "claude",
+        &host_env,
+        RunRequest {
+            network: Some(NetworkMode::Open),
+            ..Default::default()
+        },
+    );
+    assert_eq!(plan.env_value("ANTHROPIC_API_KEY"), None);
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("ANTHROPIC_API_KEY not passed") && w.contains("open")),
+        "{:?}",
+        plan.warnings
+    );
+    // None: nothing to send it to.
+    let plan = plan_for(
+        "claude",
+        &host_env,
+        RunRequest {
+            network: Some(NetworkMode::None),
+            ..Default::default()
+        },
+    );
+    assert_eq!(plan.env_value("ANTHROPIC_API_KEY"), None);
+    // No value anywhere: no variable.
+    let plan = plan_for("claude", &[], RunRequest::default());
+    assert_eq!(plan.env_value("ANTHROPIC_API_KEY"), None);
+}
+
+#[test]
+fn your_own_secrets_and_the_store() {
+    let config = config(
+        "[secrets.GITHUB_TOKEN]\nhosts = [\"api.github.com\"]\nheader = \"authorization\"\n\
+         methods = [\"GET\"]\npaths = [\"/repos/acme/app/\"]\n\n\
+         [secrets.ONLY_AIDER]\nhosts = [\"x.example\"]\nheader = \"x-key\"\nagents = [\"aider\"]\n",
+    );
+    let request = RunRequest {
+        stored_secrets: ["GITHUB_TOKEN".to_string(), "ONLY_AIDER".to_string()].into(),
+        ..Default::default()
+    };
+    let plan = plan_with(&config, "shell", &request).expect("plan");
+    let credentials = &plan.network.proxy.as_ref().expect("proxy").credentials;
+    assert_eq!(credentials.len(), 1, "{credentials:?}");
+    assert_eq!(credentials[0].name, "GITHUB_TOKEN");
+    assert_eq!(credentials[0].source, "store");
+    assert_eq!(credentials[0].paths, ["/repos/acme/app/"]);
+    assert_eq!(plan.env_value("GITHUB_TOKEN"), Some(""));
+    assert_eq!(plan.env_value("ONLY_AIDER"), None, "bound to aider only");
 }
 
 #[test]
