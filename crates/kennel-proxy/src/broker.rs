@@ -180,7 +180,10 @@ impl SessionCa {
     }
 
     /// A certificate for `host` (a name or an IP literal) and its key.
-    fn leaf(&self, host: &str) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), BrokerError> {
+    fn leaf(
+        &self,
+        host: &str,
+    ) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), BrokerError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::new(vec![host.to_string()])?;
         let mut name = DistinguishedName::new();
@@ -246,11 +249,15 @@ pub(crate) fn validate(credentials: &[Credential]) -> Result<(), ProxyError> {
         // A placeholder inside another placeholder or inside a value would be
         // found again after a swap, or swapped twice.
         for other in credentials {
-            if !std::ptr::eq(other, credential) && other.placeholder.contains(&credential.placeholder)
+            if !std::ptr::eq(other, credential)
+                && other.placeholder.contains(&credential.placeholder)
             {
                 return Err(bad(
                     credential,
-                    &format!("its placeholder occurs in the placeholder of {:?}", other.name),
+                    &format!(
+                        "its placeholder occurs in the placeholder of {:?}",
+                        other.name
+                    ),
                 ));
             }
             if other.value.contains(&credential.placeholder) {
@@ -285,15 +292,17 @@ impl Broker {
             tracing::warn!(%error, "cannot read some of the system's CA certificates");
         }
         let (added, ignored) = roots.add_parsable_certificates(native.certs);
-        tracing::debug!(added, ignored, "system CA certificates for brokered upstreams");
+        tracing::debug!(
+            added,
+            ignored,
+            "system CA certificates for brokered upstreams"
+        );
         for (index, bundle) in upstream_roots.iter().enumerate() {
             let bad = |why: String| ProxyError::BadUpstreamRoots { index, why };
             let mut found = 0;
             for cert in CertificateDer::pem_slice_iter(bundle) {
                 let cert = cert.map_err(|error| bad(error.to_string()))?;
-                roots
-                    .add(cert)
-                    .map_err(|error| bad(error.to_string()))?;
+                roots.add(cert).map_err(|error| bad(error.to_string()))?;
                 found += 1;
             }
             if found == 0 {
@@ -352,58 +361,70 @@ impl Broker {
         Ok(config)
     }
 
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<ServerConfig>)>> {
+    fn lock_cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<ServerConfig>)>> {
         match self.server_tls.lock() {
             Ok(cache) => cache,
             Err(poisoned) => poisoned.into_inner(),
         }
     }
 
-    /// Swap placeholders for values in a request to `host` (normalized) over
-    /// a terminated TLS connection. `Ok` lists the credentials injected
-    /// (none: the request is unchanged); `Err` refuses the whole request.
+    /// See [`swap`].
     pub(crate) fn swap(&self, host: &str, parts: &mut Parts) -> Result<Injected, NotBound> {
-        let found = self.find(parts);
-        for (credential, spots) in &found {
-            check_binding(credential, spots, host, &parts.method, parts.uri.path())?;
-        }
-        let mut injected = Injected::default();
-        for (credential, _) in found {
-            inject(credential, parts)?;
-            injected.credentials.push(credential.clone());
-        }
-        Ok(injected)
+        swap(&self.credentials, host, parts)
     }
 
-    /// A plain-HTTP request may carry no placeholder at all: credentials are
-    /// only sent over TLS the proxy verified.
+    /// See [`check_plain`].
     pub(crate) fn check_plain(&self, host: &str, parts: &Parts) -> Result<(), NotBound> {
-        let Some((credential, spots)) = self.find(parts).into_iter().next() else {
-            return Ok(());
-        };
-        let why = if bound_to_host(credential, host) {
-            "it is only sent over HTTPS, and this is a plain http:// request".to_string()
-        } else {
-            let first = spots.first().map(Spot::to_string).unwrap_or_default();
-            format!("it appeared in {first}, and it is not bound to {host}")
-        };
-        Err(NotBound {
-            credential: credential.name.clone(),
-            why,
-        })
+        check_plain(&self.credentials, host, parts)
     }
+}
 
-    /// Every credential whose placeholder occurs in the request head, with
-    /// where it occurs.
-    fn find(&self, parts: &Parts) -> Vec<(&Credential, Vec<Spot>)> {
-        self.credentials
-            .iter()
-            .filter_map(|credential| {
-                let found = spots(credential.placeholder.as_bytes(), parts);
-                (!found.is_empty()).then_some((credential, found))
-            })
-            .collect()
+/// Swap placeholders for values in a request to `host` (normalized) over a
+/// terminated TLS connection. `Ok` lists the credentials injected (none: the
+/// request is unchanged); `Err` refuses the whole request.
+fn swap(credentials: &[Credential], host: &str, parts: &mut Parts) -> Result<Injected, NotBound> {
+    let found = occurring(credentials, parts);
+    for (credential, spots) in &found {
+        check_binding(credential, spots, host, &parts.method, parts.uri.path())?;
     }
+    let mut injected = Injected::default();
+    for (credential, _) in found {
+        inject(credential, parts)?;
+        injected.credentials.push(credential.clone());
+    }
+    Ok(injected)
+}
+
+/// A plain-HTTP request may carry no placeholder at all: credentials are only
+/// sent over TLS the proxy verified.
+fn check_plain(credentials: &[Credential], host: &str, parts: &Parts) -> Result<(), NotBound> {
+    let Some((credential, spots)) = occurring(credentials, parts).into_iter().next() else {
+        return Ok(());
+    };
+    let why = if bound_to_host(credential, host) {
+        "it is only sent over HTTPS, and this is a plain http:// request".to_string()
+    } else {
+        let first = spots.first().map(Spot::to_string).unwrap_or_default();
+        format!("it appeared in {first}, and it is not bound to {host}")
+    };
+    Err(NotBound {
+        credential: credential.name.clone(),
+        why,
+    })
+}
+
+/// Every credential whose placeholder occurs in the request head, with where
+/// it occurs.
+fn occurring<'a>(credentials: &'a [Credential], parts: &Parts) -> Vec<(&'a Credential, Vec<Spot>)> {
+    credentials
+        .iter()
+        .filter_map(|credential| {
+            let found = spots(credential.placeholder.as_bytes(), parts);
+            (!found.is_empty()).then_some((credential, found))
+        })
+        .collect()
 }
 
 /// The credentials injected into one request.
@@ -427,7 +448,12 @@ impl Injected {
         Scrubber::new(
             self.credentials
                 .iter()
-                .map(|c| (c.value.as_bytes().to_vec(), c.placeholder.as_bytes().to_vec()))
+                .map(|c| {
+                    (
+                        c.value.as_bytes().to_vec(),
+                        c.placeholder.as_bytes().to_vec(),
+                    )
+                })
                 .collect(),
         )
     }
@@ -507,7 +533,8 @@ fn spots(placeholder: &[u8], parts: &Parts) -> Vec<Spot> {
         }
     }
     let path = parts.uri.path().as_bytes();
-    if contains(path, placeholder) || contains(&percent_decode(path).collect::<Vec<u8>>(), placeholder)
+    if contains(path, placeholder)
+        || contains(&percent_decode(path).collect::<Vec<u8>>(), placeholder)
     {
         found.push(Spot::Unbindable("the URL path".into()));
     }
@@ -520,16 +547,24 @@ fn spots(placeholder: &[u8], parts: &Parts) -> Vec<Spot> {
             in_query = true;
         }
         if contains(value.as_bytes(), placeholder)
-            || contains(&percent_decode(value.as_bytes()).collect::<Vec<u8>>(), placeholder)
+            || contains(
+                &percent_decode(value.as_bytes()).collect::<Vec<u8>>(),
+                placeholder,
+            )
         {
-            found.push(Spot::Query(String::from_utf8_lossy(&decoded_name).into_owned()));
+            found.push(Spot::Query(
+                String::from_utf8_lossy(&decoded_name).into_owned(),
+            ));
             in_query = true;
         }
     }
     // Whatever the split above missed (a placeholder spanning `&` or `=`).
     if !in_query
         && (contains(query.as_bytes(), placeholder)
-            || contains(&percent_decode(query.as_bytes()).collect::<Vec<u8>>(), placeholder))
+            || contains(
+                &percent_decode(query.as_bytes()).collect::<Vec<u8>>(),
+                placeholder,
+            ))
     {
         found.push(Spot::Unbindable("the query string".into()));
     }
@@ -640,7 +675,11 @@ fn inject(credential: &Credential, parts: &mut Parts) -> Result<(), NotBound> {
         {
             // `Basic ` as the client spelled it (basic_credentials checked it is there).
             let mut text = raw.trim_ascii_start()[..6].to_vec();
-            text.extend_from_slice(BASE64.encode(replace_all(&decoded, placeholder, value)).as_bytes());
+            text.extend_from_slice(
+                BASE64
+                    .encode(replace_all(&decoded, placeholder, value))
+                    .as_bytes(),
+            );
             new = Some(text);
         }
         if let Some(new) = new {
@@ -670,8 +709,7 @@ fn inject(credential: &Credential, parts: &mut Parts) -> Result<(), NotBound> {
                 PathAndQuery::from_maybe_shared(path_and_query)
                     .map_err(|_| unusable("the query"))?,
             );
-            parts.uri =
-                hyper::Uri::from_parts(uri_parts).map_err(|_| unusable("the query"))?;
+            parts.uri = hyper::Uri::from_parts(uri_parts).map_err(|_| unusable("the query"))?;
         }
     }
     Ok(())
@@ -695,8 +733,9 @@ fn rewrite_query(query: &str, params: &[&str], placeholder: &str, value: &str) -
             let Some((name, raw_value)) = piece.split_once('=') else {
                 return piece.to_string();
             };
-            let decoded_name = String::from_utf8_lossy(&percent_decode(name.as_bytes()).collect::<Vec<u8>>())
-                .into_owned();
+            let decoded_name =
+                String::from_utf8_lossy(&percent_decode(name.as_bytes()).collect::<Vec<u8>>())
+                    .into_owned();
             if !params.contains(&decoded_name.as_str()) {
                 return piece.to_string();
             }
@@ -777,7 +816,9 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() || haystack.len() < needle.len() {
         return None;
     }
-    haystack.windows(needle.len()).position(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -871,11 +912,7 @@ impl Scrubber {
         };
         while at < stop {
             let rest = &buf[at..];
-            match self
-                .pairs
-                .iter()
-                .find(|(value, _)| rest.starts_with(value))
-            {
+            match self.pairs.iter().find(|(value, _)| rest.starts_with(value)) {
                 Some((value, placeholder)) => {
                     out.extend_from_slice(placeholder);
                     at += value.len();

@@ -375,7 +375,12 @@ impl Shared {
     }
 
     /// Log a denial and build the refusal response.
-    pub(crate) fn refuse(&self, p: &Pending, reason: Reason, detail: String) -> Response<ProxyBody> {
+    pub(crate) fn refuse(
+        &self,
+        p: &Pending,
+        reason: Reason,
+        detail: String,
+    ) -> Response<ProxyBody> {
         self.record(p, Err(reason), detail.clone(), 0, 0);
         refusal(self.policy.mode, reason, &p.host, &detail)
     }
@@ -1104,10 +1109,7 @@ pub(crate) enum ProxyBody {
         inner: Incoming,
         log: HttpLog,
         /// Brokered requests: hides injected values the server echoes.
-        scrub: Option<Scrubber>,
-        /// A trailers frame held back while the scrubber's last bytes go out.
-        trailers: Option<Frame<Bytes>>,
-        done: bool,
+        scrub: Option<Box<Scrubbing>>,
     },
 }
 
@@ -1116,13 +1118,79 @@ impl ProxyBody {
         ProxyBody::Full(None)
     }
 
-    pub(crate) fn relay(inner: Incoming, log: HttpLog, scrub: Option<Scrubber>) -> Self {
+    pub(crate) fn relay(inner: Incoming, log: HttpLog, scrubber: Option<Scrubber>) -> Self {
         ProxyBody::Relay {
             inner,
             log,
-            scrub,
-            trailers: None,
-            done: false,
+            scrub: scrubber.map(|scrubber| {
+                Box::new(Scrubbing {
+                    scrubber,
+                    trailers: None,
+                    done: false,
+                })
+            }),
+        }
+    }
+}
+
+type PolledFrame = Option<Result<Frame<Bytes>, hyper::Error>>;
+
+/// A relayed body on its way through a [`Scrubber`].
+pub(crate) struct Scrubbing {
+    scrubber: Scrubber,
+    /// A trailers frame held back while the scrubber's last bytes go out.
+    trailers: Option<Frame<Bytes>>,
+    /// The server's body has ended.
+    done: bool,
+}
+
+enum Step {
+    Send(PolledFrame),
+    /// Everything was held back: read more from the server.
+    PollAgain,
+}
+
+impl Scrubbing {
+    /// What is still to send once the server's body ended.
+    fn pending(&mut self) -> Option<PolledFrame> {
+        if let Some(frame) = self.trailers.take() {
+            return Some(Some(Ok(frame)));
+        }
+        self.done.then_some(None)
+    }
+
+    /// What to send for what the server's body yielded.
+    fn step(&mut self, polled: PolledFrame) -> Step {
+        match polled {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    let out = self.scrubber.push(&data);
+                    if out.is_empty() {
+                        Step::PollAgain
+                    } else {
+                        Step::Send(Some(Ok(Frame::data(Bytes::from(out)))))
+                    }
+                }
+                Err(trailers) => {
+                    let rest = self.scrubber.finish();
+                    if rest.is_empty() {
+                        Step::Send(Some(Ok(trailers)))
+                    } else {
+                        self.trailers = Some(trailers);
+                        Step::Send(Some(Ok(Frame::data(Bytes::from(rest)))))
+                    }
+                }
+            },
+            Some(Err(error)) => Step::Send(Some(Err(error))),
+            None => {
+                self.done = true;
+                let rest = self.scrubber.finish();
+                if rest.is_empty() {
+                    Step::Send(None)
+                } else {
+                    Step::Send(Some(Ok(Frame::data(Bytes::from(rest)))))
+                }
+            }
         }
     }
 }
@@ -1137,59 +1205,23 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            ProxyBody::Relay {
-                inner,
-                log,
-                scrub,
-                trailers,
-                done,
-            } => {
-                if let Some(frame) = trailers.take() {
-                    return Poll::Ready(Some(Ok(frame)));
-                }
-                if *done {
-                    return Poll::Ready(None);
+            ProxyBody::Relay { inner, log, scrub } => {
+                if let Some(pending) = scrub.as_deref_mut().and_then(Scrubbing::pending) {
+                    return Poll::Ready(pending);
                 }
                 loop {
-                    let result = Pin::new(&mut *inner).poll_frame(cx);
-                    if let Poll::Ready(Some(Ok(frame))) = &result
+                    let polled = std::task::ready!(Pin::new(&mut *inner).poll_frame(cx));
+                    if let Some(Ok(frame)) = &polled
                         && let Some(data) = frame.data_ref()
                     {
                         log.down += data.len() as u64;
                     }
-                    let Some(scrub) = scrub else {
-                        return result;
+                    let Some(scrub) = scrub.as_deref_mut() else {
+                        return Poll::Ready(polled);
                     };
-                    return match result {
-                        Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                            Ok(data) => {
-                                let out = scrub.push(&data);
-                                if out.is_empty() {
-                                    continue; // all held back: wait for more
-                                }
-                                Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
-                            }
-                            Err(frame) => {
-                                let rest = scrub.finish();
-                                if rest.is_empty() {
-                                    Poll::Ready(Some(Ok(frame)))
-                                } else {
-                                    *trailers = Some(frame);
-                                    Poll::Ready(Some(Ok(Frame::data(Bytes::from(rest)))))
-                                }
-                            }
-                        },
-                        Poll::Ready(None) => {
-                            *done = true;
-                            let rest = scrub.finish();
-                            if rest.is_empty() {
-                                Poll::Ready(None)
-                            } else {
-                                Poll::Ready(Some(Ok(Frame::data(Bytes::from(rest)))))
-                            }
-                        }
-                        other => other,
-                    };
+                    if let Step::Send(frame) = scrub.step(polled) {
+                        return Poll::Ready(frame);
+                    }
                 }
             }
         }
@@ -1198,12 +1230,12 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(data) => data.is_none(),
             ProxyBody::Relay {
-                inner,
-                scrub: None,
-                ..
+                inner, scrub: None, ..
             } => inner.is_end_stream(),
             // Held-back bytes or trailers may still come.
-            ProxyBody::Relay { done, trailers, .. } => *done && trailers.is_none(),
+            ProxyBody::Relay {
+                scrub: Some(scrub), ..
+            } => scrub.done && scrub.trailers.is_none(),
         }
     }
     fn size_hint(&self) -> SizeHint {
@@ -1213,7 +1245,7 @@ impl Body for ProxyBody {
             }
             ProxyBody::Relay {
                 scrub: Some(scrub), ..
-            } if !scrub.keeps_length() => SizeHint::default(),
+            } if !scrub.scrubber.keeps_length() => SizeHint::default(),
             ProxyBody::Relay { inner, .. } => inner.size_hint(),
         }
     }

@@ -58,7 +58,10 @@ pub(crate) async fn serve(
         Err(error) => return deny(format!("cannot make a certificate for {}: {error}", p.host)),
     };
     let Ok(server_name) = ServerName::try_from(p.host.clone()) else {
-        return deny(format!("{:?} cannot be verified as a TLS server name", p.host));
+        return deny(format!(
+            "{:?} cannot be verified as a TLS server name",
+            p.host
+        ));
     };
 
     // The real server first: a client that gets a handshake from us should
@@ -79,12 +82,14 @@ pub(crate) async fn serve(
             ));
         }
     };
-    let (sender, upstream_conn) =
-        match hyper::client::conn::http1::handshake::<_, CountingBody>(TokioIo::new(upstream)).await
-        {
-            Ok(pair) => pair,
-            Err(error) => return deny(format!("HTTP with the server {}: {error}", p.host)),
-        };
+    let (sender, upstream_conn) = match hyper::client::conn::http1::handshake::<_, CountingBody>(
+        TokioIo::new(upstream),
+    )
+    .await
+    {
+        Ok(pair) => pair,
+        Err(error) => return deny(format!("HTTP with the server {}: {error}", p.host)),
+    };
     let mut upstream_task = tokio::spawn(async move {
         if let Err(error) = upstream_conn.await {
             tracing::debug!(%error, "brokered server connection ended with an error");
@@ -98,11 +103,8 @@ pub(crate) async fn serve(
         up: &up,
         down: &down,
     };
-    let accepted = tokio::time::timeout(
-        HELLO_TIMEOUT,
-        TlsAcceptor::from(server_tls).accept(counted),
-    )
-    .await;
+    let accepted =
+        tokio::time::timeout(HELLO_TIMEOUT, TlsAcceptor::from(server_tls).accept(counted)).await;
     let client_tls = match accepted {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
@@ -224,7 +226,9 @@ impl Terminated {
             return shared.refuse(&p, Reason::BadRequest, "bad request target".into());
         };
         let host_header = if p.port == 443 {
-            authority(&p.host, p.port).trim_end_matches(":443").to_string()
+            authority(&p.host, p.port)
+                .trim_end_matches(":443")
+                .to_string()
         } else {
             authority(&p.host, p.port)
         };
