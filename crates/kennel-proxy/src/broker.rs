@@ -391,8 +391,8 @@ fn swap(credentials: &[Credential], host: &str, parts: &mut Parts) -> Result<Inj
     }
     let mut injected = Injected::default();
     for (credential, _) in found {
-        inject(credential, parts)?;
-        injected.credentials.push(credential.clone());
+        inject(credential, parts, &mut injected.echoes)?;
+        injected.names.push(credential.name.clone());
     }
     Ok(injected)
 }
@@ -428,34 +428,24 @@ fn occurring<'a>(credentials: &'a [Credential], parts: &Parts) -> Vec<(&'a Crede
 }
 
 /// The credentials injected into one request.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Injected {
-    credentials: Vec<Credential>,
+    names: Vec<String>,
+    /// What was written into the request, and what the client had there
+    /// instead: the value itself, and each encoded form of it (a header
+    /// value, a Basic token, a query value) that a server could echo.
+    echoes: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Injected {
     /// For the log: the names, comma-separated, or `None`.
     pub(crate) fn names(&self) -> Option<String> {
-        if self.credentials.is_empty() {
-            return None;
-        }
-        let names: Vec<&str> = self.credentials.iter().map(|c| c.name.as_str()).collect();
-        Some(names.join(","))
+        (!self.names.is_empty()).then(|| self.names.join(","))
     }
 
     /// What hides the injected values again in the response.
     pub(crate) fn scrubber(&self) -> Option<Scrubber> {
-        Scrubber::new(
-            self.credentials
-                .iter()
-                .map(|c| {
-                    (
-                        c.value.as_bytes().to_vec(),
-                        c.placeholder.as_bytes().to_vec(),
-                    )
-                })
-                .collect(),
-        )
+        Scrubber::new(self.echoes.clone())
     }
 }
 
@@ -641,10 +631,16 @@ fn check_binding(
     Ok(())
 }
 
-/// Replace the placeholder by the value in every bound place.
-fn inject(credential: &Credential, parts: &mut Parts) -> Result<(), NotBound> {
+/// Replace the placeholder by the value in every bound place; add to
+/// `echoes` each (written, what the client had) pair.
+fn inject(
+    credential: &Credential,
+    parts: &mut Parts,
+    echoes: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<(), NotBound> {
     let placeholder = credential.placeholder.as_bytes();
     let value = credential.value.as_bytes();
+    echoes.push((value.to_vec(), placeholder.to_vec()));
     let unusable = |place: &str| NotBound {
         credential: credential.name.clone(),
         why: format!("its value cannot be written into {place}"),
@@ -674,15 +670,15 @@ fn inject(credential: &Credential, parts: &mut Parts) -> Result<(), NotBound> {
             && contains(&decoded, placeholder)
         {
             // `Basic ` as the client spelled it (basic_credentials checked it is there).
-            let mut text = raw.trim_ascii_start()[..6].to_vec();
-            text.extend_from_slice(
-                BASE64
-                    .encode(replace_all(&decoded, placeholder, value))
-                    .as_bytes(),
-            );
+            let (scheme, token) = raw.trim_ascii_start().split_at(6);
+            let new_token = BASE64.encode(replace_all(&decoded, placeholder, value));
+            echoes.push((new_token.as_bytes().to_vec(), token.trim_ascii().to_vec()));
+            let mut text = scheme.to_vec();
+            text.extend_from_slice(new_token.as_bytes());
             new = Some(text);
         }
         if let Some(new) = new {
+            echoes.push((new.clone(), raw.to_vec()));
             let mut header_value =
                 HeaderValue::from_bytes(&new).map_err(|_| unusable(&format!("header {name}")))?;
             // Keeps http's Debug (and anything that honours it) from showing it.
@@ -703,6 +699,8 @@ fn inject(credential: &Credential, parts: &mut Parts) -> Result<(), NotBound> {
     {
         let rewritten = rewrite_query(query, &params, &credential.placeholder, &credential.value);
         if rewritten != query {
+            let encoded_value = utf8_percent_encode(&credential.value, QUERY_VALUE).to_string();
+            echoes.push((encoded_value.into_bytes(), placeholder.to_vec()));
             let path_and_query = format!("{}?{rewritten}", parts.uri.path());
             let mut uri_parts = parts.uri.clone().into_parts();
             uri_parts.path_and_query = Some(
@@ -849,7 +847,11 @@ pub(crate) struct Scrubber {
 }
 
 impl Scrubber {
-    fn new(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Option<Self> {
+    fn new(mut pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Option<Self> {
+        // The longest first: a whole echoed header value before the value in it.
+        pairs.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.cmp(b)));
+        pairs.dedup();
+        pairs.retain(|(written, had)| written != had && !written.is_empty());
         let longest = pairs.iter().map(|(value, _)| value.len()).max()?;
         Some(Self {
             pairs,

@@ -139,8 +139,16 @@ fn basic_password_and_user_parts_are_swapped() {
             "/acme/app.git/info/refs?service=git-upload-pack",
             &[("authorization", &basic(&sent))],
         );
-        swap(&both(), "github.com", &mut parts).expect("bound");
+        let injected = swap(&both(), "github.com", &mut parts).expect("bound");
         assert_eq!(header(&parts, "authorization"), basic(&expected));
+        // An echo of the header, or of its token alone, is scrubbed back.
+        let mut headers = HeaderMap::new();
+        headers.insert("x-echo", parts.headers["authorization"].clone());
+        let token = basic(&expected).split_off(6);
+        headers.insert("x-token", HeaderValue::from_str(&token).expect("token"));
+        injected.scrubber().expect("scrubber").headers(&mut headers);
+        assert_eq!(headers["x-echo"], basic(&sent).as_str());
+        assert_eq!(headers["x-token"], basic(&sent)[6..]);
     }
     // Scheme spelled differently by the client: kept.
     let sent = format!("BASIC {}", BASE64.encode(format!("u:{GH_PLACEHOLDER}")));
@@ -188,7 +196,7 @@ fn query_value_is_swapped_and_re_encoded() {
 
     let uri = format!("/v1/models?a=1%202&key={encoded}&b=x+y");
     let mut parts = head("GET", &uri, &[]);
-    swap(&both(), "api.anthropic.com", &mut parts).expect("bound");
+    let injected = swap(&both(), "api.anthropic.com", &mut parts).expect("bound");
     let expected_value = "sk-ant-real%2Fvalue%2Bwith%3Dodd%26chars";
     assert_eq!(
         parts.uri.query(),
@@ -198,6 +206,14 @@ fn query_value_is_swapped_and_re_encoded() {
     // Decoding gives the value back.
     let decoded: Vec<u8> = percent_decode(expected_value.as_bytes()).collect();
     assert_eq!(decoded, AN_VALUE.as_bytes());
+    // A server echoing the URL it got shows the client its placeholder.
+    let mut scrub = injected.scrubber().expect("scrubber");
+    let mut echoed = scrub.push(format!("you asked for {}", parts.uri).as_bytes());
+    echoed.extend(scrub.finish());
+    assert_eq!(
+        String::from_utf8(echoed).expect("utf8"),
+        format!("you asked for /v1/models?a=1%202&key={AN_PLACEHOLDER}&b=x+y")
+    );
 
     // Not encoded at all, in the middle of the value.
     let mut parts = head("GET", &format!("/x?key=pre{AN_PLACEHOLDER}post"), &[]);
@@ -545,7 +561,11 @@ fn session_ca_signs_certificates_for_hosts() {
 #[test]
 fn scrubber_replaces_values_split_across_chunks() {
     let injected = Injected {
-        credentials: both(),
+        names: vec!["GITHUB_TOKEN".into(), "ANTHROPIC_API_KEY".into()],
+        echoes: both()
+            .into_iter()
+            .map(|c| (c.value.into_bytes(), c.placeholder.into_bytes()))
+            .collect(),
     };
     let body = format!("echo: {GH_VALUE} and {AN_VALUE}, again {GH_VALUE}.");
     let expected = format!("echo: {GH_PLACEHOLDER} and {AN_PLACEHOLDER}, again {GH_PLACEHOLDER}.");
