@@ -844,6 +844,8 @@ pub(crate) struct Scrubber {
     /// The end of the body so far that may be the start of a value.
     carry: Vec<u8>,
     longest: usize,
+    /// Which bytes some value starts with.
+    starts: [bool; 256],
 }
 
 impl Scrubber {
@@ -853,10 +855,15 @@ impl Scrubber {
         pairs.dedup();
         pairs.retain(|(written, had)| written != had && !written.is_empty());
         let longest = pairs.iter().map(|(value, _)| value.len()).max()?;
+        let mut starts = [false; 256];
+        for (value, _) in &pairs {
+            starts[usize::from(value[0])] = true;
+        }
         Some(Self {
             pairs,
             carry: Vec::new(),
             longest,
+            starts,
         })
     }
 
@@ -913,6 +920,17 @@ impl Scrubber {
             buf.len().saturating_sub(self.longest - 1)
         };
         while at < stop {
+            // Bodies pass through here whole (a git pack, say): skip in bulk
+            // to the next byte that can start a value.
+            let run = buf[at..stop]
+                .iter()
+                .position(|&byte| self.starts[usize::from(byte)])
+                .unwrap_or(stop - at);
+            out.extend_from_slice(&buf[at..at + run]);
+            at += run;
+            if at == stop {
+                break;
+            }
             let rest = &buf[at..];
             match self.pairs.iter().find(|(value, _)| rest.starts_with(value)) {
                 Some((value, placeholder)) => {

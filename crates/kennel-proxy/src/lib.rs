@@ -63,8 +63,11 @@
 //!   is, and percent-decoded), inside `Authorization: Basic`, in the URL path
 //!   and query (also percent-decoded). A credential whose placeholder occurs
 //!   is injected only if the host, method and path are bound and *every*
-//!   occurrence is in a bound place; then the placeholder is replaced by the
-//!   value there (Basic re-encoded, a query value percent-encoded). Otherwise
+//!   occurrence is in a bound place (a percent-encoded placeholder in a
+//!   header, or one in the URL path, is in none); then the placeholder is
+//!   replaced by the value there (Basic re-encoded, a query value
+//!   percent-encoded). A path prefix never matches a path with `.` or `..`
+//!   segments. Otherwise
 //!   the whole request is refused with `403 credential-not-bound` and a
 //!   plain-text body naming the credential and why. Requests without a
 //!   placeholder pass unchanged. Each request is logged with
@@ -83,7 +86,7 @@
 //! value never appears in the log, in an error, in a response the proxy
 //! makes, or in `Debug` output.
 
-mod broker;
+pub mod broker;
 mod log;
 mod policy;
 mod server;

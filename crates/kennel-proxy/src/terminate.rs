@@ -110,7 +110,7 @@ pub(crate) async fn serve(
         Ok(Err(error)) => {
             upstream_task.abort();
             return deny(format!(
-                "TLS with the client failed (does the sandbox trust the session CA?): {error}"
+                "TLS with the client failed (a client that does not trust the session CA fails here): {error}"
             ));
         }
         Err(_) => {
