@@ -39,18 +39,68 @@
 //! protection are the upstream's responsibility in that case. The upstream's
 //! own address is never address-checked: the user configured it (it is
 //! typically on a private network).
+//!
+//! ## Credential broker
+//!
+//! A secret such as an API key can stay on the host: the sandbox gets a
+//! random *placeholder* of the same shape, and [`ProxyConfig::credentials`]
+//! binds each [`Credential`] to hosts, methods, path prefixes and [`Place`]s
+//! in a request (a header, `Authorization: Basic`, a query parameter).
+//!
+//! * CONNECT to a port in `sni_ports` of a host some credential is bound to
+//!   is authorized exactly like any tunnel (policy, resolution, address
+//!   checks, upstream proxy, SNI). Then, instead of splicing, the proxy
+//!   terminates the client's TLS with a certificate for that host signed by
+//!   the per-session CA ([`SessionCa`], [`ProxyConfig::ca`]; the sandbox
+//!   trusts its certificate, its key never leaves the proxy), and opens its
+//!   own TLS connection to the real server, verified against the system's
+//!   roots plus [`ProxyConfig::upstream_roots`]. Both sides speak HTTP/1.1
+//!   (ALPN `http/1.1`); requests and bodies are streamed through, one
+//!   upstream connection per client connection.
+//! * Every request on it must name the CONNECT host (`Host`, or the
+//!   authority of an absolute target), else `403 bad-request`. Then every
+//!   placeholder in the request head is looked for: in each header value (as
+//!   is, and percent-decoded), inside `Authorization: Basic`, in the URL path
+//!   and query (also percent-decoded). A credential whose placeholder occurs
+//!   is injected only if the host, method and path are bound and *every*
+//!   occurrence is in a bound place (a percent-encoded placeholder in a
+//!   header, or one in the URL path, is in none); then the placeholder is
+//!   replaced by the value there (Basic re-encoded, a query value
+//!   percent-encoded). A path prefix never matches a path with `.` or `..`
+//!   segments. Otherwise
+//!   the whole request is refused with `403 credential-not-bound` and a
+//!   plain-text body naming the credential and why. Requests without a
+//!   placeholder pass unchanged. Each request is logged with
+//!   [`Decision::credential`]; the tunnel itself is logged when it closes.
+//! * Where a value was injected, the response's headers and body have the
+//!   value replaced by the placeholder again, should the server echo it
+//!   (uncompressed bodies only).
+//! * A plain-HTTP request carrying a placeholder is refused with
+//!   `credential-not-bound`: credentials are only sent over TLS the proxy
+//!   verified.
+//! * The client's TLS failing (it does not trust the session CA) or the
+//!   server's certificate failing verification is logged as a
+//!   `connect-failed` denial saying which, and the connection is closed.
+//!
+//! Every other host is spliced as before and never decrypted. The real
+//! value never appears in the log, in an error, in a response the proxy
+//! makes, or in `Debug` output.
 
+pub mod broker;
 mod log;
 mod policy;
 mod server;
 mod splice;
+mod terminate;
 mod tls;
 mod upstream;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
+pub use crate::broker::{BrokerError, Credential, Place, SessionCa};
 pub use crate::log::{Decision, read_log};
 pub use crate::policy::{NetworkMode, Policy, Reason, Verdict, check_addr, check_name, is_public};
 pub use crate::server::{ProxyHandle, start};
@@ -88,6 +138,15 @@ pub struct ProxyConfig {
     /// CONNECT ports on which the client must speak TLS first and whose SNI
     /// must match the CONNECT host. Default `[443]`.
     pub sni_ports: Vec<u16>,
+    /// Brokered credentials (see the crate documentation). Empty by default:
+    /// no TLS is ever terminated.
+    pub credentials: Vec<Credential>,
+    /// The session CA that signs the certificates shown to the sandbox for
+    /// brokered hosts. Required when `credentials` is not empty.
+    pub ca: Option<Arc<SessionCa>>,
+    /// PEM bundles trusted, besides the system's roots, when verifying the
+    /// real servers of brokered hosts.
+    pub upstream_roots: Vec<Vec<u8>>,
 }
 
 impl Default for ProxyConfig {
@@ -100,6 +159,9 @@ impl Default for ProxyConfig {
             session: String::new(),
             trusted_addrs: Vec::new(),
             sni_ports: vec![443],
+            credentials: Vec::new(),
+            ca: None,
+            upstream_roots: Vec::new(),
         }
     }
 }
@@ -141,6 +203,15 @@ pub enum ProxyError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("credentials are configured but there is no session CA to terminate TLS with")]
+    NoSessionCa,
+    /// A credential that cannot be used; `why` never holds its value.
+    #[error("credential {name:?}: {why}")]
+    BadCredential { name: String, why: String },
+    #[error("upstream_roots bundle {index}: {why}")]
+    BadUpstreamRoots { index: usize, why: String },
+    #[error("credential broker: {0}")]
+    Broker(#[from] BrokerError),
     #[error("proxy log {} line {line}: {source}", path.display())]
     LogParse {
         path: PathBuf,

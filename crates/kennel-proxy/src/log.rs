@@ -38,6 +38,10 @@ pub struct Decision {
     /// The upstream proxy this connection went through, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via: Option<String>,
+    /// The brokered credential injected into this request (several:
+    /// comma-separated), or the one it was refused for. Never its value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
     /// Bytes from the sandbox to the destination (tunnel payload, or request body).
     pub bytes_up: u64,
     /// Bytes from the destination to the sandbox (tunnel payload, or response body).
@@ -195,6 +199,7 @@ mod tests {
             reason: "allowlisted".into(),
             detail: String::new(),
             via: None,
+            credential: None,
             bytes_up: 1,
             bytes_down: 2,
             duration_ms: 3,

@@ -54,10 +54,14 @@ pub enum Reason {
     /// The policy allowed the connection but the destination (or the upstream
     /// proxy) could not be reached.
     ConnectFailed,
+    /// The request carries a brokered credential's placeholder where the
+    /// credential is not bound (another host, method, path or place in the
+    /// request, or plain HTTP).
+    CredentialNotBound,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Self::ModeNone,
         Self::NotAllowlisted,
         Self::Denied,
@@ -67,6 +71,7 @@ impl Reason {
         Self::NotTls,
         Self::BadRequest,
         Self::ConnectFailed,
+        Self::CredentialNotBound,
     ];
 
     pub fn code(self) -> &'static str {
@@ -80,6 +85,7 @@ impl Reason {
             Self::NotTls => "not-tls",
             Self::BadRequest => "bad-request",
             Self::ConnectFailed => "connect-failed",
+            Self::CredentialNotBound => "credential-not-bound",
         }
     }
 
@@ -317,7 +323,7 @@ pub(crate) fn normalize_host(host: &str) -> Option<String> {
 }
 
 /// Does a normalized host match an allow/deny pattern?
-fn pattern_matches(pattern: &str, host: &str) -> bool {
+pub(crate) fn pattern_matches(pattern: &str, host: &str) -> bool {
     let pattern = pattern.trim();
     if let Some(suffix) = pattern.strip_prefix("*.") {
         let Some(suffix) = normalize_host(suffix) else {

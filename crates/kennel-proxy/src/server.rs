@@ -24,19 +24,21 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::broker::{self, Broker, Scrubber};
 use crate::log::{Decision, LogSink, rfc3339};
 use crate::policy::{
     NetworkMode, Policy, Reason, Verdict, check_addr, check_name, cidr_contains, normalize_host,
 };
 use crate::splice::{Sock, pump};
+use crate::terminate;
 use crate::tls::{Hello, MAX_HELLO, parse_client_hello};
 use crate::upstream::Upstream;
 use crate::{Listen, ProxyConfig, ProxyError, REASON_HEADER, Stats};
 
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const TUNNEL_BUF: usize = 256 * 1024;
 
@@ -101,7 +103,7 @@ struct Counters {
     denied: AtomicU64,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     policy: Policy,
     hosts: HashMap<String, Vec<IpAddr>>,
     upstream: Option<Upstream>,
@@ -109,8 +111,10 @@ struct Shared {
     session: String,
     trusted: Vec<(IpAddr, u8)>,
     sni_ports: Vec<u16>,
+    /// Present when credentials are configured.
+    pub(crate) broker: Option<Broker>,
     counters: Arc<Counters>,
-    shutdown: watch::Receiver<bool>,
+    pub(crate) shutdown: watch::Receiver<bool>,
     /// Dropped when the last task holding `Shared` ends.
     _alive: mpsc::Sender<()>,
 }
@@ -133,6 +137,13 @@ pub async fn start(config: ProxyConfig, listen: Listen) -> Result<ProxyHandle, P
         .as_deref()
         .map(Upstream::parse)
         .transpose()?;
+    let broker = if config.credentials.is_empty() {
+        None
+    } else {
+        broker::validate(&config.credentials)?;
+        let ca = config.ca.ok_or(ProxyError::NoSessionCa)?;
+        Some(Broker::new(config.credentials, ca, &config.upstream_roots)?)
+    };
     let log = LogSink::open(config.log_file.as_deref())?;
     let mut hosts = HashMap::new();
     for (name, addrs) in config.hosts {
@@ -152,6 +163,7 @@ pub async fn start(config: ProxyConfig, listen: Listen) -> Result<ProxyHandle, P
         session: config.session,
         trusted: config.trusted_addrs,
         sni_ports: config.sni_ports,
+        broker,
         counters: counters.clone(),
         shutdown: shutdown_rx.clone(),
         _alive: alive_tx,
@@ -279,18 +291,21 @@ where
 }
 
 /// A request in flight, until it is logged.
-struct Pending {
+#[derive(Clone)]
+pub(crate) struct Pending {
     time: SystemTime,
     started: Instant,
     method: String,
-    host: String,
-    port: u16,
-    addr: Option<IpAddr>,
-    via: Option<String>,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) addr: Option<IpAddr>,
+    pub(crate) via: Option<String>,
+    /// The brokered credential(s) injected, or refused.
+    pub(crate) credential: Option<String>,
 }
 
 impl Pending {
-    fn new(method: &Method) -> Self {
+    pub(crate) fn new(method: &Method) -> Self {
         Self {
             time: SystemTime::now(),
             started: Instant::now(),
@@ -299,6 +314,7 @@ impl Pending {
             port: 0,
             addr: None,
             via: None,
+            credential: None,
         }
     }
 
@@ -322,7 +338,7 @@ struct Refusal {
 }
 
 impl Shared {
-    fn record(
+    pub(crate) fn record(
         &self,
         p: &Pending,
         verdict: Result<&str, Reason>,
@@ -351,6 +367,7 @@ impl Shared {
             reason,
             detail,
             via: p.via.clone(),
+            credential: p.credential.clone(),
             bytes_up: up,
             bytes_down: down,
             duration_ms: p.started.elapsed().as_millis() as u64,
@@ -358,9 +375,18 @@ impl Shared {
     }
 
     /// Log a denial and build the refusal response.
-    fn refuse(&self, p: &Pending, reason: Reason, detail: String) -> Response<ProxyBody> {
+    pub(crate) fn refuse(
+        &self,
+        p: &Pending,
+        reason: Reason,
+        detail: String,
+    ) -> Response<ProxyBody> {
         self.record(p, Err(reason), detail.clone(), 0, 0);
         refusal(self.policy.mode, reason, &p.host, &detail)
+    }
+
+    pub(crate) fn mode(&self) -> NetworkMode {
+        self.policy.mode
     }
 
     fn is_trusted(&self, addr: IpAddr) -> bool {
@@ -496,7 +522,7 @@ async fn connect_any(addrs: &[IpAddr], port: u16) -> Result<(TcpStream, IpAddr),
     Err(last)
 }
 
-fn authority(host: &str, port: u16) -> String {
+pub(crate) fn authority(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -563,6 +589,12 @@ async fn connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
         }
     };
     let sni_check = shared.sni_ports.contains(&port);
+    // A TLS port of a host with a bound credential: terminated, not spliced.
+    let terminated = sni_check
+        && shared
+            .broker
+            .as_ref()
+            .is_some_and(|broker| broker.terminates(&p.host));
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -578,7 +610,11 @@ async fn connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
                 return;
             }
         };
-        tunnel(shared, p, target.why, upgraded, server, leftover, sni_check).await;
+        if terminated {
+            terminate::serve(shared, p, target.why, upgraded, server, leftover).await;
+        } else {
+            tunnel(shared, p, target.why, upgraded, server, leftover, sni_check).await;
+        }
     });
     let mut resp = Response::new(ProxyBody::empty());
     *resp.status_mut() = StatusCode::OK;
@@ -587,7 +623,7 @@ async fn connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
 
 /// The client end of a tunnel: the raw socket when hyper hands it back (the
 /// usual case, spliced), else hyper's upgraded stream (copied).
-enum ClientEnd {
+pub(crate) enum ClientEnd {
     Raw(Sock),
     Upgraded(TokioIo<Upgraded>),
 }
@@ -595,7 +631,7 @@ enum ClientEnd {
 impl ClientEnd {
     /// The client stream plus whatever hyper had already read past the
     /// CONNECT request head.
-    fn from_upgraded(upgraded: Upgraded) -> (Self, Vec<u8>) {
+    pub(crate) fn from_upgraded(upgraded: Upgraded) -> (Self, Vec<u8>) {
         let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 return (
@@ -625,6 +661,44 @@ impl ClientEnd {
         match self {
             ClientEnd::Raw(s) => s.write_all(buf).await,
             ClientEnd::Upgraded(s) => s.write_all(buf).await,
+        }
+    }
+}
+
+impl AsyncRead for ClientEnd {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientEnd::Raw(s) => Pin::new(s).poll_read(cx, buf),
+            ClientEnd::Upgraded(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientEnd {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientEnd::Raw(s) => Pin::new(s).poll_write(cx, data),
+            ClientEnd::Upgraded(s) => Pin::new(s).poll_write(cx, data),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientEnd::Raw(s) => Pin::new(s).poll_flush(cx),
+            ClientEnd::Upgraded(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientEnd::Raw(s) => Pin::new(s).poll_shutdown(cx),
+            ClientEnd::Upgraded(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -709,7 +783,7 @@ async fn tunnel(
 
 /// Read (and keep) the client's ClientHello, starting from the bytes already
 /// read; check its SNI against `host`.
-async fn read_hello(
+pub(crate) async fn read_hello(
     client: &mut ClientEnd,
     early: Vec<u8>,
     host: &str,
@@ -755,10 +829,10 @@ async fn read_hello(
 }
 
 /// Counts bytes read from (up) and written to (down) the client.
-struct Counted<'a, T> {
-    inner: T,
-    up: &'a AtomicU64,
-    down: &'a AtomicU64,
+pub(crate) struct Counted<'a, T> {
+    pub(crate) inner: T,
+    pub(crate) up: &'a AtomicU64,
+    pub(crate) down: &'a AtomicU64,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Counted<'_, T> {
@@ -824,6 +898,13 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
     if port == 0 {
         return shared.refuse(&p, Reason::BadRequest, "port 0".into());
     }
+    let (parts, body) = req.into_parts();
+    if let Some(broker) = &shared.broker
+        && let Err(not_bound) = broker.check_plain(&p.host, &parts)
+    {
+        p.credential = Some(not_bound.credential.clone());
+        return shared.refuse(&p, Reason::CredentialNotBound, not_bound.to_string());
+    }
     let target = match shared.authorize(auth.host(), port).await {
         Ok(target) => target,
         Err(refusal) => {
@@ -876,7 +957,6 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
         }
     });
 
-    let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     // The Host header always names the URL's host: no virtual-host fronting
@@ -946,10 +1026,10 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
         up,
         down: 0,
     };
-    Response::from_parts(parts, ProxyBody::Relay { inner: body, log })
+    Response::from_parts(parts, ProxyBody::relay(body, log, None))
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -976,12 +1056,12 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Logs a forwarded request when its response body is done (or dropped).
-struct HttpLog {
-    shared: Arc<Shared>,
-    pending: Pending,
-    why: &'static str,
-    up: Arc<AtomicU64>,
-    down: u64,
+pub(crate) struct HttpLog {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) pending: Pending,
+    pub(crate) why: &'static str,
+    pub(crate) up: Arc<AtomicU64>,
+    pub(crate) down: u64,
 }
 
 impl Drop for HttpLog {
@@ -993,9 +1073,9 @@ impl Drop for HttpLog {
 }
 
 /// The request body on its way to the server, counted.
-struct CountingBody {
-    inner: Incoming,
-    counter: Arc<AtomicU64>,
+pub(crate) struct CountingBody {
+    pub(crate) inner: Incoming,
+    pub(crate) counter: Arc<AtomicU64>,
 }
 
 impl Body for CountingBody {
@@ -1023,14 +1103,95 @@ impl Body for CountingBody {
 }
 
 /// What the proxy answers with: its own short bodies, or a relayed response.
-enum ProxyBody {
+pub(crate) enum ProxyBody {
     Full(Option<Bytes>),
-    Relay { inner: Incoming, log: HttpLog },
+    Relay {
+        inner: Incoming,
+        log: HttpLog,
+        /// Brokered requests: hides injected values the server echoes.
+        scrub: Option<Box<Scrubbing>>,
+    },
 }
 
 impl ProxyBody {
     fn empty() -> Self {
         ProxyBody::Full(None)
+    }
+
+    pub(crate) fn relay(inner: Incoming, log: HttpLog, scrubber: Option<Scrubber>) -> Self {
+        ProxyBody::Relay {
+            inner,
+            log,
+            scrub: scrubber.map(|scrubber| {
+                Box::new(Scrubbing {
+                    scrubber,
+                    trailers: None,
+                    done: false,
+                })
+            }),
+        }
+    }
+}
+
+type PolledFrame = Option<Result<Frame<Bytes>, hyper::Error>>;
+
+/// A relayed body on its way through a [`Scrubber`].
+pub(crate) struct Scrubbing {
+    scrubber: Scrubber,
+    /// A trailers frame held back while the scrubber's last bytes go out.
+    trailers: Option<Frame<Bytes>>,
+    /// The server's body has ended.
+    done: bool,
+}
+
+enum Step {
+    Send(PolledFrame),
+    /// Everything was held back: read more from the server.
+    PollAgain,
+}
+
+impl Scrubbing {
+    /// What is still to send once the server's body ended.
+    fn pending(&mut self) -> Option<PolledFrame> {
+        if let Some(frame) = self.trailers.take() {
+            return Some(Some(Ok(frame)));
+        }
+        self.done.then_some(None)
+    }
+
+    /// What to send for what the server's body yielded.
+    fn step(&mut self, polled: PolledFrame) -> Step {
+        match polled {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    let out = self.scrubber.push(&data);
+                    if out.is_empty() {
+                        Step::PollAgain
+                    } else {
+                        Step::Send(Some(Ok(Frame::data(Bytes::from(out)))))
+                    }
+                }
+                Err(trailers) => {
+                    let rest = self.scrubber.finish();
+                    if rest.is_empty() {
+                        Step::Send(Some(Ok(trailers)))
+                    } else {
+                        self.trailers = Some(trailers);
+                        Step::Send(Some(Ok(Frame::data(Bytes::from(rest)))))
+                    }
+                }
+            },
+            Some(Err(error)) => Step::Send(Some(Err(error))),
+            None => {
+                self.done = true;
+                let rest = self.scrubber.finish();
+                if rest.is_empty() {
+                    Step::Send(None)
+                } else {
+                    Step::Send(Some(Ok(Frame::data(Bytes::from(rest)))))
+                }
+            }
+        }
     }
 }
 
@@ -1044,21 +1205,37 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            ProxyBody::Relay { inner, log } => {
-                let result = Pin::new(inner).poll_frame(cx);
-                if let Poll::Ready(Some(Ok(frame))) = &result
-                    && let Some(data) = frame.data_ref()
-                {
-                    log.down += data.len() as u64;
+            ProxyBody::Relay { inner, log, scrub } => {
+                if let Some(pending) = scrub.as_deref_mut().and_then(Scrubbing::pending) {
+                    return Poll::Ready(pending);
                 }
-                result
+                loop {
+                    let polled = std::task::ready!(Pin::new(&mut *inner).poll_frame(cx));
+                    if let Some(Ok(frame)) = &polled
+                        && let Some(data) = frame.data_ref()
+                    {
+                        log.down += data.len() as u64;
+                    }
+                    let Some(scrub) = scrub.as_deref_mut() else {
+                        return Poll::Ready(polled);
+                    };
+                    if let Step::Send(frame) = scrub.step(polled) {
+                        return Poll::Ready(frame);
+                    }
+                }
             }
         }
     }
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(data) => data.is_none(),
-            ProxyBody::Relay { inner, .. } => inner.is_end_stream(),
+            ProxyBody::Relay {
+                inner, scrub: None, ..
+            } => inner.is_end_stream(),
+            // Held-back bytes or trailers may still come.
+            ProxyBody::Relay {
+                scrub: Some(scrub), ..
+            } => scrub.done && scrub.trailers.is_none(),
         }
     }
     fn size_hint(&self) -> SizeHint {
@@ -1066,12 +1243,20 @@ impl Body for ProxyBody {
             ProxyBody::Full(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
+            ProxyBody::Relay {
+                scrub: Some(scrub), ..
+            } if !scrub.scrubber.keeps_length() => SizeHint::default(),
             ProxyBody::Relay { inner, .. } => inner.size_hint(),
         }
     }
 }
 
-fn refusal(mode: NetworkMode, reason: Reason, host: &str, detail: &str) -> Response<ProxyBody> {
+pub(crate) fn refusal(
+    mode: NetworkMode,
+    reason: Reason,
+    host: &str,
+    detail: &str,
+) -> Response<ProxyBody> {
     let shown = if host.is_empty() { "HOST" } else { host };
     let hint = match reason {
         Reason::ModeNone => format!(
@@ -1102,6 +1287,7 @@ fn refusal(mode: NetworkMode, reason: Reason, host: &str, detail: &str) -> Respo
         Reason::ConnectFailed => {
             "The network policy allowed it, but the server could not be reached.".to_string()
         }
+        Reason::CredentialNotBound => "kennel puts a credential's real value in place of its placeholder only on HTTPS requests to the hosts, methods, paths and places (header, Basic auth, query parameter) it is bound to; nothing was sent.".to_string(),
     };
     let text = format!(
         "kennel: connection to {shown} refused ({}): {detail}\n{hint}\n",

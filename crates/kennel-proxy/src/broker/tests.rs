@@ -1,0 +1,638 @@
+use super::*;
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Request;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::pki_types::UnixTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const GH_PLACEHOLDER: &str = "ghp_PLACEHOLDERplaceholder0000000000000";
+const GH_VALUE: &str = "ghp_realREALrealREALrealREALrealREAL1234";
+const AN_PLACEHOLDER: &str = "sk-ant-PLACEHOLDER-000000000000";
+const AN_VALUE: &str = "sk-ant-real/value+with=odd&chars";
+
+fn github() -> Credential {
+    Credential {
+        name: "GITHUB_TOKEN".into(),
+        placeholder: GH_PLACEHOLDER.into(),
+        value: GH_VALUE.into(),
+        hosts: vec!["github.com".into(), "*.github.com".into()],
+        places: vec![
+            Place::Header {
+                name: "Authorization".into(),
+            },
+            Place::Basic,
+        ],
+        methods: vec!["GET".into(), "POST".into()],
+        paths: vec!["/repos/acme/app/*".into(), "/acme/app.git/".into()],
+    }
+}
+
+fn anthropic() -> Credential {
+    Credential {
+        name: "ANTHROPIC_API_KEY".into(),
+        placeholder: AN_PLACEHOLDER.into(),
+        value: AN_VALUE.into(),
+        hosts: vec!["api.anthropic.com".into()],
+        places: vec![
+            Place::Header {
+                name: "x-api-key".into(),
+            },
+            Place::Query {
+                param: "key".into(),
+            },
+        ],
+        methods: Vec::new(),
+        paths: Vec::new(),
+    }
+}
+
+fn both() -> Vec<Credential> {
+    vec![github(), anthropic()]
+}
+
+fn head(method: &str, uri: &str, headers: &[(&str, &str)]) -> Parts {
+    let mut builder = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(()).expect("request").into_parts().0
+}
+
+fn header<'a>(parts: &'a Parts, name: &str) -> &'a str {
+    parts
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn basic(user_password: &str) -> String {
+    format!("Basic {}", BASE64.encode(user_password))
+}
+
+fn refused(result: Result<Injected, NotBound>) -> NotBound {
+    match result {
+        Ok(injected) => panic!("not refused; injected {:?}", injected.names()),
+        Err(not_bound) => {
+            let text = not_bound.to_string();
+            assert!(
+                !text.contains(GH_VALUE) && !text.contains(AN_VALUE),
+                "{text}"
+            );
+            not_bound
+        }
+    }
+}
+
+#[test]
+fn header_placeholder_is_swapped() {
+    let mut parts = head(
+        "POST",
+        "/v1/messages",
+        &[
+            ("x-api-key", AN_PLACEHOLDER),
+            ("content-type", "application/json"),
+        ],
+    );
+    let injected = swap(&both(), "api.anthropic.com", &mut parts).expect("bound");
+    assert_eq!(injected.names().as_deref(), Some("ANTHROPIC_API_KEY"));
+    assert_eq!(header(&parts, "x-api-key"), AN_VALUE);
+    assert!(parts.headers["x-api-key"].is_sensitive());
+    assert_eq!(header(&parts, "content-type"), "application/json");
+    assert!(!format!("{:?}", parts.headers).contains(AN_VALUE));
+}
+
+#[test]
+fn bearer_authorization_is_swapped_inside_the_value() {
+    let mut parts = head(
+        "GET",
+        "/repos/acme/app/pulls",
+        &[("authorization", &format!("Bearer {GH_PLACEHOLDER}"))],
+    );
+    let injected = swap(&both(), "api.github.com", &mut parts).expect("bound");
+    assert_eq!(injected.names().as_deref(), Some("GITHUB_TOKEN"));
+    assert_eq!(
+        header(&parts, "authorization"),
+        format!("Bearer {GH_VALUE}")
+    );
+}
+
+#[test]
+fn basic_password_and_user_parts_are_swapped() {
+    for (sent, expected) in [
+        (
+            format!("x-access-token:{GH_PLACEHOLDER}"),
+            format!("x-access-token:{GH_VALUE}"),
+        ),
+        (
+            format!("{GH_PLACEHOLDER}:x-oauth-basic"),
+            format!("{GH_VALUE}:x-oauth-basic"),
+        ),
+    ] {
+        let mut parts = head(
+            "GET",
+            "/acme/app.git/info/refs?service=git-upload-pack",
+            &[("authorization", &basic(&sent))],
+        );
+        let injected = swap(&both(), "github.com", &mut parts).expect("bound");
+        assert_eq!(header(&parts, "authorization"), basic(&expected));
+        // An echo of the header, or of its token alone, is scrubbed back.
+        let mut headers = HeaderMap::new();
+        headers.insert("x-echo", parts.headers["authorization"].clone());
+        let token = basic(&expected).split_off(6);
+        headers.insert("x-token", HeaderValue::from_str(&token).expect("token"));
+        injected.scrubber().expect("scrubber").headers(&mut headers);
+        assert_eq!(headers["x-echo"], basic(&sent).as_str());
+        assert_eq!(headers["x-token"], basic(&sent)[6..]);
+    }
+    // Scheme spelled differently by the client: kept.
+    let sent = format!("BASIC {}", BASE64.encode(format!("u:{GH_PLACEHOLDER}")));
+    let mut parts = head("GET", "/acme/app.git/", &[("authorization", &sent)]);
+    swap(&both(), "github.com", &mut parts).expect("bound");
+    assert_eq!(
+        header(&parts, "authorization"),
+        format!("BASIC {}", BASE64.encode(format!("u:{GH_VALUE}")))
+    );
+}
+
+#[test]
+fn basic_is_refused_where_only_a_header_is_bound() {
+    let mut only_header = github();
+    only_header.places = vec![Place::Header {
+        name: "authorization".into(),
+    }];
+    let mut parts = head(
+        "GET",
+        "/repos/acme/app/",
+        &[("authorization", &basic(&format!("x:{GH_PLACEHOLDER}")))],
+    );
+    let not_bound = refused(swap(&[only_header], "github.com", &mut parts));
+    assert!(
+        not_bound.why.contains("Authorization: Basic"),
+        "{}",
+        not_bound.why
+    );
+}
+
+#[test]
+fn query_value_is_swapped_and_re_encoded() {
+    // The client percent-encoded the placeholder's `-`; the other parameters
+    // keep their exact encoding.
+    let encoded = AN_PLACEHOLDER.replace('-', "%2D");
+    let uri = format!("/v1/models?a=1%202&key={encoded}&b=x+y&key2={AN_PLACEHOLDER}x");
+    let mut unbound_neighbour = head("GET", &uri, &[]);
+    // `key2` is another parameter: refused.
+    let not_bound = refused(swap(&both(), "api.anthropic.com", &mut unbound_neighbour));
+    assert!(
+        not_bound.why.contains("query parameter key2"),
+        "{}",
+        not_bound.why
+    );
+
+    let uri = format!("/v1/models?a=1%202&key={encoded}&b=x+y");
+    let mut parts = head("GET", &uri, &[]);
+    let injected = swap(&both(), "api.anthropic.com", &mut parts).expect("bound");
+    let expected_value = "sk-ant-real%2Fvalue%2Bwith%3Dodd%26chars";
+    assert_eq!(
+        parts.uri.query(),
+        Some(format!("a=1%202&key={expected_value}&b=x+y").as_str())
+    );
+    assert_eq!(parts.uri.path(), "/v1/models");
+    // Decoding gives the value back.
+    let decoded: Vec<u8> = percent_decode(expected_value.as_bytes()).collect();
+    assert_eq!(decoded, AN_VALUE.as_bytes());
+    // A server echoing the URL it got shows the client its placeholder.
+    let mut scrub = injected.scrubber().expect("scrubber");
+    let mut echoed = scrub.push(format!("you asked for {}", parts.uri).as_bytes());
+    echoed.extend(scrub.finish());
+    assert_eq!(
+        String::from_utf8(echoed).expect("utf8"),
+        format!("you asked for /v1/models?a=1%202&key={AN_PLACEHOLDER}&b=x+y")
+    );
+
+    // Not encoded at all, in the middle of the value.
+    let mut parts = head("GET", &format!("/x?key=pre{AN_PLACEHOLDER}post"), &[]);
+    swap(&both(), "api.anthropic.com", &mut parts).expect("bound");
+    assert_eq!(
+        parts.uri.query(),
+        Some(format!("key=pre{expected_value}post").as_str())
+    );
+}
+
+#[test]
+fn placeholder_in_an_unbound_header_is_refused() {
+    let mut parts = head(
+        "POST",
+        "/v1/messages",
+        &[("x-api-key", AN_PLACEHOLDER), ("x-debug", AN_PLACEHOLDER)],
+    );
+    let before = parts.headers.clone();
+    let not_bound = refused(swap(&both(), "api.anthropic.com", &mut parts));
+    assert_eq!(not_bound.credential, "ANTHROPIC_API_KEY");
+    assert!(
+        not_bound.why.contains("header x-debug"),
+        "{}",
+        not_bound.why
+    );
+    assert!(
+        not_bound.why.contains("header x-api-key"),
+        "{}",
+        not_bound.why
+    );
+    // Nothing was swapped before the refusal.
+    assert_eq!(parts.headers, before);
+}
+
+#[test]
+fn placeholder_hidden_by_percent_encoding_or_in_the_path_is_refused() {
+    let encoded: String = AN_PLACEHOLDER
+        .bytes()
+        .map(|b| format!("%{b:02X}"))
+        .collect();
+    let mut parts = head("GET", "/", &[("x-api-key", &encoded)]);
+    let not_bound = refused(swap(&both(), "api.anthropic.com", &mut parts));
+    assert!(
+        not_bound.why.contains("percent-encoded"),
+        "{}",
+        not_bound.why
+    );
+
+    for path in [
+        format!("/keys/{AN_PLACEHOLDER}"),
+        format!("/keys/{encoded}"),
+    ] {
+        let mut parts = head("GET", &path, &[("x-api-key", AN_PLACEHOLDER)]);
+        let not_bound = refused(swap(&both(), "api.anthropic.com", &mut parts));
+        assert!(not_bound.why.contains("the URL path"), "{}", not_bound.why);
+    }
+
+    let mut parts = head("GET", &format!("/x?{AN_PLACEHOLDER}=1"), &[]);
+    let not_bound = refused(swap(&both(), "api.anthropic.com", &mut parts));
+    assert!(
+        not_bound.why.contains("query parameter name"),
+        "{}",
+        not_bound.why
+    );
+}
+
+#[test]
+fn wrong_host_method_or_path_is_refused() {
+    let auth = format!("Bearer {GH_PLACEHOLDER}");
+    let cases = [
+        (
+            "GET",
+            "/repos/acme/app/",
+            "evil.example",
+            "not to evil.example",
+        ),
+        (
+            "GET",
+            "/repos/acme/app/",
+            "github.com.evil.example",
+            "not to",
+        ),
+        (
+            "DELETE",
+            "/repos/acme/app/",
+            "api.github.com",
+            "method DELETE",
+        ),
+        ("GET", "/repos/other/app/", "api.github.com", "not under"),
+        (
+            "GET",
+            "/repos/acme/application",
+            "api.github.com",
+            "not under",
+        ),
+        (
+            "GET",
+            "/repos/acme/app/../../other/",
+            "api.github.com",
+            ". or ..",
+        ),
+        (
+            "GET",
+            "/repos/acme/app/%2e%2e/x",
+            "api.github.com",
+            ". or ..",
+        ),
+    ];
+    for (method, path, host, why) in cases {
+        let mut parts = head(method, path, &[("authorization", &auth)]);
+        let not_bound = refused(swap(&both(), host, &mut parts));
+        assert_eq!(not_bound.credential, "GITHUB_TOKEN");
+        assert!(
+            not_bound.why.contains(why),
+            "{method} {host}{path}: {}",
+            not_bound.why
+        );
+        assert_eq!(header(&parts, "authorization"), auth, "left as it was");
+    }
+    // Lower-case method names in the configuration still match.
+    let mut lower = github();
+    lower.methods = vec!["get".into()];
+    let mut parts = head("GET", "/repos/acme/app/x", &[("authorization", &auth)]);
+    swap(&[lower], "github.com", &mut parts).expect("bound");
+}
+
+#[test]
+fn two_credentials_in_one_request() {
+    let mut two_hosts = anthropic();
+    two_hosts.hosts.push("api.github.com".into());
+    let credentials = vec![github(), two_hosts];
+    let mut parts = head(
+        "POST",
+        &format!("/repos/acme/app/hooks?key={AN_PLACEHOLDER}"),
+        &[
+            ("authorization", &format!("token {GH_PLACEHOLDER}")),
+            ("x-api-key", AN_PLACEHOLDER),
+        ],
+    );
+    let injected = swap(&credentials, "api.github.com", &mut parts).expect("bound");
+    assert_eq!(
+        injected.names().as_deref(),
+        Some("GITHUB_TOKEN,ANTHROPIC_API_KEY")
+    );
+    assert_eq!(header(&parts, "authorization"), format!("token {GH_VALUE}"));
+    assert_eq!(header(&parts, "x-api-key"), AN_VALUE);
+    assert!(
+        parts
+            .uri
+            .query()
+            .is_some_and(|q| q.starts_with("key=sk-ant-real%2F"))
+    );
+
+    // One of the two not bound: the whole request is refused.
+    let mut parts = head(
+        "POST",
+        "/repos/acme/app/hooks",
+        &[
+            ("authorization", &format!("token {GH_PLACEHOLDER}")),
+            ("x-api-key", AN_PLACEHOLDER),
+        ],
+    );
+    let not_bound = refused(swap(&both(), "api.github.com", &mut parts));
+    assert_eq!(not_bound.credential, "ANTHROPIC_API_KEY");
+    assert_eq!(
+        header(&parts, "authorization"),
+        format!("token {GH_PLACEHOLDER}")
+    );
+}
+
+#[test]
+fn requests_without_a_placeholder_are_unchanged() {
+    let mut parts = head(
+        "PATCH",
+        "/anything/../at/all?q=%41",
+        &[
+            ("authorization", "Bearer something-else"),
+            ("x-api-key", "mine"),
+        ],
+    );
+    let before = (
+        parts.uri.clone(),
+        parts.headers.clone(),
+        parts.method.clone(),
+    );
+    let injected = swap(&both(), "api.github.com", &mut parts).expect("nothing to refuse");
+    assert_eq!(injected.names(), None);
+    assert!(injected.scrubber().is_none());
+    assert_eq!((parts.uri, parts.headers, parts.method), before);
+}
+
+#[test]
+fn plain_http_with_a_placeholder_is_refused() {
+    let parts = head(
+        "GET",
+        "http://api.github.com/repos/acme/app/",
+        &[("authorization", &format!("Bearer {GH_PLACEHOLDER}"))],
+    );
+    let not_bound = check_plain(&both(), "api.github.com", &parts).expect_err("refused");
+    assert!(
+        not_bound.why.contains("only sent over HTTPS"),
+        "{}",
+        not_bound.why
+    );
+
+    let parts = head(
+        "GET",
+        "http://evil.example/",
+        &[("x-api-key", AN_PLACEHOLDER)],
+    );
+    let not_bound = check_plain(&both(), "evil.example", &parts).expect_err("refused");
+    assert_eq!(not_bound.credential, "ANTHROPIC_API_KEY");
+    assert!(
+        not_bound.why.contains("not bound to evil.example"),
+        "{}",
+        not_bound.why
+    );
+
+    let parts = head("GET", "http://evil.example/", &[("x-api-key", "nothing")]);
+    assert_eq!(check_plain(&both(), "evil.example", &parts), Ok(()));
+}
+
+#[test]
+fn validate_rejects_unusable_credentials_without_showing_the_value() {
+    assert!(validate(&both()).is_ok());
+    type Change = fn(&mut Credential);
+    let cases: Vec<(Change, &str)> = vec![
+        (
+            |c| c.value = "line\r\nInjected: yes".into(),
+            "value contains a line break",
+        ),
+        (
+            |c| c.value = "trailing\n".into(),
+            "value contains a line break",
+        ),
+        (|c| c.value = "nul\0".into(), "NUL"),
+        (|c| c.value = String::new(), "value is empty"),
+        (|c| c.placeholder = "a\rb".into(), "placeholder contains"),
+        (|c| c.placeholder = String::new(), "placeholder is empty"),
+        (|c| c.hosts.clear(), "no host"),
+        (|c| c.places.clear(), "no place"),
+    ];
+    for (change, why) in cases {
+        let mut credential = github();
+        change(&mut credential);
+        let error = validate(&[credential.clone()]).expect_err(why).to_string();
+        assert!(
+            error.contains("GITHUB_TOKEN") && error.contains(why),
+            "{error}"
+        );
+        if !credential.value.is_empty() {
+            assert!(!error.contains(&credential.value), "{error}");
+        }
+    }
+    // Placeholders overlapping each other.
+    let mut inner = anthropic();
+    inner.placeholder = GH_PLACEHOLDER[..10].to_string();
+    let error = validate(&[github(), inner])
+        .expect_err("overlap")
+        .to_string();
+    assert!(error.contains("ANTHROPIC_API_KEY"), "{error}");
+}
+
+#[test]
+fn debug_and_serde_of_a_credential() {
+    let credential = github();
+    let debug = format!("{credential:?}");
+    assert!(
+        debug.contains("<redacted>") && debug.contains("GITHUB_TOKEN"),
+        "{debug}"
+    );
+    assert!(!debug.contains(GH_VALUE), "{debug}");
+
+    let json = serde_json::to_value(&anthropic().places).expect("json");
+    assert_eq!(
+        json,
+        serde_json::json!([
+            {"kind": "header", "name": "x-api-key"},
+            {"kind": "query", "param": "key"},
+        ])
+    );
+    let basic: Place = serde_json::from_str(r#"{"kind":"basic"}"#).expect("basic");
+    assert_eq!(basic, Place::Basic);
+    let text = serde_json::to_string(&credential).expect("json");
+    let back: Credential = serde_json::from_str(&text).expect("back");
+    assert_eq!(back, credential);
+}
+
+fn verify_leaf(
+    ca_pem: &str,
+    leaf: &CertificateDer<'static>,
+    host: &str,
+) -> Result<(), rustls::Error> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("ca pem"))
+        .expect("root");
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .expect("verifier");
+    verifier
+        .verify_server_cert(
+            leaf,
+            &[],
+            &ServerName::try_from(host.to_string()).expect("name"),
+            &[],
+            UnixTime::now(),
+        )
+        .map(drop)
+}
+
+use rustls::pki_types::ServerName;
+
+#[test]
+fn session_ca_signs_certificates_for_hosts() {
+    let ca = SessionCa::generate("s-1").expect("ca");
+    assert!(ca.cert_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(ca.key_pem().contains("PRIVATE KEY"));
+    assert!(!format!("{ca:?}").contains(ca.key_pem()));
+
+    let other = SessionCa::generate("s-1").expect("ca");
+    assert_ne!(ca.cert_pem(), other.cert_pem());
+    assert_ne!(ca.key_pem(), other.key_pem());
+
+    let (leaf, _) = ca.leaf("api.github.com").expect("leaf");
+    verify_leaf(ca.cert_pem(), &leaf, "api.github.com").expect("valid for its host");
+    assert!(verify_leaf(ca.cert_pem(), &leaf, "evil.example").is_err());
+    assert!(verify_leaf(other.cert_pem(), &leaf, "api.github.com").is_err());
+    let (ip_leaf, _) = ca.leaf("127.0.0.1").expect("ip leaf");
+    verify_leaf(ca.cert_pem(), &ip_leaf, "127.0.0.1").expect("valid for its address");
+
+    // The proxy daemon's copy, from the two PEM texts, signs for the same CA.
+    let copy = SessionCa::from_pem(ca.cert_pem(), ca.key_pem()).expect("from pem");
+    let (leaf, _) = copy.leaf("github.com").expect("leaf");
+    verify_leaf(ca.cert_pem(), &leaf, "github.com").expect("chain to the original");
+
+    assert!(matches!(
+        SessionCa::from_pem(ca.cert_pem(), other.key_pem()),
+        Err(BrokerError::BadCa(_))
+    ));
+    assert!(SessionCa::from_pem("junk", ca.key_pem()).is_err());
+    assert!(SessionCa::from_pem(ca.cert_pem(), "junk").is_err());
+}
+
+#[test]
+fn scrubber_replaces_values_split_across_chunks() {
+    let injected = Injected {
+        names: vec!["GITHUB_TOKEN".into(), "ANTHROPIC_API_KEY".into()],
+        echoes: both()
+            .into_iter()
+            .map(|c| (c.value.into_bytes(), c.placeholder.into_bytes()))
+            .collect(),
+    };
+    let body = format!("echo: {GH_VALUE} and {AN_VALUE}, again {GH_VALUE}.");
+    let expected = format!("echo: {GH_PLACEHOLDER} and {AN_PLACEHOLDER}, again {GH_PLACEHOLDER}.");
+    for size in [1, 2, 3, 7, 40, 1000] {
+        let mut scrub = injected.scrubber().expect("scrubber");
+        let mut out = Vec::new();
+        for chunk in body.as_bytes().chunks(size) {
+            out.extend(scrub.push(chunk));
+        }
+        out.extend(scrub.finish());
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            expected,
+            "chunks of {size}"
+        );
+    }
+    let scrub = injected.scrubber().expect("scrubber");
+    assert!(!scrub.keeps_length());
+    let mut headers = HeaderMap::new();
+    headers.insert("x-echo", HeaderValue::from_static(AN_VALUE));
+    scrub.headers(&mut headers);
+    assert_eq!(headers["x-echo"], AN_PLACEHOLDER);
+}
+
+/// hyper reassembles a request head that arrives one byte per read; the swap
+/// sees the whole head.
+#[tokio::test]
+async fn swap_on_a_request_arriving_one_byte_at_a_time() {
+    // A duplex buffer of one byte: every read on the server side gets one byte.
+    let (mut client, server) = tokio::io::duplex(1);
+    let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+        let (mut parts, _body) = req.into_parts();
+        let text = match swap(&both(), "api.anthropic.com", &mut parts) {
+            Ok(injected) => format!(
+                "{} key={} query={}",
+                injected.names().unwrap_or_default(),
+                header(&parts, "x-api-key"),
+                parts.uri.query().unwrap_or("")
+            ),
+            Err(not_bound) => format!("refused: {not_bound}"),
+        };
+        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(text))))
+    });
+    let served = tokio::spawn(
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(server), service),
+    );
+    let request = format!(
+        "GET /v1/models?key={AN_PLACEHOLDER} HTTP/1.1\r\nHost: api.anthropic.com\r\n\
+         X-Api-Key: {AN_PLACEHOLDER}\r\nConnection: close\r\n\r\n"
+    );
+    let exchange = async {
+        for byte in request.as_bytes() {
+            client.write_all(&[*byte]).await.expect("write");
+        }
+        let mut reply = Vec::new();
+        client.read_to_end(&mut reply).await.expect("read");
+        String::from_utf8(reply).expect("utf8")
+    };
+    let reply = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("in time");
+    assert!(
+        reply.ends_with(&format!(
+            "ANTHROPIC_API_KEY key={AN_VALUE} query=key=sk-ant-real%2Fvalue%2Bwith%3Dodd%26chars"
+        )),
+        "{reply}"
+    );
+    served.await.expect("join").expect("served");
+}

@@ -1,0 +1,399 @@
+//! CONNECT tunnels to hosts with a bound credential: the client's TLS is
+//! terminated with a certificate from the session CA, the proxy opens its
+//! own verified TLS connection to the real server, and HTTP/1.1 requests go
+//! across one by one, with placeholders swapped (see `broker.rs`).
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::http::request::Parts;
+use hyper::http::uri::Authority;
+use hyper::service::service_fn;
+use hyper::upgrade::Upgraded;
+use hyper::{Request, Response, Uri, Version};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::policy::{Reason, normalize_host};
+use crate::server::{
+    ClientEnd, Counted, CountingBody, HEADER_TIMEOUT, HELLO_TIMEOUT, HttpLog, Pending, ProxyBody,
+    Shared, authority, read_hello, refusal, strip_hop_by_hop,
+};
+
+/// Serve a brokered tunnel until either side closes (or the proxy shuts
+/// down). `server` is the TCP connection to the real server (or to the
+/// upstream proxy's tunnel, with `leftover` bytes it already sent).
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    p: Pending,
+    why: &'static str,
+    upgraded: Upgraded,
+    server: TcpStream,
+    leftover: Vec<u8>,
+) {
+    let Some(broker) = shared.broker.as_ref() else {
+        return; // connect() only comes here when there is a broker
+    };
+    let deny = |detail: String| shared.record(&p, Err(Reason::ConnectFailed), detail, 0, 0);
+    let (mut client, early) = ClientEnd::from_upgraded(upgraded);
+    let hello = match read_hello(&mut client, early, &p.host).await {
+        Ok(hello) => hello,
+        Err((reason, detail)) => {
+            shared.record(&p, Err(reason), detail, 0, 0);
+            return;
+        }
+    };
+    let server_tls = match broker.server_tls(&p.host) {
+        Ok(config) => config,
+        Err(error) => return deny(format!("cannot make a certificate for {}: {error}", p.host)),
+    };
+    let Ok(server_name) = ServerName::try_from(p.host.clone()) else {
+        return deny(format!(
+            "{:?} cannot be verified as a TLS server name",
+            p.host
+        ));
+    };
+
+    // The real server first: a client that gets a handshake from us should
+    // find a verified server behind it.
+    let connector = TlsConnector::from(broker.upstream_tls());
+    let opened = tokio::time::timeout(
+        HELLO_TIMEOUT,
+        connector.connect(server_name, Prefixed::new(leftover, server)),
+    )
+    .await;
+    let upstream = match opened {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return deny(upstream_tls_failure(&p.host, &error)),
+        Err(_) => {
+            return deny(format!(
+                "TLS with the server {} did not complete within 10 s",
+                p.host
+            ));
+        }
+    };
+    let (sender, upstream_conn) = match hyper::client::conn::http1::handshake::<_, CountingBody>(
+        TokioIo::new(upstream),
+    )
+    .await
+    {
+        Ok(pair) => pair,
+        Err(error) => return deny(format!("HTTP with the server {}: {error}", p.host)),
+    };
+    let mut upstream_task = tokio::spawn(async move {
+        if let Err(error) = upstream_conn.await {
+            tracing::debug!(%error, "brokered server connection ended with an error");
+        }
+    });
+
+    let up = AtomicU64::new(0);
+    let down = AtomicU64::new(0);
+    let counted = Counted {
+        inner: Prefixed::new(hello, client),
+        up: &up,
+        down: &down,
+    };
+    let accepted =
+        tokio::time::timeout(HELLO_TIMEOUT, TlsAcceptor::from(server_tls).accept(counted)).await;
+    let client_tls = match accepted {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            upstream_task.abort();
+            return deny(format!(
+                "TLS with the client failed (a client that does not trust the session CA fails here): {error}"
+            ));
+        }
+        Err(_) => {
+            upstream_task.abort();
+            return deny("TLS with the client did not complete within 10 s".to_string());
+        }
+    };
+
+    let context = Arc::new(Terminated {
+        shared: shared.clone(),
+        tunnel: p.clone(),
+        why,
+        sender: tokio::sync::Mutex::new(sender),
+        requests: AtomicU64::new(0),
+    });
+    let service_context = context.clone();
+    let service = service_fn(move |req| {
+        let context = service_context.clone();
+        async move { Ok::<_, Infallible>(context.forward(req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(client_tls), service);
+    tokio::pin!(conn);
+    let mut shutdown = shared.shutdown.clone();
+    let mut upstream_closed = false;
+    let ended = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result.err().map(|error| format!("; ended: {error}")),
+            // The server closed its side: finish the response in flight, then
+            // close ours too, so that the client opens a new tunnel (as it
+            // would have had to with the server itself).
+            _ = &mut upstream_task, if !upstream_closed => {
+                upstream_closed = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = shutdown.changed() => break Some("; proxy shut down".to_string()),
+        }
+    };
+    upstream_task.abort();
+    let requests = context.requests.load(Ordering::Relaxed);
+    shared.record(
+        &p,
+        Ok(why),
+        format!(
+            "TLS terminated by the credential broker, {requests} request(s){}",
+            ended.unwrap_or_default()
+        ),
+        up.load(Ordering::Relaxed),
+        down.load(Ordering::Relaxed),
+    );
+}
+
+fn upstream_tls_failure(host: &str, error: &io::Error) -> String {
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(why)) => {
+            format!("the server's certificate for {host} failed verification: {why:?}")
+        }
+        _ => format!("TLS with the server {host} failed: {error}"),
+    }
+}
+
+/// One terminated tunnel, as its requests see it.
+struct Terminated {
+    shared: Arc<Shared>,
+    /// The CONNECT's host, port, address and upstream proxy.
+    tunnel: Pending,
+    why: &'static str,
+    /// HTTP/1.1 serves one request at a time; the lock only hands the
+    /// connection from one request to the next.
+    sender: tokio::sync::Mutex<SendRequest<CountingBody>>,
+    requests: AtomicU64,
+}
+
+impl Terminated {
+    async fn forward(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let shared = &self.shared;
+        let mut p = Pending::new(req.method());
+        p.host = self.tunnel.host.clone();
+        p.port = self.tunnel.port;
+        p.addr = self.tunnel.addr;
+        p.via = self.tunnel.via.clone();
+
+        let (mut parts, body) = req.into_parts();
+        if let Err(detail) = names_the_tunnel_host(&parts, &p.host, p.port) {
+            return shared.refuse(&p, Reason::BadRequest, detail);
+        }
+        strip_hop_by_hop(&mut parts.headers);
+        let Some(broker) = shared.broker.as_ref() else {
+            return shared.refuse(&p, Reason::BadRequest, "no credential broker".into());
+        };
+        let injected = match broker.swap(&p.host, &mut parts) {
+            Ok(injected) => injected,
+            Err(not_bound) => {
+                p.credential = Some(not_bound.credential.clone());
+                return shared.refuse(&p, Reason::CredentialNotBound, not_bound.to_string());
+            }
+        };
+        p.credential = injected.names();
+
+        let target = parts
+            .uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/")
+            .parse::<Uri>();
+        let Ok(target) = target else {
+            return shared.refuse(&p, Reason::BadRequest, "bad request target".into());
+        };
+        let host_header = if p.port == 443 {
+            authority(&p.host, p.port)
+                .trim_end_matches(":443")
+                .to_string()
+        } else {
+            authority(&p.host, p.port)
+        };
+        match HeaderValue::from_str(&host_header) {
+            Ok(value) => {
+                parts.headers.insert(header::HOST, value);
+            }
+            Err(_) => return shared.refuse(&p, Reason::BadRequest, "bad host".into()),
+        }
+        let up = Arc::new(AtomicU64::new(0));
+        let mut out = Request::new(CountingBody {
+            inner: body,
+            counter: up.clone(),
+        });
+        *out.method_mut() = parts.method;
+        *out.uri_mut() = target;
+        *out.version_mut() = Version::HTTP_11;
+        *out.headers_mut() = parts.headers;
+
+        let sent = {
+            let mut sender = self.sender.lock().await;
+            match sender.ready().await {
+                Ok(()) => Ok(sender.send_request(out)),
+                Err(error) => Err(error),
+            }
+        };
+        let answered = match sent {
+            Ok(response) => response.await,
+            Err(error) => Err(error),
+        };
+        let resp = match answered {
+            Ok(resp) => resp,
+            Err(error) => {
+                let detail = format!("the server did not answer: {error}");
+                shared.record(
+                    &p,
+                    Err(Reason::ConnectFailed),
+                    detail.clone(),
+                    up.load(Ordering::Relaxed),
+                    0,
+                );
+                let mut resp = refusal(shared.mode(), Reason::ConnectFailed, &p.host, &detail);
+                // This tunnel's server connection is gone; the client needs a new one.
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return resp;
+            }
+        };
+        let (mut head, body) = resp.into_parts();
+        let server_closes = asks_to_close(&head.headers);
+        strip_hop_by_hop(&mut head.headers);
+        if server_closes {
+            head.headers
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let scrub = injected.scrubber();
+        if let Some(scrub) = &scrub {
+            scrub.headers(&mut head.headers);
+            if !scrub.keeps_length() {
+                head.headers.remove(header::CONTENT_LENGTH);
+            }
+        }
+        let log = HttpLog {
+            shared: shared.clone(),
+            pending: p,
+            why: self.why,
+            up,
+            down: 0,
+        };
+        Response::from_parts(head, ProxyBody::relay(body, log, scrub))
+    }
+}
+
+/// A request inside a tunnel must be for the tunnel's host (no fronting
+/// another name past the policy check): its `Host` header and the authority
+/// of an absolute target, whichever it has, and the port when one is given.
+fn names_the_tunnel_host(parts: &Parts, host: &str, port: u16) -> Result<(), String> {
+    let mut named: Vec<&str> = Vec::new();
+    if let Some(target) = parts.uri.authority() {
+        named.push(target.as_str());
+    }
+    for value in parts.headers.get_all(header::HOST) {
+        named.push(
+            value
+                .to_str()
+                .map_err(|_| "the Host header is not text".to_string())?,
+        );
+    }
+    if named.is_empty() {
+        return Err("the request has no Host header".to_string());
+    }
+    for text in named {
+        let matches = text.parse::<Authority>().is_ok_and(|named| {
+            normalize_host(named.host()).as_deref() == Some(host)
+                && named.port_u16().is_none_or(|named_port| named_port == port)
+        });
+        if !matches {
+            return Err(format!(
+                "the request is for {text:?}, but this tunnel is to {}",
+                authority(host, port)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn asks_to_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("close"))
+}
+
+/// A stream that first yields bytes already read from it.
+pub(crate) struct Prefixed<T> {
+    prefix: Vec<u8>,
+    at: usize,
+    inner: T,
+}
+
+impl<T> Prefixed<T> {
+    pub(crate) fn new(prefix: Vec<u8>, inner: T) -> Self {
+        Self {
+            prefix,
+            at: 0,
+            inner,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.at < this.prefix.len() {
+            let n = buf.remaining().min(this.prefix.len() - this.at);
+            buf.put_slice(&this.prefix[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

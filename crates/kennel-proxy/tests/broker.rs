@@ -1,0 +1,709 @@
+//! The credential broker against real sockets, loopback only: a TLS server
+//! with its own test CA stands in for the real API, the names `api.test`
+//! (a credential is bound to it) and `plain.test` (none is) map to it, and a
+//! client talks through the proxy trusting only what it should.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use kennel_proxy::{
+    Credential, Decision, Listen, NetworkMode, Place, Policy, ProxyConfig, ProxyError, ProxyHandle,
+    SessionCa, read_log, start,
+};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+const PLACEHOLDER: &str = "kph_PLACEHOLDER_0123456789abcdef";
+const VALUE: &str = "kv_realSECRETvalue/9876543210+xyz";
+const VALUE_IN_QUERY: &str = "kv_realSECRETvalue%2F9876543210%2Bxyz";
+
+#[allow(deprecated)] // ring, as in the proxy: see broker.rs
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The real API's own CA and its server certificate for both test names.
+struct TestPki {
+    ca_pem: String,
+    leaf: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+}
+
+fn test_pki() -> TestPki {
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("leaf key");
+    let leaf = CertificateParams::new(vec!["api.test".to_string(), "plain.test".to_string()])
+        .expect("leaf params")
+        .signed_by(&key, &issuer)
+        .expect("leaf");
+    TestPki {
+        ca_pem: ca_cert.pem(),
+        leaf: leaf.der().clone(),
+        key: PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key der"),
+    }
+}
+
+/// What the API server received: the request line and every header.
+#[derive(Debug)]
+struct Seen {
+    target: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A TLS + HTTP/1.1 server that reports each request on `seen` and answers
+/// with the request's headers (so an injected value comes back).
+async fn api_server(pki: &TestPki) -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![pki.leaf.clone()], pki.key.clone_key())
+        .expect("server config");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+    let addr = listener.local_addr().expect("api addr");
+    let (seen_tx, seen_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let seen_tx = seen_tx.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let seen_tx = seen_tx.clone();
+                    async move {
+                        let headers: Vec<(String, String)> = req
+                            .headers()
+                            .iter()
+                            .map(|(n, v)| {
+                                (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into())
+                            })
+                            .collect();
+                        let mut text = format!("{} {}\n", req.method(), req.uri());
+                        for (name, value) in &headers {
+                            text.push_str(&format!("{name}: {value}\n"));
+                        }
+                        let echo_key = req.headers().get("x-api-key").cloned();
+                        let _ = seen_tx.send(Seen {
+                            target: req.uri().to_string(),
+                            headers,
+                        });
+                        let mut response = Response::builder().header("x-api", "yes");
+                        if let Some(key) = echo_key {
+                            response = response.header("x-echo-key", key);
+                        }
+                        Ok::<_, Infallible>(
+                            response
+                                .body(Full::new(Bytes::from(text)))
+                                .expect("response"),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen_rx)
+}
+
+fn credential() -> Credential {
+    Credential {
+        name: "API_KEY".into(),
+        placeholder: PLACEHOLDER.into(),
+        value: VALUE.into(),
+        hosts: vec!["api.test".into()],
+        places: vec![
+            Place::Header {
+                name: "x-api-key".into(),
+            },
+            Place::Basic,
+            Place::Query {
+                param: "key".into(),
+            },
+        ],
+        methods: vec!["GET".into(), "POST".into()],
+        paths: vec!["/v1/*".into()],
+    }
+}
+
+fn config(log: &Path, api_port: u16, ca: &Arc<SessionCa>, roots: &TestPki) -> ProxyConfig {
+    let loopback: IpAddr = "127.0.0.1".parse().expect("ip");
+    let mut hosts = BTreeMap::new();
+    hosts.insert("api.test".to_string(), vec![loopback]);
+    hosts.insert("plain.test".to_string(), vec![loopback]);
+    ProxyConfig {
+        policy: Policy {
+            mode: NetworkMode::Allowlist,
+            allow: vec!["api.test".into(), "plain.test".into()],
+            deny: Vec::new(),
+        },
+        hosts,
+        log_file: Some(log.to_path_buf()),
+        session: "broker-test".into(),
+        trusted_addrs: vec![(loopback, 32)],
+        sni_ports: vec![api_port],
+        credentials: vec![credential()],
+        ca: Some(ca.clone()),
+        upstream_roots: vec![roots.ca_pem.as_bytes().to_vec()],
+        ..ProxyConfig::default()
+    }
+}
+
+async fn start_tcp(config: ProxyConfig) -> (ProxyHandle, SocketAddr) {
+    let handle = start(config, Listen::Tcp("127.0.0.1:0".parse().expect("addr")))
+        .await
+        .expect("start proxy");
+    let Listen::Tcp(addr) = handle.local_addr().clone() else {
+        panic!("not tcp")
+    };
+    (handle, addr)
+}
+
+/// CONNECT through the proxy; the stream once it answered 200.
+async fn connect(proxy: SocketAddr, target: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(proxy).await.expect("connect proxy");
+    stream
+        .write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .expect("write CONNECT");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(TIMEOUT, stream.read(&mut byte))
+            .await
+            .expect("CONNECT answer in time")
+            .expect("read CONNECT answer");
+        assert_ne!(n, 0, "closed: {:?}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    stream
+}
+
+fn trusting(pem: &str) -> TlsConnector {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(pem.as_bytes()).expect("pem"))
+        .expect("root");
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    TlsConnector::from(Arc::new(config))
+}
+
+async fn tls(
+    proxy: SocketAddr,
+    host: &str,
+    port: u16,
+    trust: &TlsConnector,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let stream = connect(proxy, &format!("{host}:{port}")).await;
+    let name = ServerName::try_from(host.to_string()).expect("name");
+    tokio::time::timeout(TIMEOUT, trust.connect(name, stream))
+        .await
+        .expect("handshake in time")
+}
+
+/// A response as the client saw it: status, head and body text.
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+async fn send<S>(stream: S, requests: Vec<Request<Empty<Bytes>>>) -> Vec<Answer>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("client handshake");
+    tokio::spawn(conn);
+    let mut answers = Vec::new();
+    for request in requests {
+        let response = tokio::time::timeout(TIMEOUT, sender.send_request(request))
+            .await
+            .expect("answer in time")
+            .expect("answer");
+        let status = response.status().as_u16();
+        let head = format!("{:?}", response.headers());
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        answers.push(Answer {
+            status,
+            head,
+            body: String::from_utf8_lossy(&body).into(),
+        });
+    }
+    answers
+}
+
+fn get(uri: &str, host: &str, headers: &[(&str, &str)]) -> Request<Empty<Bytes>> {
+    let mut builder = Request::builder().uri(uri).header("host", host);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Empty::new()).expect("request")
+}
+
+async fn wait_log(path: &Path, pred: impl Fn(&Decision) -> bool) -> Decision {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Ok(records) = read_log(path)
+            && let Some(found) = records.into_iter().find(|d| pred(d))
+        {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no matching record in {}: {:?}",
+            path.display(),
+            read_log(path)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn tmp() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("net.jsonl");
+    (dir, log)
+}
+
+async fn next_seen(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
+    tokio::time::timeout(TIMEOUT, seen.recv())
+        .await
+        .expect("the API got a request in time")
+        .expect("the API server runs")
+}
+
+#[tokio::test]
+async fn the_api_gets_the_value_and_the_sandbox_never_sees_it() {
+    let (_dir, log) = tmp();
+    let pki = test_pki();
+    let (api, mut seen) = api_server(&pki).await;
+    let ca = Arc::new(SessionCa::generate("broker-test").expect("session ca"));
+    let (proxy, addr) = start_tcp(config(&log, api.port(), &ca, &pki)).await;
+    let host = format!("api.test:{}", api.port());
+
+    // The sandbox trusts only the session CA, and that is enough.
+    let stream = tls(addr, "api.test", api.port(), &trusting(ca.cert_pem()))
+        .await
+        .expect("the client trusts the session CA's certificate");
+    let (_, session) = stream.get_ref();
+    assert_eq!(session.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let answers = send(
+        stream,
+        vec![
+            get(
+                &format!("/v1/models?key={PLACEHOLDER}&limit=2"),
+                &host,
+                &[("x-api-key", PLACEHOLDER), ("x-other", "kept")],
+            ),
+            // Placeholder in a header it is not bound to: refused, not sent.
+            get(
+                "/v1/models",
+                &host,
+                &[("x-api-key", PLACEHOLDER), ("x-debug", PLACEHOLDER)],
+            ),
+            // No placeholder: passes unchanged.
+            get("/elsewhere", &host, &[("x-api-key", "my-own")]),
+            // Another host named inside the tunnel.
+            get("/v1/models", "plain.test", &[]),
+        ],
+    )
+    .await;
+
+    let swapped = next_seen(&mut seen).await;
+    assert_eq!(swapped.header("x-api-key"), Some(VALUE));
+    assert_eq!(swapped.header("x-other"), Some("kept"));
+    assert_eq!(
+        swapped.target,
+        format!("/v1/models?key={VALUE_IN_QUERY}&limit=2")
+    );
+    assert_eq!(swapped.header("host"), Some(host.as_str()));
+    assert_eq!(answers[0].status, 200, "{}", answers[0].body);
+    // The server echoed the value (body and a header); the client sees the placeholder.
+    assert!(
+        answers[0]
+            .body
+            .contains(&format!("x-api-key: {PLACEHOLDER}")),
+        "{}",
+        answers[0].body
+    );
+    assert!(answers[0].head.contains(PLACEHOLDER), "{}", answers[0].head);
+    for answer in &answers {
+        assert!(!answer.body.contains(VALUE), "{}", answer.body);
+        assert!(!answer.body.contains(VALUE_IN_QUERY), "{}", answer.body);
+        assert!(!answer.head.contains(VALUE), "{}", answer.head);
+    }
+
+    assert_eq!(answers[1].status, 403);
+    assert!(
+        answers[1].head.contains("credential-not-bound"),
+        "{}",
+        answers[1].head
+    );
+    assert!(
+        answers[1].body.contains("API_KEY") && answers[1].body.contains("header x-debug"),
+        "{}",
+        answers[1].body
+    );
+
+    let unchanged = next_seen(&mut seen).await;
+    assert_eq!(unchanged.target, "/elsewhere");
+    assert_eq!(unchanged.header("x-api-key"), Some("my-own"));
+    assert_eq!(answers[2].status, 200);
+
+    assert_eq!(answers[3].status, 403);
+    assert!(
+        answers[3].head.contains("bad-request"),
+        "{}",
+        answers[3].head
+    );
+    assert!(
+        seen.try_recv().is_err(),
+        "refused requests never reach the API"
+    );
+
+    let injected = wait_log(&log, |d| d.credential.is_some() && d.verdict == "allow").await;
+    assert_eq!(injected.credential.as_deref(), Some("API_KEY"));
+    assert_eq!(
+        (
+            injected.method.as_str(),
+            injected.host.as_str(),
+            injected.port
+        ),
+        ("GET", "api.test", api.port())
+    );
+    assert_eq!(injected.reason, "trusted-address");
+    assert!(injected.bytes_down > 0);
+    let refused = wait_log(&log, |d| d.reason == "credential-not-bound").await;
+    assert_eq!(refused.credential.as_deref(), Some("API_KEY"));
+    assert_eq!(refused.verdict, "deny");
+    wait_log(&log, |d| d.method == "GET" && d.reason == "bad-request").await;
+    let plain = wait_log(&log, |d| {
+        d.method == "GET" && d.credential.is_none() && d.verdict == "allow"
+    })
+    .await;
+    assert_eq!(plain.host, "api.test");
+
+    // Basic auth (git's x-access-token:<token>), the request written one byte
+    // per TLS record: the server reads it in many small pieces.
+    let mut stream = tls(addr, "api.test", api.port(), &trusting(ca.cert_pem()))
+        .await
+        .expect("handshake");
+    let basic = base64_encode(&format!("x-access-token:{PLACEHOLDER}"));
+    let request = format!(
+        "POST /v1/git HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {basic}\r\n\
+         Content-Length: 5\r\nConnection: close\r\n\r\nhello"
+    );
+    for byte in request.as_bytes() {
+        stream.write_all(&[*byte]).await.expect("write");
+        stream.flush().await.expect("flush");
+    }
+    let mut reply = Vec::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut reply))
+        .await
+        .expect("reply in time")
+        .expect("reply");
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    // The server echoed the Authorization header: the client gets its own back.
+    assert!(!reply.contains(VALUE), "{reply}");
+    assert!(
+        !reply.contains(&base64_encode(&format!("x-access-token:{VALUE}"))),
+        "{reply}"
+    );
+    assert!(
+        reply.contains(&format!("authorization: Basic {basic}")),
+        "{reply}"
+    );
+    let got = next_seen(&mut seen).await;
+    assert_eq!(
+        got.header("authorization"),
+        Some(
+            format!(
+                "Basic {}",
+                base64_encode(&format!("x-access-token:{VALUE}"))
+            )
+            .as_str()
+        )
+    );
+    wait_log(&log, |d| d.method == "POST" && d.bytes_up == 5).await;
+
+    // Plain HTTP with a placeholder: refused before anything is sent.
+    let mut plain = TcpStream::connect(addr).await.expect("connect");
+    plain
+        .write_all(
+            format!(
+                "GET http://{host}/v1/models HTTP/1.1\r\nHost: {host}\r\nX-Api-Key: {PLACEHOLDER}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write");
+    let mut reply = Vec::new();
+    tokio::time::timeout(TIMEOUT, plain.read_to_end(&mut reply))
+        .await
+        .expect("in time")
+        .expect("read");
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+    assert!(
+        reply
+            .to_lowercase()
+            .contains("x-kennel-reason: credential-not-bound"),
+        "{reply}"
+    );
+    assert!(reply.contains("only sent over HTTPS"), "{reply}");
+
+    proxy.shutdown().await;
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(!text.contains(VALUE), "{text}");
+    assert!(!text.contains(VALUE_IN_QUERY), "{text}");
+    // The tunnels themselves are logged too, as terminated.
+    let tunnel = wait_log(&log, |d| {
+        d.method == "CONNECT" && d.detail.contains("credential broker")
+    })
+    .await;
+    assert_eq!(tunnel.verdict, "allow");
+    assert!(tunnel.bytes_up > 0 && tunnel.bytes_down > 0);
+}
+
+fn base64_encode(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+#[tokio::test]
+async fn hosts_without_a_credential_are_spliced_not_decrypted() {
+    let (_dir, log) = tmp();
+    let pki = test_pki();
+    let (api, _seen) = api_server(&pki).await;
+    let ca = Arc::new(SessionCa::generate("broker-test").expect("session ca"));
+    let (proxy, addr) = start_tcp(config(&log, api.port(), &ca, &pki)).await;
+
+    // The client sees the server's own certificate, which only the test CA verifies.
+    let stream = tls(addr, "plain.test", api.port(), &trusting(&pki.ca_pem))
+        .await
+        .expect("the server's own certificate");
+    let (_, session) = stream.get_ref();
+    let chain = session.peer_certificates().expect("certificates");
+    assert_eq!(chain.first(), Some(&pki.leaf));
+    let answers = send(
+        stream,
+        vec![get("/v1/x", "plain.test", &[("x-api-key", "mine")])],
+    )
+    .await;
+    assert_eq!(answers[0].status, 200);
+
+    // Trusting only the session CA does not work there: kennel does not intercept it.
+    assert!(
+        tls(addr, "plain.test", api.port(), &trusting(ca.cert_pem()))
+            .await
+            .is_err()
+    );
+    proxy.shutdown().await;
+    let tunnel = wait_log(&log, |d| d.host == "plain.test" && d.method == "CONNECT").await;
+    assert!(
+        !tunnel.detail.contains("credential broker"),
+        "{}",
+        tunnel.detail
+    );
+    assert!(
+        read_log(&log)
+            .expect("log")
+            .iter()
+            .all(|d| d.method == "CONNECT")
+    );
+}
+
+#[tokio::test]
+async fn tls_failures_on_either_side_are_logged_and_closed() {
+    let (_dir, log) = tmp();
+    let pki = test_pki();
+    let (api, _seen) = api_server(&pki).await;
+    let ca = Arc::new(SessionCa::generate("broker-test").expect("session ca"));
+    let (proxy, addr) = start_tcp(config(&log, api.port(), &ca, &pki)).await;
+
+    // A client that does not trust the session CA.
+    let result = tls(addr, "api.test", api.port(), &trusting(&pki.ca_pem)).await;
+    assert!(
+        result.is_err(),
+        "the session CA's certificate must not verify"
+    );
+    let record = wait_log(&log, |d| d.verdict == "deny").await;
+    assert_eq!(record.reason, "connect-failed");
+    assert!(
+        record.detail.contains("TLS with the client"),
+        "{}",
+        record.detail
+    );
+    proxy.shutdown().await;
+
+    // A proxy that does not trust the API's CA (only the system's roots).
+    let (_dir, log) = tmp();
+    let mut cfg = config(&log, api.port(), &ca, &pki);
+    cfg.upstream_roots.clear();
+    let (proxy, addr) = start_tcp(cfg).await;
+    let result = tls(addr, "api.test", api.port(), &trusting(ca.cert_pem())).await;
+    assert!(
+        result.is_err(),
+        "no handshake with an unverified server behind"
+    );
+    let record = wait_log(&log, |d| d.verdict == "deny").await;
+    assert_eq!(record.reason, "connect-failed");
+    assert!(
+        record.detail.contains("certificate") && record.detail.contains("failed verification"),
+        "{}",
+        record.detail
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn brokered_through_an_upstream_proxy() {
+    let pki = test_pki();
+    let (api, mut seen) = api_server(&pki).await;
+    let ca = Arc::new(SessionCa::generate("broker-test").expect("session ca"));
+    // B: a plain kennel proxy (no credentials) that A chains to.
+    let (_dir_b, log_b) = tmp();
+    let mut cfg_b = config(&log_b, api.port(), &ca, &pki);
+    cfg_b.credentials.clear();
+    cfg_b.ca = None;
+    let (proxy_b, addr_b) = start_tcp(cfg_b).await;
+    let (_dir_a, log_a) = tmp();
+    let mut cfg_a = config(&log_a, api.port(), &ca, &pki);
+    cfg_a.upstream = Some(format!("http://{addr_b}"));
+    let (proxy_a, addr_a) = start_tcp(cfg_a).await;
+
+    let host = format!("api.test:{}", api.port());
+    let stream = tls(addr_a, "api.test", api.port(), &trusting(ca.cert_pem()))
+        .await
+        .expect("handshake");
+    let answers = send(
+        stream,
+        vec![get("/v1/models", &host, &[("x-api-key", PLACEHOLDER)])],
+    )
+    .await;
+    assert_eq!(answers[0].status, 200, "{}", answers[0].body);
+    assert_eq!(next_seen(&mut seen).await.header("x-api-key"), Some(VALUE));
+    let record = wait_log(&log_a, |d| d.credential.is_some()).await;
+    assert_eq!(record.via.as_deref(), Some(addr_b.to_string().as_str()));
+    proxy_a.shutdown().await;
+    proxy_b.shutdown().await;
+    // B only ever saw TLS.
+    wait_log(&log_b, |d| d.method == "CONNECT" && d.host == "api.test").await;
+    assert!(
+        !std::fs::read_to_string(&log_b)
+            .expect("log b")
+            .contains(VALUE)
+    );
+}
+
+#[tokio::test]
+async fn start_refuses_unusable_credentials() {
+    let (_dir, log) = tmp();
+    let pki = test_pki();
+    let ca = Arc::new(SessionCa::generate("broker-test").expect("session ca"));
+    let listen = || Listen::Tcp("127.0.0.1:0".parse().expect("addr"));
+
+    let mut no_ca = config(&log, 443, &ca, &pki);
+    no_ca.ca = None;
+    assert!(matches!(
+        start(no_ca, listen()).await,
+        Err(ProxyError::NoSessionCa)
+    ));
+
+    for value in ["secret\r\nX-Injected: 1", "secret\n", "nul\0byte", ""] {
+        let mut cfg = config(&log, 443, &ca, &pki);
+        cfg.credentials[0].value = value.to_string();
+        match start(cfg, listen()).await {
+            Err(error @ ProxyError::BadCredential { .. }) => {
+                let text = error.to_string();
+                assert!(text.contains("API_KEY"), "{text}");
+                assert!(value.is_empty() || !text.contains(value), "{text}");
+                assert!(!format!("{error:?}").contains("secret"), "{error:?}");
+            }
+            Err(other) => panic!("{value:?}: {other}"),
+            Ok(_) => panic!("{value:?} was accepted"),
+        }
+    }
+    let mut cfg = config(&log, 443, &ca, &pki);
+    cfg.credentials[0].placeholder = "ph\r\n".into();
+    assert!(matches!(
+        start(cfg, listen()).await,
+        Err(ProxyError::BadCredential { .. })
+    ));
+
+    let mut cfg = config(&log, 443, &ca, &pki);
+    cfg.upstream_roots = vec![b"not a certificate".to_vec()];
+    assert!(matches!(
+        start(cfg, listen()).await,
+        Err(ProxyError::BadUpstreamRoots { index: 0, .. })
+    ));
+
+    // The whole configuration's Debug never shows the value.
+    let debug = format!("{:?}", config(&log, 443, &ca, &pki));
+    assert!(
+        !debug.contains(VALUE) && debug.contains("<redacted>"),
+        "{debug}"
+    );
+    assert!(!debug.contains(ca.key_pem()));
+}
+
+#[test]
+fn each_session_ca_is_new() {
+    let one = SessionCa::generate("s").expect("one");
+    let two = SessionCa::generate("s").expect("two");
+    assert_ne!(one.cert_pem(), two.cert_pem());
+    let again = SessionCa::from_pem(one.cert_pem(), one.key_pem()).expect("from pem");
+    assert_eq!(again.cert_pem(), one.cert_pem());
+}
