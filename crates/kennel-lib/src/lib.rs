@@ -23,6 +23,7 @@ pub mod native_session;
 pub mod proxy;
 pub mod proxy_daemon;
 pub mod report;
+pub mod secrets;
 pub mod sessions;
 pub mod text;
 pub mod tmux;
