@@ -98,8 +98,36 @@ pub async fn report() -> Report {
             fix: error.hint,
         },
     });
+    checks.push(secrets_check());
 
     Report { backends, checks }
+}
+
+/// Where `kennel secret` keeps secrets, and that the file store, if
+/// there is one, is the user's own and closed to others.
+fn secrets_check() -> Check {
+    let found = kennel_core::host::HostContext::detect()
+        .map_err(crate::CliError::from)
+        .and_then(|host| crate::secrets::SecretStore::open(&host.data_dir))
+        .and_then(|store| Ok((store.check()?, store.describe())));
+    match found {
+        Ok((count, place)) => Check {
+            name: "secrets".into(),
+            ok: true,
+            detail: match count {
+                0 => format!("kept in {place}; none yet"),
+                1 => format!("kept in {place}; 1 secret"),
+                count => format!("kept in {place}; {count} secrets"),
+            },
+            fix: None,
+        },
+        Err(error) => Check {
+            name: "secrets".into(),
+            ok: false,
+            detail: error.message,
+            fix: error.hint,
+        },
+    }
 }
 
 /// The native backend: what this kernel offers, found by trying it.
