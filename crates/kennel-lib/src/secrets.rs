@@ -138,8 +138,9 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// [`validate_name`] as the usage error (exit 2) a command reports.
-fn check_name(name: &str) -> Result<(), CliError> {
+/// [`validate_name`] as the usage error (exit 2) a command reports, with
+/// the rule in its hint.
+pub fn check_name(name: &str) -> Result<(), CliError> {
     validate_name(name).map_err(|why| {
         CliError::usage(format!(
             "`{}` is not a secret name: {why}",
@@ -161,10 +162,7 @@ pub fn validate_value(value: &str) -> Result<(), String> {
         return Err("the value is empty".into());
     }
     if value.len() > MAX_VALUE_LEN {
-        return Err(format!(
-            "the value is {} bytes long, more than {MAX_VALUE_LEN}",
-            value.len()
-        ));
+        return Err(format!("the value is longer than {MAX_VALUE_LEN} bytes"));
     }
     for (what, c) in [
         ("a carriage return (CR)", '\r'),

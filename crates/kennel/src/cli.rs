@@ -78,6 +78,15 @@ pub enum Command {
     /// Show what the sandbox's network did: the egress proxy's decisions
     #[command(subcommand)]
     Net(crate::commands::net::NetCommand),
+    /// Keep secrets on the host, for the egress proxy to put into the agent's requests
+    #[command(
+        subcommand,
+        long_about = "Keep secrets on the host, for kennel's egress proxy to put into the agent's \
+                      requests: the agent sees only a placeholder. Values are kept in the Secret \
+                      Service keyring when one answers, else in a file only you can read \
+                      (KENNEL_SECRET_STORE=file chooses the file); `kennel doctor` says where."
+    )]
+    Secret(crate::commands::secret::SecretCommand),
     /// Print a shell completion script
     Completions(crate::commands::completions::CompletionsArgs),
     /// Print the man page (roff)

@@ -142,7 +142,7 @@ fn table(sessions: &[Session], now_ms: i64, home: &Path) -> String {
 }
 
 /// `12s ago`, `5m ago`, `3h ago`, `2d ago`.
-fn ago(elapsed_ms: i64) -> String {
+pub(crate) fn ago(elapsed_ms: i64) -> String {
     let seconds = (elapsed_ms / 1000).max(0);
     match seconds {
         0..60 => format!("{seconds}s ago"),

@@ -18,6 +18,7 @@ pub mod merge;
 pub mod net;
 pub mod rm;
 pub mod run;
+pub mod secret;
 pub mod send;
 pub mod start;
 pub mod stop;
