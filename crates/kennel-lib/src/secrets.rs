@@ -1264,6 +1264,51 @@ mod tests {
         assert!(error.message.contains("KENNEL_SECRET_STORE=`vault`"));
     }
 
+    /// The keyring store against a real Secret Service: only with
+    /// `KENNEL_TEST_KEYRING=1` (it writes to the user's keyring), e.g.
+    /// under `dbus-run-session` with `gnome-keyring-daemon --unlock`.
+    #[test]
+    fn keyring_round_trip_when_asked() {
+        if std::env::var_os("KENNEL_TEST_KEYRING").is_none() {
+            return;
+        }
+        assert!(
+            keyring_answers(),
+            "KENNEL_TEST_KEYRING is set, but no keyring answers"
+        );
+        let data = tempfile::tempdir().expect("tempdir");
+        let store = SecretStore {
+            kind: StoreKind::Keyring,
+            dir: data.path().join("secrets"),
+        };
+        let name = format!("KENNEL_TEST_{}", std::process::id());
+        store.set(&name, "sk-in-the-keyring").expect("set");
+        assert_eq!(exposed(&store, &name).as_deref(), Some("sk-in-the-keyring"));
+        let index = fs::read_to_string(store.file()).expect("index");
+        assert!(!index.contains("sk-in-the-keyring"), "{index}");
+        assert_eq!(store.list().expect("list")[0].store, StoreKind::Keyring);
+        // A command replaces the value, in the keyring too.
+        store
+            .set_command(&name, "printf from-command")
+            .expect("command");
+        assert_eq!(
+            keyring_get(&name)
+                .expect("get")
+                .map(|v| v.expose().to_string()),
+            None
+        );
+        assert_eq!(exposed(&store, &name).as_deref(), Some("from-command"));
+        store.set(&name, "again").expect("set");
+        assert!(store.remove(&name).expect("rm"));
+        assert_eq!(
+            keyring_get(&name)
+                .expect("get")
+                .map(|v| v.expose().to_string()),
+            None
+        );
+        assert_eq!(exposed(&store, &name), None);
+    }
+
     /// Without a session bus there is no keyring to ask (this machine's
     /// tests run without one), and the store is the file.
     #[test]
