@@ -319,6 +319,9 @@ impl SecretStore {
     /// Forgets the secret `name`; `false` when there was none.
     pub fn remove(&self, name: &str) -> Result<bool, CliError> {
         check_name(name)?;
+        if !check_dir(&self.dir)? {
+            return Ok(false);
+        }
         let _lock = self.lock()?;
         let mut document = self.read()?;
         let Some(entry) = document.secrets.remove(name) else {
@@ -398,7 +401,7 @@ impl SecretStore {
         let mut text = Zeroizing::new(String::new());
         file.read_to_string(&mut text)
             .map_err(|error| io_error("cannot read", &path, &error))?;
-        toml::from_str::<Document>(&text).map_err(|error| {
+        let document = toml::from_str::<Document>(&text).map_err(|error| {
             // The message alone: the error's own text quotes the line,
             // which may hold a value.
             let line = error
@@ -411,7 +414,21 @@ impl SecretStore {
                 error.message()
             ))
             .with_hint("fix or remove the file, then set the secrets again")
-        })
+        })?;
+        // A name edited in by hand is checked as one set here.
+        if let Some((name, why)) = document
+            .secrets
+            .keys()
+            .find_map(|name| validate_name(name).err().map(|why| (name, why)))
+        {
+            return Err(CliError::kennel(format!(
+                "{}: `{}` is not a secret name: {why}",
+                path.display(),
+                escape_controls(name)
+            ))
+            .with_hint(NAME_RULE));
+        }
+        Ok(document)
     }
 
     /// Replaces the listing file atomically (a 0600 file in the same
@@ -1236,6 +1253,32 @@ mod tests {
             "{}",
             error.message
         );
+    }
+
+    #[test]
+    fn a_bad_name_in_the_file_is_refused() {
+        let (_data, store) = store();
+        store.set("TOKEN", "value").expect("set");
+        fs::write(
+            store.file(),
+            "[secrets.\"A\\u001b[2J\"]\nvalue = \"v\"\nupdated = 1\n",
+        )
+        .expect("write");
+        let error = store.list().expect_err("bad name");
+        assert!(
+            error
+                .message
+                .ends_with("`A\\x1b[2J` is not a secret name: it contains `\\x1b`"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn removing_from_no_store_creates_nothing() {
+        let (data, store) = store();
+        assert!(!store.remove("TOKEN").expect("rm"));
+        assert!(!data.path().join("secrets").exists());
     }
 
     #[test]
