@@ -146,6 +146,9 @@ fn valid_host_pattern(pattern: &str) -> bool {
         })
 }
 
+/// A kind of character: its test, and the characters of the kind.
+type CharKind = (fn(&u8) -> bool, &'static [u8]);
+
 /// A placeholder for `value`: as long as it, with the same prefix (what
 /// clients check: `sk-ant-api03-`, `ghp_`, `github_pat_`) and random
 /// characters of the same kinds after it, so that an agent accepts it and
@@ -155,19 +158,15 @@ pub fn placeholder(value: &str) -> Result<String, String> {
     let prefix = &value[..prefix_len];
     let rest = &value[prefix_len..];
     let mut alphabet: Vec<u8> = Vec::new();
-    let kinds: [(&dyn Fn(u8) -> bool, &[u8]); 3] = [
-        (
-            &|b: u8| b.is_ascii_lowercase(),
-            b"abcdefghijklmnopqrstuvwxyz",
-        ),
-        (
-            &|b: u8| b.is_ascii_uppercase(),
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZ",
-        ),
-        (&|b: u8| b.is_ascii_digit(), b"0123456789"),
+    // Each kind of character the secret part has, as the placeholder's
+    // alphabet.
+    let kinds: [CharKind; 3] = [
+        (u8::is_ascii_lowercase, b"abcdefghijklmnopqrstuvwxyz"),
+        (u8::is_ascii_uppercase, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+        (u8::is_ascii_digit, b"0123456789"),
     ];
     for (has, letters) in kinds {
-        if rest.bytes().any(has) {
+        if rest.as_bytes().iter().any(has) {
             alphabet.extend_from_slice(letters);
         }
     }

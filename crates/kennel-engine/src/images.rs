@@ -278,9 +278,15 @@ impl Engine {
         Ok(out)
     }
 
-    /// Remove an image (untag it; delete it when no tag is left).
+    /// Remove an image (untag it; delete it when no tag is left). Its
+    /// untagged parents stay (`noprune`): they are the build cache of
+    /// other images, possibly being built at this moment (Podman failed a
+    /// concurrent build with "layer not known" when they went).
     pub async fn remove_image(&self, reference: &str, force: bool) -> Result<(), EngineError> {
-        let options = RemoveImageOptionsBuilder::default().force(force).build();
+        let options = RemoveImageOptionsBuilder::default()
+            .force(force)
+            .noprune(true)
+            .build();
         match self
             .docker
             .remove_image(reference, Some(options), None)

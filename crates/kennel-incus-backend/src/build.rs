@@ -212,6 +212,7 @@ impl<'a> Layer<'a> {
                 .join(&name)
                 .join(kennel_core::plan::PROXY_SOCKET_NAME),
             log: self.log_path.with_extension("network.log"),
+            broker: None,
         }
     }
 

@@ -77,11 +77,24 @@ pub async fn ensure(
             outcomes.push(Outcome::UpToDate);
             continue;
         }
-        build_one(engine, recipe, no_cache, log_dir).await?;
+        match build_one(engine, recipe, no_cache, log_dir).await {
+            // Podman reads every image of its store to find cached layers,
+            // and fails when one is being removed meanwhile (another
+            // kennel's `image rm`): once more finds the store settled.
+            Err(error) if error.message.contains(STORE_RACE) => {
+                tracing::info!(tag = %recipe.tag, "the engine's store changed during the build; building again");
+                build_one(engine, recipe, no_cache, log_dir).await?;
+            }
+            other => other?,
+        }
         outcomes.push(Outcome::Built);
     }
     Ok(outcomes)
 }
+
+/// What Podman says when an image it looks at for cached layers went
+/// away during the build.
+const STORE_RACE: &str = "layer not known";
 
 async fn build_one(
     engine: &Engine,

@@ -96,6 +96,7 @@ pub async fn prepare(launch: &LaunchRequest) -> Result<Prepared, CliError> {
         return Err(CliError::kennel("no workspace"));
     };
     request.host_git = workspace.git_user.clone();
+    request.stored_secrets = crate::secrets::stored_names(&context.host.data_dir);
     let plan = settings::build_plan(
         &context.host,
         &context.config,
@@ -194,7 +195,10 @@ pub async fn run(
         }
         let mut launch = checked(backend.as_ref(), &plan, agent).await?;
         provision(launch.as_mut(), &recipes, &context, &plan, &image_settings).await?;
-        let proxy = crate::proxy::SessionProxy::start(&plan).await?;
+        let proxy = match proxy_spec(&context, &mut plan)? {
+            Some(spec) => Some(crate::proxy::SessionProxy::launch(&spec).await?),
+            None => None,
+        };
         session.running(&plan.name);
         launch.run(&plan, proxy).await
     }
@@ -214,6 +218,19 @@ pub async fn run(
         crate::checkout::commit_on_exit(checkout, session.name());
     }
     result
+}
+
+/// The session's proxy as its Plan asks, with its brokered credentials
+/// (their placeholders put in the Plan's variables).
+fn proxy_spec(
+    context: &Context,
+    plan: &mut Plan,
+) -> Result<Option<crate::proxy::ProxySpec>, CliError> {
+    let broker = crate::broker::prepare(context, plan)?;
+    Ok(crate::proxy::ProxySpec::from_plan(plan)?.map(|mut spec| {
+        spec.broker = broker;
+        spec
+    }))
 }
 
 /// A persistent session's Plan: the backend keeps the agent alive without
@@ -278,7 +295,7 @@ pub async fn start(
         provision(launch.as_mut(), &recipes, &context, &plan, &image_settings).await?;
         // `allowlist` and `restricted`: the session's egress proxy lives as
         // long as its sandbox.
-        let proxy = crate::proxy::ProxySpec::from_plan(&plan)?;
+        let proxy = proxy_spec(&context, &mut plan)?;
         launch
             .start(&plan, proxy, &context.host, &mut registry, &session.id)
             .await

@@ -10,6 +10,7 @@
 //! [`report`], whose look the binary owns.
 
 pub mod backend;
+pub mod broker;
 pub mod checkout;
 pub mod cleanup;
 pub mod context;

@@ -33,6 +33,20 @@ const TARGET: &str = settings::SESSION_TMUX_TARGET;
 const SESSION_FILE: &str = "session.json";
 const SOCKET: &str = "tmux.sock";
 
+/// The brokered credentials of a session about to start (read and removed
+/// by its pane).
+const BROKER_FILE: &str = "broker.json";
+
+/// `content` in a new file only the user can read.
+fn write_private(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut out| std::io::Write::write_all(&mut out, content))
+}
+
 /// What the pane's kennel needs, written by `kennel start` (0600: the Plan
 /// holds the credentials passed to the agent).
 #[derive(Debug, Serialize, Deserialize)]
@@ -130,19 +144,25 @@ impl NativeSession {
         if let Some(logs) = self.log.parent() {
             std::fs::create_dir_all(logs).map_err(|error| io_error(logs, error))?;
         }
+        // The brokered values go in a file of their own, which the pane
+        // removes as soon as it has read it; the session file stays for
+        // `kennel exec`.
+        let mut proxy = proxy;
+        let broker = proxy.as_mut().and_then(|spec| spec.broker.take());
         let file = self.dir.join(SESSION_FILE);
         let json = serde_json::to_vec(&SessionFile {
             plan: plan.clone(),
             proxy,
         })
         .map_err(|error| CliError::kennel(format!("cannot serialise the plan: {error}")))?;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&file)
-            .and_then(|mut out| std::io::Write::write_all(&mut out, &json))
-            .map_err(|error| io_error(&file, error))?;
+        write_private(&file, &json).map_err(|error| io_error(&file, error))?;
+        if let Some(broker) = broker {
+            let path = self.dir.join(BROKER_FILE);
+            let json = serde_json::to_vec(&broker).map_err(|error| {
+                CliError::kennel(format!("cannot serialise the credentials: {error}"))
+            })?;
+            write_private(&path, &json).map_err(|error| io_error(&path, error))?;
+        }
 
         let kennel = std::env::current_exe()
             .map_err(|error| CliError::kennel(format!("cannot find kennel itself: {error}")))?;
@@ -356,7 +376,17 @@ impl crate::tmux::TmuxServer for NativeSession {
 /// sandbox on this terminal, records how it ended, removes the session's
 /// directory and exits with the agent's code.
 pub fn pane_main(dir: &Path, id: &str) -> Result<i32, CliError> {
-    let file = read_session_file(dir)?;
+    let mut file = read_session_file(dir)?;
+    let broker_file = dir.join(BROKER_FILE);
+    if let Ok(json) = std::fs::read(&broker_file) {
+        let _ = std::fs::remove_file(&broker_file);
+        let broker: crate::broker::BrokerSpec = serde_json::from_slice(&json).map_err(|error| {
+            CliError::kennel(format!("the session's credentials are unreadable: {error}"))
+        })?;
+        if let Some(spec) = file.proxy.as_mut() {
+            spec.broker = Some(broker);
+        }
+    }
     let mut plan = file.plan;
     // The terminal is the pane's, whatever the terminal of `kennel start` was.
     if let Ok(term) = std::env::var("TERM") {

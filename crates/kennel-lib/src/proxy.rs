@@ -34,6 +34,11 @@ pub struct ProxySpec {
     pub socket: PathBuf,
     /// The decision log (`kennel net log`).
     pub log: PathBuf,
+    /// The brokered credentials and the session's CA (see
+    /// [`crate::broker`]); filled when the session starts, never from the
+    /// Plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<crate::broker::BrokerSpec>,
 }
 
 impl ProxySpec {
@@ -56,11 +61,26 @@ impl ProxySpec {
             trusted,
             socket: proxy.socket.clone(),
             log: proxy.log.clone(),
+            broker: None,
         }))
     }
 
-    fn proxy_config(&self) -> ProxyConfig {
-        ProxyConfig {
+    fn proxy_config(&self) -> Result<ProxyConfig, CliError> {
+        let (credentials, ca, upstream_roots) = match &self.broker {
+            Some(broker) => {
+                let ca = kennel_proxy::SessionCa::from_pem(&broker.ca_cert, &broker.ca_key)
+                    .map_err(|error| {
+                        CliError::kennel(format!("the session's certificate authority: {error}"))
+                    })?;
+                (
+                    broker.credentials.clone(),
+                    Some(std::sync::Arc::new(ca)),
+                    vec![broker.extra_ca.clone()],
+                )
+            }
+            None => (Vec::new(), None, Vec::new()),
+        };
+        Ok(ProxyConfig {
             policy: Policy {
                 mode: self.mode,
                 allow: self.allow.clone(),
@@ -71,8 +91,42 @@ impl ProxySpec {
             log_file: Some(self.log.clone()),
             session: self.session.clone(),
             trusted_addrs: self.trusted.clone(),
+            credentials,
+            ca,
+            upstream_roots,
             ..ProxyConfig::default()
+        })
+    }
+
+    /// The session CA's files in the proxy's directory (which the sandbox
+    /// mounts): with the system's and the configured certificates, over the
+    /// system store; with the configured ones alone, for Node.
+    fn write_trust(&self, dir: &Path) -> Result<(), CliError> {
+        let Some(broker) = &self.broker else {
+            return Ok(());
+        };
+        let mut extra = broker.extra_ca.clone();
+        if !extra.is_empty() && !extra.ends_with(b"\n") {
+            extra.push(b'\n');
         }
+        extra.extend_from_slice(broker.ca_cert.as_bytes());
+        // The host's store stands for the image's: the same Debian roots,
+        // with whatever this machine's administrator added.
+        let mut bundle = std::fs::read(kennel_core::plan::SYSTEM_CA_BUNDLE).unwrap_or_default();
+        if !bundle.is_empty() && !bundle.ends_with(b"\n") {
+            bundle.push(b'\n');
+        }
+        bundle.extend_from_slice(&extra);
+        for (name, content) in [
+            (kennel_core::plan::SESSION_CA_BUNDLE, &bundle),
+            (kennel_core::plan::SESSION_CA_EXTRA, &extra),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, content).map_err(|error| {
+                CliError::kennel(format!("cannot write {}: {error}", path.display()))
+            })?;
+        }
+        Ok(())
     }
 
     /// The socket's directory (mounted into the sandbox).
@@ -123,7 +177,8 @@ impl SessionProxy {
         if let Some(logs) = spec.log.parent() {
             std::fs::create_dir_all(logs).map_err(|error| io_error(logs, error))?;
         }
-        let handle = kennel_proxy::start(spec.proxy_config(), Listen::Unix(spec.socket.clone()))
+        spec.write_trust(&session.dir)?;
+        let handle = kennel_proxy::start(spec.proxy_config()?, Listen::Unix(spec.socket.clone()))
             .await
             .map_err(|error| {
                 CliError::kennel(format!("cannot start the egress proxy: {error}")).with_hint(

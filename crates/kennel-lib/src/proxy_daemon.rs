@@ -516,6 +516,12 @@ mod tests {
                 trusted: vec![("2001:2::".parse().unwrap(), 64)],
                 socket: "/run/user/1000/kennel/proxy/x/proxy.sock".into(),
                 log: "/home/u/.local/share/kennel/logs/x.net.jsonl".into(),
+                broker: Some(crate::broker::BrokerSpec {
+                    credentials: Vec::new(),
+                    ca_cert: "CERT\nWITH LINES\n".into(),
+                    ca_key: "KEY\n".into(),
+                    extra_ca: b"PEM\n".to_vec(),
+                }),
             },
             backend: "podman".into(),
         };

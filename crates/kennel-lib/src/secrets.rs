@@ -887,6 +887,22 @@ fn keyring_delete(name: &str) -> Result<(), CliError> {
     }
 }
 
+/// The names in the user's secret store, for the Plan (which brokered
+/// credentials have a value besides the host's environment). A store that
+/// cannot be read is a warning: its secrets are then not brokered.
+pub fn stored_names(data_dir: &Path) -> std::collections::BTreeSet<String> {
+    match SecretStore::open(data_dir).and_then(|store| store.list()) {
+        Ok(secrets) => secrets.into_iter().map(|secret| secret.name).collect(),
+        Err(error) => {
+            crate::report::warn(&format!(
+                "cannot read your secrets ({}): none is passed to the agent",
+                error.message
+            ));
+            Default::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,11 +63,15 @@ mod git_identity;
 #[path = "e2e/incus.rs"]
 mod incus_only;
 
+#[path = "e2e/broker.rs"]
+mod broker;
+
 /// One module of tests per backend. A new behaviour: one line here (and its
 /// function in `cases.rs`). A new backend: one `backend_suite!` line below.
 macro_rules! backend_suite {
     ($module:ident, $backend:expr) => {
         mod $module {
+            use crate::broker;
             use crate::cases;
             use crate::escape_direct;
             use crate::escape_git;
@@ -264,6 +268,10 @@ macro_rules! backend_suite {
             #[test]
             fn network_none() {
                 network::none(B)
+            }
+            #[test]
+            fn broker_credential() {
+                broker::brokered_credential(B)
             }
             #[test]
             fn network_open() {

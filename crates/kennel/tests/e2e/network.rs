@@ -13,8 +13,8 @@
 //!
 //! The namespace also runs the stand-in model server (`stand_in_model.py`:
 //! OpenAI chat completions and Responses, Anthropic messages, answering
-//! from scripts) on 198.18.0.2:8090 over HTTP and on 198.18.0.2:8443 over
-//! HTTPS with a certificate for `model.kennel.test` from a test CA kept in
+//! from scripts) on 198.18.0.2:8090 over HTTP and on 198.18.0.2:8443 and
+//! :443 over HTTPS with a certificate for `model.kennel.test` from a test CA kept in
 //! the e2e cache while it is valid (`TestNet::model_ca`), for the tests of real agents at work.
 //! Its own errors go to `model-server.log` in the work directory.
 //!
@@ -37,7 +37,8 @@ const HTTP_PORT: u16 = 8080;
 const HTTP6_PORT: u16 = 8081;
 /// The stand-in model server's port on 198.18.0.2.
 pub const MODEL_PORT: u16 = 8090;
-/// The same server over HTTPS.
+/// The same server over HTTPS (also on 443, the port the credential
+/// broker works on).
 pub const MODEL_TLS_PORT: u16 = 8443;
 const WORK: &str = "/var/tmp/kennel-e2e-net";
 /// What the test hosts' HTTP servers serve.
@@ -335,6 +336,8 @@ fn setup() -> Result<TestNet, String> {
             "--tls-key",
             &key,
         ],
+        // HTTPS's own port, where kennel's credential broker works.
+        vec!["--port", "443", "--tls-cert", &cert, "--tls-key", &key],
     ] {
         let errors = work.join("model-server.log");
         let errors = std::fs::OpenOptions::new()
@@ -400,7 +403,7 @@ pub fn test_net() -> Result<&'static TestNet, &'static str> {
 }
 
 /// The fixture for one network test: the test hosts and a config naming them.
-fn net_ctx(b: Backend, name: &str) -> Option<(Ctx, &'static TestNet)> {
+pub fn net_ctx(b: Backend, name: &str) -> Option<(Ctx, &'static TestNet)> {
     let t = Ctx::with_shell_image(b, name)?;
     let net = match test_net() {
         Ok(net) => net,
@@ -412,7 +415,7 @@ fn net_ctx(b: Backend, name: &str) -> Option<(Ctx, &'static TestNet)> {
 
 /// The probe run inside the sandbox: one `NAME=http_code`, `NAME_RC=`,
 /// `NAME_REASON=` (X-Kennel-Reason) and `NAME_BODY=` group per request.
-fn probe_script(requests: &[(&str, &str)]) -> String {
+pub fn probe_script(requests: &[(&str, &str)]) -> String {
     let mut script = String::from(
         "r() { n=$1; shift; \
          code=$(curl -sS -m 15 -o /tmp/kennel-probe-body -D /tmp/kennel-probe-head -w '%{http_code}' \"$@\" 2>/tmp/kennel-probe-err); rc=$?; \
@@ -429,7 +432,7 @@ fn probe_script(requests: &[(&str, &str)]) -> String {
 }
 
 #[track_caller]
-fn expect(out: &crate::harness::Out, key: &str, want: &str) {
+pub fn expect(out: &crate::harness::Out, key: &str, want: &str) {
     let got = out.expect_kv(key);
     assert_eq!(got, want, "{key}\n{out}");
 }

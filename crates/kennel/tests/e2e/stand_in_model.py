@@ -39,14 +39,17 @@ A model with no script, or with no reply left, gets an HTTP 400 error the
 agent will show.
 
 Every request is recorded as one JSON line in LOG: time, method, path,
-headers (without Authorization and other credentials), the JSON body (or
-the raw text), and what was answered.
+headers (without Authorization and other credentials, of which only a
+SHA-256 of each value is kept, under `credential_sha256`: what the tests of
+kennel's credential broker compare), the JSON body (or the raw text), and
+what was answered.
 
     stand_in_model.py --bind 198.18.0.2 --port 8090 --log LOG --scripts DIR
                       [--tls-cert CHAIN.pem --tls-key KEY.pem]
 """
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -138,6 +141,11 @@ class Handler(BaseHTTPRequestHandler):
                 k.lower(): v
                 for k, v in self.headers.items()
                 if k.lower() not in SECRET_HEADERS
+            },
+            "credential_sha256": {
+                k.lower(): hashlib.sha256(v.encode()).hexdigest()
+                for k, v in self.headers.items()
+                if k.lower() in SECRET_HEADERS
             },
             "body": body,
             "answer": answer,

@@ -1,0 +1,123 @@
+//! The session's brokered credentials, made ready on the host just before
+//! its proxy starts: each value read (the host's environment or the secret
+//! store), a placeholder of its shape put in the sandbox's variable, and
+//! the session's own CA made. The values and the CA's key go to the proxy
+//! only (in this process, or over the proxy daemon's stdin); the Plan, the
+//! registry and every printed text hold placeholders at most.
+
+use serde::{Deserialize, Serialize};
+
+use kennel_core::plan::Plan;
+
+use crate::context::Context;
+use crate::error::CliError;
+
+/// What the proxy needs to broker: credentials with their values, the
+/// session CA (certificate and key, PEM) and the configured CA
+/// certificates (trusted for upstreams, and beside the session CA inside).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct BrokerSpec {
+    pub credentials: Vec<kennel_proxy::Credential>,
+    pub ca_cert: String,
+    pub ca_key: String,
+    pub extra_ca: Vec<u8>,
+}
+
+impl std::fmt::Debug for BrokerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerSpec")
+            .field("credentials", &self.credentials)
+            .field("ca_key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads the values of the Plan's brokered credentials, puts a fresh
+/// placeholder in each one's variable and makes the session's CA; `None`
+/// when the Plan brokers nothing.
+pub fn prepare(context: &Context, plan: &mut Plan) -> Result<Option<BrokerSpec>, CliError> {
+    let Some(planned) = plan
+        .network
+        .proxy
+        .as_ref()
+        .map(|proxy| proxy.credentials.clone())
+        .filter(|credentials| !credentials.is_empty())
+    else {
+        return Ok(None);
+    };
+    let mut store = None;
+    let mut credentials = Vec::new();
+    for credential in planned {
+        let value = match credential.source.as_str() {
+            "environment" => context
+                .host
+                .env
+                .get(&credential.env)
+                .cloned()
+                .ok_or_else(|| {
+                    CliError::kennel(format!(
+                        "{} is no longer set in your environment",
+                        credential.env
+                    ))
+                })?,
+            _ => {
+                if store.is_none() {
+                    store = Some(crate::secrets::SecretStore::open(&context.host.data_dir)?);
+                }
+                let Some(store) = &store else {
+                    return Err(CliError::kennel("the secret store did not open"));
+                };
+                store
+                    .value(&credential.name)?
+                    .ok_or_else(|| {
+                        CliError::kennel(format!("the secret {} has no value", credential.name))
+                            .with_hint(format!(
+                                "store one with `kennel secret set {}`",
+                                credential.name
+                            ))
+                    })?
+                    .expose()
+                    .to_string()
+            }
+        };
+        crate::secrets::validate_value(&value).map_err(|reason| {
+            CliError::usage(format!("the value of {}: {reason}", credential.name))
+        })?;
+        let placeholder = kennel_core::credentials::placeholder(&value)
+            .map_err(|error| CliError::kennel(format!("cannot make a placeholder: {error}")))?;
+        if let Some(var) = plan.env.iter_mut().find(|var| var.name == credential.env) {
+            var.value = placeholder.clone();
+        }
+        credentials.push(kennel_proxy::Credential {
+            name: credential.name.clone(),
+            placeholder,
+            value,
+            hosts: credential.hosts.clone(),
+            places: credential.places.iter().map(to_proxy_place).collect(),
+            methods: credential.methods.clone(),
+            paths: credential.paths.clone(),
+        });
+    }
+    let ca = kennel_proxy::SessionCa::generate(&plan.name).map_err(|error| {
+        CliError::kennel(format!(
+            "cannot make the session's certificate authority: {error}"
+        ))
+    })?;
+    Ok(Some(BrokerSpec {
+        credentials,
+        ca_cert: ca.cert_pem().to_string(),
+        ca_key: ca.key_pem().to_string(),
+        extra_ca: context.image_settings()?.ca_bundle(),
+    }))
+}
+
+fn to_proxy_place(place: &kennel_core::credentials::CredentialPlace) -> kennel_proxy::Place {
+    use kennel_core::credentials::CredentialPlace;
+    match place {
+        CredentialPlace::Header { name } => kennel_proxy::Place::Header { name: name.clone() },
+        CredentialPlace::Basic => kennel_proxy::Place::Basic,
+        CredentialPlace::Query { param } => kennel_proxy::Place::Query {
+            param: param.clone(),
+        },
+    }
+}
