@@ -85,6 +85,13 @@ pub fn new_instance(plan: &Plan, name: &str, source: ImageSource) -> NewInstance
     for (key, value) in &plan.labels {
         instance = instance.config(label_key(key), value.clone());
     }
+    // Incus gives these to every command run in the container, so that a
+    // later `kennel exec` (which has only the registry's Plan, its secrets
+    // redacted) runs with the session's values: credentials and the
+    // brokered credentials' placeholders.
+    for var in plan.env.iter().filter(|var| var.secret) {
+        instance = instance.config(format!("environment.{}", var.name), var.value.clone());
+    }
     if plan.network.mode != NetworkMode::Open {
         // Masks the NIC a profile would give (Incus's default profile
         // names it eth0); anything else a profile adds is refused once
@@ -109,7 +116,9 @@ pub fn new_instance(plan: &Plan, name: &str, source: ImageSource) -> NewInstance
 /// container; Incus gives it to each command).
 pub fn environment(plan: &Plan, image_env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     let mut env = image_env.clone();
-    for var in &plan.env {
+    // Secrets are the container's own (see `new_instance`): a Plan read
+    // back from the registry has them redacted.
+    for var in plan.env.iter().filter(|var| !var.secret) {
         env.insert(var.name.clone(), var.value.clone());
     }
     env
@@ -237,6 +246,20 @@ mod tests {
         for (key, value) in &plan.labels {
             assert_eq!(&instance.config[&label_key(key)], value);
         }
+        // Secrets live in the container's config, not in each command's
+        // request (a Plan from the registry has them redacted).
+        plan.env.push(kennel_core::plan::EnvVar {
+            name: "API_TOKEN".into(),
+            value: "placeholder-123".into(),
+            origin: "broker".into(),
+            secret: true,
+        });
+        let with_secret = new_instance(&plan, "k1", image_source("x"));
+        assert_eq!(
+            with_secret.config["environment.API_TOKEN"],
+            "placeholder-123"
+        );
+        assert!(!environment(&plan, &BTreeMap::new()).contains_key("API_TOKEN"));
         plan.network.mode = NetworkMode::Open;
         let open = new_instance(&plan, "k1", image_source("x"));
         assert!(!open.devices.contains_key("eth0"));

@@ -193,9 +193,11 @@ pub async fn run(
                 request.branch.as_deref(),
             )?);
         }
+        // Placeholders go into the Plan before the backend prepares it.
+        let proxy = proxy_spec(&context, &mut plan)?;
         let mut launch = checked(backend.as_ref(), &plan, agent).await?;
         provision(launch.as_mut(), &recipes, &context, &plan, &image_settings).await?;
-        let proxy = match proxy_spec(&context, &mut plan)? {
+        let proxy = match proxy {
             Some(spec) => Some(crate::proxy::SessionProxy::launch(&spec).await?),
             None => None,
         };
@@ -257,6 +259,8 @@ pub async fn start(
         mut plan,
     } = prepared;
     direct_guard(&context, choice.mode, request.accept_git_dir)?;
+    // Placeholders go into the Plan before the backend prepares it.
+    let proxy = proxy_spec(&context, &mut plan)?;
     // Fail closed here, where the user sees it.
     let mut launch = checked(backend.as_ref(), &plan, &agent).await?;
     let mut registry = Registry::open(&crate::sessions::registry_path(&context.host))?;
@@ -295,7 +299,6 @@ pub async fn start(
         provision(launch.as_mut(), &recipes, &context, &plan, &image_settings).await?;
         // `allowlist` and `restricted`: the session's egress proxy lives as
         // long as its sandbox.
-        let proxy = proxy_spec(&context, &mut plan)?;
         launch
             .start(&plan, proxy, &context.host, &mut registry, &session.id)
             .await

@@ -72,10 +72,14 @@ impl ProxySpec {
                     .map_err(|error| {
                         CliError::kennel(format!("the session's certificate authority: {error}"))
                     })?;
+                let roots = match broker.extra_ca.is_empty() {
+                    true => Vec::new(),
+                    false => vec![broker.extra_ca.clone()],
+                };
                 (
                     broker.credentials.clone(),
                     Some(std::sync::Arc::new(ca)),
-                    vec![broker.extra_ca.clone()],
+                    roots,
                 )
             }
             None => (Vec::new(), None, Vec::new()),

@@ -274,6 +274,10 @@ macro_rules! backend_suite {
                 broker::brokered_credential(B)
             }
             #[test]
+            fn broker_credential_in_a_session() {
+                broker::brokered_credential_in_a_session(B)
+            }
+            #[test]
             fn network_open() {
                 network::open(B)
             }

@@ -99,6 +99,9 @@ impl Launch for NativeLaunch {
     }
 }
 
+/// How long `kennel exec` waits for a session's sandbox that is starting.
+const SANDBOX_START_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A native persistent session's files, and its kennel if it runs.
 fn session_of(found: &mut Found) -> Result<(NativeSession, Option<Owner>), CliError> {
     found.require_persistent()?;
@@ -180,12 +183,24 @@ impl Backend for NativeBackend {
         let (session, owner) = running(found)?;
         let mut plan = session.plan()?;
         plan.command = command;
-        let init = kennel_native::sandbox_init_of(owner.pid as u32).ok_or_else(|| {
-            CliError::kennel(format!(
-                "the sandbox of session {} is not running",
-                found.session.name
-            ))
-        })?;
+        // Right after `kennel start` the session's kennel may still be
+        // making its sandbox (starting its proxy first): wait for it while
+        // that kennel lives.
+        let deadline = std::time::Instant::now() + SANDBOX_START_WAIT;
+        let init = loop {
+            match kennel_native::sandbox_init_of(owner.pid as u32) {
+                Some(init) => break init,
+                None if owner.is_alive() && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                None => {
+                    return Err(CliError::kennel(format!(
+                        "the sandbox of session {} is not running",
+                        found.session.name
+                    )));
+                }
+            }
+        };
         let entered = tokio::task::spawn_blocking(move || {
             kennel_native::enter(&plan, init, &kennel_native::NativeOptions::default())
         })

@@ -50,10 +50,10 @@ fn probe() -> String {
         "issuer() { curl -sS -m 15 -o /dev/null -w '%{certs}' \"$1\" 2>/dev/null | grep -m1 -i '^issuer:' | tr -d '\\r'; }\n\
          echo \"ISSUER_BROKERED=$(issuer https://model.kennel.test/v1/models)\"\n\
          echo \"ISSUER_SPLICED=$(issuer https://model.kennel.test:8443/v1/models)\"\n\
-         echo \"IN_ENVIRON=$(for p in /proc/[0-9]*; do tr '\\0' '\\n' < $p/environ 2>/dev/null; done | grep -cF -f /tmp/kennel-needle)\"\n\
+         echo \"IN_ENVIRON=$(for p in /proc/[0-9]*; do (tr '\\0' '\\n' < $p/environ) 2>/dev/null; done | grep -cF -f /tmp/kennel-needle)\"\n\
          echo \"IN_FILES=$(grep -rlF -f /tmp/kennel-needle --exclude=kennel-needle \"$HOME\" \"$PWD\" /tmp /run /etc /var /opt 2>/dev/null | wc -l)\"\n\
-         echo \"KEYS=$(grep -rlE 'PRIVATE KEY' /run/kennel /etc/kennel /etc/ssl/certs \"$HOME\" 2>/dev/null | wc -l)\"\n\
-         echo \"SESSION_CA=$(grep -c 'BEGIN CERTIFICATE' /etc/kennel/ca-certificates.crt 2>/dev/null) $(tail -n 3 /etc/kennel/ca-certificates.crt 2>/dev/null | head -n 1)\"\n",
+         echo \"KEYS=$(grep -rlE 'PRIVATE KEY' /run/kennel /etc/kennel /etc/ssl/certs \"$(dirname \"$NODE_EXTRA_CA_CERTS\")\" \"$HOME\" 2>/dev/null | wc -l)\"\n\
+         echo \"SESSION_CA=$(grep -c 'BEGIN CERTIFICATE' \"$NODE_EXTRA_CA_CERTS\" 2>/dev/null) $(tail -n 3 \"$NODE_EXTRA_CA_CERTS\" 2>/dev/null | head -n 1)\"\n",
     );
     script
 }
@@ -196,4 +196,61 @@ pub fn brokered_credential(b: Backend) {
         out.expect_kv("SESSION_CA"),
         "two sessions share a CA\n{out}\n{again}"
     );
+}
+
+/// A started session (`kennel start`): its proxy (a daemon of its own, or
+/// the native session's pane) brokers the same way, for the agent and for
+/// a command run beside it with `kennel exec`.
+pub fn brokered_credential_in_a_session(b: Backend) {
+    let Some((t, net)) = net_ctx(b, "broker_session") else {
+        return;
+    };
+    t.write_config(&config(net), "");
+    let secret = format!(
+        "kbs-{}-{}",
+        unique().replace('-', ""),
+        "abcdefghij0123456789"
+    );
+    let name = format!("broker-{}", unique());
+    let started = t
+        .kennel_env(
+            &[
+                "start",
+                "shell",
+                "--name",
+                &name,
+                "--allow",
+                "model.kennel.test",
+            ],
+            &[(NAME, &secret)],
+        )
+        .timeout(BUILD_TIMEOUT)
+        .run();
+    started.assert_ok();
+    assert!(!started.stdout.contains(&secret) && !started.stderr.contains(&secret));
+    // The forwarder may still be starting: wait for 127.0.0.1:3128 first.
+    let mut script = String::from(
+        "i=0; while [ $i -lt 100 ] && ! grep -qs ':0C38 ' /proc/net/tcp; do i=$((i+1)); sleep 0.1; done\n\
+         echo \"PLACEHOLDER=$KENNEL_E2E_TOKEN\"\n",
+    );
+    script.push_str(&probe_script(&[(
+        "BROKERED",
+        "https://model.kennel.test/v1/models -H \"authorization: Bearer $KENNEL_E2E_TOKEN\"",
+    )]));
+    let out = t
+        .kennel(&["exec", &name, "--", "bash", "-c", &script])
+        .run();
+    let removed = t.kennel(&["rm", "--force", &name]).run();
+    out.assert_ok();
+    removed.assert_ok();
+    let placeholder = out.expect_kv("PLACEHOLDER");
+    assert_eq!(placeholder.len(), secret.len(), "{out}");
+    assert_ne!(placeholder, secret);
+    expect(&out, "BROKERED", "200");
+    assert!(
+        received_digests(net).contains(&sha256(&format!("Bearer {secret}"))),
+        "the server never received the real value\n{out}"
+    );
+    let listed = t.kennel(&["ls", "--all", "--json"]).run();
+    assert!(!listed.stdout.contains(&secret), "{listed}");
 }
