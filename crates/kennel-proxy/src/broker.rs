@@ -6,7 +6,7 @@
 //! session CA, and the swap on a request head. `terminate.rs` serves the TLS
 //! connections it applies to.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -14,10 +14,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
 use hyper::Method;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::http::uri::PathAndQuery;
+use memchr::memmem;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode, utf8_percent_encode};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -811,12 +813,10 @@ fn hidden_by_percent_encoding(raw: &[u8], placeholder: &[u8]) -> bool {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || haystack.len() < needle.len() {
+    if needle.is_empty() {
         return None;
     }
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
+    memmem::find(haystack, needle)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -838,14 +838,53 @@ fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
 /// Puts placeholders back where an upstream echoes an injected value (an
 /// error message quoting the key, a debugging endpoint), in response headers
 /// and a streamed response body. Compressed bodies are not looked into.
+///
+/// In a body, the earliest occurrence of any value is replaced, and of the
+/// values occurring there the longest (a whole echoed header value before the
+/// value in it); then the search goes on after it. The result does not depend
+/// on how the body is cut into chunks. A chunk is searched where it is (a SIMD
+/// search per value) and passed on as it came, without a copy, when nothing
+/// in it is replaced. Only its end that could be the start of a value
+/// continuing in the next chunk is held back: at most the longest value less
+/// one byte, and nothing when its last bytes start no value.
 pub(crate) struct Scrubber {
-    /// (value, placeholder)
-    pairs: Vec<(Vec<u8>, Vec<u8>)>,
-    /// The end of the body so far that may be the start of a value.
-    carry: Vec<u8>,
+    /// The longest value first; equally long ones in a fixed order.
+    needles: Vec<Needle>,
     longest: usize,
     /// Which bytes some value starts with.
     starts: [bool; 256],
+    /// The end of the body so far that may be the start of a value.
+    carry: Vec<u8>,
+    /// For `scan`, kept to reuse their memory: where each needle occurs
+    /// next, and what was found (where, which needle).
+    next: Vec<usize>,
+    found: Vec<(usize, usize)>,
+}
+
+/// A value to hide, and what replaces it.
+struct Needle {
+    finder: memmem::Finder<'static>,
+    placeholder: Vec<u8>,
+}
+
+/// "No further occurrence", for [`Scrubber::scan`].
+const NOWHERE: usize = usize::MAX;
+
+impl Needle {
+    fn value(&self) -> &[u8] {
+        self.finder.needle()
+    }
+
+    fn len(&self) -> usize {
+        self.finder.needle().len()
+    }
+
+    /// Where the value next occurs (whole) in `buf` from `from`, or [`NOWHERE`].
+    fn find(&self, buf: &[u8], from: usize) -> usize {
+        self.finder
+            .find(&buf[from..])
+            .map_or(NOWHERE, |offset| from + offset)
+    }
 }
 
 impl Scrubber {
@@ -859,28 +898,37 @@ impl Scrubber {
         for (value, _) in &pairs {
             starts[usize::from(value[0])] = true;
         }
+        let needles = pairs
+            .into_iter()
+            .map(|(value, placeholder)| Needle {
+                finder: memmem::Finder::new(&value).into_owned(),
+                placeholder,
+            })
+            .collect();
         Some(Self {
-            pairs,
-            carry: Vec::new(),
+            needles,
             longest,
             starts,
+            carry: Vec::new(),
+            next: Vec::new(),
+            found: Vec::new(),
         })
     }
 
     /// Replacing keeps the body's length (placeholders of the value's shape).
     pub(crate) fn keeps_length(&self) -> bool {
-        self.pairs
+        self.needles
             .iter()
-            .all(|(value, placeholder)| value.len() == placeholder.len())
+            .all(|needle| needle.len() == needle.placeholder.len())
     }
 
     pub(crate) fn headers(&self, headers: &mut HeaderMap) {
         for slot in headers.values_mut() {
             let mut bytes = slot.as_bytes().to_vec();
             let mut changed = false;
-            for (value, placeholder) in &self.pairs {
-                if contains(&bytes, value) {
-                    bytes = replace_all(&bytes, value, placeholder);
+            for needle in &self.needles {
+                if needle.finder.find(&bytes).is_some() {
+                    bytes = replace_all(&bytes, needle.value(), &needle.placeholder);
                     changed = true;
                 }
             }
@@ -892,58 +940,135 @@ impl Scrubber {
         }
     }
 
-    /// The next piece of the body, scrubbed; a few bytes may be held back
-    /// until the next call (or [`Scrubber::finish`]).
-    pub(crate) fn push(&mut self, data: &[u8]) -> Vec<u8> {
-        let mut buf = std::mem::take(&mut self.carry);
-        buf.extend_from_slice(data);
-        let (out, consumed) = self.scan(&buf, false);
-        self.carry = buf[consumed..].to_vec();
-        out
+    /// The next piece of the body, scrubbed, onto `out`: none, one or two
+    /// pieces (the bytes held back last time, then this chunk, sliced). The
+    /// end of `data` may be held back until the next call (or
+    /// [`Scrubber::finish`]).
+    pub(crate) fn push(&mut self, data: Bytes, out: &mut VecDeque<Bytes>) {
+        if data.is_empty() {
+            return;
+        }
+        let reach = self.longest - 1;
+        let mut from = 0;
+        if !self.carry.is_empty() {
+            // The held-back bytes, and as much of `data` as a value starting
+            // in them can cover: that is enough to decide each of them, and
+            // only this (at most twice the longest value) is copied.
+            let held = self.carry.len();
+            let mut joint = std::mem::take(&mut self.carry);
+            joint.extend_from_slice(&data[..data.len().min(reach)]);
+            let joint = Bytes::from(joint);
+            if data.len() <= reach {
+                // All of `data` is in `joint`.
+                let end = self.scan(&joint, 0, joint.len(), false);
+                self.emit(&joint, 0, end, out);
+                self.carry.extend_from_slice(&joint[end..]);
+                return;
+            }
+            let end = self.scan(&joint, 0, held, false);
+            self.emit(&joint, 0, end, out);
+            // A value found in the held-back bytes may end inside `data`.
+            from = end - held;
+        }
+        let end = self.scan(&data, from, data.len(), false);
+        self.emit(&data, from, end, out);
+        self.carry.extend_from_slice(&data[end..]);
     }
 
-    /// What was held back, scrubbed.
-    pub(crate) fn finish(&mut self) -> Vec<u8> {
-        let buf = std::mem::take(&mut self.carry);
-        self.scan(&buf, true).0
+    /// What was held back, scrubbed, onto `out`.
+    pub(crate) fn finish(&mut self, out: &mut VecDeque<Bytes>) {
+        let rest = Bytes::from(std::mem::take(&mut self.carry));
+        let end = self.scan(&rest, 0, rest.len(), true);
+        self.emit(&rest, 0, end, out);
     }
 
-    /// Scrub `buf` up to where a value might still continue in the next
-    /// piece (all of it when `last`). Returns the output and how much of
-    /// `buf` it covers.
-    fn scan(&self, buf: &[u8], last: bool) -> (Vec<u8>, usize) {
-        let mut out = Vec::with_capacity(buf.len());
-        let mut at = 0;
-        let stop = if last {
-            buf.len()
-        } else {
-            buf.len().saturating_sub(self.longest - 1)
+    /// Find the values to replace in `buf` from `from`, deciding positions
+    /// below `limit` only, into `self.found`. Unless `last` (nothing follows
+    /// `buf`), a position from which the rest of `buf` is the start of a
+    /// value (that may continue after `buf`) is not decided, nor any after
+    /// it. Returns where the decided part of `buf` ends (a value found may
+    /// end past `limit`).
+    fn scan(&mut self, buf: &[u8], from: usize, limit: usize, last: bool) -> usize {
+        let mut next = std::mem::take(&mut self.next);
+        let mut found = std::mem::take(&mut self.found);
+        next.clear();
+        found.clear();
+        next.extend(self.needles.iter().map(|needle| needle.find(buf, from)));
+        let undecided = |at: usize| {
+            if last {
+                buf.len()
+            } else {
+                self.held_from(buf, at)
+            }
+            .min(limit)
         };
-        while at < stop {
-            // Bodies pass through here whole (a git pack, say): skip in bulk
-            // to the next byte that can start a value.
-            let run = buf[at..stop]
-                .iter()
-                .position(|&byte| self.starts[usize::from(byte)])
-                .unwrap_or(stop - at);
-            out.extend_from_slice(&buf[at..at + run]);
-            at += run;
-            if at == stop {
+        let mut at = from;
+        let mut stop = undecided(at);
+        loop {
+            // The earliest occurrence from `at`; the longest value of those
+            // there (the needles are in that order).
+            let (mut best, mut which) = (NOWHERE, 0);
+            for (index, needle) in self.needles.iter().enumerate() {
+                if next[index] < at {
+                    next[index] = needle.find(buf, at);
+                }
+                if next[index] < best {
+                    (best, which) = (next[index], index);
+                }
+            }
+            if best >= stop {
                 break;
             }
-            let rest = &buf[at..];
-            match self.pairs.iter().find(|(value, _)| rest.starts_with(value)) {
-                Some((value, placeholder)) => {
-                    out.extend_from_slice(placeholder);
-                    at += value.len();
-                }
-                None => {
-                    out.push(buf[at]);
-                    at += 1;
-                }
+            found.push((best, which));
+            at = best + self.needles[which].len();
+            if at > stop {
+                stop = undecided(at);
             }
         }
-        (out, at)
+        self.next = next;
+        self.found = found;
+        at.max(stop)
+    }
+
+    /// The first position from `at` where the rest of `buf` is a proper
+    /// prefix of a value (so whether the value is there depends on what
+    /// comes next), or the end of `buf`. Every value starting before the
+    /// last `longest − 1` bytes is whole in `buf`: only those are looked at.
+    fn held_from(&self, buf: &[u8], at: usize) -> usize {
+        let first = at.max(buf.len().saturating_sub(self.longest - 1));
+        (first..buf.len())
+            .find(|&position| {
+                let rest = &buf[position..];
+                self.starts[usize::from(rest[0])]
+                    && self
+                        .needles
+                        .iter()
+                        .any(|needle| needle.len() > rest.len() && needle.value().starts_with(rest))
+            })
+            .unwrap_or(buf.len())
+    }
+
+    /// `buf[from..end]` with what `scan` found replaced, onto `out`: a slice
+    /// of `buf` (no copy) when nothing was.
+    fn emit(&self, buf: &Bytes, from: usize, end: usize, out: &mut VecDeque<Bytes>) {
+        if self.found.is_empty() {
+            if end > from {
+                out.push_back(buf.slice(from..end));
+            }
+            return;
+        }
+        let mut text = Vec::with_capacity(end - from + self.found.len() * self.longest);
+        let mut at = from;
+        for &(position, which) in &self.found {
+            let needle = &self.needles[which];
+            text.extend_from_slice(&buf[at..position]);
+            text.extend_from_slice(&needle.placeholder);
+            at = position + needle.len();
+        }
+        text.extend_from_slice(&buf[at..end]);
+        if !text.is_empty() {
+            out.push_back(Bytes::from(text));
+        }
     }
 }
 

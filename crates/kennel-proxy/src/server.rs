@@ -1,6 +1,6 @@
 //! The listener, CONNECT tunnels and plain-HTTP forwarding.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -1125,6 +1125,7 @@ impl ProxyBody {
             scrub: scrubber.map(|scrubber| {
                 Box::new(Scrubbing {
                     scrubber,
+                    queue: VecDeque::new(),
                     trailers: None,
                     done: false,
                 })
@@ -1138,6 +1139,9 @@ type PolledFrame = Option<Result<Frame<Bytes>, hyper::Error>>;
 /// A relayed body on its way through a [`Scrubber`].
 pub(crate) struct Scrubbing {
     scrubber: Scrubber,
+    /// Scrubbed data not sent yet (a chunk gives one or two pieces, the
+    /// body's end what the scrubber held back).
+    queue: VecDeque<Bytes>,
     /// A trailers frame held back while the scrubber's last bytes go out.
     trailers: Option<Frame<Bytes>>,
     /// The server's body has ended.
@@ -1151,8 +1155,12 @@ enum Step {
 }
 
 impl Scrubbing {
-    /// What is still to send once the server's body ended.
+    /// What is still to send before reading from the server again, or once
+    /// its body ended.
     fn pending(&mut self) -> Option<PolledFrame> {
+        if let Some(data) = self.queue.pop_front() {
+            return Some(Some(Ok(Frame::data(data))));
+        }
         if let Some(frame) = self.trailers.take() {
             return Some(Some(Ok(frame)));
         }
@@ -1163,34 +1171,21 @@ impl Scrubbing {
     fn step(&mut self, polled: PolledFrame) -> Step {
         match polled {
             Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    let out = self.scrubber.push(&data);
-                    if out.is_empty() {
-                        Step::PollAgain
-                    } else {
-                        Step::Send(Some(Ok(Frame::data(Bytes::from(out)))))
-                    }
-                }
+                Ok(data) => self.scrubber.push(data, &mut self.queue),
                 Err(trailers) => {
-                    let rest = self.scrubber.finish();
-                    if rest.is_empty() {
-                        Step::Send(Some(Ok(trailers)))
-                    } else {
-                        self.trailers = Some(trailers);
-                        Step::Send(Some(Ok(Frame::data(Bytes::from(rest)))))
-                    }
+                    self.scrubber.finish(&mut self.queue);
+                    self.trailers = Some(trailers);
                 }
             },
-            Some(Err(error)) => Step::Send(Some(Err(error))),
+            Some(Err(error)) => return Step::Send(Some(Err(error))),
             None => {
                 self.done = true;
-                let rest = self.scrubber.finish();
-                if rest.is_empty() {
-                    Step::Send(None)
-                } else {
-                    Step::Send(Some(Ok(Frame::data(Bytes::from(rest)))))
-                }
+                self.scrubber.finish(&mut self.queue);
             }
+        }
+        match self.pending() {
+            Some(frame) => Step::Send(frame),
+            None => Step::PollAgain,
         }
     }
 }
@@ -1235,7 +1230,7 @@ impl Body for ProxyBody {
             // Held-back bytes or trailers may still come.
             ProxyBody::Relay {
                 scrub: Some(scrub), ..
-            } => scrub.done && scrub.trailers.is_none(),
+            } => scrub.done && scrub.queue.is_empty() && scrub.trailers.is_none(),
         }
     }
     fn size_hint(&self) -> SizeHint {

@@ -7,11 +7,14 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Frame;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -128,11 +131,13 @@ async fn api_server(pki: &TestPki) -> (SocketAddr, mpsc::UnboundedReceiver<Seen>
                         if let Some(key) = echo_key {
                             response = response.header("x-echo-key", key);
                         }
-                        Ok::<_, Infallible>(
-                            response
-                                .body(Full::new(Bytes::from(text)))
-                                .expect("response"),
-                        )
+                        // `/v1/drip`: the text three times, a few bytes per frame.
+                        let body = if req.uri().path() == "/v1/drip" {
+                            Drip::new(Bytes::from(text.repeat(3))).boxed()
+                        } else {
+                            Full::new(Bytes::from(text)).boxed()
+                        };
+                        Ok::<_, Infallible>(response.body(body).expect("response"))
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -142,6 +147,39 @@ async fn api_server(pki: &TestPki) -> (SocketAddr, mpsc::UnboundedReceiver<Seen>
         }
     });
     (addr, seen_rx)
+}
+
+/// A response body sent 1 to 7 bytes per frame, in turn (chunked), so that
+/// the proxy gets an echoed value cut at every place.
+struct Drip {
+    text: Bytes,
+    sizes: std::iter::Cycle<std::ops::RangeInclusive<usize>>,
+}
+
+impl Drip {
+    fn new(text: Bytes) -> Self {
+        Self {
+            text,
+            sizes: (1..=7).cycle(),
+        }
+    }
+}
+
+impl hyper::body::Body for Drip {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.text.is_empty() {
+            return Poll::Ready(None);
+        }
+        let size = self.sizes.next().unwrap_or(1).min(self.text.len());
+        let piece = self.text.split_to(size);
+        Poll::Ready(Some(Ok(Frame::data(piece))))
+    }
 }
 
 fn credential() -> Credential {
@@ -520,6 +558,53 @@ async fn the_api_gets_the_value_and_the_sandbox_never_sees_it() {
 fn base64_encode(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// An echo streamed in frames of a few bytes: each value is cut at some
+/// frame boundary (the scrubber holds the start back until it knows), and
+/// the client still sees only the placeholder, the rest of the body intact.
+#[tokio::test]
+async fn an_echo_in_small_frames_is_scrubbed() {
+    let (_dir, log) = tmp();
+    let pki = test_pki();
+    let (api, mut seen) = api_server(&pki).await;
+    let ca = Arc::new(SessionCa::generate("broker-test").expect("session ca"));
+    let (proxy, addr) = start_tcp(config(&log, api.port(), &ca, &pki)).await;
+    let host = format!("api.test:{}", api.port());
+    let stream = tls(addr, "api.test", api.port(), &trusting(ca.cert_pem()))
+        .await
+        .expect("tls");
+    let answers = send(
+        stream,
+        vec![get(
+            "/v1/drip",
+            &host,
+            &[("x-api-key", PLACEHOLDER), ("x-after", "tail")],
+        )],
+    )
+    .await;
+    let seen = next_seen(&mut seen).await;
+    assert_eq!(seen.header("x-api-key"), Some(VALUE));
+    let body = &answers[0].body;
+    assert_eq!(answers[0].status, 200, "{body}");
+    assert!(!body.contains(VALUE), "{body}");
+    assert_eq!(
+        body.matches(&format!("x-api-key: {PLACEHOLDER}\n")).count(),
+        3,
+        "{body}"
+    );
+    assert_eq!(body.matches("x-after: tail\n").count(), 3, "{body}");
+    assert!(body.starts_with("GET /v1/drip\n"), "{body}");
+    // Only the value changed: the placeholder is one byte shorter.
+    let mut text = format!("GET {}\n", seen.target);
+    for (name, value) in &seen.headers {
+        text.push_str(&format!("{name}: {value}\n"));
+    }
+    assert_eq!(
+        body.len(),
+        3 * (text.len() - (VALUE.len() - PLACEHOLDER.len()))
+    );
+    proxy.shutdown().await;
 }
 
 #[tokio::test]

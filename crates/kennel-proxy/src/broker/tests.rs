@@ -208,10 +208,9 @@ fn query_value_is_swapped_and_re_encoded() {
     assert_eq!(decoded, AN_VALUE.as_bytes());
     // A server echoing the URL it got shows the client its placeholder.
     let mut scrub = injected.scrubber().expect("scrubber");
-    let mut echoed = scrub.push(format!("you asked for {}", parts.uri).as_bytes());
-    echoed.extend(scrub.finish());
+    let echoed = format!("you asked for {}", parts.uri);
     assert_eq!(
-        String::from_utf8(echoed).expect("utf8"),
+        String::from_utf8(scrubbed(&mut scrub, [echoed.as_bytes()])).expect("utf8"),
         format!("you asked for /v1/models?a=1%202&key={AN_PLACEHOLDER}&b=x+y")
     );
 
@@ -571,11 +570,7 @@ fn scrubber_replaces_values_split_across_chunks() {
     let expected = format!("echo: {GH_PLACEHOLDER} and {AN_PLACEHOLDER}, again {GH_PLACEHOLDER}.");
     for size in [1, 2, 3, 7, 40, 1000] {
         let mut scrub = injected.scrubber().expect("scrubber");
-        let mut out = Vec::new();
-        for chunk in body.as_bytes().chunks(size) {
-            out.extend(scrub.push(chunk));
-        }
-        out.extend(scrub.finish());
+        let out = scrubbed(&mut scrub, body.as_bytes().chunks(size));
         assert_eq!(
             String::from_utf8(out).expect("utf8"),
             expected,
@@ -588,6 +583,254 @@ fn scrubber_replaces_values_split_across_chunks() {
     headers.insert("x-echo", HeaderValue::from_static(AN_VALUE));
     scrub.headers(&mut headers);
     assert_eq!(headers["x-echo"], AN_PLACEHOLDER);
+}
+
+/// The body scrubbed as it would be relayed: `chunks` pushed one by one, then
+/// the end.
+fn scrubbed<'a>(scrub: &mut Scrubber, chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut pieces = VecDeque::new();
+    for chunk in chunks {
+        scrub.push(Bytes::copy_from_slice(chunk), &mut pieces);
+    }
+    scrub.finish(&mut pieces);
+    assert!(pieces.iter().all(|piece| !piece.is_empty()), "empty piece");
+    pieces.into_iter().flatten().collect()
+}
+
+/// (value, placeholder) pairs.
+type Pairs<'a> = &'a [(&'a [u8], &'a [u8])];
+
+/// The scrubber's rule applied to a whole body at once, the simple way: at
+/// each position the longest value occurring there (the first in the
+/// scrubber's order), else the byte as it is.
+fn scrubbed_whole(pairs: Pairs, body: &[u8]) -> Vec<u8> {
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = pairs
+        .iter()
+        .map(|(value, placeholder)| (value.to_vec(), placeholder.to_vec()))
+        .collect();
+    pairs.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.cmp(b)));
+    pairs.dedup();
+    pairs.retain(|(value, placeholder)| value != placeholder && !value.is_empty());
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < body.len() {
+        match pairs
+            .iter()
+            .find(|(value, _)| body[at..].starts_with(value))
+        {
+            Some((value, placeholder)) => {
+                out.extend_from_slice(placeholder);
+                at += value.len();
+            }
+            None => {
+                out.push(body[at]);
+                at += 1;
+            }
+        }
+    }
+    out
+}
+
+fn scrubber_of(pairs: Pairs) -> Scrubber {
+    Scrubber::new(
+        pairs
+            .iter()
+            .map(|(value, placeholder)| (value.to_vec(), placeholder.to_vec()))
+            .collect(),
+    )
+    .expect("scrubber")
+}
+
+/// `body` cut into two and into three pieces at every position (empty
+/// pieces included), and into single bytes.
+fn every_cut(body: &[u8]) -> Vec<Vec<&[u8]>> {
+    let mut cuts = vec![body.chunks(1).collect::<Vec<_>>()];
+    for i in 0..=body.len() {
+        for j in i..=body.len() {
+            cuts.push(vec![&body[..i], &body[i..j], &body[j..]]);
+        }
+    }
+    cuts
+}
+
+#[test]
+fn scrubber_replaces_a_value_split_at_every_position() {
+    let basic_header = format!("Basic {}", BASE64.encode(format!("x:{GH_VALUE}")));
+    let basic_had = format!("Basic {}", BASE64.encode(format!("x:{GH_PLACEHOLDER}")));
+    let pairs: Pairs = &[
+        (GH_VALUE.as_bytes(), GH_PLACEHOLDER.as_bytes()),
+        (AN_VALUE.as_bytes(), AN_PLACEHOLDER.as_bytes()),
+        (basic_header.as_bytes(), basic_had.as_bytes()),
+    ];
+    // Back to back, a value in a longer one, a near miss, a prefix at the end.
+    let body = format!(
+        "{GH_VALUE}{AN_VALUE}.{basic_header}|{}~{}",
+        &GH_VALUE[..GH_VALUE.len() - 1],
+        &basic_header[..10]
+    );
+    let expected = format!(
+        "{GH_PLACEHOLDER}{AN_PLACEHOLDER}.{basic_had}|{}~{}",
+        &GH_VALUE[..GH_VALUE.len() - 1],
+        &basic_header[..10]
+    );
+    assert_eq!(scrubbed_whole(pairs, body.as_bytes()), expected.as_bytes());
+    for cut in every_cut(body.as_bytes()) {
+        let sizes: Vec<usize> = cut.iter().map(|piece| piece.len()).collect();
+        let out = scrubbed(&mut scrubber_of(pairs), cut);
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            expected,
+            "cut {sizes:?}"
+        );
+    }
+}
+
+#[test]
+fn scrubber_with_overlapping_values() {
+    // (value, placeholder) pairs, body, scrubbed body.
+    let cases: &[(Pairs, &str, &str)] = &[
+        // The earliest occurrence wins, then the search goes on after it.
+        (&[(b"abc", b"111"), (b"bcd", b"222")], "abcd", "111d"),
+        (&[(b"abc", b"111"), (b"bcd", b"222")], "xbcdabc", "x222111"),
+        // At one position the longest value wins; its prefix alone is
+        // replaced only once the rest is known not to follow.
+        (
+            &[(b"abc", b"111"), (b"abcdef", b"222222")],
+            "abcdefabcdeXabc",
+            "222222111deX111",
+        ),
+        // A value in a longer one that starts earlier.
+        (
+            &[(b"cd", b"__"), (b"abcdef", b"######")],
+            "abcdefcd",
+            "######__",
+        ),
+        // A value overlapping itself.
+        (&[(b"aab", b"XYZ")], "aaab", "aXYZ"),
+        (&[(b"abab", b"QQQQ")], "abababab", "QQQQQQQQ"),
+        (&[(b"abab", b"QQQQ")], "ababa", "QQQQa"),
+        // Placeholders of another length.
+        (&[(b"ab", b""), (b"b", b"Bee")], "abba", "Beea"),
+        // One byte.
+        (&[(b"a", b"A")], "banana", "bAnAnA"),
+    ];
+    for (pairs, body, expected) in cases {
+        assert_eq!(
+            String::from_utf8(scrubbed_whole(pairs, body.as_bytes())).expect("utf8"),
+            *expected,
+            "{body}"
+        );
+        for cut in every_cut(body.as_bytes()) {
+            let sizes: Vec<usize> = cut.iter().map(|piece| piece.len()).collect();
+            let out = scrubbed(&mut scrubber_of(pairs), cut);
+            assert_eq!(
+                String::from_utf8(out).expect("utf8"),
+                *expected,
+                "{body} cut {sizes:?}"
+            );
+        }
+    }
+}
+
+/// Random values over a small alphabet (so that they overlap, nest and
+/// repeat), random bodies, random chunks: the same as the whole-body rule.
+#[test]
+fn scrubber_matches_the_whole_body_rule_on_random_input() {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut random = move |below: usize| {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % below
+    };
+    for round in 0..3000 {
+        let word = |random: &mut dyn FnMut(usize) -> usize, alphabet: &[u8], max: usize| {
+            let len = 1 + random(max);
+            (0..len)
+                .map(|_| alphabet[random(alphabet.len())])
+                .collect::<Vec<u8>>()
+        };
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..1 + random(4))
+            .map(|_| (word(&mut random, b"abc", 7), word(&mut random, b"XYZ", 8)))
+            .collect();
+        let body = {
+            let len = random(120);
+            (0..len).map(|_| b"abcd"[random(4)]).collect::<Vec<u8>>()
+        };
+        let borrowed: Vec<(&[u8], &[u8])> = pairs
+            .iter()
+            .map(|(value, placeholder)| (value.as_slice(), placeholder.as_slice()))
+            .collect();
+        let expected = scrubbed_whole(&borrowed, &body);
+        let mut chunks = Vec::new();
+        let mut at = 0;
+        while at < body.len() {
+            let size = match random(4) {
+                0 => 0,
+                1 => 1,
+                2 => random(8),
+                _ => random(40),
+            }
+            .min(body.len() - at);
+            chunks.push(&body[at..at + size]);
+            at += size;
+        }
+        let out = scrubbed(&mut scrubber_of(&borrowed), chunks.iter().copied());
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&expected),
+            "round {round}: values {:?}, body {:?}, chunks {:?}",
+            borrowed
+                .iter()
+                .map(|(value, _)| String::from_utf8_lossy(value))
+                .collect::<Vec<_>>(),
+            String::from_utf8_lossy(&body),
+            chunks.iter().map(|chunk| chunk.len()).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// A chunk in which nothing is replaced goes on as it came (the same
+/// memory), less the end that may start a value; that end goes out on its
+/// own, ahead of the next chunk.
+#[test]
+fn scrubber_passes_chunks_on_without_copying() {
+    let mut scrub = scrubber_of(&[(GH_VALUE.as_bytes(), GH_PLACEHOLDER.as_bytes())]);
+    let mut out = VecDeque::new();
+
+    let first = Bytes::from(vec![b'.'; 4096]);
+    scrub.push(first.clone(), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].as_ptr(), out[0].len()), (first.as_ptr(), 4096));
+    out.clear();
+
+    // Ends with `ghp_r`, the start of the value: held back.
+    let mut second = vec![b'-'; 4096];
+    second[4091..].copy_from_slice(&GH_VALUE.as_bytes()[..5]);
+    let second = Bytes::from(second);
+    scrub.push(second.clone(), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].as_ptr(), out[0].len()), (second.as_ptr(), 4091));
+    out.clear();
+
+    // Not continued: the held-back bytes, then this chunk, uncopied.
+    let third = Bytes::from(vec![b'+'; 4096]);
+    scrub.push(third.clone(), &mut out);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0], &GH_VALUE.as_bytes()[..5]);
+    assert_eq!((out[1].as_ptr(), out[1].len()), (third.as_ptr(), 4096));
+    out.clear();
+
+    // Continued: replaced (this chunk is copied, with the placeholder in it).
+    scrub.push(Bytes::from_static(&GH_VALUE.as_bytes()[..5]), &mut out);
+    assert!(out.is_empty());
+    let mut fourth = GH_VALUE.as_bytes()[5..].to_vec();
+    fourth.extend_from_slice(b" and more");
+    scrub.push(Bytes::from(fourth), &mut out);
+    scrub.finish(&mut out);
+    let rest: Vec<u8> = out.into_iter().flatten().collect();
+    assert_eq!(rest, format!("{GH_PLACEHOLDER} and more").as_bytes());
 }
 
 /// hyper reassembles a request head that arrives one byte per read; the swap
