@@ -887,6 +887,20 @@ fn keyring_delete(name: &str) -> Result<(), CliError> {
     }
 }
 
+/// The hosts secret `name` may be sent to: your `[secrets.NAME]` binding,
+/// else the catalog's for that variable; none when it is bound nowhere (a
+/// stored secret no binding names is never sent).
+pub fn bound_hosts(context: &crate::context::Context, name: &str) -> Vec<String> {
+    context
+        .config
+        .file
+        .secrets
+        .get(name)
+        .or_else(|| context.catalog.credential(name))
+        .map(|binding| binding.hosts.clone())
+        .unwrap_or_default()
+}
+
 /// The names in the user's secret store, for the Plan (which brokered
 /// credentials have a value besides the host's environment). A store that
 /// cannot be read is a warning: its secrets are then not brokered.

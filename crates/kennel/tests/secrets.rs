@@ -77,7 +77,7 @@ fn set_from_stdin_then_ls_and_rm_never_show_the_value() {
     assert!(!stdout.contains(VALUE) && !stderr.contains(VALUE));
     assert!(
         stdout.starts_with(
-            "NAME               SOURCE  STORE  UPDATED\nANTHROPIC_API_KEY  stored  file   "
+            "NAME               HOSTS              SOURCE  STORE  UPDATED\nANTHROPIC_API_KEY  api.anthropic.com  stored  file   "
         ),
         "{stdout}"
     );
@@ -88,6 +88,7 @@ fn set_from_stdin_then_ls_and_rm_never_show_the_value() {
     let listed: serde_json::Value = serde_json::from_str(&stdout).expect("json");
     assert_eq!(listed["version"], 1);
     assert_eq!(listed["secrets"][0]["name"], "ANTHROPIC_API_KEY");
+    assert_eq!(listed["secrets"][0]["hosts"][0], "api.anthropic.com");
     assert_eq!(listed["secrets"][0]["source"], "stored");
     assert_eq!(listed["secrets"][0]["store"], "file");
     assert!(listed["secrets"][0]["updated"].as_i64().expect("time") > 1_700_000_000);
@@ -188,9 +189,9 @@ fn ls_table_snapshot() {
     let (code, stdout, stderr) = output(&mut secret(&sandbox, &["ls"]));
     assert_eq!(code, 0, "{stderr}");
     insta::assert_snapshot!(stdout, @r"
-    NAME               SOURCE                  STORE  UPDATED
-    ANTHROPIC_API_KEY  stored                  file   3d ago
-    GH_TOKEN           command: gh auth token  file   3d ago
+    NAME               HOSTS                       SOURCE                  STORE  UPDATED
+    ANTHROPIC_API_KEY  api.anthropic.com           stored                  file   3d ago
+    GH_TOKEN           api.github.com, github.com  command: gh auth token  file   3d ago
     ");
 }
 

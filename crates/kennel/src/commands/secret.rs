@@ -155,9 +155,25 @@ fn prompt(name: &str) -> Result<Zeroizing<String>, CliError> {
         })
 }
 
+/// A secret as `ls` shows it: with the hosts it may be sent to.
+#[derive(serde::Serialize)]
+struct Listed<'a> {
+    #[serde(flatten)]
+    secret: &'a kennel_lib::secrets::SecretInfo,
+    hosts: Vec<String>,
+}
+
 fn ls(host: &HostContext, args: LsArgs) -> Result<i32, CliError> {
     let store = SecretStore::open(&host.data_dir)?;
-    let listed = store.list()?;
+    let secrets = store.list()?;
+    let context = kennel_lib::context::Context::load(None)?;
+    let listed: Vec<Listed> = secrets
+        .iter()
+        .map(|secret| Listed {
+            secret,
+            hosts: kennel_lib::secrets::bound_hosts(&context, &secret.name),
+        })
+        .collect();
     if args.json.json {
         return crate::ui::print_json_list("secrets", &listed);
     }
@@ -169,11 +185,15 @@ fn ls(host: &HostContext, args: LsArgs) -> Result<i32, CliError> {
         return Ok(0);
     }
     let now = kennel_sessions::now_ms();
-    let rows: Vec<[String; 4]> = listed
+    let rows: Vec<[String; 5]> = listed
         .iter()
-        .map(|secret| {
+        .map(|Listed { secret, hosts }| {
             [
                 secret.name.clone(),
+                match hosts.is_empty() {
+                    true => "- (not bound: add [secrets.NAME])".to_string(),
+                    false => hosts.join(", "),
+                },
                 match &secret.source {
                     Source::Stored => "stored".to_string(),
                     Source::Command(command) => format!("command: {}", escape_controls(command)),
@@ -185,7 +205,7 @@ fn ls(host: &HostContext, args: LsArgs) -> Result<i32, CliError> {
         .collect();
     crate::ui::write_stdout(format_args!(
         "{}",
-        crate::ui::table(&["NAME", "SOURCE", "STORE", "UPDATED"], &rows)
+        crate::ui::table(&["NAME", "HOSTS", "SOURCE", "STORE", "UPDATED"], &rows)
     ));
     Ok(0)
 }
