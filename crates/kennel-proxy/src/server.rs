@@ -665,43 +665,7 @@ impl ClientEnd {
     }
 }
 
-impl AsyncRead for ClientEnd {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientEnd::Raw(s) => Pin::new(s).poll_read(cx, buf),
-            ClientEnd::Upgraded(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ClientEnd {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientEnd::Raw(s) => Pin::new(s).poll_write(cx, data),
-            ClientEnd::Upgraded(s) => Pin::new(s).poll_write(cx, data),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientEnd::Raw(s) => Pin::new(s).poll_flush(cx),
-            ClientEnd::Upgraded(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientEnd::Raw(s) => Pin::new(s).poll_shutdown(cx),
-            ClientEnd::Upgraded(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
+crate::splice::either_io!(ClientEnd, Raw, Upgraded);
 
 async fn tunnel(
     shared: Arc<Shared>,

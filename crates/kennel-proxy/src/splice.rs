@@ -3,14 +3,12 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
 use nix::sys::socket::{Shutdown, shutdown};
 use nix::unistd::pipe2;
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
 
 /// Pipe capacity asked for; the kernel may refuse (per-user pipe limits), in
@@ -96,40 +94,55 @@ pub(crate) async fn pump(src: &Sock, dst: &Sock, count: &AtomicU64) -> io::Resul
     }
 }
 
-impl AsyncRead for Sock {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Sock::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Sock::Unix(s) => Pin::new(s).poll_read(cx, buf),
+/// `AsyncRead` and `AsyncWrite` for an enum of two variants that each
+/// wrap an I/O stream: every call goes to the variant's stream.
+macro_rules! either_io {
+    ($name:ident, $a:ident, $b:ident) => {
+        impl tokio::io::AsyncRead for $name {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    $name::$a(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+                    $name::$b(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+                }
+            }
         }
-    }
-}
 
-impl AsyncWrite for Sock {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Sock::Tcp(s) => Pin::new(s).poll_write(cx, data),
-            Sock::Unix(s) => Pin::new(s).poll_write(cx, data),
+        impl tokio::io::AsyncWrite for $name {
+            fn poll_write(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                data: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                match self.get_mut() {
+                    $name::$a(s) => std::pin::Pin::new(s).poll_write(cx, data),
+                    $name::$b(s) => std::pin::Pin::new(s).poll_write(cx, data),
+                }
+            }
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    $name::$a(s) => std::pin::Pin::new(s).poll_flush(cx),
+                    $name::$b(s) => std::pin::Pin::new(s).poll_flush(cx),
+                }
+            }
+            fn poll_shutdown(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    $name::$a(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+                    $name::$b(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+                }
+            }
         }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Sock::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Sock::Unix(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Sock::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Sock::Unix(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
+    };
 }
+pub(crate) use either_io;
+
+either_io!(Sock, Tcp, Unix);
