@@ -79,7 +79,12 @@ impl IncusImages {
         &self,
         engine: &kennel_engine::Engine,
         recipe: &kennel_image::Recipe,
+        no_cache: bool,
     ) -> Result<(), CliError> {
+        // Another kennel may have converted it while the engine built.
+        if !no_cache && self.has(&recipe.tag).await? {
+            return Ok(());
+        }
         let started = std::time::Instant::now();
         let dir = tempfile::tempdir().map_err(|error| {
             CliError::kennel(format!("cannot make a temporary directory: {error}"))
@@ -113,10 +118,19 @@ impl IncusImages {
         if let Ok(old) = self.client.image_alias(&recipe.tag).await {
             let _ = self.client.delete_image(&old.target).await;
         }
-        self.client
+        match self
+            .client
             .import_image(&meta, &rootfs, Some(&recipe.tag))
             .await
-            .map_err(incus_error)?;
+        {
+            Ok(_) => {}
+            // Another kennel imported the same bytes a moment before: its
+            // alias follows.
+            Err(error) if error.is_already_exists() => {
+                self.await_other_kennel(&recipe.tag, error).await?;
+            }
+            Err(error) => return Err(incus_error(error)),
+        }
         kennel_lib::report::note(&format!(
             "converted {} for Incus in {:.0?}",
             recipe.tag,
@@ -158,6 +172,24 @@ impl IncusImages {
     }
 }
 
+impl IncusImages {
+    /// Waits (a little) for the image another kennel is making under
+    /// `tag`; `error` (what made us wait) when it does not come.
+    pub(crate) async fn await_other_kennel(
+        &self,
+        tag: &str,
+        error: kennel_incus::IncusError,
+    ) -> Result<(), CliError> {
+        for _ in 0..100 {
+            if self.has(tag).await? {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Err(incus_error(error))
+    }
+}
+
 #[async_trait(?Send)]
 impl Images for IncusImages {
     async fn ensure(
@@ -193,7 +225,7 @@ impl Images for IncusImages {
         // Only the agent's own image runs; the layers below it live on in
         // the engine, where they are built.
         if let Some(last) = recipes.last() {
-            self.convert(&engine, last).await?;
+            self.convert(&engine, last, options.no_cache).await?;
             if let Some(outcome) = outcomes.last_mut() {
                 *outcome = Outcome::Built;
             }

@@ -113,12 +113,19 @@ impl AgentRun {
 
     /// `kennel run AGENT --allow model.kennel.test [KENNEL_OPTIONS] -- ARGS`.
     fn run(&self, kennel_options: &[&str], agent_args: &[&str]) -> Out {
+        self.run_with(kennel_options, agent_args, &[])
+    }
+
+    /// [`AgentRun::run`] with more host variables.
+    fn run_with(&self, kennel_options: &[&str], agent_args: &[&str], env: &[(&str, &str)]) -> Out {
         let mut args = vec!["run", self.agent, "--allow", "model.kennel.test"];
         args.extend_from_slice(kennel_options);
         args.push("--");
         args.extend_from_slice(agent_args);
+        let mut host_env = vec![("GIT_CONFIG_GLOBAL", self.global.as_str())];
+        host_env.extend_from_slice(env);
         self.t
-            .kennel_env(&args, &[("GIT_CONFIG_GLOBAL", self.global.as_str())])
+            .kennel_env(&args, &host_env)
             .timeout(Duration::from_secs(300))
             .run()
     }
@@ -631,6 +638,57 @@ fn docker_claude_over_https_with_the_users_ca() {
             .iter()
             .all(|r| r["headers"]["host"] == format!("model.kennel.test:{MODEL_TLS_PORT}")),
         "every model call came over HTTPS\n{context}"
+    );
+}
+
+/// With its key brokered: the user binds ANTHROPIC_API_KEY to the model's
+/// host, the key is in the host's environment only, Claude Code runs with
+/// a placeholder and the session CA (Node trusts it through
+/// NODE_EXTRA_CA_CERTS), and every model call reached the server with the
+/// real key, which the agent never had.
+#[test]
+fn docker_claude_with_a_brokered_key() {
+    let Some(run) = claude_run(Backend::Docker, "agents_at_work_claude_brokered") else {
+        return;
+    };
+    run.t.write_config(
+        &format!(
+            "ca_certificates = [\"{HOST_CA_BUNDLE}\", \"{}\"]",
+            run.net.model_ca.display()
+        ),
+        &format!(
+            "{}\n[secrets.ANTHROPIC_API_KEY]\nhosts = [\"model.kennel.test\"]\nheader = \"x-api-key\"\n",
+            network_tables()
+        ),
+    );
+    let key = format!(
+        "sk-ant-api03-{}-brokered0123456789",
+        unique().replace('-', "")
+    );
+    let options = vec![
+        "-e".to_string(),
+        "ANTHROPIC_BASE_URL=https://model.kennel.test".to_string(),
+    ];
+    let (_, args) = claude_invocation(&run, "https://model.kennel.test");
+    let out = run.run_with(
+        &strs(&options),
+        &strs(&args),
+        &[("ANTHROPIC_API_KEY", &key)],
+    );
+    claude_worked(&run, &out, 443);
+    let context = run.context(&out);
+    assert!(
+        !out.stdout.contains(&key) && !out.stderr.contains(&key),
+        "{context}"
+    );
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()));
+    let requests = run.requests();
+    assert!(
+        !requests.is_empty()
+            && requests
+                .iter()
+                .all(|r| r["credential_sha256"]["x-api-key"] == digest.as_str()),
+        "every model call carried the real key, swapped in by kennel's proxy\n{context}"
     );
 }
 
