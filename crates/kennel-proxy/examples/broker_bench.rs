@@ -28,6 +28,10 @@
 // An example is a program: it owns its terminal and its exit code.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::exit)]
 
+#[path = "../tests/support/pki.rs"]
+mod pki;
+use pki::{TestPki, provider, test_pki};
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -45,10 +49,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use kennel_proxy::{Credential, Listen, NetworkMode, Place, Policy, ProxyConfig, SessionCa};
 use nix::sys::resource::{UsageWho, getrusage};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::client::Resumption;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -93,7 +96,7 @@ async fn run() -> bool {
     let rounds = env_num("BENCH_ROUNDS", 3).max(1) as usize;
     let strict = std::env::var("BENCH_STRICT").is_ok_and(|v| v == "1");
 
-    let pki = test_pki();
+    let pki = test_pki(&[HOST]);
     let data = random_chunk();
     let server = api_server(&pki, data.clone()).await;
     let ca = Arc::new(SessionCa::generate("bench").expect("session ca"));
@@ -430,35 +433,6 @@ impl Body for Source {
 }
 
 // ---- the stand-in API ----------------------------------------------------
-
-#[allow(deprecated)] // ring, as in the proxy (see broker.rs)
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-struct TestPki {
-    ca_pem: String,
-    leaf: CertificateDer<'static>,
-    key: PrivateKeyDer<'static>,
-}
-
-fn test_pki() -> TestPki {
-    let ca_key = KeyPair::generate().expect("ca key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().expect("leaf key");
-    let leaf = CertificateParams::new(vec![HOST.to_string()])
-        .expect("leaf params")
-        .signed_by(&key, &issuer)
-        .expect("leaf");
-    TestPki {
-        ca_pem: ca_cert.pem(),
-        leaf: leaf.der().clone(),
-        key: PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key der"),
-    }
-}
 
 /// `/v1/small` (200, 3 bytes), `/v1/download?bytes=N` (N bytes), `POST
 /// /v1/upload` (reads the body, answers its length); `/v1/*` requires the

@@ -3,6 +3,10 @@
 //! (a credential is bound to it) and `plain.test` (none is) map to it, and a
 //! client talks through the proxy trusting only what it should.
 
+#[path = "support/pki.rs"]
+mod pki;
+use pki::{TestPki, provider, test_pki};
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -22,9 +26,8 @@ use kennel_proxy::{
     Credential, Decision, Listen, NetworkMode, Place, Policy, ProxyConfig, ProxyError, ProxyHandle,
     SessionCa, read_log, start,
 };
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -36,36 +39,6 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const PLACEHOLDER: &str = "kph_PLACEHOLDER_0123456789abcdef";
 const VALUE: &str = "kv_realSECRETvalue/9876543210+xyz";
 const VALUE_IN_QUERY: &str = "kv_realSECRETvalue%2F9876543210%2Bxyz";
-
-#[allow(deprecated)] // ring, as in the proxy: see broker.rs
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// The real API's own CA and its server certificate for both test names.
-struct TestPki {
-    ca_pem: String,
-    leaf: CertificateDer<'static>,
-    key: PrivateKeyDer<'static>,
-}
-
-fn test_pki() -> TestPki {
-    let ca_key = KeyPair::generate().expect("ca key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().expect("leaf key");
-    let leaf = CertificateParams::new(vec!["api.test".to_string(), "plain.test".to_string()])
-        .expect("leaf params")
-        .signed_by(&key, &issuer)
-        .expect("leaf");
-    TestPki {
-        ca_pem: ca_cert.pem(),
-        leaf: leaf.der().clone(),
-        key: PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key der"),
-    }
-}
 
 /// What the API server received: the request line and every header.
 #[derive(Debug)]
@@ -364,7 +337,7 @@ async fn next_seen(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
 #[tokio::test]
 async fn the_api_gets_the_value_and_the_sandbox_never_sees_it() {
     let (_dir, log) = tmp();
-    let pki = test_pki();
+    let pki = test_pki(&["api.test", "plain.test"]);
     let (api, mut seen) = api_server(&pki).await;
     let ca = Arc::new(SessionCa::generate("broker-test").expect("session ca"));
     let (proxy, addr) = start_tcp(config(&log, api.port(), &ca, &pki)).await;
@@ -566,7 +539,7 @@ fn base64_encode(text: &str) -> String {
 #[tokio::test]
 async fn an_echo_in_small_frames_is_scrubbed() {
     let (_dir, log) = tmp();
-    let pki = test_pki();
+    let pki = test_pki(&["api.test", "plain.test"]);
     let (api, mut seen) = api_server(&pki).await;
     let ca = Arc::new(SessionCa::generate("broker-test").expect("session ca"));
     let (proxy, addr) = start_tcp(config(&log, api.port(), &ca, &pki)).await;
@@ -610,7 +583,7 @@ async fn an_echo_in_small_frames_is_scrubbed() {
 #[tokio::test]
 async fn hosts_without_a_credential_are_spliced_not_decrypted() {
     let (_dir, log) = tmp();
-    let pki = test_pki();
+    let pki = test_pki(&["api.test", "plain.test"]);
     let (api, _seen) = api_server(&pki).await;
     let ca = Arc::new(SessionCa::generate("broker-test").expect("session ca"));
     let (proxy, addr) = start_tcp(config(&log, api.port(), &ca, &pki)).await;
@@ -653,7 +626,7 @@ async fn hosts_without_a_credential_are_spliced_not_decrypted() {
 #[tokio::test]
 async fn tls_failures_on_either_side_are_logged_and_closed() {
     let (_dir, log) = tmp();
-    let pki = test_pki();
+    let pki = test_pki(&["api.test", "plain.test"]);
     let (api, _seen) = api_server(&pki).await;
     let ca = Arc::new(SessionCa::generate("broker-test").expect("session ca"));
     let (proxy, addr) = start_tcp(config(&log, api.port(), &ca, &pki)).await;
@@ -695,7 +668,7 @@ async fn tls_failures_on_either_side_are_logged_and_closed() {
 
 #[tokio::test]
 async fn brokered_through_an_upstream_proxy() {
-    let pki = test_pki();
+    let pki = test_pki(&["api.test", "plain.test"]);
     let (api, mut seen) = api_server(&pki).await;
     let ca = Arc::new(SessionCa::generate("broker-test").expect("session ca"));
     // B: a plain kennel proxy (no credentials) that A chains to.
@@ -736,7 +709,7 @@ async fn brokered_through_an_upstream_proxy() {
 #[tokio::test]
 async fn start_refuses_unusable_credentials() {
     let (_dir, log) = tmp();
-    let pki = test_pki();
+    let pki = test_pki(&["api.test", "plain.test"]);
     let ca = Arc::new(SessionCa::generate("broker-test").expect("session ca"));
     let listen = || Listen::Tcp("127.0.0.1:0".parse().expect("addr"));
 
