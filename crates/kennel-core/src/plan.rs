@@ -250,9 +250,18 @@ pub struct CredentialPlan {
     pub methods: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
-    /// Where its value comes from: `environment` (the host's variable
-    /// `env`) or `store` (`kennel secret set NAME`).
-    pub source: String,
+    /// Where its value comes from.
+    pub source: CredentialSource,
+}
+
+/// Where a brokered credential's value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialSource {
+    /// The host's variable of the credential's `env`.
+    Environment,
+    /// The secret store (`kennel secret set NAME`).
+    Store,
 }
 
 /// In the proxy's directory when it brokers credentials: the session's

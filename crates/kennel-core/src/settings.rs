@@ -714,9 +714,9 @@ fn plan_credentials(
             continue;
         }
         let source = if host.env.contains_key(variable) {
-            "environment"
+            CredentialSource::Environment
         } else if request.stored_secrets.contains(name) {
-            "store"
+            CredentialSource::Store
         } else {
             continue;
         };
@@ -727,7 +727,7 @@ fn plan_credentials(
             places: binding.places(),
             methods: binding.methods.clone(),
             paths: binding.paths.clone(),
-            source: source.into(),
+            source,
         });
     }
     if credentials.is_empty() {

@@ -168,7 +168,7 @@ fn agent_credentials_are_brokered_not_passed() {
             }],
             methods: vec![],
             paths: vec![],
-            source: "environment".into(),
+            source: CredentialSource::Environment,
         }]
     );
     // The session's CA is trusted inside: over the system store, and for Node.
@@ -267,7 +267,7 @@ fn your_own_secrets_and_the_store() {
     let credentials = &plan.network.proxy.as_ref().expect("proxy").credentials;
     assert_eq!(credentials.len(), 1, "{credentials:?}");
     assert_eq!(credentials[0].name, "GITHUB_TOKEN");
-    assert_eq!(credentials[0].source, "store");
+    assert_eq!(credentials[0].source, CredentialSource::Store);
     assert_eq!(credentials[0].paths, ["/repos/acme/app/"]);
     assert_eq!(plan.env_value("GITHUB_TOKEN"), Some(""));
     assert_eq!(plan.env_value("ONLY_AIDER"), None, "bound to aider only");

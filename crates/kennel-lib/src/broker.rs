@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use kennel_core::plan::Plan;
+use kennel_core::plan::{CredentialSource, Plan};
 
 use crate::context::Context;
 use crate::error::CliError;
@@ -48,8 +48,8 @@ pub fn prepare(context: &Context, plan: &mut Plan) -> Result<Option<BrokerSpec>,
     let mut store = None;
     let mut credentials = Vec::new();
     for credential in planned {
-        let value = match credential.source.as_str() {
-            "environment" => context
+        let value = match credential.source {
+            CredentialSource::Environment => context
                 .host
                 .env
                 .get(&credential.env)
@@ -60,12 +60,13 @@ pub fn prepare(context: &Context, plan: &mut Plan) -> Result<Option<BrokerSpec>,
                         credential.env
                     ))
                 })?,
-            _ => {
-                if store.is_none() {
-                    store = Some(crate::secrets::SecretStore::open(&context.host.data_dir)?);
-                }
-                let Some(store) = &store else {
-                    return Err(CliError::kennel("the secret store did not open"));
+            CredentialSource::Store => {
+                // Opened once, for the first credential that needs it.
+                let store = match &mut store {
+                    Some(store) => store,
+                    None => {
+                        store.insert(crate::secrets::SecretStore::open(&context.host.data_dir)?)
+                    }
                 };
                 store
                     .value(&credential.name)?
