@@ -99,7 +99,11 @@ pub fn prepare(context: &Context, plan: &mut Plan) -> Result<Option<BrokerSpec>,
             paths: credential.paths.clone(),
         });
     }
-    let ca = kennel_proxy::SessionCa::generate(&plan.name).map_err(|error| {
+    let hosts: Vec<String> = credentials
+        .iter()
+        .flat_map(|credential| credential.hosts.iter().cloned())
+        .collect();
+    let ca = kennel_proxy::SessionCa::generate_for(&plan.name, &hosts).map_err(|error| {
         CliError::kennel(format!(
             "cannot make the session's certificate authority: {error}"
         ))

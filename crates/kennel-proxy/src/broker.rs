@@ -130,6 +130,14 @@ impl fmt::Debug for SessionCa {
 impl SessionCa {
     /// A new CA (EC P-256, valid for about 7 days) named after the session.
     pub fn generate(session: &str) -> Result<SessionCa, BrokerError> {
+        SessionCa::generate_for(session, &[])
+    }
+
+    /// A CA that may only sign for `hosts` (their names and subdomains, and
+    /// the IP literals among them), through name constraints every TLS
+    /// client of the sandbox enforces: trusting it inside lets nothing
+    /// else be impersonated. No hosts: unconstrained.
+    pub fn generate_for(session: &str, hosts: &[String]) -> Result<SessionCa, BrokerError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
@@ -139,6 +147,9 @@ impl SessionCa {
         // Signs leaf certificates only, never another CA.
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        if !hosts.is_empty() {
+            params.name_constraints = Some(name_constraints(hosts));
+        }
         set_validity(&mut params);
         let cert = params.self_signed(&key)?;
         Ok(SessionCa {
@@ -199,6 +210,44 @@ impl SessionCa {
         let cert = params.signed_by(&key, &self.issuer)?;
         let key_der = PrivatePkcs8KeyDer::from(key.serialize_der()).into();
         Ok((cert.der().clone(), key_der))
+    }
+}
+
+/// Permitted: each host's name (a `*.domain` pattern as its domain, which
+/// covers the subdomains) or address; excluded: every address when no host
+/// is one (an address is not constrained by DNS names alone).
+fn name_constraints(hosts: &[String]) -> rcgen::NameConstraints {
+    use rcgen::{CidrSubnet, GeneralSubtree};
+    let mut permitted = Vec::new();
+    for host in hosts {
+        let host = host.trim_end_matches('.');
+        match host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+            Ok(addr) => {
+                let prefix = if addr.is_ipv4() { 32 } else { 128 };
+                permitted.push(GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(
+                    addr, prefix,
+                )));
+            }
+            Err(_) => permitted.push(GeneralSubtree::DnsName(
+                host.strip_prefix("*.").unwrap_or(host).to_ascii_lowercase(),
+            )),
+        }
+    }
+    let mut excluded = Vec::new();
+    if !permitted
+        .iter()
+        .any(|subtree| matches!(subtree, GeneralSubtree::IpAddress(_)))
+    {
+        excluded.push(GeneralSubtree::IpAddress(CidrSubnet::from_v4_prefix(
+            [0; 4], 0,
+        )));
+        excluded.push(GeneralSubtree::IpAddress(CidrSubnet::from_v6_prefix(
+            [0; 16], 0,
+        )));
+    }
+    rcgen::NameConstraints {
+        permitted_subtrees: permitted,
+        excluded_subtrees: excluded,
     }
 }
 

@@ -557,6 +557,34 @@ fn session_ca_signs_certificates_for_hosts() {
     assert!(SessionCa::from_pem(ca.cert_pem(), "junk").is_err());
 }
 
+/// A CA made for the bound hosts signs for nothing else that a TLS client
+/// would accept: other names, other addresses.
+#[test]
+fn session_ca_is_constrained_to_the_bound_hosts() {
+    let ca = SessionCa::generate_for(
+        "s-2",
+        &["api.github.com".to_string(), "*.example.org".to_string()],
+    )
+    .expect("ca");
+    for good in ["api.github.com", "x.example.org", "a.b.example.org"] {
+        let (leaf, _) = ca.leaf(good).expect("leaf");
+        verify_leaf(ca.cert_pem(), &leaf, good).unwrap_or_else(|error| panic!("{good}: {error}"));
+    }
+    for bad in ["evil.example", "github.com.evil.example", "127.0.0.1"] {
+        let (leaf, _) = ca.leaf(bad).expect("leaf");
+        assert!(
+            verify_leaf(ca.cert_pem(), &leaf, bad).is_err(),
+            "the constrained CA must not be trusted for {bad}"
+        );
+    }
+    // An address among the hosts: that address, and no other.
+    let ca = SessionCa::generate_for("s-3", &["127.0.0.1".to_string()]).expect("ca");
+    let (leaf, _) = ca.leaf("127.0.0.1").expect("leaf");
+    verify_leaf(ca.cert_pem(), &leaf, "127.0.0.1").expect("its address");
+    let (leaf, _) = ca.leaf("127.0.0.2").expect("leaf");
+    assert!(verify_leaf(ca.cert_pem(), &leaf, "127.0.0.2").is_err());
+}
+
 #[test]
 fn scrubber_replaces_values_split_across_chunks() {
     let injected = Injected {

@@ -53,6 +53,7 @@ fn probe() -> String {
          echo \"IN_ENVIRON=$(for p in /proc/[0-9]*; do (tr '\\0' '\\n' < $p/environ) 2>/dev/null; done | grep -cF -f /tmp/kennel-needle)\"\n\
          echo \"IN_FILES=$(grep -rlF -f /tmp/kennel-needle --exclude=kennel-needle \"$HOME\" \"$PWD\" /tmp /run /etc /var /opt 2>/dev/null | wc -l)\"\n\
          echo \"KEYS=$(grep -rlE 'PRIVATE KEY' /run/kennel /etc/kennel /etc/ssl/certs \"$(dirname \"$NODE_EXTRA_CA_CERTS\")\" \"$HOME\" 2>/dev/null | wc -l)\"\n\
+         echo \"CONSTRAINTS=$(openssl crl2pkcs7 -nocrl -certfile \"$NODE_EXTRA_CA_CERTS\" 2>/dev/null | openssl pkcs7 -print_certs -text -noout 2>/dev/null | grep -A6 'Name Constraints' | tr -d '\\n ')\"\n\
          echo \"SESSION_CA=$(grep -c 'BEGIN CERTIFICATE' \"$NODE_EXTRA_CA_CERTS\" 2>/dev/null) $(tail -n 3 \"$NODE_EXTRA_CA_CERTS\" 2>/dev/null | head -n 1)\"\n",
     );
     script
@@ -146,6 +147,13 @@ pub fn brokered_credential(b: Backend) {
         out.expect_kv("ISSUER_SPLICED")
             .contains("kennel e2e test CA"),
         "{out}"
+    );
+    // The sandbox trusts the session's CA for the bound host only.
+    let constraints = out.expect_kv("CONSTRAINTS");
+    assert!(
+        constraints.contains("Permitted:DNS:model.kennel.test")
+            && constraints.contains("Excluded:IP:0.0.0.0/0.0.0.0"),
+        "{constraints}\n{out}"
     );
     // Nowhere the sandbox can read.
     expect(&out, "IN_ENVIRON", "0");
