@@ -143,6 +143,14 @@ fn human(decision: &Decision) -> String {
         decision.bytes_up,
         decision.bytes_down,
     );
+    if let Some(credential) = &decision.credential {
+        let what = if decision.is_denied() {
+            "refused"
+        } else {
+            "injected"
+        };
+        line.push_str(&format!(" [credential {credential} {what}]"));
+    }
     if !decision.detail.is_empty() {
         line.push_str(&format!(" ({})", decision.detail));
     }

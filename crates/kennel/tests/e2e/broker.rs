@@ -180,6 +180,13 @@ pub fn brokered_credential(b: Backend) {
             && entry["reason"] == "credential-not-bound"),
         "no refusal logged\n{log}"
     );
+    let text = t.kennel(&["net", "log"]).run();
+    text.assert_ok();
+    assert!(
+        text.stdout.contains(&format!("[credential {NAME} injected]"))
+            && text.stdout.contains(&format!("[credential {NAME} refused]")),
+        "{text}"
+    );
     // Nor in what kennel shows about sessions.
     let listed = t.kennel(&["ls", "--all", "--json"]).run();
     assert!(!listed.stdout.contains(&secret), "{listed}");
