@@ -183,8 +183,11 @@ pub fn brokered_credential(b: Backend) {
     let text = t.kennel(&["net", "log"]).run();
     text.assert_ok();
     assert!(
-        text.stdout.contains(&format!("[credential {NAME} injected]"))
-            && text.stdout.contains(&format!("[credential {NAME} refused]")),
+        text.stdout
+            .contains(&format!("[credential {NAME} injected]"))
+            && text
+                .stdout
+                .contains(&format!("[credential {NAME} refused]")),
         "{text}"
     );
     // Nor in what kennel shows about sessions.
