@@ -63,7 +63,7 @@ pub struct Credential {
     pub paths: Vec<String>,
     /// A command (argument vector) the proxy runs on the host for a new
     /// value when the server answers 401 to a request it was injected into
-    /// (see [`REFRESH_INTERVAL`]). The placeholder stays the same.
+    /// (at most once a minute). The placeholder stays the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh: Option<Vec<String>>,
 }
