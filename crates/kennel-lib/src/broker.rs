@@ -48,6 +48,7 @@ pub fn prepare(context: &Context, plan: &mut Plan) -> Result<Option<BrokerSpec>,
     let mut store = None;
     let mut credentials = Vec::new();
     for credential in planned {
+        let mut refresh = None;
         let value = match credential.source {
             CredentialSource::Environment => context
                 .host
@@ -68,6 +69,7 @@ pub fn prepare(context: &Context, plan: &mut Plan) -> Result<Option<BrokerSpec>,
                         store.insert(crate::secrets::SecretStore::open(&context.host.data_dir)?)
                     }
                 };
+                refresh = refresh_command(store, &credential.name)?;
                 store
                     .value(&credential.name)?
                     .ok_or_else(|| {
@@ -97,6 +99,7 @@ pub fn prepare(context: &Context, plan: &mut Plan) -> Result<Option<BrokerSpec>,
             places: credential.places.iter().map(to_proxy_place).collect(),
             methods: credential.methods.clone(),
             paths: credential.paths.clone(),
+            refresh,
         });
     }
     let hosts: Vec<String> = credentials
@@ -116,6 +119,23 @@ pub fn prepare(context: &Context, plan: &mut Plan) -> Result<Option<BrokerSpec>,
     }))
 }
 
+/// For a secret whose value is a command's output: that command, for the
+/// proxy to run again when the server answers 401 (the value has expired).
+fn refresh_command(
+    store: &crate::secrets::SecretStore,
+    name: &str,
+) -> Result<Option<Vec<String>>, CliError> {
+    use crate::secrets::Source;
+    Ok(store
+        .list()?
+        .into_iter()
+        .find(|info| info.name == name)
+        .and_then(|info| match info.source {
+            Source::Command(command) => Some(vec!["sh".to_string(), "-c".to_string(), command]),
+            Source::Stored => None,
+        }))
+}
+
 fn to_proxy_place(place: &kennel_core::credentials::CredentialPlace) -> kennel_proxy::Place {
     use kennel_core::credentials::CredentialPlace;
     match place {
@@ -124,5 +144,26 @@ fn to_proxy_place(place: &kennel_core::credentials::CredentialPlace) -> kennel_p
         CredentialPlace::Query { param } => kennel_proxy::Place::Query {
             param: param.clone(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_secrets_get_their_command_as_refresh() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::secrets::SecretStore::open_file(dir.path());
+        store.set("STORED", "a-value").expect("set");
+        store
+            .set_command("FROM_GH", "gh auth token")
+            .expect("set command");
+        assert_eq!(
+            refresh_command(&store, "FROM_GH").expect("list"),
+            Some(vec!["sh".into(), "-c".into(), "gh auth token".into()])
+        );
+        assert_eq!(refresh_command(&store, "STORED").expect("list"), None);
+        assert_eq!(refresh_command(&store, "MISSING").expect("list"), None);
     }
 }

@@ -123,6 +123,7 @@ async fn run() -> bool {
             }],
             methods: vec!["GET".into(), "POST".into()],
             paths: vec!["/v1/*".into()],
+            refresh: None,
         }],
         ca: Some(ca.clone()),
         upstream_roots: vec![pki.ca_pem.as_bytes().to_vec()],

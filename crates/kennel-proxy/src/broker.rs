@@ -9,7 +9,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
@@ -60,6 +61,11 @@ pub struct Credential {
     /// Path prefixes (`/repos/acme/app/`); empty means any. A trailing `*`
     /// is ignored (`/v1/*` is `/v1/`).
     pub paths: Vec<String>,
+    /// A command (argument vector) the proxy runs on the host for a new
+    /// value when the server answers 401 to a request it was injected into
+    /// (at most once a minute). The placeholder stays the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<Vec<String>>,
 }
 
 impl fmt::Debug for Credential {
@@ -72,6 +78,7 @@ impl fmt::Debug for Credential {
             .field("places", &self.places)
             .field("methods", &self.methods)
             .field("paths", &self.paths)
+            .field("refresh", &self.refresh.is_some())
             .finish()
     }
 }
@@ -297,6 +304,13 @@ pub(crate) fn validate(credentials: &[Credential]) -> Result<(), ProxyError> {
         if credential.places.is_empty() {
             return Err(bad(credential, "it is bound to no place in a request"));
         }
+        if credential
+            .refresh
+            .as_ref()
+            .is_some_and(|argv| argv.first().is_none_or(String::is_empty))
+        {
+            return Err(bad(credential, "its refresh command is empty"));
+        }
         // A placeholder inside another placeholder or inside a value would be
         // found again after a swap, or swapped twice.
         for other in credentials {
@@ -324,7 +338,11 @@ pub(crate) fn validate(credentials: &[Credential]) -> Result<(), ProxyError> {
 
 /// The broker as the running proxy holds it.
 pub(crate) struct Broker {
-    credentials: Vec<Credential>,
+    /// The credentials with their current values: a refresh puts a new
+    /// list here, and each request uses the list it found.
+    credentials: RwLock<Arc<[Credential]>>,
+    /// Per credential (same order): its refreshes so far.
+    refreshes: Vec<Mutex<Refreshes>>,
     ca: Arc<SessionCa>,
     upstream_tls: Arc<ClientConfig>,
     /// Per host: when its certificate was made, and the TLS server set-up with it.
@@ -367,7 +385,8 @@ impl Broker {
             .with_no_client_auth();
         upstream_tls.alpn_protocols = vec![HTTP11.to_vec()];
         Ok(Self {
-            credentials,
+            refreshes: credentials.iter().map(|_| Mutex::default()).collect(),
+            credentials: RwLock::new(credentials.into()),
             ca,
             upstream_tls: Arc::new(upstream_tls),
             server_tls: Mutex::new(HashMap::new()),
@@ -376,7 +395,7 @@ impl Broker {
 
     /// Is TLS to this (normalized) host terminated, because a credential is bound to it?
     pub(crate) fn terminates(&self, host: &str) -> bool {
-        self.credentials
+        self.credentials()
             .iter()
             .any(|credential| bound_to_host(credential, host))
     }
@@ -421,15 +440,272 @@ impl Broker {
         }
     }
 
+    /// The credentials with their current values.
+    fn credentials(&self) -> Arc<[Credential]> {
+        match self.credentials.read() {
+            Ok(credentials) => credentials.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
     /// See [`swap`].
     pub(crate) fn swap(&self, host: &str, parts: &mut Parts) -> Result<Injected, NotBound> {
-        swap(&self.credentials, host, parts)
+        swap(&self.credentials(), host, parts)
     }
 
     /// See [`check_plain`].
     pub(crate) fn check_plain(&self, host: &str, parts: &Parts) -> Result<(), NotBound> {
-        check_plain(&self.credentials, host, parts)
+        check_plain(&self.credentials(), host, parts)
     }
+
+    /// The server answered 401 to a request `injected` went into: a refresh
+    /// of each of those credentials that has a command, unless one is
+    /// running or started less than [`REFRESH_INTERVAL`] ago. Returns what
+    /// to log with the request, and the refreshes to run (in the
+    /// background: see [`Broker::refresh`]).
+    pub(crate) fn unauthorized(&self, injected: &Injected) -> (String, Vec<Refresh>) {
+        let credentials = self.credentials();
+        let mut notes = Vec::new();
+        let mut due = Vec::new();
+        for &index in &injected.refreshable {
+            let (Some(credential), Some(state)) =
+                (credentials.get(index), self.refreshes.get(index))
+            else {
+                continue;
+            };
+            let Some(argv) = &credential.refresh else {
+                continue;
+            };
+            if lock(state).claim(Instant::now()) {
+                notes.push(format!(
+                    "refresh of credential {} started after 401",
+                    credential.name
+                ));
+                due.push(Refresh {
+                    index,
+                    name: credential.name.clone(),
+                    argv: argv.clone(),
+                });
+            } else {
+                notes.push(format!(
+                    "credential {} not refreshed after 401: a refresh is running or ran less than {} s ago",
+                    credential.name,
+                    REFRESH_INTERVAL.as_secs()
+                ));
+            }
+        }
+        (notes.join("; "), due)
+    }
+
+    /// Run a refresh [`Broker::unauthorized`] claimed, and on success put
+    /// its value in place. The error says why, never with the value or the
+    /// command's output (at most the last line of its stderr).
+    pub(crate) async fn refresh(&self, refresh: Refresh, timeout: Duration) -> Result<(), String> {
+        let result = match run_refresh(&refresh.argv, timeout).await {
+            Ok(value) => self.replace_value(refresh.index, value),
+            Err(why) => Err(why),
+        };
+        if let Some(state) = self.refreshes.get(refresh.index) {
+            lock(state).running = false;
+        }
+        result
+    }
+
+    fn replace_value(&self, index: usize, value: String) -> Result<(), String> {
+        let mut slot = match self.credentials.write() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(other) = slot
+            .iter()
+            .find(|other| value.contains(other.placeholder.as_str()))
+        {
+            return Err(format!(
+                "the new value contains the placeholder of {:?}",
+                other.name
+            ));
+        }
+        let mut credentials = slot.to_vec();
+        let Some(credential) = credentials.get_mut(index) else {
+            return Err("no such credential".into());
+        };
+        credential.value = value;
+        *slot = credentials.into();
+        Ok(())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// A credential is refreshed at most once in this long.
+pub(crate) const REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+/// A refresh command still running after this long is killed.
+pub(crate) const REFRESH_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest value a refresh command may print.
+const MAX_REFRESHED_VALUE: usize = 64 * 1024;
+
+/// One credential's refreshes.
+#[derive(Debug, Default)]
+struct Refreshes {
+    /// When the last one started.
+    last: Option<Instant>,
+    running: bool,
+}
+
+impl Refreshes {
+    /// May a refresh start `now`? If so, it is now running.
+    fn claim(&mut self, now: Instant) -> bool {
+        let recent = self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < REFRESH_INTERVAL);
+        if self.running || recent {
+            return false;
+        }
+        self.last = Some(now);
+        self.running = true;
+        true
+    }
+}
+
+/// A refresh [`Broker::unauthorized`] claimed, to run.
+pub(crate) struct Refresh {
+    index: usize,
+    pub(crate) name: String,
+    argv: Vec<String>,
+}
+
+/// Run a refresh command (stdin `/dev/null`, its own process group, all of
+/// it killed after `timeout`) and take its output as the new value.
+async fn run_refresh(argv: &[String], timeout: Duration) -> Result<String, String> {
+    use tokio::io::AsyncReadExt as _;
+
+    let Some((program, args)) = argv.split_first() else {
+        return Err("its refresh command is empty".into());
+    };
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: a timeout ends what it started too.
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| format!("cannot run its refresh command: {error}"))?;
+    let group = child.id().and_then(|pid| i32::try_from(pid).ok());
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let work = async {
+        let out = async {
+            let mut out = Vec::new();
+            if let Some(stdout) = stdout.as_mut() {
+                // One byte more than a value and a CRLF: too long is then seen.
+                let _ = stdout
+                    .take(MAX_REFRESHED_VALUE as u64 + 3)
+                    .read_to_end(&mut out)
+                    .await;
+                // The rest, so that the command is not stopped by a full pipe.
+                let _ = tokio::io::copy(stdout, &mut tokio::io::sink()).await;
+            }
+            out
+        };
+        let err = async {
+            let mut tail = Vec::new();
+            let mut chunk = [0u8; 4096];
+            if let Some(stderr) = stderr.as_mut() {
+                while let Ok(read) = stderr.read(&mut chunk).await {
+                    if read == 0 {
+                        break;
+                    }
+                    tail.extend_from_slice(&chunk[..read]);
+                    if tail.len() > 8192 {
+                        tail.drain(..tail.len() - 4096);
+                    }
+                }
+            }
+            tail
+        };
+        let (out, tail) = tokio::join!(out, err);
+        (out, tail, child.wait().await)
+    };
+    let Ok((out, tail, status)) = tokio::time::timeout(timeout, work).await else {
+        if let Some(group) = group {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(group),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = child.wait().await;
+        return Err(format!(
+            "its refresh command did not finish within {} s",
+            timeout.as_secs_f64()
+        ));
+    };
+    let status = status.map_err(|error| format!("cannot wait for its refresh command: {error}"))?;
+    if !status.success() {
+        let how = match status.code() {
+            Some(code) => format!("exited with status {code}"),
+            None => "was killed by a signal".into(),
+        };
+        let last = last_line(&tail);
+        return Err(if last.is_empty() {
+            format!("its refresh command {how}")
+        } else {
+            format!("its refresh command {how}: {last}")
+        });
+    }
+    refreshed_value(out)
+}
+
+/// The value in a refresh command's output: one trailing line break (LF or
+/// CRLF) removed, then checked like a value (see [`validate`]). The error
+/// never shows the output.
+fn refreshed_value(mut out: Vec<u8>) -> Result<String, String> {
+    if out.last() == Some(&b'\n') {
+        out.pop();
+        if out.last() == Some(&b'\r') {
+            out.pop();
+        }
+    }
+    if out.len() > MAX_REFRESHED_VALUE {
+        return Err(format!(
+            "the output of its refresh command is longer than {MAX_REFRESHED_VALUE} bytes"
+        ));
+    }
+    let unusable = |why: &str| format!("the output of its refresh command {why}");
+    let value = String::from_utf8(out).map_err(|_| unusable("is not UTF-8 text"))?;
+    if value.is_empty() {
+        return Err(unusable("is empty"));
+    }
+    if value.contains(['\r', '\n', '\0']) {
+        return Err(unusable("contains a line break or a NUL byte"));
+    }
+    Ok(value)
+}
+
+/// The last non-empty line of a command's stderr, escaped and shortened:
+/// what may be logged of it.
+fn last_line(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .map(str::trim)
+        .rfind(|line| !line.is_empty())
+        .unwrap_or("");
+    let mut shown: String = line
+        .chars()
+        .take(200)
+        .flat_map(char::escape_debug)
+        .collect();
+    if line.chars().count() > 200 {
+        shown.push('…');
+    }
+    shown
 }
 
 /// Swap placeholders for values in a request to `host` (normalized) over a
@@ -444,6 +720,13 @@ fn swap(credentials: &[Credential], host: &str, parts: &mut Parts) -> Result<Inj
     for (credential, _) in found {
         inject(credential, parts, &mut injected.echoes)?;
         injected.names.push(credential.name.clone());
+        if credential.refresh.is_some()
+            && let Some(index) = credentials
+                .iter()
+                .position(|other| std::ptr::eq(other, credential))
+        {
+            injected.refreshable.push(index);
+        }
     }
     Ok(injected)
 }
@@ -486,6 +769,8 @@ pub(crate) struct Injected {
     /// instead: the value itself, and each encoded form of it (a header
     /// value, a Basic token, a query value) that a server could echo.
     echoes: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Which of them (indices in the broker's list) have a refresh command.
+    refreshable: Vec<usize>,
 }
 
 impl Injected {

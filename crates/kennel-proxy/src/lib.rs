@@ -75,6 +75,17 @@
 //! * Where a value was injected, the response's headers and body have the
 //!   value replaced by the placeholder again, should the server echo it
 //!   (uncompressed bodies only).
+//! * A credential with [`Credential::refresh`] (a command, e.g. `sh -c 'gh
+//!   auth token'`) is refreshed when the server answers `401` to a request
+//!   it was injected into: the command runs on the host in the background
+//!   (stdin `/dev/null`, its own process group, killed after 30 s), at most
+//!   once a minute per credential; its output, one trailing line break
+//!   removed, must be a usable value (non-empty, one line, no
+//!   placeholder), and then it is injected from the next request on, for
+//!   the same placeholder. The 401 request's log line says a refresh
+//!   started (or why not); the outcome is a `tracing` line naming the
+//!   credential, with at most the last line of the command's stderr, never
+//!   its output.
 //! * A plain-HTTP request carrying a placeholder is refused with
 //!   `credential-not-bound`: credentials are only sent over TLS the proxy
 //!   verified.

@@ -989,6 +989,7 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
         why: target.why,
         up,
         down: 0,
+        detail: String::new(),
     };
     Response::from_parts(parts, ProxyBody::relay(body, log, None))
 }
@@ -1026,13 +1027,16 @@ pub(crate) struct HttpLog {
     pub(crate) why: &'static str,
     pub(crate) up: Arc<AtomicU64>,
     pub(crate) down: u64,
+    /// Logged with the request.
+    pub(crate) detail: String,
 }
 
 impl Drop for HttpLog {
     fn drop(&mut self) {
         let up = self.up.load(Ordering::Relaxed);
+        let detail = std::mem::take(&mut self.detail);
         self.shared
-            .record(&self.pending, Ok(self.why), String::new(), up, self.down);
+            .record(&self.pending, Ok(self.why), detail, up, self.down);
     }
 }
 
@@ -1071,7 +1075,8 @@ pub(crate) enum ProxyBody {
     Full(Option<Bytes>),
     Relay {
         inner: Incoming,
-        log: HttpLog,
+        /// Boxed: it makes the variant large.
+        log: Box<HttpLog>,
         /// Brokered requests: hides injected values the server echoes.
         scrub: Option<Box<Scrubbing>>,
     },
@@ -1085,7 +1090,7 @@ impl ProxyBody {
     pub(crate) fn relay(inner: Incoming, log: HttpLog, scrubber: Option<Scrubber>) -> Self {
         ProxyBody::Relay {
             inner,
-            log,
+            log: Box::new(log),
             scrub: scrubber.map(|scrubber| {
                 Box::new(Scrubbing {
                     scrubber,

@@ -17,13 +17,14 @@ use hyper::http::request::Parts;
 use hyper::http::uri::Authority;
 use hyper::service::service_fn;
 use hyper::upgrade::Upgraded;
-use hyper::{Request, Response, Uri, Version};
+use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use crate::broker::REFRESH_TIMEOUT;
 use crate::policy::{Reason, normalize_host};
 use crate::server::{
     ClientEnd, Counted, CountingBody, HEADER_TIMEOUT, HELLO_TIMEOUT, HttpLog, Pending, ProxyBody,
@@ -284,6 +285,34 @@ impl Terminated {
             head.headers
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        let mut detail = String::new();
+        if head.status == StatusCode::UNAUTHORIZED {
+            let (notes, due) = broker.unauthorized(&injected);
+            detail = notes;
+            for refresh in due {
+                let shared = shared.clone();
+                // Not awaited: the 401 goes to the client now, and a
+                // later request gets the new value.
+                tokio::spawn(async move {
+                    let Some(broker) = shared.broker.as_ref() else {
+                        return;
+                    };
+                    let name = refresh.name.clone();
+                    match broker.refresh(refresh, REFRESH_TIMEOUT).await {
+                        Ok(()) => tracing::info!(
+                            credential = %name,
+                            refreshed = true,
+                            "credential {name} refreshed after 401"
+                        ),
+                        Err(why) => tracing::info!(
+                            credential = %name,
+                            refreshed = false,
+                            "refresh of {name} failed: {why}"
+                        ),
+                    }
+                });
+            }
+        }
         let scrub = injected.scrubber();
         if let Some(scrub) = &scrub {
             scrub.headers(&mut head.headers);
@@ -297,6 +326,7 @@ impl Terminated {
             why: self.why,
             up,
             down: 0,
+            detail,
         };
         Response::from_parts(head, ProxyBody::relay(body, log, scrub))
     }

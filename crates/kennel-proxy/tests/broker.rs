@@ -39,6 +39,8 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const PLACEHOLDER: &str = "kph_PLACEHOLDER_0123456789abcdef";
 const VALUE: &str = "kv_realSECRETvalue/9876543210+xyz";
 const VALUE_IN_QUERY: &str = "kv_realSECRETvalue%2F9876543210%2Bxyz";
+/// The value a refresh gives (`v2`; `VALUE` is `v1`).
+const NEW_VALUE: &str = "kv_refreshedSECRET_v2_0123456789";
 
 /// What the API server received: the request line and every header.
 #[derive(Debug)]
@@ -100,6 +102,19 @@ async fn api_server(pki: &TestPki) -> (SocketAddr, mpsc::UnboundedReceiver<Seen>
                             target: req.uri().to_string(),
                             headers,
                         });
+                        // `/v1/need-new`: only the refreshed value is accepted.
+                        if req.uri().path() == "/v1/need-new" {
+                            let status = if echo_key.as_ref().is_some_and(|key| key == NEW_VALUE) {
+                                200
+                            } else {
+                                401
+                            };
+                            let response = Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from(format!("status {status}\n"))).boxed())
+                                .expect("response");
+                            return Ok::<_, Infallible>(response);
+                        }
                         let mut response = Response::builder().header("x-api", "yes");
                         if let Some(key) = echo_key {
                             response = response.header("x-echo-key", key);
@@ -172,6 +187,7 @@ fn credential() -> Credential {
         ],
         methods: vec!["GET".into(), "POST".into()],
         paths: vec!["/v1/*".into()],
+        refresh: None,
     }
 }
 
@@ -764,4 +780,113 @@ fn each_session_ca_is_new() {
     assert_ne!(one.cert_pem(), two.cert_pem());
     let again = SessionCa::from_pem(one.cert_pem(), one.key_pem()).expect("from pem");
     assert_eq!(again.cert_pem(), one.cert_pem());
+}
+
+/// A credential whose refresh command prints `output` (from a file).
+fn refreshing(dir: &Path, output: &str) -> Credential {
+    let file = dir.join("token");
+    std::fs::write(&file, output).expect("write token file");
+    Credential {
+        refresh: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            format!("cat '{}'", file.display()),
+        ]),
+        ..credential()
+    }
+}
+
+/// One request for `/v1/need-new` with the placeholder, on a new tunnel.
+async fn need_new(proxy: SocketAddr, port: u16, ca: &SessionCa) -> Answer {
+    let stream = tls(proxy, "api.test", port, &trusting(ca.cert_pem()))
+        .await
+        .expect("tls");
+    let host = format!("api.test:{port}");
+    send(
+        stream,
+        vec![get("/v1/need-new", &host, &[("x-api-key", PLACEHOLDER)])],
+    )
+    .await
+    .remove(0)
+}
+
+#[tokio::test]
+async fn a_401_runs_the_refresh_command_and_later_requests_get_the_new_value() {
+    let (dir, log) = tmp();
+    let pki = test_pki(&["api.test"]);
+    let (api, mut seen) = api_server(&pki).await;
+    let ca = Arc::new(SessionCa::generate("broker-test").expect("session ca"));
+    let mut config = config(&log, api.port(), &ca, &pki);
+    config.credentials = vec![refreshing(dir.path(), &format!("{NEW_VALUE}\n"))];
+    let (proxy, addr) = start_tcp(config).await;
+
+    let first = need_new(addr, api.port(), &ca).await;
+    assert_eq!(first.status, 401, "{}", first.body);
+    assert_eq!(next_seen(&mut seen).await.header("x-api-key"), Some(VALUE));
+    let mut answers = vec![first];
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let answer = need_new(addr, api.port(), &ca).await;
+        let status = answer.status;
+        answers.push(answer);
+        let sent = next_seen(&mut seen).await;
+        if status == 200 {
+            assert_eq!(sent.header("x-api-key"), Some(NEW_VALUE));
+            break;
+        }
+        assert!(Instant::now() < deadline, "never refreshed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for answer in &answers {
+        for value in [VALUE, NEW_VALUE] {
+            assert!(!answer.body.contains(value), "{}", answer.body);
+            assert!(!answer.head.contains(value), "{}", answer.head);
+        }
+    }
+    let refreshed = wait_log(&log, |d| d.detail.contains("after 401")).await;
+    assert_eq!(
+        refreshed.detail,
+        "refresh of credential API_KEY started after 401"
+    );
+    assert_eq!(refreshed.credential.as_deref(), Some("API_KEY"));
+    proxy.shutdown().await;
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(!text.contains(VALUE) && !text.contains(NEW_VALUE), "{text}");
+}
+
+#[tokio::test]
+async fn a_failed_refresh_keeps_the_old_value_and_refreshes_once_a_minute() {
+    let (dir, log) = tmp();
+    let pki = test_pki(&["api.test"]);
+    let (api, mut seen) = api_server(&pki).await;
+    let ca = Arc::new(SessionCa::generate("broker-test").expect("session ca"));
+    let mut config = config(&log, api.port(), &ca, &pki);
+    // Two lines: not a value.
+    config.credentials = vec![refreshing(dir.path(), &format!("{NEW_VALUE}\nmore\n"))];
+    let (proxy, addr) = start_tcp(config).await;
+
+    let first = need_new(addr, api.port(), &ca).await;
+    assert_eq!(first.status, 401);
+    assert_eq!(next_seen(&mut seen).await.header("x-api-key"), Some(VALUE));
+    // Give the refresh time to fail; the old value is still sent.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = need_new(addr, api.port(), &ca).await;
+    assert_eq!(second.status, 401);
+    assert_eq!(next_seen(&mut seen).await.header("x-api-key"), Some(VALUE));
+    proxy.shutdown().await;
+    let records = read_log(&log).expect("log");
+    let details: Vec<&str> = records
+        .iter()
+        .filter(|d| d.method == "GET")
+        .map(|d| d.detail.as_str())
+        .collect();
+    assert_eq!(
+        details,
+        [
+            "refresh of credential API_KEY started after 401",
+            "credential API_KEY not refreshed after 401: a refresh is running or ran less than 60 s ago",
+        ]
+    );
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(!text.contains(VALUE) && !text.contains(NEW_VALUE), "{text}");
 }

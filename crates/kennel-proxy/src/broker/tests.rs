@@ -29,6 +29,7 @@ fn github() -> Credential {
         ],
         methods: vec!["GET".into(), "POST".into()],
         paths: vec!["/repos/acme/app/*".into(), "/acme/app.git/".into()],
+        refresh: None,
     }
 }
 
@@ -48,6 +49,7 @@ fn anthropic() -> Credential {
         ],
         methods: Vec::new(),
         paths: Vec::new(),
+        refresh: None,
     }
 }
 
@@ -454,6 +456,11 @@ fn validate_rejects_unusable_credentials_without_showing_the_value() {
         (|c| c.placeholder = String::new(), "placeholder is empty"),
         (|c| c.hosts.clear(), "no host"),
         (|c| c.places.clear(), "no place"),
+        (|c| c.refresh = Some(Vec::new()), "refresh command is empty"),
+        (
+            |c| c.refresh = Some(vec![String::new()]),
+            "refresh command is empty",
+        ),
     ];
     for (change, why) in cases {
         let mut credential = github();
@@ -593,6 +600,7 @@ fn scrubber_replaces_values_split_across_chunks() {
             .into_iter()
             .map(|c| (c.value.into_bytes(), c.placeholder.into_bytes()))
             .collect(),
+        refreshable: Vec::new(),
     };
     let body = format!("echo: {GH_VALUE} and {AN_VALUE}, again {GH_VALUE}.");
     let expected = format!("echo: {GH_PLACEHOLDER} and {AN_PLACEHOLDER}, again {GH_PLACEHOLDER}.");
@@ -906,4 +914,189 @@ async fn swap_on_a_request_arriving_one_byte_at_a_time() {
         "{reply}"
     );
     served.await.expect("join").expect("served");
+}
+
+#[test]
+fn a_refresh_runs_at_most_once_a_minute_and_never_twice_at_once() {
+    let start = Instant::now();
+    let mut state = Refreshes::default();
+    assert!(state.claim(start));
+    // Running: no second one, even much later.
+    assert!(!state.claim(start + Duration::from_secs(1)));
+    assert!(!state.claim(start + Duration::from_secs(120)));
+    state.running = false;
+    assert!(!state.claim(start + Duration::from_secs(59)));
+    assert!(state.claim(start + REFRESH_INTERVAL));
+    state.running = false;
+    // A clock reading before the last start counts as recent.
+    assert!(!state.claim(start));
+}
+
+#[test]
+fn a_refreshed_value_loses_one_line_break_and_is_checked() {
+    let ok = |out: &str| refreshed_value(out.as_bytes().to_vec());
+    assert_eq!(ok("tok\n").as_deref(), Ok("tok"));
+    assert_eq!(ok("tok\r\n").as_deref(), Ok("tok"));
+    assert_eq!(ok("tok").as_deref(), Ok("tok"));
+    assert_eq!(ok(" tok ").as_deref(), Ok(" tok "));
+    for (out, why) in [
+        ("", "is empty"),
+        ("\n", "is empty"),
+        ("\r\n", "is empty"),
+        ("tok\n\n", "line break"),
+        ("tok\r", "line break"),
+        ("secret-one\nsecret-two\n", "line break"),
+        ("nul\0byte", "NUL"),
+    ] {
+        let error = ok(out).expect_err(out);
+        assert!(error.contains(why), "{out:?}: {error}");
+        assert!(
+            !error.contains("secret") && !error.contains("tok"),
+            "{error}"
+        );
+    }
+    let error = refreshed_value(vec![0xff, 0xfe]).expect_err("not UTF-8");
+    assert!(error.contains("UTF-8"), "{error}");
+    let long = "a".repeat(MAX_REFRESHED_VALUE + 1);
+    assert!(ok(&long).expect_err("too long").contains("longer"));
+    assert!(ok(&format!("{}\r\n", &long[1..])).is_ok());
+}
+
+#[test]
+fn only_the_last_line_of_stderr_is_shown_escaped() {
+    assert_eq!(last_line(b"first\nsecond\n\n"), "second");
+    assert_eq!(last_line(b""), "");
+    assert_eq!(
+        last_line(b"bell\x07 and \x1b[31m"),
+        "bell\\u{7} and \\u{1b}[31m"
+    );
+    let long = last_line("x".repeat(500).as_bytes());
+    assert_eq!(long.chars().count(), 201);
+}
+
+fn sh(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into()]
+}
+
+#[tokio::test]
+async fn a_refresh_command_gives_its_output_or_why_not() {
+    let timeout = Duration::from_secs(10);
+    assert_eq!(
+        run_refresh(&sh("printf 'new-token\\r\\n'"), timeout).await,
+        Ok("new-token".to_string())
+    );
+    // Stdin is /dev/null: a command reading it ends instead of waiting.
+    assert_eq!(
+        run_refresh(&sh("cat; echo read"), timeout).await,
+        Ok("read".to_string())
+    );
+    let error = run_refresh(
+        &sh("echo secret-out; echo noise >&2; echo 'token expired' >&2; exit 3"),
+        timeout,
+    )
+    .await
+    .expect_err("fails");
+    assert_eq!(
+        error,
+        "its refresh command exited with status 3: token expired"
+    );
+    let error = run_refresh(&sh("echo secret-out; echo more"), timeout)
+        .await
+        .expect_err("two lines");
+    assert!(!error.contains("secret-out"), "{error}");
+    let error = run_refresh(&["/nonexistent/refresh".to_string()], timeout)
+        .await
+        .expect_err("no such program");
+    assert!(error.contains("cannot run"), "{error}");
+}
+
+#[tokio::test]
+async fn a_refresh_command_that_hangs_is_killed_with_what_it_started() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("pid");
+    // A grandchild holding stdout open, in the command's process group.
+    let script = format!("sleep 30 & echo $! > '{}'; wait", pid_file.display());
+    let started = Instant::now();
+    let error = run_refresh(&sh(&script), Duration::from_millis(300))
+        .await
+        .expect_err("timed out");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(error.contains("did not finish within 0.3 s"), "{error}");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    // Gone (or a zombie until init reaps it) shortly after.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let alive = state
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z'));
+        if !alive {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sleep {pid} still runs: {state}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_replaces_the_value_and_keeps_the_placeholder() {
+    let mut refreshing = github();
+    refreshing.refresh = Some(sh("echo ghp_NEWnewNEWnew"));
+    let ca = Arc::new(SessionCa::generate("refresh-test").expect("ca"));
+    let broker = Broker::new(vec![anthropic(), refreshing], ca, &[]).expect("broker");
+    let request = || {
+        head(
+            "GET",
+            "/repos/acme/app/issues",
+            &[("authorization", &format!("token {GH_PLACEHOLDER}"))],
+        )
+    };
+    let mut parts = request();
+    let injected = broker.swap("api.github.com", &mut parts).expect("bound");
+    assert_eq!(injected.refreshable, [1]);
+
+    let (note, due) = broker.unauthorized(&injected);
+    assert_eq!(note, "refresh of credential GITHUB_TOKEN started after 401");
+    assert_eq!(due.len(), 1);
+    // Claimed: a second 401 meanwhile starts nothing.
+    let (note, again) = broker.unauthorized(&injected);
+    assert!(again.is_empty() && note.contains("not refreshed"), "{note}");
+    for refresh in due {
+        broker
+            .refresh(refresh, Duration::from_secs(10))
+            .await
+            .expect("refreshed");
+    }
+    let mut parts = request();
+    let injected = broker.swap("api.github.com", &mut parts).expect("bound");
+    assert_eq!(
+        parts.headers["authorization"], "token ghp_NEWnewNEWnew",
+        "the new value, for the same placeholder"
+    );
+    // The scrubber hides the new value.
+    let mut headers = HeaderMap::new();
+    headers.insert("x-echo", HeaderValue::from_static("ghp_NEWnewNEWnew"));
+    injected.scrubber().expect("scrubber").headers(&mut headers);
+    assert_eq!(headers["x-echo"], GH_PLACEHOLDER);
+    // Within the minute: not again.
+    let (_, due) = broker.unauthorized(&injected);
+    assert!(due.is_empty());
+
+    // A new value holding a placeholder is refused; the old one stays.
+    let error = broker
+        .replace_value(1, format!("x{AN_PLACEHOLDER}"))
+        .expect_err("refused");
+    assert!(error.contains("ANTHROPIC_API_KEY"), "{error}");
+    let mut parts = request();
+    broker.swap("api.github.com", &mut parts).expect("bound");
+    assert_eq!(parts.headers["authorization"], "token ghp_NEWnewNEWnew");
+    // Credentials without a command are never refreshed.
+    let mut parts = head("GET", "/v1/models", &[("x-api-key", AN_PLACEHOLDER)]);
+    let injected = broker.swap("api.anthropic.com", &mut parts).expect("bound");
+    assert!(broker.unauthorized(&injected).1.is_empty());
 }
