@@ -241,11 +241,20 @@ impl Engine {
         let options = ListImagesOptionsBuilder::default()
             .filters(&filters)
             .build();
-        let images = self
-            .docker
-            .list_images(Some(options))
-            .await
-            .map_err(|err| EngineError::api("listing images", err))?;
+        // Podman fails the whole listing when an image it is reading goes
+        // away meanwhile (another kennel's `image rm`, a build's cleanup):
+        // once the store has settled, the listing works.
+        let mut attempt = 0;
+        let images = loop {
+            match self.docker.list_images(Some(options.clone())).await {
+                Ok(images) => break images,
+                Err(err) if attempt < 3 && err.to_string().contains("image not known") => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                }
+                Err(err) => return Err(EngineError::api("listing images", err)),
+            }
+        };
         let mut out = Vec::new();
         for image in images {
             let labels: BTreeMap<String, String> = image.labels.into_iter().collect();
