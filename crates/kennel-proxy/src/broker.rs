@@ -33,6 +33,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::ProxyError;
+use crate::oauth::{LoginTokens, LoginVault, OAuthLogin};
 use crate::policy::pattern_matches;
 
 /// How long the session CA and the certificates it signs are valid.
@@ -347,13 +348,19 @@ pub(crate) struct Broker {
     upstream_tls: Arc<ClientConfig>,
     /// Per host: when its certificate was made, and the TLS server set-up with it.
     server_tls: Mutex<HashMap<String, (Instant, Arc<ServerConfig>)>>,
+    /// Subscription logins whose tokens the proxy keeps out of the sandbox
+    /// (see `oauth.rs`), and where the host keeps them.
+    logins: Vec<OAuthLogin>,
+    vault: Option<Arc<dyn LoginVault>>,
 }
 
 impl Broker {
     pub(crate) fn new(
-        credentials: Vec<Credential>,
+        mut credentials: Vec<Credential>,
         ca: Arc<SessionCa>,
         upstream_roots: &[Vec<u8>],
+        logins: Vec<OAuthLogin>,
+        vault: Option<Arc<dyn LoginVault>>,
     ) -> Result<Self, ProxyError> {
         let mut roots = RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
@@ -384,13 +391,69 @@ impl Broker {
             .with_root_certificates(roots)
             .with_no_client_auth();
         upstream_tls.alpn_protocols = vec![HTTP11.to_vec()];
+        // Only the credentials given have refresh commands; a login's
+        // access token (added below, or when one is made) is refreshed
+        // through its token endpoint instead.
+        let refreshes = credentials.iter().map(|_| Mutex::default()).collect();
+        if let Some(vault) = &vault {
+            for login in &logins {
+                match vault.load(&login.name) {
+                    Ok(Some(tokens)) => credentials.push(login.credential(&tokens)),
+                    Ok(None) => {}
+                    Err(why) => tracing::warn!(
+                        login = %login.name,
+                        "the kept login cannot be read; the session starts without it: {why}"
+                    ),
+                }
+            }
+        }
         Ok(Self {
-            refreshes: credentials.iter().map(|_| Mutex::default()).collect(),
+            refreshes,
             credentials: RwLock::new(credentials.into()),
             ca,
             upstream_tls: Arc::new(upstream_tls),
             server_tls: Mutex::new(HashMap::new()),
+            logins,
+            vault,
         })
+    }
+
+    /// The login whose token endpoint is `host` and `path`, if any.
+    pub(crate) fn token_endpoint(&self, host: &str, path: &str) -> Option<&OAuthLogin> {
+        self.logins
+            .iter()
+            .find(|login| login.token_host == host && login.token_path == path)
+    }
+
+    pub(crate) fn vault(&self) -> Option<&Arc<dyn LoginVault>> {
+        self.vault.as_ref()
+    }
+
+    /// The access token this proxy injects for `login` now, if it has one.
+    pub(crate) fn login_value(&self, login: &OAuthLogin) -> Option<String> {
+        let name = login.credential_name();
+        self.credentials()
+            .iter()
+            .find(|credential| credential.name == name)
+            .map(|credential| credential.value.clone())
+    }
+
+    /// Injects `tokens`' access token for `login` from now on.
+    pub(crate) fn set_login(&self, login: &OAuthLogin, tokens: &LoginTokens) {
+        let credential = login.credential(tokens);
+        let mut slot = match self.credentials.write() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut credentials = slot.to_vec();
+        match credentials
+            .iter_mut()
+            .find(|other| other.name == credential.name)
+        {
+            Some(other) => *other = credential,
+            None => credentials.push(credential),
+        }
+        *slot = credentials.into();
     }
 
     /// Is TLS to this (normalized) host terminated, because a credential is bound to it?
@@ -398,6 +461,13 @@ impl Broker {
         self.credentials()
             .iter()
             .any(|credential| bound_to_host(credential, host))
+            || self.logins.iter().any(|login| {
+                login.token_host == host
+                    || login
+                        .hosts
+                        .iter()
+                        .any(|pattern| pattern_matches(pattern, host))
+            })
     }
 
     pub(crate) fn upstream_tls(&self) -> Arc<ClientConfig> {
@@ -1157,7 +1227,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     find(haystack, needle).is_some()
 }
 
-fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+pub(crate) fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(haystack.len());
     let mut rest = haystack;
     while let Some(at) = find(rest, needle) {

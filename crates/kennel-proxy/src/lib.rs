@@ -99,6 +99,7 @@
 
 pub mod broker;
 mod log;
+pub mod oauth;
 mod policy;
 mod server;
 mod splice;
@@ -113,6 +114,7 @@ use std::sync::Arc;
 
 pub use crate::broker::{BrokerError, Credential, Place, SessionCa};
 pub use crate::log::{Decision, read_log};
+pub use crate::oauth::{LoginTokens, LoginVault, OAuthLogin};
 pub use crate::policy::{NetworkMode, Policy, Reason, Verdict, check_addr, check_name, is_public};
 pub use crate::server::{ProxyHandle, start};
 #[doc(hidden)]
@@ -158,6 +160,12 @@ pub struct ProxyConfig {
     /// PEM bundles trusted, besides the system's roots, when verifying the
     /// real servers of brokered hosts.
     pub upstream_roots: Vec<Vec<u8>>,
+    /// Subscription logins whose tokens stay on the host (see [`oauth`]):
+    /// TLS to their token endpoints and access-token hosts is terminated.
+    pub logins: Vec<OAuthLogin>,
+    /// Where the host keeps the logins' tokens; without one, logins pass
+    /// unbrokered.
+    pub vault: Option<Arc<dyn LoginVault>>,
 }
 
 impl Default for ProxyConfig {
@@ -173,6 +181,8 @@ impl Default for ProxyConfig {
             credentials: Vec::new(),
             ca: None,
             upstream_roots: Vec::new(),
+            logins: Vec::new(),
+            vault: None,
         }
     }
 }

@@ -137,12 +137,18 @@ pub async fn start(config: ProxyConfig, listen: Listen) -> Result<ProxyHandle, P
         .as_deref()
         .map(Upstream::parse)
         .transpose()?;
-    let broker = if config.credentials.is_empty() {
+    let broker = if config.credentials.is_empty() && config.logins.is_empty() {
         None
     } else {
         broker::validate(&config.credentials)?;
         let ca = config.ca.ok_or(ProxyError::NoSessionCa)?;
-        Some(Broker::new(config.credentials, ca, &config.upstream_roots)?)
+        Some(Broker::new(
+            config.credentials,
+            ca,
+            &config.upstream_roots,
+            config.logins,
+            config.vault,
+        )?)
     };
     let log = LogSink::open(config.log_file.as_deref())?;
     let mut hosts = HashMap::new();
@@ -959,7 +965,7 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
     };
     let up = Arc::new(AtomicU64::new(0));
     let mut out = Request::new(CountingBody {
-        inner: body,
+        inner: body.into(),
         counter: up.clone(),
     });
     *out.method_mut() = parts.method;
@@ -1042,8 +1048,21 @@ impl Drop for HttpLog {
 
 /// The request body on its way to the server, counted.
 pub(crate) struct CountingBody {
-    pub(crate) inner: Incoming,
+    pub(crate) inner: RequestBody,
     pub(crate) counter: Arc<AtomicU64>,
+}
+
+/// A request body: the client's, streamed, or one the proxy read whole and
+/// rewrote (a token request of a subscription login, see `oauth.rs`).
+pub(crate) enum RequestBody {
+    Streamed(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl From<Incoming> for RequestBody {
+    fn from(body: Incoming) -> Self {
+        RequestBody::Streamed(body)
+    }
 }
 
 impl Body for CountingBody {
@@ -1054,7 +1073,10 @@ impl Body for CountingBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let result = Pin::new(&mut self.inner).poll_frame(cx);
+        let result = match &mut self.inner {
+            RequestBody::Streamed(inner) => Pin::new(inner).poll_frame(cx),
+            RequestBody::Full(data) => Poll::Ready(data.take().map(|data| Ok(Frame::data(data)))),
+        };
         if let Poll::Ready(Some(Ok(frame))) = &result
             && let Some(data) = frame.data_ref()
         {
@@ -1063,10 +1085,18 @@ impl Body for CountingBody {
         result
     }
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            RequestBody::Streamed(inner) => inner.is_end_stream(),
+            RequestBody::Full(data) => data.is_none(),
+        }
     }
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            RequestBody::Streamed(inner) => inner.size_hint(),
+            RequestBody::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |data| data.len() as u64))
+            }
+        }
     }
 }
 

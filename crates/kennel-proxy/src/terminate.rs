@@ -17,7 +17,7 @@ use hyper::http::request::Parts;
 use hyper::http::uri::Authority;
 use hyper::service::service_fn;
 use hyper::upgrade::Upgraded;
-use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -28,7 +28,7 @@ use crate::broker::REFRESH_TIMEOUT;
 use crate::policy::{Reason, normalize_host};
 use crate::server::{
     ClientEnd, Counted, CountingBody, HEADER_TIMEOUT, HELLO_TIMEOUT, HttpLog, Pending, ProxyBody,
-    Shared, authority, read_hello, refusal, strip_hop_by_hop,
+    RequestBody, Shared, authority, read_hello, refusal, strip_hop_by_hop,
 };
 
 /// Serve a brokered tunnel until either side closes (or the proxy shuts
@@ -179,7 +179,7 @@ fn upstream_tls_failure(host: &str, error: &io::Error) -> String {
 }
 
 /// One terminated tunnel, as its requests see it.
-struct Terminated {
+pub(crate) struct Terminated {
     shared: Arc<Shared>,
     /// The CONNECT's host, port, address and upstream proxy.
     tunnel: Pending,
@@ -239,44 +239,17 @@ impl Terminated {
             }
             Err(_) => return shared.refuse(&p, Reason::BadRequest, "bad host".into()),
         }
+        if parts.method == Method::POST
+            && let Some(login) = broker.token_endpoint(&p.host, parts.uri.path())
+        {
+            parts.uri = target;
+            return crate::oauth::token_request(self, login, p, parts, body, injected).await;
+        }
+        parts.uri = target;
         let up = Arc::new(AtomicU64::new(0));
-        let mut out = Request::new(CountingBody {
-            inner: body,
-            counter: up.clone(),
-        });
-        *out.method_mut() = parts.method;
-        *out.uri_mut() = target;
-        *out.version_mut() = Version::HTTP_11;
-        *out.headers_mut() = parts.headers;
-
-        let sent = {
-            let mut sender = self.sender.lock().await;
-            match sender.ready().await {
-                Ok(()) => Ok(sender.send_request(out)),
-                Err(error) => Err(error),
-            }
-        };
-        let answered = match sent {
-            Ok(response) => response.await,
-            Err(error) => Err(error),
-        };
-        let resp = match answered {
+        let resp = match self.send(parts, body.into(), &up).await {
             Ok(resp) => resp,
-            Err(error) => {
-                let detail = format!("the server did not answer: {error}");
-                shared.record(
-                    &p,
-                    Err(Reason::ConnectFailed),
-                    detail.clone(),
-                    up.load(Ordering::Relaxed),
-                    0,
-                );
-                let mut resp = refusal(shared.mode(), Reason::ConnectFailed, &p.host, &detail);
-                // This tunnel's server connection is gone; the client needs a new one.
-                resp.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return resp;
-            }
+            Err(error) => return self.no_answer(&p, &up, &error),
         };
         let (mut head, body) = resp.into_parts();
         let server_closes = asks_to_close(&head.headers);
@@ -332,6 +305,67 @@ impl Terminated {
     }
 }
 
+impl Terminated {
+    /// Sends one request on the tunnel's server connection, its body
+    /// counted in `up`.
+    pub(crate) async fn send(
+        &self,
+        parts: Parts,
+        body: RequestBody,
+        up: &Arc<AtomicU64>,
+    ) -> Result<Response<Incoming>, hyper::Error> {
+        let mut out = Request::new(CountingBody {
+            inner: body,
+            counter: up.clone(),
+        });
+        *out.method_mut() = parts.method;
+        *out.uri_mut() = parts.uri;
+        *out.version_mut() = Version::HTTP_11;
+        *out.headers_mut() = parts.headers;
+        let sent = {
+            let mut sender = self.sender.lock().await;
+            match sender.ready().await {
+                Ok(()) => Ok(sender.send_request(out)),
+                Err(error) => Err(error),
+            }
+        };
+        match sent {
+            Ok(response) => response.await,
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The server did not answer `p`: logged, and a 502 that closes the
+    /// client's connection (this tunnel's server connection is gone).
+    pub(crate) fn no_answer(
+        &self,
+        p: &Pending,
+        up: &AtomicU64,
+        error: &hyper::Error,
+    ) -> Response<ProxyBody> {
+        let detail = format!("the server did not answer: {error}");
+        self.shared.record(
+            p,
+            Err(Reason::ConnectFailed),
+            detail.clone(),
+            up.load(Ordering::Relaxed),
+            0,
+        );
+        let mut resp = refusal(self.shared.mode(), Reason::ConnectFailed, &p.host, &detail);
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub(crate) fn why(&self) -> &'static str {
+        self.why
+    }
+}
+
 /// A request inside a tunnel must be for the tunnel's host (no fronting
 /// another name past the policy check): its `Host` header and the authority
 /// of an absolute target, whichever it has, and the port when one is given.
@@ -365,7 +399,7 @@ fn names_the_tunnel_host(parts: &Parts, host: &str, port: u16) -> Result<(), Str
     Ok(())
 }
 
-fn asks_to_close(headers: &HeaderMap) -> bool {
+pub(crate) fn asks_to_close(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::CONNECTION)
         .iter()

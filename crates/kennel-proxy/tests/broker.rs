@@ -280,9 +280,12 @@ struct Answer {
     body: String,
 }
 
-async fn send<S>(stream: S, requests: Vec<Request<Empty<Bytes>>>) -> Vec<Answer>
+async fn send<S, B>(stream: S, requests: Vec<Request<B>>) -> Vec<Answer>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -889,4 +892,397 @@ async fn a_failed_refresh_keeps_the_old_value_and_refreshes_once_a_minute() {
     );
     let text = std::fs::read_to_string(&log).expect("log");
     assert!(!text.contains(VALUE) && !text.contains(NEW_VALUE), "{text}");
+}
+
+// ------------------------------------------------------ subscription logins
+
+/// A stand-in OAuth server: `POST /v1/oauth/token` issues tokens for the
+/// code `good` and rotates them for the latest refresh token only;
+/// `GET /v1/me` reports its `authorization` header and echoes it.
+#[derive(Default)]
+struct OAuthState {
+    issued: u32,
+    access: String,
+    refresh: String,
+    refreshes: u32,
+    seen: Vec<String>,
+}
+
+type SharedOAuth = Arc<std::sync::Mutex<OAuthState>>;
+
+fn oauth_lock(state: &SharedOAuth) -> std::sync::MutexGuard<'_, OAuthState> {
+    state.lock().expect("oauth state")
+}
+
+async fn oauth_server(pki: &TestPki) -> (SocketAddr, SharedOAuth) {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![pki.leaf.clone()], pki.key.clone_key())
+        .expect("server config");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let state = SharedOAuth::default();
+    let server_state = state.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, state) = (acceptor.clone(), server_state.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let state = state.clone();
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let authorization = req
+                            .headers()
+                            .get("authorization")
+                            .map(|v| String::from_utf8_lossy(v.as_bytes()).to_string());
+                        let body = req.into_body().collect().await.expect("body").to_bytes();
+                        let (status, text) = oauth_answer(&state, &path, authorization, &body);
+                        let response = Response::builder()
+                            .status(status)
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from(text)))
+                            .expect("response");
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, state)
+}
+
+fn oauth_answer(
+    state: &SharedOAuth,
+    path: &str,
+    authorization: Option<String>,
+    body: &[u8],
+) -> (u16, String) {
+    let mut state = oauth_lock(state);
+    if path == "/v1/me" {
+        let authorization = authorization.unwrap_or_default();
+        state.seen.push(authorization.clone());
+        return (200, serde_json::json!({ "you": authorization }).to_string());
+    }
+    let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let good = match request["grant_type"].as_str() {
+        Some("authorization_code") => request["code"] == "good",
+        Some("refresh_token") => {
+            let fresh = request["refresh_token"] == state.refresh.as_str();
+            if fresh {
+                state.refreshes += 1;
+            }
+            fresh
+        }
+        _ => false,
+    };
+    if !good {
+        return (400, r#"{"error":"invalid_grant"}"#.to_string());
+    }
+    state.issued += 1;
+    state.access = format!("sk-ant-oat01-real{:04}access0123456789abcdef", state.issued);
+    state.refresh = format!(
+        "sk-ant-ort01-real{:04}refresh0123456789abcdef",
+        state.issued
+    );
+    let answer = serde_json::json!({
+        "token_type": "Bearer",
+        "access_token": state.access,
+        "refresh_token": state.refresh,
+        "expires_in": 3600,
+        "scope": "user:inference",
+        "account": { "note": format!("issued for {}", state.refresh) },
+    });
+    (200, answer.to_string())
+}
+
+/// The host's login vault, in memory, its lock a file lock as kennel's is.
+#[derive(Debug)]
+struct MemoryVault {
+    lock: PathBuf,
+    tokens: std::sync::Mutex<BTreeMap<String, kennel_proxy::LoginTokens>>,
+}
+
+impl kennel_proxy::LoginVault for MemoryVault {
+    fn lock(&self, _name: &str) -> Result<Box<dyn Send>, String> {
+        let file = std::fs::File::create(&self.lock).map_err(|e| e.to_string())?;
+        file.lock().map_err(|e| e.to_string())?;
+        Ok(Box::new(file))
+    }
+    fn load(&self, name: &str) -> Result<Option<kennel_proxy::LoginTokens>, String> {
+        Ok(self.tokens.lock().expect("vault").get(name).cloned())
+    }
+    fn save(&self, name: &str, tokens: &kennel_proxy::LoginTokens) -> Result<(), String> {
+        self.tokens
+            .lock()
+            .expect("vault")
+            .insert(name.to_string(), tokens.clone());
+        Ok(())
+    }
+}
+
+fn login_config(
+    log: &Path,
+    port: u16,
+    ca: &Arc<SessionCa>,
+    pki: &TestPki,
+    vault: &Arc<MemoryVault>,
+    capture: bool,
+) -> ProxyConfig {
+    let mut config = config(log, port, ca, pki);
+    config.hosts.insert(
+        "auth.test".to_string(),
+        vec!["127.0.0.1".parse().expect("ip")],
+    );
+    config.policy.allow.push("auth.test".into());
+    config.credentials = Vec::new();
+    config.logins = vec![kennel_proxy::OAuthLogin {
+        name: "claude".into(),
+        token_host: "auth.test".into(),
+        token_path: "/v1/oauth/token".into(),
+        hosts: vec!["api.test".into()],
+        header: "authorization".into(),
+        capture,
+    }];
+    let vault: Arc<dyn kennel_proxy::LoginVault> = vault.clone();
+    config.vault = Some(vault);
+    config
+}
+
+fn post_json(port: u16, body: serde_json::Value) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method("POST")
+        .uri("/v1/oauth/token")
+        .header("host", format!("auth.test:{port}"))
+        .header("content-type", "application/json")
+        .header("accept-encoding", "gzip")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request")
+}
+
+fn me(port: u16, bearer: &str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .uri("/v1/me")
+        .header("host", format!("api.test:{port}"))
+        .header("authorization", format!("Bearer {bearer}"))
+        .body(Full::new(Bytes::new()))
+        .expect("request")
+}
+
+/// One request on a new brokered connection to `host`.
+async fn one(
+    proxy: SocketAddr,
+    host: &str,
+    port: u16,
+    ca: &SessionCa,
+    request: Request<Full<Bytes>>,
+) -> (Answer, serde_json::Value) {
+    let stream = tls(proxy, host, port, &trusting(ca.cert_pem()))
+        .await
+        .expect("the client trusts the session CA");
+    let answer = send(stream, vec![request]).await.remove(0);
+    let json = serde_json::from_str(&answer.body).unwrap_or_default();
+    (answer, json)
+}
+
+#[tokio::test]
+async fn a_login_stays_on_the_host_and_the_agent_refreshes_through_kennel() {
+    let (dir, log) = tmp();
+    let pki = test_pki(&["api.test", "auth.test"]);
+    let (server, state) = oauth_server(&pki).await;
+    let port = server.port();
+    let vault = Arc::new(MemoryVault {
+        lock: dir.path().join("vault.lock"),
+        tokens: Default::default(),
+    });
+    let ca = Arc::new(SessionCa::generate("login-test").expect("ca"));
+    let (_proxy, addr) = start_tcp(login_config(&log, port, &ca, &pki, &vault, true)).await;
+
+    // The login: the agent gets sentinels of the tokens' shape; the vault
+    // the real ones.
+    let (answer, issued) = one(
+        addr,
+        "auth.test",
+        port,
+        &ca,
+        post_json(
+            port,
+            serde_json::json!({"grant_type": "authorization_code", "code": "good"}),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let (real_access, real_refresh) = {
+        let state = oauth_lock(&state);
+        (state.access.clone(), state.refresh.clone())
+    };
+    assert!(
+        !answer.body.contains(&real_access) && !answer.body.contains(&real_refresh),
+        "a real token reached the agent: {}",
+        answer.body
+    );
+    let access = issued["access_token"].as_str().expect("access").to_string();
+    let refresh = issued["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_string();
+    assert!(access.starts_with("sk-ant-oat01-") && access.len() == real_access.len());
+    assert!(refresh.starts_with("sk-ant-ort01-") && refresh.len() == real_refresh.len());
+    assert_eq!(issued["expires_in"], 3600);
+    assert_eq!(issued["scope"], "user:inference");
+    let kept = vault.tokens.lock().expect("vault")["claude"].clone();
+    assert_eq!(
+        (kept.access.as_str(), kept.refresh.as_str()),
+        (real_access.as_str(), real_refresh.as_str())
+    );
+    assert_eq!(
+        (
+            kept.access_sentinel.as_str(),
+            kept.refresh_sentinel.as_str()
+        ),
+        (access.as_str(), refresh.as_str())
+    );
+
+    // The access sentinel works where it is bound, and only there.
+    let (answer, _) = one(addr, "api.test", port, &ca, me(port, &access)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(
+        !answer.body.contains(&real_access),
+        "the echo was not scrubbed: {}",
+        answer.body
+    );
+    assert_eq!(
+        oauth_lock(&state).seen.last().cloned(),
+        Some(format!("Bearer {real_access}"))
+    );
+    let stray = Request::builder()
+        .method("POST")
+        .uri("/v1/oauth/token")
+        .header("host", format!("auth.test:{port}"))
+        .header("authorization", format!("Bearer {access}"))
+        .body(Full::new(Bytes::from("{}")))
+        .expect("request");
+    let (answer, _) = one(addr, "auth.test", port, &ca, stray).await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert!(answer.body.contains("claude-login"), "{}", answer.body);
+
+    // The agent refreshes with the sentinel: the server gets the real
+    // refresh token and rotates it; the agent gets the same sentinels.
+    let (answer, renewed) = one(
+        addr,
+        "auth.test",
+        port,
+        &ca,
+        post_json(port, serde_json::json!({"grant_type": "refresh_token", "refresh_token": refresh, "client_id": "c"})),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        oauth_lock(&state).refreshes,
+        1,
+        "the server got the real refresh token"
+    );
+    assert_eq!(renewed["access_token"], access.as_str());
+    assert_eq!(renewed["refresh_token"], refresh.as_str());
+    let (real_access_2, real_refresh_2) = {
+        let state = oauth_lock(&state);
+        (state.access.clone(), state.refresh.clone())
+    };
+    assert_ne!(real_access_2, real_access);
+    assert!(!answer.body.contains(&real_refresh_2) && !answer.body.contains(&real_refresh));
+    assert_eq!(
+        vault.tokens.lock().expect("vault")["claude"].refresh,
+        real_refresh_2
+    );
+    one(addr, "api.test", port, &ca, me(port, &access)).await;
+    assert_eq!(
+        oauth_lock(&state).seen.last().cloned(),
+        Some(format!("Bearer {real_access_2}"))
+    );
+
+    // A second session (no capture) starts with the kept login. The first
+    // refreshes again; when the second's agent refreshes, kennel answers
+    // from the vault: no second use of a rotated token.
+    let (log2_dir, log2) = tmp();
+    let (_proxy2, addr2) = start_tcp(login_config(&log2, port, &ca, &pki, &vault, false)).await;
+    let refresh_request = || {
+        post_json(
+            port,
+            serde_json::json!({"grant_type": "refresh_token", "refresh_token": refresh}),
+        )
+    };
+    let (answer, _) = one(addr, "auth.test", port, &ca, refresh_request()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(oauth_lock(&state).refreshes, 2);
+    let (answer, local) = one(addr2, "auth.test", port, &ca, refresh_request()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(oauth_lock(&state).refreshes, 2, "answered from the vault");
+    assert_eq!(local["access_token"], access.as_str());
+    let newest = oauth_lock(&state).access.clone();
+    one(addr2, "api.test", port, &ca, me(port, &access)).await;
+    assert_eq!(
+        oauth_lock(&state).seen.last().cloned(),
+        Some(format!("Bearer {newest}"))
+    );
+
+    // Outside `kennel login`, a new login passes as it is and is not kept.
+    let before = vault.tokens.lock().expect("vault")["claude"].clone();
+    let (answer, _) = one(
+        addr2,
+        "auth.test",
+        port,
+        &ca,
+        post_json(
+            port,
+            serde_json::json!({"grant_type": "authorization_code", "code": "good"}),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(vault.tokens.lock().expect("vault")["claude"], before);
+    // A refresh token that is not the sentinel passes unchanged (and fails).
+    let (answer, _) = one(
+        addr2,
+        "auth.test",
+        port,
+        &ca,
+        post_json(port, serde_json::json!({"grant_type": "refresh_token", "refresh_token": "sk-ant-ort01-other"})),
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+
+    // Each use is logged under the login's name; no real token in a log.
+    let kept_line = wait_log(&log, |d| d.detail.contains("kept on the host")).await;
+    assert_eq!(kept_line.credential.as_deref(), Some("claude-login"));
+    wait_log(&log, |d| {
+        d.detail.contains("refreshed by kennel on the host")
+    })
+    .await;
+    wait_log(&log2, |d| d.detail.contains("answered from the host")).await;
+    for path in [&log, &log2] {
+        let text = std::fs::read_to_string(path).expect("log");
+        for real in [
+            &real_access,
+            &real_refresh,
+            &real_access_2,
+            &real_refresh_2,
+            &newest,
+        ] {
+            assert!(
+                !text.contains(real.as_str()),
+                "a real token in {}",
+                path.display()
+            );
+        }
+    }
+    drop(log2_dir);
 }

@@ -1048,7 +1048,8 @@ async fn a_refresh_replaces_the_value_and_keeps_the_placeholder() {
     let mut refreshing = github();
     refreshing.refresh = Some(sh("echo ghp_NEWnewNEWnew"));
     let ca = Arc::new(SessionCa::generate("refresh-test").expect("ca"));
-    let broker = Broker::new(vec![anthropic(), refreshing], ca, &[]).expect("broker");
+    let broker =
+        Broker::new(vec![anthropic(), refreshing], ca, &[], Vec::new(), None).expect("broker");
     let request = || {
         head(
             "GET",
