@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::AgentOverride;
-use crate::credentials::CredentialBinding;
+use crate::credentials::{CredentialBinding, OAuthBinding};
 
 const BUILTIN: &str = include_str!("catalog/builtin.toml");
 
@@ -118,6 +118,10 @@ pub struct AgentSpec {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub credentials: BTreeMap<String, CredentialBinding>,
+    /// The agent's subscription login, brokered (filled from the catalog's
+    /// `[oauth]` table): `kennel login` works for it.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthBinding>,
 }
 
 fn default_version_args() -> Vec<String> {
@@ -174,6 +178,8 @@ struct BuiltinFile {
     agents: BTreeMap<String, AgentSpec>,
     #[serde(default)]
     credentials: BTreeMap<String, CredentialBinding>,
+    #[serde(default)]
+    oauth: BTreeMap<String, OAuthBinding>,
 }
 
 impl Catalog {
@@ -185,6 +191,15 @@ impl Catalog {
                 CatalogError::Builtin(format!("[credentials.{name}]: {message}"))
             })?;
         }
+        for (agent, login) in &file.oauth {
+            if !file.agents.contains_key(agent) {
+                return Err(CatalogError::Builtin(format!(
+                    "[oauth.{agent}]: no such agent"
+                )));
+            }
+            login.check(agent).map_err(CatalogError::Builtin)?;
+        }
+        let mut oauth = file.oauth;
         let agents = file
             .agents
             .into_iter()
@@ -192,6 +207,7 @@ impl Catalog {
                 spec.name = name.clone();
                 spec.source = "built-in".into();
                 spec.credentials = bindings_for(&spec.env, &file.credentials);
+                spec.oauth = oauth.remove(&name);
                 (name, spec)
             })
             .collect();
@@ -249,6 +265,7 @@ impl Catalog {
                         unverified: Vec::new(),
                         source: String::new(),
                         credentials: BTreeMap::new(),
+                        oauth: None,
                     };
                     apply(blank, over, "config")
                 }

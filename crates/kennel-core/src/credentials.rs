@@ -129,6 +129,55 @@ impl CredentialBinding {
     }
 }
 
+/// An agent's subscription login (`[oauth.AGENT]` in the catalog): its
+/// tokens stay on the host, the agent gets sentinels (see
+/// `kennel_proxy::oauth`). `kennel login AGENT` runs `command` in a
+/// sandbox whose proxy keeps what the token endpoint answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthBinding {
+    /// The agent's own login command.
+    pub command: Vec<String>,
+    /// The token endpoint: `https://HOST/PATH` (port 443).
+    pub token_url: String,
+    /// Hosts the access token is sent to.
+    pub hosts: Vec<String>,
+    /// The header that carries it (`authorization` for `Bearer …`).
+    pub header: String,
+}
+
+impl OAuthBinding {
+    /// The token endpoint's host and path; `None` when `token_url` is not
+    /// `https://HOST/PATH` on the default port, without query or user.
+    pub fn token_endpoint(&self) -> Option<(String, String)> {
+        let rest = self.token_url.strip_prefix("https://")?;
+        let (host, path) = rest.split_at(rest.find('/')?);
+        let plain = |text: &str| !text.contains(['?', '#', '@', ':']);
+        (valid_host_pattern(host) && !host.starts_with("*.") && plain(host) && plain(path))
+            .then(|| (host.to_ascii_lowercase(), path.to_string()))
+    }
+
+    /// What is wrong with the login of agent `agent`, if anything.
+    pub fn check(&self, agent: &str) -> Result<(), String> {
+        if self.command.is_empty() {
+            return Err(format!("[oauth.{agent}]: command is empty"));
+        }
+        if self.token_endpoint().is_none() {
+            return Err(format!(
+                "[oauth.{agent}]: token_url `{}` is not https://HOST/PATH",
+                self.token_url
+            ));
+        }
+        if self.hosts.is_empty() || !self.hosts.iter().all(|host| valid_host_pattern(host)) {
+            return Err(format!("[oauth.{agent}]: hosts must name hosts"));
+        }
+        if self.header.is_empty() || !self.header.bytes().all(is_token_byte) {
+            return Err(format!("[oauth.{agent}]: header `{}` is not a header name", self.header));
+        }
+        Ok(())
+    }
+}
+
 fn is_token_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }

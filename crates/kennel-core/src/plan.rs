@@ -233,6 +233,27 @@ pub struct ProxyPlan {
     /// one's variable, the proxy the value.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<CredentialPlan>,
+    /// Subscription logins whose tokens the proxy keeps on the host: the
+    /// sandbox has sentinels (in the agent's own credentials file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logins: Vec<LoginPlan>,
+}
+
+/// A subscription login brokered in this session (see
+/// [`crate::credentials::OAuthBinding`]). No token is ever in the Plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginPlan {
+    /// The login's name: the agent's.
+    pub name: String,
+    /// The token endpoint the proxy reads.
+    pub token_host: String,
+    pub token_path: String,
+    /// Where the access token may be sent, and in which header.
+    pub hosts: Vec<String>,
+    pub header: String,
+    /// `kennel login`: a new login is taken from this session.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub capture: bool,
 }
 
 /// A credential kennel's proxy brokers in this session (see

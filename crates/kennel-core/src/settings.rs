@@ -47,6 +47,10 @@ pub struct RunRequest {
     /// The names in your secret store (`kennel secret set`): the brokered
     /// credentials that have a value besides the host's environment.
     pub stored_secrets: std::collections::BTreeSet<String>,
+    /// The agents whose subscription login kennel keeps (`kennel login`).
+    pub stored_logins: std::collections::BTreeSet<String>,
+    /// `kennel login`: this session takes a new login.
+    pub login: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +67,10 @@ pub enum PlanError {
     BadValue { key: String, reason: String },
     #[error("agent `{0}` has no command to run")]
     NoCommand(String),
+    #[error(
+        "kennel login keeps the login on the host through kennel's proxy, and --network {0} has none"
+    )]
+    LoginNeedsProxy(String),
 }
 
 impl PlanError {
@@ -80,13 +88,18 @@ impl PlanError {
             }
             PlanError::BadValue { .. } => "see the configuration reference in the README".into(),
             PlanError::NoCommand(_) => "pass the command after `--`".into(),
+            PlanError::LoginNeedsProxy(_) => {
+                "log in with --network allowlist (the default) or restricted".into()
+            }
         })
     }
 
     /// Errors in what the user typed are usage errors (exit 2).
     pub fn is_usage(&self) -> bool {
         match self {
-            PlanError::BadEnvName(_) | PlanError::NoCommand(_) => true,
+            PlanError::BadEnvName(_) | PlanError::NoCommand(_) | PlanError::LoginNeedsProxy(_) => {
+                true
+            }
             // A bad flag, not a bad config file.
             PlanError::BadValue { key, .. } => key.starts_with("--"),
             _ => false,
@@ -410,9 +423,16 @@ pub fn build_plan(
         &brokered,
         &mut network,
         &mut env,
-        &mut mounts,
         &mut warnings,
     );
+    plan_login(agent, request, &mut network, &mut warnings)?;
+    if network
+        .proxy
+        .as_ref()
+        .is_some_and(|proxy| !proxy.credentials.is_empty() || !proxy.logins.is_empty())
+    {
+        trust_session_ca(request, &mut network, &mut env, &mut mounts);
+    }
     let git_identity = plan_git_identity(config, agent, &request.host_git, &mut warnings)?;
     if let Some(identity) = &git_identity {
         mounts.push(Mount {
@@ -704,7 +724,6 @@ fn plan_credentials(
     brokered: &BTreeMap<String, (String, CredentialBinding)>,
     network: &mut NetworkPlan,
     env: &mut Vec<EnvVar>,
-    mounts: &mut Vec<Mount>,
     warnings: &mut Vec<String>,
 ) {
     let mut credentials = Vec::new();
@@ -752,8 +771,62 @@ fn plan_credentials(
         });
     }
     env.sort_by(|a, b| a.name.cmp(&b.name));
+    proxy.credentials = credentials;
+}
+
+/// The agent's subscription login, when kennel keeps one for it or this is
+/// `kennel login`: its tokens stay with the proxy. Without kennel's proxy
+/// there is nothing to keep them: `kennel login` is refused, and a session
+/// runs with whatever login its home holds.
+fn plan_login(
+    agent: &AgentSpec,
+    request: &RunRequest,
+    network: &mut NetworkPlan,
+    warnings: &mut Vec<String>,
+) -> Result<(), PlanError> {
+    let Some(oauth) = &agent.oauth else {
+        return Ok(());
+    };
+    if !request.login && !request.stored_logins.contains(&agent.name) {
+        return Ok(());
+    }
+    let Some((token_host, token_path)) = oauth.token_endpoint() else {
+        return Ok(());
+    };
+    let Some(proxy) = network.proxy.as_mut() else {
+        if request.login {
+            return Err(PlanError::LoginNeedsProxy(network.mode.as_str().to_string()));
+        }
+        warnings.push(format!(
+            "the {} login kennel keeps is not used: --network {} bypasses kennel's proxy",
+            agent.name,
+            network.mode.as_str()
+        ));
+        return Ok(());
+    };
+    proxy.logins.push(LoginPlan {
+        name: agent.name.clone(),
+        token_host,
+        token_path,
+        hosts: oauth.hosts.clone(),
+        header: oauth.header.to_ascii_lowercase(),
+        capture: request.login,
+    });
+    Ok(())
+}
+
+/// The session's CA, trusted inside by the system's store and by Node:
+/// the proxy terminates TLS for brokered hosts with it.
+fn trust_session_ca(
+    request: &RunRequest,
+    network: &mut NetworkPlan,
+    env: &mut Vec<EnvVar>,
+    mounts: &mut Vec<Mount>,
+) {
+    let Some(proxy) = network.proxy.as_mut() else {
+        return;
+    };
     if let Some(dir) = proxy.socket.parent() {
-        // The session's CA, trusted by the system's store and by Node.
         mounts.retain(|mount| mount.purpose != MountPurpose::CaCertificates);
         mounts.push(Mount {
             source: dir.join(SESSION_CA_BUNDLE),
@@ -778,7 +851,6 @@ fn plan_credentials(
             env.sort_by(|a, b| a.name.cmp(&b.name));
         }
     }
-    proxy.credentials = credentials;
 }
 
 fn plan_env(
@@ -928,6 +1000,7 @@ fn plan_network(
                 upstream: network.upstream_proxy.clone(),
                 trusted,
                 credentials: Vec::new(),
+                logins: Vec::new(),
             })
         }
     };

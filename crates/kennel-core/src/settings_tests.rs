@@ -1111,3 +1111,110 @@ fn the_plan_carries_everything_the_proxy_needs_and_prints_no_credentials() {
     let error = plan_with(&bad, "shell", &RunRequest::default()).expect_err("refused");
     assert!(error.to_string().contains("network.trusted"), "{error}");
 }
+
+#[test]
+fn a_kept_subscription_login_is_brokered_and_kennel_login_captures_one() {
+    let login_of = |request: RunRequest| {
+        plan_for("claude", &[], request)
+            .network
+            .proxy
+            .expect("allowlist has a proxy")
+            .logins
+    };
+    // No login kept, no `kennel login`: nothing to broker, no session CA.
+    let plan = plan_for("claude", &[], RunRequest::default());
+    assert!(plan.network.proxy.as_ref().expect("proxy").logins.is_empty());
+    assert_eq!(plan.env_value("NODE_EXTRA_CA_CERTS"), None);
+
+    let kept = RunRequest {
+        stored_logins: ["claude".to_string()].into(),
+        ..Default::default()
+    };
+    let expected = LoginPlan {
+        name: "claude".into(),
+        token_host: "platform.claude.com".into(),
+        token_path: "/v1/oauth/token".into(),
+        hosts: vec!["api.anthropic.com".into()],
+        header: "authorization".into(),
+        capture: false,
+    };
+    assert_eq!(login_of(kept.clone()), [expected.clone()]);
+    // The proxy terminates TLS for it: the session CA is trusted inside.
+    let plan = plan_for("claude", &[], kept);
+    assert_eq!(
+        plan.env_value("NODE_EXTRA_CA_CERTS"),
+        Some(CA_BUNDLE_TARGET)
+    );
+    assert!(
+        plan.mounts
+            .iter()
+            .any(|mount| mount.target == Path::new(SYSTEM_CA_BUNDLE))
+    );
+    // `kennel login` takes a new one.
+    let login = RunRequest {
+        login: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        login_of(login),
+        [LoginPlan {
+            capture: true,
+            ..expected
+        }]
+    );
+    // Another agent's kept login is not this one's; an agent without a
+    // brokered login has none.
+    let other = RunRequest {
+        stored_logins: ["codex".to_string()].into(),
+        login: false,
+        ..Default::default()
+    };
+    assert!(login_of(other).is_empty());
+
+    // Without kennel's proxy: `kennel login` is refused (usage), a session
+    // warns that the kept login is not used.
+    let none = RunRequest {
+        network: Some(NetworkMode::None),
+        login: true,
+        ..Default::default()
+    };
+    let error = plan_with(&config(""), "claude", &none).expect_err("refused");
+    assert!(error.is_usage(), "{error}");
+    assert!(error.to_string().contains("--network none"), "{error}");
+    let open = RunRequest {
+        network: Some(NetworkMode::Open),
+        stored_logins: ["claude".to_string()].into(),
+        ..Default::default()
+    };
+    let plan = plan_with(&config(""), "claude", &open).expect("plan");
+    assert!(
+        plan.warnings.iter().any(|w| w.contains("claude login")),
+        "{:?}",
+        plan.warnings
+    );
+}
+
+#[test]
+fn oauth_token_urls_must_be_plain_https() {
+    let binding = |url: &str| crate::credentials::OAuthBinding {
+        command: vec!["x".into()],
+        token_url: url.into(),
+        hosts: vec!["api.example.com".into()],
+        header: "authorization".into(),
+    };
+    assert_eq!(
+        binding("https://auth.example.com/oauth/token").token_endpoint(),
+        Some(("auth.example.com".into(), "/oauth/token".into()))
+    );
+    for bad in [
+        "http://auth.example.com/oauth/token",
+        "https://auth.example.com:8443/oauth/token",
+        "https://user@auth.example.com/oauth/token",
+        "https://auth.example.com/oauth/token?x=1",
+        "https://*.example.com/oauth/token",
+        "https://auth.example.com",
+    ] {
+        assert_eq!(binding(bad).token_endpoint(), None, "{bad}");
+        assert!(binding(bad).check("x").is_err(), "{bad}");
+    }
+}
