@@ -172,7 +172,10 @@ impl OAuthBinding {
             return Err(format!("[oauth.{agent}]: hosts must name hosts"));
         }
         if self.header.is_empty() || !self.header.bytes().all(is_token_byte) {
-            return Err(format!("[oauth.{agent}]: header `{}` is not a header name", self.header));
+            return Err(format!(
+                "[oauth.{agent}]: header `{}` is not a header name",
+                self.header
+            ));
         }
         Ok(())
     }

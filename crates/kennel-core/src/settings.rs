@@ -386,7 +386,16 @@ pub fn build_plan(
         .or_else(|| defaults.backend.clone())
         .unwrap_or_else(|| "auto".into());
 
-    let command = if agent.command_from_args && !request.args.is_empty() {
+    let login_command = agent
+        .oauth
+        .as_ref()
+        .filter(|_| request.login)
+        .map(|oauth| oauth.command.clone());
+    let command = if let Some(mut command) = login_command {
+        // `kennel login`: the agent's own login command, as it is.
+        command.extend(request.args.iter().cloned());
+        command
+    } else if agent.command_from_args && !request.args.is_empty() {
         request.args.clone()
     } else {
         let mut command = agent.command.clone();
@@ -795,7 +804,9 @@ fn plan_login(
     };
     let Some(proxy) = network.proxy.as_mut() else {
         if request.login {
-            return Err(PlanError::LoginNeedsProxy(network.mode.as_str().to_string()));
+            return Err(PlanError::LoginNeedsProxy(
+                network.mode.as_str().to_string(),
+            ));
         }
         warnings.push(format!(
             "the {} login kennel keeps is not used: --network {} bypasses kennel's proxy",

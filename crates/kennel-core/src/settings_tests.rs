@@ -1123,7 +1123,14 @@ fn a_kept_subscription_login_is_brokered_and_kennel_login_captures_one() {
     };
     // No login kept, no `kennel login`: nothing to broker, no session CA.
     let plan = plan_for("claude", &[], RunRequest::default());
-    assert!(plan.network.proxy.as_ref().expect("proxy").logins.is_empty());
+    assert!(
+        plan.network
+            .proxy
+            .as_ref()
+            .expect("proxy")
+            .logins
+            .is_empty()
+    );
     assert_eq!(plan.env_value("NODE_EXTRA_CA_CERTS"), None);
 
     let kept = RunRequest {

@@ -21,6 +21,12 @@ pub struct BrokerSpec {
     pub ca_cert: String,
     pub ca_key: String,
     pub extra_ca: Vec<u8>,
+    /// Subscription logins the proxy keeps on the host, in the vault under
+    /// `data_dir` (see [`crate::oauth_vault`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logins: Vec<kennel_proxy::OAuthLogin>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for BrokerSpec {
@@ -34,14 +40,15 @@ impl std::fmt::Debug for BrokerSpec {
 
 /// Reads the values of the Plan's brokered credentials, puts a fresh
 /// placeholder in each one's variable and makes the session's CA; `None`
-/// when the Plan brokers nothing.
+/// when the Plan brokers nothing. The Plan's logins are read by the proxy
+/// itself, from the vault, when it starts.
 pub fn prepare(context: &Context, plan: &mut Plan) -> Result<Option<BrokerSpec>, CliError> {
-    let Some(planned) = plan
+    let Some((planned, logins)) = plan
         .network
         .proxy
         .as_ref()
-        .map(|proxy| proxy.credentials.clone())
-        .filter(|credentials| !credentials.is_empty())
+        .map(|proxy| (proxy.credentials.clone(), proxy.logins.clone()))
+        .filter(|(credentials, logins)| !credentials.is_empty() || !logins.is_empty())
     else {
         return Ok(None);
     };
@@ -102,9 +109,24 @@ pub fn prepare(context: &Context, plan: &mut Plan) -> Result<Option<BrokerSpec>,
             refresh,
         });
     }
+    let logins: Vec<kennel_proxy::OAuthLogin> = logins
+        .into_iter()
+        .map(|login| kennel_proxy::OAuthLogin {
+            name: login.name,
+            token_host: login.token_host,
+            token_path: login.token_path,
+            hosts: login.hosts,
+            header: login.header,
+            capture: login.capture,
+        })
+        .collect();
+    // The CA may sign for these names only.
     let hosts: Vec<String> = credentials
         .iter()
         .flat_map(|credential| credential.hosts.iter().cloned())
+        .chain(logins.iter().flat_map(|login| {
+            std::iter::once(login.token_host.clone()).chain(login.hosts.iter().cloned())
+        }))
         .collect();
     let ca = kennel_proxy::SessionCa::generate_for(&plan.name, &hosts).map_err(|error| {
         CliError::kennel(format!(
@@ -116,6 +138,8 @@ pub fn prepare(context: &Context, plan: &mut Plan) -> Result<Option<BrokerSpec>,
         ca_cert: ca.cert_pem().to_string(),
         ca_key: ca.key_pem().to_string(),
         extra_ca: context.image_settings()?.ca_bundle(),
+        data_dir: (!logins.is_empty()).then(|| context.host.data_dir.clone()),
+        logins,
     }))
 }
 

@@ -97,6 +97,12 @@ pub async fn prepare(launch: &LaunchRequest) -> Result<Prepared, CliError> {
     };
     request.host_git = workspace.git_user.clone();
     request.stored_secrets = crate::secrets::stored_names(&context.host.data_dir);
+    if request
+        .stored_secrets
+        .contains(&crate::oauth_vault::secret_name(&agent.name))
+    {
+        request.stored_logins.insert(agent.name.clone());
+    }
     let plan = settings::build_plan(
         &context.host,
         &context.config,

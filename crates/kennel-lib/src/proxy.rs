@@ -66,6 +66,16 @@ impl ProxySpec {
     }
 
     fn proxy_config(&self) -> Result<ProxyConfig, CliError> {
+        let (logins, vault) = match &self.broker {
+            Some(broker) if !broker.logins.is_empty() => {
+                let vault: Option<std::sync::Arc<dyn kennel_proxy::LoginVault>> = broker
+                    .data_dir
+                    .as_deref()
+                    .map(|dir| std::sync::Arc::new(crate::oauth_vault::StoreVault::new(dir)) as _);
+                (broker.logins.clone(), vault)
+            }
+            _ => (Vec::new(), None),
+        };
         let (credentials, ca, upstream_roots) = match &self.broker {
             Some(broker) => {
                 let ca = kennel_proxy::SessionCa::from_pem(&broker.ca_cert, &broker.ca_key)
@@ -98,6 +108,8 @@ impl ProxySpec {
             credentials,
             ca,
             upstream_roots,
+            logins,
+            vault,
             ..ProxyConfig::default()
         })
     }

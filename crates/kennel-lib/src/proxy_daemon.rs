@@ -521,6 +521,8 @@ mod tests {
                     ca_cert: "CERT\nWITH LINES\n".into(),
                     ca_key: "KEY\n".into(),
                     extra_ca: b"PEM\n".to_vec(),
+                    logins: Vec::new(),
+                    data_dir: None,
                 }),
             },
             backend: "podman".into(),

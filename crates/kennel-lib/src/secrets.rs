@@ -891,6 +891,20 @@ fn keyring_delete(name: &str) -> Result<(), CliError> {
 /// else the catalog's for that variable; none when it is bound nowhere (a
 /// stored secret no binding names is never sent).
 pub fn bound_hosts(context: &crate::context::Context, name: &str) -> Vec<String> {
+    // A login kept by `kennel login`: its token endpoint and access hosts.
+    if let Some(oauth) = context
+        .catalog
+        .agents()
+        .find(|agent| crate::oauth_vault::secret_name(&agent.name) == name)
+        .and_then(|agent| agent.oauth.as_ref())
+    {
+        return oauth
+            .token_endpoint()
+            .map(|(host, _)| host)
+            .into_iter()
+            .chain(oauth.hosts.iter().cloned())
+            .collect();
+    }
     context
         .config
         .file

@@ -87,6 +87,18 @@ pub enum Command {
                       (KENNEL_SECRET_STORE=file chooses the file); `kennel doctor` says where."
     )]
     Secret(crate::commands::secret::SecretCommand),
+    /// Log an agent in to its subscription; kennel keeps the tokens on the host, the agent gets sentinels
+    #[command(
+        long_about = "Log an agent in to its subscription (Claude Pro/Max): the agent's own login \
+                      command runs in a sandbox, and kennel's proxy keeps what the vendor's token \
+                      endpoint answers on the host, in the secret store. The agent gets sentinel \
+                      tokens of the same shape; kennel's proxy puts the real access token into \
+                      its requests and refreshes the tokens itself. Every later session of the \
+                      agent uses the kept login."
+    )]
+    Login(crate::commands::login::LoginArgs),
+    /// Forget the subscription login kennel keeps for an agent
+    Logout(crate::commands::login::LogoutArgs),
     /// Print a shell completion script
     Completions(crate::commands::completions::CompletionsArgs),
     /// Print the man page (roff)

@@ -91,6 +91,8 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Config(command) => commands::config::run(command),
         Command::Net(command) => commands::net::run(command),
         Command::Secret(command) => commands::secret::run(command),
+        Command::Login(args) => kennel_lib::runtime()?.block_on(commands::login::login(args)),
+        Command::Logout(args) => commands::login::logout(args),
         Command::Completions(args) => commands::completions::run(args),
         Command::Man => commands::completions::man(),
         Command::NativeSession(args) => kennel_lib::native_session::pane_main(&args.dir, &args.id),

@@ -12,6 +12,7 @@ pub mod exec;
 pub mod image;
 pub mod inspect;
 pub mod kill;
+pub mod login;
 pub mod logs;
 pub mod ls;
 pub mod merge;

@@ -76,6 +76,16 @@ pub fn run(command: SecretCommand) -> Result<i32, CliError> {
 fn set(host: &HostContext, args: SetArgs) -> Result<i32, CliError> {
     // Before a prompt: a bad name is known without the value.
     secrets::check_name(&args.name)?;
+    if args
+        .name
+        .starts_with(kennel_lib::oauth_vault::SECRET_PREFIX)
+    {
+        return Err(CliError::usage(format!(
+            "{} is where `kennel login` keeps a login",
+            args.name
+        ))
+        .with_hint("log in with `kennel login AGENT`; `kennel logout AGENT` forgets it"));
+    }
     let name = &args.name;
     let store = SecretStore::open(&host.data_dir)?;
     if let Some(command) = &args.command {
