@@ -297,6 +297,12 @@ impl Catalog {
                     ),
                 });
             }
+            if let Some(oauth) = &spec.oauth {
+                oauth.check(name).map_err(|message| CatalogError::Invalid {
+                    name: name.clone(),
+                    message,
+                })?;
+            }
             let mut spec = spec;
             spec.credentials = bindings_for(&spec.env, &catalog.credentials);
             catalog.agents.insert(name.clone(), spec);
@@ -395,6 +401,9 @@ fn apply(mut spec: AgentSpec, over: &AgentOverride, source: &str) -> AgentSpec {
     }
     if let Some(value) = &over.refused_hosts {
         spec.refused_hosts = value.clone();
+    }
+    if let Some(value) = &over.oauth {
+        spec.oauth = Some(value.clone());
     }
     if let Some(value) = &over.git_author {
         spec.git_author = value.clone();
