@@ -948,7 +948,10 @@ mod tests {
         };
         match Config::load(&sources, &trust) {
             Err(error @ ConfigError::ProjectSecrets { .. }) => {
-                assert!(error.to_string().contains("[agents.claude.oauth]"), "{error}");
+                assert!(
+                    error.to_string().contains("[agents.claude.oauth]"),
+                    "{error}"
+                );
             }
             other => panic!("a trusted project config bound a login: {other:?}"),
         }

@@ -815,6 +815,15 @@ fn plan_login(
         ));
         return Ok(());
     };
+    if request.login {
+        // The login must reach its token endpoint, and the agent checks
+        // the new login where it is used.
+        for host in std::iter::once(&token_host).chain(&oauth.hosts) {
+            if !network.allow.contains(host) {
+                network.allow.push(host.clone());
+            }
+        }
+    }
     proxy.logins.push(LoginPlan {
         name: agent.name.clone(),
         token_host,

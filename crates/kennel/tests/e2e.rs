@@ -277,6 +277,11 @@ macro_rules! backend_suite {
             fn broker_credential_in_a_session() {
                 broker::brokered_credential_in_a_session(B)
             }
+
+            #[test]
+            fn broker_login() {
+                broker::brokered_login(B)
+            }
             #[test]
             fn network_open() {
                 network::open(B)

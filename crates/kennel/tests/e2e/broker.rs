@@ -12,7 +12,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::harness::{BUILD_TIMEOUT, Backend, unique};
-use crate::network::{TestNet, expect, net_ctx, network_tables, probe_script};
+use crate::network::{TestNet, expect, find_session, net_ctx, network_tables, probe_script};
 
 const NAME: &str = "KENNEL_E2E_TOKEN";
 
@@ -271,4 +271,212 @@ pub fn brokered_credential_in_a_session(b: Backend) {
     );
     let listed = t.kennel(&["ls", "--all", "--json"]).run();
     assert!(!listed.stdout.contains(&secret), "{listed}");
+}
+
+/// The tokens the stand-in OAuth server issued to `family`, in order:
+/// (grant, access, refresh, the refresh token the request carried).
+fn issued(net: &TestNet, family: &str) -> Vec<(String, String, String, String)> {
+    std::fs::read_to_string(&net.model_log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|entry| entry["answer"]["family"] == family)
+        .map(|entry| {
+            let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_string();
+            (
+                text(&entry["answer"]["grant"]),
+                text(&entry["answer"]["issued"]["access"]),
+                text(&entry["answer"]["issued"]["refresh"]),
+                text(&entry["body"]["refresh_token"]),
+            )
+        })
+        .collect()
+}
+
+/// A subscription login kept on the host (`kennel login`): the agent's
+/// login (here curl, standing in for the agent's own login command, as the
+/// user's `[agents.shell.oauth]`) gets sentinels from the token endpoint
+/// while the real tokens go to the secret store; a later session's agent
+/// uses the access sentinel (the server gets the real token) and refreshes
+/// with the refresh sentinel (the server gets the real refresh token and
+/// rotates it; the agent gets the same sentinels again); no real token is
+/// anywhere the sandbox can read, in kennel's output or in its log.
+pub fn brokered_login(b: Backend) {
+    let Some((t, net)) = net_ctx(b, "broker_login") else {
+        return;
+    };
+    t.write_config(
+        &config(net),
+        "[agents.shell.oauth]\ncommand = [\"bash\"]\n\
+         token_url = \"https://model.kennel.test/v1/oauth/token\"\n\
+         hosts = [\"model.kennel.test\"]\nheader = \"authorization\"\n",
+    );
+    let family = unique().replace('-', "");
+    let login_script = format!(
+        "echo \"LOGIN=$(curl -sS -m 20 https://model.kennel.test/v1/oauth/token \
+         -H 'content-type: application/json' \
+         -d '{{\"grant_type\":\"authorization_code\",\"code\":\"good-{family}\",\"client_id\":\"kennel-e2e\"}}')\""
+    );
+    let login = t
+        .kennel(&["login", "shell", "--", "-c", &login_script])
+        .timeout(BUILD_TIMEOUT)
+        .run();
+    login.assert_ok();
+    assert!(login.stderr.contains("login kept on the host"), "{login}");
+    let first = issued(net, &family);
+    assert_eq!(first.len(), 1, "one login\n{login}");
+    let (_, real_access, real_refresh, _) = first[0].clone();
+    let answer: serde_json::Value =
+        serde_json::from_str(&login.expect_kv("LOGIN")).expect("the token endpoint's JSON");
+    let access = answer["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let refresh = answer["refresh_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        access.starts_with("sk-ant-oat01-")
+            && access.len() == real_access.len()
+            && access != real_access,
+        "the agent got a sentinel of the access token's shape\n{login}"
+    );
+    assert!(
+        refresh.starts_with("sk-ant-ort01-")
+            && refresh.len() == real_refresh.len()
+            && refresh != real_refresh,
+        "the agent got a sentinel of the refresh token's shape\n{login}"
+    );
+    assert_eq!(answer["expires_in"], 28800, "{login}");
+    let listed = t.kennel(&["secret", "ls", "--json"]).run();
+    listed.assert_ok();
+    assert!(
+        listed.stdout.contains("KENNEL_LOGIN_SHELL") && !listed.stdout.contains(&real_refresh),
+        "{listed}"
+    );
+
+    // A later session (its proxy a daemon of its own, or the native pane)
+    // brokers the kept login for a command beside the agent.
+    let name = format!("login-{}", unique());
+    let started = t
+        .kennel(&[
+            "start",
+            "shell",
+            "--name",
+            &name,
+            "--allow",
+            "model.kennel.test",
+            "--allow",
+            "allowed.kennel.test",
+        ])
+        .timeout(BUILD_TIMEOUT)
+        .run();
+    started.assert_ok();
+    let (needle_a, needle_b) = real_refresh.split_at(real_refresh.len() / 2);
+    let (needle_c, needle_d) = real_access.split_at(real_access.len() / 2);
+    let mut script = format!(
+        "i=0; while [ $i -lt 100 ] && ! grep -qs ':0C38 ' /proc/net/tcp; do i=$((i+1)); sleep 0.1; done\n\
+         ACCESS={access}; REFRESH={refresh}\n\
+         printf '%s%s\\n%s%s\\n' {needle_a} {needle_b} {needle_c} {needle_d} > /tmp/kennel-needles\n"
+    );
+    script.push_str(&probe_script(&[
+        (
+            "USE1",
+            "https://model.kennel.test/v1/models -H \"authorization: Bearer $ACCESS\"",
+        ),
+        (
+            "STRAY",
+            "http://allowed.kennel.test:8080/ -H \"authorization: Bearer $ACCESS\"",
+        ),
+    ]));
+    script.push_str(
+        "echo \"REFRESHED=$(curl -sS -m 20 https://model.kennel.test/v1/oauth/token \
+         -d grant_type=refresh_token -d refresh_token=$REFRESH -d client_id=kennel-e2e)\"\n",
+    );
+    script.push_str(&probe_script(&[(
+        "USE2",
+        "https://model.kennel.test/v1/models -H \"authorization: Bearer $ACCESS\"",
+    )]));
+    script.push_str(
+        "echo \"IN_ENVIRON=$(for p in /proc/[0-9]*; do (tr '\\0' '\\n' < $p/environ) 2>/dev/null; done | grep -cF -f /tmp/kennel-needles)\"\n\
+         echo \"IN_FILES=$(grep -rlF -f /tmp/kennel-needles --exclude=kennel-needles \"$HOME\" \"$PWD\" /tmp /run /etc /var /opt 2>/dev/null | wc -l)\"\n",
+    );
+    let out = t
+        .kennel(&["exec", &name, "--", "bash", "-c", &script])
+        .run();
+    let removed = t.kennel(&["rm", "--force", &name]).run();
+    out.assert_ok();
+    removed.assert_ok();
+    let all = issued(net, &family);
+    assert_eq!(all.len(), 2, "the login and one refresh\n{out}");
+    let (grant, new_access, new_refresh, carried) = all[1].clone();
+    assert_eq!(grant, "refresh_token");
+    assert_eq!(
+        carried, real_refresh,
+        "the server got the real refresh token, swapped in by kennel"
+    );
+
+    // The access sentinel became the real token, before and after the refresh.
+    expect(&out, "USE1", "200");
+    expect(&out, "USE2", "200");
+    let digests = received_digests(net);
+    assert!(
+        digests.contains(&sha256(&format!("Bearer {real_access}"))),
+        "{out}"
+    );
+    assert!(
+        digests.contains(&sha256(&format!("Bearer {new_access}"))),
+        "{out}"
+    );
+    assert!(
+        !digests.contains(&sha256(&format!("Bearer {access}"))),
+        "the server got the sentinel\n{out}"
+    );
+    // Elsewhere: refused, saying why.
+    expect(&out, "STRAY", "403");
+    expect(&out, "STRAY_REASON", "credential-not-bound");
+    // The refresh's answer: the same sentinels, no real token.
+    let refreshed: serde_json::Value =
+        serde_json::from_str(&out.expect_kv("REFRESHED")).expect("the refresh's JSON");
+    assert_eq!(refreshed["access_token"], access.as_str(), "{out}");
+    assert_eq!(refreshed["refresh_token"], refresh.as_str(), "{out}");
+    expect(&out, "IN_ENVIRON", "0");
+    expect(&out, "IN_FILES", "0");
+    let log = t.kennel(&["net", "log", "--json"]).run();
+    log.assert_ok();
+    for output in [&login, &started, &out, &log, &listed] {
+        for real in [&real_access, &real_refresh, &new_access, &new_refresh] {
+            assert!(
+                !output.stdout.contains(real.as_str()) && !output.stderr.contains(real.as_str()),
+                "a real token in kennel's output\n{output}"
+            );
+        }
+    }
+    // Each use logged under the login's name: the login's session, and
+    // the later one.
+    let said = |entry: &serde_json::Value, what: &str| {
+        entry["credential"] == "shell-login"
+            && entry["detail"].as_str().unwrap_or_default().contains(what)
+    };
+    let entries = log.json()["decisions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        entries
+            .iter()
+            .any(|entry| said(entry, "refreshed by kennel on the host")),
+        "no refresh in the log\n{log}"
+    );
+    let (_, login_log) = find_session(&t, |entry| said(entry, "kept on the host"))
+        .expect("the login's session logged the login it kept");
+    let login_log = serde_json::to_string(&login_log).expect("json");
+    assert!(!login_log.contains(&real_access) && !login_log.contains(&real_refresh));
+
+    // Forgotten: the next session has nothing to broker.
+    let logout = t.kennel(&["logout", "shell"]).run();
+    logout.assert_ok();
+    let again = t.kennel(&["logout", "shell"]).run();
+    assert_eq!(again.code(), Some(2), "{again}");
 }

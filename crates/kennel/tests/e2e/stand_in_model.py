@@ -11,6 +11,13 @@ It speaks enough of three model APIs for a real agent to work against it:
     POST /v1/messages/count_tokens    a rough count
     POST /v1/responses                OpenAI Responses, streamed, with
                                       function calls (Codex)
+    POST /v1/oauth/token              an OAuth token endpoint (JSON or form):
+                                      the authorization code `good-<family>`
+                                      gets an access and a refresh token of
+                                      Claude's shape; a refresh token is
+                                      good once (it rotates); the tokens it
+                                      issued are in its log lines, under
+                                      `answer.issued` with their `family`
 
 and nothing else (other paths: 404, logged). It never invents an answer:
 replies come from scripts the tests write, one JSON file per model name,
@@ -50,6 +57,8 @@ what was answered.
 
 import argparse
 import hashlib
+import secrets
+import urllib.parse
 import json
 import os
 import re
@@ -68,6 +77,8 @@ NEXT_REPLY = {}
 NEXT_COMMIT_MESSAGE = {}
 # A unique suffix for ids.
 COUNTER = [0]
+# OAuth: each refresh token still good -> its family (the code's suffix).
+REFRESH_TOKENS = {}
 
 # The shapes of the Responses API's model-output items in a request's input.
 RESPONSES_OUTPUT_ITEMS = {"function_call", "custom_tool_call", "local_shell_call"}
@@ -230,13 +241,48 @@ class Handler(BaseHTTPRequestHandler):
             "/v1/messages": self.messages,
             "/v1/messages/count_tokens": self.count_tokens,
             "/v1/responses": self.openai_responses,
+            "/v1/oauth/token": self.oauth_token,
         }
         handler = handlers.get(self.route())
         if handler is None:
             return self.error(404, "no such path: " + self.path, body)
+        if handler == self.oauth_token and not isinstance(body, dict):
+            body = dict(urllib.parse.parse_qsl(raw.decode("utf-8", "replace")))
         if not isinstance(body, dict):
             return self.error(400, "expected a JSON object", body)
         return handler(body)
+
+    def oauth_token(self, body):
+        grant = body.get("grant_type")
+        with LOCK:
+            if grant == "authorization_code" and str(body.get("code", "")).startswith("good-"):
+                family = body["code"][len("good-"):]
+            elif grant == "refresh_token" and body.get("refresh_token") in REFRESH_TOKENS:
+                family = REFRESH_TOKENS.pop(body["refresh_token"])
+            else:
+                family = None
+            if family is not None:
+                alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                noise = lambda n: "".join(secrets.choice(alphabet) for _ in range(n))  # noqa: E731
+                issued = {
+                    "access": "sk-ant-oat01-" + noise(95) + "AA",
+                    "refresh": "sk-ant-ort01-" + noise(95) + "AA",
+                }
+                REFRESH_TOKENS[issued["refresh"]] = family
+        if family is None:
+            self.record(body, {"status": 400, "error": "invalid_grant"})
+            return self.send_json(400, {"error": "invalid_grant"})
+        self.record(body, {"status": 200, "family": family, "grant": grant, "issued": issued})
+        return self.send_json(
+            200,
+            {
+                "token_type": "Bearer",
+                "access_token": issued["access"],
+                "refresh_token": issued["refresh"],
+                "expires_in": 28800,
+                "scope": "user:inference user:profile",
+            },
+        )
 
     def turn_of(self, body, answered, tools, texts):
         """The script's answer to a turn-based request: (model, blocks, kind)
