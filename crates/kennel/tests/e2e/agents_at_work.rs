@@ -180,15 +180,17 @@ impl AgentRun {
     /// and was refused is printed, and each refusal of a host the catalog
     /// lists in `refused_hosts` is marked "not needed" by `kennel net log`.
     /// Returns the session's decisions.
-    fn assert_model_calls_allowed(&self, port: u16, at_least: usize, context: &str) -> Vec<Value> {
-        let (session, decisions) = find_session(&self.t, |d| {
-            d["host"] == "model.kennel.test" && d["verdict"] == "allow"
-        })
-        .unwrap_or_else(|| panic!("no session log allows model.kennel.test\n{context}"));
-        let calls: Vec<&Value> = decisions
-            .iter()
-            .filter(|d| d["host"] == "model.kennel.test")
-            .collect();
+    fn assert_model_calls_allowed(
+        &self,
+        host: &str,
+        port: u16,
+        at_least: usize,
+        context: &str,
+    ) -> Vec<Value> {
+        let (session, decisions) =
+            find_session(&self.t, |d| d["host"] == host && d["verdict"] == "allow")
+                .unwrap_or_else(|| panic!("no session log allows {host}\n{context}"));
+        let calls: Vec<&Value> = decisions.iter().filter(|d| d["host"] == host).collect();
         assert!(
             calls
                 .iter()
@@ -406,7 +408,7 @@ fn aider_at_work(b: Backend, stream: bool) {
         second["body"].to_string().contains(&probe),
         "the test command's output ({probe}) reached the model\n{context}"
     );
-    let decisions = run.assert_model_calls_allowed(MODEL_PORT, 4, &context);
+    let decisions = run.assert_model_calls_allowed("model.kennel.test", MODEL_PORT, 4, &context);
     // litellm's own download of the model prices is off (the catalog's
     // set_env LITELLM_LOCAL_MODEL_COST_MAP=True); only aider's own remains.
     let price_fetches = decisions
@@ -560,13 +562,13 @@ fn claude_at_work(b: Backend) {
     let (options, args) =
         claude_invocation(&run, &format!("http://model.kennel.test:{MODEL_PORT}"));
     let out = run.run(&strs(&options), &strs(&args));
-    claude_worked(&run, &out, MODEL_PORT);
+    claude_worked(&run, &out, "model.kennel.test", MODEL_PORT);
 }
 
 /// The file, the commit, the model's three turns streamed, the `Write`
 /// accepted, the `Bash` command's output (the commit's hash) in the
 /// model's last request, and the model calls through the proxy.
-fn claude_worked(run: &AgentRun, out: &Out, port: u16) {
+fn claude_worked(run: &AgentRun, out: &Out, host: &str, port: u16) {
     let t = &run.t;
     let context = run.context(out);
     out.assert_ok();
@@ -610,7 +612,7 @@ fn claude_worked(run: &AgentRun, out: &Out, port: u16) {
         "the command's output, the commit {}, reached the model: {shown:?}\n{context}",
         commit.trim()
     );
-    run.assert_model_calls_allowed(port, 3, &context);
+    run.assert_model_calls_allowed(host, port, 3, &context);
 }
 
 /// Over HTTPS: the model's certificate comes from a CA the user names in
@@ -631,7 +633,7 @@ fn docker_claude_over_https_with_the_users_ca() {
     let (options, args) =
         claude_invocation(&run, &format!("https://model.kennel.test:{MODEL_TLS_PORT}"));
     let out = run.run(&strs(&options), &strs(&args));
-    claude_worked(&run, &out, MODEL_TLS_PORT);
+    claude_worked(&run, &out, "model.kennel.test", MODEL_TLS_PORT);
     let context = run.context(&out);
     assert!(
         run.requests()
@@ -675,7 +677,7 @@ fn docker_claude_with_a_brokered_key() {
         &strs(&args),
         &[("ANTHROPIC_API_KEY", &key)],
     );
-    claude_worked(&run, &out, 443);
+    claude_worked(&run, &out, "model.kennel.test", 443);
     let context = run.context(&out);
     assert!(
         !out.stdout.contains(&key) && !out.stderr.contains(&key),
@@ -690,6 +692,120 @@ fn docker_claude_with_a_brokered_key() {
                 .all(|r| r["credential_sha256"]["x-api-key"] == digest.as_str()),
         "every model call carried the real key, swapped in by kennel's proxy\n{context}"
     );
+}
+
+/// What stands in for Claude Code's own login (`claude auth login` needs
+/// claude.ai in a browser): the token endpoint's authorization-code
+/// exchange, as Claude Code sends it, then Claude Code's credentials file
+/// written from the answer, expired, so that Claude Code refreshes first.
+const SEED_CLAUDE_LOGIN: &str = r#"R=$(curl -sS -m 20 https://platform.claude.com/v1/oauth/token -H 'content-type: application/json' -d "{\"grant_type\":\"authorization_code\",\"code\":\"good-$1\",\"client_id\":\"kennel-e2e\"}")
+echo "LOGIN=$R"
+mkdir -p ~/.claude
+node -e 'const r = JSON.parse(process.argv[1]); require("fs").writeFileSync(process.env.HOME + "/.claude/.credentials.json", JSON.stringify({claudeAiOauth: {accessToken: r.access_token, refreshToken: r.refresh_token, expiresAt: Date.now() - 60000, scopes: r.scope.split(" "), subscriptionType: "max", rateLimitTier: null}}), {mode: 0o600})' "$R""#;
+
+/// A Claude subscription login kept on the host: `kennel login claude`
+/// (its login command the user's own, see [`SEED_CLAUDE_LOGIN`]; the token
+/// endpoint the real one, platform.claude.com, mapped to the stand-in's
+/// OAuth endpoint) keeps the tokens and leaves sentinels in Claude Code's
+/// credentials file; then real Claude Code, with no key at all, refreshes
+/// its expired login through kennel (the stand-in gets the real refresh
+/// token and rotates it) and calls api.anthropic.com (mapped to the
+/// stand-in model) with the real new access token, which it never had.
+#[test]
+fn docker_claude_with_a_kept_subscription_login() {
+    let Some(run) = claude_run(Backend::Docker, "agents_at_work_claude_login") else {
+        return;
+    };
+    run.t.write_config(
+        &format!(
+            "ca_certificates = [\"{HOST_CA_BUNDLE}\", \"{}\"]",
+            run.net.model_ca.display()
+        ),
+        &format!(
+            "{}\"platform.claude.com\" = [\"198.18.0.2\"]\n\"api.anthropic.com\" = [\"198.18.0.2\"]\n\n\
+             [agents.claude.oauth]\ncommand = [\"bash\"]\n\
+             token_url = \"https://platform.claude.com/v1/oauth/token\"\n\
+             hosts = [\"api.anthropic.com\"]\nheader = \"authorization\"\n",
+            network_tables()
+        ),
+    );
+    let family = unique().replace('-', "");
+    let login = run
+        .t
+        .kennel(&[
+            "login",
+            "claude",
+            "--",
+            "-c",
+            SEED_CLAUDE_LOGIN,
+            "seed",
+            &family,
+        ])
+        .timeout(Duration::from_secs(300))
+        .run();
+    login.assert_ok();
+    assert!(
+        login.stderr.contains("claude login kept on the host"),
+        "{login}"
+    );
+
+    let out = run.run(&[], &["--model", &run.model, "-p", TASK]);
+    claude_worked(&run, &out, "api.anthropic.com", 443);
+    let context = run.context(&out);
+    // The stand-in OAuth server: the login, then Claude Code's refresh
+    // carrying the real refresh token (a sentinel would be refused).
+    let grants: Vec<Value> = std::fs::read_to_string(&run.net.model_log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|entry| entry["answer"]["family"] == family.as_str())
+        .collect();
+    assert_eq!(
+        grants.len(),
+        2,
+        "the login and Claude Code's refresh\n{context}"
+    );
+    assert_eq!(grants[1]["answer"]["grant"], "refresh_token", "{context}");
+    assert_eq!(
+        grants[1]["body"]["refresh_token"], grants[0]["answer"]["issued"]["refresh"],
+        "the refresh reached the server with the real token\n{context}"
+    );
+    assert!(
+        grants[1]["headers"]["user-agent"]
+            .as_str()
+            .is_some_and(|agent| !agent.starts_with("curl")),
+        "Claude Code itself refreshed\n{context}"
+    );
+    // Every model call carried the refreshed real access token.
+    let fresh = grants[1]["answer"]["issued"]["access"]
+        .as_str()
+        .unwrap_or_default();
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        format!("Bearer {fresh}").as_bytes(),
+    ));
+    let requests = run.requests();
+    assert!(
+        !requests.is_empty()
+            && requests
+                .iter()
+                .all(|r| r["credential_sha256"]["authorization"] == digest.as_str()),
+        "every model call carried the real access token, swapped in by kennel's proxy\n{context}"
+    );
+    for grant in &grants {
+        for token in ["access", "refresh"] {
+            let real = grant["answer"]["issued"][token]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                !real.is_empty()
+                    && !out.stdout.contains(real)
+                    && !out.stderr.contains(real)
+                    && !login.stdout.contains(real)
+                    && !login.stderr.contains(real),
+                "a real token in kennel's output\n{context}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -786,7 +902,7 @@ fn codex_at_work(b: Backend) {
         "the command's output, the commit {}, reached the model: {outputs:?}\n{context}",
         commit.trim()
     );
-    run.assert_model_calls_allowed(MODEL_PORT, 3, &context);
+    run.assert_model_calls_allowed("model.kennel.test", MODEL_PORT, 3, &context);
 }
 
 #[test]
