@@ -1145,7 +1145,7 @@ fn a_kept_subscription_login_is_brokered_and_kennel_login_captures_one() {
         header: "authorization".into(),
         capture: false,
     };
-    assert_eq!(login_of(kept.clone()), [expected.clone()]);
+    assert_eq!(login_of(kept.clone()), std::slice::from_ref(&expected));
     // The proxy terminates TLS for it: the session CA is trusted inside.
     let plan = plan_for("claude", &[], kept);
     assert_eq!(

@@ -301,3 +301,26 @@ fn an_unsafe_store_is_refused_and_doctor_says_how_to_fix_it() {
                      fix: kennel keeps secrets only in a directory and file of your own: remove the link (rm ~/.local/share/kennel/secrets) and set the secrets again
     ");
 }
+
+/// `kennel login` is for agents whose login kennel can keep; the secret
+/// that holds one is `kennel login`'s alone; `logout` of nothing says so.
+#[test]
+fn login_and_logout_refuse_what_they_cannot_do() {
+    let sandbox = Sandbox::new();
+    let (code, _, stderr) = output(&mut sandbox.kennel(&["login", "shell", "--dry-run"]));
+    assert_eq!(code, 2, "{stderr}");
+    insta::assert_snapshot!(stderr, @r"
+    kennel: error: kennel cannot keep shell's login on the host (it can for: claude)
+      hint: keep an API key instead: kennel secret set VARIABLE; or log in inside a session (`kennel run shell`), where the login stays in the agent's home
+    ");
+    let (code, _, stderr) = with_stdin(
+        &mut secret(&sandbox, &["set", "KENNEL_LOGIN_CLAUDE", "--stdin"]),
+        "{}\n",
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("kennel login AGENT"), "{stderr}");
+    assert!(!store_dir(&sandbox).join("secrets.toml").exists());
+    let (code, _, stderr) = output(&mut sandbox.kennel(&["logout", "claude"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("kennel keeps no claude login"), "{stderr}");
+}
