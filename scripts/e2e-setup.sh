@@ -182,6 +182,17 @@ if [[ ${CONF_CHANGED:-0} == 1 && -f $SERVICE_PIDFILE ]]; then
     fi
     rm -f "$SERVICE_PIDFILE"
 fi
+service_is_ours() {
+    [[ -f $SERVICE_PIDFILE ]] && [[ $(cat "/proc/$(cat "$SERVICE_PIDFILE")/comm" 2>/dev/null) == podman ]]
+}
+if podman_api_ok && ! service_is_ours; then
+    # A service this script did not start: one kennel started on demand
+    # (as root, with an idle timeout). It would exit in the middle of the
+    # tests, and the next root kennel's would be root's alone: replace it.
+    log "replacing the podman API service on $PODMAN_SOCK that this script did not start"
+    pkill -f "podman system service .*unix://$PODMAN_SOCK" 2>/dev/null || true
+    for _ in $(seq 1 20); do podman_api_ok || break; sleep 0.5; done
+fi
 if ! podman_api_ok; then
     log "starting the rootful podman API service on $PODMAN_SOCK (log: $LOG_DIR/podman-service.log)"
     mkdir -p /run/podman
