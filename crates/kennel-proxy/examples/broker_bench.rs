@@ -52,10 +52,10 @@ use nix::sys::resource::{UsageWho, getrusage};
 use rustls::client::Resumption;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsConnector;
 
 const HARD_LIMIT: Duration = Duration::from_secs(150);
 const HOST: &str = "api.test";
@@ -439,14 +439,7 @@ impl Body for Source {
 /// /v1/upload` (reads the body, answers its length); `/v1/*` requires the
 /// real value in `x-api-key`. `/open/download` is `/v1/download` without it.
 async fn api_server(pki: &TestPki, data: Bytes) -> SocketAddr {
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![pki.leaf.clone()], pki.key.clone_key())
-        .expect("server config");
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let acceptor = pki.acceptor();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
     let addr = listener.local_addr().expect("api addr");
     tokio::spawn(async move {

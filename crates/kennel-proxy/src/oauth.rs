@@ -41,8 +41,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::broker::{Credential, Injected, Place, replace_all};
 use crate::policy::Reason;
-use crate::server::{Pending, ProxyBody, RequestBody, strip_hop_by_hop};
-use crate::terminate::{Terminated, asks_to_close};
+use crate::server::{Pending, ProxyBody, RequestBody};
+use crate::terminate::{Terminated, client_head};
 
 /// The largest token request the proxy reads.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -369,52 +369,56 @@ async fn pass_through(
         Ok(resp) => resp,
         Err(error) => return tunnel.no_answer(&p, &up, &error),
     };
-    let (mut head, body) = resp.into_parts();
-    let server_closes = asks_to_close(&head.headers);
-    strip_hop_by_hop(&mut head.headers);
-    if server_closes {
-        head.headers
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    let scrub = injected.scrubber();
-    if let Some(scrub) = &scrub {
-        scrub.headers(&mut head.headers);
-        if !scrub.keeps_length() {
-            head.headers.remove(header::CONTENT_LENGTH);
-        }
-    }
-    let log = crate::server::HttpLog {
-        shared: tunnel.shared().clone(),
-        pending: p,
-        why: tunnel.why(),
-        up,
-        down: 0,
-        detail: String::new(),
-    };
-    Response::from_parts(head, ProxyBody::relay(body, log, scrub))
+    tunnel.relay(p, resp, &injected, up, String::new())
 }
 
-/// The server's answer, read whole. `Err` is what to log.
-async fn read_answer(
+/// Sends the token request and reads the server's answer whole. What
+/// fails is logged for `p` and answered here (`Err`): no answer, an
+/// unreadable one, or a compressed one (the proxy asked for none, and one
+/// it cannot read for tokens is not passed on either: it would carry them).
+async fn exchange(
     tunnel: &Terminated,
+    login: &OAuthLogin,
+    p: &Pending,
     parts: Parts,
     body: Vec<u8>,
     up: &Arc<AtomicU64>,
-) -> Result<(response::Parts, Bytes), Result<Response<ProxyBody>, String>> {
+) -> Result<(response::Parts, Bytes), Response<ProxyBody>> {
     let resp = match tunnel
         .send(parts, RequestBody::Full(Some(body.into())), up)
         .await
     {
         Ok(resp) => resp,
-        Err(error) => return Err(Err(error.to_string())),
+        Err(error) => return Err(tunnel.no_answer(p, up, &error)),
     };
     let (head, body) = resp.into_parts();
+    let failed = |detail: String| {
+        tunnel.shared().record(
+            p,
+            Err(Reason::ConnectFailed),
+            detail.clone(),
+            up.load(Ordering::Relaxed),
+            0,
+        );
+        bad_gateway(detail)
+    };
+    let is_compressed = head
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|value| value.as_bytes() != b"identity");
+    if is_compressed {
+        return Err(failed(format!(
+            "login {}: the token endpoint answered compressed, which kennel cannot read",
+            login.name
+        )));
+    }
     match Limited::new(body, MAX_RESPONSE).collect().await {
         Ok(collected) => Ok((head, collected.to_bytes())),
-        Err(error) => Err(Ok(bad_gateway(format!(
-            "the token endpoint's answer could not be read (at most {} KiB): {error}",
+        Err(error) => Err(failed(format!(
+            "login {}: the token endpoint's answer could not be read (at most {} KiB): {error}",
+            login.name,
             MAX_RESPONSE / 1024
-        )))),
+        ))),
     }
 }
 
@@ -431,12 +435,7 @@ fn bad_gateway(detail: String) -> Response<ProxyBody> {
 /// The answer to the agent: the server's head (less what no longer fits
 /// the body) with `body`.
 fn answer(mut head: response::Parts, body: Vec<u8>) -> Response<ProxyBody> {
-    let server_closes = asks_to_close(&head.headers);
-    strip_hop_by_hop(&mut head.headers);
-    if server_closes {
-        head.headers
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
+    client_head(&mut head);
     set_length(&mut head.headers, body.len());
     Response::from_parts(head, ProxyBody::Full(Some(body.into())))
 }
@@ -444,14 +443,6 @@ fn answer(mut head: response::Parts, body: Vec<u8>) -> Response<ProxyBody> {
 fn set_length(headers: &mut HeaderMap, length: usize) {
     headers.remove(header::TRANSFER_ENCODING);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-}
-
-/// An answer that came compressed (the proxy asked for none) cannot be
-/// read for tokens, so it is not passed on either: it would carry them.
-fn compressed(head: &response::Parts) -> bool {
-    head.headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|value| value.as_bytes() != b"identity")
 }
 
 /// The agent refreshes with the sentinel: under the login's lock, answer
@@ -528,34 +519,10 @@ async fn refresh(
     let body = request.to_bytes();
     set_length(&mut parts.headers, body.len());
     let up = Arc::new(AtomicU64::new(0));
-    let (head, answered) = match read_answer(tunnel, parts, body, &up).await {
+    let (head, answered) = match exchange(tunnel, login, &p, parts, body, &up).await {
         Ok(read) => read,
-        Err(Ok(resp)) => {
-            shared.record(
-                &p,
-                Err(Reason::ConnectFailed),
-                format!("login {}: the refresh's answer was unreadable", login.name),
-                up.load(Ordering::Relaxed),
-                0,
-            );
-            return resp;
-        }
-        Err(Err(error)) => {
-            let detail = format!(
-                "login {}: the token endpoint did not answer: {error}",
-                login.name
-            );
-            return shared.refuse(&p, Reason::ConnectFailed, detail);
-        }
+        Err(resp) => return resp,
     };
-    if compressed(&head) {
-        let detail = format!(
-            "login {}: the token endpoint answered compressed, which kennel cannot read",
-            login.name
-        );
-        shared.record(&p, Err(Reason::ConnectFailed), detail.clone(), 0, 0);
-        return bad_gateway(detail);
-    }
     let issued = (head.status == StatusCode::OK)
         .then(|| parse_issued(&answered))
         .flatten();
@@ -624,34 +591,10 @@ async fn capture(
         return shared.refuse(&p, Reason::BadRequest, "no credential broker".into());
     };
     let up = Arc::new(AtomicU64::new(0));
-    let (head, answered) = match read_answer(tunnel, parts, body.to_vec(), &up).await {
+    let (head, answered) = match exchange(tunnel, login, &p, parts, body.to_vec(), &up).await {
         Ok(read) => read,
-        Err(Ok(resp)) => {
-            shared.record(
-                &p,
-                Err(Reason::ConnectFailed),
-                format!("login {}: the exchange's answer was unreadable", login.name),
-                up.load(Ordering::Relaxed),
-                0,
-            );
-            return resp;
-        }
-        Err(Err(error)) => {
-            let detail = format!(
-                "login {}: the token endpoint did not answer: {error}",
-                login.name
-            );
-            return shared.refuse(&p, Reason::ConnectFailed, detail);
-        }
+        Err(resp) => return resp,
     };
-    if compressed(&head) {
-        let detail = format!(
-            "login {}: the token endpoint answered compressed, which kennel cannot read",
-            login.name
-        );
-        shared.record(&p, Err(Reason::ConnectFailed), detail.clone(), 0, 0);
-        return bad_gateway(detail);
-    }
     let issued = (head.status == StatusCode::OK)
         .then(|| parse_issued(&answered))
         .flatten();

@@ -251,15 +251,8 @@ impl Terminated {
             Ok(resp) => resp,
             Err(error) => return self.no_answer(&p, &up, &error),
         };
-        let (mut head, body) = resp.into_parts();
-        let server_closes = asks_to_close(&head.headers);
-        strip_hop_by_hop(&mut head.headers);
-        if server_closes {
-            head.headers
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
         let mut detail = String::new();
-        if head.status == StatusCode::UNAUTHORIZED {
+        if resp.status() == StatusCode::UNAUTHORIZED {
             let (notes, due) = broker.unauthorized(&injected);
             detail = notes;
             for refresh in due {
@@ -286,6 +279,35 @@ impl Terminated {
                 });
             }
         }
+        self.relay(p, resp, &injected, up, detail)
+    }
+}
+
+/// The server's response head as the client gets it: hop-by-hop headers
+/// gone, and `Connection: close` kept when the server closes (so that the
+/// client opens a new tunnel, as it would have had to with the server).
+pub(crate) fn client_head(head: &mut hyper::http::response::Parts) {
+    let server_closes = asks_to_close(&head.headers);
+    strip_hop_by_hop(&mut head.headers);
+    if server_closes {
+        head.headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
+impl Terminated {
+    /// Relays the server's response to `p`, scrubbed of what `injected`
+    /// put into the request, and logs `p` when its body is done.
+    pub(crate) fn relay(
+        &self,
+        p: Pending,
+        resp: Response<Incoming>,
+        injected: &crate::broker::Injected,
+        up: Arc<AtomicU64>,
+        detail: String,
+    ) -> Response<ProxyBody> {
+        let (mut head, body) = resp.into_parts();
+        client_head(&mut head);
         let scrub = injected.scrubber();
         if let Some(scrub) = &scrub {
             scrub.headers(&mut head.headers);
@@ -294,7 +316,7 @@ impl Terminated {
             }
         }
         let log = HttpLog {
-            shared: shared.clone(),
+            shared: self.shared.clone(),
             pending: p,
             why: self.why,
             up,
@@ -303,9 +325,7 @@ impl Terminated {
         };
         Response::from_parts(head, ProxyBody::relay(body, log, scrub))
     }
-}
 
-impl Terminated {
     /// Sends one request on the tunnel's server connection, its body
     /// counted in `up`.
     pub(crate) async fn send(
@@ -399,7 +419,7 @@ fn names_the_tunnel_host(parts: &Parts, host: &str, port: u16) -> Result<(), Str
     Ok(())
 }
 
-pub(crate) fn asks_to_close(headers: &HeaderMap) -> bool {
+fn asks_to_close(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::CONNECTION)
         .iter()

@@ -28,12 +28,12 @@ use kennel_proxy::{
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const PLACEHOLDER: &str = "kph_PLACEHOLDER_0123456789abcdef";
@@ -61,14 +61,7 @@ impl Seen {
 /// A TLS + HTTP/1.1 server that reports each request on `seen` and answers
 /// with the request's headers (so an injected value comes back).
 async fn api_server(pki: &TestPki) -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![pki.leaf.clone()], pki.key.clone_key())
-        .expect("server config");
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let acceptor = pki.acceptor();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
     let addr = listener.local_addr().expect("api addr");
     let (seen_tx, seen_rx) = mpsc::unbounded_channel();
@@ -915,14 +908,7 @@ fn oauth_lock(state: &SharedOAuth) -> std::sync::MutexGuard<'_, OAuthState> {
 }
 
 async fn oauth_server(pki: &TestPki) -> (SocketAddr, SharedOAuth) {
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![pki.leaf.clone()], pki.key.clone_key())
-        .expect("server config");
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let acceptor = pki.acceptor();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let state = SharedOAuth::default();

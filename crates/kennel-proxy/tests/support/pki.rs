@@ -43,3 +43,17 @@ pub fn test_pki(names: &[&str]) -> TestPki {
         key: PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key der"),
     }
 }
+
+impl TestPki {
+    /// A TLS server (HTTP/1.1 by ALPN) presenting the server certificate.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![self.leaf.clone()], self.key.clone_key())
+            .expect("server config");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+}

@@ -111,6 +111,19 @@ impl AgentRun {
         })
     }
 
+    /// The config of a run over HTTPS: the host's CA bundle (for the image
+    /// build) and the test CA (for the stand-in model) in `ca_certificates`,
+    /// then `tables`.
+    fn write_https_config(&self, tables: &str) {
+        self.t.write_config(
+            &format!(
+                "ca_certificates = [\"{HOST_CA_BUNDLE}\", \"{}\"]",
+                self.net.model_ca.display()
+            ),
+            tables,
+        );
+    }
+
     /// `kennel run AGENT --allow model.kennel.test [KENNEL_OPTIONS] -- ARGS`.
     fn run(&self, kennel_options: &[&str], agent_args: &[&str]) -> Out {
         self.run_with(kennel_options, agent_args, &[])
@@ -623,13 +636,7 @@ fn docker_claude_over_https_with_the_users_ca() {
     let Some(run) = claude_run(Backend::Docker, "agents_at_work_claude_https") else {
         return;
     };
-    run.t.write_config(
-        &format!(
-            "ca_certificates = [\"{HOST_CA_BUNDLE}\", \"{}\"]",
-            run.net.model_ca.display()
-        ),
-        network_tables(),
-    );
+    run.write_https_config(network_tables());
     let (options, args) =
         claude_invocation(&run, &format!("https://model.kennel.test:{MODEL_TLS_PORT}"));
     let out = run.run(&strs(&options), &strs(&args));
@@ -653,11 +660,7 @@ fn docker_claude_with_a_brokered_key() {
     let Some(run) = claude_run(Backend::Docker, "agents_at_work_claude_brokered") else {
         return;
     };
-    run.t.write_config(
-        &format!(
-            "ca_certificates = [\"{HOST_CA_BUNDLE}\", \"{}\"]",
-            run.net.model_ca.display()
-        ),
+    run.write_https_config(
         &format!(
             "{}\n[secrets.ANTHROPIC_API_KEY]\nhosts = [\"model.kennel.test\"]\nheader = \"x-api-key\"\n",
             network_tables()
@@ -716,19 +719,13 @@ fn docker_claude_with_a_kept_subscription_login() {
     let Some(run) = claude_run(Backend::Docker, "agents_at_work_claude_login") else {
         return;
     };
-    run.t.write_config(
-        &format!(
-            "ca_certificates = [\"{HOST_CA_BUNDLE}\", \"{}\"]",
-            run.net.model_ca.display()
-        ),
-        &format!(
-            "{}\"platform.claude.com\" = [\"198.18.0.2\"]\n\"api.anthropic.com\" = [\"198.18.0.2\"]\n\n\
+    run.write_https_config(&format!(
+        "{}\"platform.claude.com\" = [\"198.18.0.2\"]\n\"api.anthropic.com\" = [\"198.18.0.2\"]\n\n\
              [agents.claude.oauth]\ncommand = [\"bash\"]\n\
              token_url = \"https://platform.claude.com/v1/oauth/token\"\n\
              hosts = [\"api.anthropic.com\"]\nheader = \"authorization\"\n",
-            network_tables()
-        ),
-    );
+        network_tables()
+    ));
     let family = unique().replace('-', "");
     let login = run
         .t
