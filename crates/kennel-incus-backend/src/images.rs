@@ -114,9 +114,15 @@ impl IncusImages {
         properties.insert("description".into(), format!("kennel {}", recipe.tag));
         properties.insert(CONVERSION_PROPERTY.into(), CONVERSION.into());
         write_metadata(&meta, &properties)?;
-        // A rebuild (`--no-cache`) replaces the image the tag named.
-        if let Ok(old) = self.client.image_alias(&recipe.tag).await {
-            let _ = self.client.delete_image(&old.target).await;
+        if no_cache {
+            // A rebuild replaces the image the tag named.
+            if let Ok(old) = self.client.image_alias(&recipe.tag).await {
+                let _ = self.client.delete_image(&old.target).await;
+            }
+        } else if self.has(&recipe.tag).await? {
+            // Another kennel converted it while this one did: keep theirs
+            // (deleting it would pull it from under their new instance).
+            return Ok(());
         }
         match self
             .client

@@ -313,10 +313,11 @@ fn login_and_logout_refuse_what_they_cannot_do() {
     kennel: error: kennel cannot keep shell's login on the host (it can for: claude)
       hint: keep an API key instead: kennel secret set VARIABLE; or log in inside a session (`kennel run shell`), where the login stays in the agent's home
     ");
-    let (code, _, stderr) = with_stdin(
-        &mut secret(&sandbox, &["set", "KENNEL_LOGIN_CLAUDE", "--stdin"]),
-        "{}\n",
-    );
+    // (`--from-env`: kennel refuses before reading any input.)
+    let (code, _, stderr) = output(&mut secret(
+        &sandbox,
+        &["set", "KENNEL_LOGIN_CLAUDE", "--from-env", "HOME"],
+    ));
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("kennel login AGENT"), "{stderr}");
     assert!(!store_dir(&sandbox).join("secrets.toml").exists());
