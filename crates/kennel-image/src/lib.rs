@@ -1,10 +1,11 @@
 //! kennel-image: agent recipes → Dockerfiles, content-hashed tags and build
 //! contexts.
 //!
-//! Every agent image is two layers: a base layer (the configured base image
-//! plus git, ripgrep, curl, tini, socat — the proxy forwarder — and the CA
-//! certificates) and an agent layer (the agent's runtime and its install
-//! recipe). Tags carry a hash of everything that goes into the build, so an
+//! Every agent image is two or three layers: a base layer (the configured
+//! base image plus git, ripgrep, curl, tini, socat — the proxy forwarder —
+//! and the CA certificates), with `[image]` a project layer (its packages
+//! and setup script), and an agent layer (the agent's runtime and its
+//! install recipe). Tags carry a hash of everything that goes into the build, so an
 //! unchanged recipe is never rebuilt and a changed one always is.
 
 use std::collections::BTreeMap;
@@ -54,6 +55,10 @@ pub struct ImageSettings {
     pub base_image: String,
     /// (file name, PEM content) of the extra CA certificates.
     pub ca_certificates: Vec<(String, Vec<u8>)>,
+    /// `[image] packages`: installed in the project layer.
+    pub packages: Vec<String>,
+    /// `[image] setup`: run as root in the project layer, after them.
+    pub setup: Option<String>,
 }
 
 impl ImageSettings {
@@ -77,7 +82,18 @@ impl ImageSettings {
         Ok(ImageSettings {
             base_image: base_image.to_string(),
             ca_certificates,
+            packages: Vec::new(),
+            setup: None,
         })
+    }
+
+    /// With `[image]`'s packages and setup script (the project layer).
+    pub fn with_project(mut self, packages: &[String], setup: Option<&str>) -> ImageSettings {
+        self.packages = packages.to_vec();
+        self.setup = setup
+            .filter(|script| !script.trim().is_empty())
+            .map(str::to_string);
+        self
     }
 
     /// All configured certificates in one PEM bundle (mounted into sandboxes).
@@ -234,6 +250,47 @@ fn runtime_setup(runtime: Runtime) -> Option<&'static str> {
     }
 }
 
+/// The project layer, when `[image]` asks for one: its packages (the
+/// names are checked when the config is read: one word each), then its
+/// setup script, as root.
+pub fn project_recipe(settings: &ImageSettings, base: &Recipe) -> Option<Recipe> {
+    if settings.packages.is_empty() && settings.setup.is_none() {
+        return None;
+    }
+    let mut dockerfile = format!("FROM {}\n", base.tag);
+    if !settings.packages.is_empty() {
+        let packages: Vec<String> = settings
+            .packages
+            .iter()
+            .map(|name| sh_quote(name))
+            .collect();
+        dockerfile.push_str(&format!(
+            "RUN set -eu; export DEBIAN_FRONTEND=noninteractive; \\\n    \
+             apt-get update -q; \\\n    \
+             apt-get install -y -q --no-install-recommends {}; \\\n    \
+             rm -rf /var/lib/apt/lists/*\n",
+            packages.join(" ")
+        ));
+    }
+    let mut files = BTreeMap::new();
+    if let Some(setup) = &settings.setup {
+        files.insert(
+            "setup.sh".to_string(),
+            format!("set -eu\n{setup}\n").into_bytes(),
+        );
+        dockerfile.push_str(
+            "COPY setup.sh /tmp/kennel-setup.sh\nRUN sh /tmp/kennel-setup.sh && rm -f /tmp/kennel-setup.sh\n",
+        );
+    }
+    Some(Recipe::new(
+        "kennel/project",
+        "project",
+        "",
+        dockerfile,
+        files,
+    ))
+}
+
 pub fn agent_recipe(agent: &AgentSpec, base: &Recipe) -> Recipe {
     let mut dockerfile = format!("FROM {}\n", base.tag);
     if agent.runtime == Runtime::Node {
@@ -321,9 +378,16 @@ fn check_script(agent: &AgentSpec) -> Option<String> {
 
 /// The layers to build for `agent`, in build order (base first).
 pub fn recipes_for(agent: &AgentSpec, settings: &ImageSettings) -> Vec<Recipe> {
-    let base = base_recipe(settings);
-    let agent = agent_recipe(agent, &base);
-    vec![base, agent]
+    let mut recipes = vec![base_recipe(settings)];
+    if let Some(project) = project_recipe(settings, &recipes[0]) {
+        recipes.push(project);
+    }
+    let below = recipes
+        .last()
+        .cloned()
+        .unwrap_or_else(|| base_recipe(settings));
+    recipes.push(agent_recipe(agent, &below));
+    recipes
 }
 
 mod steps;
@@ -339,7 +403,58 @@ mod tests {
         ImageSettings {
             base_image: "debian:bookworm-slim".into(),
             ca_certificates: Vec::new(),
+            packages: Vec::new(),
+            setup: None,
         }
+    }
+
+    #[test]
+    fn image_packages_and_setup_make_a_project_layer_under_the_agent() {
+        let catalog = Catalog::builtin().expect("catalog");
+        let claude = catalog.get("claude").expect("claude");
+        assert_eq!(
+            recipes_for(claude, &settings()).len(),
+            2,
+            "no [image]: no layer"
+        );
+        let with = settings().with_project(&["golang".into(), "make".into()], Some("touch /opt/x"));
+        let recipes = recipes_for(claude, &with);
+        assert_eq!(recipes.len(), 3);
+        let project = &recipes[1];
+        assert!(
+            project.tag.starts_with("kennel/project:"),
+            "{}",
+            project.tag
+        );
+        assert_eq!(project.labels[LABEL_LAYER], "project");
+        assert!(
+            project
+                .dockerfile
+                .starts_with(&format!("FROM {}\n", recipes[0].tag))
+        );
+        assert!(
+            project
+                .dockerfile
+                .contains("apt-get install -y -q --no-install-recommends 'golang' 'make'"),
+            "{}",
+            project.dockerfile
+        );
+        assert_eq!(project.files["setup.sh"], b"set -eu\ntouch /opt/x\n");
+        assert!(
+            recipes[2]
+                .dockerfile
+                .starts_with(&format!("FROM {}\n", project.tag))
+        );
+        // Another package list, another project layer and agent layer.
+        let other = settings().with_project(&["golang".into()], Some("touch /opt/x"));
+        let again = recipes_for(claude, &other);
+        assert_ne!(again[1].tag, project.tag);
+        assert_ne!(again[2].tag, recipes[2].tag);
+        // A blank script is none.
+        assert_eq!(
+            recipes_for(claude, &settings().with_project(&[], Some("  "))).len(),
+            2
+        );
     }
 
     #[test]

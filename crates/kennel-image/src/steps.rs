@@ -233,6 +233,8 @@ mod tests {
         ImageSettings {
             base_image: "kennel-test/bookworm:latest".into(),
             ca_certificates: vec![("corp.crt".into(), b"-----BEGIN CERTIFICATE-----".to_vec())],
+            packages: Vec::new(),
+            setup: None,
         }
     }
 

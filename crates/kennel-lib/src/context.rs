@@ -64,7 +64,11 @@ impl Context {
             .flatten()
             .map(|path| self.host.expand(&path.to_string_lossy()))
             .collect();
-        Ok(ImageSettings::load(&base, &ca)?)
+        let image = &self.config.file.image;
+        Ok(ImageSettings::load(&base, &ca)?.with_project(
+            image.packages.as_deref().unwrap_or_default(),
+            image.setup.as_deref(),
+        ))
     }
 
     /// How images are built: logs under the data directory, the user's

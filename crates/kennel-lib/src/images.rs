@@ -143,12 +143,19 @@ pub async fn prune(
 ) -> Result<Vec<String>, CliError> {
     let current = current_tags(context)?;
     let images = store.list().await?;
-    // Agent layers first: a base layer cannot go while an image built on it stays.
+    // Agent layers first, base layers last: a layer cannot go while an
+    // image built on it stays.
     let mut stale: Vec<_> = images
         .iter()
         .filter(|image| all || !current.contains(&image.reference))
         .collect();
-    stale.sort_by_key(|image| image.labels.get(LABEL_LAYER).map(|layer| layer == "base"));
+    stale.sort_by_key(
+        |image| match image.labels.get(LABEL_LAYER).map(String::as_str) {
+            Some("base") => 2,
+            Some("project") => 1,
+            _ => 0,
+        },
+    );
     let mut removed = Vec::new();
     for image in stale {
         match store.remove(&image.reference, false).await {

@@ -253,6 +253,11 @@ macro_rules! backend_suite {
             fn missing_command_fails_the_build() {
                 images::missing_command_fails_the_build(B)
             }
+
+            #[test]
+            fn image_packages_and_setup() {
+                images::image_packages_and_setup(B)
+            }
             #[test]
             fn unknown_agent_is_usage_error() {
                 cases::unknown_agent_is_usage_error(B)

