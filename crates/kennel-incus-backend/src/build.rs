@@ -613,6 +613,8 @@ mod tests {
         let recipe = kennel_image::base_recipe(&kennel_image::ImageSettings {
             base_image: "local:debian".into(),
             ca_certificates: Vec::new(),
+            packages: Vec::new(),
+            setup: None,
         });
         assert!(recipe.steps().is_ok());
         let name = build_instance_name(&recipe);

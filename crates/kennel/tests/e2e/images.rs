@@ -317,18 +317,22 @@ pub fn image_packages_and_setup(b: Backend) {
         marker,
         "your setup script ran\n{out}"
     );
-    let listed = t.kennel(&["image", "ls", "--json"]).run();
-    listed.assert_ok();
-    let images = listed.json()["images"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    assert!(
-        images
-            .iter()
-            .any(|image| image["layer"] == "project" && image["current"] == true),
-        "the project layer is listed as current\n{listed}"
-    );
+    // Incus gets the finished image converted from the engine's build: its
+    // listing has no layers below the agent's.
+    if b != Backend::Incus {
+        let listed = t.kennel(&["image", "ls", "--json"]).run();
+        listed.assert_ok();
+        let images = listed.json()["images"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            images
+                .iter()
+                .any(|image| image["layer"] == "project" && image["current"] == true),
+            "the project layer is listed as current\n{listed}"
+        );
+    }
     // Built once: the next run reuses it.
     let again = t
         .kennel(&["run", "shell", "--network", "none", "--", "true"])
