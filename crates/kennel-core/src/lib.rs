@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod config;
 pub mod credentials;
+pub mod devcontainer;
 pub mod host;
 pub mod logins;
 pub mod plan;

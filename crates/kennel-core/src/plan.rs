@@ -67,6 +67,10 @@ pub struct Plan {
     /// Whose identity the agent's commits carry (see [`GitIdentityPlan`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_identity: Option<GitIdentityPlan>,
+    /// The workspace's devcontainer.json this Plan follows: its image under
+    /// the agent's, its variables, its lifecycle commands (in `command`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devcontainer: Option<PathBuf>,
 }
 
 /// The session's own checkout (`--mode worktree` or `--mode clone`).

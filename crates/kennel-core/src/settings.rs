@@ -51,6 +51,8 @@ pub struct RunRequest {
     pub stored_logins: std::collections::BTreeSet<String>,
     /// `kennel login`: this session takes a new login.
     pub login: bool,
+    /// The workspace's devcontainer configuration, when one applies.
+    pub devcontainer: Option<crate::devcontainer::Devcontainer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -442,6 +444,8 @@ pub fn build_plan(
     {
         trust_session_ca(request, &mut network, &mut env, &mut mounts);
     }
+    let mut command = command;
+    let devcontainer = plan_devcontainer(request, workspace, &mut command, &mut env, &mut warnings);
     let git_identity = plan_git_identity(config, agent, &request.host_git, &mut warnings)?;
     if let Some(identity) = &git_identity {
         mounts.push(Mount {
@@ -560,7 +564,68 @@ pub fn build_plan(
         allow_weaker_sandbox: request.allow_weaker_sandbox,
         git: None,
         git_identity,
+        devcontainer,
     })
+}
+
+/// The workspace's devcontainer.json, where the backend runs images: its
+/// constant variables (never over one kennel or you set), its lifecycle
+/// commands before the agent (`command` wrapped), and one warning naming
+/// what was ignored. The native backend runs the host's programs: it uses
+/// none of it, and says so. Returns the file applied.
+fn plan_devcontainer(
+    request: &RunRequest,
+    workspace: &Workspace,
+    command: &mut Vec<String>,
+    env: &mut Vec<EnvVar>,
+    warnings: &mut Vec<String>,
+) -> Option<PathBuf> {
+    let devcontainer = request.devcontainer.as_ref()?;
+    let path = devcontainer.path.display();
+    if on_host(request) {
+        warnings.push(format!(
+            "{path} is not used: the native backend runs your host's own programs"
+        ));
+        return None;
+    }
+    for (name, value) in &devcontainer.env {
+        if !env.iter().any(|var| &var.name == name) {
+            env.push(EnvVar {
+                name: name.clone(),
+                value: value.clone(),
+                origin: "devcontainer".into(),
+                secret: false,
+            });
+        }
+    }
+    env.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(script) = devcontainer.lifecycle_script(&workspace.root) {
+        let mut wrapped = vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            script,
+            "kennel-devcontainer".to_string(),
+        ];
+        wrapped.append(command);
+        *command = wrapped;
+    }
+    let mut ignored = devcontainer.ignored.clone();
+    if !devcontainer.features.is_empty() {
+        ignored.push(format!(
+            "features ({}: not installed yet)",
+            devcontainer.features.join(", ")
+        ));
+    }
+    if devcontainer.dockerfile.is_some() {
+        ignored.push("build.dockerfile (not built yet: kennel's base image is used)".into());
+    }
+    if !ignored.is_empty() {
+        warnings.push(format!(
+            "{path}: ignored, as it would reach the host, weaken the sandbox or is not supported: {}",
+            ignored.join(", ")
+        ));
+    }
+    Some(devcontainer.path.clone())
 }
 
 fn plan_mounts(

@@ -1225,3 +1225,47 @@ fn oauth_token_urls_must_be_plain_https() {
         assert!(binding(bad).check("x").is_err(), "{bad}");
     }
 }
+
+#[test]
+fn a_devcontainer_adds_variables_under_yours_and_runs_its_commands_first() {
+    let devcontainer = crate::devcontainer::parse(
+        Path::new("/home/u/app/.devcontainer/devcontainer.json"),
+        r#"{ "containerEnv": { "DEMO": "1", "EXTRA": "theirs" }, "postStartCommand": "make dev", "mounts": [] }"#,
+    )
+    .expect("parses");
+    let request = RunRequest {
+        env: vec!["EXTRA=mine".into()],
+        devcontainer: Some(devcontainer.clone()),
+        ..Default::default()
+    };
+    let plan = plan_with(&config(""), "shell", &request).expect("plan");
+    assert_eq!(plan.env_value("DEMO"), Some("1"));
+    assert_eq!(plan.env_value("EXTRA"), Some("mine"), "yours wins");
+    assert_eq!(plan.command[..2], ["sh".to_string(), "-c".to_string()]);
+    assert!(plan.command[2].contains("'make dev'"), "{:?}", plan.command);
+    assert_eq!(plan.command[3], "kennel-devcontainer");
+    assert_eq!(
+        plan.devcontainer.as_deref(),
+        Some(Path::new("/home/u/app/.devcontainer/devcontainer.json"))
+    );
+    assert!(
+        plan.warnings.iter().any(|w| w.contains("mounts")),
+        "{:?}",
+        plan.warnings
+    );
+
+    // The native backend uses none of it, and says so.
+    let native = RunRequest {
+        on_host: true,
+        devcontainer: Some(devcontainer),
+        ..Default::default()
+    };
+    let plan = plan_with(&config(""), "shell", &native).expect("plan");
+    assert_eq!(plan.env_value("DEMO"), None);
+    assert_eq!(plan.devcontainer, None);
+    assert!(
+        plan.warnings.iter().any(|w| w.contains("is not used")),
+        "{:?}",
+        plan.warnings
+    );
+}

@@ -52,11 +52,31 @@ impl Context {
         })
     }
 
+    /// The image settings of this workspace: its default devcontainer's
+    /// image, if it has one (see [`Context::image_settings_for`]).
     pub fn image_settings(&self) -> Result<ImageSettings, CliError> {
+        let devcontainer = match &self.workspace {
+            Some(workspace) => {
+                kennel_core::devcontainer::find(&workspace.root, None, &mut Vec::new())
+                    .ok()
+                    .flatten()
+            }
+            None => None,
+        };
+        self.image_settings_for(devcontainer.as_ref())
+    }
+
+    /// The image settings: the base image is the devcontainer's `image`
+    /// when it names one, else `base_image`; the CA certificates and
+    /// `[image]`'s project layer from the config.
+    pub fn image_settings_for(
+        &self,
+        devcontainer: Option<&kennel_core::devcontainer::Devcontainer>,
+    ) -> Result<ImageSettings, CliError> {
         let defaults = &self.config.file.defaults;
-        let base = defaults
-            .base_image
-            .clone()
+        let base = devcontainer
+            .and_then(|devcontainer| devcontainer.image.clone())
+            .or_else(|| defaults.base_image.clone())
             .unwrap_or_else(|| "debian:bookworm-slim".into());
         let ca: Vec<PathBuf> = defaults
             .ca_certificates

@@ -82,6 +82,7 @@ from_subsystem! {
     kennel_core::settings::PlanError => |e: &kennel_core::settings::PlanError| e.is_usage(),
     kennel_core::host::HostError => |_: &kennel_core::host::HostError| false,
     kennel_image::ImageError => |_: &kennel_image::ImageError| false,
+    kennel_core::devcontainer::DevcontainerError => |e: &kennel_core::devcontainer::DevcontainerError| e.is_usage(),
 }
 
 /// An engine's failure: kennel's own (125), unless the agent's command is

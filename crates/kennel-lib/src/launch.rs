@@ -31,6 +31,8 @@ pub struct LaunchRequest {
     /// `--mode`, `--branch`.
     pub mode: Option<String>,
     pub branch: Option<String>,
+    /// `--devcontainer NAME` (`none`: none); default: the workspace's own.
+    pub devcontainer: Option<String>,
     /// What the Plan is built from; `selected`, `on_host` and `host_git`
     /// are filled in by [`prepare`].
     pub run: RunRequest,
@@ -69,7 +71,19 @@ pub async fn prepare(launch: &LaunchRequest) -> Result<Prepared, CliError> {
         ))
         .with_hint("use --backend docker or --backend podman"));
     }
-    let image_settings = context.image_settings()?;
+    let mut found = Vec::new();
+    let devcontainer = match &context.workspace {
+        Some(workspace) => kennel_core::devcontainer::find(
+            &workspace.root,
+            launch.devcontainer.as_deref(),
+            &mut found,
+        )?,
+        None => None,
+    };
+    for warning in found {
+        crate::report::warn(&warning);
+    }
+    let image_settings = context.image_settings_for(devcontainer.as_ref())?;
     let recipes = match (&launch.run.image, runs_images) {
         (Some(_), _) | (None, false) => Vec::new(),
         (None, true) => kennel_image::recipes_for(agent, &image_settings),
@@ -97,6 +111,7 @@ pub async fn prepare(launch: &LaunchRequest) -> Result<Prepared, CliError> {
     };
     request.host_git = workspace.git_user.clone();
     request.stored_secrets = crate::secrets::stored_names(&context.host.data_dir);
+    request.devcontainer = devcontainer;
     if request
         .stored_secrets
         .contains(&crate::oauth_vault::secret_name(&agent.name))

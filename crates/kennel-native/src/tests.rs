@@ -122,6 +122,7 @@ pub(crate) fn plan(mounts: Vec<Mount>) -> Plan {
         allow_weaker_sandbox: false,
         git: None,
         git_identity: None,
+        devcontainer: None,
     }
 }
 

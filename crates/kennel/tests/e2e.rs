@@ -258,6 +258,11 @@ macro_rules! backend_suite {
             fn image_packages_and_setup() {
                 images::image_packages_and_setup(B)
             }
+
+            #[test]
+            fn devcontainer() {
+                images::devcontainer(B)
+            }
             #[test]
             fn unknown_agent_is_usage_error() {
                 cases::unknown_agent_is_usage_error(B)

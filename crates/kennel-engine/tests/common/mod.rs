@@ -209,6 +209,7 @@ pub fn plan(kind: EngineKind, test: &str, command: &[&str]) -> Plan {
         allow_weaker_sandbox: false,
         git: None,
         git_identity: None,
+        devcontainer: None,
     }
 }
 

@@ -58,6 +58,8 @@ pub async fn login(args: LoginArgs) -> Result<i32, CliError> {
         resume: None,
         mode: None,
         branch: None,
+        // The login needs the agent only, not the project's set-up.
+        devcontainer: Some("none".into()),
         run: RunRequest {
             backend: args.backend.clone(),
             image: args.image.clone(),

@@ -82,6 +82,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub branch: Option<String>,
 
+    /// The workspace's devcontainer configuration to build on: NAME for .devcontainer/NAME/devcontainer.json, `none` for kennel's own image (default: .devcontainer/devcontainer.json or .devcontainer.json, or the only one)
+    #[arg(long, value_name = "NAME")]
+    pub devcontainer: Option<String>,
+
     /// Native backend: run even when the kernel lacks user namespaces, Landlock or seccomp (a warning says what is missing on every run)
     #[arg(long)]
     pub allow_weaker_sandbox: bool,
@@ -117,6 +121,7 @@ impl RunArgs {
             resume: self.resume.clone(),
             mode: self.mode.clone(),
             branch: self.branch.clone(),
+            devcontainer: self.devcontainer.clone(),
             run: RunRequest {
                 backend: self.backend.clone(),
                 image: self.image.clone(),

@@ -350,3 +350,163 @@ pub fn image_packages_and_setup(b: Backend) {
     refused.assert_code(125);
     assert!(refused.stderr.contains("image.setup"), "{refused}");
 }
+
+/// The project's devcontainer.json (issue 16): the agent's image is built
+/// on its `image` (a local image with a marker here, no registry being
+/// reachable), its constant variables are set, its lifecycle commands run
+/// inside before the agent (create commands once per checkout, the start
+/// command every time; a failing one stops the run with its code), and
+/// what would reach the host or weaken the sandbox is ignored with a
+/// warning that names it: `initializeCommand` never runs on the host and
+/// `runArgs: --privileged` gives no capability.
+pub fn devcontainer(b: Backend) {
+    let Some(t) = engine_ctx(b, "devcontainer") else {
+        return;
+    };
+    if b == Backend::Incus {
+        // The devcontainer's image is an engine image; Incus gets kennel's
+        // images converted from an engine's build, tested on the engines.
+        eprintln!("incus::devcontainer: the engines' test covers the image's path");
+        return;
+    }
+    t.write_config("", "");
+    let marker = format!("kennel-devbase-{}", unique());
+    let tag = format!("kennel-test/devbase-{}:latest", unique());
+    let context = t.scratch().join("devbase");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {}\nRUN echo {marker} > /etc/kennel-devbase-marker\n",
+            crate::harness::base_image()
+        ),
+    )
+    .unwrap();
+    t.user.chown(&context);
+    t.engine(&["build", "-t", &tag, &context.display().to_string()])
+        .assert_ok();
+    let host_marker = t.scratch().join(format!("host-ran-{}", unique()));
+    let write_devcontainer = |post_start: &str| {
+        let dir = t.ws.join(".devcontainer");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("devcontainer.json"),
+            format!(
+                r#"{{
+  // the project's environment (JSON with comments)
+  "name": "demo",
+  "image": "{tag}",
+  "containerEnv": {{ "DEMO_VAR": "from-devcontainer" }},
+  "remoteEnv": {{ "LEAK": "${{localEnv:HOME}}" }},
+  "onCreateCommand": ["sh", "-c", "echo on-create >> created.txt"],
+  "postCreateCommand": "echo post-create >> created.txt",
+  "postStartCommand": "{post_start}",
+  "initializeCommand": "touch {host}",
+  "runArgs": ["--privileged"],
+}}
+"#,
+                host = host_marker.display()
+            ),
+        )
+        .unwrap();
+        t.user.chown(&dir);
+    };
+    write_devcontainer("echo started >> started.txt");
+    let probe = [
+        "run",
+        "shell",
+        "--network",
+        "none",
+        "--",
+        "sh",
+        "-c",
+        "echo \"MARK=$(cat /etc/kennel-devbase-marker 2>/dev/null)\"; echo \"DEMO=$DEMO_VAR\"; \
+         echo \"LEAK=$LEAK\"; echo \"CAPS=$(grep CapEff /proc/self/status | tr -d ' \\t')\"",
+    ];
+    let out = t.kennel(&probe).timeout(BUILD_TIMEOUT).run();
+    out.assert_ok();
+    assert_eq!(
+        out.expect_kv("MARK"),
+        marker,
+        "built on the devcontainer's image\n{out}"
+    );
+    assert_eq!(out.expect_kv("DEMO"), "from-devcontainer", "{out}");
+    assert_eq!(out.expect_kv("LEAK"), "", "no host variable\n{out}");
+    assert_eq!(out.expect_kv("CAPS"), "CapEff:0000000000000000", "{out}");
+    for ignored in ["initializeCommand", "runArgs", "remoteEnv.LEAK"] {
+        assert!(
+            out.stderr.contains(ignored),
+            "{ignored} named as ignored\n{out}"
+        );
+    }
+    assert!(!host_marker.exists(), "initializeCommand ran on the host");
+    let again = t.kennel(&probe).timeout(BUILD_TIMEOUT).run();
+    again.assert_ok();
+    let read = |name: &str| std::fs::read_to_string(t.ws.join(name)).unwrap_or_default();
+    assert_eq!(
+        read("created.txt"),
+        "on-create\npost-create\n",
+        "create commands once\n{again}"
+    );
+    assert_eq!(
+        read("started.txt"),
+        "started\nstarted\n",
+        "the start command every time\n{again}"
+    );
+
+    // `--devcontainer none`: kennel's own base image.
+    let plain = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--devcontainer",
+            "none",
+            "--network",
+            "none",
+            "--",
+            "sh",
+            "-c",
+            "echo \"MARK=$(cat /etc/kennel-devbase-marker 2>/dev/null)\"",
+        ])
+        .timeout(BUILD_TIMEOUT)
+        .run();
+    plain.assert_ok();
+    assert_eq!(plain.expect_kv("MARK"), "", "{plain}");
+
+    // A failing start command stops the run, before the agent, with its code.
+    write_devcontainer("exit 3");
+    let failed = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--network",
+            "none",
+            "--",
+            "touch",
+            "agent-ran",
+        ])
+        .timeout(BUILD_TIMEOUT)
+        .run();
+    failed.assert_code(3);
+    assert!(
+        failed.stderr.contains("postStartCommand failed (exit 3)"),
+        "{failed}"
+    );
+    assert!(!t.ws.join("agent-ran").exists(), "{failed}");
+
+    // A broken file: file, line, and exit 125.
+    std::fs::write(
+        t.ws.join(".devcontainer/devcontainer.json"),
+        "{\n  \"image\": \"x\"\n  oops\n}\n",
+    )
+    .unwrap();
+    let broken = t.kennel(&["run", "shell", "--", "true"]).run();
+    broken.assert_code(125);
+    assert!(
+        broken
+            .stderr
+            .contains("devcontainer.json:4:1: Expected colon"),
+        "{broken}"
+    );
+    let _ = t.engine(&["rmi", &tag]);
+}
