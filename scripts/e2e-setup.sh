@@ -197,8 +197,11 @@ if ! podman_api_ok; then
     log "starting the rootful podman API service on $PODMAN_SOCK (log: $LOG_DIR/podman-service.log)"
     mkdir -p /run/podman
     rm -f "$PODMAN_SOCK"
-    setsid nohup podman system service --time=0 "unix://$PODMAN_SOCK" \
-        >"$LOG_DIR/podman-service.log" 2>&1 </dev/null &
+    # From /: the service and its conmons keep this working directory, and
+    # a clone that is removed later would take it away ("Failed to get
+    # working directory").
+    (cd / && exec setsid nohup podman system service --time=0 "unix://$PODMAN_SOCK" \
+        >"$LOG_DIR/podman-service.log" 2>&1 </dev/null) &
     echo $! >"$SERVICE_PIDFILE"
     for _ in $(seq 1 60); do
         [[ -S $PODMAN_SOCK ]] && podman_api_ok && break
@@ -329,8 +332,8 @@ if ! rootless_api_ok; then
     log "starting $E2E_USER's rootless podman API service on $ROOTLESS_SOCK (log: $LOG_DIR/podman-rootless-service.log)"
     touch "$LOG_DIR/podman-rootless-service.log"
     chown "$E2E_USER:" "$LOG_DIR/podman-rootless-service.log"
-    as_user setsid nohup podman system service --time=0 "unix://$ROOTLESS_SOCK" \
-        >>"$LOG_DIR/podman-rootless-service.log" 2>&1 </dev/null &
+    (cd / && as_user setsid nohup podman system service --time=0 "unix://$ROOTLESS_SOCK" \
+        >>"$LOG_DIR/podman-rootless-service.log" 2>&1 </dev/null) &
     for _ in $(seq 1 60); do
         rootless_api_ok && break
         sleep 0.5

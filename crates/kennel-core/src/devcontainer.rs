@@ -439,11 +439,18 @@ fn substitute(text: &str, path: &Path) -> Option<String> {
     Some(out)
 }
 
-/// An image reference as Docker writes them: one word, no option.
+/// An image reference as Docker writes them: one word, no option, the
+/// repository in lower case (a tag may have capitals).
 fn valid_image(image: &str) -> bool {
+    let name = image.split('@').next().unwrap_or(image);
+    let repository = match name.rsplit_once(':') {
+        Some((repository, tag)) if !tag.contains('/') => repository,
+        _ => name,
+    };
     !image.is_empty()
         && !image.starts_with('-')
         && image.len() <= 512
+        && !repository.bytes().any(|b| b.is_ascii_uppercase())
         && image
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
@@ -536,6 +543,9 @@ mod tests {
         );
         let error = parsed("{ \"image\": \"--privileged\" }").expect_err("option");
         assert!(error.to_string().contains("`image`"), "{error}");
+        assert!(parsed("{ \"image\": \"Evil.example/X:latest\" }").is_err());
+        assert!(parsed("{ \"image\": \"ghcr.io/acme/dev:V1.2\" }").is_ok());
+        assert!(parsed("{ \"image\": \"localhost:5000/dev\" }").is_ok());
         let error = parsed("{ \"dockerComposeFile\": \"compose.yml\", \"service\": \"app\" }")
             .expect_err("compose");
         assert!(error.to_string().contains("docker-compose"), "{error}");

@@ -106,6 +106,7 @@ impl Context {
             trusted: network.trusted_ranges().map_err(|reason| {
                 CliError::usage(format!("invalid value for `network.trusted`: {reason}"))
             })?,
+            pulls: None,
         })
     }
 }

@@ -25,6 +25,56 @@ pub struct BuildOptions {
     pub hosts: std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
     pub upstream: Option<String>,
     pub trusted: Vec<(std::net::IpAddr, u8)>,
+    /// Set when the repository chose the base image (its devcontainer.json
+    /// or `.kennel.toml`): a base image the engine does not have is pulled
+    /// only from a registry the session's network policy lets the sandbox
+    /// reach, so that a repository cannot make the engine contact a host
+    /// the user did not allow (an image's name can carry data).
+    pub pulls: Option<PullPolicy>,
+}
+
+/// Where a repository-chosen base image may be pulled from.
+#[derive(Debug, Clone)]
+pub struct PullPolicy {
+    pub policy: kennel_proxy::Policy,
+    /// What chose the image, for the message (`…/devcontainer.json`).
+    pub chosen_by: String,
+}
+
+/// The registry host an image reference is pulled from, as Docker reads
+/// it: the first component when it names a host (`ghcr.io/…`,
+/// `localhost:5000/…`), else Docker Hub.
+pub fn registry_host(reference: &str) -> String {
+    let name = reference.split('@').next().unwrap_or(reference);
+    match name.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first
+            .rsplit_once(':')
+            .map_or(first, |(host, _)| host)
+            .to_ascii_lowercase(),
+        _ => "docker.io".to_string(),
+    }
+}
+
+/// Refuses to build on `base` when the engine does not have it and
+/// `pulls` does not allow its registry.
+async fn check_pull(engine: &Engine, base: &str, pulls: &PullPolicy) -> Result<(), CliError> {
+    if engine.image_exists(base).await? {
+        return Ok(());
+    }
+    let host = registry_host(base);
+    if matches!(
+        kennel_proxy::check_name(&pulls.policy, &host),
+        kennel_proxy::Verdict::Allow
+    ) {
+        return Ok(());
+    }
+    Err(CliError::kennel(format!(
+        "the base image {base} (chosen by {}) is not here, and pulling it would reach {host}, which this session's network policy does not allow",
+        pulls.chosen_by
+    ))
+    .with_hint(format!(
+        "pull it yourself if you trust it (docker pull {base}), allow the registry (--allow {host}), or run with --devcontainer none"
+    )))
 }
 
 /// What happened to one layer.
@@ -69,6 +119,15 @@ pub async fn ensure(
         && engine.image_exists(&last.tag).await?
     {
         return Ok(vec![Outcome::UpToDate; recipes.len()]);
+    }
+    if let (Some(pulls), Some(first)) = (&options.pulls, recipes.first())
+        && let Some(base) = first
+            .dockerfile
+            .lines()
+            .next()
+            .and_then(|line| line.strip_prefix("FROM "))
+    {
+        check_pull(engine, base.trim(), pulls).await?;
     }
     let mut outcomes = Vec::new();
     for recipe in recipes {
@@ -212,4 +271,27 @@ pub fn with_build_details(
     details.push_str(&format!("\n  full build log: {}", log_path.display()));
     error.message.push_str(&details);
     error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::registry_host;
+
+    #[test]
+    fn registry_hosts_as_docker_reads_them() {
+        for (reference, host) in [
+            ("debian:bookworm", "docker.io"),
+            ("kennel-test/bookworm:latest", "docker.io"),
+            (
+                "mcr.microsoft.com/devcontainers/rust:1",
+                "mcr.microsoft.com",
+            ),
+            ("ghcr.io/acme/dev@sha256:0123", "ghcr.io"),
+            ("localhost:5000/dev:1", "localhost"),
+            ("Registry.Example.COM:443/x", "registry.example.com"),
+            ("evil.example/c2VjcmV0", "evil.example"),
+        ] {
+            assert_eq!(registry_host(reference), host, "{reference}");
+        }
+    }
 }

@@ -363,10 +363,37 @@ async fn provision(
     plan: &Plan,
     images: &kennel_image::ImageSettings,
 ) -> Result<(), CliError> {
-    launch
-        .provision(recipes, &context.build_options(false)?)
-        .await?;
+    let mut options = context.build_options(false)?;
+    options.pulls =
+        repository_base(context, plan, images).map(|chosen_by| crate::image_build::PullPolicy {
+            policy: kennel_proxy::Policy {
+                mode: plan.network.mode,
+                allow: plan.network.allow.clone(),
+                deny: plan.network.deny.clone(),
+            },
+            chosen_by,
+        });
+    launch.provision(recipes, &options).await?;
     prepare_host(context, plan, images)
+}
+
+/// What chose the base image, when the repository did: its
+/// devcontainer.json, or its `.kennel.toml`'s `base_image`.
+fn repository_base(
+    context: &Context,
+    plan: &Plan,
+    images: &kennel_image::ImageSettings,
+) -> Option<String> {
+    let configured = context.config.file.defaults.base_image.as_deref();
+    if let Some(path) = &plan.devcontainer
+        && configured != Some(images.base_image.as_str())
+    {
+        return Some(path.display().to_string());
+    }
+    match context.config.origin_of("defaults.base_image") {
+        Some(kennel_core::config::Origin::Project(path)) => Some(path.display().to_string()),
+        _ => None,
+    }
 }
 
 /// Direct mode: refuses symlinked git control files and a `.git` that is

@@ -286,7 +286,8 @@ pub fn image_packages_and_setup(b: Backend) {
     let Some(t) = engine_ctx(b, "image_packages") else {
         return;
     };
-    let marker = format!("kennel-setup-{}", unique());
+    // Fixed, so that runs share the layer.
+    let marker = "kennel-setup-marker-1";
     t.write_config(
         "",
         &format!("[image]\nsetup = \"echo {marker} > /opt/kennel-setup-marker\"\n"),
@@ -370,8 +371,9 @@ pub fn devcontainer(b: Backend) {
         return;
     }
     t.write_config("", "");
-    let marker = format!("kennel-devbase-{}", unique());
-    let tag = format!("kennel-test/devbase-{}:latest", unique());
+    // Fixed, so that runs share the image and the layers built on it.
+    let marker = "kennel-devbase-marker-1";
+    let tag = "kennel-test/devbase:1";
     let context = t.scratch().join("devbase");
     std::fs::create_dir_all(&context).unwrap();
     std::fs::write(
@@ -383,7 +385,7 @@ pub fn devcontainer(b: Backend) {
     )
     .unwrap();
     t.user.chown(&context);
-    t.engine(&["build", "-t", &tag, &context.display().to_string()])
+    t.engine(&["build", "-t", tag, &context.display().to_string()])
         .assert_ok();
     let host_marker = t.scratch().join(format!("host-ran-{}", unique()));
     let write_devcontainer = |post_start: &str| {
@@ -473,6 +475,26 @@ pub fn devcontainer(b: Backend) {
     plain.assert_ok();
     assert_eq!(plain.expect_kv("MARK"), "", "{plain}");
 
+    // An image the engine does not have is pulled only from a registry the
+    // session may reach: the repository cannot make the engine contact
+    // (and name data to) any host.
+    std::fs::write(
+        t.ws.join(".devcontainer/devcontainer.json"),
+        "{ \"image\": \"exfil.kennel.test/c2vjcmv0:latest\" }",
+    )
+    .unwrap();
+    let pull = t
+        .kennel(&["run", "shell", "--", "true"])
+        .timeout(BUILD_TIMEOUT)
+        .run();
+    pull.assert_code(125);
+    assert!(
+        pull.stderr
+            .contains("pulling it would reach exfil.kennel.test")
+            && pull.stderr.contains("devcontainer.json"),
+        "{pull}"
+    );
+
     // A failing start command stops the run, before the agent, with its code.
     write_devcontainer("exit 3");
     let failed = t
@@ -508,5 +530,4 @@ pub fn devcontainer(b: Backend) {
             .contains("devcontainer.json:4:1: Expected colon"),
         "{broken}"
     );
-    let _ = t.engine(&["rmi", &tag]);
 }
