@@ -516,6 +516,62 @@ pub fn devcontainer(b: Backend) {
     );
     assert!(!t.ws.join("agent-ran").exists(), "{failed}");
 
+    // Planted by the agent for the next session: a link to a host secret
+    // and a FIFO. kennel neither follows the one nor blocks on the other:
+    // the next run starts without a devcontainer and shows nothing of the
+    // link's target.
+    let secret = t.scratch().join("host-secret.json");
+    std::fs::write(&secret, "{ \"image\": \"host-secret-content\" }").unwrap();
+    t.user.chown(&secret);
+    std::fs::remove_file(t.ws.join(".devcontainer/devcontainer.json")).unwrap();
+    let plant = format!(
+        "ln -s {} .devcontainer/devcontainer.json && mkfifo .devcontainer.json && echo PLANTED=yes",
+        secret.display()
+    );
+    let planted = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--devcontainer",
+            "none",
+            "--network",
+            "none",
+            "--",
+            "sh",
+            "-c",
+            &plant,
+        ])
+        .timeout(BUILD_TIMEOUT)
+        .run();
+    planted.assert_ok();
+    assert_eq!(planted.expect_kv("PLANTED"), "yes", "{planted}");
+    let next = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--network",
+            "none",
+            "--",
+            "sh",
+            "-c",
+            "echo \"MARK=$(cat /etc/kennel-devbase-marker 2>/dev/null)\"",
+        ])
+        .timeout(Duration::from_secs(120))
+        .run();
+    next.assert_ok();
+    assert_eq!(
+        next.expect_kv("MARK"),
+        "",
+        "no devcontainer was used\n{next}"
+    );
+    assert!(
+        !next.stdout.contains("host-secret-content")
+            && !next.stderr.contains("host-secret-content"),
+        "{next}"
+    );
+    std::fs::remove_file(t.ws.join(".devcontainer/devcontainer.json")).unwrap();
+    std::fs::remove_file(t.ws.join(".devcontainer.json")).unwrap();
+
     // A broken file: file, line, and exit 125.
     std::fs::write(
         t.ws.join(".devcontainer/devcontainer.json"),
