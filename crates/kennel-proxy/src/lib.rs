@@ -86,6 +86,11 @@
 //!   started (or why not); the outcome is a `tracing` line naming the
 //!   credential, with at most the last line of the command's stderr, never
 //!   its output.
+//! * A WebSocket handshake (`Connection: upgrade`, `Upgrade: websocket`)
+//!   keeps its upgrade headers and is swapped like any request; when the
+//!   server answers `101`, both connections are handed over and the bytes
+//!   are copied both ways, unread, until either side closes; the request
+//!   is logged then, with those bytes.
 //! * A plain-HTTP request carrying a placeholder is refused with
 //!   `credential-not-bound`: credentials are only sent over TLS the proxy
 //!   verified.

@@ -697,8 +697,8 @@ async fn tunnel(
     } else {
         early
     };
-    let up = AtomicU64::new(0);
-    let down = AtomicU64::new(0);
+    let up = Arc::new(AtomicU64::new(0));
+    let down = Arc::new(AtomicU64::new(0));
     let mut shutdown = shared.shutdown.clone();
     let mut detail = String::new();
     {
@@ -719,8 +719,8 @@ async fn tunnel(
                 ClientEnd::Upgraded(io) => {
                     let mut counted = Counted {
                         inner: io,
-                        up: &up,
-                        down: &down,
+                        up: up.clone(),
+                        down: down.clone(),
                     };
                     tokio::io::copy_bidirectional_with_sizes(
                         &mut counted,
@@ -799,13 +799,13 @@ pub(crate) async fn read_hello(
 }
 
 /// Counts bytes read from (up) and written to (down) the client.
-pub(crate) struct Counted<'a, T> {
+pub(crate) struct Counted<T> {
     pub(crate) inner: T,
-    pub(crate) up: &'a AtomicU64,
-    pub(crate) down: &'a AtomicU64,
+    pub(crate) up: Arc<AtomicU64>,
+    pub(crate) down: Arc<AtomicU64>,
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<'_, T> {
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -819,7 +819,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<'_, T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<'_, T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

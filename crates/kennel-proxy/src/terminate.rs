@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use hyper::body::Incoming;
@@ -92,17 +92,18 @@ pub(crate) async fn serve(
         Err(error) => return deny(format!("HTTP with the server {}: {error}", p.host)),
     };
     let mut upstream_task = tokio::spawn(async move {
-        if let Err(error) = upstream_conn.await {
+        // With upgrades: a WebSocket's 101 hands the connection over.
+        if let Err(error) = upstream_conn.with_upgrades().await {
             tracing::debug!(%error, "brokered server connection ended with an error");
         }
     });
 
-    let up = AtomicU64::new(0);
-    let down = AtomicU64::new(0);
+    let up = Arc::new(AtomicU64::new(0));
+    let down = Arc::new(AtomicU64::new(0));
     let counted = Counted {
         inner: Prefixed::new(hello, client),
-        up: &up,
-        down: &down,
+        up: up.clone(),
+        down: down.clone(),
     };
     let accepted =
         tokio::time::timeout(HELLO_TIMEOUT, TlsAcceptor::from(server_tls).accept(counted)).await;
@@ -126,6 +127,7 @@ pub(crate) async fn serve(
         why,
         sender: tokio::sync::Mutex::new(sender),
         requests: AtomicU64::new(0),
+        upgraded: AtomicBool::new(false),
     });
     let service_context = context.clone();
     let service = service_fn(move |req| {
@@ -135,7 +137,8 @@ pub(crate) async fn serve(
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(client_tls), service);
+        .serve_connection(TokioIo::new(client_tls), service)
+        .with_upgrades();
     tokio::pin!(conn);
     let mut shutdown = shared.shutdown.clone();
     let mut upstream_closed = false;
@@ -152,6 +155,11 @@ pub(crate) async fn serve(
             _ = shutdown.changed() => break Some("; proxy shut down".to_string()),
         }
     };
+    if context.upgraded.load(Ordering::Relaxed) && !upstream_closed {
+        // The server connection hands itself to the WebSocket when its
+        // task sees the 101 through: let it.
+        let _ = tokio::time::timeout(HELLO_TIMEOUT, &mut upstream_task).await;
+    }
     upstream_task.abort();
     let requests = context.requests.load(Ordering::Relaxed);
     shared.record(
@@ -188,11 +196,17 @@ pub(crate) struct Terminated {
     /// connection from one request to the next.
     sender: tokio::sync::Mutex<SendRequest<CountingBody>>,
     requests: AtomicU64,
+    /// A request upgraded the tunnel to a WebSocket.
+    upgraded: AtomicBool,
 }
 
 impl Terminated {
-    async fn forward(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn forward(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        // A WebSocket: its upgrade headers go to the server (they are
+        // hop-by-hop, and stripped otherwise); its frames are not read.
+        let websocket = websocket_upgrade(req.headers());
+        let client_upgrade = websocket.is_some().then(|| hyper::upgrade::on(&mut req));
         let shared = &self.shared;
         let mut p = Pending::new(req.method());
         p.host = self.tunnel.host.clone();
@@ -205,6 +219,12 @@ impl Terminated {
             return shared.refuse(&p, Reason::BadRequest, detail);
         }
         strip_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = &websocket {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, protocol.clone());
+        }
         let Some(broker) = shared.broker.as_ref() else {
             return shared.refuse(&p, Reason::BadRequest, "no credential broker".into());
         };
@@ -251,6 +271,11 @@ impl Terminated {
             Ok(resp) => resp,
             Err(error) => return self.no_answer(&p, &up, &error),
         };
+        if let Some(client_upgrade) = client_upgrade
+            && resp.status() == StatusCode::SWITCHING_PROTOCOLS
+        {
+            return self.websocket(p, resp, client_upgrade);
+        }
         let mut detail = String::new();
         if resp.status() == StatusCode::UNAUTHORIZED {
             let (notes, due) = broker.unauthorized(&injected);
@@ -296,6 +321,61 @@ pub(crate) fn client_head(head: &mut hyper::http::response::Parts) {
 }
 
 impl Terminated {
+    /// The server agreed to a WebSocket: its 101 goes to the client, and
+    /// once both sides have upgraded, the bytes are copied both ways until
+    /// either closes (or the proxy shuts down); then `p` is logged with
+    /// them. The frames are not read: a placeholder inside one goes as it
+    /// is (the handshake's headers were swapped like any request's).
+    fn websocket(
+        &self,
+        p: Pending,
+        mut resp: Response<Incoming>,
+        client_upgrade: hyper::upgrade::OnUpgrade,
+    ) -> Response<ProxyBody> {
+        let server_upgrade = hyper::upgrade::on(&mut resp);
+        self.upgraded.store(true, Ordering::Relaxed);
+        let (mut head, _) = resp.into_parts();
+        let protocol = head.headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(&mut head.headers);
+        head.headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(protocol) = protocol {
+            head.headers.insert(header::UPGRADE, protocol);
+        }
+        let shared = self.shared.clone();
+        let why = self.why;
+        tokio::spawn(async move {
+            let mut shutdown = shared.shutdown.clone();
+            let (client, server) = tokio::join!(client_upgrade, server_upgrade);
+            let (client, server) = match (client, server) {
+                (Ok(client), Ok(server)) => (client, server),
+                (Err(error), _) | (_, Err(error)) => {
+                    let detail = format!("the WebSocket upgrade did not complete: {error}");
+                    shared.record(&p, Err(Reason::ConnectFailed), detail, 0, 0);
+                    return;
+                }
+            };
+            let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+            let mut client = Counted {
+                inner: TokioIo::new(client),
+                up: up.clone(),
+                down: down.clone(),
+            };
+            let mut server = TokioIo::new(server);
+            let copied = tokio::select! {
+                copied = tokio::io::copy_bidirectional(&mut client, &mut server) => copied.map(drop),
+                _ = shutdown.changed() => Err(io::Error::other("proxy shut down")),
+            };
+            let detail = match copied {
+                Ok(()) => "WebSocket".to_string(),
+                Err(error) => format!("WebSocket; ended: {error}"),
+            };
+            let (up, down) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
+            shared.record(&p, Ok(why), detail, up, down);
+        });
+        Response::from_parts(head, ProxyBody::Full(None))
+    }
+
     /// Relays the server's response to `p`, scrubbed of what `injected`
     /// put into the request, and logs `p` when its body is done.
     pub(crate) fn relay(
@@ -384,6 +464,19 @@ impl Terminated {
     pub(crate) fn why(&self) -> &'static str {
         self.why
     }
+}
+
+/// The `Upgrade` value of a WebSocket handshake (`Connection: upgrade`,
+/// `Upgrade: websocket`); `None` for any other request.
+fn websocket_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let upgrade = headers.get(header::UPGRADE)?;
+    let asked = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    (asked && upgrade.as_bytes().eq_ignore_ascii_case(b"websocket")).then(|| upgrade.clone())
 }
 
 /// A request inside a tunnel must be for the tunnel's host (no fronting

@@ -1272,3 +1272,117 @@ async fn a_login_stays_on_the_host_and_the_agent_refreshes_through_kennel() {
     }
     drop(log2_dir);
 }
+
+// ------------------------------------------------------------- WebSockets
+
+/// A TLS server whose `/v1/ws` upgrades to an echo of every byte; it
+/// reports the handshake's `x-api-key`.
+async fn websocket_server(pki: &TestPki) -> (SocketAddr, mpsc::UnboundedReceiver<String>) {
+    let acceptor = pki.acceptor();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (seen_tx, seen_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, seen_tx) = (acceptor.clone(), seen_tx.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                    let seen_tx = seen_tx.clone();
+                    async move {
+                        let key = req
+                            .headers()
+                            .get("x-api-key")
+                            .map(|v| String::from_utf8_lossy(v.as_bytes()).to_string())
+                            .unwrap_or_default();
+                        let _ = seen_tx.send(key);
+                        let upgrade = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            let Ok(upgraded) = upgrade.await else {
+                                return;
+                            };
+                            let mut io = TokioIo::new(upgraded);
+                            let mut buf = [0u8; 1024];
+                            while let Ok(n) = io.read(&mut buf).await {
+                                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                        let response = Response::builder()
+                            .status(101)
+                            .header("connection", "upgrade")
+                            .header("upgrade", "websocket")
+                            .body(Empty::<Bytes>::new())
+                            .expect("response");
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    (addr, seen_rx)
+}
+
+/// A WebSocket on a brokered host: the handshake's placeholder is swapped
+/// like any request's, the 101 reaches the client, and bytes then go both
+/// ways until the client closes; the WebSocket is logged with its bytes.
+#[tokio::test]
+async fn a_websocket_on_a_brokered_host_is_upgraded_and_piped() {
+    let (_dir, log) = tmp();
+    let pki = test_pki(&["api.test"]);
+    let (server, mut seen) = websocket_server(&pki).await;
+    let ca = Arc::new(SessionCa::generate("broker-test").expect("session ca"));
+    let (_proxy, addr) = start_tcp(config(&log, server.port(), &ca, &pki)).await;
+    let stream = tls(addr, "api.test", server.port(), &trusting(ca.cert_pem()))
+        .await
+        .expect("the client trusts the session CA");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("client handshake");
+    tokio::spawn(conn.with_upgrades());
+    let request = Request::builder()
+        .uri("/v1/ws")
+        .header("host", format!("api.test:{}", server.port()))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("x-api-key", PLACEHOLDER)
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = tokio::time::timeout(TIMEOUT, sender.send_request(request))
+        .await
+        .expect("answer in time")
+        .expect("answer");
+    assert_eq!(response.status(), 101, "{:?}", response.headers());
+    assert_eq!(
+        tokio::time::timeout(TIMEOUT, seen.recv())
+            .await
+            .expect("in time"),
+        Some(VALUE.to_string()),
+        "the handshake carried the value"
+    );
+    let upgraded = tokio::time::timeout(TIMEOUT, hyper::upgrade::on(response))
+        .await
+        .expect("upgrade in time")
+        .expect("upgraded");
+    let mut io = TokioIo::new(upgraded);
+    io.write_all(b"ping through the broker")
+        .await
+        .expect("write");
+    let mut echoed = vec![0u8; 23];
+    tokio::time::timeout(TIMEOUT, io.read_exact(&mut echoed))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(&echoed, b"ping through the broker");
+    drop(io);
+    let record = wait_log(&log, |d| d.detail.starts_with("WebSocket")).await;
+    assert_eq!(record.credential.as_deref(), Some("API_KEY"));
+    assert_eq!((record.bytes_up, record.bytes_down), (23, 23));
+}
