@@ -352,6 +352,15 @@ pub fn image_packages_and_setup(b: Backend) {
     assert!(refused.stderr.contains("image.setup"), "{refused}");
 }
 
+/// `kennel run shell --network none [OPTIONS] -- sh -c SCRIPT`, given the
+/// time a first build takes.
+fn offline_shell(t: &Ctx, options: &[&str], script: &str) -> crate::harness::Out {
+    let mut args = vec!["run", "shell", "--network", "none"];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&["--", "sh", "-c", script]);
+    t.kennel(&args).timeout(BUILD_TIMEOUT).run()
+}
+
 /// The project's devcontainer.json (issue 16): the agent's image is built
 /// on its `image` (a local image with a marker here, no registry being
 /// reachable), its constant variables are set, its lifecycle commands run
@@ -414,18 +423,9 @@ pub fn devcontainer(b: Backend) {
         t.user.chown(&dir);
     };
     write_devcontainer("echo started >> started.txt");
-    let probe = [
-        "run",
-        "shell",
-        "--network",
-        "none",
-        "--",
-        "sh",
-        "-c",
-        "echo \"MARK=$(cat /etc/kennel-devbase-marker 2>/dev/null)\"; echo \"DEMO=$DEMO_VAR\"; \
-         echo \"LEAK=$LEAK\"; echo \"CAPS=$(grep CapEff /proc/self/status | tr -d ' \\t')\"",
-    ];
-    let out = t.kennel(&probe).timeout(BUILD_TIMEOUT).run();
+    let probe = "echo \"MARK=$(cat /etc/kennel-devbase-marker 2>/dev/null)\"; echo \"DEMO=$DEMO_VAR\"; \
+         echo \"LEAK=$LEAK\"; echo \"CAPS=$(grep CapEff /proc/self/status | tr -d ' \\t')\"";
+    let out = offline_shell(&t, &[], probe);
     out.assert_ok();
     assert_eq!(
         out.expect_kv("MARK"),
@@ -442,7 +442,7 @@ pub fn devcontainer(b: Backend) {
         );
     }
     assert!(!host_marker.exists(), "initializeCommand ran on the host");
-    let again = t.kennel(&probe).timeout(BUILD_TIMEOUT).run();
+    let again = offline_shell(&t, &[], probe);
     again.assert_ok();
     let read = |name: &str| std::fs::read_to_string(t.ws.join(name)).unwrap_or_default();
     assert_eq!(
@@ -457,21 +457,11 @@ pub fn devcontainer(b: Backend) {
     );
 
     // `--devcontainer none`: kennel's own base image.
-    let plain = t
-        .kennel(&[
-            "run",
-            "shell",
-            "--devcontainer",
-            "none",
-            "--network",
-            "none",
-            "--",
-            "sh",
-            "-c",
-            "echo \"MARK=$(cat /etc/kennel-devbase-marker 2>/dev/null)\"",
-        ])
-        .timeout(BUILD_TIMEOUT)
-        .run();
+    let plain = offline_shell(
+        &t,
+        &["--devcontainer", "none"],
+        "echo \"MARK=$(cat /etc/kennel-devbase-marker 2>/dev/null)\"",
+    );
     plain.assert_ok();
     assert_eq!(plain.expect_kv("MARK"), "", "{plain}");
 
@@ -528,36 +518,14 @@ pub fn devcontainer(b: Backend) {
         "ln -s {} .devcontainer/devcontainer.json && mkfifo .devcontainer.json && echo PLANTED=yes",
         secret.display()
     );
-    let planted = t
-        .kennel(&[
-            "run",
-            "shell",
-            "--devcontainer",
-            "none",
-            "--network",
-            "none",
-            "--",
-            "sh",
-            "-c",
-            &plant,
-        ])
-        .timeout(BUILD_TIMEOUT)
-        .run();
+    let planted = offline_shell(&t, &["--devcontainer", "none"], &plant);
     planted.assert_ok();
     assert_eq!(planted.expect_kv("PLANTED"), "yes", "{planted}");
-    let next = t
-        .kennel(&[
-            "run",
-            "shell",
-            "--network",
-            "none",
-            "--",
-            "sh",
-            "-c",
-            "echo \"MARK=$(cat /etc/kennel-devbase-marker 2>/dev/null)\"",
-        ])
-        .timeout(Duration::from_secs(120))
-        .run();
+    let next = offline_shell(
+        &t,
+        &[],
+        "echo \"MARK=$(cat /etc/kennel-devbase-marker 2>/dev/null)\"",
+    );
     next.assert_ok();
     assert_eq!(
         next.expect_kv("MARK"),
