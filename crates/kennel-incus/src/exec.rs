@@ -111,6 +111,10 @@ pub struct TerminalSize {
     pub rows: u16,
 }
 
+/// What Incus answers a websocket of an exec operation that has ended
+/// (when it stopped waiting for the websockets before they connected).
+const NOT_CONNECTABLE: &str = "Only running operations can be connected";
+
 /// `POST /1.0/instances/<name>/exec` as sent.
 #[derive(Serialize)]
 pub(crate) struct RawExecPost<'a> {
@@ -147,7 +151,30 @@ impl<'a> RawExecPost<'a> {
 
 impl Client {
     /// Run a command and collect its output and exit code, over websockets.
+    ///
+    /// The command starts only once its three websockets are connected
+    /// (`wait-for-websocket`); when Incus gives up waiting for them first
+    /// (it waits a few seconds, which a loaded machine can exceed), the
+    /// operation has ended without running anything, and the exec is
+    /// started again (at most twice more).
     pub async fn exec(
+        &self,
+        instance: &str,
+        request: &ExecRequest,
+    ) -> Result<ExecOutput, IncusError> {
+        let mut attempt = 0;
+        loop {
+            match self.exec_once(instance, request).await {
+                Err(error) if attempt < 2 && error.to_string().contains(NOT_CONNECTABLE) => {
+                    attempt += 1;
+                    tracing::info!(%error, attempt, "the exec's websockets were not connected in time; starting it again");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn exec_once(
         &self,
         instance: &str,
         request: &ExecRequest,
