@@ -203,6 +203,11 @@ pub fn base_recipe(settings: &ImageSettings) -> Recipe {
         r#"FROM {base}
 COPY ca/ /usr/local/share/ca-certificates/kennel/
 RUN set -eu; export DEBIAN_FRONTEND=noninteractive; \
+    if ! command -v apt-get >/dev/null 2>&1; then \
+        PRETTY_NAME=; . /etc/os-release 2>/dev/null || true; \
+        echo "kennel: the base image is ${{PRETTY_NAME:-not Debian or Ubuntu}}; kennel installs its packages with apt-get (Debian, Ubuntu), which it does not have" >&2; \
+        exit 1; \
+    fi; \
     apt-get update -q; \
     apt-get install -y -q --no-install-recommends {packages}; \
     rm -f /usr/local/share/ca-certificates/kennel/.keep; \

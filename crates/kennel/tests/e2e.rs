@@ -263,6 +263,11 @@ macro_rules! backend_suite {
             fn devcontainer() {
                 images::devcontainer(B)
             }
+
+            #[test]
+            fn a_base_image_without_apt_is_named() {
+                images::a_base_image_without_apt_is_named(B)
+            }
             #[test]
             fn unknown_agent_is_usage_error() {
                 cases::unknown_agent_is_usage_error(B)

@@ -555,3 +555,52 @@ pub fn devcontainer(b: Backend) {
         "{broken}"
     );
 }
+
+/// A base image kennel cannot install into (no apt-get: Alpine, Fedora, …)
+/// is refused at the first build step with a message naming the
+/// distribution it found (here a local image that says it is Alpine).
+pub fn a_base_image_without_apt_is_named(b: Backend) {
+    let Some(t) = engine_ctx(b, "base_without_apt") else {
+        return;
+    };
+    if b == Backend::Incus {
+        // Incus builds on Incus images (`local:`/`images:`); the step is
+        // the same, tested on the engines.
+        eprintln!("incus::a_base_image_without_apt_is_named: tested on the engines");
+        return;
+    }
+    // Fixed, so that runs share it.
+    let tag = "kennel-test/not-debian:1";
+    let context = t.scratch().join("not-debian");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {}\nRUN rm -f /usr/bin/apt-get /etc/os-release && \
+             printf 'PRETTY_NAME=\"Alpine Linux v3.20\"\\n' > /etc/os-release\n",
+            crate::harness::base_image()
+        ),
+    )
+    .unwrap();
+    t.user.chown(&context);
+    t.engine(&["build", "-t", tag, &context.display().to_string()])
+        .assert_ok();
+    t.write_config("", "");
+    std::fs::write(
+        t.ws.join(".kennel.toml"),
+        format!("[defaults]\nbase_image = \"{tag}\"\n"),
+    )
+    .unwrap();
+    t.user.chown(&t.ws.join(".kennel.toml"));
+    let out = t
+        .kennel(&["run", "shell", "--network", "none", "--", "true"])
+        .timeout(BUILD_TIMEOUT)
+        .run();
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains(
+            "the base image is Alpine Linux v3.20; kennel installs its packages with apt-get"
+        ),
+        "{out}"
+    );
+}
