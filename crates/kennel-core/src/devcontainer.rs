@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::settings::sh_quote;
+
 /// Keys kennel ignores, because they would reach the host or weaken the
 /// sandbox, or have no meaning for it.
 const IGNORED: &[&str] = &[
@@ -611,11 +613,6 @@ mod tests {
             "a link is no configuration"
         );
     }
-}
-
-/// `text` quoted for a POSIX shell.
-fn sh_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 impl LifecycleCommand {

@@ -762,6 +762,11 @@ fn parse_user_mount(host: &HostContext, spec: &str, origin: &str) -> Result<Moun
     })
 }
 
+/// `text` quoted for a POSIX shell: one word, whatever it holds.
+pub fn sh_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
 pub(crate) fn valid_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use kennel_core::catalog::{AgentSpec, Runtime};
+use kennel_core::settings::sh_quote;
 use sha2::{Digest, Sha256};
 
 /// Bumped whenever the generated Dockerfiles change shape, so that old tags
@@ -336,11 +337,6 @@ pub fn agent_recipe(agent: &AgentSpec, base: &Recipe) -> Recipe {
         dockerfile,
         files,
     )
-}
-
-/// `text` quoted for a POSIX shell.
-fn sh_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 /// The last step of an agent's image: its command must be on PATH and (with

@@ -37,6 +37,14 @@ pub struct StepError {
 
 impl Recipe {
     /// The recipe's instructions as [`Step`]s.
+    /// The image the recipe builds on (its `FROM`).
+    pub fn base(&self) -> Option<String> {
+        match self.steps().ok()?.into_iter().next() {
+            Some(Step::From(base)) => Some(base),
+            _ => None,
+        }
+    }
+
     pub fn steps(&self) -> Result<Vec<Step>, StepError> {
         let fail = |line: usize, reason: String| StepError {
             tag: self.tag.clone(),

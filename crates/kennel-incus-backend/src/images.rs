@@ -213,11 +213,8 @@ impl Images for IncusImages {
         }
         if let Some(base) = recipes
             .first()
-            .and_then(|first| first.steps().ok())
-            .and_then(|steps| match steps.first() {
-                Some(kennel_image::Step::From(base)) => crate::instance::incus_reference(base),
-                _ => None,
-            })
+            .and_then(kennel_image::Recipe::base)
+            .and_then(|base| crate::instance::incus_reference(&base))
         {
             return self.build_in_incus(recipes, base, options).await;
         }

@@ -137,7 +137,9 @@ pub fn prepare(context: &Context, plan: &mut Plan) -> Result<Option<BrokerSpec>,
         credentials,
         ca_cert: ca.cert_pem().to_string(),
         ca_key: ca.key_pem().to_string(),
-        extra_ca: context.image_settings()?.ca_bundle(),
+        // The configured CA files only: which base image is irrelevant
+        // (and finding the devcontainer again would read it again).
+        extra_ca: context.image_settings_for(None)?.ca_bundle(),
         data_dir: (!logins.is_empty()).then(|| context.host.data_dir.clone()),
         logins,
     }))

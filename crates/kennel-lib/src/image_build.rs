@@ -120,14 +120,11 @@ pub async fn ensure(
     {
         return Ok(vec![Outcome::UpToDate; recipes.len()]);
     }
-    if let (Some(pulls), Some(first)) = (&options.pulls, recipes.first())
-        && let Some(base) = first
-            .dockerfile
-            .lines()
-            .next()
-            .and_then(|line| line.strip_prefix("FROM "))
-    {
-        check_pull(engine, base.trim(), pulls).await?;
+    if let (Some(pulls), Some(base)) = (
+        &options.pulls,
+        recipes.first().and_then(kennel_image::Recipe::base),
+    ) {
+        check_pull(engine, &base, pulls).await?;
     }
     let mut outcomes = Vec::new();
     for recipe in recipes {

@@ -215,7 +215,7 @@ impl NativeSession {
                 "-o",
                 "-t",
                 TARGET,
-                &format!("cat >> '{}'", log.replace('\'', "'\\''")),
+                &format!("cat >> {}", kennel_core::settings::sh_quote(&log)),
             ])?;
             Ok(owner)
         };

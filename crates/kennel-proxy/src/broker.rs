@@ -441,10 +441,7 @@ impl Broker {
     /// Injects `tokens`' access token for `login` from now on.
     pub(crate) fn set_login(&self, login: &OAuthLogin, tokens: &LoginTokens) {
         let credential = login.credential(tokens);
-        let mut slot = match self.credentials.write() {
-            Ok(slot) => slot,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut slot = self.credentials_mut();
         let mut credentials = slot.to_vec();
         match credentials
             .iter_mut()
@@ -506,6 +503,14 @@ impl Broker {
     ) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<ServerConfig>)>> {
         match self.server_tls.lock() {
             Ok(cache) => cache,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// The list to replace (a refresh, a login): writers take turns.
+    fn credentials_mut(&self) -> std::sync::RwLockWriteGuard<'_, Arc<[Credential]>> {
+        match self.credentials.write() {
+            Ok(slot) => slot,
             Err(poisoned) => poisoned.into_inner(),
         }
     }
@@ -582,10 +587,7 @@ impl Broker {
     }
 
     fn replace_value(&self, index: usize, value: String) -> Result<(), String> {
-        let mut slot = match self.credentials.write() {
-            Ok(slot) => slot,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut slot = self.credentials_mut();
         if let Some(other) = slot
             .iter()
             .find(|other| value.contains(other.placeholder.as_str()))
