@@ -80,21 +80,52 @@ pub struct Devcontainer {
     /// `image`: the image the agent's image is built on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// `build.dockerfile` (relative to the file), when there is no image.
+    /// `build`: a Dockerfile (relative to the file), when there is no image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dockerfile: Option<String>,
+    pub build: Option<DockerBuild>,
     /// `containerEnv` and `remoteEnv`, constants only.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// Stage name → its commands (an object's commands in key order).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lifecycle: Vec<(String, Vec<LifecycleCommand>)>,
-    /// `features`, by id: not installed yet.
+    /// `features`, in the file's order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub features: Vec<String>,
+    pub features: Vec<FeatureRequest>,
     /// What kennel ignored, for one warning.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored: Vec<String>,
+}
+
+/// devcontainer.json's `build`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerBuild {
+    /// The Dockerfile, relative to the devcontainer.json's directory.
+    pub dockerfile: String,
+    /// The build context, relative to the same directory (default `.`).
+    pub context: String,
+    /// `args`: constants only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub args: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// One entry of `features`: its id (`./local-dir` or an OCI reference)
+/// and the options given (a string alone is the `version` option).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureRequest {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+impl FeatureRequest {
+    /// A feature in the repository: `./name` or `../name`, relative to
+    /// the devcontainer.json's directory.
+    pub fn is_local(&self) -> bool {
+        self.id.starts_with("./") || self.id.starts_with("../")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -311,11 +342,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Devcontainer, DevcontainerError>
                 out.image = Some(image.to_string());
             }
             "build" => {
-                let dockerfile = value
-                    .get("dockerfile")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid("build", "expected `dockerfile`".into()))?;
-                out.dockerfile = Some(dockerfile.to_string());
+                out.build = Some(
+                    build(value, path, &mut out.ignored)
+                        .map_err(|message| invalid("build", message))?,
+                );
             }
             "containerEnv" | "remoteEnv" => {
                 let Value::Object(vars) = value else {
@@ -348,7 +378,18 @@ pub fn parse(path: &Path, text: &str) -> Result<Devcontainer, DevcontainerError>
                 let Value::Object(features) = value else {
                     return Err(invalid(key, "expected an object".into()));
                 };
-                out.features.extend(features.keys().cloned());
+                for (id, options) in features {
+                    let options = feature_options(options).ok_or_else(|| {
+                        invalid(
+                            id,
+                            "expected a version string or an object of options".into(),
+                        )
+                    })?;
+                    out.features.push(FeatureRequest {
+                        id: id.clone(),
+                        options,
+                    });
+                }
             }
             stage if CREATE_STAGES.contains(&stage) || stage == START_STAGE => {
                 let commands = lifecycle(value).ok_or_else(|| {
@@ -366,7 +407,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Devcontainer, DevcontainerError>
             other => out.ignored.push(format!("{other} (unknown to kennel)")),
         }
     }
-    if out.image.is_some() && out.dockerfile.is_some() {
+    if out.image.is_some() && out.build.is_some() {
         return Err(invalid(
             "build",
             "both `image` and `build` are given: keep one".into(),
@@ -381,6 +422,78 @@ pub fn parse(path: &Path, text: &str) -> Result<Devcontainer, DevcontainerError>
     };
     out.lifecycle.sort_by_key(|(stage, _)| order(stage));
     Ok(out)
+}
+
+/// `build`: `dockerfile` with `context`, `args` and `target`; an argument
+/// that reads the host's environment is left out (and named).
+fn build(value: &Value, path: &Path, ignored: &mut Vec<String>) -> Result<DockerBuild, String> {
+    let text = |key: &str| -> Result<Option<String>, String> {
+        match value.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text.clone())),
+            Some(_) => Err(format!("`{key}` must be a string")),
+        }
+    };
+    let dockerfile = text("dockerfile")?.ok_or("expected `dockerfile`")?;
+    let mut out = DockerBuild {
+        dockerfile,
+        context: text("context")?.unwrap_or_else(|| ".".into()),
+        args: BTreeMap::new(),
+        target: text("target")?,
+    };
+    for (key, relative) in [("dockerfile", &out.dockerfile), ("context", &out.context)] {
+        if Path::new(relative).is_absolute() {
+            return Err(format!(
+                "`{key}` must be relative to the devcontainer.json's folder"
+            ));
+        }
+    }
+    if let Some(args) = value.get("args") {
+        let Value::Object(args) = args else {
+            return Err("`args` must be an object of names and values".into());
+        };
+        for (name, value) in args {
+            let Value::String(given) = value else {
+                return Err(format!("`args.{name}` must be a string"));
+            };
+            match substitute(given, path) {
+                Some(given) => {
+                    out.args.insert(name.clone(), given);
+                }
+                None => ignored.push(format!(
+                    "build.args.{name} (it reads the host's environment)"
+                )),
+            }
+        }
+    }
+    for key in ["cacheFrom", "options"] {
+        if value.get(key).is_some() {
+            ignored.push(format!("build.{key}"));
+        }
+    }
+    Ok(out)
+}
+
+/// A feature's options: a string is the `version`; an object's values
+/// are strings, booleans or numbers.
+fn feature_options(value: &Value) -> Option<BTreeMap<String, String>> {
+    match value {
+        Value::String(version) => Some([("version".to_string(), version.clone())].into()),
+        Value::Bool(true) => Some(BTreeMap::new()),
+        Value::Object(options) => options
+            .iter()
+            .map(|(name, value)| {
+                let text = match value {
+                    Value::String(text) => text.clone(),
+                    Value::Bool(flag) => flag.to_string(),
+                    Value::Number(number) => number.to_string(),
+                    _ => return None,
+                };
+                Some((name.clone(), text))
+            })
+            .collect(),
+        _ => None,
+    }
 }
 
 /// A lifecycle command: a string, an array of strings, or an object whose
@@ -519,7 +632,13 @@ mod tests {
                 ),
             ]
         );
-        assert_eq!(config.features, ["ghcr.io/devcontainers/features/go:1"]);
+        assert_eq!(
+            config.features,
+            [FeatureRequest {
+                id: "ghcr.io/devcontainers/features/go:1".into(),
+                options: BTreeMap::new()
+            }]
+        );
         for ignored in ["initializeCommand", "runArgs", "mounts", "remoteEnv.TOKEN"] {
             assert!(
                 config.ignored.iter().any(|item| item.starts_with(ignored)),
@@ -527,6 +646,49 @@ mod tests {
                 config.ignored
             );
         }
+    }
+
+    #[test]
+    fn build_and_features_are_read() {
+        let config = parsed(
+            r#"{
+            "build": { "dockerfile": "Dockerfile", "context": "..", "target": "dev",
+                       "args": { "V": "1", "HOSTY": "${localEnv:HOME}" }, "cacheFrom": "x" },
+            "features": { "./features/tool": { "greeting": "hi", "loud": true, "n": 3 },
+                          "ghcr.io/devcontainers/features/go:1": "1.22" }
+        }"#,
+        )
+        .expect("parse");
+        let build = config.build.expect("build");
+        assert_eq!(build.dockerfile, "Dockerfile");
+        assert_eq!(build.context, "..");
+        assert_eq!(build.target.as_deref(), Some("dev"));
+        assert_eq!(build.args, [("V".to_string(), "1".to_string())].into());
+        assert!(
+            config
+                .ignored
+                .iter()
+                .any(|item| item.starts_with("build.args.HOSTY"))
+        );
+        assert!(config.ignored.iter().any(|item| item == "build.cacheFrom"));
+        assert_eq!(config.features.len(), 2);
+        assert_eq!(config.features[0].id, "./features/tool");
+        assert!(config.features[0].is_local());
+        assert_eq!(config.features[0].options["loud"], "true");
+        assert_eq!(config.features[0].options["n"], "3");
+        assert_eq!(config.features[1].options["version"], "1.22");
+        assert!(!config.features[1].is_local());
+        assert!(parsed(r#"{ "build": { "dockerfile": "/etc/x" } }"#).is_err());
+        assert!(parsed(r#"{ "build": { "context": "." } }"#).is_err());
+        assert!(parsed(r#"{ "features": { "./x": [1] } }"#).is_err());
+        assert_eq!(
+            parsed(r#"{ "build": { "dockerfile": "D" } }"#)
+                .expect("d")
+                .build
+                .expect("b")
+                .context,
+            "."
+        );
     }
 
     #[test]

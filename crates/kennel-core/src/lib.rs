@@ -9,6 +9,7 @@ pub mod host;
 pub mod logins;
 pub mod plan;
 pub mod settings;
+pub mod tree;
 pub mod trust;
 
 pub use plan::Plan;

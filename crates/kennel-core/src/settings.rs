@@ -609,16 +609,7 @@ fn plan_devcontainer(
         wrapped.append(command);
         *command = wrapped;
     }
-    let mut ignored = devcontainer.ignored.clone();
-    if !devcontainer.features.is_empty() {
-        ignored.push(format!(
-            "features ({}: not installed yet)",
-            devcontainer.features.join(", ")
-        ));
-    }
-    if devcontainer.dockerfile.is_some() {
-        ignored.push("build.dockerfile (not built yet: kennel's base image is used)".into());
-    }
+    let ignored = &devcontainer.ignored;
     if !ignored.is_empty() {
         warnings.push(format!(
             "{path}: ignored, as it would reach the host, weaken the sandbox or is not supported: {}",
@@ -767,7 +758,7 @@ pub fn sh_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-pub(crate) fn valid_env_name(name: &str) -> bool {
+pub fn valid_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')

@@ -19,8 +19,12 @@ mod raw;
 mod run;
 mod session;
 mod term;
+mod workbench;
 
 pub use connect::{Engine, EngineKind, Probe, connect, connect_auto, probe_all};
 pub use error::EngineError;
 pub use images::{BuildEvent, BuildRequest, ExportedImage, ImageSummary};
 pub use session::{ContainerState, ContainerSummary, OutputStream};
+pub use workbench::{
+    ImageRunConfig, RELAY_PORT, Workbench, WorkbenchExec, WorkbenchNetwork, WorkbenchSpec,
+};

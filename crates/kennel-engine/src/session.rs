@@ -303,7 +303,7 @@ impl Engine {
     }
 
     /// The exit code of a finished exec (it may take the engine a moment).
-    async fn exec_code(&self, exec_id: &str) -> Result<i32, EngineError> {
+    pub(crate) async fn exec_code(&self, exec_id: &str) -> Result<i32, EngineError> {
         for attempt in 0..50 {
             let info = self
                 .docker

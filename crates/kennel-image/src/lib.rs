@@ -24,6 +24,8 @@ pub const LABEL_MANAGED: &str = "dev.kennel.managed";
 pub const LABEL_AGENT: &str = "dev.kennel.agent";
 pub const LABEL_LAYER: &str = "dev.kennel.layer";
 pub const LABEL_RECIPE: &str = "dev.kennel.recipe";
+/// The workspace a devcontainer image was built for.
+pub const LABEL_PROJECT: &str = "dev.kennel.project";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -391,6 +393,8 @@ pub fn recipes_for(agent: &AgentSpec, settings: &ImageSettings) -> Vec<Recipe> {
     recipes
 }
 
+pub mod devimage;
+pub mod dockerfile;
 mod steps;
 
 pub use steps::{Step, StepError, expand};

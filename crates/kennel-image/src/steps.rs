@@ -137,7 +137,7 @@ impl Recipe {
 
 /// The Dockerfile's instructions with their first line number: comments
 /// and blank lines dropped, `\` continuations joined.
-fn logical_lines(dockerfile: &str) -> Vec<(usize, String)> {
+pub(crate) fn logical_lines(dockerfile: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
     let mut current: Option<(usize, String)> = None;
     for (index, line) in dockerfile.lines().enumerate() {
@@ -164,15 +164,52 @@ fn logical_lines(dockerfile: &str) -> Vec<(usize, String)> {
     out
 }
 
+/// A variable's name as Dockerfiles write them.
+pub(crate) fn is_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `LABEL key=value "key 2"="value 2"`: keys may have dots and dashes.
+pub(crate) fn label_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let (key, after) = match rest.strip_prefix('"') {
+            Some(quoted) => {
+                let end = quoted.find('"').ok_or("an unclosed quote")?;
+                (
+                    &quoted[..end],
+                    quoted[end + 1..]
+                        .strip_prefix('=')
+                        .ok_or("expected KEY=VALUE")?,
+                )
+            }
+            None => rest
+                .split_once('=')
+                .ok_or_else(|| format!("`LABEL {text}`: expected KEY=VALUE"))?,
+        };
+        let (value, after) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let end = quoted.find('"').ok_or("an unclosed quote")?;
+                (&quoted[..end], &quoted[end + 1..])
+            }
+            None => after.split_once(char::is_whitespace).unwrap_or((after, "")),
+        };
+        pairs.push((key.to_string(), value.to_string()));
+        rest = after.trim_start();
+    }
+    Ok(pairs)
+}
+
 /// `KEY=VALUE KEY2="VALUE 2"` as pairs.
-fn env_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn env_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut pairs = Vec::new();
     let mut rest = text.trim();
     while !rest.is_empty() {
         let Some((key, after)) = rest.split_once('=') else {
             return Err(format!("`ENV {text}`: only KEY=VALUE pairs are understood"));
         };
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if !is_name(key) {
             return Err(format!("`ENV {text}`: `{key}` is not a variable name"));
         }
         let (value, after) = match after.strip_prefix('"') {
@@ -214,12 +251,46 @@ pub fn expand(text: &str, env: &BTreeMap<String, String>) -> String {
             }
         }
         if braced {
-            if chars.peek() == Some(&'}') {
-                chars.next();
-            } else {
-                out.push_str("${");
-                out.push_str(&name);
-                continue;
+            // `${NAME:-default}` and `${NAME:+alternative}`.
+            let mut modifier = None;
+            if chars.peek() == Some(&':') {
+                let mut lookahead = chars.clone();
+                lookahead.next();
+                if let Some(kind @ ('-' | '+')) = lookahead.next() {
+                    let mut word = String::new();
+                    let mut closed = false;
+                    for next in lookahead.by_ref() {
+                        if next == '}' {
+                            closed = true;
+                            break;
+                        }
+                        word.push(next);
+                    }
+                    if closed {
+                        chars = lookahead;
+                        modifier = Some((kind, word));
+                    }
+                }
+            }
+            match modifier {
+                Some((kind, word)) => {
+                    let value = env.get(&name).filter(|value| !value.is_empty());
+                    match (kind, value) {
+                        ('-', Some(value)) => out.push_str(value),
+                        ('-', None) => out.push_str(&expand(&word, env)),
+                        (_, Some(_)) => out.push_str(&expand(&word, env)),
+                        (_, None) => {}
+                    }
+                    continue;
+                }
+                None if chars.peek() == Some(&'}') => {
+                    chars.next();
+                }
+                None => {
+                    out.push_str("${");
+                    out.push_str(&name);
+                    continue;
+                }
             }
         }
         if name.is_empty() {
@@ -323,6 +394,10 @@ mod tests {
         assert_eq!(expand("/opt/x/bin:$PATH", &env), "/opt/x/bin:/usr/bin:/bin");
         assert_eq!(expand("${PATH}:/y", &env), "/usr/bin:/bin:/y");
         assert_eq!(expand("$UNSET-a $ b ${", &env), "-a $ b ${");
+        assert_eq!(
+            expand("${UNSET:-x$PATH}|${PATH:+set}|${UNSET:+no}", &env),
+            "x/usr/bin:/bin|set|"
+        );
         assert_eq!(
             env_pairs("A=1 B=\"two words\"  C=$PATH").expect("pairs"),
             [

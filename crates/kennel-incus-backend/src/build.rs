@@ -20,7 +20,7 @@ use kennel_core::plan::NetworkMode;
 use kennel_image::{Recipe, Step};
 use kennel_incus::{Client, ExecRequest, FileSpec, ImageSource, NewInstance, StopOptions};
 use kennel_lib::error::CliError;
-use kennel_lib::image_build::BuildOptions;
+use kennel_lib::image_build::{BuildOptions, LineSplitter};
 use kennel_lib::proxy::{ProxySpec, SessionProxy};
 
 use crate::images::{CONVERSION, CONVERSION_PROPERTY, ENV_PROPERTY, INIT, image_env};
@@ -559,37 +559,6 @@ fn join_pairs(pairs: &[(String, String)]) -> String {
         .map(|(key, value)| format!("{key}={value}"))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Output chunks as lines (a line may span chunks).
-#[derive(Default)]
-struct LineSplitter {
-    pending: Vec<u8>,
-}
-
-impl LineSplitter {
-    fn push(&mut self, chunk: &[u8]) -> Vec<String> {
-        self.pending.extend_from_slice(chunk);
-        let mut lines = Vec::new();
-        while let Some(end) = self.pending.iter().position(|byte| *byte == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=end).collect();
-            lines.push(
-                String::from_utf8_lossy(&line[..line.len() - 1])
-                    .trim_end_matches('\r')
-                    .to_string(),
-            );
-        }
-        lines
-    }
-
-    fn finish(&mut self) -> Vec<String> {
-        if self.pending.is_empty() {
-            return Vec::new();
-        }
-        let rest = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending.clear();
-        vec![rest]
-    }
 }
 
 #[cfg(test)]

@@ -55,27 +55,46 @@ impl Context {
     /// The image settings of this workspace: its default devcontainer's
     /// image, if it has one (see [`Context::image_settings_for`]).
     pub fn image_settings(&self) -> Result<ImageSettings, CliError> {
-        let devcontainer = match &self.workspace {
-            Some(workspace) => {
-                kennel_core::devcontainer::find(&workspace.root, None, &mut Vec::new())
-                    .ok()
-                    .flatten()
-            }
-            None => None,
-        };
-        self.image_settings_for(devcontainer.as_ref())
+        self.image_settings_for(self.devcontainer().as_ref())
     }
 
-    /// The image settings: the base image is the devcontainer's `image`
+    /// The workspace's default devcontainer configuration, if it has one
+    /// that reads.
+    pub fn devcontainer(&self) -> Option<kennel_core::devcontainer::Devcontainer> {
+        let workspace = self.workspace.as_ref()?;
+        kennel_core::devcontainer::find(&workspace.root, None, &mut Vec::new())
+            .ok()
+            .flatten()
+    }
+
+    /// The image settings: the base image is the project's image when
+    /// the devcontainer has a Dockerfile or features, else its `image`
     /// when it names one, else `base_image`; the CA certificates and
     /// `[image]`'s project layer from the config.
     pub fn image_settings_for(
         &self,
         devcontainer: Option<&kennel_core::devcontainer::Devcontainer>,
     ) -> Result<ImageSettings, CliError> {
+        Ok(self.project_images(devcontainer)?.0)
+    }
+
+    /// [`Context::image_settings_for`], with the project's image kennel
+    /// builds from the devcontainer (its Dockerfile and features), if any.
+    pub fn project_images(
+        &self,
+        devcontainer: Option<&kennel_core::devcontainer::Devcontainer>,
+    ) -> Result<(ImageSettings, Option<kennel_image::devimage::DevImage>), CliError> {
+        let project = match (devcontainer, &self.workspace) {
+            (Some(devcontainer), Some(workspace)) => {
+                crate::dev_build::load(&self.host, &workspace.root, devcontainer)?
+            }
+            _ => None,
+        };
         let defaults = &self.config.file.defaults;
-        let base = devcontainer
-            .and_then(|devcontainer| devcontainer.image.clone())
+        let base = project
+            .as_ref()
+            .map(|image| image.tag.clone())
+            .or_else(|| devcontainer.and_then(|devcontainer| devcontainer.image.clone()))
             .or_else(|| defaults.base_image.clone())
             .unwrap_or_else(|| "debian:bookworm-slim".into());
         let ca: Vec<PathBuf> = defaults
@@ -85,10 +104,27 @@ impl Context {
             .map(|path| self.host.expand(&path.to_string_lossy()))
             .collect();
         let image = &self.config.file.image;
-        Ok(ImageSettings::load(&base, &ca)?.with_project(
+        let settings = ImageSettings::load(&base, &ca)?.with_project(
             image.packages.as_deref().unwrap_or_default(),
             image.setup.as_deref(),
-        ))
+        );
+        Ok((settings, project))
+    }
+
+    /// How the project's image is built: under `policy` (the session's
+    /// network policy), relayed by kennel's base layer on the user's own
+    /// base image.
+    pub fn project_build(
+        &self,
+        image: kennel_image::devimage::DevImage,
+        policy: kennel_proxy::Policy,
+    ) -> Result<crate::dev_build::ProjectBuild, CliError> {
+        let own = self.image_settings_for(None)?;
+        Ok(crate::dev_build::ProjectBuild {
+            image,
+            policy,
+            relay: kennel_image::base_recipe(&own),
+        })
     }
 
     /// How images are built: logs under the data directory, the user's
@@ -107,6 +143,7 @@ impl Context {
                 CliError::usage(format!("invalid value for `network.trusted`: {reason}"))
             })?,
             pulls: None,
+            project: None,
         })
     }
 }

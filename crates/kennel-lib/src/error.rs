@@ -83,6 +83,7 @@ from_subsystem! {
     kennel_core::host::HostError => |_: &kennel_core::host::HostError| false,
     kennel_image::ImageError => |_: &kennel_image::ImageError| false,
     kennel_core::devcontainer::DevcontainerError => |e: &kennel_core::devcontainer::DevcontainerError| e.is_usage(),
+    kennel_image::devimage::DevImageError => |_: &kennel_image::devimage::DevImageError| false,
 }
 
 /// An engine's failure: kennel's own (125), unless the agent's command is

@@ -31,6 +31,9 @@ pub struct BuildOptions {
     /// reach, so that a repository cannot make the engine contact a host
     /// the user did not allow (an image's name can carry data).
     pub pulls: Option<PullPolicy>,
+    /// The project's image from its devcontainer.json (a Dockerfile or
+    /// features), built by kennel before the layers that go on it.
+    pub project: Option<std::sync::Arc<crate::dev_build::ProjectBuild>>,
 }
 
 /// Where a repository-chosen base image may be pulled from.
@@ -105,9 +108,29 @@ pub fn log_file(log_dir: &Path, tag: &str) -> PathBuf {
     log_dir.join(format!("{name}.log"))
 }
 
-/// Builds each recipe (in order) that the engine does not have yet. The
-/// whole output of each build is kept under `log_dir`; `-v` also prints it.
+/// Builds each recipe (in order) that the engine does not have yet, on
+/// the project's image (built first) when there is one. The whole output
+/// of each build is kept under `log_dir`; `-v` also prints it.
 pub async fn ensure(
+    engine: &Engine,
+    recipes: &[Recipe],
+    options: &BuildOptions,
+) -> Result<Vec<Outcome>, CliError> {
+    if let Some(project) = &options.project {
+        // The agent's layer exists: so does everything under it.
+        let done = match recipes.last() {
+            Some(last) if !options.no_cache => engine.image_exists(&last.tag).await?,
+            _ => false,
+        };
+        if !done {
+            crate::dev_build::ensure(engine, project, options).await?;
+        }
+    }
+    ensure_layers(engine, recipes, options).await
+}
+
+/// [`ensure`] without the project's image.
+pub async fn ensure_layers(
     engine: &Engine,
     recipes: &[Recipe],
     options: &BuildOptions,
@@ -268,6 +291,37 @@ pub fn with_build_details(
     details.push_str(&format!("\n  full build log: {}", log_path.display()));
     error.message.push_str(&details);
     error
+}
+
+/// Output chunks as lines (a line may span chunks).
+#[derive(Default)]
+pub struct LineSplitter {
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<String> {
+        self.pending.extend_from_slice(chunk);
+        let mut lines = Vec::new();
+        while let Some(end) = self.pending.iter().position(|byte| *byte == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            lines.push(
+                String::from_utf8_lossy(&line[..line.len() - 1])
+                    .trim_end_matches('\r')
+                    .to_string(),
+            );
+        }
+        lines
+    }
+
+    pub fn finish(&mut self) -> Vec<String> {
+        if self.pending.is_empty() {
+            return Vec::new();
+        }
+        let rest = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        vec![rest]
+    }
 }
 
 #[cfg(test)]

@@ -38,12 +38,22 @@ pub async fn build(
     agents: &[String],
     no_cache: bool,
 ) -> Result<Vec<Built>, CliError> {
-    let settings = context.image_settings()?;
+    let (settings, project) = context.project_images(context.devcontainer().as_ref())?;
     let agents = agents
         .iter()
         .map(|name| context.catalog.get(name))
         .collect::<Result<Vec<_>, _>>()?;
-    let options = context.build_options(no_cache)?;
+    let mut options = context.build_options(no_cache)?;
+    if let Some(image) = project {
+        // No session: the build reaches what an image build may, any
+        // public host (as Incus builds do), never a private address.
+        let policy = kennel_proxy::Policy {
+            mode: kennel_core::plan::NetworkMode::Restricted,
+            allow: Vec::new(),
+            deny: Vec::new(),
+        };
+        options.project = Some(std::sync::Arc::new(context.project_build(image, policy)?));
+    }
     let mut built = Vec::new();
     for agent in agents {
         let recipes = kennel_image::recipes_for(agent, &settings);
@@ -62,13 +72,15 @@ pub async fn build(
 
 /// Tags that the current config's recipes produce, for every agent.
 fn current_tags(context: &Context) -> Result<BTreeSet<String>, CliError> {
-    let settings = context.image_settings()?;
-    Ok(context
+    let (settings, project) = context.project_images(context.devcontainer().as_ref())?;
+    let mut tags: BTreeSet<String> = context
         .catalog
         .agents()
         .flat_map(|agent| kennel_image::recipes_for(agent, &settings))
         .map(|recipe| recipe.tag)
-        .collect())
+        .collect();
+    tags.extend(project.map(|image| image.tag));
+    Ok(tags)
 }
 
 /// An image kennel built (`kennel image ls`).
@@ -78,6 +90,8 @@ pub struct Listed {
     pub id: String,
     pub agent: Option<String>,
     pub layer: Option<String>,
+    /// The workspace a devcontainer image was built for.
+    pub project: Option<String>,
     pub size: i64,
     pub created: i64,
     /// A current recipe builds it (otherwise it is stale).
@@ -95,6 +109,7 @@ pub async fn list(context: &Context, images: &dyn Images) -> Result<Vec<Listed>,
             current: current.contains(&image.reference),
             agent: image.labels.get(LABEL_AGENT).cloned(),
             layer: image.labels.get(LABEL_LAYER).cloned(),
+            project: image.labels.get(kennel_image::LABEL_PROJECT).cloned(),
             reference: image.reference,
             id: image.id,
             size: image.size,
@@ -151,6 +166,7 @@ pub async fn prune(
         .collect();
     stale.sort_by_key(
         |image| match image.labels.get(LABEL_LAYER).map(String::as_str) {
+            Some("devcontainer") => 3,
             Some("base") => 2,
             Some("project") => 1,
             _ => 0,

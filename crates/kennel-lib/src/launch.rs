@@ -47,6 +47,9 @@ pub struct Prepared {
     pub backend: Box<dyn crate::backend::Backend>,
     pub image_settings: kennel_image::ImageSettings,
     pub recipes: Vec<kennel_image::Recipe>,
+    /// The project's image kennel builds from the devcontainer (its
+    /// Dockerfile and features), under the agent's layers.
+    pub project: Option<kennel_image::devimage::DevImage>,
     pub plan: Plan,
 }
 
@@ -83,7 +86,12 @@ pub async fn prepare(launch: &LaunchRequest) -> Result<Prepared, CliError> {
     for warning in found {
         crate::report::warn(&warning);
     }
-    let image_settings = context.image_settings_for(devcontainer.as_ref())?;
+    // The native backend runs the host's programs: the devcontainer's
+    // build is not read (the Plan says it is not used).
+    let (image_settings, project) = match runs_images && launch.run.image.is_none() {
+        true => context.project_images(devcontainer.as_ref())?,
+        false => (context.image_settings_for(None)?, None),
+    };
     let recipes = match (&launch.run.image, runs_images) {
         (Some(_), _) | (None, false) => Vec::new(),
         (None, true) => kennel_image::recipes_for(agent, &image_settings),
@@ -134,6 +142,7 @@ pub async fn prepare(launch: &LaunchRequest) -> Result<Prepared, CliError> {
         backend,
         image_settings,
         recipes,
+        project,
         plan,
     })
 }
@@ -181,6 +190,7 @@ pub async fn run(
         backend,
         image_settings,
         recipes,
+        project,
         mut plan,
     } = prepared;
     let agent = &agent;
@@ -217,7 +227,15 @@ pub async fn run(
         // Placeholders go into the Plan before the backend prepares it.
         let proxy = proxy_spec(&context, &mut plan)?;
         let mut launch = checked(backend.as_ref(), &plan, agent).await?;
-        provision(launch.as_mut(), &recipes, &context, &plan, &image_settings).await?;
+        provision(
+            launch.as_mut(),
+            &recipes,
+            project,
+            &context,
+            &plan,
+            &image_settings,
+        )
+        .await?;
         let proxy = match proxy {
             Some(spec) => Some(crate::proxy::SessionProxy::launch(&spec).await?),
             None => None,
@@ -277,6 +295,7 @@ pub async fn start(
         backend,
         image_settings,
         recipes,
+        project,
         mut plan,
     } = prepared;
     direct_guard(&context, choice.mode, request.accept_git_dir)?;
@@ -317,7 +336,15 @@ pub async fn start(
         return Err(error);
     }
     let started = async {
-        provision(launch.as_mut(), &recipes, &context, &plan, &image_settings).await?;
+        provision(
+            launch.as_mut(),
+            &recipes,
+            project,
+            &context,
+            &plan,
+            &image_settings,
+        )
+        .await?;
         // `allowlist` and `restricted`: the session's egress proxy lives as
         // long as its sandbox.
         launch
@@ -359,20 +386,25 @@ async fn checked<'a>(
 async fn provision(
     launch: &mut (dyn crate::backend::Launch + '_),
     recipes: &[kennel_image::Recipe],
+    project: Option<kennel_image::devimage::DevImage>,
     context: &Context,
     plan: &Plan,
     images: &kennel_image::ImageSettings,
 ) -> Result<(), CliError> {
     let mut options = context.build_options(false)?;
+    let policy = kennel_proxy::Policy {
+        mode: plan.network.mode,
+        allow: plan.network.allow.clone(),
+        deny: plan.network.deny.clone(),
+    };
     options.pulls =
         repository_base(context, plan, images).map(|chosen_by| crate::image_build::PullPolicy {
-            policy: kennel_proxy::Policy {
-                mode: plan.network.mode,
-                allow: plan.network.allow.clone(),
-                deny: plan.network.deny.clone(),
-            },
+            policy: policy.clone(),
             chosen_by,
         });
+    if let Some(image) = project {
+        options.project = Some(std::sync::Arc::new(context.project_build(image, policy)?));
+    }
     launch.provision(recipes, &options).await?;
     prepare_host(context, plan, images)
 }

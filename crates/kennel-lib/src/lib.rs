@@ -14,6 +14,7 @@ pub mod broker;
 pub mod checkout;
 pub mod cleanup;
 pub mod context;
+pub mod dev_build;
 pub mod doctor;
 pub mod error;
 pub mod git_audit;

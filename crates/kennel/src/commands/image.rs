@@ -99,7 +99,7 @@ pub async fn run(command: ImageCommand) -> Result<i32, CliError> {
             if args.json.json {
                 return crate::ui::print_json_list("images", &listed);
             }
-            let rows: Vec<[String; 5]> = listed
+            let rows: Vec<[String; 6]> = listed
                 .iter()
                 .map(|image| {
                     let label = |value: &Option<String>| {
@@ -115,12 +115,16 @@ pub async fn run(command: ImageCommand) -> Result<i32, CliError> {
                         label(&image.layer),
                         format!("{:.0}M", image.size as f64 / 1_048_576.0),
                         if image.current { "current" } else { "stale" }.to_string(),
+                        label(&image.project),
                     ]
                 })
                 .collect();
             crate::ui::write_stdout(format_args!(
                 "{}",
-                crate::ui::table(&["IMAGE", "AGENT", "LAYER", "SIZE", "STATUS"], &rows)
+                crate::ui::table(
+                    &["IMAGE", "AGENT", "LAYER", "SIZE", "STATUS", "PROJECT"],
+                    &rows
+                )
             ));
         }
         ImageCommand::Rm(args) => {
