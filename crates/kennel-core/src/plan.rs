@@ -102,6 +102,11 @@ pub struct ImagePlan {
     pub reference: String,
     /// True when kennel builds `reference` from the agent's recipe (false for `--image`).
     pub managed: bool,
+    /// Where the image's base comes from: `kennel` (its default base),
+    /// `base_image` (the config), `devcontainer: PATH` (the project's
+    /// image or build), `--image`, or `host` (the native backend).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -47,6 +47,7 @@ fn image() -> ImagePlan {
     ImagePlan {
         reference: "kennel/shell:0123456789ab".into(),
         managed: true,
+        source: String::new(),
     }
 }
 

@@ -41,6 +41,11 @@ pub enum DevBase {
 #[derive(Debug, Clone)]
 pub struct Feature {
     pub id: String,
+    /// What devcontainer.json asked for.
+    pub request: FeatureRequest,
+    /// From a registry: fetched when the image is built (its files are
+    /// empty until then; the image's hash covers its reference).
+    pub remote: bool,
     /// Its files (`devcontainer-feature.json`, `install.sh`, …).
     pub files: Vec<TreeEntry>,
     /// Its options as `install.sh` reads them (`VERSION=1.22`).
@@ -90,17 +95,14 @@ impl DevImageError {
     }
 }
 
-/// An OCI feature fetched already: its reference and files.
-pub type FetchedFeatures = BTreeMap<String, Vec<TreeEntry>>;
-
 impl DevImage {
     /// The project's image for `devcontainer` in the workspace `root`, or
     /// `None` when it only names an image (kennel builds on that image
-    /// directly). `fetched`: the OCI features' files, by id.
+    /// directly). A feature from a registry is named by its reference
+    /// here and fetched when the image is built.
     pub fn load(
         root: &Path,
         devcontainer: &Devcontainer,
-        fetched: &FetchedFeatures,
     ) -> Result<Option<DevImage>, DevImageError> {
         if devcontainer.build.is_none() && devcontainer.features.is_empty() {
             return Ok(None);
@@ -204,31 +206,38 @@ impl DevImage {
         let mut features = Vec::new();
         let mut ignored = Vec::new();
         for request in &devcontainer.features {
-            let files = if request.is_local() {
+            let feature = if request.is_local() {
                 let dir = inside(&config_dir, &request.id).ok_or_else(|| {
                     invalid(
                         &source,
                         format!("the feature {} leaves the workspace", request.id),
                     )
                 })?;
-                tree.read(&dir)
+                let files = tree
+                    .read(&dir)
                     .map_err(|error| DevImageError::Read {
                         file: dir.clone(),
                         source: error,
                     })?
                     .ok_or_else(|| {
                         invalid(&dir, format!("the feature {} is not there", request.id))
-                    })?
+                    })?;
+                Feature::from_files(request, files, &mut ignored)
+                    .map_err(|reason| invalid(&source, reason))?
             } else {
-                fetched.get(&request.id).cloned().ok_or_else(|| {
-                    invalid(
-                        &source,
-                        format!("the feature {} was not fetched", request.id),
-                    )
-                })?
+                Feature {
+                    id: request.id.clone(),
+                    request: request.clone(),
+                    remote: true,
+                    files: Vec::new(),
+                    env: request
+                        .options
+                        .iter()
+                        .map(|(name, value)| (option_name(name), value.clone()))
+                        .collect(),
+                    container_env: Vec::new(),
+                }
             };
-            let feature =
-                feature(request, files, &mut ignored).map_err(|reason| invalid(&source, reason))?;
             feed(b"feature");
             feed(feature.id.as_bytes());
             for (name, value) in &feature.env {
@@ -509,89 +518,93 @@ fn resolve(
     Ok(out)
 }
 
-/// A feature's install: its options as variables (the defaults of its
-/// devcontainer-feature.json, then what devcontainer.json gives), its
-/// `containerEnv`, and what of it kennel ignores.
-fn feature(
-    request: &FeatureRequest,
-    files: Vec<TreeEntry>,
-    ignored: &mut Vec<String>,
-) -> Result<Feature, String> {
-    let manifest = files
-        .iter()
-        .find(|entry| entry.path == "devcontainer-feature.json")
-        .and_then(|entry| match &entry.kind {
-            TreeKind::File(bytes) => Some(bytes.clone()),
-            _ => None,
-        })
-        .ok_or_else(|| {
+impl Feature {
+    /// A feature's install from its files: its options as variables (the
+    /// defaults of its devcontainer-feature.json, then what devcontainer.json
+    /// gives), its `containerEnv`, and what of it kennel ignores.
+    pub fn from_files(
+        request: &FeatureRequest,
+        files: Vec<TreeEntry>,
+        ignored: &mut Vec<String>,
+    ) -> Result<Feature, String> {
+        let manifest = files
+            .iter()
+            .find(|entry| entry.path == "devcontainer-feature.json")
+            .and_then(|entry| match &entry.kind {
+                TreeKind::File(bytes) => Some(bytes.clone()),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                format!(
+                    "the feature {} has no devcontainer-feature.json",
+                    request.id
+                )
+            })?;
+        if !files
+            .iter()
+            .any(|entry| entry.path == "install.sh" && matches!(entry.kind, TreeKind::File(_)))
+        {
+            return Err(format!("the feature {} has no install.sh", request.id));
+        }
+        let text = String::from_utf8_lossy(&manifest);
+        let manifest: serde_json::Value = jsonc_value(&text).map_err(|reason| {
             format!(
-                "the feature {} has no devcontainer-feature.json",
+                "the feature {}: devcontainer-feature.json: {reason}",
                 request.id
             )
         })?;
-    if !files
-        .iter()
-        .any(|entry| entry.path == "install.sh" && matches!(entry.kind, TreeKind::File(_)))
-    {
-        return Err(format!("the feature {} has no install.sh", request.id));
-    }
-    let text = String::from_utf8_lossy(&manifest);
-    let manifest: serde_json::Value = jsonc_value(&text).map_err(|reason| {
-        format!(
-            "the feature {}: devcontainer-feature.json: {reason}",
-            request.id
-        )
-    })?;
-    let mut env = BTreeMap::new();
-    if let Some(serde_json::Value::Object(options)) = manifest.get("options") {
-        for (name, option) in options {
-            if let Some(default) = option.get("default") {
-                let value = match default {
-                    serde_json::Value::String(text) => text.clone(),
-                    other => other.to_string(),
-                };
-                env.insert(option_name(name), value);
-            }
-        }
-    }
-    for (name, value) in &request.options {
-        env.insert(option_name(name), value.clone());
-    }
-    let mut container_env = Vec::new();
-    if let Some(serde_json::Value::Object(vars)) = manifest.get("containerEnv") {
-        for (name, value) in vars {
-            match value.as_str() {
-                Some(value) if kennel_core::settings::valid_env_name(name) => {
-                    container_env.push((name.clone(), value.to_string()));
+        let mut env = BTreeMap::new();
+        if let Some(serde_json::Value::Object(options)) = manifest.get("options") {
+            for (name, option) in options {
+                if let Some(default) = option.get("default") {
+                    let value = match default {
+                        serde_json::Value::String(text) => text.clone(),
+                        other => other.to_string(),
+                    };
+                    env.insert(option_name(name), value);
                 }
-                _ => ignored.push(format!("{}: containerEnv.{name}", request.id)),
             }
         }
-    }
-    for key in [
-        "privileged",
-        "capAdd",
-        "securityOpt",
-        "mounts",
-        "init",
-        "entrypoint",
-        "onCreateCommand",
-        "updateContentCommand",
-        "postCreateCommand",
-        "postStartCommand",
-        "postAttachCommand",
-    ] {
-        if manifest.get(key).is_some() {
-            ignored.push(format!("{}: {key}", request.id));
+        for (name, value) in &request.options {
+            env.insert(option_name(name), value.clone());
         }
+        let mut container_env = Vec::new();
+        if let Some(serde_json::Value::Object(vars)) = manifest.get("containerEnv") {
+            for (name, value) in vars {
+                match value.as_str() {
+                    Some(value) if kennel_core::settings::valid_env_name(name) => {
+                        container_env.push((name.clone(), value.to_string()));
+                    }
+                    _ => ignored.push(format!("{}: containerEnv.{name}", request.id)),
+                }
+            }
+        }
+        for key in [
+            "privileged",
+            "capAdd",
+            "securityOpt",
+            "mounts",
+            "init",
+            "entrypoint",
+            "onCreateCommand",
+            "updateContentCommand",
+            "postCreateCommand",
+            "postStartCommand",
+            "postAttachCommand",
+        ] {
+            if manifest.get(key).is_some() {
+                ignored.push(format!("{}: {key}", request.id));
+            }
+        }
+        Ok(Feature {
+            id: request.id.clone(),
+            request: request.clone(),
+            remote: !request.is_local(),
+            files,
+            env,
+            container_env,
+        })
     }
-    Ok(Feature {
-        id: request.id.clone(),
-        files,
-        env,
-        container_env,
-    })
 }
 
 fn jsonc_value(text: &str) -> Result<serde_json::Value, String> {
@@ -682,9 +695,7 @@ mod tests {
             root,
             r#"{ "build": { "dockerfile": "Dockerfile" }, "features": { "./features/hello": { "greeting": "hey" } } }"#,
         );
-        let image = DevImage::load(root, &config, &FetchedFeatures::new())
-            .expect("load")
-            .expect("some");
+        let image = DevImage::load(root, &config).expect("load").expect("some");
         assert!(
             image.tag.starts_with("kennel/devcontainer:"),
             "{}",
@@ -713,14 +724,10 @@ mod tests {
         )));
         // Unchanged: the same tag. A context file, the feature, the
         // Dockerfile: another.
-        let again = DevImage::load(root, &config, &FetchedFeatures::new())
-            .expect("load")
-            .expect("some");
+        let again = DevImage::load(root, &config).expect("load").expect("some");
         assert_eq!(again.tag, image.tag);
         write(root, ".devcontainer/tools/skip.log", "ignored change");
-        let ignored_change = DevImage::load(root, &config, &FetchedFeatures::new())
-            .expect("load")
-            .expect("some");
+        let ignored_change = DevImage::load(root, &config).expect("load").expect("some");
         assert_eq!(ignored_change.tag, image.tag);
         let mut tags = vec![image.tag.clone()];
         for (file, text) in [
@@ -732,9 +739,7 @@ mod tests {
             ),
         ] {
             write(root, file, text);
-            let changed = DevImage::load(root, &config, &FetchedFeatures::new())
-                .expect("load")
-                .expect("some");
+            let changed = DevImage::load(root, &config).expect("load").expect("some");
             assert!(!tags.contains(&changed.tag), "{file}");
             tags.push(changed.tag);
         }
@@ -751,7 +756,7 @@ mod tests {
             "FROM base\nCOPY ../../outside/secret /x\n",
         );
         let config = devcontainer(&root, r#"{ "build": { "dockerfile": "Dockerfile" } }"#);
-        let error = DevImage::load(&root, &config, &FetchedFeatures::new()).expect_err("outside");
+        let error = DevImage::load(&root, &config).expect_err("outside");
         assert!(
             error.to_string().contains("stay in the build context"),
             "{error}"
@@ -761,7 +766,7 @@ mod tests {
             &root,
             r#"{ "build": { "dockerfile": "Dockerfile", "context": "../.." } }"#,
         );
-        let error = DevImage::load(&root, &config, &FetchedFeatures::new()).expect_err("outside");
+        let error = DevImage::load(&root, &config).expect_err("outside");
         assert!(
             error.to_string().contains("leaves the workspace"),
             "{error}"
@@ -774,9 +779,7 @@ mod tests {
         );
         symlink(dir.path().join("outside"), root.join(".devcontainer/conf")).expect("link");
         let config = devcontainer(&root, r#"{ "build": { "dockerfile": "Dockerfile" } }"#);
-        let image = DevImage::load(&root, &config, &FetchedFeatures::new())
-            .expect("load")
-            .expect("some");
+        let image = DevImage::load(&root, &config).expect("load").expect("some");
         assert!(matches!(
             image.context["conf"][0].1[0].kind,
             TreeKind::Symlink(_)
@@ -788,7 +791,7 @@ mod tests {
             root.join(".devcontainer/Dockerfile"),
         )
         .expect("link");
-        let error = DevImage::load(&root, &config, &FetchedFeatures::new()).expect_err("link");
+        let error = DevImage::load(&root, &config).expect_err("link");
         assert!(
             error.to_string().contains("not a regular file") || error.to_string().contains("link"),
             "{error}"

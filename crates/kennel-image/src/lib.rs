@@ -202,8 +202,11 @@ pub fn base_recipe(settings: &ImageSettings) -> Recipe {
     for (name, content) in &settings.ca_certificates {
         files.insert(format!("ca/{name}"), content.clone());
     }
+    // `USER root`: a devcontainer's image may end as another user; kennel's
+    // layers install as root (the sandbox's own user is set at run time).
     let dockerfile = format!(
         r#"FROM {base}
+USER root
 COPY ca/ /usr/local/share/ca-certificates/kennel/
 RUN set -eu; export DEBIAN_FRONTEND=noninteractive; \
     if ! command -v apt-get >/dev/null 2>&1; then \

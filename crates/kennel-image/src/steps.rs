@@ -24,6 +24,8 @@ pub enum Step {
     /// Variables for every later step and for the image, in order; values
     /// may name earlier ones (`$PATH`), see [`expand`].
     Env(Vec<(String, String)>),
+    /// `USER root`: the steps run as root (the only user understood).
+    Root,
 }
 
 /// Why a recipe cannot be read as steps.
@@ -75,6 +77,7 @@ impl Recipe {
                 },
                 "RUN" if !rest.is_empty() && !rest.starts_with('[') => Step::Run(rest.to_string()),
                 "ENV" => Step::Env(env_pairs(rest).map_err(|reason| fail(line, reason))?),
+                "USER" if rest == "root" => Step::Root,
                 _ => {
                     return Err(fail(
                         line,
@@ -345,7 +348,8 @@ mod tests {
         let recipes = recipes_for(catalog.get("shell").expect("shell"), &settings());
         let steps = recipes[0].steps().expect("steps");
         assert_eq!(steps[0], Step::From("kennel-test/bookworm:latest".into()));
-        let Step::Copy { source, target } = &steps[1] else {
+        assert_eq!(steps[1], Step::Root);
+        let Step::Copy { source, target } = &steps[2] else {
             panic!("{steps:?}");
         };
         let copied = recipes[0].files_for_copy(source, target);
@@ -357,8 +361,8 @@ mod tests {
                 "/usr/local/share/ca-certificates/kennel/corp.crt"
             ]
         );
-        assert!(matches!(&steps[2], Step::Run(command) if command.contains("apt-get install")));
-        let Step::Env(pairs) = &steps[3] else {
+        assert!(matches!(&steps[3], Step::Run(command) if command.contains("apt-get install")));
+        let Step::Env(pairs) = &steps[4] else {
             panic!("{steps:?}");
         };
         assert_eq!(pairs[0], ("LANG".into(), "C.UTF-8".into()));

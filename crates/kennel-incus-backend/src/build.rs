@@ -281,7 +281,8 @@ impl<'a> Layer<'a> {
             .or_insert_with(|| DEFAULT_PATH.to_string());
         for step in steps {
             match step {
-                Step::From(_) => {}
+                // Every step runs as root here.
+                Step::From(_) | Step::Root => {}
                 Step::Env(pairs) => {
                     progress.step(&format!("ENV {}", join_pairs(pairs)));
                     for (key, value) in pairs {

@@ -86,7 +86,7 @@ impl Context {
     ) -> Result<(ImageSettings, Option<kennel_image::devimage::DevImage>), CliError> {
         let project = match (devcontainer, &self.workspace) {
             (Some(devcontainer), Some(workspace)) => {
-                crate::dev_build::load(&self.host, &workspace.root, devcontainer)?
+                crate::dev_build::load(&workspace.root, devcontainer)?
             }
             _ => None,
         };
@@ -123,6 +123,7 @@ impl Context {
         Ok(crate::dev_build::ProjectBuild {
             image,
             policy,
+            ca_bundle: own.ca_bundle(),
             relay: kennel_image::base_recipe(&own),
         })
     }

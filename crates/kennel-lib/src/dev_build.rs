@@ -46,31 +46,30 @@ const FEATURES_DIR: &str = "/tmp/kennel-features";
 pub struct ProjectBuild {
     pub image: DevImage,
     pub policy: kennel_proxy::Policy,
+    /// The user's CA certificates (PEM), trusted beside the system's when
+    /// a feature is fetched from a registry.
+    pub ca_bundle: Vec<u8>,
     /// kennel's base layer on the user's own base image: it has `socat`.
     pub relay: kennel_image::Recipe,
 }
 
 /// The project's image for `devcontainer` in the workspace `root` (see
-/// [`DevImage::load`]), with its OCI features fetched.
+/// [`DevImage::load`]).
 pub fn load(
-    _host: &kennel_core::host::HostContext,
     root: &Path,
     devcontainer: &kennel_core::devcontainer::Devcontainer,
 ) -> Result<Option<DevImage>, CliError> {
-    let fetched = kennel_image::devimage::FetchedFeatures::new();
-    if let Some(remote) = devcontainer
+    for feature in devcontainer
         .features
         .iter()
-        .find(|feature| !feature.is_local())
+        .filter(|feature| !feature.is_local())
     {
-        return Err(CliError::kennel(format!(
-            "{}: the feature {} comes from a registry, which kennel does not fetch yet",
-            devcontainer.path.display(),
-            remote.id
-        ))
-        .with_hint("copy the feature into the repository and name it as ./features/NAME, or run with --devcontainer none"));
+        kennel_oci::FeatureReference::parse(&feature.id).map_err(|error| {
+            CliError::kennel(format!("{}: {error}", devcontainer.path.display()))
+                .with_hint("name a feature as ./DIR (in the repository) or REGISTRY/PATH:TAG")
+        })?;
     }
-    Ok(DevImage::load(root, devcontainer, &fetched)?)
+    Ok(DevImage::load(root, devcontainer)?)
 }
 
 /// Builds `project.image` unless the engine has it.
@@ -83,6 +82,9 @@ pub async fn ensure(
         return Ok(());
     }
     remove_stale_workbenches(engine).await;
+    let mut image = project.image.clone();
+    fetch_features(&mut image, project).await?;
+    let image = &image;
     let network = match project.policy.mode {
         NetworkMode::None => None,
         NetworkMode::Open => Some(None),
@@ -99,10 +101,10 @@ pub async fn ensure(
             Some(Some(()))
         }
     };
-    let (log_path, log) = open_log(&options.logs, &project.image)?;
+    let (log_path, log) = open_log(&options.logs, image)?;
     let proxy = match network {
         Some(Some(())) => {
-            let spec = build_proxy_spec(&project.image, &project.policy, options, &log_path);
+            let spec = build_proxy_spec(image, &project.policy, options, &log_path);
             Some((
                 crate::proxy::SessionProxy::launch(&spec).await?,
                 spec.socket,
@@ -120,15 +122,15 @@ pub async fn ensure(
     };
     let mut build = Build {
         engine,
-        image: &project.image,
+        image,
         pulls: options.pulls.clone(),
         network: bench_network,
         log,
         log_path,
         progress: crate::report::progress(&format!(
             "building {} from {} (first use; later runs reuse it; log: {})",
-            project.image.tag,
-            project.image.source,
+            image.tag,
+            image.source,
             options.logs.display()
         )),
         temporary: Vec::new(),
@@ -152,11 +154,66 @@ pub async fn ensure(
         let _ = writeln!(log, "# kennel: the build failed: {}", error.message);
     }
     result?;
-    crate::report::note(&format!(
-        "built {} in {:.0?}",
-        project.image.tag,
-        started.elapsed()
-    ));
+    crate::report::note(&format!("built {} in {:.0?}", image.tag, started.elapsed()));
+    Ok(())
+}
+
+/// Fetches the features `image` names from a registry, each only when the
+/// session's network policy lets the sandbox reach that registry (the
+/// fetch is kennel's, on the host: a reference can carry data). Refused
+/// otherwise, naming the feature.
+async fn fetch_features(image: &mut DevImage, project: &ProjectBuild) -> Result<(), CliError> {
+    let mut ignored = Vec::new();
+    for feature in image.features.iter_mut().filter(|feature| feature.remote) {
+        let reference = kennel_oci::FeatureReference::parse(&feature.id)
+            .map_err(|error| CliError::kennel(format!("{}: {error}", image.source)))?;
+        let host = reference.registry_host().to_string();
+        if !matches!(
+            kennel_proxy::check_name(&project.policy, &host),
+            kennel_proxy::Verdict::Allow
+        ) {
+            return Err(CliError::kennel(format!(
+                "{}: the feature {} comes from {host}, which this session's network policy does not allow",
+                image.source, feature.id
+            ))
+            .with_hint(format!(
+                "allow the registry (--allow {host}), or copy the feature into the repository and name it ./features/NAME"
+            )));
+        }
+        let options = kennel_oci::FetchOptions {
+            extra_roots_pem: project.ca_bundle.clone(),
+            ..kennel_oci::FetchOptions::default()
+        };
+        let fetched = kennel_oci::fetch(&reference, &options).await.map_err(|error| {
+            let hint = error.hint();
+            let error = CliError::kennel(format!(
+                "{}: cannot fetch the feature {}: {error}",
+                image.source, feature.id
+            ));
+            match hint {
+                Some(hint) => error.with_hint(hint),
+                None => error.with_hint("copy the feature into the repository and name it ./features/NAME, or run with --devcontainer none"),
+            }
+        })?;
+        let files = fetched
+            .files
+            .into_iter()
+            .map(|file| TreeEntry {
+                path: file.path,
+                mode: file.mode,
+                kind: TreeKind::File(file.content),
+            })
+            .collect();
+        *feature = Feature::from_files(&feature.request, files, &mut ignored)
+            .map_err(|reason| CliError::kennel(format!("{}: {reason}", image.source)))?;
+    }
+    if !ignored.is_empty() {
+        crate::report::warn(&format!(
+            "{}: ignored, as it would reach the host or weaken the sandbox: {}",
+            image.source,
+            ignored.join(", ")
+        ));
+    }
     Ok(())
 }
 

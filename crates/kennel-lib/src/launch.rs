@@ -100,14 +100,17 @@ pub async fn prepare(launch: &LaunchRequest) -> Result<Prepared, CliError> {
         _ if !runs_images => ImagePlan {
             reference: "host".into(),
             managed: false,
+            source: "host".into(),
         },
         (Some(reference), _) => ImagePlan {
             reference: reference.clone(),
             managed: false,
+            source: "--image".into(),
         },
         (None, Some(recipe)) => ImagePlan {
             reference: recipe.tag.clone(),
             managed: true,
+            source: image_source(&context, devcontainer.as_ref(), project.as_ref()),
         },
         (None, None) => return Err(CliError::kennel("no image recipe for this agent")),
     };
@@ -145,6 +148,36 @@ pub async fn prepare(launch: &LaunchRequest) -> Result<Prepared, CliError> {
         project,
         plan,
     })
+}
+
+/// Where the agent's image starts from, for the Plan (`--dry-run`).
+fn image_source(
+    context: &Context,
+    devcontainer: Option<&kennel_core::devcontainer::Devcontainer>,
+    project: Option<&kennel_image::devimage::DevImage>,
+) -> String {
+    let root = context
+        .workspace
+        .as_ref()
+        .map(|workspace| workspace.root.as_path());
+    match (devcontainer, project) {
+        (Some(devcontainer), _) if project.is_some() || devcontainer.image.is_some() => {
+            let path = root
+                .and_then(|root| devcontainer.path.strip_prefix(root).ok())
+                .unwrap_or(&devcontainer.path);
+            let what = match project {
+                Some(image) if image.features.is_empty() => "build",
+                Some(_) if devcontainer.build.is_some() => "build and features",
+                Some(_) => "image and features",
+                None => "image",
+            };
+            format!("devcontainer: {} ({what})", path.display())
+        }
+        _ => match context.config.origin_of("defaults.base_image") {
+            Some(origin) => format!("base_image ({origin})"),
+            None => "kennel".into(),
+        },
+    }
 }
 
 /// `--dry-run`: finishes `prepared`'s Plan as [`run`] or [`start`] would

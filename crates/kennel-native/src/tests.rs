@@ -76,6 +76,7 @@ pub(crate) fn plan(mounts: Vec<Mount>) -> Plan {
         image: ImagePlan {
             reference: "host".into(),
             managed: false,
+            source: String::new(),
         },
         user: UserPlan {
             uid: 1000,

@@ -265,6 +265,11 @@ macro_rules! backend_suite {
             }
 
             #[test]
+            fn devcontainer_build() {
+                images::devcontainer_build(B)
+            }
+
+            #[test]
             fn a_base_image_without_apt_is_named() {
                 images::a_base_image_without_apt_is_named(B)
             }

@@ -165,6 +165,7 @@ pub fn plan(kind: EngineKind, test: &str, command: &[&str]) -> Plan {
         image: ImagePlan {
             reference: image(),
             managed: false,
+            source: String::new(),
         },
         user: UserPlan {
             uid,

@@ -86,6 +86,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub devcontainer: Option<String>,
 
+    /// Ignore the workspace's devcontainer configuration (the same as `--devcontainer none`)
+    #[arg(long, conflicts_with = "devcontainer")]
+    pub no_devcontainer: bool,
+
     /// Native backend: run even when the kernel lacks user namespaces, Landlock or seccomp (a warning says what is missing on every run)
     #[arg(long)]
     pub allow_weaker_sandbox: bool,
@@ -121,7 +125,10 @@ impl RunArgs {
             resume: self.resume.clone(),
             mode: self.mode.clone(),
             branch: self.branch.clone(),
-            devcontainer: self.devcontainer.clone(),
+            devcontainer: match self.no_devcontainer {
+                true => Some("none".into()),
+                false => self.devcontainer.clone(),
+            },
             run: RunRequest {
                 backend: self.backend.clone(),
                 image: self.image.clone(),

@@ -414,6 +414,8 @@ pub fn devcontainer(b: Backend) {
   "postStartCommand": "{post_start}",
   "initializeCommand": "touch {host}",
   "runArgs": ["--privileged"],
+  "capAdd": ["SYS_ADMIN"],
+  "mounts": ["source=${{localEnv:HOME}},target=/host-home,type=bind"],
 }}
 "#,
                 host = host_marker.display()
@@ -424,7 +426,8 @@ pub fn devcontainer(b: Backend) {
     };
     write_devcontainer("echo started >> started.txt");
     let probe = "echo \"MARK=$(cat /etc/kennel-devbase-marker 2>/dev/null)\"; echo \"DEMO=$DEMO_VAR\"; \
-         echo \"LEAK=$LEAK\"; echo \"CAPS=$(grep CapEff /proc/self/status | tr -d ' \\t')\"";
+         echo \"LEAK=$LEAK\"; echo \"CAPS=$(grep CapEff /proc/self/status | tr -d ' \\t')\"; \
+         echo \"HOSTHOME=$(ls -d /host-home 2>/dev/null)\"";
     let out = offline_shell(&t, &[], probe);
     out.assert_ok();
     assert_eq!(
@@ -435,7 +438,18 @@ pub fn devcontainer(b: Backend) {
     assert_eq!(out.expect_kv("DEMO"), "from-devcontainer", "{out}");
     assert_eq!(out.expect_kv("LEAK"), "", "no host variable\n{out}");
     assert_eq!(out.expect_kv("CAPS"), "CapEff:0000000000000000", "{out}");
-    for ignored in ["initializeCommand", "runArgs", "remoteEnv.LEAK"] {
+    assert_eq!(
+        out.expect_kv("HOSTHOME"),
+        "",
+        "no mount of the host's home\n{out}"
+    );
+    for ignored in [
+        "initializeCommand",
+        "runArgs",
+        "remoteEnv.LEAK",
+        "capAdd",
+        "mounts",
+    ] {
         assert!(
             out.stderr.contains(ignored),
             "{ignored} named as ignored\n{out}"
@@ -603,4 +617,253 @@ pub fn a_base_image_without_apt_is_named(b: Backend) {
         ),
         "{out}"
     );
+}
+
+/// A devcontainer.json with `build.dockerfile` and a local feature (issue
+/// 16): kennel runs the repository's Dockerfile itself, each `RUN` in a
+/// workbench whose only network is kennel's proxy under the session's
+/// policy (an allowed host answers, another is refused, a direct
+/// connection fails), copies the build context without following a link
+/// out of it, installs the feature with its options, and commits a
+/// content-hashed image: the tool, the variables and the feature are in
+/// the sandbox, the post-create command ran once, and a second run builds
+/// nothing. An agent's image (codex) builds on the same devcontainer.
+pub fn devcontainer_build(b: Backend) {
+    if !b.has_engine() || b == Backend::Incus {
+        eprintln!(
+            "{}::devcontainer_build: not applicable (the engines build it)",
+            b.name()
+        );
+        return;
+    }
+    let Some((t, _net)) = crate::network::net_ctx(b, "devcontainer_build") else {
+        return;
+    };
+    let dir = t.ws.join(".devcontainer");
+    std::fs::create_dir_all(dir.join("tools")).unwrap();
+    std::fs::create_dir_all(dir.join("features/hello")).unwrap();
+    let secret = t.scratch().join(format!("host-secret-{}", unique()));
+    std::fs::write(&secret, "host-secret-content").unwrap();
+    std::os::unix::fs::symlink(&secret, dir.join("tools/leak")).unwrap();
+    // A probe of the build's network, one line per host.
+    let probe = |name: &str, target: &str| {
+        format!(
+            "RUN (exec 3<>/dev/tcp/127.0.0.1/3128 && printf 'GET http://{target}/ HTTP/1.0\\r\\nHost: {target}\\r\\n\\r\\n' >&3 && head -n 1 <&3 | cut -d' ' -f2 | sed 's/^/{name}=/') >> /opt/net.txt 2>/dev/null || echo {name}=failed >> /opt/net.txt\n"
+        )
+    };
+    let mut dockerfile = format!(
+        "# the project's environment\n\
+         ARG BASE={base}\n\
+         FROM ${{BASE}} AS tools\n\
+         RUN mkdir -p /opt/built && echo from-stage-one > /opt/built/one.txt\n\
+         FROM ${{BASE}}\n\
+         ARG GREETING=hello\n\
+         ENV TOOL_HOME=/opt/tool PATH=/opt/tool/bin:$PATH\n\
+         COPY tools/ /opt/tool/bin/\n\
+         COPY --from=tools /opt/built/one.txt /opt/one.txt\n\
+         WORKDIR /opt/tool\n\
+         RUN echo \"GREETING=$GREETING\" > greeting.txt\n\
+         SHELL [\"/bin/bash\", \"-c\"]\n",
+        base = crate::harness::base_image()
+    );
+    dockerfile.push_str(&probe("ALLOWED", "allowed.kennel.test:8080"));
+    dockerfile.push_str(&probe("OTHER", "other.kennel.test:8080"));
+    dockerfile.push_str(
+        "RUN (exec 3<>/dev/tcp/198.18.0.2/8080 && echo RAW=connected >> /opt/net.txt) 2>/dev/null || echo RAW=failed >> /opt/net.txt\n\
+         USER nobody\n",
+    );
+    std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+    std::fs::write(
+        dir.join("tools/hello-tool"),
+        "#!/bin/sh\necho \"TOOL=works in $TOOL_HOME\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dir.join("tools/hello-tool"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("features/hello/devcontainer-feature.json"),
+        r#"{ "id": "hello", "version": "1.0.0",
+  "options": { "greeting": { "type": "string", "default": "hi" }, "shout": { "type": "boolean", "default": false } },
+  "containerEnv": { "HELLO_FEATURE": "installed" } }"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("features/hello/install.sh"),
+        "#!/bin/sh\nset -e\necho \"FEATURE=$GREETING $SHOUT uid$(id -u)\" > /usr/local/share/hello-feature.txt\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("devcontainer.json"),
+        r#"{
+  "build": { "dockerfile": "Dockerfile", "args": { "GREETING": "bonjour" } },
+  "features": { "./features/hello": { "greeting": "salut" } },
+  "containerEnv": { "DEMO_VAR": "from-devcontainer" },
+  "postCreateCommand": "echo post-create >> created.txt",
+}
+"#,
+    )
+    .unwrap();
+    t.user.chown(&t.ws);
+    t.user.chown(&secret);
+    let script = "hello-tool; cat /opt/tool/greeting.txt /usr/local/share/hello-feature.txt /opt/net.txt; \
+                  echo \"ONE=$(cat /opt/one.txt)\"; echo \"DEMO=$DEMO_VAR\"; echo \"HELLO=$HELLO_FEATURE\"; \
+                  echo \"LEAK_LINK=$(readlink /opt/tool/bin/leak)\"; echo \"LEAK_READ=$(cat /opt/tool/bin/leak 2>/dev/null)\"";
+    let run = || {
+        t.kennel(&[
+            "run",
+            "shell",
+            "--allow",
+            "allowed.kennel.test",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .timeout(BUILD_TIMEOUT)
+        .run()
+    };
+    let out = run();
+    out.assert_ok();
+    assert!(
+        out.stderr.contains("building kennel/devcontainer:"),
+        "kennel built the project's image\n{out}"
+    );
+    assert_eq!(out.expect_kv("TOOL"), "works in /opt/tool", "{out}");
+    assert_eq!(out.expect_kv("GREETING"), "bonjour", "build.args\n{out}");
+    assert_eq!(out.expect_kv("ONE"), "from-stage-one", "COPY --from\n{out}");
+    assert_eq!(out.expect_kv("FEATURE"), "salut false uid0", "{out}");
+    assert_eq!(out.expect_kv("DEMO"), "from-devcontainer", "{out}");
+    assert_eq!(out.expect_kv("HELLO"), "installed", "{out}");
+    // The build's network: the session's policy, through kennel's proxy.
+    assert_eq!(out.expect_kv("ALLOWED"), "200", "{out}");
+    assert_eq!(out.expect_kv("OTHER"), "403", "{out}");
+    assert_eq!(out.expect_kv("RAW"), "failed", "{out}");
+    // The link in the build context is a link in the image: the host
+    // file was never read.
+    assert_eq!(
+        out.expect_kv("LEAK_LINK"),
+        secret.display().to_string(),
+        "{out}"
+    );
+    assert_eq!(out.expect_kv("LEAK_READ"), "", "{out}");
+    let workbenches = t.engine(&[
+        "ps",
+        "-a",
+        "--filter",
+        "label=dev.kennel.build",
+        "--format",
+        "{{.Names}}",
+    ]);
+    workbenches.assert_ok();
+    assert_eq!(
+        workbenches.stdout.trim(),
+        "",
+        "no build container left\n{workbenches}"
+    );
+
+    let again = run();
+    again.assert_ok();
+    assert!(
+        !again.stderr.contains("building"),
+        "an unchanged devcontainer builds nothing\n{again}"
+    );
+    assert_eq!(again.expect_kv("TOOL"), "works in /opt/tool", "{again}");
+    assert_eq!(
+        std::fs::read_to_string(t.ws.join("created.txt")).unwrap_or_default(),
+        "post-create\n",
+        "the post-create command ran once\n{again}"
+    );
+
+    // A Dockerfile step that fails names the Dockerfile's line.
+    std::fs::write(
+        dir.join("Dockerfile"),
+        format!(
+            "FROM {}\nRUN echo about to fail && exit 9\n",
+            crate::harness::base_image()
+        ),
+    )
+    .unwrap();
+    let failed = t
+        .kennel(&["run", "shell", "--network", "none", "--", "true"])
+        .timeout(BUILD_TIMEOUT)
+        .run();
+    failed.assert_code(125);
+    assert!(
+        failed
+            .stderr
+            .contains(".devcontainer/Dockerfile:2: a step exited with 9")
+            && failed.stderr.contains("about to fail"),
+        "{failed}"
+    );
+
+    // --dry-run says where the image comes from.
+    let dry = t.kennel(&["run", "shell", "--dry-run"]).run();
+    dry.assert_ok();
+    assert_eq!(
+        dry.json()["image"]["source"],
+        "devcontainer: .devcontainer/devcontainer.json (build and features)",
+        "{dry}"
+    );
+
+    // A feature from a registry is fetched only from one the session may
+    // reach; none is reachable here, and the error names the feature.
+    std::fs::write(
+        dir.join("devcontainer.json"),
+        r#"{ "build": { "dockerfile": "Dockerfile" },
+  "features": { "ghcr.io/devcontainers/features/go:1": { "version": "1.22" } } }"#,
+    )
+    .unwrap();
+    let refused = t
+        .kennel(&["run", "shell", "--network", "none", "--", "true"])
+        .timeout(BUILD_TIMEOUT)
+        .run();
+    refused.assert_code(125);
+    assert!(
+        refused.stderr.contains(
+            "the feature ghcr.io/devcontainers/features/go:1 comes from ghcr.io, which this session's network policy does not allow"
+        ),
+        "{refused}"
+    );
+    let unreachable = t
+        .kennel(&["run", "shell", "--allow", "ghcr.io", "--", "true"])
+        .timeout(BUILD_TIMEOUT)
+        .run();
+    unreachable.assert_code(125);
+    assert!(
+        unreachable
+            .stderr
+            .contains("cannot fetch the feature ghcr.io/devcontainers/features/go:1"),
+        "{unreachable}"
+    );
+
+    if b == Backend::Docker {
+        std::fs::write(
+            dir.join("devcontainer.json"),
+            r#"{ "build": { "dockerfile": "Dockerfile" } }"#,
+        )
+        .unwrap();
+        // An agent's image builds on the same devcontainer and runs (its
+        // runtime comes from npm, through this machine's TLS proxy).
+        t.write_config(
+            "ca_certificates = [\"/etc/ssl/certs/ca-certificates.crt\"]",
+            crate::network::network_tables(),
+        );
+        std::fs::write(
+            dir.join("Dockerfile"),
+            format!(
+                "FROM {}\nCOPY tools/hello-tool /usr/local/bin/hello-tool\n",
+                crate::harness::base_image()
+            ),
+        )
+        .unwrap();
+        let codex = t
+            .kennel(&["run", "codex", "--network", "none", "--", "--version"])
+            .timeout(BUILD_TIMEOUT)
+            .run();
+        codex.assert_ok();
+        assert!(codex.stdout.contains("codex"), "{codex}");
+    }
 }
