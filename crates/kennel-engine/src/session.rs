@@ -417,11 +417,21 @@ impl Engine {
         sink: &mut (dyn FnMut(OutputStream, &[u8]) + Send),
     ) -> Result<i32, EngineError> {
         let exec_id = self.create_exec(id, argv, &[], false, false).await?;
+        self.pump_exec(&exec_id, sink).await
+    }
+
+    /// Starts the created exec `exec_id`, hands its output to `sink` as it
+    /// comes, and returns its exit code.
+    pub(crate) async fn pump_exec(
+        &self,
+        exec_id: &str,
+        sink: &mut (dyn FnMut(OutputStream, &[u8]) + Send),
+    ) -> Result<i32, EngineError> {
         let started = self
             .docker
-            .start_exec(&exec_id, None)
+            .start_exec(exec_id, None)
             .await
-            .map_err(|err| EngineError::api(format!("starting exec in {id}"), err))?;
+            .map_err(|err| EngineError::api("starting a command in a container", err))?;
         if let bollard::exec::StartExecResults::Attached { mut output, .. } = started {
             while let Some(item) = output.next().await {
                 match item {
@@ -436,7 +446,7 @@ impl Engine {
                 }
             }
         }
-        self.exec_code(&exec_id).await
+        self.exec_code(exec_id).await
     }
 }
 

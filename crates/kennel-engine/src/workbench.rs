@@ -20,7 +20,6 @@ use bollard::query_parameters::{
     UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
-use tracing::debug;
 
 use crate::error::{EngineError, status_of};
 use crate::{Engine, EngineKind, OutputStream};
@@ -280,26 +279,7 @@ impl Engine {
             .create_exec(&bench.id, config)
             .await
             .map_err(|err| EngineError::api("running a build step", err))?;
-        let started = self
-            .docker
-            .start_exec(&created.id, None)
-            .await
-            .map_err(|err| EngineError::api("starting a build step", err))?;
-        if let bollard::exec::StartExecResults::Attached { mut output, .. } = started {
-            while let Some(item) = output.next().await {
-                match item {
-                    Ok(bollard::container::LogOutput::StdErr { message }) => {
-                        sink(OutputStream::Stderr, &message)
-                    }
-                    Ok(other) => sink(OutputStream::Stdout, &other.into_bytes()),
-                    Err(error) => {
-                        debug!(%error, "a build step's output ended with an error");
-                        break;
-                    }
-                }
-            }
-        }
-        self.exec_code(&created.id).await
+        self.pump_exec(&created.id, sink).await
     }
 
     /// Unpacks `archive` (a tar, which may be compressed) at `dir` in the

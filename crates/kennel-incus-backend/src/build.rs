@@ -20,7 +20,7 @@ use kennel_core::plan::NetworkMode;
 use kennel_image::{Recipe, Step};
 use kennel_incus::{Client, ExecRequest, FileSpec, ImageSource, NewInstance, StopOptions};
 use kennel_lib::error::CliError;
-use kennel_lib::image_build::{BuildOptions, LineSplitter};
+use kennel_lib::image_build::{BuildOptions, StepOutput};
 use kennel_lib::proxy::{ProxySpec, SessionProxy};
 
 use crate::images::{CONVERSION, CONVERSION_PROPERTY, ENV_PROPERTY, INIT, image_env};
@@ -417,38 +417,23 @@ impl<'a> Layer<'a> {
         for key in ["no_proxy", "NO_PROXY"] {
             request = request.env(key, kennel_core::settings::NO_PROXY);
         }
-        let mut lines = LineSplitter::default();
-        let mut tail: Vec<String> = Vec::new();
+        let mut output = StepOutput::default();
         let log = &mut self.log;
-        let mut on_output = |_fd: u8, chunk: &[u8]| {
-            for line in lines.push(chunk) {
-                let _ = writeln!(log, "{line}");
-                progress.output(&line);
-                if tail.len() == TAIL {
-                    tail.remove(0);
-                }
-                tail.push(line);
-            }
-        };
+        let mut on_output = |_fd: u8, chunk: &[u8]| output.push(chunk, log, progress);
         let code = self
             .client
             .exec_streamed(&self.instance, &request, None, None, &mut on_output)
             .await
             .map_err(incus_error)?;
-        for line in lines.finish() {
-            let _ = writeln!(self.log, "{line}");
-            progress.output(&line);
-            tail.push(line);
-        }
+        let tail = output.finish(&mut self.log, progress);
         if code != 0 {
-            let tail_start = tail.len().saturating_sub(TAIL);
             return Err(kennel_lib::image_build::with_build_details(
                 CliError::kennel(format!(
                     "building {} in Incus failed: a step exited with {code}",
                     self.recipe.tag
                 )),
                 Some(&format!("RUN {command}")),
-                &tail[tail_start..],
+                &tail,
                 &self.log_path,
             ));
         }
@@ -565,18 +550,6 @@ fn join_pairs(pairs: &[(String, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn output_in_lines_across_chunks() {
-        let mut lines = LineSplitter::default();
-        assert!(lines.push(b"Get:1 http").is_empty());
-        assert_eq!(
-            lines.push(b"://deb\r\nGet:2\nx"),
-            ["Get:1 http://deb", "Get:2"]
-        );
-        assert_eq!(lines.finish(), ["x"]);
-        assert!(lines.finish().is_empty());
-    }
 
     #[test]
     fn build_containers_are_named_after_the_layer() {

@@ -25,10 +25,8 @@ use kennel_image::dockerfile::{Command, CopySpec, Instruction, initial_args};
 use kennel_image::expand;
 
 use crate::error::CliError;
-use crate::image_build::{BuildOptions, LineSplitter, PullPolicy};
+use crate::image_build::{BuildOptions, PullPolicy, StepOutput};
 
-/// A build step's output kept for the error message.
-const TAIL: usize = 20;
 /// The most a `COPY --from` may carry.
 const MAX_COPY_FROM: usize = 1 << 30;
 /// A workbench's label: the devcontainer image's hash (first 12) it builds.
@@ -101,7 +99,11 @@ pub async fn ensure(
             Some(Some(()))
         }
     };
-    let (log_path, log) = open_log(&options.logs, image)?;
+    let (log_path, log) = crate::image_build::open_log(
+        &options.logs,
+        &image.tag,
+        &format!("building {} from {}", image.tag, image.source),
+    )?;
     let proxy = match network {
         Some(Some(())) => {
             let spec = build_proxy_spec(image, &project.policy, options, &log_path);
@@ -246,24 +248,6 @@ pub fn build_proxy_spec(
         log: log_path.with_extension("network.log"),
         broker: None,
     }
-}
-
-fn open_log(dir: &Path, image: &DevImage) -> Result<(PathBuf, File), CliError> {
-    let path = crate::image_build::log_file(dir, &image.tag);
-    let mut log = std::fs::create_dir_all(dir)
-        .and_then(|()| File::create(&path))
-        .map_err(|error| {
-            CliError::kennel(format!(
-                "cannot write the build log {}: {error}",
-                path.display()
-            ))
-        })?;
-    let _ = writeln!(
-        log,
-        "# kennel: building {} from {}",
-        image.tag, image.source
-    );
-    Ok((path, log))
 }
 
 /// Workbenches of a kennel that was killed.
@@ -625,27 +609,13 @@ impl Build<'_> {
             user: state.user.clone(),
             working_dir: state.workdir.clone(),
         };
-        let mut lines = LineSplitter::default();
-        let mut tail: Vec<String> = Vec::new();
+        let mut output = StepOutput::default();
         let log = &mut self.log;
         let progress = &mut self.progress;
-        let mut sink = |_: OutputStream, chunk: &[u8]| {
-            for line in lines.push(chunk) {
-                let _ = writeln!(log, "{line}");
-                progress.output(&line);
-                if tail.len() == TAIL {
-                    tail.remove(0);
-                }
-                tail.push(line);
-            }
-        };
+        let mut sink = |_: OutputStream, chunk: &[u8]| output.push(chunk, log, progress.as_mut());
         let code = self.engine.workbench_exec(bench, &exec, &mut sink).await?;
-        for rest in lines.finish() {
-            let _ = writeln!(self.log, "{rest}");
-            tail.push(rest);
-        }
+        let tail = output.finish(&mut self.log, self.progress.as_mut());
         if code != 0 {
-            let start = tail.len().saturating_sub(TAIL);
             let place = match line {
                 0 => self.image.source.clone(),
                 line => format!("{}:{line}", self.dockerfile_name()),
@@ -656,7 +626,7 @@ impl Build<'_> {
                     self.image.tag
                 )),
                 Some(shown),
-                &tail[start..],
+                &tail,
                 &self.log_path,
             ));
         }

@@ -226,7 +226,17 @@ pub fn start_log(
     recipe: &Recipe,
     place: &str,
 ) -> Result<(PathBuf, File), CliError> {
-    let log_path = log_file(log_dir, &recipe.tag);
+    let mut header = format!("building {}{place}\n# Dockerfile:", recipe.tag);
+    for line in recipe.dockerfile.lines() {
+        header.push_str(&format!("\n#   {line}"));
+    }
+    open_log(log_dir, &recipe.tag, &header)
+}
+
+/// A new build log for `tag` in `log_dir`, opened with `header` (as a
+/// `# kennel:` comment).
+pub fn open_log(log_dir: &Path, tag: &str, header: &str) -> Result<(PathBuf, File), CliError> {
+    let log_path = log_file(log_dir, tag);
     let mut log = std::fs::create_dir_all(log_dir)
         .and_then(|()| File::create(&log_path))
         .map_err(|error| {
@@ -235,14 +245,7 @@ pub fn start_log(
                 log_path.display()
             ))
         })?;
-    let _ = writeln!(
-        log,
-        "# kennel: building {}{place}\n# Dockerfile:",
-        recipe.tag
-    );
-    for line in recipe.dockerfile.lines() {
-        let _ = writeln!(log, "#   {line}");
-    }
+    let _ = writeln!(log, "# kennel: {header}");
     Ok((log_path, log))
 }
 
@@ -293,14 +296,59 @@ pub fn with_build_details(
     error
 }
 
+/// A build step's output as it comes: each line to the log and the
+/// progress, the last [`StepOutput::TAIL`] kept for the error message.
+#[derive(Default)]
+pub struct StepOutput {
+    lines: LineSplitter,
+    tail: std::collections::VecDeque<String>,
+}
+
+impl StepOutput {
+    /// The lines a failed step's message shows.
+    pub const TAIL: usize = 20;
+
+    pub fn push(
+        &mut self,
+        chunk: &[u8],
+        log: &mut File,
+        progress: &mut dyn crate::report::Progress,
+    ) {
+        for line in self.lines.push(chunk) {
+            self.keep(line, log, progress);
+        }
+    }
+
+    fn keep(&mut self, line: String, log: &mut File, progress: &mut dyn crate::report::Progress) {
+        let _ = writeln!(log, "{line}");
+        progress.output(&line);
+        if self.tail.len() == Self::TAIL {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line);
+    }
+
+    /// The rest (a last line without a newline) and the tail.
+    pub fn finish(
+        mut self,
+        log: &mut File,
+        progress: &mut dyn crate::report::Progress,
+    ) -> Vec<String> {
+        for line in self.lines.finish() {
+            self.keep(line, log, progress);
+        }
+        self.tail.into()
+    }
+}
+
 /// Output chunks as lines (a line may span chunks).
 #[derive(Default)]
-pub struct LineSplitter {
+struct LineSplitter {
     pending: Vec<u8>,
 }
 
 impl LineSplitter {
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<String> {
+    fn push(&mut self, chunk: &[u8]) -> Vec<String> {
         self.pending.extend_from_slice(chunk);
         let mut lines = Vec::new();
         while let Some(end) = self.pending.iter().position(|byte| *byte == b'\n') {
@@ -314,7 +362,7 @@ impl LineSplitter {
         lines
     }
 
-    pub fn finish(&mut self) -> Vec<String> {
+    fn finish(&mut self) -> Vec<String> {
         if self.pending.is_empty() {
             return Vec::new();
         }
@@ -326,7 +374,19 @@ impl LineSplitter {
 
 #[cfg(test)]
 mod tests {
-    use super::registry_host;
+    use super::{LineSplitter, registry_host};
+
+    #[test]
+    fn output_in_lines_across_chunks() {
+        let mut lines = LineSplitter::default();
+        assert!(lines.push(b"Get:1 http").is_empty());
+        assert_eq!(
+            lines.push(b"://deb\r\nGet:2\nx"),
+            ["Get:1 http://deb", "Get:2"]
+        );
+        assert_eq!(lines.finish(), ["x"]);
+        assert!(lines.finish().is_empty());
+    }
 
     #[test]
     fn registry_hosts_as_docker_reads_them() {
