@@ -563,7 +563,14 @@ impl Build<'_> {
                 }
                 Instruction::User(user) => state.user = expand(user, &state.words()),
                 Instruction::Shell(argv) => state.shell = argv.clone(),
-                Instruction::Label(pairs) => state.labels.extend(pairs.iter().cloned()),
+                // kennel's own labels are kennel's to set (they decide
+                // what `kennel image rm` and `prune` take).
+                Instruction::Label(pairs) => state.labels.extend(
+                    pairs
+                        .iter()
+                        .filter(|(key, _)| !key.starts_with("dev.kennel."))
+                        .cloned(),
+                ),
                 Instruction::Cmd(command) => state.cmd = Some(exec_form(command)),
                 Instruction::Entrypoint(command) => {
                     state.entrypoint = Some(exec_form(command));

@@ -629,9 +629,9 @@ pub fn a_base_image_without_apt_is_named(b: Backend) {
 /// the sandbox, the post-create command ran once, and a second run builds
 /// nothing. An agent's image (codex) builds on the same devcontainer.
 pub fn devcontainer_build(b: Backend) {
-    if !b.has_engine() || b == Backend::Incus {
+    if !b.has_engine() {
         eprintln!(
-            "{}::devcontainer_build: not applicable (the engines build it)",
+            "{}::devcontainer_build: not applicable (no images)",
             b.name()
         );
         return;
@@ -749,20 +749,23 @@ pub fn devcontainer_build(b: Backend) {
         "{out}"
     );
     assert_eq!(out.expect_kv("LEAK_READ"), "", "{out}");
-    let workbenches = t.engine(&[
-        "ps",
-        "-a",
-        "--filter",
-        "label=dev.kennel.build",
-        "--format",
-        "{{.Names}}",
-    ]);
-    workbenches.assert_ok();
-    assert_eq!(
-        workbenches.stdout.trim(),
-        "",
-        "no build container left\n{workbenches}"
-    );
+    if b != Backend::Incus {
+        // (Incus: the project's image is built on an engine and converted.)
+        let workbenches = t.engine(&[
+            "ps",
+            "-a",
+            "--filter",
+            "label=dev.kennel.build",
+            "--format",
+            "{{.Names}}",
+        ]);
+        workbenches.assert_ok();
+        assert_eq!(
+            workbenches.stdout.trim(),
+            "",
+            "no build container left\n{workbenches}"
+        );
+    }
 
     let again = run();
     again.assert_ok();
