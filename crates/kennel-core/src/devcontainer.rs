@@ -95,6 +95,15 @@ pub struct Devcontainer {
     /// What kennel ignored, for one warning.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored: Vec<String>,
+    /// The SHA-256 of the file as read (what `kennel config trust` records).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub digest: String,
+    /// The user trusted this exact content (`kennel config trust FILE`):
+    /// the images and features it names may then be fetched from any
+    /// registry. Nothing else changes: what would reach the host or weaken
+    /// the sandbox stays ignored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trusted: bool,
 }
 
 /// devcontainer.json's `build`.
@@ -289,11 +298,14 @@ pub fn load(root: &Path, relative: &Path) -> Result<Devcontainer, DevcontainerEr
             });
         }
     };
+    let digest = crate::trust::content_digest(&bytes);
     let text = String::from_utf8(bytes).map_err(|_| DevcontainerError::Unsafe {
         path: path.clone(),
         reason: "it is not UTF-8 text".into(),
     })?;
-    parse(&path, &text)
+    let mut parsed = parse(&path, &text)?;
+    parsed.digest = digest;
+    Ok(parsed)
 }
 
 /// Parses devcontainer.json `text` (JSON with comments and trailing

@@ -143,6 +143,14 @@ impl TrustStore {
             .is_some_and(|digest| *digest == content_digest(content))
     }
 
+    /// Is the file at `path` trusted with the content whose digest
+    /// ([`content_digest`]) is `digest`?
+    pub fn is_trusted_digest(&self, path: &Path, digest: &str) -> bool {
+        self.entries
+            .get(&key_for(path))
+            .is_some_and(|trusted| trusted == digest)
+    }
+
     pub fn trust(&mut self, path: &Path, content: &[u8]) {
         self.entries.insert(key_for(path), content_digest(content));
     }

@@ -50,7 +50,6 @@ pub struct WorkbenchSpec {
     pub image: String,
     /// The container's name (the relay's is this with `-relay`).
     pub name: String,
-    pub labels: HashMap<String, String>,
     pub network: WorkbenchNetwork,
 }
 
@@ -119,7 +118,6 @@ impl Engine {
             cmd: Some(Vec::new()),
             user: Some("0:0".into()),
             working_dir: Some("/".into()),
-            labels: Some(spec.labels.clone()),
             host_config: Some(HostConfig {
                 network_mode: match spec.network {
                     WorkbenchNetwork::Engine => None,
@@ -204,7 +202,6 @@ impl Engine {
             entrypoint: Some(vec!["socat".into(), listen, connect]),
             cmd: Some(Vec::new()),
             user: Some(user),
-            labels: Some(spec.labels.clone()),
             host_config: Some(HostConfig {
                 network_mode: Some(format!("container:{bench}")),
                 mounts: Some(vec![Mount {
@@ -418,10 +415,13 @@ impl Engine {
         let _ = self.force_remove(&bench.id).await;
     }
 
-    /// Workbenches (and relays) labelled `label` whose kennel is gone.
-    pub async fn containers_labelled(&self, label: &str) -> Vec<(String, HashMap<String, String>)> {
+    /// Containers (running or not) whose name starts with `prefix`: their
+    /// ids and names. (Workbenches are found by name: a label on them
+    /// would be committed into the image and carried by every container
+    /// made from it.)
+    pub async fn containers_named(&self, prefix: &str) -> Vec<(String, String)> {
         let mut filters: HashMap<String, Vec<String>> = HashMap::new();
-        filters.insert("label".into(), vec![label.to_string()]);
+        filters.insert("name".into(), vec![prefix.to_string()]);
         let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
@@ -429,7 +429,11 @@ impl Engine {
         match self.docker.list_containers(Some(options)).await {
             Ok(found) => found
                 .into_iter()
-                .filter_map(|container| Some((container.id?, container.labels.unwrap_or_default())))
+                .filter_map(|container| {
+                    let name = container.names?.into_iter().next()?;
+                    let name = name.trim_start_matches('/').to_string();
+                    name.starts_with(prefix).then_some((container.id?, name))
+                })
                 .collect(),
             Err(_) => Vec::new(),
         }

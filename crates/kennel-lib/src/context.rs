@@ -111,6 +111,15 @@ impl Context {
         Ok((settings, project))
     }
 
+    /// Is the file at `path` trusted with the content of `digest`
+    /// (`kennel config trust`)? A trust store that cannot be read trusts
+    /// nothing.
+    pub fn is_trusted(&self, path: &std::path::Path, digest: &str) -> bool {
+        !digest.is_empty()
+            && TrustStore::load(&self.host.trust_file())
+                .is_ok_and(|store| store.is_trusted_digest(path, digest))
+    }
+
     /// How the project's image is built: under `policy` (the session's
     /// network policy), relayed by kennel's base layer on the user's own
     /// base image.
@@ -124,6 +133,7 @@ impl Context {
             image,
             policy,
             ca_bundle: own.ca_bundle(),
+            trusted: false,
             relay: kennel_image::base_recipe(&own),
         })
     }

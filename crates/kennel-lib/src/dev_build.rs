@@ -9,7 +9,7 @@
 //! would run them with the engine's network, around the session's
 //! allowlist.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,10 +29,9 @@ use crate::image_build::{BuildOptions, PullPolicy, StepOutput};
 
 /// The most a `COPY --from` may carry.
 const MAX_COPY_FROM: usize = 1 << 30;
-/// A workbench's label: the devcontainer image's hash (first 12) it builds.
-const BUILD_LABEL: &str = "dev.kennel.build";
-/// And the kennel process that builds it.
-const BUILD_PID_LABEL: &str = "dev.kennel.build-pid";
+/// A workbench's name: this, the project image's hash (first 12), the
+/// stage, and the kennel process that builds it (`-relay` for its relay).
+const WORKBENCH_PREFIX: &str = "kennel-build-";
 /// The PATH of an image that sets none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Where features are unpacked while they install.
@@ -47,6 +46,10 @@ pub struct ProjectBuild {
     /// The user's CA certificates (PEM), trusted beside the system's when
     /// a feature is fetched from a registry.
     pub ca_bundle: Vec<u8>,
+    /// The devcontainer.json is trusted: the images and features it names
+    /// may come from any registry (its Dockerfile's `FROM`s are another
+    /// file, not covered).
+    pub trusted: bool,
     /// kennel's base layer on the user's own base image: it has `socat`.
     pub relay: kennel_image::Recipe,
 }
@@ -170,16 +173,19 @@ async fn fetch_features(image: &mut DevImage, project: &ProjectBuild) -> Result<
         let reference = kennel_oci::FeatureReference::parse(&feature.id)
             .map_err(|error| CliError::kennel(format!("{}: {error}", image.source)))?;
         let host = reference.registry_host().to_string();
-        if !matches!(
-            kennel_proxy::check_name(&project.policy, &host),
-            kennel_proxy::Verdict::Allow
-        ) {
+        if !project.trusted
+            && !matches!(
+                kennel_proxy::check_name(&project.policy, &host),
+                kennel_proxy::Verdict::Allow
+            )
+        {
             return Err(CliError::kennel(format!(
                 "{}: the feature {} comes from {host}, which this session's network policy does not allow",
                 image.source, feature.id
             ))
             .with_hint(format!(
-                "allow the registry (--allow {host}), or copy the feature into the repository and name it ./features/NAME"
+                "allow the registry (--allow {host}), trust this devcontainer.json (kennel config trust {}), or copy the feature into the repository and name it ./features/NAME",
+                image.source
             )));
         }
         let options = kennel_oci::FetchOptions {
@@ -250,17 +256,19 @@ pub fn build_proxy_spec(
     }
 }
 
-/// Workbenches of a kennel that was killed.
+/// Workbenches (and relays) of a kennel that was killed.
 async fn remove_stale_workbenches(engine: &Engine) {
-    for (id, labels) in engine.containers_labelled(BUILD_LABEL).await {
-        let alive = labels
-            .get(BUILD_PID_LABEL)
+    for (id, name) in engine.containers_named(WORKBENCH_PREFIX).await {
+        let alive = name
+            .trim_end_matches("-relay")
+            .rsplit('-')
+            .next()
             .and_then(|pid| pid.parse::<i32>().ok())
             .is_some_and(|pid| {
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
             });
         if !alive {
-            tracing::info!(%id, "removing a build container left behind");
+            tracing::info!(%name, "removing a build container left behind");
             let _ = engine.force_remove(&id).await;
         }
     }
@@ -484,18 +492,13 @@ impl Build<'_> {
     }
 
     async fn workbench(&self, image: &str, stage: usize) -> Result<Workbench, CliError> {
-        let mut labels = HashMap::new();
-        labels.insert(BUILD_LABEL.to_string(), self.image.hash[..12].to_string());
-        labels.insert(BUILD_PID_LABEL.to_string(), std::process::id().to_string());
-        labels.insert(kennel_image::LABEL_MANAGED.to_string(), "true".to_string());
         let spec = WorkbenchSpec {
             image: image.to_string(),
             name: format!(
-                "kennel-build-{}-{stage}-{}",
+                "{WORKBENCH_PREFIX}{}-{stage}-{}",
                 &self.image.hash[..12],
                 std::process::id()
             ),
-            labels,
             network: self.network.clone(),
         };
         Ok(self.engine.start_workbench(&spec).await?)

@@ -76,7 +76,7 @@ async fn check_pull(engine: &Engine, base: &str, pulls: &PullPolicy) -> Result<(
         pulls.chosen_by
     ))
     .with_hint(format!(
-        "pull it yourself if you trust it (docker pull {base}), allow the registry (--allow {host}), or run with --devcontainer none"
+        "pull it yourself if you trust it (docker pull {base}), allow the registry (--allow {host}), trust the file that names it (kennel config trust FILE), or run with --devcontainer none"
     )))
 }
 

@@ -50,6 +50,9 @@ pub struct Prepared {
     /// The project's image kennel builds from the devcontainer (its
     /// Dockerfile and features), under the agent's layers.
     pub project: Option<kennel_image::devimage::DevImage>,
+    /// The devcontainer.json is trusted (`kennel config trust`): the images
+    /// and features it names may come from any registry.
+    pub devcontainer_trusted: bool,
     pub plan: Plan,
 }
 
@@ -86,6 +89,10 @@ pub async fn prepare(launch: &LaunchRequest) -> Result<Prepared, CliError> {
     for warning in found {
         crate::report::warn(&warning);
     }
+    let devcontainer = devcontainer.map(|mut devcontainer| {
+        devcontainer.trusted = context.is_trusted(&devcontainer.path, &devcontainer.digest);
+        devcontainer
+    });
     // The native backend runs the host's programs: the devcontainer's
     // build is not read (the Plan says it is not used).
     let (image_settings, project) = match runs_images && launch.run.image.is_none() {
@@ -129,6 +136,10 @@ pub async fn prepare(launch: &LaunchRequest) -> Result<Prepared, CliError> {
     {
         request.stored_logins.insert(agent.name.clone());
     }
+    let devcontainer_trusted = request
+        .devcontainer
+        .as_ref()
+        .is_some_and(|devcontainer| devcontainer.trusted);
     let plan = settings::build_plan(
         &context.host,
         &context.config,
@@ -146,6 +157,7 @@ pub async fn prepare(launch: &LaunchRequest) -> Result<Prepared, CliError> {
         image_settings,
         recipes,
         project,
+        devcontainer_trusted,
         plan,
     })
 }
@@ -171,7 +183,12 @@ fn image_source(
                 Some(_) => "image and features",
                 None => "image",
             };
-            format!("devcontainer: {} ({what})", path.display())
+            let trusted = if devcontainer.trusted {
+                ", trusted"
+            } else {
+                ""
+            };
+            format!("devcontainer: {} ({what}{trusted})", path.display())
         }
         _ => match context.config.origin_of("defaults.base_image") {
             Some(origin) => format!("base_image ({origin})"),
@@ -224,6 +241,7 @@ pub async fn run(
         image_settings,
         recipes,
         project,
+        devcontainer_trusted,
         mut plan,
     } = prepared;
     let agent = &agent;
@@ -263,7 +281,7 @@ pub async fn run(
         provision(
             launch.as_mut(),
             &recipes,
-            project,
+            (project, devcontainer_trusted),
             &context,
             &plan,
             &image_settings,
@@ -329,6 +347,7 @@ pub async fn start(
         image_settings,
         recipes,
         project,
+        devcontainer_trusted,
         mut plan,
     } = prepared;
     direct_guard(&context, choice.mode, request.accept_git_dir)?;
@@ -372,7 +391,7 @@ pub async fn start(
         provision(
             launch.as_mut(),
             &recipes,
-            project,
+            (project, devcontainer_trusted),
             &context,
             &plan,
             &image_settings,
@@ -419,7 +438,7 @@ async fn checked<'a>(
 async fn provision(
     launch: &mut (dyn crate::backend::Launch + '_),
     recipes: &[kennel_image::Recipe],
-    project: Option<kennel_image::devimage::DevImage>,
+    (project, trusted): (Option<kennel_image::devimage::DevImage>, bool),
     context: &Context,
     plan: &Plan,
     images: &kennel_image::ImageSettings,
@@ -430,13 +449,16 @@ async fn provision(
         allow: plan.network.allow.clone(),
         deny: plan.network.deny.clone(),
     };
-    options.pulls =
-        repository_base(context, plan, images).map(|chosen_by| crate::image_build::PullPolicy {
+    options.pulls = repository_base(context, plan, images, trusted).map(|chosen_by| {
+        crate::image_build::PullPolicy {
             policy: policy.clone(),
             chosen_by,
-        });
+        }
+    });
     if let Some(image) = project {
-        options.project = Some(std::sync::Arc::new(context.project_build(image, policy)?));
+        let mut build = context.project_build(image, policy)?;
+        build.trusted = trusted;
+        options.project = Some(std::sync::Arc::new(build));
     }
     launch.provision(recipes, &options).await?;
     prepare_host(context, plan, images)
@@ -448,12 +470,14 @@ fn repository_base(
     context: &Context,
     plan: &Plan,
     images: &kennel_image::ImageSettings,
+    trusted_devcontainer: bool,
 ) -> Option<String> {
     let configured = context.config.file.defaults.base_image.as_deref();
     if let Some(path) = &plan.devcontainer
         && configured != Some(images.base_image.as_str())
     {
-        return Some(path.display().to_string());
+        // A trusted devcontainer.json's images may come from any registry.
+        return (!trusted_devcontainer).then(|| path.display().to_string());
     }
     match context.config.origin_of("defaults.base_image") {
         Some(kennel_core::config::Origin::Project(path)) => Some(path.display().to_string()),

@@ -499,6 +499,41 @@ pub fn devcontainer(b: Backend) {
         "{pull}"
     );
 
+    // Trusted (`kennel config trust`), its image may come from any
+    // registry — the engine tries (and cannot reach the test name) — and
+    // still nothing of it reaches the host: `initializeCommand` stays
+    // ignored.
+    std::fs::write(
+        t.ws.join(".devcontainer/devcontainer.json"),
+        format!(
+            "{{ \"image\": \"exfil.kennel.test/c2vjcmv0:latest\", \"initializeCommand\": \"touch {}\" }}",
+            host_marker.display()
+        ),
+    )
+    .unwrap();
+    t.kennel(&["config", "trust", ".devcontainer/devcontainer.json"])
+        .run()
+        .assert_ok();
+    let dry = t.kennel(&["run", "shell", "--dry-run"]).run();
+    dry.assert_ok();
+    assert_eq!(
+        dry.json()["image"]["source"],
+        "devcontainer: .devcontainer/devcontainer.json (image, trusted)",
+        "{dry}"
+    );
+    let trusted = t
+        .kennel(&["run", "shell", "--", "true"])
+        .timeout(BUILD_TIMEOUT)
+        .run();
+    trusted.assert_code(125);
+    assert!(
+        !trusted.stderr.contains("pulling it would reach")
+            && trusted.stderr.contains("exfil.kennel.test/c2vjcmv0:latest")
+            && trusted.stderr.contains("initializeCommand"),
+        "{trusted}"
+    );
+    assert!(!host_marker.exists(), "initializeCommand ran on the host");
+
     // A failing start command stops the run, before the agent, with its code.
     write_devcontainer("exit 3");
     let failed = t
@@ -652,7 +687,7 @@ pub fn devcontainer_build(b: Backend) {
         )
     };
     let mut dockerfile = format!(
-        "# the project's environment\n\
+        "# the project's environment (on {backend})\n\
          ARG BASE={base}\n\
          FROM ${{BASE}} AS tools\n\
          RUN mkdir -p /opt/built && echo from-stage-one > /opt/built/one.txt\n\
@@ -664,7 +699,8 @@ pub fn devcontainer_build(b: Backend) {
          WORKDIR /opt/tool\n\
          RUN echo \"GREETING=$GREETING\" > greeting.txt\n\
          SHELL [\"/bin/bash\", \"-c\"]\n",
-        base = crate::harness::base_image()
+        base = crate::harness::base_image(),
+        backend = b.name()
     );
     dockerfile.push_str(&probe("ALLOWED", "allowed.kennel.test:8080"));
     dockerfile.push_str(&probe("OTHER", "other.kennel.test:8080"));
@@ -751,19 +787,34 @@ pub fn devcontainer_build(b: Backend) {
     assert_eq!(out.expect_kv("LEAK_READ"), "", "{out}");
     if b != Backend::Incus {
         // (Incus: the project's image is built on an engine and converted.)
-        let workbenches = t.engine(&[
-            "ps",
-            "-a",
-            "--filter",
-            "label=dev.kennel.build",
-            "--format",
-            "{{.Names}}",
-        ]);
+        let workbenches = t.engine(&["ps", "-a", "--format", "{{.Names}}"]);
         workbenches.assert_ok();
-        assert_eq!(
-            workbenches.stdout.trim(),
-            "",
+        let hash = out
+            .stderr
+            .split("building kennel/devcontainer:")
+            .nth(1)
+            .map(|rest| rest.chars().take(12).collect::<String>())
+            .unwrap_or_default();
+        assert_eq!(hash.len(), 12, "{out}");
+        assert!(
+            !workbenches
+                .stdout
+                .lines()
+                .any(|name| name.starts_with(&format!("kennel-build-{hash}"))),
             "no build container left\n{workbenches}"
+        );
+        let labelled = t.engine(&[
+            "image",
+            "ls",
+            "--filter",
+            "label=dev.kennel.layer=devcontainer",
+            "--format",
+            "{{.Repository}}",
+        ]);
+        labelled.assert_ok();
+        assert!(
+            labelled.stdout.contains("kennel/devcontainer"),
+            "{labelled}"
         );
     }
 
