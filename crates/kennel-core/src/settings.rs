@@ -228,7 +228,13 @@ pub fn ca_bundle(host: &HostContext) -> PathBuf {
 /// when `XDG_RUNTIME_DIR` is unset. `kennel run` creates it (mode 0700) and
 /// removes it when the run ends.
 pub fn proxy_dir(host: &HostContext, name: &str) -> PathBuf {
-    runtime_base(host).join("proxy").join(name)
+    proxy_dirs(host).join(name)
+}
+
+/// Where every proxy's socket directory is (see [`proxy_dir`]); image
+/// builds that give their steps kennel's proxy put theirs here too.
+pub fn proxy_dirs(host: &HostContext) -> PathBuf {
+    runtime_base(host).join("proxy")
 }
 
 /// `$XDG_RUNTIME_DIR/kennel`, or kennel's data directory without it.

@@ -194,11 +194,6 @@ impl<'a> Layer<'a> {
     /// facts; its decisions beside the build log.
     fn proxy_spec(&self) -> ProxySpec {
         let name = format!("build-{}", &self.recipe.hash[..12]);
-        let runtime = std::env::var_os("XDG_RUNTIME_DIR")
-            .map(PathBuf::from)
-            .filter(|dir| dir.is_absolute())
-            .map(|dir| dir.join("kennel"))
-            .unwrap_or_else(|| self.log_path.with_extension("d"));
         ProxySpec {
             session: name.clone(),
             mode: NetworkMode::Restricted,
@@ -207,8 +202,9 @@ impl<'a> Layer<'a> {
             hosts: self.options.hosts.clone(),
             upstream: self.options.upstream.clone(),
             trusted: self.options.trusted.clone(),
-            socket: runtime
-                .join("proxy")
+            socket: self
+                .options
+                .proxy_dirs
                 .join(&name)
                 .join(kennel_core::plan::PROXY_SOCKET_NAME),
             log: self.log_path.with_extension("network.log"),

@@ -153,6 +153,7 @@ impl Context {
             trusted: network.trusted_ranges().map_err(|reason| {
                 CliError::usage(format!("invalid value for `network.trusted`: {reason}"))
             })?,
+            proxy_dirs: kennel_core::settings::proxy_dirs(&self.host),
             pulls: None,
             project: None,
         })

@@ -234,11 +234,6 @@ pub fn build_proxy_spec(
     log_path: &Path,
 ) -> crate::proxy::ProxySpec {
     let name = format!("build-{}", &image.hash[..12]);
-    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|dir| dir.is_absolute())
-        .map(|dir| dir.join("kennel"))
-        .unwrap_or_else(|| log_path.with_extension("d"));
     crate::proxy::ProxySpec {
         session: name.clone(),
         mode: policy.mode,
@@ -247,8 +242,8 @@ pub fn build_proxy_spec(
         hosts: options.hosts.clone(),
         upstream: options.upstream.clone(),
         trusted: options.trusted.clone(),
-        socket: runtime
-            .join("proxy")
+        socket: options
+            .proxy_dirs
             .join(&name)
             .join(kennel_core::plan::PROXY_SOCKET_NAME),
         log: log_path.with_extension("network.log"),

@@ -25,6 +25,9 @@ pub struct BuildOptions {
     pub hosts: std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
     pub upstream: Option<String>,
     pub trusted: Vec<(std::net::IpAddr, u8)>,
+    /// Where a build's proxy puts its socket directory (short enough for a
+    /// Unix socket's path; see `kennel_core::settings::proxy_dirs`).
+    pub proxy_dirs: PathBuf,
     /// Set when the repository chose the base image (its devcontainer.json
     /// or `.kennel.toml`): a base image the engine does not have is pulled
     /// only from a registry the session's network policy lets the sandbox
