@@ -427,21 +427,11 @@ impl Engine {
             .await
             .map_err(|err| EngineError::api(format!("inspecting image {reference}"), err))?;
         let config = inspected.config.unwrap_or_default();
-        let body = bollard::models::ContainerCreateBody {
-            image: Some(reference.to_string()),
-            cmd: Some(vec!["true".to_string()]),
-            ..Default::default()
-        };
-        let created = self
-            .docker
-            .create_container(
-                None::<bollard::query_parameters::CreateContainerOptions>,
-                body,
-            )
-            .await
-            .map_err(|err| EngineError::api(format!("creating a container of {reference}"), err))?;
+        let id = self
+            .create_unstarted(reference, &format!("creating a container of {reference}"))
+            .await?;
         let exported = async {
-            let mut stream = self.docker.export_container(&created.id);
+            let mut stream = self.docker.export_container(&id);
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|err| {
                     EngineError::api(format!("exporting the file system of {reference}"), err)
@@ -453,7 +443,7 @@ impl Engine {
             Ok::<(), EngineError>(())
         }
         .await;
-        if let Err(err) = self.remove(&created.id, true).await {
+        if let Err(err) = self.remove(&id, true).await {
             debug!(%err, "cannot remove the export container");
         }
         exported?;

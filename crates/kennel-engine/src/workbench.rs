@@ -335,6 +335,22 @@ impl Engine {
         path: &str,
         limit: usize,
     ) -> Result<Vec<u8>, EngineError> {
+        let id = self
+            .create_unstarted(image, &format!("reading {path} of {image}"))
+            .await?;
+        let bench = Workbench { id, relay: None };
+        let archive = self.workbench_get(&bench, path, limit).await;
+        self.remove_workbench(bench).await;
+        archive
+    }
+
+    /// A container of `image` that is created to be read, never started
+    /// (its command does not exist, it has no network); its id.
+    pub(crate) async fn create_unstarted(
+        &self,
+        image: &str,
+        action: &str,
+    ) -> Result<String, EngineError> {
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
             entrypoint: Some(vec!["/nonexistent".into()]),
@@ -352,14 +368,8 @@ impl Engine {
                 body,
             )
             .await
-            .map_err(|err| EngineError::api(format!("reading {path} of {image}"), err))?;
-        let bench = Workbench {
-            id: created.id,
-            relay: None,
-        };
-        let archive = self.workbench_get(&bench, path, limit).await;
-        self.remove_workbench(bench).await;
-        archive
+            .map_err(|err| EngineError::api(action, err))?;
+        Ok(created.id)
     }
 
     /// Stops the workbench and commits it as `tag`, with `changes`
