@@ -988,7 +988,6 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
         }
     };
     let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
     let log = HttpLog {
         shared: shared.clone(),
         pending: p,
@@ -997,7 +996,9 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
         down: 0,
         detail: String::new(),
     };
-    Response::from_parts(parts, ProxyBody::relay(body, log, None))
+    let relayed = ProxyBody::relay(body, &parts.headers, log, None);
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, relayed)
 }
 
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -1105,6 +1106,8 @@ pub(crate) enum ProxyBody {
     Full(Option<Bytes>),
     Relay {
         inner: Incoming,
+        /// The server's body ends when it closes (no length, not chunked).
+        close_delimited: bool,
         /// Boxed: it makes the variant large.
         log: Box<HttpLog>,
         /// Brokered requests: hides injected values the server echoes.
@@ -1117,9 +1120,19 @@ impl ProxyBody {
         ProxyBody::Full(None)
     }
 
-    pub(crate) fn relay(inner: Incoming, log: HttpLog, scrubber: Option<Scrubber>) -> Self {
+    /// The server's response body `inner` on its way to the client;
+    /// `head` is the server's response head (read for how the body ends).
+    pub(crate) fn relay(
+        inner: Incoming,
+        head: &hyper::http::HeaderMap,
+        log: HttpLog,
+        scrubber: Option<Scrubber>,
+    ) -> Self {
+        let close_delimited = !head.contains_key(hyper::header::CONTENT_LENGTH)
+            && !head.contains_key(hyper::header::TRANSFER_ENCODING);
         ProxyBody::Relay {
             inner,
+            close_delimited,
             log: Box::new(log),
             scrub: scrubber.map(|scrubber| {
                 Box::new(Scrubbing {
@@ -1134,6 +1147,21 @@ impl ProxyBody {
 }
 
 type PolledFrame = Option<Result<Frame<Bytes>, hyper::Error>>;
+
+/// Is `error` the connection's end without TLS `close_notify` (an
+/// unexpected end of file below hyper)?
+fn ended_without_close_notify(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::UnexpectedEof
+        {
+            return true;
+        }
+        source = inner.source();
+    }
+    false
+}
 
 /// A relayed body on its way through a [`Scrubber`].
 pub(crate) struct Scrubbing {
@@ -1199,12 +1227,28 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            ProxyBody::Relay { inner, log, scrub } => {
+            ProxyBody::Relay {
+                inner,
+                close_delimited,
+                log,
+                scrub,
+            } => {
                 if let Some(pending) = scrub.as_deref_mut().and_then(Scrubbing::pending) {
                     return Poll::Ready(pending);
                 }
                 loop {
-                    let polled = std::task::ready!(Pin::new(&mut *inner).poll_frame(cx));
+                    let mut polled = std::task::ready!(Pin::new(&mut *inner).poll_frame(cx));
+                    // A body that ends when the server closes, from a TLS
+                    // server that closed without `close_notify` (many do):
+                    // its end, as curl and Node read it. Passed on as an
+                    // error, the client got a response cut short — and,
+                    // under load, without its last bytes.
+                    if *close_delimited
+                        && let Some(Err(error)) = &polled
+                        && ended_without_close_notify(error)
+                    {
+                        polled = None;
+                    }
                     if let Some(Ok(frame)) = &polled
                         && let Some(data) = frame.data_ref()
                     {

@@ -387,6 +387,9 @@ impl Terminated {
         detail: String,
     ) -> Response<ProxyBody> {
         let (mut head, body) = resp.into_parts();
+        // How the body ends is the server's head's to say, before the
+        // hop-by-hop headers go.
+        let server_headers = head.headers.clone();
         client_head(&mut head);
         let scrub = injected.scrubber();
         if let Some(scrub) = &scrub {
@@ -403,7 +406,7 @@ impl Terminated {
             down: 0,
             detail,
         };
-        Response::from_parts(head, ProxyBody::relay(body, log, scrub))
+        Response::from_parts(head, ProxyBody::relay(body, &server_headers, log, scrub))
     }
 
     /// Sends one request on the tunnel's server connection, its body

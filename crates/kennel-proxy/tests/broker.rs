@@ -1386,3 +1386,60 @@ async fn a_websocket_on_a_brokered_host_is_upgraded_and_piped() {
     assert_eq!(record.credential.as_deref(), Some("API_KEY"));
     assert_eq!((record.bytes_up, record.bytes_down), (23, 23));
 }
+
+/// A server that streams its answer without a length and ends it by
+/// closing the connection without TLS `close_notify`, as many do (Python's
+/// `ssl`, the stand-in model of the end-to-end tests): the client gets the
+/// whole body and a clean end, as it would from the server itself — not a
+/// response cut short.
+#[tokio::test]
+async fn a_body_ended_by_a_close_without_close_notify_arrives_whole() {
+    let (_dir, log) = tmp();
+    let pki = test_pki(&["api.test"]);
+    let acceptor = pki.acceptor();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let events: String = (0..200)
+        .map(|n| format!("event: delta\ndata: {{\"n\":{n}}}\n\n"))
+        .collect();
+    let sent = events.clone();
+    tokio::spawn(async move {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(mut tls) = acceptor.accept(stream).await else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && tls.read(&mut byte).await.unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        let _ = tls
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+        for piece in sent.as_bytes().chunks(97) {
+            let _ = tls.write_all(piece).await;
+        }
+        let _ = tls.flush().await;
+        // Closed without `close_notify`: the TCP stream alone goes.
+        let (tcp, _) = tls.into_inner();
+        drop(tcp);
+    });
+    let ca = Arc::new(SessionCa::generate("broker-test").expect("session ca"));
+    let (proxy, addr) = start_tcp(config(&log, port, &ca, &pki)).await;
+    let stream = tls(addr, "api.test", port, &trusting(ca.cert_pem()))
+        .await
+        .expect("tls");
+    let host = format!("api.test:{port}");
+    let answers = send(
+        stream,
+        vec![get("/v1/stream", &host, &[("x-api-key", PLACEHOLDER)])],
+    )
+    .await;
+    assert_eq!(answers[0].status, 200);
+    assert_eq!(answers[0].body, events, "the whole body, and a clean end");
+    proxy.shutdown().await;
+}
