@@ -1349,7 +1349,7 @@ fn parse_bytes(text: &str, key: &str) -> Result<i64, PlanError> {
 
 /// A random number for unique names (not for secrets): std's randomly
 /// keyed hasher over the time and the process id.
-pub(crate) fn random_u64() -> u64 {
+pub fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(

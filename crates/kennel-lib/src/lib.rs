@@ -31,6 +31,7 @@ pub mod secrets;
 pub mod sessions;
 pub mod text;
 pub mod tmux;
+pub mod verify;
 
 pub use error::{CliError, ExitKind};
 

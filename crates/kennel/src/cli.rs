@@ -72,6 +72,8 @@ pub enum Command {
     Image(crate::commands::image::ImageCommand),
     /// Check what works on this machine, and how to fix what does not
     Doctor(crate::commands::doctor::DoctorArgs),
+    /// Try to break out of the sandbox on this machine: escape probes on each backend
+    Verify(crate::commands::verify::VerifyArgs),
     /// Show the merged configuration, or trust a project's config file
     #[command(subcommand)]
     Config(crate::commands::config::ConfigCommand),

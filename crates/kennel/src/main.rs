@@ -88,6 +88,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Agents(args) => commands::agents::run(args),
         Command::Image(command) => kennel_lib::runtime()?.block_on(commands::image::run(command)),
         Command::Doctor(args) => kennel_lib::runtime()?.block_on(commands::doctor::run(args)),
+        Command::Verify(args) => kennel_lib::runtime()?.block_on(commands::verify::run(args)),
         Command::Config(command) => commands::config::run(command),
         Command::Net(command) => commands::net::run(command),
         Command::Secret(command) => commands::secret::run(command),

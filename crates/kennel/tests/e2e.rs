@@ -51,6 +51,9 @@ mod agents_at_work;
 #[path = "e2e/images.rs"]
 mod images;
 
+#[path = "e2e/verify.rs"]
+mod verify;
+
 #[path = "e2e/escape_output.rs"]
 mod escape_output;
 
@@ -83,6 +86,7 @@ macro_rules! backend_suite {
             use crate::images;
             use crate::network;
             use crate::sessions;
+            use crate::verify;
             const B: Backend = $backend;
 
             #[test]
@@ -267,6 +271,11 @@ macro_rules! backend_suite {
             #[test]
             fn devcontainer_build() {
                 images::devcontainer_build(B)
+            }
+
+            #[test]
+            fn verify_holds_and_reports_an_escape() {
+                verify::verify_holds_and_reports_an_escape(B)
             }
 
             #[test]

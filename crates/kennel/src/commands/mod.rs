@@ -24,3 +24,4 @@ pub mod send;
 pub mod start;
 pub mod stop;
 pub mod sync;
+pub mod verify;
