@@ -47,6 +47,8 @@ pub struct Report {
     pub held: usize,
     pub escaped: usize,
     pub skipped: usize,
+    /// Ctrl-C (or SIGTERM) stopped it; what it made is removed all the same.
+    pub interrupted: bool,
 }
 
 impl Report {
@@ -58,6 +60,7 @@ impl Report {
             escaped: count(Outcome::Escaped),
             skipped: count(Outcome::Skipped),
             results,
+            interrupted: false,
         }
     }
 }
@@ -74,6 +77,9 @@ pub struct VerifyRequest {
     pub only: Vec<String>,
     /// The kennel executable to run sandboxes with.
     pub kennel: PathBuf,
+    /// `--mode` for the sandboxes (direct, worktree, clone; default: the
+    /// configuration's).
+    pub mode: Option<String>,
 }
 
 /// Markers on the host that no sandbox may see: path → what it stands for.
@@ -83,8 +89,11 @@ struct Markers {
 }
 
 impl Markers {
-    fn plant(host: &kennel_core::host::HostContext, other_repository: &Path) -> Markers {
-        let token = format!("kennel-verify-{:016x}", kennel_core::settings::random_u64());
+    fn plant(
+        host: &kennel_core::host::HostContext,
+        other_repository: &Path,
+        token: String,
+    ) -> Markers {
         let mut files = Vec::new();
         let mut plant = |dir: &Path, what: &'static str| {
             if !dir.is_dir() {
@@ -112,6 +121,35 @@ impl Drop for Markers {
     fn drop(&mut self) {
         for (path, _) in &self.files {
             let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A process on the host (a `sleep`) with the token in its environment:
+/// a sandbox that can read it sees host processes.
+struct Witness(Option<std::process::Child>);
+
+impl Witness {
+    fn start(token: &str) -> Witness {
+        let child = std::process::Command::new("sleep")
+            .arg("3600")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("KENNEL_VERIFY_WITNESS", token)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok();
+        Witness(child)
+    }
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -155,6 +193,53 @@ impl Drop for Listener {
     }
 }
 
+/// The throwaway workspace as a git repository with one commit (worktree
+/// and clone modes need one). kennel's own files: git runs with no hooks
+/// and no user configuration.
+fn init_repository(dir: &Path) -> Result<(), CliError> {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args([
+                "-c",
+                "core.hooksPath=/dev/null",
+                "-c",
+                "user.name=kennel verify",
+                "-c",
+                "user.email=verify@kennel.invalid",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+    };
+    std::fs::write(dir.join("README"), "kennel verify's throwaway repository\n")
+        .map_err(|error| CliError::kennel(format!("cannot write {}: {error}", dir.display())))?;
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "README"],
+        &["commit", "-q", "-m", "kennel verify"],
+    ] {
+        match git(args) {
+            Ok(output) if output.status.success() => {}
+            Ok(output) => {
+                return Err(CliError::kennel(format!(
+                    "git {} in kennel verify's workspace failed: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&output.stderr).trim()
+                )));
+            }
+            Err(error) => {
+                return Err(CliError::kennel(format!(
+                    "cannot run git for --mode: {error}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// This machine's address on its way out (a UDP socket "connected" to a
 /// documentation address: nothing is sent).
 fn own_address() -> Option<std::net::IpAddr> {
@@ -166,8 +251,11 @@ fn own_address() -> Option<std::net::IpAddr> {
 /// Runs the probes on each backend asked; the report.
 pub async fn verify(request: &VerifyRequest) -> Result<Report, CliError> {
     let host = kennel_core::host::HostContext::detect()?;
+    let token = format!("kennel-verify-{:016x}", kennel_core::settings::random_u64());
+    // The token in the scratch directory's name: a sandbox left behind is
+    // found by its workspace's path.
     let scratch = tempfile::Builder::new()
-        .prefix("kennel-verify-")
+        .prefix(&format!("{token}-"))
         .tempdir()
         .map_err(|error| CliError::kennel(format!("cannot make a scratch directory: {error}")))?;
     let workspace = scratch.path().join("workspace");
@@ -176,48 +264,97 @@ pub async fn verify(request: &VerifyRequest) -> Result<Report, CliError> {
         std::fs::create_dir_all(dir)
             .map_err(|error| CliError::kennel(format!("cannot make {}: {error}", dir.display())))?;
     }
-    let markers = Markers::plant(&host, &other);
+    if request.mode.is_some() {
+        init_repository(&workspace)?;
+    }
+    let markers = Markers::plant(&host, &other, token);
+    // A host process whose environment no sandbox may read.
+    let witness = Witness::start(&markers.token);
     let listener = Listener::start(&markers.token);
     let script = probe_script(
         &markers,
         listener.as_ref().map(|l| (l.port, own_address())),
         &request.only,
     );
+    let mut signals = Signals::install()?;
     let mut results = Vec::new();
+    let mut interrupted = false;
     for backend in &request.backends {
-        results.extend(
-            run_backend(
-                request,
-                backend,
-                &workspace,
-                scratch.path(),
-                (&script, &markers.token),
-            )
-            .await,
-        );
+        let ran = run_backend(
+            request,
+            backend,
+            &workspace,
+            scratch.path(),
+            &script,
+            &mut signals,
+        )
+        .await;
+        match ran {
+            Some(found) => results.extend(found),
+            None => {
+                interrupted = true;
+                break;
+            }
+        }
     }
     drop(listener);
+    drop(witness);
     let marker = format!(".{}", markers.token);
+    // The markers and the scratch directory go here, interrupted or not.
     drop(markers);
-    Ok(Report::new(marker, results))
+    drop(scratch);
+    let mut report = Report::new(marker, results);
+    report.interrupted = interrupted;
+    Ok(report)
 }
 
-/// One backend: the probe script in a sandbox, its lines read back.
+/// Ctrl-C and SIGTERM, caught so that what verify made is removed.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, CliError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let install = |kind| {
+            signal(kind).map_err(|error| {
+                CliError::kennel(format!("cannot install signal handlers: {error}"))
+            })
+        };
+        Ok(Signals {
+            interrupt: install(SignalKind::interrupt())?,
+            terminate: install(SignalKind::terminate())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+/// One backend: the probe script in a sandbox, its lines read back;
+/// `None` when a signal stopped it (the sandbox's
+/// kennel is told and waited for, so that it removes its sandbox).
 async fn run_backend(
     request: &VerifyRequest,
     backend: &str,
     workspace: &Path,
     scratch: &Path,
-    (script, token): (&str, &str),
-) -> Vec<ProbeResult> {
+    script: &str,
+    signals: &mut Signals,
+) -> Option<Vec<ProbeResult>> {
     let skipped = |detail: String| {
-        vec![ProbeResult {
+        Some(vec![ProbeResult {
             backend: backend.to_string(),
             class: "-".into(),
             probe: "-".into(),
             outcome: Outcome::Skipped,
             detail,
-        }]
+        }])
     };
     if let Err(error) = crate::backend::select(backend, true).await {
         return skipped(format!("the backend does not work here: {}", error.message));
@@ -225,29 +362,43 @@ async fn run_backend(
     let data = scratch.join(format!("data-{backend}"));
     let state = scratch.join(format!("state-{backend}"));
     let mut command = tokio::process::Command::new(&request.kennel);
+    command.args(["run", "shell", "--backend", backend, "--no-devcontainer"]);
+    if let Some(mode) = &request.mode {
+        command.args(["--mode", mode]);
+    }
     command
-        .args([
-            "run",
-            "shell",
-            "--backend",
-            backend,
-            "--no-devcontainer",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ])
+        .args(["--", "sh", "-c", script])
         .current_dir(workspace)
         .env("XDG_DATA_HOME", &data)
         .env("XDG_STATE_HOME", &state)
-        // A host process's environment that no sandbox may read.
-        .env("KENNEL_VERIFY_TOKEN", token)
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    let output = match tokio::time::timeout(Duration::from_secs(600), command.output()).await {
-        Ok(Ok(output)) => output,
-        Ok(Err(error)) => return skipped(format!("cannot run kennel: {error}")),
-        Err(_) => return skipped("the sandbox did not finish within 10 minutes".into()),
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => return skipped(format!("cannot run kennel: {error}")),
+    };
+    let pid = child.id();
+    let wait = child.wait_with_output();
+    tokio::pin!(wait);
+    let output = tokio::select! {
+        output = tokio::time::timeout(Duration::from_secs(600), &mut wait) => match output {
+            Ok(Ok(output)) => output,
+            Ok(Err(error)) => return skipped(format!("cannot run kennel: {error}")),
+            Err(_) => return skipped("the sandbox did not finish within 10 minutes".into()),
+        },
+        () = signals.recv() => {
+            // The sandbox's kennel removes its sandbox when told.
+            if let Some(pid) = pid.and_then(|pid| i32::try_from(pid).ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGINT,
+                );
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(30), &mut wait).await;
+            return None;
+        }
     };
     let stdout = String::from_utf8_lossy(&output.stdout);
     let results = parse(backend, &stdout);
@@ -264,7 +415,7 @@ async fn run_backend(
             crate::text::escape_controls(last)
         ));
     }
-    results
+    Some(results)
 }
 
 /// The probes' lines (`KENNEL-PROBE|class|name|held|detail`).
@@ -326,8 +477,8 @@ fn probe_script(
             ));
         }
         script.push_str(&format!(
-            "found=; for f in /proc/[0-9]*/environ; do if grep -q {token} \"$f\" 2>/dev/null; then found=$f; fi; done; \
-             if [ -n \"$found\" ]; then r files host-processes escaped \"read kennel verify's own environment in $found\"; \
+            "found=; for f in /proc/[0-9]*/environ; do if grep -q KENNEL_VERIFY_WITNESS={token} \"$f\" 2>/dev/null; then found=$f; fi; done; \
+             if [ -n \"$found\" ]; then r files host-processes escaped \"read a host process's environment in $found\"; \
              else r files host-processes held 'no host process visible in /proc'; fi\n"
         ));
     }

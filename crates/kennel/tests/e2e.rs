@@ -279,6 +279,11 @@ macro_rules! backend_suite {
             }
 
             #[test]
+            fn verify_interrupted_leaves_nothing() {
+                verify::verify_interrupted_leaves_nothing(B)
+            }
+
+            #[test]
             fn a_base_image_without_apt_is_named() {
                 images::a_base_image_without_apt_is_named(B)
             }

@@ -17,6 +17,9 @@ pub struct VerifyArgs {
     /// Only this class of probes (files, privilege, network); repeatable
     #[arg(long, value_name = "CLASS")]
     pub only: Vec<String>,
+    /// The workspace mode of the sandboxes (direct, worktree, clone; default: your configuration's)
+    #[arg(long, value_parser = ["direct", "worktree", "clone"])]
+    pub mode: Option<String>,
     #[command(flatten)]
     pub json: JsonFlag,
 }
@@ -52,6 +55,7 @@ pub async fn run(args: VerifyArgs) -> Result<i32, CliError> {
         backends,
         only: args.only.clone(),
         kennel,
+        mode: args.mode.clone(),
     };
     let report = verify::verify(&request).await?;
     if args.json.json {
@@ -84,6 +88,12 @@ pub async fn run(args: VerifyArgs) -> Result<i32, CliError> {
                 "{backend}: {held} held, {escaped} escaped, {skipped} skipped"
             ));
         }
+    }
+    if report.interrupted {
+        kennel_lib::report::warn(
+            "interrupted: the probes that ran are above; everything kennel verify made is removed",
+        );
+        return Ok(130);
     }
     Ok(if report.escaped > 0 { 1 } else { 0 })
 }

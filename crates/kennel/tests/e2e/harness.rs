@@ -1163,7 +1163,12 @@ impl Ctx {
 
     /// Start `kennel ARGS` in the background (stdin: /dev/null).
     pub fn spawn_kennel(&self, args: &[&str]) -> Background {
-        let (mut cmd, what) = self.kennel_command(args, &[]);
+        self.spawn_kennel_env(args, &[])
+    }
+
+    /// [`Ctx::spawn_kennel`] with `extra` variables.
+    pub fn spawn_kennel_env(&self, args: &[&str], extra: &[(&str, &str)]) -> Background {
+        let (mut cmd, what) = self.kennel_command(args, extra);
         let log = self.dir.join(format!("background-{}.log", unique()));
         let file = std::fs::File::create(&log).unwrap();
         cmd.stdin(Stdio::null())
