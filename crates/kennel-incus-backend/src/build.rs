@@ -503,7 +503,7 @@ impl<'a> Layer<'a> {
 
     fn failed(&self, step: &str, output: &str) -> CliError {
         let lines: Vec<String> = output.lines().map(str::to_string).collect();
-        let start = lines.len().saturating_sub(TAIL);
+        let start = lines.len().saturating_sub(StepOutput::TAIL);
         kennel_lib::image_build::with_build_details(
             CliError::kennel(format!("building {} in Incus failed", self.recipe.tag)),
             Some(step),
@@ -517,9 +517,6 @@ impl<'a> Layer<'a> {
 /// (`struct ifreq` is 40 bytes: the name, the flags, padding.)
 const RELAY_LO_UP: &str = "use Socket; socket(my $s, PF_INET, SOCK_DGRAM, 0) or die \"socket: $!\\n\"; \
      my $ifr = pack('a16 s x22', 'lo', 0x1 | 0x8 | 0x40); ioctl($s, 0x8914, $ifr) or die \"lo up: $!\\n\";";
-
-/// How many lines of a failed step's output the error shows.
-const TAIL: usize = 20;
 
 /// A build container's name: the recipe's hash and this process, so that
 /// two kennels building the same layer do not collide.

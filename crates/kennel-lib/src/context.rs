@@ -122,18 +122,19 @@ impl Context {
 
     /// How the project's image is built: under `policy` (the session's
     /// network policy), relayed by kennel's base layer on the user's own
-    /// base image.
+    /// base image; `trusted`: the devcontainer.json is trusted.
     pub fn project_build(
         &self,
         image: kennel_image::devimage::DevImage,
         policy: kennel_proxy::Policy,
+        trusted: bool,
     ) -> Result<crate::dev_build::ProjectBuild, CliError> {
         let own = self.image_settings_for(None)?;
         Ok(crate::dev_build::ProjectBuild {
             image,
             policy,
             ca_bundle: own.ca_bundle(),
-            trusted: false,
+            trusted,
             relay: kennel_image::base_recipe(&own),
         })
     }

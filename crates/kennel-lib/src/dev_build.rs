@@ -86,44 +86,40 @@ pub async fn ensure(
     let mut image = project.image.clone();
     fetch_features(&mut image, project).await?;
     let image = &image;
-    let network = match project.policy.mode {
-        NetworkMode::None => None,
-        NetworkMode::Open => Some(None),
-        NetworkMode::Allowlist | NetworkMode::Restricted => {
-            crate::image_build::ensure_layers(
-                engine,
-                std::slice::from_ref(&project.relay),
-                &BuildOptions {
-                    pulls: None,
-                    ..options.clone()
-                },
-            )
-            .await?;
-            Some(Some(()))
-        }
-    };
     let (log_path, log) = crate::image_build::open_log(
         &options.logs,
         &image.tag,
         &format!("building {} from {}", image.tag, image.source),
     )?;
-    let proxy = match network {
-        Some(Some(())) => {
+    // `allowlist` and `restricted`: kennel's proxy, relayed into the
+    // workbench by kennel's base layer (which has socat).
+    let proxy = match project.policy.mode {
+        NetworkMode::Allowlist | NetworkMode::Restricted => {
+            let relay_options = BuildOptions {
+                pulls: None,
+                ..options.clone()
+            };
+            crate::image_build::ensure_layers(
+                engine,
+                std::slice::from_ref(&project.relay),
+                &relay_options,
+            )
+            .await?;
             let spec = build_proxy_spec(image, &project.policy, options, &log_path);
             Some((
                 crate::proxy::SessionProxy::launch(&spec).await?,
                 spec.socket,
             ))
         }
-        _ => None,
+        NetworkMode::None | NetworkMode::Open => None,
     };
-    let bench_network = match (&proxy, network) {
+    let bench_network = match (&proxy, project.policy.mode) {
         (Some((_, socket)), _) => WorkbenchNetwork::Proxy {
             socket: socket.clone(),
             relay_image: project.relay.tag.clone(),
         },
-        (None, Some(None)) => WorkbenchNetwork::Engine,
-        _ => WorkbenchNetwork::None,
+        (None, NetworkMode::Open) => WorkbenchNetwork::Engine,
+        (None, _) => WorkbenchNetwork::None,
     };
     let mut build = Build {
         engine,

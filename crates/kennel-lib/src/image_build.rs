@@ -120,14 +120,14 @@ pub async fn ensure(
     options: &BuildOptions,
 ) -> Result<Vec<Outcome>, CliError> {
     if let Some(project) = &options.project {
-        // The agent's layer exists: so does everything under it.
-        let done = match recipes.last() {
-            Some(last) if !options.no_cache => engine.image_exists(&last.tag).await?,
-            _ => false,
-        };
-        if !done {
-            crate::dev_build::ensure(engine, project, options).await?;
+        // The agent's layer exists: so does everything under it (the one
+        // lookup of the hot path, not repeated by `ensure_layers`).
+        if let Some(last) = recipes.last().filter(|_| !options.no_cache)
+            && engine.image_exists(&last.tag).await?
+        {
+            return Ok(vec![Outcome::UpToDate; recipes.len()]);
         }
+        crate::dev_build::ensure(engine, project, options).await?;
     }
     ensure_layers(engine, recipes, options).await
 }

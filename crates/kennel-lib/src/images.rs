@@ -52,7 +52,9 @@ pub async fn build(
             allow: Vec::new(),
             deny: Vec::new(),
         };
-        options.project = Some(std::sync::Arc::new(context.project_build(image, policy)?));
+        options.project = Some(std::sync::Arc::new(
+            context.project_build(image, policy, false)?,
+        ));
     }
     let mut built = Vec::new();
     for agent in agents {

@@ -456,9 +456,9 @@ async fn provision(
         }
     });
     if let Some(image) = project {
-        let mut build = context.project_build(image, policy)?;
-        build.trusted = trusted;
-        options.project = Some(std::sync::Arc::new(build));
+        options.project = Some(std::sync::Arc::new(
+            context.project_build(image, policy, trusted)?,
+        ));
     }
     launch.provision(recipes, &options).await?;
     prepare_host(context, plan, images)
