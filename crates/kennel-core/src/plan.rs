@@ -361,6 +361,12 @@ pub struct SecurityPlan {
     /// The root filesystem of the sandbox is read-only (the workspace, `$HOME`
     /// and `/tmp` stay writable).
     pub read_only_rootfs: bool,
+    /// kennel's own seccomp profile for container engines, where the
+    /// backend writes it (Podman reads it from this path; Docker is handed
+    /// its content). Native installs its own filter; None: the engine's
+    /// default profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_profile: Option<PathBuf>,
 }
 
 impl Plan {

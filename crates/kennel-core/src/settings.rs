@@ -219,6 +219,11 @@ pub fn identity_dir(host: &HostContext) -> PathBuf {
     host.data_dir.join("identity").join(host.uid.to_string())
 }
 
+/// Where container backends keep kennel's seccomp profile.
+pub fn seccomp_profile(host: &HostContext) -> PathBuf {
+    host.data_dir.join("seccomp").join("kennel.json")
+}
+
 pub fn ca_bundle(host: &HostContext) -> PathBuf {
     host.data_dir.join("ca").join("bundle.crt")
 }
@@ -562,6 +567,7 @@ pub fn build_plan(
             init: true,
             image_init: image_init.map(PathBuf::from),
             read_only_rootfs: false,
+            seccomp_profile: Some(seccomp_profile(host)),
         },
         ephemeral: true,
         slot: 0,

@@ -17,6 +17,7 @@ mod error;
 mod images;
 mod raw;
 mod run;
+mod seccomp;
 mod session;
 mod term;
 mod workbench;

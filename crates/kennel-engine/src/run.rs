@@ -232,6 +232,9 @@ impl Engine {
         if plan.security.no_new_privileges {
             security_opt.push("no-new-privileges".to_string());
         }
+        if let Some(path) = &plan.security.seccomp_profile {
+            security_opt.push(self.seccomp_option(path)?);
+        }
         let tmpfs = plan.security.read_only_rootfs.then(|| {
             HashMap::from([("/tmp".to_string(), "rw,nosuid,nodev,mode=1777".to_string())])
         });

@@ -115,6 +115,7 @@ pub(crate) fn plan(mounts: Vec<Mount>) -> Plan {
             init: true,
             image_init: None,
             read_only_rootfs: false,
+            seccomp_profile: None,
         },
         ephemeral: true,
         slot: 0,

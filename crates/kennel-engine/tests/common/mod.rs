@@ -199,6 +199,7 @@ pub fn plan(kind: EngineKind, test: &str, command: &[&str]) -> Plan {
             init: true,
             image_init: None,
             read_only_rootfs: false,
+            seccomp_profile: None,
         },
         ephemeral: true,
         slot: 0,
