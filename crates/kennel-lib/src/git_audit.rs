@@ -103,8 +103,75 @@ fn scan(root: &Path, extra: &[PathBuf], entries: &mut BTreeMap<PathBuf, String>)
             scan_git_dir(&dot_git, entries);
         }
     }
+    // Repositories the agent made and left untracked: git in the outer
+    // repository does not enter them, but the user's next `git status`
+    // from inside one (or a shell prompt that runs it on `cd`) reads its
+    // config and runs its fsmonitor.
+    for dot_git in untracked_repositories(root) {
+        if record(&dot_git, entries) {
+            scan_git_dir(&dot_git, entries);
+        }
+    }
     for path in extra {
         walk(path, entries);
+    }
+}
+
+/// The `.git` of every repository under the untracked (not ignored)
+/// directories of `root`'s working tree, found without following links.
+fn untracked_repositories(root: &Path) -> Vec<PathBuf> {
+    let output = kennel_core::host::git_at(root)
+        .args([
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.untrackedCache=false",
+            "ls-files",
+            "--others",
+            "--directory",
+            "--exclude-standard",
+            "-z",
+        ])
+        .output();
+    let Ok(output) = output else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    let mut budget = MAX_ENTRIES;
+    for entry in output.stdout.split(|byte| *byte == 0) {
+        let Ok(entry) = std::str::from_utf8(entry) else {
+            continue;
+        };
+        let Some(dir) = entry.strip_suffix('/') else {
+            continue;
+        };
+        let dir = root.join(dir);
+        if dir.starts_with(root) {
+            find_dot_gits(&dir, &mut found, &mut budget);
+        }
+    }
+    found
+}
+
+fn find_dot_gits(dir: &Path, found: &mut Vec<PathBuf>, budget: &mut usize) {
+    let Ok(list) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in list.flatten() {
+        if *budget == 0 {
+            return;
+        }
+        *budget -= 1;
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if entry.file_name() == ".git" {
+            found.push(entry.path());
+        } else if kind.is_dir() {
+            find_dot_gits(&entry.path(), found, budget);
+        }
     }
 }
 
@@ -614,6 +681,41 @@ mod tests {
         assert!(!sub.join(".git").exists(), "{warnings:?}");
         assert!(
             warnings.iter().any(|w| w.contains("sub/.git")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn an_untracked_repository_the_agent_made_is_moved_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let git = |dir: &Path, args: &[&str]| {
+            let status = std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("git");
+            assert!(status.success(), "git {args:?}");
+        };
+        git(dir.path(), &["init", "-q"]);
+        // The user's own untracked repository stays.
+        git(dir.path(), &["init", "-q", "mine"]);
+        let before = snapshot(dir.path(), "s1", vec![]);
+        let deep = dir.path().join("src/deep/repo");
+        std::fs::create_dir_all(&deep).expect("mkdir");
+        git(&deep, &["init", "-q"]);
+        std::fs::write(
+            deep.join(".git/config"),
+            "[core]\n\tfsmonitor = \"touch /tmp/never; false\"\n",
+        )
+        .expect("write");
+        let warnings = check(&before);
+        assert!(!deep.join(".git").exists(), "{warnings:?}");
+        assert!(dir.path().join("mine/.git").exists(), "{warnings:?}");
+        assert!(
+            warnings.iter().any(|w| w.contains("repo/.git")),
             "{warnings:?}"
         );
     }

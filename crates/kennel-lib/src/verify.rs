@@ -66,7 +66,14 @@ impl Report {
 }
 
 /// The classes of probes.
-pub const CLASSES: &[&str] = &["files", "privilege", "network"];
+pub const CLASSES: &[&str] = &[
+    "files",
+    "privilege",
+    "host",
+    "network",
+    "planted",
+    "credentials",
+];
 
 /// What `kennel verify` was asked.
 #[derive(Debug, Clone, Default)]
@@ -84,7 +91,6 @@ pub struct VerifyRequest {
 
 /// Markers on the host that no sandbox may see: path → what it stands for.
 struct Markers {
-    token: String,
     files: Vec<(PathBuf, &'static str)>,
 }
 
@@ -92,7 +98,7 @@ impl Markers {
     fn plant(
         host: &kennel_core::host::HostContext,
         other_repository: &Path,
-        token: String,
+        token: &str,
     ) -> Markers {
         let mut files = Vec::new();
         let mut plant = |dir: &Path, what: &'static str| {
@@ -100,7 +106,7 @@ impl Markers {
                 return;
             }
             let path = dir.join(format!(".{token}"));
-            if std::fs::write(&path, &token).is_ok() {
+            if std::fs::write(&path, token).is_ok() {
                 files.push((path, what));
             }
         };
@@ -113,7 +119,7 @@ impl Markers {
         }
         plant(&host.data_dir, "kennel's data directory");
         plant(other_repository, "another repository");
-        Markers { token, files }
+        Markers { files }
     }
 }
 
@@ -154,66 +160,249 @@ impl Drop for Witness {
     }
 }
 
-/// A listener on this machine that answers any connection with the token:
-/// reaching it from a sandbox without kennel's proxy is an escape.
-struct Listener {
-    port: u16,
+/// Listeners of verify's own on this machine, each answering with (or
+/// recording) the token: a TCP port and a UDP port on every address
+/// (IPv4 and IPv6), and Unix sockets where a user's agents, buses and
+/// other sessions keep theirs. Reaching any of them from a sandbox is an
+/// escape.
+struct Listeners {
+    tcp_port: Option<u16>,
+    udp_port: Option<u16>,
+    /// (path or `@abstract` name, what it stands for)
+    unix: Vec<(String, String)>,
+    /// Files to remove at the end (the path sockets and their directories).
+    made: Vec<PathBuf>,
+    udp_from: std::sync::Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl Listener {
-    fn start(token: &str) -> Option<Listener> {
-        use std::io::Write;
-        let listener = std::net::TcpListener::bind(("0.0.0.0", 0)).ok()?;
-        let port = listener.local_addr().ok()?.port();
-        listener.set_nonblocking(true).ok()?;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = stop.clone();
+impl Listeners {
+    fn start(token: &str, host: &kennel_core::host::HostContext) -> Listeners {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        let stop = Arc::new(AtomicBool::new(false));
         let answer = format!(
             "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{token}",
             token.len()
         );
-        std::thread::spawn(move || {
-            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut stream, _)) => {
-                        let _ = stream.write_all(answer.as_bytes());
+        let mut listeners = Listeners {
+            tcp_port: None,
+            udp_port: None,
+            unix: Vec::new(),
+            made: Vec::new(),
+            udp_from: Arc::default(),
+            stop: stop.clone(),
+        };
+        // [::] takes IPv4 too where IPv6 is on; 0.0.0.0 where it is not.
+        let tcp = std::net::TcpListener::bind(("::", 0))
+            .or_else(|_| std::net::TcpListener::bind(("0.0.0.0", 0)));
+        if let Ok(tcp) = tcp {
+            listeners.tcp_port = tcp.local_addr().ok().map(|a| a.port());
+            spawn_acceptor(tcp, answer.clone(), stop.clone());
+        }
+        let udp = std::net::UdpSocket::bind(("::", 0))
+            .or_else(|_| std::net::UdpSocket::bind(("0.0.0.0", 0)));
+        if let Ok(udp) = udp {
+            listeners.udp_port = udp.local_addr().ok().map(|a| a.port());
+            let (from, stopped, token) =
+                (listeners.udp_from.clone(), stop.clone(), token.to_string());
+            let _ = udp.set_read_timeout(Some(Duration::from_millis(100)));
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 2048];
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok((len, peer)) = udp.recv_from(&mut buffer)
+                        && String::from_utf8_lossy(&buffer[..len]).contains(&token)
+                        && let Ok(mut from) = from.lock()
+                    {
+                        from.push(peer);
                     }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
+            });
+        }
+        // An abstract socket: reachable from any process in this network
+        // namespace, whatever its files.
+        let name = format!("kennel-verify-{token}");
+        if let Ok(address) =
+            <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(&name)
+            && let Ok(unix) = std::os::unix::net::UnixListener::bind_addr(&address)
+        {
+            spawn_unix_acceptor(unix, answer.clone(), stop.clone());
+            listeners.unix.push((format!("@{name}"), "an abstract Unix socket on this machine".into()));
+        }
+        // Stand-ins where real agents and sessions keep their sockets.
+        let mut places = vec![(
+            std::env::temp_dir()
+                .join(format!("{token}-ssh"))
+                .join("agent.sock"),
+            "an agent socket in this machine's /tmp (where ssh-agent keeps one)",
+        )];
+        if let Some(runtime) = host
+            .env
+            .get("XDG_RUNTIME_DIR")
+            .filter(|dir| !dir.is_empty())
+        {
+            places.push((
+                PathBuf::from(runtime).join(format!("{token}.sock")),
+                "a socket in your runtime directory (where gpg-agent, D-Bus and Podman keep theirs)",
+            ));
+        }
+        places.push((
+            kennel_core::settings::proxy_dir(host, token).join("proxy.sock"),
+            "another session's proxy socket",
+        ));
+        for (path, what) in places {
+            let Some(dir) = path.parent() else { continue };
+            if std::fs::create_dir_all(dir).is_err() {
+                continue;
             }
-        });
-        Some(Listener { port, stop })
+            listeners.made.push(dir.to_path_buf());
+            if let Ok(unix) = std::os::unix::net::UnixListener::bind(&path) {
+                spawn_unix_acceptor(unix, answer.clone(), stop.clone());
+                listeners
+                    .unix
+                    .push((path.display().to_string(), what.into()));
+            }
+        }
+        // The real ones, where they exist on this machine: connecting is
+        // all a probe does.
+        for (path, what) in host_sockets(host) {
+            if std::fs::symlink_metadata(&path)
+                .is_ok_and(|meta| std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()))
+            {
+                listeners.unix.push((path.display().to_string(), what));
+            }
+        }
+        listeners
+    }
+
+    /// Where the token arrived by UDP from.
+    fn udp_senders(&self) -> Vec<std::net::SocketAddr> {
+        self.udp_from
+            .lock()
+            .map(|from| from.clone())
+            .unwrap_or_default()
     }
 }
 
-impl Drop for Listener {
+impl Drop for Listeners {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for dir in &self.made {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
-/// The throwaway workspace as a git repository with one commit (worktree
-/// and clone modes need one). kennel's own files: git runs with no hooks
-/// and no user configuration.
+fn spawn_acceptor(
+    listener: std::net::TcpListener,
+    answer: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::io::Write;
+    if listener.set_nonblocking(true).is_err() {
+        return;
+    }
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    let _ = stream.write_all(answer.as_bytes());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+}
+
+fn spawn_unix_acceptor(
+    listener: std::os::unix::net::UnixListener,
+    answer: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::io::Write;
+    if listener.set_nonblocking(true).is_err() {
+        return;
+    }
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    let _ = stream.write_all(answer.as_bytes());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+}
+
+/// The host's own interfaces that a sandbox must not reach: engine
+/// sockets, the buses, the user's agents, tmux and displays.
+fn host_sockets(host: &kennel_core::host::HostContext) -> Vec<(PathBuf, String)> {
+    let env = |name: &str| host.env.get(name).filter(|v| !v.is_empty()).cloned();
+    let mut sockets: Vec<(PathBuf, String)> = [
+        ("/var/run/docker.sock", "Docker's socket"),
+        ("/run/docker.sock", "Docker's socket"),
+        ("/run/podman/podman.sock", "rootful Podman's socket"),
+        ("/run/containerd/containerd.sock", "containerd's socket"),
+        ("/var/lib/incus/unix.socket", "Incus's socket"),
+        ("/var/lib/lxd/unix.socket", "LXD's socket"),
+        ("/run/dbus/system_bus_socket", "the D-Bus system bus"),
+        ("/tmp/.X11-unix/X0", "the X display"),
+    ]
+    .iter()
+    .map(|(path, what)| (PathBuf::from(path), what.to_string()))
+    .collect();
+    if let Some(runtime) = env("XDG_RUNTIME_DIR") {
+        let runtime = PathBuf::from(runtime);
+        for (name, what) in [
+            ("podman/podman.sock", "your Podman socket"),
+            ("docker.sock", "your rootless Docker socket"),
+            ("bus", "your D-Bus session bus"),
+            ("gnupg/S.gpg-agent", "your gpg-agent"),
+            ("gnupg/S.gpg-agent.ssh", "your gpg-agent's ssh socket"),
+            ("keyring/ssh", "your keyring's ssh agent"),
+            ("wayland-0", "your Wayland display"),
+        ] {
+            sockets.push((runtime.join(name), what.to_string()));
+        }
+    }
+    sockets.push((
+        host.home.join(".gnupg/S.gpg-agent"),
+        "your gpg-agent".into(),
+    ));
+    if let Some(agent) = env("SSH_AUTH_SOCK") {
+        sockets.push((
+            PathBuf::from(agent),
+            "your ssh-agent (SSH_AUTH_SOCK)".into(),
+        ));
+    }
+    if let Some(bus) = env("DBUS_SESSION_BUS_ADDRESS")
+        && let Some(path) = bus.strip_prefix("unix:path=")
+    {
+        let path = path.split(',').next().unwrap_or(path);
+        sockets.push((PathBuf::from(path), "your D-Bus session bus".into()));
+    }
+    if let Some(docker) =
+        env("DOCKER_HOST").and_then(|h| h.strip_prefix("unix://").map(str::to_string))
+    {
+        sockets.push((PathBuf::from(docker), "the engine of DOCKER_HOST".into()));
+    }
+    let tmux = env("TMUX_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    sockets.push((
+        tmux.join(format!("tmux-{}", host.uid)).join("default"),
+        "your tmux server".into(),
+    ));
+    if let Some(session) = env("TMUX").and_then(|t| t.split(',').next().map(str::to_string)) {
+        sockets.push((PathBuf::from(session), "the tmux server you are in".into()));
+    }
+    sockets
+}
+
+/// The throwaway workspace as a git repository with one commit. kennel's
+/// own files: git runs with no hooks and no user configuration.
 fn init_repository(dir: &Path) -> Result<(), CliError> {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args([
-                "-c",
-                "core.hooksPath=/dev/null",
-                "-c",
-                "user.name=kennel verify",
-                "-c",
-                "user.email=verify@kennel.invalid",
-            ])
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .stdin(std::process::Stdio::null())
-            .output()
-    };
     std::fs::write(dir.join("README"), "kennel verify's throwaway repository\n")
         .map_err(|error| CliError::kennel(format!("cannot write {}: {error}", dir.display())))?;
     for args in [
@@ -221,31 +410,170 @@ fn init_repository(dir: &Path) -> Result<(), CliError> {
         &["add", "README"],
         &["commit", "-q", "-m", "kennel verify"],
     ] {
-        match git(args) {
-            Ok(output) if output.status.success() => {}
-            Ok(output) => {
-                return Err(CliError::kennel(format!(
-                    "git {} in kennel verify's workspace failed: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&output.stderr).trim()
-                )));
-            }
-            Err(error) => {
-                return Err(CliError::kennel(format!(
-                    "cannot run git for --mode: {error}"
-                )));
-            }
+        let output = clean_git(dir, args)
+            .map_err(|error| CliError::kennel(format!("cannot run git: {error}")))?;
+        if !output.status.success() {
+            return Err(CliError::kennel(format!(
+                "git {} in kennel verify's workspace failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
         }
     }
     Ok(())
 }
 
-/// This machine's address on its way out (a UDP socket "connected" to a
+/// git with nothing of anyone's configuration (verify's own set-up).
+fn clean_git(dir: &Path, args: &[&str]) -> std::io::Result<std::process::Output> {
+    std::process::Command::new("git")
+        .args([
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "user.name=kennel verify",
+            "-c",
+            "user.email=verify@kennel.invalid",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+}
+
+/// This machine's addresses on its way out (a UDP socket "connected" to a
 /// documentation address: nothing is sent).
-fn own_address() -> Option<std::net::IpAddr> {
-    let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
-    socket.connect(("192.0.2.1", 9)).ok()?;
+fn own_address(v6: bool) -> Option<std::net::IpAddr> {
+    let (bind, to): (&str, &str) = if v6 {
+        ("::", "2001:db8::1")
+    } else {
+        ("0.0.0.0", "192.0.2.1")
+    };
+    let socket = std::net::UdpSocket::bind((bind, 0)).ok()?;
+    socket.connect((to, 9)).ok()?;
     Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+}
+
+/// The names the allowlist probes use: one the sandbox is allowed, one it
+/// is not (`.invalid`: never resolved anywhere).
+const ALLOWED_NAME: &str = "allowed.kennel-verify.invalid";
+const DENIED_NAME: &str = "denied.kennel-verify.invalid";
+const BOUND_NAME: &str = "bound.kennel-verify.invalid";
+const SECRET_NAME: &str = "KENNEL_VERIFY_SECRET";
+/// The pids limit the sandboxes run with, so the probe can reach it.
+const PIDS_LIMIT: u32 = 64;
+
+/// The probes' own source (perl: in every Debian image, and can make
+/// system calls and sockets without anything installed).
+const PROBES: &str = include_str!("verify_probes.pl");
+
+/// Everything verify made for one run; removed when dropped.
+struct Fixture {
+    token: String,
+    scratch: tempfile::TempDir,
+    markers: Markers,
+    _witness: Witness,
+    listeners: Listeners,
+    /// The real secret's two halves (never one string in an argument).
+    needle: (String, String),
+    /// `XDG_CONFIG_HOME` for the sandboxes: your config plus verify's
+    /// secret binding.
+    config_home: Option<PathBuf>,
+    git: bool,
+    /// Your home directory (what a widened next session would mount).
+    home: PathBuf,
+}
+
+impl Fixture {
+    fn planted_dir(&self) -> PathBuf {
+        self.scratch.path().join("planted")
+    }
+
+    fn other_repository(&self) -> PathBuf {
+        self.scratch.path().join("other-repository")
+    }
+
+    /// The probes' arguments (`key=value`).
+    fn probe_args(&self, only: &[String], mode: &str) -> Vec<String> {
+        let wants: Vec<&str> = CLASSES
+            .iter()
+            .copied()
+            .filter(|class| only.is_empty() || only.iter().any(|c| c == class))
+            .filter(|class| *class != "planted" || self.git)
+            .collect();
+        let mut args = vec![
+            format!("classes={}", wants.join(",")),
+            format!("token={}", self.token),
+            format!("uid={}", nix::unistd::getuid().as_raw()),
+            format!("gid={}", nix::unistd::getgid().as_raw()),
+            format!("pids={PIDS_LIMIT}"),
+            format!("mode={mode}"),
+            format!("allowed={ALLOWED_NAME}"),
+            format!("denied={DENIED_NAME}"),
+            format!("planted={}", self.planted_dir().display()),
+            format!("home={}", self.home.display()),
+            format!("needle_a={}", self.needle.0),
+            format!("needle_b={}", self.needle.1),
+            format!("sys_prlimit64={}", libc::SYS_prlimit64),
+            format!(
+                "other_objects={}",
+                self.other_repository().join(".git/objects").display()
+            ),
+        ];
+        if let Some(port) = self.listeners.tcp_port {
+            args.push(format!("tcp_port={port}"));
+        }
+        if let Some(port) = self.listeners.udp_port {
+            args.push(format!("udp_port={port}"));
+        }
+        if let Some(ip) = own_address(false) {
+            args.push(format!("own4={ip}"));
+        }
+        if let Some(ip) = own_address(true) {
+            args.push(format!("own6={ip}"));
+        }
+        for (path, what) in &self.markers.files {
+            args.push(format!("marker={}\t{what}", path.display()));
+        }
+        for (path, what) in &self.listeners.unix {
+            args.push(format!("socket={path}\t{what}"));
+        }
+        for (name, number, call_args) in refused_syscalls() {
+            let mut line = format!("syscall={name}\t{number}");
+            for arg in call_args {
+                line.push('\t');
+                line.push_str(arg);
+            }
+            args.push(line);
+        }
+        args
+    }
+}
+
+/// System calls a sandbox must refuse, with arguments that would succeed
+/// where they are allowed (`BUF`: a zeroed buffer, `STR`: a string).
+fn refused_syscalls() -> Vec<(&'static str, i64, &'static [&'static str])> {
+    vec![
+        ("ptrace", libc::SYS_ptrace, &["0", "0", "0", "0"]), // PTRACE_TRACEME
+        ("mount", libc::SYS_mount, &["STR", "STR", "STR", "0", "0"]),
+        ("unshare-user", libc::SYS_unshare, &["268435456"]), // CLONE_NEWUSER
+        ("unshare-mount", libc::SYS_unshare, &["131072"]),   // CLONE_NEWNS
+        (
+            "clone-user",
+            libc::SYS_clone,
+            &["268435473", "0", "0", "0", "0"],
+        ), // NEWUSER|SIGCHLD
+        ("keyctl", libc::SYS_keyctl, &["0", "-3", "0"]),     // the session keyring's id
+        ("bpf", libc::SYS_bpf, &["0", "BUF", "72"]),
+        ("io_uring", libc::SYS_io_uring_setup, &["1", "BUF"]),
+        ("userfaultfd", libc::SYS_userfaultfd, &["1"]), // UFFD_USER_MODE_ONLY
+        (
+            "perf_event_open",
+            libc::SYS_perf_event_open,
+            &["BUF", "0", "-1", "-1", "0"],
+        ),
+    ]
 }
 
 /// Runs the probes on each backend asked; the report.
@@ -255,41 +583,36 @@ pub async fn verify(request: &VerifyRequest) -> Result<Report, CliError> {
     // The token in the scratch directory's name: a sandbox left behind is
     // found by its workspace's path.
     let scratch = tempfile::Builder::new()
-        .prefix(&format!("{token}-"))
+        // Short: kennel's proxy sockets may live under it (Unix socket
+        // paths are limited to 107 bytes).
+        .prefix(&format!("{}-", &token[..22]))
         .tempdir()
         .map_err(|error| CliError::kennel(format!("cannot make a scratch directory: {error}")))?;
-    let workspace = scratch.path().join("workspace");
     let other = scratch.path().join("other-repository");
-    for dir in [&workspace, &other] {
-        std::fs::create_dir_all(dir)
-            .map_err(|error| CliError::kennel(format!("cannot make {}: {error}", dir.display())))?;
-    }
-    if request.mode.is_some() {
-        init_repository(&workspace)?;
-    }
-    let markers = Markers::plant(&host, &other, token);
-    // A host process whose environment no sandbox may read.
-    let witness = Witness::start(&markers.token);
-    let listener = Listener::start(&markers.token);
-    let script = probe_script(
-        &markers,
-        listener.as_ref().map(|l| (l.port, own_address())),
-        &request.only,
-    );
+    std::fs::create_dir_all(&other)
+        .map_err(|error| CliError::kennel(format!("cannot make {}: {error}", other.display())))?;
+    let git = init_repository(&other).is_ok();
+    let config_home = child_config(&host, scratch.path())?;
+    let markers = Markers::plant(&host, &other, &token);
+    let fixture = Fixture {
+        _witness: Witness::start(&token),
+        listeners: Listeners::start(&token, &host),
+        needle: (
+            format!("kvs-{}", &token[14..]),
+            format!("{:016x}", kennel_core::settings::random_u64()),
+        ),
+        token,
+        scratch,
+        markers,
+        config_home,
+        git,
+        home: host.home.clone(),
+    };
     let mut signals = Signals::install()?;
     let mut results = Vec::new();
     let mut interrupted = false;
     for backend in &request.backends {
-        let ran = run_backend(
-            request,
-            backend,
-            &workspace,
-            scratch.path(),
-            &script,
-            &mut signals,
-        )
-        .await;
-        match ran {
+        match run_backend(request, backend, &fixture, &mut signals).await {
             Some(found) => results.extend(found),
             None => {
                 interrupted = true;
@@ -297,15 +620,50 @@ pub async fn verify(request: &VerifyRequest) -> Result<Report, CliError> {
             }
         }
     }
-    drop(listener);
-    drop(witness);
-    let marker = format!(".{}", markers.token);
-    // The markers and the scratch directory go here, interrupted or not.
-    drop(markers);
-    drop(scratch);
+    let marker = format!(".{}", fixture.token);
+    // The markers, listeners and the scratch directory go here,
+    // interrupted or not.
+    drop(fixture);
     let mut report = Report::new(marker, results);
     report.interrupted = interrupted;
     Ok(report)
+}
+
+/// The sandboxes' configuration directory: yours, plus a secret of
+/// verify's bound to a name nothing resolves. None: no config of yours
+/// to copy and nothing to add it to (the secret's probes are skipped).
+fn child_config(
+    host: &kennel_core::host::HostContext,
+    scratch: &Path,
+) -> Result<Option<PathBuf>, CliError> {
+    let yours = host.user_config_file();
+    let text = match std::fs::read_to_string(&yours) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(_) => return Ok(None),
+    };
+    let Ok(mut document) = text.parse::<toml_edit::DocumentMut>() else {
+        // kennel itself will say what is wrong with it.
+        return Ok(None);
+    };
+    let secrets = document
+        .entry("secrets")
+        .or_insert(toml_edit::table())
+        .as_table_mut();
+    let Some(secrets) = secrets else {
+        return Ok(None);
+    };
+    secrets.set_implicit(true);
+    let mut binding = toml_edit::Table::new();
+    binding["hosts"] = toml_edit::value(toml_edit::Array::from_iter([BOUND_NAME]));
+    binding["header"] = toml_edit::value("authorization");
+    secrets.insert(SECRET_NAME, toml_edit::Item::Table(binding));
+    let home = scratch.join("config");
+    let dir = home.join("kennel");
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("config.toml"), document.to_string()))
+        .map_err(|error| CliError::kennel(format!("cannot write {}: {error}", dir.display())))?;
+    Ok(Some(home))
 }
 
 /// Ctrl-C and SIGTERM, caught so that what verify made is removed.
@@ -336,46 +694,162 @@ impl Signals {
     }
 }
 
-/// One backend: the probe script in a sandbox, its lines read back;
-/// `None` when a signal stopped it (the sandbox's
-/// kennel is told and waited for, so that it removes its sandbox).
-async fn run_backend(
+/// A child kennel for one backend, with verify's data, state and config.
+fn child_kennel(
     request: &VerifyRequest,
+    fixture: &Fixture,
     backend: &str,
     workspace: &Path,
-    scratch: &Path,
-    script: &str,
-    signals: &mut Signals,
-) -> Option<Vec<ProbeResult>> {
-    let skipped = |detail: String| {
-        Some(vec![ProbeResult {
-            backend: backend.to_string(),
-            class: "-".into(),
-            probe: "-".into(),
-            outcome: Outcome::Skipped,
-            detail,
-        }])
-    };
-    if let Err(error) = crate::backend::select(backend, true).await {
-        return skipped(format!("the backend does not work here: {}", error.message));
-    }
-    let data = scratch.join(format!("data-{backend}"));
-    let state = scratch.join(format!("state-{backend}"));
+) -> tokio::process::Command {
+    let scratch = fixture.scratch.path();
     let mut command = tokio::process::Command::new(&request.kennel);
-    command.args(["run", "shell", "--backend", backend, "--no-devcontainer"]);
-    if let Some(mode) = &request.mode {
-        command.args(["--mode", mode]);
-    }
     command
-        .args(["--", "sh", "-c", script])
         .current_dir(workspace)
-        .env("XDG_DATA_HOME", &data)
-        .env("XDG_STATE_HOME", &state)
+        .env("XDG_DATA_HOME", scratch.join(format!("d-{backend}")))
+        .env("XDG_STATE_HOME", scratch.join(format!("s-{backend}")))
+        .env(
+            SECRET_NAME,
+            format!("{}{}", fixture.needle.0, fixture.needle.1),
+        )
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    let child = match command.spawn() {
+    if let Some(config) = &fixture.config_home {
+        command.env("XDG_CONFIG_HOME", config);
+    }
+    command
+}
+
+/// `kennel run shell` arguments shared by every sandbox of verify's.
+fn run_args(request: &VerifyRequest, backend: &str) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "run",
+        "shell",
+        "--backend",
+        backend,
+        "--no-devcontainer",
+        "--allow",
+        ALLOWED_NAME,
+        "--allow",
+        "localhost",
+        "--allow",
+        BOUND_NAME,
+        // Addresses allowed by name, so that the address check itself is
+        // what refuses them.
+        "--allow",
+        "169.254.169.254",
+        "--allow",
+        "127.0.0.1",
+        "--allow",
+        "10.0.0.1",
+        "--allow",
+        "fd00:ec2::254",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(["--pids-limit".into(), PIDS_LIMIT.to_string()]);
+    if let Some(mode) = &request.mode {
+        args.extend(["--mode".into(), mode.clone()]);
+    }
+    args
+}
+
+/// What a dry run in `workspace` plans: (network mode, mount targets,
+/// variables).
+async fn planned(
+    request: &VerifyRequest,
+    fixture: &Fixture,
+    backend: &str,
+    workspace: &Path,
+) -> Result<(String, Vec<String>, Vec<String>), String> {
+    let mut args = run_args(request, backend);
+    args.push("--dry-run".into());
+    let output = child_kennel(request, fixture, backend, workspace)
+        .args(&args)
+        .output()
+        .await
+        .map_err(|error| format!("cannot run kennel: {error}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(crate::text::escape_controls(
+            stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or(""),
+        ));
+    }
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|error| format!("the dry run's Plan is not JSON: {error}"))?;
+    let mode = plan["network"]["mode"].as_str().unwrap_or("?").to_string();
+    let mounts = plan["mounts"]
+        .as_array()
+        .map(|mounts| {
+            mounts
+                .iter()
+                .filter_map(|m| m["target"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let env = plan["env"]
+        .as_array()
+        .map(|env| {
+            env.iter()
+                .filter_map(|v| v["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((mode, mounts, env))
+}
+
+/// One backend: the probes in a sandbox, their lines read back, then the
+/// host-side steps that would trigger what the sandbox planted; `None`
+/// when a signal stopped it (the sandbox's kennel is told and waited for,
+/// so that it removes its sandbox).
+async fn run_backend(
+    request: &VerifyRequest,
+    backend: &str,
+    fixture: &Fixture,
+    signals: &mut Signals,
+) -> Option<Vec<ProbeResult>> {
+    let result = |class: &str, probe: &str, outcome, detail: String| ProbeResult {
+        backend: backend.to_string(),
+        class: class.to_string(),
+        probe: probe.to_string(),
+        outcome,
+        detail,
+    };
+    let skipped = |detail: String| Some(vec![result("-", "-", Outcome::Skipped, detail)]);
+    if let Err(error) = crate::backend::select(backend, true).await {
+        return skipped(format!("the backend does not work here: {}", error.message));
+    }
+    // A fresh workspace per backend: what one sandbox planted never meets
+    // the next.
+    let workspace = fixture.scratch.path().join(format!("ws-{backend}"));
+    if let Err(error) = std::fs::create_dir_all(&workspace) {
+        return skipped(format!("cannot make {}: {error}", workspace.display()));
+    }
+    if fixture.git && init_repository(&workspace).is_err() {
+        return skipped("cannot make the throwaway repository".into());
+    }
+    let _ = std::fs::create_dir_all(fixture.planted_dir());
+    let before = match planned(request, fixture, backend, &workspace).await {
+        Ok(plan) => plan,
+        Err(error) => return skipped(format!("kennel cannot plan a sandbox here: {error}")),
+    };
+    let mut args = run_args(request, backend);
+    args.extend([
+        "--".into(),
+        "sh".into(),
+        "-c".into(),
+        "if command -v perl >/dev/null 2>&1; then exec perl -e \"$0\" -- \"$@\"; \
+         else echo 'KENNEL-PROBE|-|perl|skipped|no perl in the image: the probes need perl (perl-base, in every Debian image)'; fi"
+            .into(),
+        PROBES.into(),
+    ]);
+    args.extend(fixture.probe_args(&request.only, &before.0));
+    let child = match child_kennel(request, fixture, backend, &workspace)
+        .args(&args)
+        .spawn()
+    {
         Ok(child) => child,
         Err(error) => return skipped(format!("cannot run kennel: {error}")),
     };
@@ -401,13 +875,14 @@ async fn run_backend(
         }
     };
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let results = parse(backend, &stdout);
+    let mut results = parse(backend, &stdout);
     if results.is_empty() {
         let stderr = String::from_utf8_lossy(&output.stderr);
+        // kennel's error line (its hints follow it).
         let last = stderr
             .lines()
-            .rev()
-            .find(|line| !line.trim().is_empty())
+            .find(|line| line.starts_with("kennel: error"))
+            .or_else(|| stderr.lines().rev().find(|line| !line.trim().is_empty()))
             .unwrap_or("");
         return skipped(format!(
             "the sandbox did not run the probes (exit {}): {}",
@@ -415,7 +890,225 @@ async fn run_backend(
             crate::text::escape_controls(last)
         ));
     }
+    if !stdout.contains("KENNEL-PROBE-DONE") {
+        results.push(result(
+            "-",
+            "probes",
+            Outcome::Skipped,
+            format!(
+                "the probes stopped early (exit {})",
+                output.status.code().unwrap_or(-1)
+            ),
+        ));
+    }
+    let wants = |class: &str| request.only.is_empty() || request.only.iter().any(|c| c == class);
+    if wants("network") && fixture.listeners.udp_port.is_some() {
+        let senders = fixture.listeners.udp_senders();
+        results.push(match senders.first() {
+            Some(from) => result(
+                "network",
+                "direct-udp",
+                Outcome::Escaped,
+                format!("a datagram from the sandbox reached this machine (from {from})"),
+            ),
+            None => result(
+                "network",
+                "direct-udp",
+                Outcome::Held,
+                "no datagram reached this machine's listener".into(),
+            ),
+        });
+    }
+    if wants("planted") && fixture.git {
+        results.extend(
+            host_side_steps(request, fixture, backend, &workspace, &before)
+                .await
+                .into_iter()
+                .map(|(probe, outcome, detail)| result("planted", &probe, outcome, detail)),
+        );
+    }
     Some(results)
+}
+
+/// After the sandbox: the steps a user (and kennel) take on the host that
+/// would run or honour what the agent planted, then a look for what ran.
+async fn host_side_steps(
+    request: &VerifyRequest,
+    fixture: &Fixture,
+    backend: &str,
+    workspace: &Path,
+    before: &(String, Vec<String>, Vec<String>),
+) -> Vec<(String, Outcome, String)> {
+    let mut out = Vec::new();
+    let planted = fixture.planted_dir();
+    let ran = |planted: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(planted)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let check = |out: &mut Vec<(String, Outcome, String)>, probe: &str, step: &str| {
+        let names = ran(&planted);
+        for name in &names {
+            let _ = std::fs::remove_file(planted.join(name));
+        }
+        out.push(if names.is_empty() {
+            (
+                probe.to_string(),
+                Outcome::Held,
+                format!("nothing the agent planted ran at {step}"),
+            )
+        } else {
+            (
+                probe.to_string(),
+                Outcome::Escaped,
+                format!("{step} ran the agent's program ({})", names.join(", ")),
+            )
+        });
+    };
+    check(&mut out, "end-of-run", "the end of the run");
+    // kennel's own host-side steps over sessions that kept a branch.
+    let kennel = |args: &[&str]| {
+        let mut command = child_kennel(request, fixture, backend, workspace);
+        command.args(args);
+        command
+    };
+    let listed = kennel(&["ls", "--json"]).output().await;
+    let sessions: Vec<String> = listed
+        .ok()
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| s["name"].as_str().map(str::to_string))
+        .collect();
+    for name in &sessions {
+        let _ = kennel(&["diff", name]).output().await;
+    }
+    check(
+        &mut out,
+        "kennel-review",
+        "`kennel ls --json` and `kennel diff`",
+    );
+    for name in &sessions {
+        let _ = kennel(&["discard", "--force", name]).output().await;
+    }
+    // The user's own git in the workspace, as they would run it.
+    for args in [
+        &["status"][..],
+        &["diff"],
+        &["log", "-p", "-1"],
+        &["add", "-A"],
+        &["commit", "-q", "-m", "after the agent"],
+        &["checkout", "-q", "-b", "kennel-verify-branch"],
+    ] {
+        let _ = std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=kennel verify",
+                "-c",
+                "user.email=verify@kennel.invalid",
+            ])
+            .args(args)
+            .current_dir(workspace)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+    let nested = workspace.join("kennel-verify-nested");
+    if nested.is_dir() {
+        let _ = std::process::Command::new("git")
+            .args(["status"])
+            .current_dir(&nested)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+    check(
+        &mut out,
+        "your-git",
+        "your git (status, diff, log, add, commit, checkout, and status in a nested repository)",
+    );
+    // The next session in this repository: planned as before.
+    out.push(match planned(request, fixture, backend, workspace).await {
+        Ok(after) => {
+            let widened_network = after.0 != before.0;
+            let new_mounts: Vec<&String> =
+                after.1.iter().filter(|m| !before.1.contains(m)).collect();
+            let new_env: Vec<&String> = after.2.iter().filter(|v| !before.2.contains(v)).collect();
+            if widened_network || !new_mounts.is_empty() || !new_env.is_empty() {
+                (
+                    "next-session".into(),
+                    Outcome::Escaped,
+                    format!(
+                        "the repository's .kennel.toml changed the next session: network {} -> {}, new mounts {new_mounts:?}, new variables {new_env:?}",
+                        before.0, after.0
+                    ),
+                )
+            } else {
+                (
+                    "next-session".into(),
+                    Outcome::Held,
+                    format!("the next session is planned as before (network {})", after.0),
+                )
+            }
+        }
+        Err(error) => (
+            "next-session".into(),
+            Outcome::Held,
+            format!("the next session refuses to start: {error}"),
+        ),
+    });
+    // Another repository's session: the agent's home must not carry over.
+    let mut args = run_args(request, backend);
+    args.extend([
+        "--".into(),
+        "sh".into(),
+        "-c".into(),
+        "cat \"$HOME/.kennel-verify-channel\" 2>/dev/null; true".into(),
+    ]);
+    let other = fixture.other_repository();
+    out.push(
+        match child_kennel(request, fixture, backend, &other)
+            .args(&args)
+            .output()
+            .await
+        {
+            Ok(output) if String::from_utf8_lossy(&output.stdout).contains(&fixture.token) => (
+                "home-channel".into(),
+                Outcome::Escaped,
+                "a file the agent left in its home reached a session of another repository".into(),
+            ),
+            Ok(output) if output.status.success() => (
+                "home-channel".into(),
+                Outcome::Held,
+                "another repository's session does not see the agent's home".into(),
+            ),
+            Ok(output) => (
+                "home-channel".into(),
+                Outcome::Skipped,
+                format!(
+                    "the other repository's session failed (exit {})",
+                    output.status.code().unwrap_or(-1)
+                ),
+            ),
+            Err(error) => (
+                "home-channel".into(),
+                Outcome::Skipped,
+                format!("cannot run kennel: {error}"),
+            ),
+        },
+    );
+    out
 }
 
 /// The probes' lines (`KENNEL-PROBE|class|name|held|detail`).
@@ -446,102 +1139,9 @@ fn parse(backend: &str, stdout: &str) -> Vec<ProbeResult> {
         .collect()
 }
 
-/// The probe script: POSIX sh (the sandbox's `sh`), curl where the image
-/// has it.
-fn probe_script(
-    markers: &Markers,
-    listener: Option<(u16, Option<std::net::IpAddr>)>,
-    only: &[String],
-) -> String {
-    let port = listener.map(|(port, _)| port);
-    let own = listener
-        .and_then(|(_, own)| own)
-        .map(|ip| ip.to_string())
-        .unwrap_or_default();
-    let wants = |class: &str| only.is_empty() || only.iter().any(|c| c == class);
-    let mut script = format!(
-        "r() {{ printf 'KENNEL-PROBE|%s|%s|%s|%s\\n' \"$1\" \"$2\" \"$3\" \"$4\"; }}\nKENNEL_VERIFY_UID={}\n",
-        nix::unistd::getuid().as_raw()
-    );
-    let token = &markers.token;
-    if wants("files") {
-        for (path, what) in &markers.files {
-            let quote = kennel_core::settings::sh_quote;
-            let path = quote(&path.display().to_string());
-            let (escaped, held) = (
-                quote(&format!("read a marker in {what}")),
-                quote(&format!("no marker in {what}")),
-            );
-            script.push_str(&format!(
-                "if cat {path} 2>/dev/null | grep -q {token}; then r files marker escaped {escaped}; else r files marker held {held}; fi\n"
-            ));
-        }
-        script.push_str(&format!(
-            "found=; for f in /proc/[0-9]*/environ; do if grep -q KENNEL_VERIFY_WITNESS={token} \"$f\" 2>/dev/null; then found=$f; fi; done; \
-             if [ -n \"$found\" ]; then r files host-processes escaped \"read a host process's environment in $found\"; \
-             else r files host-processes held 'no host process visible in /proc'; fi\n"
-        ));
-    }
-    if wants("privilege") {
-        script.push_str(
-            "caps=$(grep '^CapEff:' /proc/self/status | tr -d ' \\t' | cut -d: -f2); \
-             if [ \"$caps\" = 0000000000000000 ]; then r privilege capabilities held 'CapEff 0'; else r privilege capabilities escaped \"CapEff $caps\"; fi\n\
-             nnp=$(grep '^NoNewPrivs:' /proc/self/status | tr -d ' \\t' | cut -d: -f2); \
-             if [ \"$nnp\" = 1 ]; then r privilege no-new-privileges held 'set'; else r privilege no-new-privileges escaped \"NoNewPrivs $nnp\"; fi\n\
-             seccomp=$(grep '^Seccomp:' /proc/self/status | tr -d ' \\t' | cut -d: -f2); \
-             if [ \"$seccomp\" = 2 ]; then r privilege seccomp held 'a filter is on'; else r privilege seccomp escaped \"Seccomp $seccomp\"; fi\n\
-             if [ \"$(id -u)\" != \"$KENNEL_VERIFY_UID\" ]; then r privilege uid escaped \"runs as uid $(id -u), you are $KENNEL_VERIFY_UID\"; else r privilege uid held \"uid $(id -u), yours\"; fi\n\
-             core=$(ulimit -c); if [ \"$core\" = 0 ]; then r privilege core-dumps held 'RLIMIT_CORE 0'; else r privilege core-dumps escaped \"RLIMIT_CORE $core\"; fi\n",
-        );
-    }
-    if wants("network") {
-        match port {
-            Some(port) => script.push_str(&format!(
-                "gw=$(awk 'NR > 1 && $2 == \"00000000\" {{ print $3; exit }}' /proc/net/route 2>/dev/null); \
-                 if [ -z \"$gw\" ]; then r network direct-tcp held 'no route out of the sandbox'; \
-                 elif ! command -v curl >/dev/null 2>&1; then r network direct-tcp skipped 'no curl in the sandbox'; \
-                 else gwip=$(printf '%d.%d.%d.%d' 0x$(echo $gw | cut -c7-8) 0x$(echo $gw | cut -c5-6) 0x$(echo $gw | cut -c3-4) 0x$(echo $gw | cut -c1-2)); reached=; \
-                 for ip in $gwip {own}; do if curl -s -m 5 --noproxy '*' http://$ip:{port}/ 2>/dev/null | grep -q {token}; then reached=$ip; fi; done; \
-                 if [ -n \"$reached\" ]; then r network direct-tcp escaped \"reached this machine at $reached:{port} without the proxy\"; \
-                 else r network direct-tcp held \"$gwip {own} port {port} not reached\"; fi; fi\n"
-            )),
-            None => script.push_str("r network direct-tcp skipped 'no listener on this machine'\n"),
-        }
-        let port = port.unwrap_or(9);
-        for (name, url) in [
-            (
-                "metadata",
-                "http://169.254.169.254/latest/meta-data/".to_string(),
-            ),
-            ("metadata-decimal", "http://2852039166/".to_string()),
-            ("metadata-hex", "http://0xa9fea9fe/".to_string()),
-            (
-                "metadata-ipv4-mapped",
-                "http://[::ffff:169.254.169.254]/".to_string(),
-            ),
-            ("metadata-ipv6", "http://[fd00:ec2::254]/".to_string()),
-            ("loopback-via-proxy", format!("http://127.0.0.1:{port}/")),
-            (
-                "localhost-trailing-dot",
-                format!("http://localhost.:{port}/"),
-            ),
-            ("private-via-proxy", "http://10.0.0.1/".to_string()),
-        ] {
-            script.push_str(&format!(
-                "if [ -z \"$HTTP_PROXY\" ]; then r network {name} skipped 'no proxy in this session (network mode none or open)'; \
-                 elif ! command -v curl >/dev/null 2>&1; then r network {name} skipped 'no curl in the sandbox'; \
-                 else code=$(curl -s -m 8 --proxy \"$HTTP_PROXY\" --noproxy '' -o /tmp/kennel-verify-body -w '%{{http_code}}' '{url}' 2>/dev/null); \
-                 if grep -q {token} /tmp/kennel-verify-body 2>/dev/null || {{ [ \"$code\" != 403 ] && [ \"$code\" != 000 ] && [ \"$code\" != 400 ]; }}; then r network {name} escaped \"{url} answered $code\"; \
-                 else r network {name} held \"{url}: $code from the proxy\"; fi; rm -f /tmp/kennel-verify-body; fi\n"
-            ));
-        }
-    }
-    script
-}
-
 /// The backends `--all` tries, in order.
 pub fn all_backends() -> Vec<String> {
-    ["docker", "podman", "native"]
+    ["docker", "podman", "native", "incus"]
         .iter()
         .map(|s| s.to_string())
         .collect()
@@ -579,35 +1179,65 @@ mod tests {
         assert_eq!((report.held, report.escaped, report.skipped), (1, 1, 1));
     }
 
+    /// On the host itself (no sandbox), the probes run to the end, report
+    /// every class, and catch what a sandbox would have let through: the
+    /// marker is readable and the planted files are written.
     #[test]
-    fn the_script_runs_in_sh_and_reports_each_class() {
-        let markers = Markers {
-            token: "kennel-verify-test".into(),
-            files: vec![(
-                PathBuf::from("/nonexistent/.kennel-verify-test"),
-                "your home directory",
-            )],
-        };
-        let script = probe_script(&markers, None, &[]);
-        let output = std::process::Command::new("sh")
-            .args(["-c", &script])
-            .env_remove("HTTP_PROXY")
+    fn the_probes_run_and_detect_on_an_unsandboxed_host() {
+        if std::process::Command::new("perl")
+            .arg("-v")
             .output()
-            .expect("sh");
-        let results = parse("here", &String::from_utf8_lossy(&output.stdout));
+            .is_err()
+        {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = "kennel-verify-unit";
+        let marker = dir.path().join(".kennel-verify-unit");
+        std::fs::write(&marker, token).expect("marker");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(work.join(".git/hooks")).expect("mkdir");
+        let args = [
+            format!("classes={}", CLASSES.join(",")),
+            format!("token={token}"),
+            format!("marker={}\tyour home directory", marker.display()),
+            format!("planted={}", dir.path().join("planted").display()),
+            "mode=allowlist".to_string(),
+            format!("sys_prlimit64={}", libc::SYS_prlimit64),
+            format!("uid={}", nix::unistd::getuid().as_raw()),
+            format!("gid={}", nix::unistd::getgid().as_raw()),
+        ];
+        let output = std::process::Command::new("perl")
+            .arg("-e")
+            .arg(PROBES)
+            .arg("--")
+            .args(&args)
+            .current_dir(&work)
+            .env_remove("HTTP_PROXY")
+            .env("HOME", dir.path())
+            .output()
+            .expect("perl");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains("KENNEL-PROBE-DONE"),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let results = parse("here", &stdout);
         for class in CLASSES {
             assert!(
                 results.iter().any(|r| r.class == *class),
-                "{class}: {results:?}"
+                "{class}: {stdout}"
             );
         }
         let marker = results
             .iter()
             .find(|r| r.probe == "marker")
             .expect("marker");
-        assert_eq!(marker.outcome, Outcome::Held);
-        // Only one class.
-        let only = probe_script(&markers, None, &["privilege".into()]);
-        assert!(!only.contains("marker") && only.contains("CapEff"));
+        assert_eq!(marker.outcome, Outcome::Escaped, "{marker:?}");
+        let uid = results.iter().find(|r| r.probe == "uid").expect("uid");
+        assert_eq!(uid.outcome, Outcome::Held, "{uid:?}");
+        assert!(work.join(".git/hooks/post-checkout").exists());
+        assert!(work.join(".kennel.toml").exists());
     }
 }
