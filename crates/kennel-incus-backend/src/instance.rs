@@ -70,7 +70,8 @@ pub fn new_instance(plan: &Plan, name: &str, source: ImageSource) -> NewInstance
         .config("security.privileged", "false")
         .config("security.nesting", "false")
         .config("boot.autostart", "false")
-        .config("raw.idmap", format!("uid {uid} {uid}\ngid {gid} {gid}"));
+        .config("raw.idmap", format!("uid {uid} {uid}\ngid {gid} {gid}"))
+        .config("raw.seccomp", crate::seccomp::policy());
     if plan.limits.pids > 0 {
         instance = instance.config("limits.processes", plan.limits.pids.to_string());
     }

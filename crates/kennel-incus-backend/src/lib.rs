@@ -19,6 +19,7 @@ mod images;
 pub mod instance;
 mod open_network;
 mod project;
+mod seccomp;
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};

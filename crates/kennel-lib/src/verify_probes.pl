@@ -282,7 +282,16 @@ sub proxy_ask {
         socket(my $s, AF_INET, SOCK_STREAM, 0) or return;
         connect($s, pack_sockaddr_in($port, inet_aton($host))) or return;
         syswrite $s, $request;
-        while (sysread $s, my $chunk, 8192) { $answer .= $chunk; last if length $answer > 65536 }
+        # Until the answer is whole (its headers and Content-Length bytes
+        # of body): the proxy may keep the connection open.
+        while (sysread $s, my $chunk, 8192) {
+            $answer .= $chunk;
+            last if length $answer > 65536;
+            my $end = index $answer, "\r\n\r\n";
+            next if $end < 0;
+            my ($length) = substr($answer, 0, $end) =~ /^content-length:\s*(\d+)/mi;
+            last if length($answer) >= $end + 4 + ($length // 0);
+        }
     });
     my ($status) = $answer =~ m{^HTTP/1\.\d (\d{3})};
     my ($reason) = $answer =~ m{^x-kennel-reason:\s*(\S+)}mi;

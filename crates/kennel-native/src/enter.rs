@@ -73,6 +73,13 @@ pub fn enter(plan: &Plan, init_pid: u32, opts: &NativeOptions) -> Result<i32, Na
             decision,
             init_pid,
         },
+        // Root's processes join the sandbox's pids cgroup (see
+        // `pids_cgroup`).
+        nix::unistd::getuid()
+            .is_root()
+            .then(|| crate::pids_cgroup::procs_of(init_pid))
+            .flatten()
+            .as_deref(),
     )
 }
 

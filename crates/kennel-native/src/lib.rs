@@ -31,6 +31,7 @@ mod filter;
 mod forwarder;
 mod helper;
 mod layout;
+mod pids_cgroup;
 mod policy;
 mod probe;
 mod sys;
@@ -124,6 +125,15 @@ impl Prepared {
 
     /// Runs the agent and returns its exit code (128+N when killed by signal N).
     pub fn run(self) -> Result<i32, NativeError> {
+        // Root's processes are exempt from RLIMIT_NPROC: a cgroup holds
+        // the limit for them (without one, the limit is not enforced).
+        let cgroup = match u64::try_from(self.plan.limits.pids) {
+            Ok(limit) if limit > 0 && nix::unistd::getuid().is_root() => {
+                pids_cgroup::PidsCgroup::create(limit, &format!("kennel-{}", std::process::id()))
+                    .ok()
+            }
+            _ => None,
+        };
         spawn_helper(
             &self.helper,
             HELPER_ARG,
@@ -131,6 +141,7 @@ impl Prepared {
                 plan: self.plan,
                 decision: self.decision,
             },
+            cgroup.as_ref().map(pids_cgroup::PidsCgroup::procs),
         )
     }
 }
@@ -209,7 +220,12 @@ static HELPER_PID: AtomicI32 = AtomicI32::new(0);
 
 /// Re-executes `helper` as `kennel ARG FD` with `payload` (JSON) in FD,
 /// relaying signals to it, and returns its exit code.
-fn spawn_helper(helper: &Path, arg: &str, payload: &impl Serialize) -> Result<i32, NativeError> {
+fn spawn_helper(
+    helper: &Path,
+    arg: &str,
+    payload: &impl Serialize,
+    cgroup_procs: Option<&std::ffi::CStr>,
+) -> Result<i32, NativeError> {
     let other = |what: &str, error: std::io::Error| NativeError::Other(format!("{what}: {error}"));
     let json = serde_json::to_vec(payload)
         .map_err(|error| NativeError::Other(format!("cannot serialise the plan: {error}")))?;
@@ -221,6 +237,7 @@ fn spawn_helper(helper: &Path, arg: &str, payload: &impl Serialize) -> Result<i3
     let fd: OwnedFd = file.into();
     let raw = fd.as_raw_fd();
 
+    let procs = cgroup_procs.map(std::ffi::CStr::to_owned);
     let mut command = std::process::Command::new(helper);
     command
         .arg0("kennel")
@@ -239,6 +256,9 @@ fn spawn_helper(helper: &Path, arg: &str, payload: &impl Serialize) -> Result<i3
                 nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
             )?;
             nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            if let Some(procs) = &procs {
+                pids_cgroup::enter(procs)?;
+            }
             Ok(())
         });
     }

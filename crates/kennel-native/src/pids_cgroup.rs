@@ -1,0 +1,166 @@
+//! The pids limit for a user who is root on the host. A sandbox's
+//! processes are capped with RLIMIT_NPROC inside their own user namespace,
+//! but the kernel does not apply that limit to processes of the host's
+//! root user (their user is the initial one), so for root the limit is a
+//! pids cgroup of kennel's own instead (root may make one): created before
+//! the helper starts, the helper moved into it between fork and exec, and
+//! removed when the sandbox has ended. `kennel verify` found the gap.
+
+use std::ffi::{CStr, CString};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A pids cgroup that holds one sandbox.
+pub struct PidsCgroup {
+    dir: PathBuf,
+    procs: CString,
+}
+
+impl PidsCgroup {
+    /// Makes a cgroup limited to `limit` processes, where the pids
+    /// controller is mounted (cgroup v1's pids hierarchy, or the v2 root).
+    pub fn create(limit: u64, name: &str) -> std::io::Result<PidsCgroup> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+        let own = std::fs::read_to_string("/proc/self/cgroup")?;
+        let parent = pids_parent(&mountinfo, &own).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no pids cgroup controller")
+        })?;
+        let dir = parent.join(name);
+        std::fs::create_dir(&dir)?;
+        let cgroup = PidsCgroup {
+            procs: CString::new(
+                dir.join("cgroup.procs")
+                    .into_os_string()
+                    .into_encoded_bytes(),
+            )
+            .map_err(|_| std::io::Error::other("a NUL in the cgroup's path"))?,
+            dir,
+        };
+        std::fs::write(cgroup.dir.join("pids.max"), limit.to_string())?;
+        Ok(cgroup)
+    }
+
+    /// The cgroup's `cgroup.procs`, for [`enter`].
+    pub fn procs(&self) -> &CStr {
+        &self.procs
+    }
+}
+
+/// Moves the calling process into the cgroup whose `cgroup.procs` is
+/// given. Async-signal-safe (for `pre_exec`): open, write, close.
+pub fn enter(procs: &CStr) -> std::io::Result<()> {
+    // SAFETY: a valid C string; the descriptor is closed below.
+    let fd = unsafe { libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: writes one byte from a static buffer to an open descriptor.
+    let written = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+    let error = std::io::Error::last_os_error();
+    // SAFETY: closes the descriptor opened above.
+    unsafe { libc::close(fd) };
+    if written == 1 { Ok(()) } else { Err(error) }
+}
+
+impl Drop for PidsCgroup {
+    fn drop(&mut self) {
+        // The sandbox's last processes may still be exiting.
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// The `cgroup.procs` of the kennel pids cgroup that process `pid` (a
+/// sandbox's init) is in: processes that enter that sandbox join it.
+pub fn procs_of(pid: u32) -> Option<CString> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let theirs = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let dir = pids_dir(&mountinfo, &theirs)?;
+    dir.file_name()?.to_str()?.starts_with("kennel-").then(|| {
+        CString::new(
+            dir.join("cgroup.procs")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .ok()
+    })?
+}
+
+/// The mount points of a v1 pids hierarchy and of the v2 hierarchy.
+fn mounts(mountinfo: &str) -> (Option<PathBuf>, Option<PathBuf>) {
+    let (mut v1, mut v2) = (None, None);
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(mount_point) = left.split(' ').nth(4) else {
+            continue;
+        };
+        let mut right = right.split(' ');
+        let (fstype, options) = (right.next(), right.nth(1));
+        match fstype {
+            Some("cgroup") if options.is_some_and(|o| o.split(',').any(|o| o == "pids")) => {
+                v1.get_or_insert_with(|| PathBuf::from(mount_point));
+            }
+            Some("cgroup2") => {
+                v2.get_or_insert_with(|| PathBuf::from(mount_point));
+            }
+            _ => {}
+        }
+    }
+    (v1, v2)
+}
+
+/// A process's cgroup path in the hierarchy whose controllers `wanted` picks,
+/// from its `/proc/PID/cgroup`.
+fn path_in(own: &str, wanted: impl Fn(&str) -> bool) -> Option<String> {
+    own.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        wanted(controllers).then(|| path.trim_start_matches('/').to_string())
+    })
+}
+
+/// The pids cgroup directory of a process whose `/proc/PID/cgroup` is `own`.
+fn pids_dir(mountinfo: &str, own: &str) -> Option<PathBuf> {
+    match mounts(mountinfo) {
+        (Some(v1), _) => Some(v1.join(path_in(own, |c| c.split(',').any(|c| c == "pids"))?)),
+        (None, Some(v2)) => Some(v2.join(path_in(own, str::is_empty)?)),
+        (None, None) => None,
+    }
+}
+
+/// Where a new pids cgroup goes: under this process's own cgroup in a v1
+/// pids hierarchy, else at the root of a v2 hierarchy that offers pids
+/// (the root is the one cgroup that may hold processes and children).
+fn pids_parent(mountinfo: &str, own: &str) -> Option<PathBuf> {
+    match mounts(mountinfo) {
+        (Some(_), _) => pids_dir(mountinfo, own),
+        (None, Some(v2)) => Some(v2).filter(|root| {
+            std::fs::read_to_string(root.join("cgroup.subtree_control"))
+                .is_ok_and(|controllers| controllers.split_whitespace().any(|c| c == "pids"))
+        }),
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_v1_pids_hierarchy_and_this_process_in_it() {
+        let mountinfo = "30 25 0:26 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                         31 25 0:27 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n";
+        let own = "4:memory:/x\n8:pids:/user.slice\n0::/\n";
+        assert_eq!(
+            pids_parent(mountinfo, own),
+            Some(PathBuf::from("/sys/fs/cgroup/pids/user.slice"))
+        );
+        assert_eq!(pids_parent("31 25 0:27 / /x rw - tmpfs t rw\n", own), None);
+    }
+}
