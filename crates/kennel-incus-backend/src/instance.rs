@@ -70,8 +70,7 @@ pub fn new_instance(plan: &Plan, name: &str, source: ImageSource) -> NewInstance
         .config("security.privileged", "false")
         .config("security.nesting", "false")
         .config("boot.autostart", "false")
-        .config("raw.idmap", format!("uid {uid} {uid}\ngid {gid} {gid}"))
-        .config("raw.seccomp", crate::seccomp::policy());
+        .config("raw.idmap", format!("uid {uid} {uid}\ngid {gid} {gid}"));
     if plan.limits.pids > 0 {
         instance = instance.config("limits.processes", plan.limits.pids.to_string());
     }

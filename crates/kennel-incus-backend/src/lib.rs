@@ -568,7 +568,19 @@ impl IncusLaunch<'_> {
     async fn create(&self, plan: &Plan) -> Result<String, CliError> {
         let name = instance::instance_name(&plan.name);
         let source = instance::image_source(&plan.image.reference);
-        let new = instance::new_instance(plan, &name, source).start(true);
+        let mut new = instance::new_instance(plan, &name, source).start(true);
+        // kennel's seccomp refusals (`raw.seccomp`), where the project
+        // allows low-level keys: a restricted project (incus-user's) does
+        // not, and its sandboxes keep Incus's default policy.
+        if self.client.server_info().restricted {
+            kennel_lib::report::warn(
+                "your Incus project is restricted (no raw.seccomp): the sandbox keeps Incus's \
+                 default seccomp policy, which lets TIOCSTI push input into the sandbox's own \
+                 terminal (`kennel verify -b incus` shows what it lets through)",
+            );
+        } else {
+            new = new.config("raw.seccomp", seccomp::policy());
+        }
         let open = match plan.network.mode {
             NetworkMode::Open => Some(self.open_nic().await?),
             _ => None,

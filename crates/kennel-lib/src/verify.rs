@@ -170,7 +170,8 @@ struct Listeners {
     udp_port: Option<u16>,
     /// (path or `@abstract` name, what it stands for)
     unix: Vec<(String, String)>,
-    /// Files to remove at the end (the path sockets and their directories).
+    /// What to remove at the end: the sockets verify bound and the
+    /// directories it created for them (never one that was there).
     made: Vec<PathBuf>,
     udp_from: std::sync::Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -229,11 +230,14 @@ impl Listeners {
             spawn_unix_acceptor(unix, answer.clone(), stop.clone());
             listeners.unix.push((format!("@{name}"), "an abstract Unix socket on this machine".into()));
         }
-        // Stand-ins where real agents and sessions keep their sockets.
+        // Stand-ins where real agents and sessions keep their sockets: the
+        // socket, what verify owns (and removes: a directory named with the
+        // token, or the socket alone — never a directory that was there or
+        // that other kennel processes share), and what it stands for.
+        let tmp_agent = std::env::temp_dir().join(format!("{token}-ssh"));
         let mut places = vec![(
-            std::env::temp_dir()
-                .join(format!("{token}-ssh"))
-                .join("agent.sock"),
+            tmp_agent.join("agent.sock"),
+            tmp_agent,
             "an agent socket in this machine's /tmp (where ssh-agent keeps one)",
         )];
         if let Some(runtime) = host
@@ -241,21 +245,25 @@ impl Listeners {
             .get("XDG_RUNTIME_DIR")
             .filter(|dir| !dir.is_empty())
         {
+            let socket = PathBuf::from(runtime).join(format!("{token}.sock"));
             places.push((
-                PathBuf::from(runtime).join(format!("{token}.sock")),
+                socket.clone(),
+                socket,
                 "a socket in your runtime directory (where gpg-agent, D-Bus and Podman keep theirs)",
             ));
         }
+        let session = kennel_core::settings::proxy_dir(host, token);
         places.push((
-            kennel_core::settings::proxy_dir(host, token).join("proxy.sock"),
+            session.join("proxy.sock"),
+            session,
             "another session's proxy socket",
         ));
-        for (path, what) in places {
+        for (path, owned, what) in places {
             let Some(dir) = path.parent() else { continue };
             if std::fs::create_dir_all(dir).is_err() {
                 continue;
             }
-            listeners.made.push(dir.to_path_buf());
+            listeners.made.push(owned);
             if let Ok(unix) = std::os::unix::net::UnixListener::bind(&path) {
                 spawn_unix_acceptor(unix, answer.clone(), stop.clone());
                 listeners
@@ -287,8 +295,16 @@ impl Listeners {
 impl Drop for Listeners {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for dir in &self.made {
-            let _ = std::fs::remove_dir_all(dir);
+        for made in &self.made {
+            match std::fs::symlink_metadata(made) {
+                Ok(meta) if meta.is_dir() => {
+                    let _ = std::fs::remove_dir_all(made);
+                }
+                Ok(_) => {
+                    let _ = std::fs::remove_file(made);
+                }
+                Err(_) => {}
+            }
         }
     }
 }
@@ -483,6 +499,8 @@ struct Fixture {
     git: bool,
     /// Your home directory (what a widened next session would mount).
     home: PathBuf,
+    /// `XDG_RUNTIME_DIR` for the sandboxes when you have none.
+    runtime: Option<tempfile::TempDir>,
 }
 
 impl Fixture {
@@ -582,12 +600,41 @@ pub async fn verify(request: &VerifyRequest) -> Result<Report, CliError> {
     let token = format!("kennel-verify-{:016x}", kennel_core::settings::random_u64());
     // The token in the scratch directory's name: a sandbox left behind is
     // found by its workspace's path.
+    // In your home's cache directory (an Incus project of your own may
+    // mount only from your home), named with the token: a sandbox left
+    // behind is found by its workspace's path. Short: kennel's proxy
+    // sockets may live under it (Unix socket paths are limited to 107
+    // bytes).
+    let cache = host.home.join(".cache");
+    let _ = std::fs::create_dir_all(&cache);
     let scratch = tempfile::Builder::new()
-        // Short: kennel's proxy sockets may live under it (Unix socket
-        // paths are limited to 107 bytes).
         .prefix(&format!("{}-", &token[..22]))
-        .tempdir()
+        .tempdir_in(&cache)
+        .or_else(|_| {
+            tempfile::Builder::new()
+                .prefix(&format!("{}-", &token[..22]))
+                .tempdir()
+        })
         .map_err(|error| CliError::kennel(format!("cannot make a scratch directory: {error}")))?;
+    // Without a runtime directory kennel keeps proxy sockets under its data
+    // directory, which is under the scratch directory here: a short one
+    // of verify's own keeps their paths within the limit.
+    let runtime = if host
+        .env
+        .get("XDG_RUNTIME_DIR")
+        .is_some_and(|d| !d.is_empty())
+    {
+        None
+    } else {
+        Some(
+            tempfile::Builder::new()
+                .prefix("kv-")
+                .tempdir()
+                .map_err(|error| {
+                    CliError::kennel(format!("cannot make a runtime directory: {error}"))
+                })?,
+        )
+    };
     let other = scratch.path().join("other-repository");
     std::fs::create_dir_all(&other)
         .map_err(|error| CliError::kennel(format!("cannot make {}: {error}", other.display())))?;
@@ -607,6 +654,7 @@ pub async fn verify(request: &VerifyRequest) -> Result<Report, CliError> {
         config_home,
         git,
         home: host.home.clone(),
+        runtime,
     };
     let mut signals = Signals::install()?;
     let mut results = Vec::new();
@@ -718,6 +766,9 @@ fn child_kennel(
     if let Some(config) = &fixture.config_home {
         command.env("XDG_CONFIG_HOME", config);
     }
+    if let Some(runtime) = &fixture.runtime {
+        command.env("XDG_RUNTIME_DIR", runtime.path());
+    }
     command
 }
 
@@ -756,14 +807,22 @@ fn run_args(request: &VerifyRequest, backend: &str) -> Vec<String> {
     args
 }
 
-/// What a dry run in `workspace` plans: (network mode, mount targets,
-/// variables).
+/// What a dry run plans, of what a repository could try to widen.
+struct Planned {
+    network: String,
+    /// (source, target)
+    mounts: Vec<(String, String)>,
+    /// Variable names.
+    env: Vec<String>,
+}
+
+/// What a dry run in `workspace` plans.
 async fn planned(
     request: &VerifyRequest,
     fixture: &Fixture,
     backend: &str,
     workspace: &Path,
-) -> Result<(String, Vec<String>, Vec<String>), String> {
+) -> Result<Planned, String> {
     let mut args = run_args(request, backend);
     args.push("--dry-run".into());
     let output = child_kennel(request, fixture, backend, workspace)
@@ -779,25 +838,25 @@ async fn planned(
     }
     let plan: serde_json::Value = serde_json::from_slice(&output.stdout)
         .map_err(|error| format!("the dry run's Plan is not JSON: {error}"))?;
-    let mode = plan["network"]["mode"].as_str().unwrap_or("?").to_string();
-    let mounts = plan["mounts"]
-        .as_array()
-        .map(|mounts| {
-            mounts
-                .iter()
-                .filter_map(|m| m["target"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let env = plan["env"]
-        .as_array()
-        .map(|env| {
-            env.iter()
-                .filter_map(|v| v["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok((mode, mounts, env))
+    let strings = |value: &serde_json::Value, key: &str| -> Vec<String> {
+        value
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|item| item[key].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Ok(Planned {
+        network: plan["network"]["mode"].as_str().unwrap_or("?").to_string(),
+        mounts: strings(&plan["mounts"], "source")
+            .into_iter()
+            .zip(strings(&plan["mounts"], "target"))
+            .collect(),
+        env: strings(&plan["env"], "name"),
+    })
 }
 
 /// One backend: the probes in a sandbox, their lines read back, then the
@@ -845,7 +904,7 @@ async fn run_backend(
             .into(),
         PROBES.into(),
     ]);
-    args.extend(fixture.probe_args(&request.only, &before.0));
+    args.extend(fixture.probe_args(&request.only, &before.network));
     let child = match child_kennel(request, fixture, backend, &workspace)
         .args(&args)
         .spawn()
@@ -937,7 +996,7 @@ async fn host_side_steps(
     fixture: &Fixture,
     backend: &str,
     workspace: &Path,
-    before: &(String, Vec<String>, Vec<String>),
+    before: &Planned,
 ) -> Vec<(String, Outcome, String)> {
     let mut out = Vec::new();
     let planted = fixture.planted_dir();
@@ -1038,27 +1097,43 @@ async fn host_side_steps(
         "your-git",
         "your git (status, diff, log, add, commit, checkout, and status in a nested repository)",
     );
-    // The next session in this repository: planned as before.
+    // The next session in this repository: the repository's .kennel.toml
+    // (planted: network open, your home mounted, a host variable passed)
+    // must not widen it.
     out.push(match planned(request, fixture, backend, workspace).await {
         Ok(after) => {
-            let widened_network = after.0 != before.0;
-            let new_mounts: Vec<&String> =
-                after.1.iter().filter(|m| !before.1.contains(m)).collect();
-            let new_env: Vec<&String> = after.2.iter().filter(|v| !before.2.contains(v)).collect();
-            if widened_network || !new_mounts.is_empty() || !new_env.is_empty() {
+            let home = fixture.home.display().to_string();
+            let mut widened = Vec::new();
+            if after.network != before.network {
+                widened.push(format!("network {} -> {}", before.network, after.network));
+            }
+            widened.extend(
+                after
+                    .mounts
+                    .iter()
+                    .filter(|(source, target)| *source == home || target == "/host-home")
+                    .map(|(source, target)| format!("{source} mounted at {target}")),
+            );
+            if after.env.iter().any(|name| name == "KENNEL_VERIFY_WITNESS") {
+                widened.push("a host variable passed in".into());
+            }
+            if widened.is_empty() {
                 (
                     "next-session".into(),
-                    Outcome::Escaped,
+                    Outcome::Held,
                     format!(
-                        "the repository's .kennel.toml changed the next session: network {} -> {}, new mounts {new_mounts:?}, new variables {new_env:?}",
-                        before.0, after.0
+                        "the repository's .kennel.toml did not widen the next session (network {})",
+                        after.network
                     ),
                 )
             } else {
                 (
                     "next-session".into(),
-                    Outcome::Held,
-                    format!("the next session is planned as before (network {})", after.0),
+                    Outcome::Escaped,
+                    format!(
+                        "the repository's .kennel.toml widened the next session: {}",
+                        widened.join("; ")
+                    ),
                 )
             }
         }

@@ -278,7 +278,7 @@ sub proxy_ask {
     my ($host, $port) = ($ENV{HTTP_PROXY} // '') =~ m{^http://([^/:]+):(\d+)};
     return ('', '') unless $host;
     my $answer = '';
-    within(8, sub {
+    within(20, sub {
         socket(my $s, AF_INET, SOCK_STREAM, 0) or return;
         connect($s, pack_sockaddr_in($port, inet_aton($host))) or return;
         syswrite $s, $request;
@@ -305,7 +305,7 @@ sub proxy_probe {
     my ($status, $reason, $answer) = proxy_ask($request);
     if (index($answer // '', $token) >= 0) { r('network', $name, 'escaped', "$what reached this machine's listener") }
     elsif ($reason ne '' && $reason ne 'connect-failed' && $reason ne 'resolve-failed') { r('network', $name, 'held', "$what: refused ($reason)") }
-    elsif ($status eq 'no answer') { r('network', $name, 'held', "$what: no answer") }
+    elsif ($status eq 'no answer') { r('network', $name, 'skipped', "$what: the proxy did not answer within 20 s") }
     else { r('network', $name, 'escaped', "$what: the proxy let it through ($status" . ($reason ? " $reason" : '') . ')') }
 }
 
