@@ -8,6 +8,7 @@ pub mod devcontainer;
 pub mod host;
 pub mod logins;
 pub mod plan;
+pub mod seccomp;
 pub mod settings;
 pub mod tree;
 pub mod trust;

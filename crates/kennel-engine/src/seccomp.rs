@@ -15,6 +15,7 @@
 
 use std::path::Path;
 
+use kennel_core::seccomp::{CLONE_NAMESPACE_FLAGS, REFUSED_IOCTLS};
 use serde_json::{Value, json};
 
 use crate::connect::{Engine, EngineKind};
@@ -414,18 +415,9 @@ const ALLOWED: &[&str] = &[
     "set_tls",
 ];
 
-/// `clone` flags that make a namespace (NEWNS, NEWCGROUP, NEWUTS, NEWIPC,
-/// NEWUSER, NEWPID, NEWNET): a clone with any of them is refused.
-const CLONE_NAMESPACE_FLAGS: u64 = 0x7E02_0000;
-
 /// `personality` values that change nothing dangerous (Linux, UNAME26,
 /// ADDR_NO_RANDOMIZE and both, and the query).
 const PERSONALITIES: &[u64] = &[0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff];
-
-/// ioctl requests refused: pushing input into a terminal and the Linux
-/// console's equivalent (the request is 32 bits wide to the kernel, so it
-/// is compared under a mask: high bits cannot hide it).
-const DENIED_IOCTLS: &[u64] = &[0x5412 /* TIOCSTI */, 0x541C /* TIOCLINUX */];
 
 const AF_VSOCK: u64 = 40;
 
@@ -449,7 +441,7 @@ pub fn profile() -> Value {
         "action": "SCMP_ACT_ALLOW",
         "args": [{
             "index": 0,
-            "value": CLONE_NAMESPACE_FLAGS,
+            "value": CLONE_NAMESPACE_FLAGS.iter().fold(0, |mask, flag| mask | flag),
             "valueTwo": 0,
             "op": "SCMP_CMP_MASKED_EQ",
         }],
@@ -462,7 +454,7 @@ pub fn profile() -> Value {
     // not combine in the engines' loaders (the unconditional allow wins), so
     // ioctl is allowed by rules that together match every request but the
     // denied ones.
-    for (mask, value) in masks_excluding(DENIED_IOCTLS) {
+    for (mask, value) in masks_excluding(REFUSED_IOCTLS) {
         syscalls.push(json!({
             "names": ["ioctl"],
             "action": "SCMP_ACT_ALLOW",
@@ -515,6 +507,7 @@ fn masks_excluding(denied: &[u64]) -> Vec<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kennel_core::seccomp::REFUSED_SYSCALLS;
 
     #[test]
     fn refuses_what_kennel_promises_and_allows_what_agents_need() {
@@ -528,32 +521,12 @@ mod tests {
             .flat_map(|rule| rule["names"].as_array().expect("names").iter())
             .filter_map(Value::as_str)
             .collect();
-        for refused in [
-            "ptrace",
-            "process_vm_readv",
-            "process_vm_writev",
-            "unshare",
-            "setns",
-            "mount",
-            "keyctl",
-            "add_key",
-            "request_key",
-            "bpf",
-            "perf_event_open",
-            "io_uring_setup",
-            "io_uring_enter",
-            "io_uring_register",
-            "userfaultfd",
-            "kexec_load",
-            "init_module",
-            "open_by_handle_at",
-            "chroot",
-            "pivot_root",
-            "clone",
-            "clone3",
-            "personality",
-            "socket",
-        ] {
+        for refused in
+            REFUSED_SYSCALLS
+                .iter()
+                .copied()
+                .chain(["clone", "clone3", "personality", "socket"])
+        {
             assert!(
                 !allowed.contains(&refused),
                 "{refused} allowed unconditionally"
@@ -570,11 +543,11 @@ mod tests {
             assert!(allowed.contains(&needed), "{needed} not allowed");
         }
         let allows = |request: u64| {
-            masks_excluding(DENIED_IOCTLS)
+            masks_excluding(REFUSED_IOCTLS)
                 .iter()
                 .any(|(mask, value)| request & mask == *value)
         };
-        for denied in DENIED_IOCTLS {
+        for denied in REFUSED_IOCTLS {
             assert!(!allows(*denied) && !allows(denied | 0xabcd_0000_0000));
         }
         for other in [

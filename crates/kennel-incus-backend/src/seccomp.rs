@@ -4,67 +4,16 @@
 //! and the engines' profile: `kennel verify` found Incus's default letting
 //! `clone` make a user namespace and TIOCSTI push terminal input.
 
-/// Refused with EPERM (the native backend's list).
-const DENIED: &[&str] = &[
-    "ptrace",
-    "process_vm_readv",
-    "process_vm_writev",
-    "mount",
-    "umount",
-    "umount2",
-    "fsopen",
-    "fsconfig",
-    "fsmount",
-    "fspick",
-    "move_mount",
-    "open_tree",
-    "mount_setattr",
-    "unshare",
-    "setns",
-    "keyctl",
-    "add_key",
-    "request_key",
-    "bpf",
-    "perf_event_open",
-    "io_uring_setup",
-    "io_uring_enter",
-    "io_uring_register",
-    "kexec_load",
-    "kexec_file_load",
-    "init_module",
-    "finit_module",
-    "delete_module",
-    "pivot_root",
-    "chroot",
-    "open_by_handle_at",
-    "userfaultfd",
-    "reboot",
-    "swapon",
-    "swapoff",
-    "syslog",
-    "acct",
-    "quotactl",
-    "lookup_dcookie",
-];
+use kennel_core::seccomp::{CLONE_NAMESPACE_FLAGS, REFUSED_IOCTLS, REFUSED_SYSCALLS};
 
-/// `clone` flags that make a namespace.
-const CLONE_NAMESPACE_FLAGS: &[u64] = &[
-    0x0002_0000, // NEWNS
-    0x0200_0000, // NEWCGROUP
-    0x0400_0000, // NEWUTS
-    0x0800_0000, // NEWIPC
-    0x1000_0000, // NEWUSER
-    0x2000_0000, // NEWPID
-    0x4000_0000, // NEWNET
-];
-
-/// TIOCSTI and TIOCLINUX, compared on the request's 32 bits.
-const DENIED_IOCTLS: &[u64] = &[0x5412, 0x541C];
+/// Refused besides kennel's list: the old umount and two Incus refuses by
+/// default (its generated policy is replaced as a whole).
+const ALSO_REFUSED: &[&str] = &["umount", "quotactl", "lookup_dcookie"];
 
 /// The policy, in liblxc's seccomp format (version 2, a deny list).
 pub fn policy() -> String {
     let mut policy = String::from("2\ndenylist\nreject_force_umount\n[all]\n");
-    for name in DENIED {
+    for name in REFUSED_SYSCALLS.iter().chain(ALSO_REFUSED) {
         policy.push_str(&format!("{name} errno 1\n"));
     }
     // glibc falls back to clone when clone3 does not exist; clone3's flags
@@ -75,7 +24,7 @@ pub fn policy() -> String {
             "clone errno 1 [0,{flag},SCMP_CMP_MASKED_EQ,{flag}]\n"
         ));
     }
-    for request in DENIED_IOCTLS {
+    for request in REFUSED_IOCTLS {
         policy.push_str(&format!(
             "ioctl errno 1 [1,4294967295,SCMP_CMP_MASKED_EQ,{request}]\n"
         ));

@@ -120,21 +120,7 @@ fn scan(root: &Path, extra: &[PathBuf], entries: &mut BTreeMap<PathBuf, String>)
 /// The `.git` of every repository under the untracked (not ignored)
 /// directories of `root`'s working tree, found without following links.
 fn untracked_repositories(root: &Path) -> Vec<PathBuf> {
-    let output = kennel_core::host::git_at(root)
-        .args([
-            "-c",
-            "core.fsmonitor=false",
-            "-c",
-            "core.hooksPath=/dev/null",
-            "-c",
-            "core.untrackedCache=false",
-            "ls-files",
-            "--others",
-            "--directory",
-            "--exclude-standard",
-            "-z",
-        ])
-        .output();
+    let output = ls_files(root, &["--others", "--directory", "--exclude-standard"]);
     let Ok(output) = output else {
         return Vec::new();
     };
@@ -175,21 +161,29 @@ fn find_dot_gits(dir: &Path, found: &mut Vec<PathBuf>, budget: &mut usize) {
     }
 }
 
-/// The directories of the gitlinks in `root`'s index. Read with git's
-/// own `ls-files`, which runs nothing (no hooks, no filters; fsmonitor off),
-/// reads configuration only to find the index, and does not recurse.
-fn gitlinks(root: &Path) -> Vec<PathBuf> {
-    let output = kennel_core::host::git_at(root)
+/// `git ls-files ARGS -z` in `root`, which runs nothing: no hooks, no
+/// fsmonitor, no untracked cache.
+fn ls_files(root: &Path, args: &[&str]) -> std::io::Result<std::process::Output> {
+    kennel_core::host::git_at(root)
         .args([
             "-c",
             "core.fsmonitor=false",
             "-c",
             "core.hooksPath=/dev/null",
+            "-c",
+            "core.untrackedCache=false",
             "ls-files",
-            "--stage",
-            "-z",
         ])
-        .output();
+        .args(args)
+        .arg("-z")
+        .output()
+}
+
+/// The directories of the gitlinks in `root`'s index. Read with git's
+/// own `ls-files`, which runs nothing (no hooks, no filters; fsmonitor off),
+/// reads configuration only to find the index, and does not recurse.
+fn gitlinks(root: &Path) -> Vec<PathBuf> {
+    let output = ls_files(root, &["--stage"]);
     let Ok(output) = output else {
         return Vec::new();
     };
@@ -653,18 +647,6 @@ mod tests {
     #[test]
     fn a_repository_added_as_a_gitlink_is_moved_aside() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let git = |dir: &Path, args: &[&str]| {
-            let status = std::process::Command::new("git")
-                .arg("-C")
-                .arg(dir)
-                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-                .args(args)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .expect("git");
-            assert!(status.success(), "git {args:?}");
-        };
         git(dir.path(), &["init", "-q"]);
         git(dir.path(), &["commit", "-q", "--allow-empty", "-m", "i"]);
         let before = snapshot(dir.path(), "s1", vec![]);
@@ -688,17 +670,6 @@ mod tests {
     #[test]
     fn an_untracked_repository_the_agent_made_is_moved_aside() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let git = |dir: &Path, args: &[&str]| {
-            let status = std::process::Command::new("git")
-                .arg("-C")
-                .arg(dir)
-                .args(args)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .expect("git");
-            assert!(status.success(), "git {args:?}");
-        };
         git(dir.path(), &["init", "-q"]);
         // The user's own untracked repository stays.
         git(dir.path(), &["init", "-q", "mine"]);
@@ -718,6 +689,20 @@ mod tests {
             warnings.iter().any(|w| w.contains("repo/.git")),
             "{warnings:?}"
         );
+    }
+
+    /// git in `dir`, quietly; the test fails when it does.
+    fn git(dir: &Path, args: &[&str]) {
+        let status = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("git");
+        assert!(status.success(), "git {args:?}");
     }
 
     fn host(data: &Path) -> HostContext {

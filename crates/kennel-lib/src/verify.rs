@@ -309,19 +309,16 @@ impl Drop for Listeners {
     }
 }
 
-fn spawn_acceptor(
-    listener: std::net::TcpListener,
+/// Answers every connection `accept` returns with `answer`, until `stop`.
+fn spawn_answering<S: std::io::Write>(
+    mut accept: impl FnMut() -> std::io::Result<S> + Send + 'static,
     answer: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
-    use std::io::Write;
-    if listener.set_nonblocking(true).is_err() {
-        return;
-    }
     std::thread::spawn(move || {
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((mut stream, _)) => {
+            match accept() {
+                Ok(mut stream) => {
                     let _ = stream.write_all(answer.as_bytes());
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
@@ -330,25 +327,24 @@ fn spawn_acceptor(
     });
 }
 
+fn spawn_acceptor(
+    listener: std::net::TcpListener,
+    answer: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    if listener.set_nonblocking(true).is_ok() {
+        spawn_answering(move || listener.accept().map(|(s, _)| s), answer, stop);
+    }
+}
+
 fn spawn_unix_acceptor(
     listener: std::os::unix::net::UnixListener,
     answer: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
-    use std::io::Write;
-    if listener.set_nonblocking(true).is_err() {
-        return;
+    if listener.set_nonblocking(true).is_ok() {
+        spawn_answering(move || listener.accept().map(|(s, _)| s), answer, stop);
     }
-    std::thread::spawn(move || {
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((mut stream, _)) => {
-                    let _ = stream.write_all(answer.as_bytes());
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    });
 }
 
 /// The host's own interfaces that a sandbox must not reach: engine
@@ -1104,7 +1100,12 @@ async fn host_side_steps(
         Ok(after) => {
             let home = fixture.home.display().to_string();
             let mut widened = Vec::new();
-            if after.network != before.network {
+            let width = |mode: &str| {
+                ["none", "allowlist", "restricted", "open"]
+                    .iter()
+                    .position(|m| *m == mode)
+            };
+            if width(&after.network) > width(&before.network) {
                 widened.push(format!("network {} -> {}", before.network, after.network));
             }
             widened.extend(

@@ -51,18 +51,11 @@ pub fn verify_holds_and_reports_an_escape(b: Backend) {
         .collect();
     escaped.sort_unstable();
     assert_eq!(escaped, known, "{out}");
-    for class in [
-        "files",
-        "privilege",
-        "host",
-        "network",
-        "planted",
-        "credentials",
-    ] {
+    for class in kennel_lib::verify::CLASSES {
         assert!(
             results
                 .iter()
-                .any(|r| r["class"] == class && r["outcome"] == "held"),
+                .any(|r| r["class"] == *class && r["outcome"] == "held"),
             "{class} held\n{out}"
         );
     }
