@@ -812,6 +812,32 @@ struct Planned {
     env: Vec<String>,
 }
 
+/// How `after` is wider than `before` in what the planted `.kennel.toml`
+/// asks for: a wider network, your home mounted, a host variable passed.
+fn widened(before: &Planned, after: &Planned, home: &Path) -> Vec<String> {
+    let home = home.display().to_string();
+    let width = |mode: &str| {
+        ["none", "allowlist", "restricted", "open"]
+            .iter()
+            .position(|m| *m == mode)
+    };
+    let mut widened = Vec::new();
+    if width(&after.network) > width(&before.network) {
+        widened.push(format!("network {} -> {}", before.network, after.network));
+    }
+    widened.extend(
+        after
+            .mounts
+            .iter()
+            .filter(|(source, target)| *source == home || target == "/host-home")
+            .map(|(source, target)| format!("{source} mounted at {target}")),
+    );
+    if after.env.iter().any(|name| name == "KENNEL_VERIFY_WITNESS") {
+        widened.push("a host variable passed in".into());
+    }
+    widened
+}
+
 /// What a dry run in `workspace` plans.
 async fn planned(
     request: &VerifyRequest,
@@ -1098,26 +1124,7 @@ async fn host_side_steps(
     // must not widen it.
     out.push(match planned(request, fixture, backend, workspace).await {
         Ok(after) => {
-            let home = fixture.home.display().to_string();
-            let mut widened = Vec::new();
-            let width = |mode: &str| {
-                ["none", "allowlist", "restricted", "open"]
-                    .iter()
-                    .position(|m| *m == mode)
-            };
-            if width(&after.network) > width(&before.network) {
-                widened.push(format!("network {} -> {}", before.network, after.network));
-            }
-            widened.extend(
-                after
-                    .mounts
-                    .iter()
-                    .filter(|(source, target)| *source == home || target == "/host-home")
-                    .map(|(source, target)| format!("{source} mounted at {target}")),
-            );
-            if after.env.iter().any(|name| name == "KENNEL_VERIFY_WITNESS") {
-                widened.push("a host variable passed in".into());
-            }
+            let widened = widened(before, &after, &fixture.home);
             if widened.is_empty() {
                 (
                     "next-session".into(),
@@ -1253,6 +1260,41 @@ mod tests {
         assert_eq!(results[2].outcome, Outcome::Skipped);
         let report = Report::new(String::new(), results);
         assert_eq!((report.held, report.escaped, report.skipped), (1, 1, 1));
+    }
+
+    #[test]
+    fn a_wider_next_session_is_an_escape_and_a_narrower_one_is_not() {
+        let plan = |network: &str, mounts: &[(&str, &str)], env: &[&str]| Planned {
+            network: network.into(),
+            mounts: mounts
+                .iter()
+                .map(|(s, t)| (s.to_string(), t.to_string()))
+                .collect(),
+            env: env.iter().map(|s| s.to_string()).collect(),
+        };
+        let home = Path::new("/home/u");
+        let before = plan("allowlist", &[("/w", "/w")], &["TERM"]);
+        assert!(widened(&before, &before, home).is_empty());
+        assert!(widened(&before, &plan("none", &[], &[]), home).is_empty());
+        assert_eq!(widened(&before, &plan("open", &[], &[]), home).len(), 1);
+        assert_eq!(
+            widened(
+                &before,
+                &plan("allowlist", &[("/home/u", "/host-home")], &[]),
+                home
+            )
+            .len(),
+            1
+        );
+        assert_eq!(
+            widened(
+                &before,
+                &plan("allowlist", &[], &["KENNEL_VERIFY_WITNESS"]),
+                home
+            )
+            .len(),
+            1
+        );
     }
 
     /// On the host itself (no sandbox), the probes run to the end, report
