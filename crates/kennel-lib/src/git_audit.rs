@@ -94,6 +94,14 @@ fn scan(root: &Path, extra: &[PathBuf], entries: &mut BTreeMap<PathBuf, String>)
     if let Some(git_dir) = git_dir {
         scan_git_dir(&git_dir, entries);
     }
+    if entries.get(&root.join(".git")).is_none() {
+        // Not a repository: no index and no working tree for git to list
+        // (and two git processes fewer on every run's critical path).
+        for path in extra {
+            walk(path, entries);
+        }
+        return;
+    }
     // Gitlinks in the index (submodules, and repositories the agent may
     // have made and added): the user's `git status` reads the config of
     // each one's repository, so their `.git` counts as a control file.

@@ -62,6 +62,7 @@ pub async fn prepare(launch: &LaunchRequest) -> Result<Prepared, CliError> {
         .map_err(|error| CliError::kennel(format!("no current directory: {error}")))?;
     let context = Context::load(Some(launch.workspace.as_deref().unwrap_or(&cwd)))?;
     let agent = context.catalog.get(&launch.agent)?;
+    crate::timing::mark("config and catalog");
     let requested = launch
         .run
         .backend
@@ -69,6 +70,7 @@ pub async fn prepare(launch: &LaunchRequest) -> Result<Prepared, CliError> {
         .or_else(|| context.config.file.defaults.backend.clone())
         .unwrap_or_else(|| "auto".into());
     let (backend, choice) = crate::backend::select(&requested, !launch.dry_run).await?;
+    crate::timing::mark("backend");
     let runs_images = backend.runs_images();
     if !runs_images && launch.run.image.is_some() {
         return Err(CliError::usage(format!(
@@ -250,12 +252,14 @@ pub async fn run(
 
     // From here on the run is in the session registry (best effort: a
     // registry failure is a warning, never a reason not to run).
+    crate::timing::mark("plan");
     let mut session = crate::sessions::Tracker::begin(
         &context.host,
         &mut plan,
         choice.slot,
         mode != crate::checkout::WorkspaceMode::Direct,
     )?;
+    crate::timing::mark("registry");
     let mut checkout = None;
     // Direct mode: what the user's git control files look like before the
     // agent runs (recorded in the data dir, checked when the run ends).
@@ -265,6 +269,7 @@ pub async fn run(
     });
     if let (Some(key), Some(workspace)) = (&audit_key, &context.workspace) {
         crate::git_audit::begin(&context.host, workspace, key, &plan.name);
+        crate::timing::mark("git audit");
     }
     let result: Result<i32, CliError> = async {
         if mode != crate::checkout::WorkspaceMode::Direct {
@@ -277,6 +282,7 @@ pub async fn run(
         }
         // Placeholders go into the Plan before the backend prepares it.
         let proxy = proxy_spec(&context, &mut plan)?;
+        crate::timing::mark("broker");
         let mut launch = checked(backend.as_ref(), &plan, agent).await?;
         provision(
             launch.as_mut(),
@@ -287,15 +293,21 @@ pub async fn run(
             &image_settings,
         )
         .await?;
+        crate::timing::mark("image");
         let proxy = match proxy {
             Some(spec) => Some(crate::proxy::SessionProxy::launch(&spec).await?),
             None => None,
         };
+        crate::timing::mark("proxy");
         session.running(&plan.name);
-        launch.run(&plan, proxy).await
+        crate::timing::mark("registry: running");
+        let code = launch.run(&plan, proxy).await;
+        crate::timing::mark("sandbox");
+        code
     }
     .await;
     session.end(&result);
+    crate::timing::mark("registry: end");
     if let Some(home) = plan.mount(kennel_core::plan::MountPurpose::AgentHome)
         && home.source.is_dir()
     {
@@ -303,6 +315,7 @@ pub async fn run(
     }
     if let Some(key) = &audit_key {
         crate::git_audit::finish(&context.host, key);
+        crate::timing::mark("git audit: check");
     }
     if let Some(checkout) = &checkout
         && crate::checkout::commit_on_exit_enabled(Some(&context.config))

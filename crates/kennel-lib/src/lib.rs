@@ -30,6 +30,7 @@ pub mod report;
 pub mod secrets;
 pub mod sessions;
 pub mod text;
+pub mod timing;
 pub mod tmux;
 pub mod verify;
 

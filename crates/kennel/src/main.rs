@@ -17,6 +17,7 @@ use crate::cli::{Cli, Command};
 use kennel_lib::error::CliError;
 
 fn main() {
+    kennel_lib::timing::start();
     register_backends();
     // The native backend's helper: before anything can start a thread (a
     // user namespace cannot be made by a multi-threaded process). Then the
@@ -47,6 +48,7 @@ fn main() {
     ui::init_logging(cli.verbose);
     kennel_lib::report::set_verbosity(cli.verbose);
     kennel_lib::report::set_reporter(Box::new(ui::Stderr { quiet: cli.quiet }));
+    kennel_lib::timing::mark("parse");
     let code = match dispatch(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -54,6 +56,7 @@ fn main() {
             error.kind.code()
         }
     };
+    kennel_lib::timing::report();
     std::process::exit(code);
 }
 
