@@ -96,26 +96,31 @@ fn scan(root: &Path, extra: &[PathBuf], entries: &mut BTreeMap<PathBuf, String>)
     }
     if entries.get(&root.join(".git")).is_none() {
         // Not a repository: no index and no working tree for git to list
-        // (and two git processes fewer on every run's critical path).
+        // (and no git process on the run's critical path).
         for path in extra {
             walk(path, entries);
         }
         return;
     }
+    // One `ls-files` for both lists (a git process on each side of the
+    // agent's run is on the critical path of every direct-mode start).
+    let (gitlinks, untracked) = listed(root);
     // Gitlinks in the index (submodules, and repositories the agent may
     // have made and added): the user's `git status` reads the config of
     // each one's repository, so their `.git` counts as a control file.
-    for path in gitlinks(root) {
-        let dot_git = path.join(".git");
-        if record(&dot_git, entries) {
-            scan_git_dir(&dot_git, entries);
-        }
-    }
     // Repositories the agent made and left untracked: git in the outer
     // repository does not enter them, but the user's next `git status`
     // from inside one (or a shell prompt that runs it on `cd`) reads its
     // config and runs its fsmonitor.
-    for dot_git in untracked_repositories(root) {
+    let mut budget = MAX_ENTRIES;
+    let mut nested = gitlinks
+        .iter()
+        .map(|path| path.join(".git"))
+        .collect::<Vec<_>>();
+    for dir in &untracked {
+        find_dot_gits(dir, &mut nested, &mut budget);
+    }
+    for dot_git in nested {
         if record(&dot_git, entries) {
             scan_git_dir(&dot_git, entries);
         }
@@ -125,28 +130,39 @@ fn scan(root: &Path, extra: &[PathBuf], entries: &mut BTreeMap<PathBuf, String>)
     }
 }
 
-/// The `.git` of every repository under the untracked (not ignored)
-/// directories of `root`'s working tree, found without following links.
-fn untracked_repositories(root: &Path) -> Vec<PathBuf> {
-    let output = ls_files(root, &["--others", "--directory", "--exclude-standard"]);
-    let Ok(output) = output else {
-        return Vec::new();
+/// The gitlinks in `root`'s index and its untracked (not ignored)
+/// directories, from one `git ls-files --stage --others --directory`:
+/// staged entries come as `MODE OBJECT STAGE<TAB>PATH`, untracked
+/// directories as `PATH/`. Paths outside `root` are dropped.
+fn listed(root: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let Ok(output) = ls_files(
+        root,
+        &["--stage", "--others", "--directory", "--exclude-standard"],
+    ) else {
+        return (Vec::new(), Vec::new());
     };
-    let mut found = Vec::new();
-    let mut budget = MAX_ENTRIES;
-    for entry in output.stdout.split(|byte| *byte == 0) {
+    let (mut gitlinks, mut untracked) = (Vec::new(), Vec::new());
+    for entry in output.stdout.split(|byte| *byte == 0).take(MAX_ENTRIES) {
         let Ok(entry) = std::str::from_utf8(entry) else {
             continue;
         };
-        let Some(dir) = entry.strip_suffix('/') else {
-            continue;
-        };
-        let dir = root.join(dir);
-        if dir.starts_with(root) {
-            find_dot_gits(&dir, &mut found, &mut budget);
+        let staged = entry.split_once('\t').filter(|(meta, _)| {
+            let fields: Vec<&str> = meta.split(' ').collect();
+            fields.len() == 3 && fields[0].len() == 6 && fields[2].len() == 1
+        });
+        match staged {
+            Some((meta, path)) if meta.starts_with("160000 ") => gitlinks.push(root.join(path)),
+            Some(_) => {}
+            None => {
+                if let Some(dir) = entry.strip_suffix('/') {
+                    untracked.push(root.join(dir));
+                }
+            }
         }
     }
-    found
+    gitlinks.retain(|path| path.starts_with(root));
+    untracked.retain(|path| path.starts_with(root));
+    (gitlinks, untracked)
 }
 
 fn find_dot_gits(dir: &Path, found: &mut Vec<PathBuf>, budget: &mut usize) {
@@ -185,27 +201,6 @@ fn ls_files(root: &Path, args: &[&str]) -> std::io::Result<std::process::Output>
         .args(args)
         .arg("-z")
         .output()
-}
-
-/// The directories of the gitlinks in `root`'s index. Read with git's
-/// own `ls-files`, which runs nothing (no hooks, no filters; fsmonitor off),
-/// reads configuration only to find the index, and does not recurse.
-fn gitlinks(root: &Path) -> Vec<PathBuf> {
-    let output = ls_files(root, &["--stage"]);
-    let Ok(output) = output else {
-        return Vec::new();
-    };
-    output
-        .stdout
-        .split(|byte| *byte == 0)
-        .filter_map(|entry| {
-            let entry = std::str::from_utf8(entry).ok()?;
-            let (meta, path) = entry.split_once('\t')?;
-            meta.starts_with("160000 ").then(|| root.join(path))
-        })
-        .filter(|path| path.starts_with(root))
-        .take(MAX_ENTRIES)
-        .collect()
 }
 
 /// One git dir: its control files, hooks, and its submodules' and
