@@ -23,10 +23,12 @@ impl Context {
     /// Loads everything; with `workspace` None the project layer is skipped.
     pub fn load(workspace: Option<&Path>) -> Result<Context, CliError> {
         let host = HostContext::detect()?;
+        crate::timing::mark("host");
         let workspace = match workspace {
             Some(dir) => Some(Workspace::resolve(dir, &host.home)?),
             None => None,
         };
+        crate::timing::mark("workspace");
         Context::with_workspace(host, workspace)
     }
 
@@ -43,6 +45,7 @@ impl Context {
         workspace: Option<Workspace>,
     ) -> Result<Context, CliError> {
         let config = load_config(&host, workspace.as_ref())?;
+        crate::timing::mark("config");
         let catalog = Catalog::with_overrides(&config.file.agents)?;
         Ok(Context {
             host,

@@ -62,7 +62,7 @@ pub async fn prepare(launch: &LaunchRequest) -> Result<Prepared, CliError> {
         .map_err(|error| CliError::kennel(format!("no current directory: {error}")))?;
     let context = Context::load(Some(launch.workspace.as_deref().unwrap_or(&cwd)))?;
     let agent = context.catalog.get(&launch.agent)?;
-    crate::timing::mark("config and catalog");
+    crate::timing::mark("catalog");
     let requested = launch
         .run
         .backend
