@@ -129,8 +129,15 @@ impl Prepared {
         // the limit for them (without one, the limit is not enforced).
         let cgroup = match u64::try_from(self.plan.limits.pids) {
             Ok(limit) if limit > 0 && nix::unistd::getuid().is_root() => {
-                pids_cgroup::PidsCgroup::create(limit, &format!("kennel-{}", std::process::id()))
-                    .ok()
+                pids_cgroup::PidsCgroup::create(
+                    limit,
+                    &format!(
+                        "kennel-{}-{:08x}",
+                        std::process::id(),
+                        kennel_core::settings::random_u64() as u32
+                    ),
+                )
+                .ok()
             }
             _ => None,
         };

@@ -8,7 +8,6 @@
 
 use std::ffi::{CStr, CString};
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// A pids cgroup that holds one sandbox.
 pub struct PidsCgroup {
@@ -25,6 +24,7 @@ impl PidsCgroup {
         let parent = pids_parent(&mountinfo, &own).ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no pids cgroup controller")
         })?;
+        sweep(&parent);
         let dir = parent.join(name);
         std::fs::create_dir(&dir)?;
         let cgroup = PidsCgroup {
@@ -64,12 +64,26 @@ pub fn enter(procs: &CStr) -> std::io::Result<()> {
 
 impl Drop for PidsCgroup {
     fn drop(&mut self) {
-        // The sandbox's last processes may still be exiting.
-        for _ in 0..100 {
-            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        // The sandbox's last processes may still be exiting (the kernel
+        // kills a pid namespace's processes when its init ends, in the
+        // background): one try now, and the next sandbox's [`sweep`]
+        // removes it if it was not empty yet — waiting here would put
+        // the teardown on the exit code's path (about 10 ms).
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Removes the empty cgroups earlier sandboxes left (`kennel-*`; one that
+/// still has processes is busy and stays).
+fn sweep(parent: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with("kennel-")
+            && entry.file_type().is_ok_and(|kind| kind.is_dir())
+        {
+            let _ = std::fs::remove_dir(entry.path());
         }
     }
 }

@@ -56,6 +56,7 @@ fn main() {
             error.kind.code()
         }
     };
+    kennel_lib::timing::mark("shutdown");
     kennel_lib::timing::report();
     std::process::exit(code);
 }
