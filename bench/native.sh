@@ -11,6 +11,9 @@
 # paths) and the same namespaces; it adds no Landlock and no seccomp filter,
 # which kennel does.
 #
+# It prints each variant's median and p95, kennel against bwrap as a
+# difference and a ratio, and allowlist against --network none.
+#
 #   bench/native.sh                  # BENCH_N=50 iterations, 3 warm-up runs
 #   BENCH_N=100 KENNEL=target/debug/kennel bench/native.sh
 #
@@ -83,10 +86,13 @@ for round in range(warmup + n):
             times[name].append(elapsed * 1000)
 
 median = {name: statistics.median(values) for name, values in times.items()}
-print(f"native backend start-up, median of {n} runs (ms; overhead over bare `true`):")
-for name, value in median.items():
-    over = value - median["true"]
-    print(f"  {name:32} {value:7.2f}   +{over:6.2f}")
-print(f"kennel - bwrap (host net):      {median['kennel native'] - median['bwrap (host net)']:+.2f} ms")
-print(f"kennel - bwrap (--unshare-all): {median['kennel native --network none'] - median['bwrap --unshare-all']:+.2f} ms")
+p95 = {name: sorted(values)[max(0, int(len(values) * 0.95 + 0.5) - 1)] for name, values in times.items()}
+print(f"native backend start-up, {n} runs (ms; overhead over bare `true`):")
+print(f"  {'':32} {'median':>7}   {'p95':>7}   {'+true':>7}")
+for name in times:
+    print(f"  {name:32} {median[name]:7.2f}   {p95[name]:7.2f}   +{median[name] - median['true']:6.2f}")
+for kennel_name, bwrap_name in (("kennel native", "bwrap (host net)"), ("kennel native --network none", "bwrap --unshare-all")):
+    k, b = median[kennel_name], median[bwrap_name]
+    print(f"{kennel_name} vs {bwrap_name}: {k - b:+.2f} ms, ratio {k / b:.2f} (goal: at most 1.20)")
+print(f"allowlist (proxy and forwarder) vs --network none: {median['kennel native'] - median['kennel native --network none']:+.2f} ms (goal: within 2 ms)")
 PY
