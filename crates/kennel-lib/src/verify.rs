@@ -927,13 +927,33 @@ async fn run_backend(
         PROBES.into(),
     ]);
     args.extend(fixture.probe_args(&request.only, &before.network));
-    let child = match child_kennel(request, fixture, backend, &workspace)
+    let mut child = match child_kennel(request, fixture, backend, &workspace)
         .args(&args)
         .spawn()
     {
         Ok(child) => child,
         Err(error) => return skipped(format!("cannot run kennel: {error}")),
     };
+    // The sandbox's kennel's messages are kept for the reason of a skip;
+    // an image it builds first (minutes, the first time) is said at once.
+    let stderr_lines = child.stderr.take().map(|stderr| {
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            let mut kept = String::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(building) = line.strip_prefix("kennel: building ") {
+                    crate::report::note(&format!(
+                        "building {}",
+                        crate::text::escape_controls(building)
+                    ));
+                }
+                kept.push_str(&line);
+                kept.push('\n');
+            }
+            kept
+        })
+    });
     let pid = child.id();
     let wait = child.wait_with_output();
     tokio::pin!(wait);
@@ -958,7 +978,10 @@ async fn run_backend(
     let stdout = String::from_utf8_lossy(&output.stdout);
     let mut results = parse(backend, &stdout);
     if results.is_empty() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = match stderr_lines {
+            Some(task) => task.await.unwrap_or_default(),
+            None => String::new(),
+        };
         // kennel's error line (its hints follow it).
         let last = stderr
             .lines()
