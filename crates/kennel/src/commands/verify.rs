@@ -8,13 +8,13 @@ use kennel_lib::verify::{self, Outcome, VerifyRequest};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The backend to try (docker, podman, native; default: the one `kennel run` would use)
+    /// The backend to try (docker, podman, native, incus; default: the one `kennel run` would use)
     #[arg(long, short = 'b', value_name = "NAME", conflicts_with = "all")]
     pub backend: Option<String>,
     /// Try every backend (those that do not work here are skipped, with why)
     #[arg(long)]
     pub all: bool,
-    /// Only this class of probes (files, privilege, network); repeatable
+    /// Only this class of probes (files, privilege, host, network, planted, credentials); repeatable
     #[arg(long, value_name = "CLASS")]
     pub only: Vec<String>,
     /// The workspace mode of the sandboxes (direct, worktree, clone; default: your configuration's)
