@@ -94,35 +94,31 @@ fn scan(root: &Path, extra: &[PathBuf], entries: &mut BTreeMap<PathBuf, String>)
     if let Some(git_dir) = git_dir {
         scan_git_dir(&git_dir, entries);
     }
-    if entries.get(&root.join(".git")).is_none() {
-        // Not a repository: no index and no working tree for git to list
-        // (and no git process on the run's critical path).
-        for path in extra {
-            walk(path, entries);
+    // Not a repository: no index and no working tree for git to list (and
+    // no git process on the run's critical path).
+    if entries.contains_key(&root.join(".git")) {
+        // One `ls-files` for both lists (a git process on each side of the
+        // agent's run is on the critical path of every direct-mode start).
+        let (gitlinks, untracked) = listed(root);
+        // Gitlinks in the index (submodules, and repositories the agent
+        // may have made and added): the user's `git status` reads the
+        // config of each one's repository, so their `.git` counts as a
+        // control file. Repositories the agent made and left untracked:
+        // git in the outer repository does not enter them, but the user's
+        // next `git status` from inside one (or a shell prompt that runs
+        // it on `cd`) reads its config and runs its fsmonitor.
+        let mut budget = MAX_ENTRIES;
+        let mut nested = gitlinks
+            .iter()
+            .map(|path| path.join(".git"))
+            .collect::<Vec<_>>();
+        for dir in &untracked {
+            find_dot_gits(dir, &mut nested, &mut budget);
         }
-        return;
-    }
-    // One `ls-files` for both lists (a git process on each side of the
-    // agent's run is on the critical path of every direct-mode start).
-    let (gitlinks, untracked) = listed(root);
-    // Gitlinks in the index (submodules, and repositories the agent may
-    // have made and added): the user's `git status` reads the config of
-    // each one's repository, so their `.git` counts as a control file.
-    // Repositories the agent made and left untracked: git in the outer
-    // repository does not enter them, but the user's next `git status`
-    // from inside one (or a shell prompt that runs it on `cd`) reads its
-    // config and runs its fsmonitor.
-    let mut budget = MAX_ENTRIES;
-    let mut nested = gitlinks
-        .iter()
-        .map(|path| path.join(".git"))
-        .collect::<Vec<_>>();
-    for dir in &untracked {
-        find_dot_gits(dir, &mut nested, &mut budget);
-    }
-    for dot_git in nested {
-        if record(&dot_git, entries) {
-            scan_git_dir(&dot_git, entries);
+        for dot_git in nested {
+            if record(&dot_git, entries) {
+                scan_git_dir(&dot_git, entries);
+            }
         }
     }
     for path in extra {
@@ -142,7 +138,9 @@ fn listed(root: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
         return (Vec::new(), Vec::new());
     };
     let (mut gitlinks, mut untracked) = (Vec::new(), Vec::new());
-    for entry in output.stdout.split(|byte| *byte == 0).take(MAX_ENTRIES) {
+    // Every entry is read (a gitlink may come after any number of files);
+    // each list is bounded on its own.
+    for entry in output.stdout.split(|byte| *byte == 0) {
         let Ok(entry) = std::str::from_utf8(entry) else {
             continue;
         };
@@ -160,8 +158,10 @@ fn listed(root: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
             }
         }
     }
-    gitlinks.retain(|path| path.starts_with(root));
-    untracked.retain(|path| path.starts_with(root));
+    for list in [&mut gitlinks, &mut untracked] {
+        list.retain(|path| path.starts_with(root));
+        list.truncate(MAX_ENTRIES);
+    }
     (gitlinks, untracked)
 }
 
@@ -692,6 +692,28 @@ mod tests {
             warnings.iter().any(|w| w.contains("repo/.git")),
             "{warnings:?}"
         );
+    }
+
+    #[test]
+    fn a_gitlink_after_many_files_is_still_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        git(dir.path(), &["init", "-q"]);
+        // More staged files than the audit's entry bound, sorted before
+        // the gitlink.
+        let many = dir.path().join("a");
+        std::fs::create_dir(&many).expect("mkdir");
+        for i in 0..=MAX_ENTRIES {
+            std::fs::write(many.join(format!("{i:05}")), "").expect("write");
+        }
+        git(dir.path(), &["add", "a"]);
+        git(dir.path(), &["commit", "-q", "-m", "many"]);
+        let before = snapshot(dir.path(), "s1", vec![]);
+        let sub = dir.path().join("z-sub");
+        git(dir.path(), &["init", "-q", "z-sub"]);
+        git(&sub, &["commit", "-q", "--allow-empty", "-m", "s"]);
+        git(dir.path(), &["-c", "core.fsmonitor=false", "add", "z-sub"]);
+        let warnings = check(&before);
+        assert!(!sub.join(".git").exists(), "{warnings:?}");
     }
 
     /// git in `dir`, quietly; the test fails when it does.
