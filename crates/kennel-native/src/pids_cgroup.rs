@@ -4,10 +4,11 @@
 //! root user (their user is the initial one), so for root the limit is a
 //! pids cgroup of kennel's own instead (root may make one): created before
 //! the helper starts, the helper moved into it between fork and exec, and
-//! removed when the sandbox has ended. `kennel verify` found the gap.
+//! removed when the sandbox has ended (or, when its processes are still
+//! exiting then, by a later start). `kennel verify` found the gap.
 
 use std::ffi::{CStr, CString};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A pids cgroup that holds one sandbox.
 pub struct PidsCgroup {
@@ -28,12 +29,8 @@ impl PidsCgroup {
         let dir = parent.join(name);
         std::fs::create_dir(&dir)?;
         let cgroup = PidsCgroup {
-            procs: CString::new(
-                dir.join("cgroup.procs")
-                    .into_os_string()
-                    .into_encoded_bytes(),
-            )
-            .map_err(|_| std::io::Error::other("a NUL in the cgroup's path"))?,
+            procs: procs_file(&dir)
+                .ok_or_else(|| std::io::Error::other("a NUL in the cgroup's path"))?,
             dir,
         };
         std::fs::write(cgroup.dir.join("pids.max"), limit.to_string())?;
@@ -73,19 +70,41 @@ impl Drop for PidsCgroup {
     }
 }
 
-/// Removes the empty cgroups earlier sandboxes left (`kennel-*`; one that
-/// still has processes is busy and stays).
-fn sweep(parent: &std::path::Path) {
+/// Removes the cgroups that kennel processes which have ended left
+/// (`kennel-<pid>-…`). Another kennel's, while it lives, is never touched:
+/// it may have made its cgroup and not yet moved its sandbox in (an empty
+/// cgroup that is not a leftover). A cgroup that still has processes is
+/// busy and stays anyway.
+fn sweep(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
     for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with("kennel-")
-            && entry.file_type().is_ok_and(|kind| kind.is_dir())
+        let name = entry.file_name();
+        let Some(owner) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("kennel-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if entry.file_type().is_ok_and(|kind| kind.is_dir())
+            && !Path::new(&format!("/proc/{owner}")).exists()
         {
             let _ = std::fs::remove_dir(entry.path());
         }
     }
+}
+
+/// `dir/cgroup.procs` as a C string (for the async-signal-safe [`enter`]).
+fn procs_file(dir: &Path) -> Option<CString> {
+    CString::new(
+        dir.join("cgroup.procs")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .ok()
 }
 
 /// The `cgroup.procs` of the kennel pids cgroup that process `pid` (a
@@ -94,14 +113,10 @@ pub fn procs_of(pid: u32) -> Option<CString> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let theirs = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let dir = pids_dir(&mountinfo, &theirs)?;
-    dir.file_name()?.to_str()?.starts_with("kennel-").then(|| {
-        CString::new(
-            dir.join("cgroup.procs")
-                .into_os_string()
-                .into_encoded_bytes(),
-        )
-        .ok()
-    })?
+    if !dir.file_name()?.to_str()?.starts_with("kennel-") {
+        return None;
+    }
+    procs_file(&dir)
 }
 
 /// The mount points of a v1 pids hierarchy and of the v2 hierarchy.
@@ -165,6 +180,25 @@ fn pids_parent(mountinfo: &str, own: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sweep_leaves_a_living_kennels_cgroup_alone() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let mut ended = std::process::Command::new("true").spawn().expect("true");
+        let dead = ended.id();
+        ended.wait().expect("wait");
+        let living = parent
+            .path()
+            .join(format!("kennel-{}-0000", std::process::id()));
+        let left = parent.path().join(format!("kennel-{dead}-0000"));
+        let other = parent.path().join("other");
+        for dir in [&living, &left, &other] {
+            std::fs::create_dir(dir).expect("mkdir");
+        }
+        sweep(parent.path());
+        assert!(living.exists() && other.exists());
+        assert!(!left.exists());
+    }
 
     #[test]
     fn finds_the_v1_pids_hierarchy_and_this_process_in_it() {
