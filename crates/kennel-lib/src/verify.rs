@@ -5,10 +5,14 @@
 //! tries to break one promise and prints one line: held, ESCAPED (with
 //! what leaked) or skipped (with why).
 //!
-//! It harms nothing: its markers are files it creates (in your home,
-//! kennel's config and data directories, a sibling repository) and
-//! removes, whatever happens (also on Ctrl-C); the only network it
-//! touches is a listener of its own on this machine and kennel's proxy.
+//! After each sandbox, verify takes the host-side steps that would trigger
+//! what the sandbox planted (kennel's review commands, your git, the next
+//! session, another repository's session) and looks for what ran.
+//!
+//! It harms nothing: everything it makes carries a random token and is
+//! removed whatever happens (also on Ctrl-C); the only traffic is to
+//! listeners of its own on this machine, kennel's proxy and the resolvers
+//! the sandbox is given (a `.invalid` name).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -78,7 +82,7 @@ pub const CLASSES: &[&str] = &[
 /// What `kennel verify` was asked.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyRequest {
-    /// Backends to try (`docker`, `podman`, `native`).
+    /// Backends to try (`docker`, `podman`, `native`, `incus`).
     pub backends: Vec<String>,
     /// Only these classes (empty: all).
     pub only: Vec<String>,
@@ -497,6 +501,8 @@ struct Fixture {
     home: PathBuf,
     /// `XDG_RUNTIME_DIR` for the sandboxes when you have none.
     runtime: Option<tempfile::TempDir>,
+    /// This machine's IPv4 and IPv6 addresses on its way out.
+    own_addresses: [Option<std::net::IpAddr>; 2],
 }
 
 impl Fixture {
@@ -541,11 +547,10 @@ impl Fixture {
         if let Some(port) = self.listeners.udp_port {
             args.push(format!("udp_port={port}"));
         }
-        if let Some(ip) = own_address(false) {
-            args.push(format!("own4={ip}"));
-        }
-        if let Some(ip) = own_address(true) {
-            args.push(format!("own6={ip}"));
+        for (key, ip) in ["own4", "own6"].iter().zip(&self.own_addresses) {
+            if let Some(ip) = ip {
+                args.push(format!("{key}={ip}"));
+            }
         }
         for (path, what) in &self.markers.files {
             args.push(format!("marker={}\t{what}", path.display()));
@@ -594,8 +599,6 @@ fn refused_syscalls() -> Vec<(&'static str, i64, &'static [&'static str])> {
 pub async fn verify(request: &VerifyRequest) -> Result<Report, CliError> {
     let host = kennel_core::host::HostContext::detect()?;
     let token = format!("kennel-verify-{:016x}", kennel_core::settings::random_u64());
-    // The token in the scratch directory's name: a sandbox left behind is
-    // found by its workspace's path.
     // In your home's cache directory (an Incus project of your own may
     // mount only from your home), named with the token: a sandbox left
     // behind is found by its workspace's path. Short: kennel's proxy
@@ -651,6 +654,7 @@ pub async fn verify(request: &VerifyRequest) -> Result<Report, CliError> {
         git,
         home: host.home.clone(),
         runtime,
+        own_addresses: [own_address(false), own_address(true)],
     };
     let mut signals = Signals::install()?;
     let mut results = Vec::new();
@@ -838,6 +842,17 @@ fn widened(before: &Planned, after: &Planned, home: &Path) -> Vec<String> {
     widened
 }
 
+/// What a child kennel's stderr says went wrong: its error line (its hints
+/// follow it), else its last line; control characters escaped.
+fn error_line(stderr: &str) -> String {
+    let line = stderr
+        .lines()
+        .find(|line| line.starts_with("kennel: error"))
+        .or_else(|| stderr.lines().rev().find(|line| !line.trim().is_empty()))
+        .unwrap_or("");
+    crate::text::escape_controls(line)
+}
+
 /// What a dry run in `workspace` plans.
 async fn planned(
     request: &VerifyRequest,
@@ -853,10 +868,7 @@ async fn planned(
         .await
         .map_err(|error| format!("cannot run kennel: {error}"))?;
     if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(crate::text::escape_controls(
-            stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or(""),
-        ));
+        return Err(error_line(&String::from_utf8_lossy(&output.stderr)));
     }
     let plan: serde_json::Value = serde_json::from_slice(&output.stdout)
         .map_err(|error| format!("the dry run's Plan is not JSON: {error}"))?;
@@ -871,12 +883,18 @@ async fn planned(
             })
             .unwrap_or_default()
     };
+    let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_string();
     Ok(Planned {
         network: plan["network"]["mode"].as_str().unwrap_or("?").to_string(),
-        mounts: strings(&plan["mounts"], "source")
-            .into_iter()
-            .zip(strings(&plan["mounts"], "target"))
-            .collect(),
+        mounts: plan["mounts"]
+            .as_array()
+            .map(|mounts| {
+                mounts
+                    .iter()
+                    .map(|mount| (text(&mount["source"]), text(&mount["target"])))
+                    .collect()
+            })
+            .unwrap_or_default(),
         env: strings(&plan["env"], "name"),
     })
 }
@@ -982,16 +1000,10 @@ async fn run_backend(
             Some(task) => task.await.unwrap_or_default(),
             None => String::new(),
         };
-        // kennel's error line (its hints follow it).
-        let last = stderr
-            .lines()
-            .find(|line| line.starts_with("kennel: error"))
-            .or_else(|| stderr.lines().rev().find(|line| !line.trim().is_empty()))
-            .unwrap_or("");
         return skipped(format!(
             "the sandbox did not run the probes (exit {}): {}",
             output.status.code().unwrap_or(-1),
-            crate::text::escape_controls(last)
+            error_line(&stderr)
         ));
     }
     if !stdout.contains("KENNEL-PROBE-DONE") {
@@ -1103,15 +1115,9 @@ async fn host_side_steps(
     for name in &sessions {
         let _ = kennel(&["discard", "--force", name]).output().await;
     }
-    // The user's own git in the workspace, as they would run it.
-    for args in [
-        &["status"][..],
-        &["diff"],
-        &["log", "-p", "-1"],
-        &["add", "-A"],
-        &["commit", "-q", "-m", "after the agent"],
-        &["checkout", "-q", "-b", "kennel-verify-branch"],
-    ] {
+    // The user's own git in the workspace, as they would run it (with
+    // their configuration: only an identity for the commit is added).
+    let user_git = |dir: &Path, args: &[&str]| {
         let _ = std::process::Command::new("git")
             .args([
                 "-c",
@@ -1120,22 +1126,26 @@ async fn host_side_steps(
                 "user.email=verify@kennel.invalid",
             ])
             .args(args)
-            .current_dir(workspace)
+            .current_dir(dir)
             .env("GIT_TERMINAL_PROMPT", "0")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status();
+    };
+    for args in [
+        &["status"][..],
+        &["diff"],
+        &["log", "-p", "-1"],
+        &["add", "-A"],
+        &["commit", "-q", "-m", "after the agent"],
+        &["checkout", "-q", "-b", "kennel-verify-branch"],
+    ] {
+        user_git(workspace, args);
     }
     let nested = workspace.join("kennel-verify-nested");
     if nested.is_dir() {
-        let _ = std::process::Command::new("git")
-            .args(["status"])
-            .current_dir(&nested)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
+        user_git(&nested, &["status"]);
     }
     check(
         &mut out,
