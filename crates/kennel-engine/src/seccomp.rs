@@ -26,11 +26,14 @@ impl Engine {
     /// Docker is handed the JSON, Podman a file (written at `path` when it
     /// is missing or differs, replaced atomically).
     pub(crate) fn seccomp_option(&self, path: &Path) -> Result<String, EngineError> {
-        let json = profile().to_string();
+        // Built once per process (a session's kennel may create several
+        // containers).
+        static JSON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let json = JSON.get_or_init(|| profile().to_string());
         match self.kind {
             EngineKind::Docker => Ok(format!("seccomp={json}")),
             EngineKind::Podman => {
-                write_profile(path, &json)
+                write_profile(path, json)
                     .map_err(|err| EngineError::io("writing kennel's seccomp profile", err))?;
                 let path = path.to_str().ok_or_else(|| {
                     EngineError::InvalidPlan(format!(
