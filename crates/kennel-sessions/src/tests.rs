@@ -223,6 +223,33 @@ fn migrates_a_version_1_registry() {
 }
 
 #[test]
+fn closing_keeps_the_log_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sessions.db");
+    let wal = dir.path().join("sessions.db-wal");
+    let first = {
+        let mut registry = Registry::open(&path).expect("open");
+        registry.insert(&new_session("claude")).expect("insert")
+    };
+    // Closed without a checkpoint: the log (and what was committed in it)
+    // stays, so the next process's first commit does not make a new one.
+    assert!(
+        wal.exists(),
+        "the log was checkpointed and deleted at close"
+    );
+    let mut registry = Registry::open(&path).expect("reopen");
+    assert_eq!(registry.get(&first.id).expect("get").name, first.name);
+    let second = registry.insert(&new_session("claude")).expect("insert");
+    drop(registry);
+    // A reader that knows nothing of kennel sees both commits.
+    let connection = Connection::open(&path).expect("open");
+    let rows: i64 = connection
+        .query_row("SELECT count(*) FROM sessions", [], |row| row.get(0))
+        .expect("count");
+    assert_eq!(rows, 2, "{second:?}");
+}
+
+#[test]
 fn refuses_a_registry_from_a_newer_kennel() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("sessions.db");
