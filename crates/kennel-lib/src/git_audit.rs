@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::CliError;
+use kennel_sessions::RegistryError;
 
 /// Files of a git dir that decide what git runs or where it reads from.
 const CONTROL_FILES: &[&str] = &["config", "config.worktree", "commondir", "gitdir"];
@@ -515,9 +516,6 @@ pub fn settle(host: &HostContext, registry: &kennel_sessions::Registry) {
     let Ok(list) = std::fs::read_dir(pending_dir(host)) else {
         return;
     };
-    let Ok(sessions) = registry.list(true) else {
-        return;
-    };
     for entry in list.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.ends_with(".warnings") {
@@ -530,13 +528,24 @@ pub fn settle(host: &HostContext, registry: &kennel_sessions::Registry) {
         if id.starts_with(UNREGISTERED) {
             continue;
         }
-        let live = sessions
-            .iter()
-            .any(|session| session.id == id && !session.state.is_ended());
+        // Looked up one by one (the registry keeps every session that
+        // ever ran; listing them all cost every direct-mode start more as
+        // it grew). A registry that cannot answer leaves the audit pending.
+        let live = match registry.get(id) {
+            Ok(session) => session.id == id && !session.state.is_ended(),
+            Err(RegistryError::NotFound(_) | RegistryError::Ambiguous { .. }) => false,
+            Err(_) => continue,
+        };
         if !live {
             finish(host, id);
         }
     }
+}
+
+/// Whether [`settle`] has anything to do: an audit pending or warnings
+/// kept (most starts find none, and need not open the registry for it).
+pub fn anything_pending(host: &HostContext) -> bool {
+    std::fs::read_dir(pending_dir(host)).is_ok_and(|mut list| list.next().is_some())
 }
 
 #[cfg(test)]
@@ -764,6 +773,59 @@ mod tests {
         );
         guard(&host, &workspace, true).expect("accepted");
         guard(&host, &workspace, false).expect("the new one is recorded");
+    }
+
+    #[test]
+    fn settle_audits_ended_and_unknown_sessions_and_leaves_live_ones() {
+        use kennel_sessions::{Limits, Mode, NewSession, Registry, SlotRequest, State};
+        let (dir, git) = repo();
+        let data = tempfile::tempdir().expect("tempdir");
+        let host = host(data.path());
+        assert!(!anything_pending(&host), "nothing recorded yet");
+        let mut registry = Registry::open(&data.path().join("sessions.db")).expect("registry");
+        let mut session = || {
+            registry
+                .insert(&NewSession {
+                    name: None,
+                    agent: "shell".into(),
+                    workspace: dir.path().to_path_buf(),
+                    slot: SlotRequest::Free,
+                    slots_per_workspace: true,
+                    owner: None,
+                    backend: "native".into(),
+                    ends_with_owner: false,
+                    mode: Mode::Persistent,
+                    limits: Limits::default(),
+                    plan: None,
+                })
+                .expect("insert")
+                .id
+        };
+        let (live, ended) = (session(), session());
+        registry.mark_running(&live, "h").expect("running");
+        registry
+            .mark_ended(&ended, State::Exited, Some(0))
+            .expect("ended");
+        let workspace = Workspace {
+            root: dir.path().to_path_buf(),
+            workdir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        // Three sessions that planted a commondir: one still running, one
+        // ended, one the registry does not know (its row was removed).
+        for id in [&live, &ended, &"0123456789ab".to_string()] {
+            begin(&host, &workspace, id, id);
+        }
+        std::fs::write(git.join("commondir"), "/elsewhere\n").expect("plant");
+        assert!(anything_pending(&host));
+        settle(&host, &registry);
+        let pending = |id: &str| pending_dir(&host).join(format!("{id}.json")).exists();
+        assert!(pending(&live), "a live session's audit waits for its end");
+        assert!(!pending(&ended) && !pending("0123456789ab"));
+        assert!(
+            !git.join("commondir").exists(),
+            "the ended session's plant was moved aside"
+        );
     }
 
     #[test]

@@ -509,8 +509,9 @@ pub fn direct_guard(
     if mode != crate::checkout::WorkspaceMode::Direct {
         return Ok(());
     }
-    if let Ok(registry) =
-        kennel_sessions::Registry::open(&crate::sessions::registry_path(&context.host))
+    if crate::git_audit::anything_pending(&context.host)
+        && let Ok(registry) =
+            kennel_sessions::Registry::open(&crate::sessions::registry_path(&context.host))
     {
         crate::git_audit::settle(&context.host, &registry);
     }

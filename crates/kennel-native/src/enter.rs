@@ -80,6 +80,7 @@ pub fn enter(plan: &Plan, init_pid: u32, opts: &NativeOptions) -> Result<i32, Na
             .then(|| crate::pids_cgroup::procs_of(init_pid))
             .flatten()
             .as_deref(),
+        None,
     )
 }
 

@@ -62,6 +62,7 @@ fn helper(plan: &Plan, decision: &Decision) -> Result<i32, Failure> {
         ));
     }
     let mut layout = plan_layout(plan, &RealFs).map_err(|e| ("the sandbox's filesystem", e))?;
+    crate::stages::mark("helper: layout");
     // The terminal kennel runs on lives in the host's devpts, which the
     // sandbox does not see: show it as /dev/console (as LXC does) so that
     // ttyname() finds it.
@@ -88,6 +89,7 @@ fn helper(plan: &Plan, decision: &Decision) -> Result<i32, Failure> {
         nix::unistd::getuid().as_raw(),
         nix::unistd::getgid().as_raw(),
     )?;
+    crate::stages::mark("namespaces");
 
     let saved = sys::install_forwarders(&INIT_PID);
     // SAFETY: this process is single-threaded.
@@ -104,6 +106,7 @@ fn helper(plan: &Plan, decision: &Decision) -> Result<i32, Failure> {
     INIT_PID.store(pid, Ordering::SeqCst);
     sys::deliver_pending(&INIT_PID);
     let code = wait_for(pid);
+    crate::stages::mark("init exit");
     sys::restore_handlers(saved);
     Ok(code)
 }
@@ -226,6 +229,7 @@ fn init(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
     if let Err(failure) = build_root(&Linux, layout) {
         return failure;
     }
+    crate::stages::mark("mounts");
     // Set here, before anything is forked, so that the forwarder has them
     // from its first instruction (set in the child, an agent connecting at
     // once found it unlimited for a moment).
@@ -237,6 +241,7 @@ fn init(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
     {
         return failure;
     }
+    crate::stages::mark("limits, forwarder");
     // SAFETY: single-threaded.
     let pid = match unsafe { nix::unistd::fork() } {
         Ok(ForkResult::Parent { child }) => child.as_raw(),
@@ -253,6 +258,7 @@ fn init(plan: &Plan, decision: &Decision, layout: &Layout) -> Failure {
     AGENT_PID.store(pid, Ordering::SeqCst);
     sys::deliver_pending(&AGENT_PID);
     let code = wait_for(pid);
+    crate::stages::mark("agent");
     // Leaving PID 1; the namespace's other processes are killed.
     sys::exit_child(code)
 }
@@ -597,6 +603,7 @@ pub(crate) fn exec_agent(
     }
     // Nothing kennel's caller left open reaches the agent.
     kernel.close_on_exec_from(3);
+    crate::stages::mark("landlock, seccomp");
     let error = kernel.execve(&program, &argv, &envp);
     let code = match error.raw_os_error() {
         Some(libc::ENOENT) => 127,

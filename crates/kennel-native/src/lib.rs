@@ -34,6 +34,7 @@ mod layout;
 mod pids_cgroup;
 mod policy;
 mod probe;
+mod stages;
 mod sys;
 
 use std::io::Write;
@@ -50,6 +51,7 @@ pub use filter::{DENIED_IOCTLS, DENIED_SYSCALLS, NOSYS_SYSCALLS, build_filters};
 pub use layout::{HostFs, Layout, Node, Op, RealFs, SYSTEM_DIRS, plan_layout};
 pub use policy::{Decision, decide};
 pub use probe::{Missing, NativeProbe, probe};
+pub use stages::{monotonic_ns, take as take_stages};
 
 /// The hidden first argument that turns `kennel` into the native helper.
 pub const HELPER_ARG: &str = "__native-init";
@@ -61,6 +63,8 @@ pub const EXIT_KENNEL: i32 = 125;
 pub struct NativeOptions {
     /// The kennel binary to re-execute as the helper (default `/proc/self/exe`).
     pub helper: Option<PathBuf>,
+    /// Mark the sandbox's start-up stages (see [`take_stages`]).
+    pub stages: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +107,8 @@ impl NativeError {
 struct HelperPayload {
     plan: Plan,
     decision: Decision,
+    /// The descriptor to mark start-up stages on, when kennel asks.
+    stages_fd: Option<i32>,
 }
 
 /// A native run that passed the checks: what to tell the user, then [`Prepared::run`].
@@ -111,6 +117,7 @@ pub struct Prepared {
     plan: Plan,
     decision: Decision,
     helper: PathBuf,
+    stages: bool,
 }
 
 impl Prepared {
@@ -141,15 +148,28 @@ impl Prepared {
             }
             _ => None,
         };
-        spawn_helper(
+        let stages = match self.stages {
+            true => Some(
+                stages::Pipe::new()
+                    .map_err(|error| NativeError::Other(format!("pipe: {error}")))?,
+            ),
+            false => None,
+        };
+        let code = spawn_helper(
             &self.helper,
             HELPER_ARG,
             &HelperPayload {
                 plan: self.plan,
                 decision: self.decision,
+                stages_fd: stages.as_ref().map(|pipe| pipe.write.as_raw_fd()),
             },
             cgroup.as_ref().map(pids_cgroup::PidsCgroup::procs),
-        )
+            stages.as_ref().map(|pipe| pipe.write.as_raw_fd()),
+        );
+        if let Some(stages) = stages {
+            stages.finish();
+        }
+        code
     }
 }
 
@@ -164,6 +184,7 @@ pub fn prepare(plan: &Plan, opts: &NativeOptions) -> Result<Prepared, NativeErro
         plan: plan.clone(),
         decision,
         helper: helper_binary(opts),
+        stages: opts.stages,
     })
 }
 
@@ -226,12 +247,14 @@ fn resolve_in_path(
 static HELPER_PID: AtomicI32 = AtomicI32::new(0);
 
 /// Re-executes `helper` as `kennel ARG FD` with `payload` (JSON) in FD,
-/// relaying signals to it, and returns its exit code.
+/// relaying signals to it, and returns its exit code. `inherited`: one more
+/// descriptor the helper keeps (the stages' pipe).
 fn spawn_helper(
     helper: &Path,
     arg: &str,
     payload: &impl Serialize,
     cgroup_procs: Option<&std::ffi::CStr>,
+    inherited: Option<i32>,
 ) -> Result<i32, NativeError> {
     let other = |what: &str, error: std::io::Error| NativeError::Other(format!("{what}: {error}"));
     let json = serde_json::to_vec(payload)
@@ -262,6 +285,14 @@ fn spawn_helper(
                 fd,
                 nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
             )?;
+            if let Some(raw) = inherited {
+                // SAFETY: as `fd`: the parent holds it open.
+                let fd = std::os::fd::BorrowedFd::borrow_raw(raw);
+                nix::fcntl::fcntl(
+                    fd,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                )?;
+            }
             nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
             if let Some(procs) = &procs {
                 pids_cgroup::enter(procs)?;
@@ -270,6 +301,9 @@ fn spawn_helper(
         });
     }
     let previous = sys::install_forwarders(&HELPER_PID);
+    if inherited.is_some() {
+        stages::collect("native: prepare");
+    }
     let child = command.spawn();
     drop(fd);
     let mut child = match child {
@@ -282,6 +316,9 @@ fn spawn_helper(
     HELPER_PID.store(child.id() as i32, Ordering::SeqCst);
     sys::deliver_pending(&HELPER_PID);
     let status = child.wait();
+    if inherited.is_some() {
+        stages::collect("helper exit");
+    }
     HELPER_PID.store(0, Ordering::SeqCst);
     sys::restore_handlers(previous);
     let status = status.map_err(|error| other("waiting for the native helper", error))?;
@@ -296,7 +333,13 @@ fn spawn_helper(
 /// in `main`, before any thread starts; it never returns.
 pub fn helper_main(fd_arg: Option<&str>) -> ! {
     let code = match read_payload::<HelperPayload>(HELPER_ARG, fd_arg) {
-        Ok(payload) => helper::run(payload.plan, payload.decision),
+        Ok(payload) => {
+            if let Some(fd) = payload.stages_fd {
+                stages::enable(fd);
+                stages::mark("helper: exec");
+            }
+            helper::run(payload.plan, payload.decision)
+        }
         Err(message) => {
             sys::report(&message);
             EXIT_KENNEL

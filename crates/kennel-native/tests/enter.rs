@@ -619,6 +619,7 @@ fn entering_anything_but_the_sandbox_fails_clearly() {
     };
     let opts = NativeOptions {
         helper: Some(world.driver.clone()),
+        ..Default::default()
     };
     // A command that ends at once, should a check let it through.
     let mut plan = world.plan.clone();

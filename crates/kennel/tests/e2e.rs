@@ -333,6 +333,10 @@ macro_rules! backend_suite {
                 sessions::real_state_and_kill(B)
             }
             #[test]
+            fn timing_breakdown() {
+                cases::timing_breakdown(B)
+            }
+            #[test]
             fn sessions_slots() {
                 sessions::slots(B)
             }

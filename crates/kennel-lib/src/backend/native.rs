@@ -38,6 +38,9 @@ pub async fn run_prepared(
     proxy: Option<SessionProxy>,
 ) -> Result<i32, CliError> {
     let result = tokio::task::spawn_blocking(move || prepared.run()).await;
+    for (stage, at) in kennel_native::take_stages() {
+        crate::timing::add(stage.into(), at);
+    }
     if let Some(proxy) = proxy {
         proxy.stop().await;
     }
@@ -169,8 +172,12 @@ impl Backend for NativeBackend {
     /// The sandbox is prepared here, where the user sees a failure (an
     /// agent not installed on the host: exit 127), not in a pane.
     async fn prepare<'a>(&'a self, plan: &Plan) -> Result<Box<dyn Launch + 'a>, CliError> {
-        let prepared = kennel_native::prepare(plan, &kennel_native::NativeOptions::default())
-            .map_err(|error| native_error(&error))?;
+        let options = kennel_native::NativeOptions {
+            stages: crate::timing::enabled(),
+            ..Default::default()
+        };
+        let prepared =
+            kennel_native::prepare(plan, &options).map_err(|error| native_error(&error))?;
         Ok(Box::new(NativeLaunch { prepared }))
     }
 

@@ -44,6 +44,86 @@ pub fn exit_code_and_streams(b: Backend) {
     out.assert_code(127);
 }
 
+/// `KENNEL_TIMING=1`: one note line at the end with kennel's stages in
+/// the order they ran, each in microseconds, and a total no smaller than
+/// their sum; the agent's exit code and output unchanged. On the native
+/// backend the sandbox's own stages (marked by its helper, init and the
+/// agent's process before exec) are in it, in their order.
+pub fn timing_breakdown(b: Backend) {
+    let Some(t) = Ctx::with_shell_image(b, "timing_breakdown") else {
+        return;
+    };
+    let out = t
+        .kennel_env(
+            &["run", "shell", "--", "sh", "-c", "echo agent-out; exit 3"],
+            &[("KENNEL_TIMING", "1")],
+        )
+        .run();
+    out.assert_code(3);
+    assert_eq!(out.stdout.trim(), "agent-out", "{out}");
+    let line = out
+        .stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("kennel: timing: "))
+        .unwrap_or_else(|| panic!("no timing line\n{out}"));
+    // Names may hold ", " (`landlock, seccomp`): split on the unit.
+    let stages: Vec<(String, u64)> = line
+        .split(" µs")
+        .map(|part| part.trim_start_matches(", "))
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let (name, micros) = part.rsplit_once(' ').expect("NAME N");
+            (name.to_string(), micros.parse().expect("microseconds"))
+        })
+        .collect();
+    let names: Vec<&str> = stages.iter().map(|(name, _)| name.as_str()).collect();
+    let expected: &[&str] = match b {
+        Backend::Native => &[
+            "parse",
+            "workspace",
+            "registry",
+            "native: prepare",
+            "helper: exec",
+            "namespaces",
+            "mounts",
+            "landlock, seccomp",
+            "agent",
+            "init exit",
+            "helper exit",
+            "sandbox",
+            "git audit: check",
+            "total",
+        ],
+        _ => &[
+            "parse",
+            "workspace",
+            "registry",
+            "sandbox",
+            "git audit: check",
+            "total",
+        ],
+    };
+    let mut at = 0;
+    for stage in expected {
+        let found = names[at..]
+            .iter()
+            .position(|name| name == stage)
+            .unwrap_or_else(|| panic!("{stage} missing or out of order in {names:?}\n{out}"));
+        at += found + 1;
+    }
+    let (total, parts) = stages.split_last().expect("stages");
+    let sum: u64 = parts.iter().map(|(_, micros)| micros).sum();
+    assert!(
+        total.1 >= sum && sum > 0,
+        "total {} µs, stages {sum} µs\n{out}",
+        total.1
+    );
+    // Not asked: no line.
+    let out = t.kennel(&["run", "shell", "--", "true"]).run();
+    out.assert_ok();
+    assert!(!out.stderr.contains("timing:"), "{out}");
+}
+
 /// stdin is forwarded, including EOF, without a terminal.
 pub fn stdin_passthrough(b: Backend) {
     let Some(t) = Ctx::with_shell_image(b, "stdin_passthrough") else {
