@@ -33,6 +33,9 @@ pub struct LaunchRequest {
     pub branch: Option<String>,
     /// `--devcontainer NAME` (`none`: none); default: the workspace's own.
     pub devcontainer: Option<String>,
+    /// The run will follow in this process (`kennel run`, not `--dry-run`):
+    /// the backend may start what it needs while the Plan is built.
+    pub warm_up: bool,
     /// What the Plan is built from; `selected`, `on_host` and `host_git`
     /// are filled in by [`prepare`].
     pub run: RunRequest,
@@ -70,6 +73,9 @@ pub async fn prepare(launch: &LaunchRequest) -> Result<Prepared, CliError> {
         .or_else(|| context.config.file.defaults.backend.clone())
         .unwrap_or_else(|| "auto".into());
     let (backend, choice) = crate::backend::select(&requested, !launch.dry_run).await?;
+    if launch.warm_up && !launch.dry_run {
+        backend.warm_up();
+    }
     crate::timing::mark("backend");
     let runs_images = backend.runs_images();
     if !runs_images && launch.run.image.is_some() {

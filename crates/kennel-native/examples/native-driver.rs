@@ -7,6 +7,10 @@
 //! ```text
 //! native-driver run PLAN.json             kennel_native::run
 //! native-driver enter PLAN.json INIT_PID  kennel_native::enter
+//! native-driver standby PLAN.json         a standby helper, then the Plan
+//!                                         in it; the stages marked, one
+//!                                         `stage: NAME` line each
+//! native-driver standby-unused            a standby helper, dropped
 //! ```
 //!
 //! A library error is one `driver-error: KIND: message` line on stderr and
@@ -30,6 +34,26 @@ fn main() {
             let plan = read_plan(arg(1));
             finish(kennel_native::run(&plan, &NativeOptions::default()))
         }
+        Some("standby") => {
+            let options = NativeOptions {
+                stages: true,
+                ..Default::default()
+            };
+            let standby = kennel_native::standby(&options);
+            let plan = read_plan(arg(1));
+            let result = standby.and_then(|standby| {
+                Ok(kennel_native::prepare(&plan, &options)?.with_standby(standby))
+            });
+            let result = result.and_then(|prepared| prepared.run());
+            for (stage, _) in kennel_native::take_stages() {
+                eprintln!("stage: {stage}");
+            }
+            finish(result)
+        }
+        Some("standby-unused") => {
+            let standby = kennel_native::standby(&NativeOptions::default());
+            finish(standby.map(drop).map(|()| 0))
+        }
         Some("enter") => {
             let plan = read_plan(arg(1));
             let Some(pid) = arg(2).and_then(|pid| pid.parse().ok()) else {
@@ -42,7 +66,10 @@ fn main() {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: native-driver run PLAN.json | enter PLAN.json INIT_PID");
+    eprintln!(
+        "usage: native-driver run PLAN.json | enter PLAN.json INIT_PID | standby PLAN.json \
+         | standby-unused"
+    );
     std::process::exit(2)
 }
 

@@ -80,7 +80,6 @@ pub fn enter(plan: &Plan, init_pid: u32, opts: &NativeOptions) -> Result<i32, Na
             .then(|| crate::pids_cgroup::procs_of(init_pid))
             .flatten()
             .as_deref(),
-        None,
     )
 }
 
@@ -102,13 +101,14 @@ pub fn sandbox_init_of(runner_pid: u32) -> Option<u32> {
 /// in `main`, before any thread starts; it never returns.
 pub fn enter_main(fd_arg: Option<&str>) -> ! {
     let code = match crate::read_payload::<EnterPayload>(ENTER_ARG, fd_arg) {
-        Ok(payload) => match enter_sandbox(&payload) {
+        Ok(Some(payload)) => match enter_sandbox(&payload) {
             Ok(code) => code,
             Err(Failure(code, message)) => {
                 sys::report(&message);
                 code
             }
         },
+        Ok(None) => EXIT_KENNEL,
         Err(message) => {
             sys::report(&message);
             EXIT_KENNEL

@@ -38,7 +38,7 @@ mod stages;
 mod sys;
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -118,6 +118,7 @@ pub struct Prepared {
     decision: Decision,
     helper: PathBuf,
     stages: bool,
+    standby: Option<Standby>,
 }
 
 impl Prepared {
@@ -130,46 +131,100 @@ impl Prepared {
         &self.decision
     }
 
+    /// Runs the sandbox with `standby`'s helper (started earlier, see
+    /// [`standby`]) instead of starting one.
+    pub fn with_standby(mut self, standby: Standby) -> Prepared {
+        self.standby = Some(standby);
+        self
+    }
+
     /// Runs the agent and returns its exit code (128+N when killed by signal N).
-    pub fn run(self) -> Result<i32, NativeError> {
-        // Root's processes are exempt from RLIMIT_NPROC: a cgroup holds
-        // the limit for them (without one, the limit is not enforced).
-        let cgroup = match u64::try_from(self.plan.limits.pids) {
-            Ok(limit) if limit > 0 && nix::unistd::getuid().is_root() => {
-                pids_cgroup::PidsCgroup::create(
-                    limit,
-                    &format!(
-                        "kennel-{}-{:08x}",
-                        std::process::id(),
-                        kennel_core::settings::random_u64() as u32
-                    ),
-                )
-                .ok()
-            }
-            _ => None,
+    pub fn run(mut self) -> Result<i32, NativeError> {
+        let limit = u64::try_from(self.plan.limits.pids).unwrap_or(0);
+        let mut standby = match self.standby.take() {
+            Some(standby) => standby,
+            None => Standby::start(&self.helper, self.stages)?,
         };
-        let stages = match self.stages {
+        // Root's processes are exempt from RLIMIT_NPROC: the cgroup the
+        // helper is in holds the limit for them (without one, the limit
+        // is not enforced).
+        if let Some(cgroup) = &standby.cgroup
+            && limit > 0
+        {
+            cgroup
+                .limit(limit)
+                .map_err(|error| NativeError::Other(format!("the pids limit: {error}")))?;
+        }
+        let helper = standby
+            .helper
+            .take()
+            .ok_or_else(|| NativeError::Other("the native helper was used already".into()))?;
+        let code = helper.run(&HelperPayload {
+            plan: self.plan,
+            decision: self.decision,
+            stages_fd: standby.stages.as_ref().map(|pipe| pipe.write.as_raw_fd()),
+        });
+        if let Some(stages) = standby.stages.take() {
+            stages.finish();
+        }
+        code
+    }
+}
+
+/// A helper started before its Plan is ready, waiting for it on a pipe:
+/// its exec and loading (the 35 MB kennel binary, about a millisecond and
+/// a half) overlap kennel's own preparation of the run. For root, it
+/// starts in its pids cgroup (moving a process between cgroups takes
+/// milliseconds on cgroup v1; the limit is set when the Plan is known).
+/// Dropped unused, it ends without a word.
+pub struct Standby {
+    helper: Option<Started>,
+    cgroup: Option<pids_cgroup::PidsCgroup>,
+    stages: Option<stages::Pipe>,
+}
+
+impl std::fmt::Debug for Standby {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Standby")
+            .field("pid", &self.helper.as_ref().map(|helper| helper.child.id()))
+            .finish()
+    }
+}
+
+/// Starts a helper that waits for the Plan [`Prepared::run`] sends it.
+pub fn standby(opts: &NativeOptions) -> Result<Standby, NativeError> {
+    Standby::start(&helper_binary(opts), opts.stages)
+}
+
+impl Standby {
+    fn start(helper: &Path, stages: bool) -> Result<Standby, NativeError> {
+        let cgroup = match nix::unistd::getuid().is_root() {
+            true => pids_cgroup::PidsCgroup::create(&format!(
+                "kennel-{}-{:08x}",
+                std::process::id(),
+                kennel_core::settings::random_u64() as u32
+            ))
+            .ok(),
+            false => None,
+        };
+        let stages = match stages {
             true => Some(
                 stages::Pipe::new()
                     .map_err(|error| NativeError::Other(format!("pipe: {error}")))?,
             ),
             false => None,
         };
-        let code = spawn_helper(
-            &self.helper,
+        let started = Started::spawn(
+            helper,
             HELPER_ARG,
-            &HelperPayload {
-                plan: self.plan,
-                decision: self.decision,
-                stages_fd: stages.as_ref().map(|pipe| pipe.write.as_raw_fd()),
-            },
             cgroup.as_ref().map(pids_cgroup::PidsCgroup::procs),
             stages.as_ref().map(|pipe| pipe.write.as_raw_fd()),
-        );
-        if let Some(stages) = stages {
-            stages.finish();
-        }
-        code
+        )?;
+        Ok(Standby {
+            helper: Some(started),
+            cgroup,
+            stages,
+        })
     }
 }
 
@@ -185,6 +240,7 @@ pub fn prepare(plan: &Plan, opts: &NativeOptions) -> Result<Prepared, NativeErro
         decision,
         helper: helper_binary(opts),
         stages: opts.stages,
+        standby: None,
     })
 }
 
@@ -246,100 +302,135 @@ fn resolve_in_path(
 
 static HELPER_PID: AtomicI32 = AtomicI32::new(0);
 
-/// Re-executes `helper` as `kennel ARG FD` with `payload` (JSON) in FD,
-/// relaying signals to it, and returns its exit code. `inherited`: one more
-/// descriptor the helper keeps (the stages' pipe).
+/// A helper process (`kennel ARG FD`) waiting for its payload on the pipe
+/// whose read end is its descriptor FD.
+struct Started {
+    child: std::process::Child,
+    /// The pipe's write end (None once the payload is sent).
+    payload: Option<std::fs::File>,
+}
+
+impl Started {
+    /// Starts `helper` as `kennel ARG FD`. `cgroup_procs`: the cgroup it
+    /// enters before its exec; `inherited`: one more descriptor it keeps
+    /// (the stages' pipe).
+    fn spawn(
+        helper: &Path,
+        arg: &str,
+        cgroup_procs: Option<&std::ffi::CStr>,
+        inherited: Option<i32>,
+    ) -> Result<Started, NativeError> {
+        let other =
+            |what: &str, error: std::io::Error| NativeError::Other(format!("{what}: {error}"));
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|errno| other("pipe", errno.into()))?;
+        let raw = read.as_raw_fd();
+        let procs = cgroup_procs.map(std::ffi::CStr::to_owned);
+        let mut command = std::process::Command::new(helper);
+        command
+            .arg0("kennel")
+            .arg(arg)
+            .arg(raw.to_string())
+            .env_clear();
+        // SAFETY: only async-signal-safe calls between fork and exec (nix's
+        // wrappers allocate nothing, nor does io::Error from an errno).
+        unsafe {
+            command.pre_exec(move || {
+                // Let the descriptors survive exec, and die with kennel.
+                for raw in std::iter::once(raw).chain(inherited) {
+                    // SAFETY: the parent holds these open.
+                    let fd = std::os::fd::BorrowedFd::borrow_raw(raw);
+                    nix::fcntl::fcntl(
+                        fd,
+                        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                    )?;
+                }
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+                if let Some(procs) = &procs {
+                    pids_cgroup::enter(procs)?;
+                }
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .map_err(|error| other("cannot start the native helper", error))?;
+        drop(read);
+        Ok(Started {
+            child,
+            payload: Some(std::fs::File::from(write)),
+        })
+    }
+
+    /// Sends `payload` (JSON), relays signals to the helper until it ends,
+    /// and returns its exit code.
+    fn run(mut self, payload: &impl Serialize) -> Result<i32, NativeError> {
+        let other =
+            |what: &str, error: std::io::Error| NativeError::Other(format!("{what}: {error}"));
+        let json = serde_json::to_vec(payload)
+            .map_err(|error| NativeError::Other(format!("cannot serialise the plan: {error}")))?;
+        stages::collect("native: prepare");
+        let previous = sys::install_forwarders(&HELPER_PID);
+        HELPER_PID.store(self.child.id() as i32, Ordering::SeqCst);
+        sys::deliver_pending(&HELPER_PID);
+        // The helper reads until the pipe is closed (a large Plan does
+        // not fit the pipe's buffer: the helper is reading meanwhile).
+        let sent = match self.payload.take() {
+            Some(mut pipe) => pipe.write_all(&json),
+            None => Ok(()),
+        };
+        let status = self.child.wait();
+        stages::collect("helper exit");
+        HELPER_PID.store(0, Ordering::SeqCst);
+        sys::restore_handlers(previous);
+        let status = status.map_err(|error| other("waiting for the native helper", error))?;
+        // A helper that ended before it had the Plan said why on stderr.
+        if let Err(error) = sent
+            && status.success()
+        {
+            return Err(other("cannot send the plan to the native helper", error));
+        }
+        Ok(match (status.code(), status.signal()) {
+            (Some(code), _) => code,
+            (None, Some(signal)) => 128 + signal,
+            (None, None) => EXIT_KENNEL,
+        })
+    }
+}
+
+impl Drop for Started {
+    /// Unused: the helper finds its pipe closed and ends quietly.
+    fn drop(&mut self) {
+        if self.payload.take().is_some() {
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts `helper` as `kennel ARG FD`, sends it `payload` (JSON) and
+/// returns its exit code (see [`Started`]).
 fn spawn_helper(
     helper: &Path,
     arg: &str,
     payload: &impl Serialize,
     cgroup_procs: Option<&std::ffi::CStr>,
-    inherited: Option<i32>,
 ) -> Result<i32, NativeError> {
-    let other = |what: &str, error: std::io::Error| NativeError::Other(format!("{what}: {error}"));
-    let json = serde_json::to_vec(payload)
-        .map_err(|error| NativeError::Other(format!("cannot serialise the plan: {error}")))?;
-    // The payload goes through an anonymous file whose descriptor the helper inherits.
-    let fd = sys::memfd("kennel-plan").map_err(|error| other("memfd_create", error))?;
-    let mut file = std::fs::File::from(fd);
-    file.write_all(&json)
-        .map_err(|error| other("cannot write the plan", error))?;
-    let fd: OwnedFd = file.into();
-    let raw = fd.as_raw_fd();
-
-    let procs = cgroup_procs.map(std::ffi::CStr::to_owned);
-    let mut command = std::process::Command::new(helper);
-    command
-        .arg0("kennel")
-        .arg(arg)
-        .arg(raw.to_string())
-        .env_clear();
-    // SAFETY: only async-signal-safe calls between fork and exec (nix's
-    // wrappers allocate nothing, nor does io::Error from an errno).
-    unsafe {
-        command.pre_exec(move || {
-            // SAFETY: `fd` (still owned by the parent) is open in the child.
-            let fd = std::os::fd::BorrowedFd::borrow_raw(raw);
-            // Let the descriptor survive exec, and die with kennel.
-            nix::fcntl::fcntl(
-                fd,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-            )?;
-            if let Some(raw) = inherited {
-                // SAFETY: as `fd`: the parent holds it open.
-                let fd = std::os::fd::BorrowedFd::borrow_raw(raw);
-                nix::fcntl::fcntl(
-                    fd,
-                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-                )?;
-            }
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
-            if let Some(procs) = &procs {
-                pids_cgroup::enter(procs)?;
-            }
-            Ok(())
-        });
-    }
-    let previous = sys::install_forwarders(&HELPER_PID);
-    if inherited.is_some() {
-        stages::collect("native: prepare");
-    }
-    let child = command.spawn();
-    drop(fd);
-    let mut child = match child {
-        Ok(child) => child,
-        Err(error) => {
-            sys::restore_handlers(previous);
-            return Err(other("cannot start the native helper", error));
-        }
-    };
-    HELPER_PID.store(child.id() as i32, Ordering::SeqCst);
-    sys::deliver_pending(&HELPER_PID);
-    let status = child.wait();
-    if inherited.is_some() {
-        stages::collect("helper exit");
-    }
-    HELPER_PID.store(0, Ordering::SeqCst);
-    sys::restore_handlers(previous);
-    let status = status.map_err(|error| other("waiting for the native helper", error))?;
-    Ok(match (status.code(), status.signal()) {
-        (Some(code), _) => code,
-        (None, Some(signal)) => 128 + signal,
-        (None, None) => EXIT_KENNEL,
-    })
+    Started::spawn(helper, arg, cgroup_procs, None)?.run(payload)
 }
 
 /// The helper's entry point: `kennel __native-init FD`. Call it first thing
 /// in `main`, before any thread starts; it never returns.
 pub fn helper_main(fd_arg: Option<&str>) -> ! {
     let code = match read_payload::<HelperPayload>(HELPER_ARG, fd_arg) {
-        Ok(payload) => {
+        Ok(Some(payload)) => {
             if let Some(fd) = payload.stages_fd {
                 stages::enable(fd);
-                stages::mark("helper: exec");
+                stages::mark("helper: plan");
             }
             helper::run(payload.plan, payload.decision)
         }
+        // A standby helper kennel did not need (see `Standby`).
+        Ok(None) => EXIT_KENNEL,
         Err(message) => {
             sys::report(&message);
             EXIT_KENNEL
@@ -348,10 +439,12 @@ pub fn helper_main(fd_arg: Option<&str>) -> ! {
     std::process::exit(code)
 }
 
+/// The payload kennel writes to the pipe FD; None when kennel closed it
+/// without one.
 fn read_payload<T: serde::de::DeserializeOwned>(
     arg: &str,
     fd_arg: Option<&str>,
-) -> Result<T, String> {
+) -> Result<Option<T>, String> {
     let fd: i32 = fd_arg
         .and_then(|text| text.parse().ok())
         .filter(|fd| *fd > 2)
@@ -367,14 +460,18 @@ fn read_payload<T: serde::de::DeserializeOwned>(
         ));
     }
     // SAFETY: kennel passed us this descriptor and nothing else owns it.
-    let file = unsafe { std::fs::File::from_raw_fd(fd) };
-    use std::io::{Read, Seek};
-    let mut file = file;
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
     let mut json = Vec::new();
-    file.seek(std::io::SeekFrom::Start(0))
-        .and_then(|_| file.read_to_end(&mut json))
+    // A pipe (kennel's) cannot seek; a file handed over is read whole.
+    let _ = std::io::Seek::rewind(&mut file);
+    std::io::Read::read_to_end(&mut file, &mut json)
         .map_err(|error| format!("cannot read the plan: {error}"))?;
-    serde_json::from_slice(&json).map_err(|error| format!("bad plan from kennel: {error}"))
+    if json.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_slice(&json)
+        .map(Some)
+        .map_err(|error| format!("bad plan from kennel: {error}"))
 }
 
 #[cfg(test)]

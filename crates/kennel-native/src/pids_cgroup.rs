@@ -17,9 +17,10 @@ pub struct PidsCgroup {
 }
 
 impl PidsCgroup {
-    /// Makes a cgroup limited to `limit` processes, where the pids
-    /// controller is mounted (cgroup v1's pids hierarchy, or the v2 root).
-    pub fn create(limit: u64, name: &str) -> std::io::Result<PidsCgroup> {
+    /// Makes a cgroup, where the pids controller is mounted (cgroup v1's
+    /// pids hierarchy, or the v2 root); its limit is set by [`Self::limit`]
+    /// before its sandbox starts.
+    pub fn create(name: &str) -> std::io::Result<PidsCgroup> {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
         let own = std::fs::read_to_string("/proc/self/cgroup")?;
         let parent = pids_parent(&mountinfo, &own).ok_or_else(|| {
@@ -28,13 +29,16 @@ impl PidsCgroup {
         sweep(&parent);
         let dir = parent.join(name);
         std::fs::create_dir(&dir)?;
-        let cgroup = PidsCgroup {
+        Ok(PidsCgroup {
             procs: procs_file(&dir)
                 .ok_or_else(|| std::io::Error::other("a NUL in the cgroup's path"))?,
             dir,
-        };
-        std::fs::write(cgroup.dir.join("pids.max"), limit.to_string())?;
-        Ok(cgroup)
+        })
+    }
+
+    /// Limits the cgroup to `limit` processes.
+    pub fn limit(&self, limit: u64) -> std::io::Result<()> {
+        std::fs::write(self.dir.join("pids.max"), limit.to_string())
     }
 
     /// The cgroup's `cgroup.procs`, for [`enter`].

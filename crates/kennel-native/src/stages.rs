@@ -24,13 +24,15 @@ pub fn monotonic_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// The stages marked since the last call, in the order they were marked:
+/// The stages marked since the last call, in the order they ended:
 /// `(name, CLOCK_MONOTONIC nanoseconds at its end)`.
 pub fn take() -> Vec<(String, u64)> {
-    COLLECTED
+    let mut stages = COLLECTED
         .lock()
         .map(|mut stages| std::mem::take(&mut *stages))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    stages.sort_by_key(|(_, at)| *at);
+    stages
 }
 
 /// kennel's side: a stage of its own ends now.

@@ -11,7 +11,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -48,13 +48,6 @@ fn check(result: libc::c_int) -> io::Result<libc::c_int> {
 pub fn report(message: &str) {
     use std::io::Write;
     let _ = writeln!(io::stderr(), "kennel: native sandbox: {message}");
-}
-
-pub fn memfd(name: &str) -> io::Result<OwnedFd> {
-    Ok(nix::sys::memfd::memfd_create(
-        name,
-        nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
-    )?)
 }
 
 /// waitpid(2), raw: nix's `waitpid` decodes the status into a `WaitStatus`,

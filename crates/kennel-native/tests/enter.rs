@@ -523,6 +523,66 @@ fn the_open_network_is_the_hosts() {
     );
 }
 
+/// A helper started before its Plan (what `kennel run` does while it
+/// prepares) runs the Plan it is sent like one started for it, and marks
+/// its stages in order; one that is never sent a Plan ends without a word
+/// and leaves no process behind.
+#[test]
+fn a_standby_helper_runs_the_plan_it_is_sent_and_ends_quietly_unused() {
+    let Some(world) = World::new("standby", "none") else {
+        return;
+    };
+    let mut plan = world.plan.clone();
+    plan.command = ["sh", "-c", "echo in-sandbox:$$; exit 9"]
+        .iter()
+        .map(|arg| arg.to_string())
+        .collect();
+    let path = world.write_plan(&plan);
+    let output = world
+        .driver(&["standby", path.to_str().unwrap()])
+        .output()
+        .expect("driver runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(9), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "in-sandbox:2\n",
+        "the agent is the first process after the sandbox's init\n{stderr}"
+    );
+    let stages: Vec<&str> = stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix("stage: "))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "native: prepare",
+            "helper: plan",
+            "helper: layout",
+            "namespaces",
+            "mounts",
+            "limits, forwarder",
+            "landlock, seccomp",
+            "agent",
+            "init exit",
+            "helper exit"
+        ],
+        "{stderr}"
+    );
+
+    let output = world
+        .driver(&["standby-unused"])
+        .output()
+        .expect("driver runs");
+    assert_eq!(
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+        (Some(0), "".into())
+    );
+}
+
 #[test]
 fn exit_codes_pass_through_and_missing_commands_are_127() {
     let Some(world) = World::new("codes", "none") else {

@@ -90,6 +90,11 @@ pub trait Backend: Send + Sync {
     /// proxy that lives as long as it).
     async fn sandbox_state(&self, handle: &str) -> Result<SandboxState, CliError>;
 
+    /// `kennel run` will prepare a sandbox attached to this terminal: start
+    /// what does not need the Plan, so that it overlaps kennel's own
+    /// preparation; [`Backend::prepare`] uses it. Best effort.
+    fn warm_up(&self) {}
+
     /// Checks that `plan` can run here (the engine answers; the host has
     /// the agent's command and the kernel features) and returns what runs
     /// it. Fails closed, before anything is made on the host.
@@ -351,7 +356,7 @@ pub fn by_name(name: &str) -> Result<Box<dyn Backend>, CliError> {
     Ok(match name {
         "docker" => Box::new(ContainerBackend::new(kennel_engine::EngineKind::Docker)),
         "podman" => Box::new(ContainerBackend::new(kennel_engine::EngineKind::Podman)),
-        "native" => Box::new(NativeBackend),
+        "native" => Box::new(NativeBackend::default()),
         other => match registered().into_iter().find(|(known, _)| *known == other) {
             Some((_, factory)) => factory(),
             None => {
@@ -409,7 +414,7 @@ pub async fn select(
                     "auto: no container engine is reachable ({error}); using the native backend"
                 );
                 tracing::info!("{reason}");
-                Ok((Box::new(NativeBackend), choice("native", reason)))
+                Ok((Box::new(NativeBackend::default()), choice("native", reason)))
             }
         },
         name => {
@@ -527,8 +532,8 @@ mod tests {
     #[test]
     fn registered_backends_are_found_by_name() {
         assert!(by_name("elsewhere").is_err());
-        register("elsewhere", || Box::new(NativeBackend));
-        register("docker", || Box::new(NativeBackend));
+        register("elsewhere", || Box::new(NativeBackend::default()));
+        register("docker", || Box::new(NativeBackend::default()));
         assert!(by_name("elsewhere").is_ok());
         assert_eq!(by_name("docker").map(|b| b.name()).ok(), Some("docker"));
         assert_eq!(names(), ["docker", "podman", "elsewhere", "native"]);

@@ -15,7 +15,11 @@ use crate::native_session::{NativeSession, kill, signal, wait_gone};
 use crate::proxy::{ProxySpec, SessionProxy};
 use crate::sessions::Found;
 
-pub struct NativeBackend;
+#[derive(Default)]
+pub struct NativeBackend {
+    /// The helper [`Backend::warm_up`] started, for the next prepare.
+    standby: std::sync::Mutex<Option<kennel_native::Standby>>,
+}
 
 /// A native-backend error as the user sees it: exit 127 when the agent's
 /// command is not on the host, kennel's own failure (125) otherwise.
@@ -27,6 +31,14 @@ pub fn native_error(error: &kennel_native::NativeError) -> CliError {
     let mut out = CliError::new(kind, error.to_string());
     out.hint = error.hint();
     out
+}
+
+/// The helper's options: its stages marked when the timing is asked for.
+fn native_options() -> kennel_native::NativeOptions {
+    kennel_native::NativeOptions {
+        stages: crate::timing::enabled(),
+        ..Default::default()
+    }
 }
 
 /// Runs a prepared native sandbox until it ends, with the session's proxy
@@ -169,15 +181,28 @@ impl Backend for NativeBackend {
         )))
     }
 
+    /// The helper starts now, while kennel prepares the run (its exec and
+    /// loading are off the critical path); it waits for the Plan.
+    fn warm_up(&self) {
+        match kennel_native::standby(&native_options()) {
+            Ok(standby) => {
+                if let Ok(mut slot) = self.standby.lock() {
+                    *slot = Some(standby);
+                }
+            }
+            // The run starts its own helper, and reports what fails then.
+            Err(error) => tracing::debug!("no standby helper: {error}"),
+        }
+    }
+
     /// The sandbox is prepared here, where the user sees a failure (an
     /// agent not installed on the host: exit 127), not in a pane.
     async fn prepare<'a>(&'a self, plan: &Plan) -> Result<Box<dyn Launch + 'a>, CliError> {
-        let options = kennel_native::NativeOptions {
-            stages: crate::timing::enabled(),
-            ..Default::default()
-        };
-        let prepared =
-            kennel_native::prepare(plan, &options).map_err(|error| native_error(&error))?;
+        let mut prepared = kennel_native::prepare(plan, &native_options())
+            .map_err(|error| native_error(&error))?;
+        if let Some(standby) = self.standby.lock().ok().and_then(|mut slot| slot.take()) {
+            prepared = prepared.with_standby(standby);
+        }
         Ok(Box::new(NativeLaunch { prepared }))
     }
 

@@ -60,6 +60,7 @@ pub async fn login(args: LoginArgs) -> Result<i32, CliError> {
         branch: None,
         // The login needs the agent only, not the project's set-up.
         devcontainer: Some("none".into()),
+        warm_up: !args.dry_run,
         run: RunRequest {
             backend: args.backend.clone(),
             image: args.image.clone(),

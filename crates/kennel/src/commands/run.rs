@@ -129,6 +129,7 @@ impl RunArgs {
                 true => Some("none".into()),
                 false => self.devcontainer.clone(),
             },
+            warm_up: !self.dry_run,
             run: RunRequest {
                 backend: self.backend.clone(),
                 image: self.image.clone(),

@@ -28,7 +28,9 @@ pub async fn run(args: StartArgs) -> Result<i32, CliError> {
     if let Some(name) = &args.name {
         check_name(name)?;
     }
-    let launch = args.run.launch_request(false);
+    let mut launch = args.run.launch_request(false);
+    // The sandbox runs in a pane of its own, whose kennel prepares it.
+    launch.warm_up = false;
     let mut prepared = kennel_lib::launch::prepare(&launch).await?;
     kennel_lib::launch::persistent(&mut prepared);
     let choice = args.run.choose(&prepared.context, &prepared.plan)?;

@@ -83,7 +83,7 @@ pub fn timing_breakdown(b: Backend) {
             "workspace",
             "registry",
             "native: prepare",
-            "helper: exec",
+            "helper: plan",
             "namespaces",
             "mounts",
             "landlock, seccomp",
