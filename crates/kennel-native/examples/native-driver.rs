@@ -39,7 +39,9 @@ fn main() {
                 stages: true,
                 ..Default::default()
             };
-            let standby = kennel_native::standby(&options);
+            // As kennel starts it: from a thread of its own, which ends
+            // only when the run is over.
+            let standby = kennel_native::standby_in_thread(&options).wait();
             let plan = read_plan(arg(1));
             let result = standby.and_then(|standby| {
                 Ok(kennel_native::prepare(&plan, &options)?.with_standby(standby))
@@ -51,7 +53,7 @@ fn main() {
             finish(result)
         }
         Some("standby-unused") => {
-            let standby = kennel_native::standby(&NativeOptions::default());
+            let standby = kennel_native::standby_in_thread(&NativeOptions::default()).wait();
             finish(standby.map(drop).map(|()| 0))
         }
         Some("enter") => {

@@ -181,6 +181,10 @@ pub struct Standby {
     helper: Option<Started>,
     cgroup: Option<pids_cgroup::PidsCgroup>,
     stages: Option<stages::Pipe>,
+    /// Started from another thread ([`standby_in_thread`]): that thread
+    /// waits until this is dropped (the helper's parent-death signal is
+    /// sent when the *thread* that started it ends).
+    _thread: Option<std::sync::mpsc::Sender<()>>,
 }
 
 impl std::fmt::Debug for Standby {
@@ -189,11 +193,6 @@ impl std::fmt::Debug for Standby {
             .field("pid", &self.helper.as_ref().map(|helper| helper.child.id()))
             .finish()
     }
-}
-
-/// Starts a helper that waits for the Plan [`Prepared::run`] sends it.
-pub fn standby(opts: &NativeOptions) -> Result<Standby, NativeError> {
-    Standby::start(&helper_binary(opts), opts.stages)
 }
 
 impl Standby {
@@ -224,6 +223,54 @@ impl Standby {
             helper: Some(started),
             cgroup,
             stages,
+            _thread: None,
+        })
+    }
+}
+
+/// A [`Standby`] being started by a thread of its own.
+pub struct StandbyStarting(std::sync::mpsc::Receiver<Result<Standby, NativeError>>);
+
+/// Starts a helper that waits for the Plan [`Prepared::run`] sends it,
+/// from a thread of its own, so that the caller goes on
+/// meanwhile: the spawn returns only once the helper has been exec'd, and
+/// root's helper is moved into its pids cgroup first (milliseconds on
+/// cgroup v1). The thread stays until the standby is used up or dropped.
+pub fn standby_in_thread(opts: &NativeOptions) -> StandbyStarting {
+    let (result_tx, result_rx) = std::sync::mpsc::sync_channel(1);
+    let helper = helper_binary(opts);
+    let stages = opts.stages;
+    let spawned = std::thread::Builder::new()
+        .name("kennel-standby".into())
+        .spawn({
+            let result_tx = result_tx.clone();
+            move || {
+                let (keep_tx, keep_rx) = std::sync::mpsc::channel::<()>();
+                let standby = Standby::start(&helper, stages).map(|mut standby| {
+                    standby._thread = Some(keep_tx);
+                    standby
+                });
+                if result_tx.send(standby).is_ok() {
+                    // Returns once the Standby (and its sender) is dropped.
+                    let _ = keep_rx.recv();
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        let _ = result_tx.send(Err(NativeError::Other(format!(
+            "cannot start a thread: {error}"
+        ))));
+    }
+    StandbyStarting(result_rx)
+}
+
+impl StandbyStarting {
+    /// The standby helper, once it has started.
+    pub fn wait(self) -> Result<Standby, NativeError> {
+        self.0.recv().unwrap_or_else(|_| {
+            Err(NativeError::Other(
+                "the standby helper's thread ended".into(),
+            ))
         })
     }
 }

@@ -17,8 +17,8 @@ use crate::sessions::Found;
 
 #[derive(Default)]
 pub struct NativeBackend {
-    /// The helper [`Backend::warm_up`] started, for the next prepare.
-    standby: std::sync::Mutex<Option<kennel_native::Standby>>,
+    /// The helper [`Backend::warm_up`] is starting, for the next prepare.
+    standby: std::sync::Mutex<Option<kennel_native::StandbyStarting>>,
 }
 
 /// A native-backend error as the user sees it: exit 127 when the agent's
@@ -181,17 +181,13 @@ impl Backend for NativeBackend {
         )))
     }
 
-    /// The helper starts now, while kennel prepares the run (its exec and
-    /// loading are off the critical path); it waits for the Plan.
+    /// The helper starts now, while kennel prepares the run (from a thread
+    /// of its own: see [`kennel_native::standby_in_thread`]); it waits for
+    /// the Plan.
     fn warm_up(&self) {
-        match kennel_native::standby(&native_options()) {
-            Ok(standby) => {
-                if let Ok(mut slot) = self.standby.lock() {
-                    *slot = Some(standby);
-                }
-            }
-            // The run starts its own helper, and reports what fails then.
-            Err(error) => tracing::debug!("no standby helper: {error}"),
+        let starting = kennel_native::standby_in_thread(&native_options());
+        if let Ok(mut slot) = self.standby.lock() {
+            *slot = Some(starting);
         }
     }
 
@@ -200,8 +196,12 @@ impl Backend for NativeBackend {
     async fn prepare<'a>(&'a self, plan: &Plan) -> Result<Box<dyn Launch + 'a>, CliError> {
         let mut prepared = kennel_native::prepare(plan, &native_options())
             .map_err(|error| native_error(&error))?;
-        if let Some(standby) = self.standby.lock().ok().and_then(|mut slot| slot.take()) {
-            prepared = prepared.with_standby(standby);
+        let starting = self.standby.lock().ok().and_then(|mut slot| slot.take());
+        match starting.map(kennel_native::StandbyStarting::wait) {
+            Some(Ok(standby)) => prepared = prepared.with_standby(standby),
+            // The run starts its own helper, and reports what fails then.
+            Some(Err(error)) => tracing::debug!("no standby helper: {error}"),
+            None => {}
         }
         Ok(Box::new(NativeLaunch { prepared }))
     }
