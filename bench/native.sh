@@ -40,9 +40,11 @@ git init -q "$work/ws"
 ws=$(realpath "$work/ws")
 home="$work/home"
 
-kennel_env=(env -i "HOME=$home" "PATH=/usr/local/bin:/usr/bin:/bin" "KENNEL_SYSTEM_CONFIG=$work/none.toml")
+# kennel's environment (passed by the timing loop itself: an `env`
+# wrapper would add its own exec to kennel's times).
+kennel_env=("HOME=$home" "PATH=/usr/local/bin:/usr/bin:/bin" "KENNEL_SYSTEM_CONFIG=$work/none.toml")
 # Prepare kennel's own files once (agent home), untimed.
-(cd "$ws" && "${kennel_env[@]}" "$KENNEL" run --backend native shell -- true 2>/dev/null)
+(cd "$ws" && env -i "${kennel_env[@]}" "$KENNEL" run --backend native shell -- true 2>/dev/null)
 
 bwrap_common=(--ro-bind /usr /usr)
 for dir in /bin /sbin /lib /lib32 /lib64 /libx32; do
@@ -64,21 +66,22 @@ import os, statistics, subprocess, sys, time
 
 true, kennel, bwrap, kennel_env = sys.argv[1:5]
 bwrap_common = sys.argv[5:]
-env_argv = kennel_env.split(" ")
+kennel_vars = dict(var.split("=", 1) for var in kennel_env.split(" "))
 n, warmup, ws = int(os.environ["BENCH_N"]), int(os.environ["BENCH_WARMUP"]), os.environ["BENCH_WS"]
 
 variants = {
     "true": [true],
-    "kennel native": env_argv + [kennel, "run", "--backend", "native", "shell", "--", "true"],
+    "kennel native": [kennel, "run", "--backend", "native", "shell", "--", "true"],
     "bwrap (host net)": [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-uts", *bwrap_common, "true"],
-    "kennel native --network none": env_argv + [kennel, "run", "--backend", "native", "--network", "none", "shell", "--", "true"],
+    "kennel native --network none": [kennel, "run", "--backend", "native", "--network", "none", "shell", "--", "true"],
     "bwrap --unshare-all": [bwrap, "--unshare-all", *bwrap_common, "true"],
 }
 times = {name: [] for name in variants}
 for round in range(warmup + n):
     for name, argv in variants.items():
         start = time.perf_counter()
-        result = subprocess.run(argv, cwd=ws, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        env = kennel_vars if argv[0] == kennel else None
+        result = subprocess.run(argv, cwd=ws, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         elapsed = time.perf_counter() - start
         if result.returncode != 0:
             sys.exit(f"bench: {name} failed ({result.returncode}): {result.stderr.decode()}")

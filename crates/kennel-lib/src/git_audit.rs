@@ -435,29 +435,72 @@ pub fn guard(host: &HostContext, workspace: &Workspace, accept: bool) -> Result<
     Ok(())
 }
 
-/// At the start of a direct-mode session: records the control files in the
-/// data dir (so that the audit runs from it however the session ends).
-pub fn begin(host: &HostContext, workspace: &Workspace, session_id: &str, session: &str) {
-    let extra = workspace
+/// At the start of a direct-mode session: the control files as they are
+/// now, read on a thread of their own (a `git ls-files` among them) while
+/// kennel registers the session; [`Taking::record`] keeps them for the
+/// end-of-session check. Started after [`guard`] and [`settle`] (what an
+/// earlier session planted is moved aside first, never recorded as the
+/// user's), and recorded before the sandbox starts.
+pub fn begin(workspace: &Workspace) -> Taking {
+    let root = workspace.root.clone();
+    let extra: Vec<PathBuf> = workspace
         .protected
         .iter()
         .chain(&workspace.pinned)
         .filter(|path| !path.starts_with(workspace.root.join(".git")))
         .cloned()
         .collect();
-    let snapshot = snapshot(&workspace.root, session, extra);
-    let dir = pending_dir(host);
-    let _ = std::fs::create_dir_all(&dir);
-    match serde_json::to_vec(&snapshot) {
-        Ok(json) => {
-            if let Err(error) = std::fs::write(dir.join(format!("{session_id}.json")), json) {
-                crate::report::warn(&format!(
-                    "cannot record the git control files for the end-of-session \
-                     check ({error})"
-                ));
+    let scan = move || snapshot(&root, "", extra);
+    // Without a thread, the snapshot is taken here and now.
+    match std::thread::Builder::new()
+        .name("kennel-git-audit".into())
+        .spawn(scan.clone())
+    {
+        Ok(thread) => Taking::Thread(thread),
+        Err(_) => Taking::Taken(Box::new(scan())),
+    }
+}
+
+/// A snapshot being taken (see [`begin`]).
+pub enum Taking {
+    Thread(std::thread::JoinHandle<Snapshot>),
+    Taken(Box<Snapshot>),
+}
+
+impl Taking {
+    /// Waits for the snapshot and records it in the data dir under the
+    /// session's id (so that the audit runs from it however the session
+    /// ends).
+    pub fn record(self, host: &HostContext, session_id: &str, session: &str) {
+        let snapshot = match self {
+            Taking::Thread(thread) => match thread.join() {
+                Ok(snapshot) => snapshot,
+                Err(_) => {
+                    crate::report::warn(
+                        "cannot record the git control files for the end-of-session check",
+                    );
+                    return;
+                }
+            },
+            Taking::Taken(snapshot) => *snapshot,
+        };
+        let snapshot = Snapshot {
+            session: session.to_string(),
+            ..snapshot
+        };
+        let dir = pending_dir(host);
+        let _ = std::fs::create_dir_all(&dir);
+        match serde_json::to_vec(&snapshot) {
+            Ok(json) => {
+                if let Err(error) = std::fs::write(dir.join(format!("{session_id}.json")), json) {
+                    crate::report::warn(&format!(
+                        "cannot record the git control files for the end-of-session \
+                         check ({error})"
+                    ));
+                }
             }
+            Err(error) => tracing::warn!("cannot serialise the git snapshot: {error}"),
         }
-        Err(error) => tracing::warn!("cannot serialise the git snapshot: {error}"),
     }
 }
 
@@ -814,7 +857,7 @@ mod tests {
         // Three sessions that planted a commondir: one still running, one
         // ended, one the registry does not know (its row was removed).
         for id in [&live, &ended, &"0123456789ab".to_string()] {
-            begin(&host, &workspace, id, id);
+            begin(&workspace).record(&host, id, id);
         }
         std::fs::write(git.join("commondir"), "/elsewhere\n").expect("plant");
         assert!(anything_pending(&host));

@@ -256,6 +256,16 @@ pub async fn run(
     let mode = choice.mode;
     direct_guard(&context, mode, request.accept_git_dir)?;
 
+    // Direct mode: what the user's git control files look like before the
+    // agent runs, read while the session is registered (recorded in the
+    // data dir below, checked when the run ends).
+    let audit = match (mode, &context.workspace) {
+        (crate::checkout::WorkspaceMode::Direct, Some(workspace)) => {
+            Some(crate::git_audit::begin(workspace))
+        }
+        _ => None,
+    };
+
     // From here on the run is in the session registry (best effort: a
     // registry failure is a warning, never a reason not to run).
     crate::timing::mark("plan");
@@ -267,16 +277,15 @@ pub async fn run(
     )?;
     crate::timing::mark("registry");
     let mut checkout = None;
-    // Direct mode: what the user's git control files look like before the
-    // agent runs (recorded in the data dir, checked when the run ends).
-    let audit_key = (mode == crate::checkout::WorkspaceMode::Direct).then(|| match session.id() {
-        "" => format!("{}{}", crate::git_audit::UNREGISTERED, plan.name),
-        id => id.to_string(),
-    });
-    if let (Some(key), Some(workspace)) = (&audit_key, &context.workspace) {
-        crate::git_audit::begin(&context.host, workspace, key, &plan.name);
+    let audit_key = audit.map(|audit| {
+        let key = match session.id() {
+            "" => format!("{}{}", crate::git_audit::UNREGISTERED, plan.name),
+            id => id.to_string(),
+        };
+        audit.record(&context.host, &key, &plan.name);
         crate::timing::mark("git audit");
-    }
+        key
+    });
     let result: Result<i32, CliError> = async {
         if mode != crate::checkout::WorkspaceMode::Direct {
             checkout = Some(session.create_checkout(
@@ -387,7 +396,7 @@ pub async fn start(
         && let Some(workspace) = &context.workspace
     {
         // Checked when the session has ended, however it ends.
-        crate::git_audit::begin(&context.host, workspace, &session.id, &session.name);
+        crate::git_audit::begin(workspace).record(&context.host, &session.id, &session.name);
     }
     if choice.mode != crate::checkout::WorkspaceMode::Direct
         && let Err(error) = crate::checkout::create(
