@@ -154,6 +154,13 @@ impl Workspace {
     /// is one. Refuses the filesystem root and the home directory (or any
     /// ancestor of it), which would hand the agent the user's secrets.
     pub fn resolve(dir: &Path, home: &Path) -> Result<Workspace, HostError> {
+        Ok(Workspace::begin(dir, home)?.finish())
+    }
+
+    /// [`Workspace::resolve`] in two steps: the user's git config (as git
+    /// reads it for the workspace, a git process) is read while the caller
+    /// goes on, and [`Resolving::finish`] collects it.
+    pub fn begin(dir: &Path, home: &Path) -> Result<Resolving, HostError> {
         let workdir = std::fs::canonicalize(dir)
             .ok()
             .filter(|path| path.is_dir())
@@ -176,6 +183,13 @@ impl Workspace {
                         .into(),
             });
         }
+        // A `.git` that is a link is refused, and its config never read.
+        let dot_git_linked = std::fs::symlink_metadata(root.join(".git"))
+            .is_ok_and(|meta| meta.file_type().is_symlink());
+        let git_config = match dot_git_linked {
+            true => None,
+            false => git_config_list(&root).spawn().ok(),
+        };
         // A repository without hooks dir would let the agent create one.
         let git_dir = root.join(".git");
         if std::fs::symlink_metadata(&git_dir).is_ok_and(|meta| meta.is_dir())
@@ -183,7 +197,7 @@ impl Workspace {
         {
             let _ = std::fs::create_dir(git_dir.join("hooks"));
         }
-        let mut controls = git_controls(&root, &home);
+        let mut controls = git_dir_files(&root);
         for rel in PROTECTED_PATHS {
             // A project file that is a link is untrusted whatever it names;
             // it is not followed (and not mounted).
@@ -192,8 +206,47 @@ impl Workspace {
                 controls.add(&root, &path);
             }
         }
+        Ok(Resolving {
+            root,
+            workdir,
+            home,
+            controls,
+            git_config,
+        })
+    }
+}
+
+/// A workspace whose git config is being read (see [`Workspace::begin`]).
+#[derive(Debug)]
+pub struct Resolving {
+    root: PathBuf,
+    workdir: PathBuf,
+    home: PathBuf,
+    controls: Controls,
+    /// `git config --list`, running (None: git could not be started).
+    git_config: Option<std::process::Child>,
+}
+
+impl Resolving {
+    /// The workspace's top level (its git repository's, or the directory).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Waits for the git config and completes the workspace.
+    pub fn finish(self) -> Workspace {
+        let Resolving {
+            root,
+            workdir,
+            home,
+            mut controls,
+            git_config,
+        } = self;
+        if let Some(output) = git_config.and_then(|child| child.wait_with_output().ok()) {
+            config_named_paths(&root, &home, &output.stdout, &mut controls);
+        }
         controls.finish();
-        Ok(Workspace {
+        Workspace {
             root,
             workdir,
             protected: controls.protected,
@@ -201,7 +254,7 @@ impl Workspace {
             refused: controls.refused,
             notes: controls.notes,
             git_user: controls.user_git,
-        })
+        }
     }
 }
 
@@ -310,15 +363,14 @@ impl Controls {
 /// the `.git` file (linked worktrees, submodule checkouts) or directory,
 /// `config`, `config.worktree`, `hooks`, `commondir` and `gitdir` of the
 /// repository, of each submodule (nested ones too) and of each worktree's
-/// admin directory, and what the user's config names inside the workspace
-/// (`core.hooksPath`, a `core.fsmonitor` program, included config files).
-/// Only paths inside `root` matter: nothing else is mounted writable.
-pub fn git_controls(root: &Path, home: &Path) -> Controls {
+/// admin directory (what the user's config names inside the workspace is
+/// added by [`config_named_paths`]). Only paths inside `root` matter:
+/// nothing else is mounted writable.
+fn git_dir_files(root: &Path) -> Controls {
     let mut controls = Controls::default();
     let dot_git = root.join(".git");
     let Ok(meta) = std::fs::symlink_metadata(&dot_git) else {
         // Not a repository: only the user's identity is of use.
-        config_named_paths(root, home, &mut controls);
         return controls;
     };
     let git_dir = if meta.file_type().is_symlink() {
@@ -347,8 +399,17 @@ pub fn git_controls(root: &Path, home: &Path) -> Controls {
             git_dir_controls(root, &common, &mut controls, &mut seen);
         }
     }
-    config_named_paths(root, home, &mut controls);
     controls
+}
+
+/// `git config -z --list --show-origin` for `root` (its output read by
+/// [`config_named_paths`]).
+fn git_config_list(root: &Path) -> std::process::Command {
+    let mut command = git_at(root);
+    command
+        .args(["config", "-z", "--list", "--show-origin"])
+        .stdout(std::process::Stdio::piped());
+    command
 }
 
 /// `git -C root …` as kennel runs it to read the user's repository: the
@@ -509,14 +570,8 @@ fn nested_git_dirs(root: &Path, dir: &Path, controls: &mut Controls, seen: &mut 
 /// files included from the workspace. Existing ones are protected; a
 /// missing hooks directory is created (empty, so git shows nothing) and
 /// protected; a missing fsmonitor program is a note for the user.
-fn config_named_paths(root: &Path, home: &Path, controls: &mut Controls) {
-    let output = git_at(root)
-        .args(["config", "-z", "--list", "--show-origin"])
-        .output();
-    let Ok(output) = output else {
-        return;
-    };
-    let text = String::from_utf8_lossy(&output.stdout);
+fn config_named_paths(root: &Path, home: &Path, listed: &[u8], controls: &mut Controls) {
+    let text = String::from_utf8_lossy(listed);
     let mut fields = text.split('\0');
     let expand = |value: &str| -> PathBuf {
         let path = match value.strip_prefix("~/") {

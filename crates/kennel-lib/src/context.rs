@@ -24,12 +24,25 @@ impl Context {
     pub fn load(workspace: Option<&Path>) -> Result<Context, CliError> {
         let host = HostContext::detect()?;
         crate::timing::mark("host");
-        let workspace = match workspace {
-            Some(dir) => Some(Workspace::resolve(dir, &host.home)?),
+        // The user's git config is read (a git process) while the config
+        // and the catalog load.
+        let resolving = match workspace {
+            Some(dir) => Some(Workspace::begin(dir, &host.home)?),
             None => None,
         };
         crate::timing::mark("workspace");
-        Context::with_workspace(host, workspace)
+        let config = load_config(&host, resolving.as_ref().map(|resolving| resolving.root()))?;
+        crate::timing::mark("config");
+        let catalog = Catalog::with_overrides(&config.file.agents)?;
+        crate::timing::mark("catalog");
+        let workspace = resolving.map(kennel_core::host::Resolving::finish);
+        crate::timing::mark("git config");
+        Ok(Context {
+            host,
+            workspace,
+            config,
+            catalog,
+        })
     }
 
     /// Like [`Context::load`], for commands that read the config of the
@@ -44,8 +57,7 @@ impl Context {
         host: HostContext,
         workspace: Option<Workspace>,
     ) -> Result<Context, CliError> {
-        let config = load_config(&host, workspace.as_ref())?;
-        crate::timing::mark("config");
+        let config = load_config(&host, workspace.as_ref().map(|workspace| &*workspace.root))?;
         let catalog = Catalog::with_overrides(&config.file.agents)?;
         Ok(Context {
             host,
@@ -165,15 +177,20 @@ impl Context {
 }
 
 pub fn project_file(workspace: &Workspace) -> PathBuf {
-    workspace.root.join(".kennel.toml")
+    workspace.root.join(PROJECT_FILE)
 }
 
-fn load_config(host: &HostContext, workspace: Option<&Workspace>) -> Result<Config, CliError> {
+/// The project config's name, at the workspace's top level.
+const PROJECT_FILE: &str = ".kennel.toml";
+
+/// The merged config; `root`: the workspace's top level, whose
+/// `.kennel.toml` is the project layer.
+fn load_config(host: &HostContext, root: Option<&Path>) -> Result<Config, CliError> {
     let trust = TrustStore::load(&host.trust_file())?;
     let sources = ConfigSources {
         system: Some(host.system_config_file()),
         user: Some(host.user_config_file()),
-        project: workspace.map(project_file),
+        project: root.map(|root| root.join(PROJECT_FILE)),
         env: host.env.clone(),
     };
     Ok(Config::load(&sources, &trust)?)
