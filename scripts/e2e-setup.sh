@@ -277,6 +277,12 @@ if ! grep -qs '^rootless_storage_path = ' "$STORAGE_CONF"; then
     printf 'rootless_storage_path = "%s"\nrunroot = "%s"\n' \
         "$E2E_HOME/.local/share/containers/storage" "/run/user/$E2E_UID/containers" >>"$STORAGE_CONF"
 fi
+# The same store as graphroot too: a service started with
+# CONTAINERS_STORAGE_CONF (podman 4.3) fails every commit with "graphroot
+# must be set" without it (a devcontainer build's stages are commits).
+if ! grep -qs '^graphroot = ' "$STORAGE_CONF"; then
+    printf 'graphroot = "%s"\n' "$E2E_HOME/.local/share/containers/storage" >>"$STORAGE_CONF"
+fi
 
 # -------------------------------------------------------------- base image
 ROOTFS=$CACHE/rootfs

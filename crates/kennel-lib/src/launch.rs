@@ -65,7 +65,7 @@ pub async fn prepare(launch: &LaunchRequest) -> Result<Prepared, CliError> {
         .map_err(|error| CliError::kennel(format!("no current directory: {error}")))?;
     let context = Context::load(Some(launch.workspace.as_deref().unwrap_or(&cwd)))?;
     let agent = context.catalog.get(&launch.agent)?;
-    crate::timing::mark("agent");
+    crate::timing::mark("agent lookup");
     let requested = launch
         .run
         .backend
