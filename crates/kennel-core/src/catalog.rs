@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::AgentOverride;
 use crate::credentials::{CredentialBinding, OAuthBinding};
 
-const BUILTIN: &str = include_str!("catalog/builtin.toml");
+/// `catalog/builtin.toml`, parsed at build time (see `build.rs`).
+const BUILTIN: &str = include_str!(concat!(env!("OUT_DIR"), "/builtin-catalog.json"));
 
 /// What the agent's image needs besides the base layer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -184,8 +185,8 @@ struct BuiltinFile {
 
 impl Catalog {
     pub fn builtin() -> Result<Catalog, CatalogError> {
-        let file: BuiltinFile =
-            toml::from_str(BUILTIN).map_err(|error| CatalogError::Builtin(error.to_string()))?;
+        let file: BuiltinFile = serde_json::from_str(BUILTIN)
+            .map_err(|error| CatalogError::Builtin(error.to_string()))?;
         for (name, binding) in &file.credentials {
             binding.check(name).map_err(|message| {
                 CatalogError::Builtin(format!("[credentials.{name}]: {message}"))

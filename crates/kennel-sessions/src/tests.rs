@@ -250,6 +250,41 @@ fn closing_keeps_the_log_and_loses_nothing() {
 }
 
 #[test]
+fn lookups_search_an_index_not_every_session() {
+    // Whatever the registry holds, a new session's queries go through the
+    // state index (live sessions), never every row of the agent's.
+    let (_dir, mut registry) = registry();
+    for _ in 0..50 {
+        let session = registry.insert(&new_session("claude")).expect("insert");
+        registry
+            .mark_ended(&session.id, State::Exited, Some(0))
+            .expect("end");
+    }
+    let plan = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Vec<String> {
+        registry
+            .connection
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain")
+            .query_map(params, |row| row.get::<_, String>(3))
+            .expect("plan")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows")
+    };
+    let live = plan(LIVE_SLOTS, &[&"claude", &"/home/alice/repo"]);
+    assert!(
+        live.iter()
+            .any(|step| step.contains("sessions_state_ended")),
+        "{live:?}"
+    );
+    // A lookup by id prefix (`kennel attach 3f2a`) searches the id's index.
+    let lookup = plan(&lookup_sql(), &[&"3f2a"]);
+    assert!(
+        lookup.iter().all(|step| !step.starts_with("SCAN")),
+        "{lookup:?}"
+    );
+}
+
+#[test]
 fn refuses_a_registry_from_a_newer_kennel() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("sessions.db");
