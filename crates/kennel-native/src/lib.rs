@@ -132,7 +132,7 @@ impl Prepared {
     }
 
     /// Runs the sandbox with `standby`'s helper (started earlier, see
-    /// [`standby`]) instead of starting one.
+    /// [`standby_in_thread`]) instead of starting one.
     pub fn with_standby(mut self, standby: Standby) -> Prepared {
         self.standby = Some(standby);
         self
