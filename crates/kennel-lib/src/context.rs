@@ -24,41 +24,36 @@ impl Context {
     pub fn load(workspace: Option<&Path>) -> Result<Context, CliError> {
         let host = HostContext::detect()?;
         crate::timing::mark("host");
-        // The user's git config is read (a git process) while the config
-        // and the catalog load.
         let resolving = match workspace {
             Some(dir) => Some(Workspace::begin(dir, &host.home)?),
             None => None,
         };
         crate::timing::mark("workspace");
-        let config = load_config(&host, resolving.as_ref().map(|resolving| resolving.root()))?;
-        crate::timing::mark("config");
-        let catalog = Catalog::with_overrides(&config.file.agents)?;
-        crate::timing::mark("catalog");
-        let workspace = resolving.map(kennel_core::host::Resolving::finish);
-        crate::timing::mark("git config");
-        Ok(Context {
-            host,
-            workspace,
-            config,
-            catalog,
-        })
+        Context::with_workspace(host, resolving)
     }
 
     /// Like [`Context::load`], for commands that read the config of the
     /// current directory when it is a usable workspace, and skip it otherwise.
     pub fn load_here() -> Result<Context, CliError> {
         let host = HostContext::detect()?;
-        let workspace = Workspace::resolve(&host.cwd, &host.home).ok();
-        Context::with_workspace(host, workspace)
+        crate::timing::mark("host");
+        let resolving = Workspace::begin(&host.cwd, &host.home).ok();
+        crate::timing::mark("workspace");
+        Context::with_workspace(host, resolving)
     }
 
+    /// The config and the catalog, loaded while the workspace's git config
+    /// is read (a git process, see [`Workspace::begin`]).
     fn with_workspace(
         host: HostContext,
-        workspace: Option<Workspace>,
+        resolving: Option<kennel_core::host::Resolving>,
     ) -> Result<Context, CliError> {
-        let config = load_config(&host, workspace.as_ref().map(|workspace| &*workspace.root))?;
+        let config = load_config(&host, resolving.as_ref().map(|resolving| resolving.root()))?;
+        crate::timing::mark("config");
         let catalog = Catalog::with_overrides(&config.file.agents)?;
+        crate::timing::mark("catalog");
+        let workspace = resolving.map(kennel_core::host::Resolving::finish);
+        crate::timing::mark("git config");
         Ok(Context {
             host,
             workspace,

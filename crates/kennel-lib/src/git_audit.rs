@@ -146,8 +146,11 @@ fn listed(root: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
             continue;
         };
         let staged = entry.split_once('\t').filter(|(meta, _)| {
-            let fields: Vec<&str> = meta.split(' ').collect();
-            fields.len() == 3 && fields[0].len() == 6 && fields[2].len() == 1
+            let mut fields = meta.split(' ');
+            matches!(
+                (fields.next(), fields.next(), fields.next(), fields.next()),
+                (Some(mode), Some(_), Some(stage), None) if mode.len() == 6 && stage.len() == 1
+            )
         });
         match staged {
             Some((meta, path)) if meta.starts_with("160000 ") => gitlinks.push(root.join(path)),

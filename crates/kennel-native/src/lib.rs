@@ -355,6 +355,8 @@ struct Started {
     child: std::process::Child,
     /// The pipe's write end (None once the payload is sent).
     payload: Option<std::fs::File>,
+    /// The stages are marked (the helper has their pipe).
+    marks: bool,
 }
 
 impl Started {
@@ -406,6 +408,7 @@ impl Started {
         Ok(Started {
             child,
             payload: Some(std::fs::File::from(write)),
+            marks: inherited.is_some(),
         })
     }
 
@@ -416,7 +419,9 @@ impl Started {
             |what: &str, error: std::io::Error| NativeError::Other(format!("{what}: {error}"));
         let json = serde_json::to_vec(payload)
             .map_err(|error| NativeError::Other(format!("cannot serialise the plan: {error}")))?;
-        stages::collect("native: prepare");
+        if self.marks {
+            stages::collect("native: prepare");
+        }
         let previous = sys::install_forwarders(&HELPER_PID);
         HELPER_PID.store(self.child.id() as i32, Ordering::SeqCst);
         sys::deliver_pending(&HELPER_PID);
@@ -427,7 +432,9 @@ impl Started {
             None => Ok(()),
         };
         let status = self.child.wait();
-        stages::collect("helper exit");
+        if self.marks {
+            stages::collect("helper exit");
+        }
         HELPER_PID.store(0, Ordering::SeqCst);
         sys::restore_handlers(previous);
         let status = status.map_err(|error| other("waiting for the native helper", error))?;
