@@ -85,6 +85,12 @@ pub fn snapshot(root: &Path, session: &str, extra: Vec<PathBuf>) -> Snapshot {
 fn scan(root: &Path, extra: &[PathBuf], entries: &mut BTreeMap<PathBuf, String>) {
     let dot_git = root.join(".git");
     record(&dot_git, entries);
+    // Not a repository: no index and no working tree for git to list (and
+    // no git process on the run's critical path). Otherwise one `ls-files`
+    // for both lists, started first: git's own start (most of its time)
+    // overlaps the reading and hashing of the control files below, on
+    // both sides of the agent's run.
+    let listing = entries.contains_key(&dot_git).then(|| Listing::start(root));
     let git_dir = match std::fs::symlink_metadata(&dot_git) {
         Ok(meta) if meta.is_dir() => Some(dot_git),
         Ok(meta) if meta.is_file() => {
@@ -95,12 +101,8 @@ fn scan(root: &Path, extra: &[PathBuf], entries: &mut BTreeMap<PathBuf, String>)
     if let Some(git_dir) = git_dir {
         scan_git_dir(&git_dir, entries);
     }
-    // Not a repository: no index and no working tree for git to list (and
-    // no git process on the run's critical path).
-    if entries.contains_key(&root.join(".git")) {
-        // One `ls-files` for both lists (a git process on each side of the
-        // agent's run is on the critical path of every direct-mode start).
-        let (gitlinks, untracked) = listed(root);
+    if let Some(listing) = listing {
+        let (gitlinks, untracked) = listing.finish(root);
         // Gitlinks in the index (submodules, and repositories the agent
         // may have made and added): the user's `git status` reads the
         // config of each one's repository, so their `.git` counts as a
@@ -127,17 +129,35 @@ fn scan(root: &Path, extra: &[PathBuf], entries: &mut BTreeMap<PathBuf, String>)
     }
 }
 
-/// The gitlinks in `root`'s index and its untracked (not ignored)
-/// directories, from one `git ls-files --stage --others --directory`:
-/// staged entries come as `MODE OBJECT STAGE<TAB>PATH`, untracked
-/// directories as `PATH/`. Paths outside `root` are dropped.
-fn listed(root: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    let Ok(output) = ls_files(
-        root,
-        &["--stage", "--others", "--directory", "--exclude-standard"],
-    ) else {
-        return (Vec::new(), Vec::new());
-    };
+/// One `git ls-files --stage --others --directory` of a workspace, running
+/// (see [`Listing::finish`]).
+struct Listing(Option<std::process::Child>);
+
+impl Listing {
+    fn start(root: &Path) -> Listing {
+        Listing(
+            ls_files(
+                root,
+                &["--stage", "--others", "--directory", "--exclude-standard"],
+            )
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .ok(),
+        )
+    }
+
+    /// The gitlinks in `root`'s index and its untracked (not ignored)
+    /// directories: staged entries come as `MODE OBJECT STAGE<TAB>PATH`,
+    /// untracked directories as `PATH/`. Paths outside `root` are dropped.
+    fn finish(self, root: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+        match self.0.map(std::process::Child::wait_with_output) {
+            Some(Ok(output)) => listed(root, &output),
+            _ => (Vec::new(), Vec::new()),
+        }
+    }
+}
+
+fn listed(root: &Path, output: &std::process::Output) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let (mut gitlinks, mut untracked) = (Vec::new(), Vec::new());
     // Every entry is read (a gitlink may come after any number of files);
     // each list is bounded on its own.
@@ -191,8 +211,9 @@ fn find_dot_gits(dir: &Path, found: &mut Vec<PathBuf>, budget: &mut usize) {
 
 /// `git ls-files ARGS -z` in `root`, which runs nothing: no hooks, no
 /// fsmonitor, no untracked cache.
-fn ls_files(root: &Path, args: &[&str]) -> std::io::Result<std::process::Output> {
-    kennel_core::host::git_at(root)
+fn ls_files(root: &Path, args: &[&str]) -> std::process::Command {
+    let mut command = kennel_core::host::git_at(root);
+    command
         .args([
             "-c",
             "core.fsmonitor=false",
@@ -203,8 +224,8 @@ fn ls_files(root: &Path, args: &[&str]) -> std::io::Result<std::process::Output>
             "ls-files",
         ])
         .args(args)
-        .arg("-z")
-        .output()
+        .arg("-z");
+    command
 }
 
 /// One git dir: its control files, hooks, and its submodules' and
@@ -538,6 +559,60 @@ pub fn finish(host: &HostContext, session_id: &str) {
     print_kept(&pending_dir(host).join(format!("{session_id}.warnings")));
     for warning in take_check(host, session_id) {
         crate::report::alarm(&warning);
+    }
+}
+
+/// [`finish`], started now on a thread of its own, so that the check runs
+/// while kennel records the end of the session; [`Checking::finish`] waits
+/// for it and tells the user.
+pub fn begin_finish(host: &HostContext, session_id: &str) -> Checking {
+    let (host, session_id) = (host.clone(), session_id.to_string());
+    let check = {
+        let (host, session_id) = (host.clone(), session_id.clone());
+        move || take_check(&host, &session_id)
+    };
+    let thread = std::thread::Builder::new()
+        .name("kennel-git-check".into())
+        .spawn(check.clone());
+    Checking {
+        host,
+        session_id,
+        found: match thread {
+            Ok(thread) => Found::Pending(thread),
+            // Without a thread, the check is made here and now.
+            Err(_) => Found::Made(check()),
+        },
+    }
+}
+
+/// An end-of-session check being made (see [`begin_finish`]).
+pub struct Checking {
+    host: HostContext,
+    session_id: String,
+    found: Found,
+}
+
+enum Found {
+    Pending(std::thread::JoinHandle<Vec<String>>),
+    Made(Vec<String>),
+}
+
+impl Checking {
+    pub fn finish(self) {
+        print_kept(&pending_dir(&self.host).join(format!("{}.warnings", self.session_id)));
+        let found = match self.found {
+            Found::Pending(thread) => thread.join().unwrap_or_else(|_| {
+                vec![
+                    "the end-of-session check of the git control files failed; \
+                      run `kennel ls` to have it made again"
+                        .to_string(),
+                ]
+            }),
+            Found::Made(found) => found,
+        };
+        for warning in found {
+            crate::report::alarm(&warning);
+        }
     }
 }
 

@@ -321,6 +321,11 @@ pub async fn run(
         code
     }
     .await;
+    // The check of what the agent left in the user's git runs while the
+    // end is recorded; the user hears of it before kennel exits.
+    let checking = audit_key
+        .as_ref()
+        .map(|key| crate::git_audit::begin_finish(&context.host, key));
     session.end(&result);
     crate::timing::mark("registry: end");
     if let Some(home) = plan.mount(kennel_core::plan::MountPurpose::AgentHome)
@@ -328,8 +333,8 @@ pub async fn run(
     {
         sync_login(&context, &plan, &home.source, LoginStep::End);
     }
-    if let Some(key) = &audit_key {
-        crate::git_audit::finish(&context.host, key);
+    if let Some(checking) = checking {
+        checking.finish();
         crate::timing::mark("git audit: check");
     }
     if let Some(checkout) = &checkout

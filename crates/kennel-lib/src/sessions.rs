@@ -48,7 +48,7 @@ pub fn register(
     let ends_with_owner = crate::backend::by_name(&backend)
         .map(|backend| backend.ends_with_owner())
         .unwrap_or(false);
-    let session = registry.insert(&NewSession {
+    let new = NewSession {
         name,
         agent: plan.agent.clone(),
         workspace: plan.workspace.clone(),
@@ -65,15 +65,24 @@ pub fn register(
             cpus: plan.limits.cpus,
         },
         plan: None,
+    };
+    // The row records the Plan as it will run (the session's slot and
+    // label in it); `plan` itself changes only once the row is there.
+    let session = registry.insert_with_plan(&new, |session| {
+        let mut recorded = plan.redacted();
+        label_session(&mut recorded, session);
+        serde_json::to_string(&recorded).ok()
     })?;
+    label_session(plan, &session);
+    tracing::debug!(id = %session.id, name = %session.name, slot = session.slot, "session registered");
+    Ok(session)
+}
+
+/// `plan` as it runs for `session`: in its slot, labelled with its id.
+fn label_session(plan: &mut Plan, session: &Session) {
     settings::use_slot(plan, session.slot);
     plan.labels
         .insert(settings::LABEL_SESSION.into(), session.id.clone());
-    if let Ok(json) = serde_json::to_string(&plan.redacted()) {
-        registry.set_plan(&session.id, &json)?;
-    }
-    tracing::debug!(id = %session.id, name = %session.name, slot = session.slot, "session registered");
-    Ok(session)
 }
 
 /// What registering a session of `plan` would give it now (`--dry-run`):

@@ -493,6 +493,17 @@ impl Registry {
     /// Registers a session in state `created`, with a fresh id (and a fresh
     /// `<agent>-<n>` name unless one is given).
     pub fn insert(&mut self, new: &NewSession) -> Result<Session> {
+        self.insert_with_plan(new, |_| new.plan.clone())
+    }
+
+    /// [`Registry::insert`], with the Plan `plan` makes from the session
+    /// (its id and slot) recorded in the same transaction: one commit where
+    /// an insert and an update were two.
+    pub fn insert_with_plan(
+        &mut self,
+        new: &NewSession,
+        plan: impl FnOnce(&Session) -> Option<String>,
+    ) -> Result<Session> {
         let transaction = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -542,7 +553,11 @@ impl Registry {
             owner: new.owner,
             orphaned: false,
             checkout: None,
-            plan: new.plan.clone(),
+            plan: None,
+        };
+        let session = Session {
+            plan: plan(&session),
+            ..session
         };
         transaction.execute(
             "INSERT INTO sessions (id, name, agent, workspace, slot, backend, handle, mode, state,

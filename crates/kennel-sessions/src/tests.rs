@@ -689,3 +689,24 @@ fn peeking_at_a_slot_takes_nothing() {
     let next = registry.insert(&new_session("codex")).expect("insert");
     assert_eq!(next.name, "codex-2");
 }
+
+#[test]
+fn the_plan_made_from_a_new_session_is_recorded_in_its_insert() {
+    let (_dir, mut registry) = registry();
+    let session = registry
+        .insert_with_plan(&new_session("shell"), |session| {
+            Some(format!(
+                r#"{{"id":"{}","slot":{}}}"#,
+                session.id, session.slot
+            ))
+        })
+        .expect("insert");
+    let expected = format!(r#"{{"id":"{}","slot":0}}"#, session.id);
+    assert_eq!(session.plan.as_deref(), Some(expected.as_str()));
+    // Read back through a second handle: the Plan was committed with the row.
+    let reader = Registry::open(registry.path()).expect("reopen");
+    assert_eq!(
+        reader.get(&session.id).expect("get").plan.as_deref(),
+        Some(expected.as_str())
+    );
+}
