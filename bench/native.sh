@@ -16,6 +16,8 @@
 #
 #   bench/native.sh                  # BENCH_N=50 iterations, 3 warm-up runs
 #   BENCH_N=100 KENNEL=target/debug/kennel bench/native.sh
+#   BENCH_GIT=0 bench/native.sh      # the workspace is not a git repository
+#                                    # (no git audit: what git costs kennel)
 #
 # Needs: a built kennel (default target/release/kennel, else target/debug),
 # bwrap (apt-get install bubblewrap), python3, git. Runs as the invoking user.
@@ -36,7 +38,7 @@ TRUE=$(command -v true)
 work=$(mktemp -d /tmp/kennel-bench-native.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/ws" "$work/home/.config/kennel" "$work/agent-home"
-git init -q "$work/ws"
+[[ ${BENCH_GIT:-1} == 0 ]] || git init -q "$work/ws"
 ws=$(realpath "$work/ws")
 home="$work/home"
 
