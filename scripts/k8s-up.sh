@@ -1,0 +1,307 @@
+#!/usr/bin/env bash
+# Start (or find running) a real single-node Kubernetes cluster on this
+# machine, for the Kubernetes backend's end-to-end tests. Run as root.
+#
+#   scripts/k8s-up.sh          # build what is missing (scripts/k8s-build.sh),
+#                              # start the cluster, wait until a pod can run;
+#                              # prints the admin kubeconfig's path
+#   scripts/k8s-up.sh --down   # stop everything it started (state is kept)
+#   scripts/k8s-up.sh --fresh  # stop, remove the state, start again
+#
+# What runs (each a process of this script's, logs in $STATE/logs):
+#   etcd             127.0.0.1:2379, TLS with client certificates
+#   containerd       $RUN/containerd.sock, its own root and state, runc from
+#                    Debian, the pause image built from source and imported
+#   kube-apiserver   127.0.0.1:6443 (advertised on the host's address),
+#                    Node and RBAC authorization, NodeRestriction
+#   controller-manager, scheduler (no leader election)
+#   kubelet          node `kennel-node`, cgroupfs driver, cgroup v1 allowed
+#                    (failCgroupV1: false), the CNI bridge plugin from Debian
+#                    on 10.244.0.0/24
+# Certificates: one CA of the cluster's own (openssl), a certificate per
+# component; the admin's kubeconfig is $STATE/admin.kubeconfig (mode 0600).
+#
+# Environment: KENNEL_K8S_STATE (default /var/lib/kennel-k8s), KENNEL_K8S_CACHE
+# and the versions of scripts/k8s-build.sh.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+STATE=${KENNEL_K8S_STATE:-/var/lib/kennel-k8s}
+RUN=/run/kennel-k8s
+NODE=kennel-node
+POD_CIDR=10.244.0.0/24
+SERVICE_CIDR=10.96.0.0/24
+SERVICE_IP=10.96.0.1
+PAUSE_IMAGE=registry.kennel.invalid/pause:3.10
+
+SCRIPT_NAME=k8s-up
+# shellcheck source=scripts/lib.sh
+. "$HERE/lib.sh"
+
+[[ $(id -u) == 0 ]] || die "run as root (it starts containerd and a kubelet)"
+
+MODE=up
+for arg in "$@"; do
+    case $arg in
+        --down) MODE=down ;;
+        --fresh) MODE=fresh ;;
+        *) die "unknown argument $arg (use --down or --fresh)" ;;
+    esac
+done
+
+COMPONENTS=(kubelet kube-scheduler kube-controller-manager kube-apiserver containerd etcd)
+
+stop_all() {
+    local name pid
+    for name in "${COMPONENTS[@]}"; do
+        [[ -f $RUN/$name.pid ]] || continue
+        pid=$(cat "$RUN/$name.pid")
+        if kill -0 "$pid" 2>/dev/null; then
+            kill "$pid" 2>/dev/null || true
+            for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -9 "$pid" 2>/dev/null || true
+        fi
+        rm -f "$RUN/$name.pid"
+    done
+    # The pods' shims and their processes outlive containerd on purpose;
+    # a stopped cluster keeps none.
+    pkill -f "containerd-shim-runc-v2 -namespace k8s.io -address $RUN/containerd.sock" 2>/dev/null || true
+    # Mounts kubelet and containerd left under the state directory.
+    if [[ -d $STATE ]]; then
+        grep -o " $STATE/[^ ]*" /proc/self/mounts | sort -r | while read -r mnt; do
+            umount -l "$mnt" 2>/dev/null || true
+        done
+    fi
+}
+
+case $MODE in
+    down) stop_all; log "stopped"; exit 0 ;;
+    fresh) stop_all; rm -rf "$STATE" ;;
+esac
+
+admin_ready() {
+    [[ -f $STATE/admin.kubeconfig ]] &&
+        "$BIN/kubectl" --kubeconfig "$STATE/admin.kubeconfig" get --raw /readyz >/dev/null 2>&1
+}
+
+running() { [[ -f $RUN/$1.pid ]] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+
+BIN=$("$HERE/k8s-build.sh")
+export PATH=$BIN:$PATH
+
+mkdir -p "$STATE"/{pki,logs,etcd,containerd,kubelet,cni/net.d,cni/cache} "$RUN"
+chmod 0700 "$STATE" "$STATE/pki" "$STATE/etcd"
+HOST_IP=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')
+[[ -n $HOST_IP ]] || HOST_IP=127.0.0.1
+
+# --- certificates -----------------------------------------------------------
+PKI=$STATE/pki
+cert() { # name subject [san]
+    local name=$1 subject=$2 san=${3:-}
+    [[ -f $PKI/$name.crt ]] && return
+    openssl genrsa -out "$PKI/$name.key" 2048 2>/dev/null
+    openssl req -new -key "$PKI/$name.key" -subj "$subject" -out "$PKI/$name.csr" 2>/dev/null
+    local ext=$PKI/$name.ext
+    {
+        echo "basicConstraints=CA:FALSE"
+        echo "keyUsage=critical,digitalSignature,keyEncipherment"
+        echo "extendedKeyUsage=serverAuth,clientAuth"
+        [[ -n $san ]] && echo "subjectAltName=$san"
+    } >"$ext"
+    openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+        -CAcreateserial -days 3650 -sha256 -extfile "$ext" -out "$PKI/$name.crt" 2>/dev/null
+    rm -f "$PKI/$name.csr" "$ext"
+    chmod 0600 "$PKI/$name.key"
+}
+if [[ ! -f $PKI/ca.crt ]]; then
+    openssl genrsa -out "$PKI/ca.key" 2048 2>/dev/null
+    openssl req -x509 -new -key "$PKI/ca.key" -subj "/CN=kennel-k8s-ca" -days 3650 \
+        -out "$PKI/ca.crt" 2>/dev/null
+    chmod 0600 "$PKI/ca.key"
+fi
+cert etcd "/CN=etcd" "IP:127.0.0.1,DNS:localhost"
+cert apiserver-etcd "/CN=kube-apiserver-etcd-client"
+cert apiserver "/CN=kube-apiserver" \
+    "IP:127.0.0.1,IP:$HOST_IP,IP:$SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+cert apiserver-kubelet "/O=kubeadm:cluster-admins/CN=kube-apiserver-kubelet-client"
+cert admin "/O=system:masters/CN=kennel-admin"
+cert controller-manager "/CN=system:kube-controller-manager"
+cert scheduler "/CN=system:kube-scheduler"
+cert kubelet "/O=system:nodes/CN=system:node:$NODE" "IP:127.0.0.1,IP:$HOST_IP,DNS:$NODE,DNS:localhost"
+if [[ ! -f $PKI/sa.key ]]; then
+    openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+    chmod 0600 "$PKI/sa.key"
+fi
+
+kubeconfig() { # name user
+    local file=$STATE/$1.kubeconfig
+    [[ -f $file ]] && return
+    KUBECONFIG=$file kubectl config set-cluster kennel --server="https://127.0.0.1:6443" \
+        --certificate-authority="$PKI/ca.crt" --embed-certs >/dev/null
+    KUBECONFIG=$file kubectl config set-credentials "$2" --client-certificate="$PKI/$1.crt" \
+        --client-key="$PKI/$1.key" --embed-certs >/dev/null
+    KUBECONFIG=$file kubectl config set-context kennel --cluster=kennel --user="$2" >/dev/null
+    KUBECONFIG=$file kubectl config use-context kennel >/dev/null
+    chmod 0600 "$file"
+}
+kubeconfig admin kennel-admin
+kubeconfig controller-manager system:kube-controller-manager
+kubeconfig scheduler system:kube-scheduler
+kubeconfig kubelet "system:node:$NODE"
+
+start() { # name command...
+    local name=$1
+    shift
+    running "$name" && return
+    "$@" >"$STATE/logs/$name.log" 2>&1 &
+    echo $! >"$RUN/$name.pid"
+}
+
+wait_for() { # what seconds command...
+    local what=$1 seconds=$2
+    shift 2
+    for _ in $(seq 1 $((seconds * 5))); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    die "$what did not come up within ${seconds}s (logs: $STATE/logs)"
+}
+
+# --- etcd -------------------------------------------------------------------
+start etcd etcd --name kennel --data-dir "$STATE/etcd" \
+    --listen-client-urls https://127.0.0.1:2379 --advertise-client-urls https://127.0.0.1:2379 \
+    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster kennel=http://127.0.0.1:2380 \
+    --client-cert-auth --trusted-ca-file "$PKI/ca.crt" \
+    --cert-file "$PKI/etcd.crt" --key-file "$PKI/etcd.key" \
+    --listen-metrics-urls http://127.0.0.1:2381
+wait_for etcd 30 curl -sf http://127.0.0.1:2381/health
+
+# --- containerd -------------------------------------------------------------
+RESTRICT_OOM=false
+if ! (echo -1 >/proc/self/oom_score_adj) 2>/dev/null; then RESTRICT_OOM=true; fi
+cat >"$STATE/containerd/config.toml" <<EOF
+version = 3
+root = "$STATE/containerd/root"
+state = "$RUN/containerd"
+[grpc]
+  address = "$RUN/containerd.sock"
+[ttrpc]
+  address = "$RUN/containerd.sock.ttrpc"
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "$PAUSE_IMAGE"
+[plugins."io.containerd.cri.v1.runtime"]
+  # The kubelet asks for negative OOM scores (-998 for the pause process);
+  # lowering a score needs CAP_SYS_RESOURCE, which some machines (these
+  # among them) withhold even from root: runc then fails with "can't get
+  # final child's PID from pipe". Scores are kept at containerd's own.
+  restrict_oom_score_adj = $RESTRICT_OOM
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "$STATE/cni/net.d"
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+      BinaryName = "$BIN/runc"
+      SystemdCgroup = false
+EOF
+cat >"$STATE/cni/net.d/10-kennel.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "kennel-k8s",
+  "plugins": [
+    {"type": "bridge", "bridge": "kennel-k8s0", "isGateway": true, "ipMasq": true,
+     "hairpinMode": true,
+     "ipam": {"type": "host-local", "dataDir": "$STATE/cni/ipam",
+              "ranges": [[{"subnet": "$POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+    {"type": "portmap", "capabilities": {"portMappings": true}},
+    {"type": "loopback"}
+  ]
+}
+EOF
+start containerd containerd --config "$STATE/containerd/config.toml"
+wait_for containerd 30 ctr --address "$RUN/containerd.sock" version
+
+# The pod sandbox's image: the pause binary in a one-layer OCI image.
+if ! ctr --address "$RUN/containerd.sock" -n k8s.io images ls -q | grep -qx "$PAUSE_IMAGE"; then
+    python3 "$HERE/oci-tar.py" --binary "$BIN/pause" --entrypoint /pause --user 65535:65535 \
+        --name "$PAUSE_IMAGE" --out "$STATE/pause.tar"
+    ctr --address "$RUN/containerd.sock" -n k8s.io images import "$STATE/pause.tar" >/dev/null
+    rm -f "$STATE/pause.tar"
+fi
+
+# --- control plane ----------------------------------------------------------
+start kube-apiserver kube-apiserver \
+    --advertise-address "$HOST_IP" --bind-address 127.0.0.1 --secure-port 6443 \
+    --etcd-servers https://127.0.0.1:2379 --etcd-cafile "$PKI/ca.crt" \
+    --etcd-certfile "$PKI/apiserver-etcd.crt" --etcd-keyfile "$PKI/apiserver-etcd.key" \
+    --client-ca-file "$PKI/ca.crt" \
+    --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+    --kubelet-client-certificate "$PKI/apiserver-kubelet.crt" \
+    --kubelet-client-key "$PKI/apiserver-kubelet.key" \
+    --kubelet-certificate-authority "$PKI/ca.crt" \
+    --kubelet-preferred-address-types InternalIP,Hostname \
+    --service-cluster-ip-range "$SERVICE_CIDR" \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
+    --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
+    --allow-privileged=false --profiling=false
+wait_for kube-apiserver 90 kubectl --kubeconfig "$STATE/admin.kubeconfig" get --raw /readyz
+# The API server's own client certificate may reach the kubelet's API
+# (exec, attach, logs): kubeadm's role binding, made here.
+kubectl --kubeconfig "$STATE/admin.kubeconfig" create clusterrolebinding kennel-apiserver-kubelet \
+    --clusterrole system:kubelet-api-admin --user kube-apiserver-kubelet-client \
+    >/dev/null 2>&1 || true
+
+start kube-controller-manager kube-controller-manager \
+    --kubeconfig "$STATE/controller-manager.kubeconfig" \
+    --authentication-kubeconfig "$STATE/controller-manager.kubeconfig" \
+    --authorization-kubeconfig "$STATE/controller-manager.kubeconfig" \
+    --bind-address 127.0.0.1 --leader-elect=false --use-service-account-credentials \
+    --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
+    --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
+    --service-cluster-ip-range "$SERVICE_CIDR" --profiling=false
+start kube-scheduler kube-scheduler --kubeconfig "$STATE/scheduler.kubeconfig" \
+    --authentication-kubeconfig "$STATE/scheduler.kubeconfig" \
+    --authorization-kubeconfig "$STATE/scheduler.kubeconfig" \
+    --bind-address 127.0.0.1 --leader-elect=false --profiling=false
+
+# --- kubelet ----------------------------------------------------------------
+cat >"$STATE/kubelet/config.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: "$HOST_IP"
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: "$PKI/ca.crt"}
+authorization: {mode: Webhook}
+tlsCertFile: "$PKI/kubelet.crt"
+tlsPrivateKeyFile: "$PKI/kubelet.key"
+containerRuntimeEndpoint: "unix://$RUN/containerd.sock"
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+cgroupsPerQOS: true
+enforceNodeAllocatable: []
+podCIDR: "$POD_CIDR"
+resolvConf: /etc/resolv.conf
+maxPods: 50
+serializeImagePulls: false
+imageGCHighThresholdPercent: 100
+evictionHard: {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"}
+staticPodPath: ""
+EOF
+start kubelet kubelet --config "$STATE/kubelet/config.yaml" \
+    --kubeconfig "$STATE/kubelet.kubeconfig" --root-dir "$STATE/kubelet" \
+    --hostname-override "$NODE" --node-ip "$HOST_IP"
+wait_for "node $NODE" 120 sh -c \
+    "kubectl --kubeconfig '$STATE/admin.kubeconfig' get node $NODE -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
+
+echo "$STATE/admin.kubeconfig"
