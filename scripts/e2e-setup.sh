@@ -372,6 +372,28 @@ KENNEL_E2E_USER=$E2E_USER KENNEL_E2E_CACHE=$CACHE \
     bash "$(dirname "${BASH_SOURCE[0]}")/incus-setup.sh" "${incus_args[@]}"
 # ------------------------------------------------------------- incus (end)
 
+# -------------------------------------------------------------- kubernetes
+# A real single-node cluster for the Kubernetes backend: its binaries are
+# built from source once and cached by version (scripts/k8s-build.sh, kept
+# by --fresh: it is a build cache, like cargo's), the cluster's state is
+# made again with --fresh (scripts/k8s-up.sh). The test user gets a
+# namespace of its own and a kubeconfig for it, as a team member would; the
+# base image goes into the node's containerd (no registry is reachable).
+k8s_args=()
+((FRESH)) && k8s_args=(--fresh)
+K8S_BIN=$(bash "$(dirname "${BASH_SOURCE[0]}")/k8s-build.sh")
+k8s_user_config=$(bash "$(dirname "${BASH_SOURCE[0]}")/k8s-up.sh" "${k8s_args[@]}" \
+    --user "$E2E_USER:$E2E_USER" 2>"$LOG_DIR/k8s-up.log") ||
+    { cat "$LOG_DIR/k8s-up.log" >&2; die "the Kubernetes cluster did not start (scripts/k8s-up.sh)"; }
+k8s_ctr=("$K8S_BIN/ctr" --address /run/kennel-k8s/containerd.sock -n k8s.io)
+if ! "${k8s_ctr[@]}" images ls -q 2>/dev/null | grep -qx "docker.io/$IMAGE"; then
+    docker save "$IMAGE" | "${k8s_ctr[@]}" images import - >/dev/null 2>&1 ||
+        die "cannot import $IMAGE into the Kubernetes node's containerd"
+fi
+install -d -o "$E2E_USER" -g "$E2E_USER" -m 0700 "$E2E_HOME/.kube"
+install -o "$E2E_USER" -g "$E2E_USER" -m 0600 "$k8s_user_config" "$E2E_HOME/.kube/config"
+# ---------------------------------------------------------- kubernetes (end)
+
 # ------------------------------------------------------------------ checks
 check() {
     local what=$1; shift
@@ -395,7 +417,19 @@ check "rootful podman (as $E2E_USER through $PODMAN_SOCK)" \
     as_user podman --remote --url "unix://$PODMAN_SOCK" run --rm "$IMAGE" true
 check "rootless podman" as_user podman run --rm "$IMAGE" true
 check "Claude Code on the host (as $E2E_USER)" as_user claude --version
+k8s_smoke() {
+    local pod=kennel-e2e-setup-check
+    as_user "$K8S_BIN/kubectl" delete pod "$pod" --now --ignore-not-found >/dev/null
+    as_user "$K8S_BIN/kubectl" run "$pod" --image "docker.io/$IMAGE" --image-pull-policy Never \
+        --restart Never --overrides '{"spec":{"securityContext":{"runAsUser":'"$E2E_UID"',"runAsNonRoot":true,"seccompProfile":{"type":"RuntimeDefault"}},"automountServiceAccountToken":false}}' \
+        --command -- id -u >/dev/null
+    as_user "$K8S_BIN/kubectl" wait --for=jsonpath='{.status.phase}'=Succeeded "pod/$pod" --timeout 90s
+    [[ $(as_user "$K8S_BIN/kubectl" logs "$pod") == "$E2E_UID" ]]
+    as_user "$K8S_BIN/kubectl" delete pod "$pod" --now >/dev/null
+}
+check "Kubernetes (a pod in namespace $E2E_USER, as $E2E_USER)" k8s_smoke
 
 echo "docker: ready ($(docker version --format '{{.Server.Version}}' 2>/dev/null), image $IMAGE)"
 echo "podman: ready (rootful, $PODMAN_SOCK, group $PODMAN_GROUP, image $IMAGE)"
 echo "podman-rootless: ready (user $E2E_USER uid $E2E_UID, $ROOTLESS_SOCK, image $IMAGE)"
+echo "kubernetes: ready ($("$K8S_BIN/kubectl" version --client -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), node kennel-node, namespace $E2E_USER, $E2E_HOME/.kube/config, image docker.io/$IMAGE)"

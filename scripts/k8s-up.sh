@@ -7,6 +7,11 @@
 #                              # prints the admin kubeconfig's path
 #   scripts/k8s-up.sh --down   # stop everything it started (state is kept)
 #   scripts/k8s-up.sh --fresh  # stop, remove the state, start again
+#   scripts/k8s-up.sh --user NAME:NAMESPACE
+#                              # also: a user NAME (a client certificate of
+#                              # the cluster's CA) who may edit NAMESPACE
+#                              # only, as a team member would; prints the
+#                              # path of that user's kubeconfig instead
 #
 # What runs (each a process of this script's, logs in $STATE/logs):
 #   etcd             127.0.0.1:2379, TLS with client certificates
@@ -41,12 +46,19 @@ SCRIPT_NAME=k8s-up
 [[ $(id -u) == 0 ]] || die "run as root (it starts containerd and a kubelet)"
 
 MODE=up
-for arg in "$@"; do
-    case $arg in
+USER_SPEC=
+while (($#)); do
+    case $1 in
         --down) MODE=down ;;
         --fresh) MODE=fresh ;;
-        *) die "unknown argument $arg (use --down or --fresh)" ;;
+        --user)
+            [[ ${2:-} == ?*:?* ]] || die "--user needs NAME:NAMESPACE"
+            USER_SPEC=$2
+            shift
+            ;;
+        *) die "unknown argument $1 (use --down, --fresh or --user NAME:NAMESPACE)" ;;
     esac
+    shift
 done
 
 COMPONENTS=(kubelet kube-scheduler kube-controller-manager kube-apiserver containerd etcd)
@@ -66,12 +78,14 @@ stop_all() {
     # The pods' shims and their processes outlive containerd on purpose;
     # a stopped cluster keeps none.
     pkill -f "containerd-shim-runc-v2 -namespace k8s.io -address $RUN/containerd.sock" 2>/dev/null || true
-    # Mounts kubelet and containerd left under the state directory.
-    if [[ -d $STATE ]]; then
-        grep -o " $STATE/[^ ]*" /proc/self/mounts | sort -r | while read -r mnt; do
-            umount -l "$mnt" 2>/dev/null || true
-        done
-    fi
+    unmount_leftovers
+}
+
+# Mounts the kubelet and containerd left (a stopped cluster's, or a killed
+# one's: a machine whose processes were all ended keeps their mounts).
+unmount_leftovers() {
+    { grep -oE " ($STATE|$RUN)/[^ ]*" /proc/self/mounts || true; } | sort -r |
+        while read -r mnt; do umount -l "$mnt" 2>/dev/null || true; done
 }
 
 case $MODE in
@@ -179,6 +193,7 @@ start etcd etcd --name kennel --data-dir "$STATE/etcd" \
 wait_for etcd 30 curl -sf http://127.0.0.1:2381/health
 
 # --- containerd -------------------------------------------------------------
+running containerd || unmount_leftovers
 RESTRICT_OOM=false
 if ! (echo -1 >/proc/self/oom_score_adj) 2>/dev/null; then RESTRICT_OOM=true; fi
 cat >"$STATE/containerd/config.toml" <<EOF
@@ -304,4 +319,22 @@ start kubelet kubelet --config "$STATE/kubelet/config.yaml" \
 wait_for "node $NODE" 120 sh -c \
     "kubectl --kubeconfig '$STATE/admin.kubeconfig' get node $NODE -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
 
-echo "$STATE/admin.kubeconfig"
+if [[ -z $USER_SPEC ]]; then
+    echo "$STATE/admin.kubeconfig"
+    exit 0
+fi
+
+# --- a user of one namespace ------------------------------------------------
+name=${USER_SPEC%%:*}
+namespace=${USER_SPEC#*:}
+admin=(kubectl --kubeconfig "$STATE/admin.kubeconfig")
+cert "user-$name" "/CN=$name"
+kubeconfig "user-$name" "$name"
+"${admin[@]}" get namespace "$namespace" >/dev/null 2>&1 ||
+    "${admin[@]}" create namespace "$namespace" >/dev/null
+"${admin[@]}" -n "$namespace" get rolebinding "$name-edit" >/dev/null 2>&1 ||
+    "${admin[@]}" -n "$namespace" create rolebinding "$name-edit" --clusterrole edit \
+        --user "$name" >/dev/null
+KUBECONFIG=$STATE/user-$name.kubeconfig kubectl config set-context kennel \
+    --namespace "$namespace" >/dev/null
+echo "$STATE/user-$name.kubeconfig"
