@@ -1,0 +1,275 @@
+//! The cluster: one namespace of it, through its API (kube-rs), as the
+//! user's kubeconfig allows.
+
+use std::time::Duration;
+
+use futures_util::AsyncReadExt;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, LogParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::await_condition;
+
+use crate::pod::{AGENT_CONTAINER, SessionPod};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("no kubeconfig to reach a cluster with ({0})")]
+    Kubeconfig(String),
+    #[error("the cluster's API: {0}")]
+    Api(#[from] kube::Error),
+    #[error("Pod {pod}: {what}")]
+    Pod { pod: String, what: String },
+    #[error("Pod {pod} did not {what} within {seconds} s")]
+    Timeout {
+        pod: String,
+        what: &'static str,
+        seconds: u64,
+    },
+}
+
+/// Which cluster, as the user's configuration names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// None: `KUBECONFIG`, else `~/.kube/config`.
+    pub kubeconfig: Option<std::path::PathBuf>,
+    pub context: Option<String>,
+    pub namespace: Option<String>,
+}
+
+/// Where kennel's sessions go: a namespace of a cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    client: kube::Client,
+    namespace: String,
+}
+
+/// How a Pod's agent ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    pub exit_code: i32,
+    /// The container's own word for it (`Completed`, `Error`, `OOMKilled`).
+    pub reason: Option<String>,
+}
+
+impl Cluster {
+    /// The cluster `settings` name: its kubeconfig's context (the current
+    /// one when None), in its namespace (the context's, else `default`).
+    pub async fn connect(settings: &ClusterSettings) -> Result<Cluster, ClusterError> {
+        let kubeconfig = match &settings.kubeconfig {
+            Some(path) => Kubeconfig::read_from(path).map_err(|error| {
+                ClusterError::Kubeconfig(format!("{}: {error}", path.display()))
+            })?,
+            None => Kubeconfig::read().map_err(|error| {
+                ClusterError::Kubeconfig(format!("{error}; set KUBECONFIG or write ~/.kube/config"))
+            })?,
+        };
+        let options = KubeConfigOptions {
+            context: settings.context.clone(),
+            ..Default::default()
+        };
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|error| ClusterError::Kubeconfig(error.to_string()))?;
+        let namespace = settings
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
+        let client = kube::Client::try_from(config)?;
+        Ok(Cluster { client, namespace })
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The API server's version (`v1.35.4`): the cluster answers.
+    pub async fn version(&self) -> Result<String, ClusterError> {
+        Ok(self.client.apiserver_version().await?.git_version)
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Creates the session's Secret (if it has one) and its Pod; the
+    /// Secret is then owned by the Pod, so that it goes when the Pod does.
+    pub async fn create(&self, session: &SessionPod) -> Result<String, ClusterError> {
+        if let Some(secret) = &session.secret {
+            self.secrets()
+                .create(&PostParams::default(), secret)
+                .await?;
+        }
+        let created = match self
+            .pods()
+            .create(&PostParams::default(), &session.pod)
+            .await
+        {
+            Ok(created) => created,
+            Err(error) => {
+                if let Some(name) = session
+                    .secret
+                    .as_ref()
+                    .and_then(|s| s.metadata.name.clone())
+                {
+                    let _ = self.secrets().delete(&name, &DeleteParams::default()).await;
+                }
+                return Err(error.into());
+            }
+        };
+        let name = created.metadata.name.clone().unwrap_or_default();
+        if let (Some(secret), Some(uid)) = (&session.secret, created.metadata.uid.clone()) {
+            let owner = OwnerReference {
+                api_version: "v1".to_string(),
+                kind: "Pod".to_string(),
+                name: name.clone(),
+                uid,
+                ..Default::default()
+            };
+            let patch = serde_json::json!({"metadata": {"ownerReferences": [owner]}});
+            let secret_name = secret.metadata.name.clone().unwrap_or_default();
+            self.secrets()
+                .patch(&secret_name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        Ok(name)
+    }
+
+    /// Waits until the Pod's agent has started (or already ended).
+    pub async fn wait_started(&self, name: &str, timeout: Duration) -> Result<(), ClusterError> {
+        let started = await_condition(self.pods(), name, |pod: Option<&Pod>| {
+            is_running(pod) || agent_ended(pod).is_some() || waiting_for_good(pod).is_some()
+        });
+        let pod = tokio::time::timeout(timeout, started)
+            .await
+            .map_err(|_| ClusterError::Timeout {
+                pod: name.to_string(),
+                what: "start",
+                seconds: timeout.as_secs(),
+            })?
+            .map_err(|error| ClusterError::Pod {
+                pod: name.to_string(),
+                what: error.to_string(),
+            })?;
+        if let Some(reason) = waiting_for_good(pod.as_ref()) {
+            return Err(ClusterError::Pod {
+                pod: name.to_string(),
+                what: format!("the agent's container cannot start: {reason}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits until the Pod's agent has ended; how it ended.
+    pub async fn wait_ended(&self, name: &str, timeout: Duration) -> Result<Ended, ClusterError> {
+        let ended = await_condition(self.pods(), name, |pod: Option<&Pod>| {
+            agent_ended(pod).is_some() || waiting_for_good(pod).is_some()
+        });
+        let pod = tokio::time::timeout(timeout, ended)
+            .await
+            .map_err(|_| ClusterError::Timeout {
+                pod: name.to_string(),
+                what: "end",
+                seconds: timeout.as_secs(),
+            })?
+            .map_err(|error| ClusterError::Pod {
+                pod: name.to_string(),
+                what: error.to_string(),
+            })?;
+        if let Some(ended) = agent_ended(pod.as_ref()) {
+            return Ok(ended);
+        }
+        Err(ClusterError::Pod {
+            pod: name.to_string(),
+            what: waiting_for_good(pod.as_ref()).unwrap_or_else(|| "it is gone".to_string()),
+        })
+    }
+
+    /// Everything the agent wrote (stdout and stderr, as the node keeps it).
+    pub async fn logs(&self, name: &str) -> Result<Vec<u8>, ClusterError> {
+        let params = LogParams {
+            container: Some(AGENT_CONTAINER.to_string()),
+            ..Default::default()
+        };
+        let stream = self.pods().log_stream(name, &params).await?;
+        let mut bytes = Vec::new();
+        std::pin::pin!(stream)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|error| ClusterError::Pod {
+                pod: name.to_string(),
+                what: format!("reading its log: {error}"),
+            })?;
+        Ok(bytes)
+    }
+
+    /// Is the Secret `name` there?
+    pub async fn secret_exists(&self, name: &str) -> Result<bool, ClusterError> {
+        Ok(self.secrets().get_opt(name).await?.is_some())
+    }
+
+    /// Deletes the Pod now (its Secret goes with it); a Pod already gone is
+    /// not an error.
+    pub async fn delete(&self, name: &str) -> Result<(), ClusterError> {
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::background()
+        };
+        match self.pods().delete(name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+fn is_running(pod: Option<&Pod>) -> bool {
+    pod.and_then(|pod| pod.status.as_ref())
+        .and_then(|status| status.phase.as_deref())
+        == Some("Running")
+}
+
+/// How the agent's container ended, once it has.
+fn agent_ended(pod: Option<&Pod>) -> Option<Ended> {
+    let status = agent_status(pod?)?;
+    let terminated = status.state.as_ref()?.terminated.as_ref()?;
+    Some(Ended {
+        exit_code: terminated.exit_code,
+        reason: terminated.reason.clone(),
+    })
+}
+
+/// Why the agent's container waits when it will not start by waiting
+/// longer (its image cannot be had, its command or config is wrong).
+fn waiting_for_good(pod: Option<&Pod>) -> Option<String> {
+    let status = agent_status(pod?)?;
+    let waiting = status.state.as_ref()?.waiting.as_ref()?;
+    let reason = waiting.reason.as_deref()?;
+    matches!(
+        reason,
+        "ErrImagePull"
+            | "ImagePullBackOff"
+            | "ErrImageNeverPull"
+            | "InvalidImageName"
+            | "CreateContainerConfigError"
+            | "CreateContainerError"
+            | "RunContainerError"
+    )
+    .then(|| match &waiting.message {
+        Some(message) => format!("{reason}: {message}"),
+        None => reason.to_string(),
+    })
+}
+
+fn agent_status(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|status| status.name == AGENT_CONTAINER)
+}

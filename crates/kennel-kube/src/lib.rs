@@ -1,0 +1,13 @@
+//! kennel's sessions on a Kubernetes cluster: the Pod a Plan makes
+//! ([`pod`]) and the cluster it runs on ([`cluster`], through kube-rs).
+//!
+//! The cluster is a remote machine to kennel: the Pod cannot bind-mount the
+//! user's checkout or kennel's sockets, so what it needs is sent to it, and
+//! what it cannot have is said, never dropped in silence.
+
+pub mod pod;
+
+pub use pod::{PodError, PodSettings, SessionPod, pod_for};
+pub mod cluster;
+
+pub use cluster::{Cluster, ClusterError, ClusterSettings, Ended};

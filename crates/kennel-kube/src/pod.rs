@@ -1,0 +1,343 @@
+//! The Pod (and the Secret beside it) that a Plan makes.
+//!
+//! What the Plan asks of a sandbox, said in the Pod's own terms: the user's
+//! uid and gid, every capability dropped, no privilege escalation, the
+//! node's `RuntimeDefault` seccomp profile, a read-only root where the Plan
+//! says, resource limits, no service-account token, no service links, no
+//! host namespaces. What a Pod cannot take from the host — a bind mount of
+//! the user's checkout, kennel's own seccomp profile, a pids limit of its
+//! own — is said in [`SessionPod::warnings`] instead of being dropped in
+//! silence. Variables marked secret go into a Secret that the Pod reads
+//! (never into the Pod's spec, which anyone who may list Pods can read).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, Pod, PodSecurityContext,
+    PodSpec, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext,
+    Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kennel_core::plan::{MountPurpose, Plan};
+
+/// The container that runs the agent.
+pub const AGENT_CONTAINER: &str = "agent";
+
+/// Label of every object kennel makes on a cluster.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kennel");
+
+/// Where a session's Pod runs and what it runs: the cluster's side of the
+/// settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodSettings {
+    /// The image as the cluster's nodes find it (a registry the user
+    /// named, or one already on the nodes).
+    pub image: String,
+    /// A RuntimeClass (gVisor, Kata) for a stronger wall than the node's
+    /// own kernel; None: the cluster's default.
+    pub runtime_class: Option<String>,
+}
+
+/// A session's Pod, the Secret it reads its secret variables from (if any
+/// variable is secret), and what the Pod cannot do that the Plan asked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionPod {
+    pub pod: Pod,
+    pub secret: Option<Secret>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PodError {
+    #[error("the Plan has no command to run")]
+    NoCommand,
+    #[error("the session's name `{0}` makes no Kubernetes name (letters or digits needed)")]
+    Name(String),
+    #[error("{what} is not UTF-8: {path}")]
+    NotUtf8 { what: &'static str, path: String },
+}
+
+/// The Pod that runs `plan` as `settings` say.
+pub fn pod_for(plan: &Plan, settings: &PodSettings) -> Result<SessionPod, PodError> {
+    if plan.command.is_empty() {
+        return Err(PodError::NoCommand);
+    }
+    let name = object_name(&plan.name).ok_or_else(|| PodError::Name(plan.name.clone()))?;
+    let mut warnings = Vec::new();
+    let labels = labels_of(plan, &mut warnings);
+    let secret_name = format!("{name}-env");
+
+    let mut env = Vec::with_capacity(plan.env.len());
+    let mut secret_data = BTreeMap::new();
+    for var in &plan.env {
+        if var.secret {
+            secret_data.insert(var.name.clone(), var.value.clone());
+            env.push(EnvVar {
+                name: var.name.clone(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: secret_name.clone(),
+                        key: var.name.clone(),
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        } else {
+            env.push(EnvVar {
+                name: var.name.clone(),
+                value: Some(var.value.clone()),
+                ..Default::default()
+            });
+        }
+    }
+
+    let (volumes, volume_mounts) = volumes_of(plan, &mut warnings)?;
+    if plan.security.seccomp_profile.is_some() {
+        warnings.push(
+            "Kubernetes: the node's RuntimeDefault seccomp profile filters the agent's system \
+             calls, not kennel's own profile (a Localhost profile would have to be on every node)"
+                .to_string(),
+        );
+    }
+    if plan.limits.pids > 0 {
+        warnings.push(format!(
+            "Kubernetes: the limit of {} processes is not the Pod's own; the node's podPidsLimit \
+             applies",
+            plan.limits.pids
+        ));
+    }
+
+    let mut command = Vec::new();
+    if let (Some(init), true) = (&plan.security.image_init, plan.security.init) {
+        command.push(utf8(init, "the image's init")?);
+        command.push("--".to_string());
+    }
+    command.extend(kennel_core::settings::container_command(plan));
+
+    let non_root = plan.user.uid != 0;
+    let container = Container {
+        name: AGENT_CONTAINER.to_string(),
+        image: Some(settings.image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_string()),
+        command: Some(command),
+        working_dir: Some(utf8(&plan.workdir, "the working directory")?),
+        env: Some(env),
+        tty: Some(plan.tty),
+        stdin: Some(plan.stdin),
+        stdin_once: Some(plan.stdin),
+        volume_mounts: Some(volume_mounts),
+        resources: Some(resources_of(plan)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(!plan.security.no_new_privileges),
+            capabilities: Some(Capabilities {
+                drop: Some(plan.security.cap_drop.clone()),
+                add: None,
+            }),
+            privileged: Some(false),
+            read_only_root_filesystem: Some(plan.security.read_only_rootfs),
+            run_as_non_root: Some(non_root),
+            run_as_user: Some(i64::from(plan.user.uid)),
+            run_as_group: Some(i64::from(plan.user.gid)),
+            proc_mount: None,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![container],
+            restart_policy: Some("Never".to_string()),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            host_network: Some(false),
+            host_pid: Some(false),
+            host_ipc: Some(false),
+            share_process_namespace: Some(false),
+            runtime_class_name: settings.runtime_class.clone(),
+            termination_grace_period_seconds: Some(10),
+            security_context: Some(PodSecurityContext {
+                run_as_user: Some(i64::from(plan.user.uid)),
+                run_as_group: Some(i64::from(plan.user.gid)),
+                run_as_non_root: Some(non_root),
+                fs_group: Some(i64::from(plan.user.gid)),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_string(),
+                    localhost_profile: None,
+                }),
+                ..Default::default()
+            }),
+            volumes: Some(volumes),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let secret = (!secret_data.is_empty()).then(|| Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        string_data: Some(secret_data),
+        type_: Some("Opaque".to_string()),
+        ..Default::default()
+    });
+    Ok(SessionPod {
+        pod,
+        secret,
+        warnings,
+    })
+}
+
+/// A name Kubernetes takes for a Pod (an RFC 1123 label: lower-case letters,
+/// digits and `-`, at most 63, a letter first and no `-` last), or None when
+/// nothing of `name` is left.
+pub fn object_name(name: &str) -> Option<String> {
+    let mut object: String = name
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '-',
+        })
+        .collect();
+    if !object.chars().any(|c| c.is_ascii_alphanumeric()) {
+        return None;
+    }
+    if !object.starts_with(|c: char| c.is_ascii_lowercase()) {
+        object.insert_str(0, "k-");
+    }
+    // Leaves room for the Secret's `-env` within the same 63.
+    object.truncate(59);
+    Some(object.trim_end_matches('-').to_string())
+}
+
+/// The Plan's labels that Kubernetes takes as they are (kennel's keys and
+/// values are made to fit; one that does not is left out, saying so), and
+/// kennel's own.
+fn labels_of(plan: &Plan, warnings: &mut Vec<String>) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())]);
+    for (key, value) in &plan.labels {
+        if label_key_fits(key) && label_value_fits(value) {
+            labels.insert(key.clone(), value.clone());
+        } else {
+            warnings.push(format!(
+                "Kubernetes: the label {key}={value} is not a Kubernetes label; left out"
+            ));
+        }
+    }
+    labels
+}
+
+fn label_name_fits(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn label_key_fits(key: &str) -> bool {
+    match key.split_once('/') {
+        Some((prefix, name)) => {
+            prefix.len() <= 253
+                && prefix.split('.').all(|part| {
+                    !part.is_empty()
+                        && part
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                })
+                && label_name_fits(name)
+        }
+        None => label_name_fits(key),
+    }
+}
+
+fn label_value_fits(value: &str) -> bool {
+    value.is_empty() || label_name_fits(value)
+}
+
+/// The Pod's volumes for the Plan's mounts: the workspace and the agent's
+/// home as directories of the Pod's own (kennel fills the workspace; a
+/// Pod cannot bind-mount the user's checkout), `/tmp` when the root is
+/// read-only; host files the Pod cannot have are named in `warnings`.
+fn volumes_of(
+    plan: &Plan,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<Volume>, Vec<VolumeMount>), PodError> {
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    let mut add = |volume: &str, target: String| {
+        volumes.push(Volume {
+            name: volume.to_string(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: volume.to_string(),
+            mount_path: target,
+            ..Default::default()
+        });
+    };
+    for mount in &plan.mounts {
+        match mount.purpose {
+            MountPurpose::Workspace => add("workspace", utf8(&mount.target, "the workspace")?),
+            MountPurpose::AgentHome => add("home", utf8(&mount.target, "the agent's home")?),
+            // The workspace's protected paths and git's own: the Pod's
+            // workspace is a copy, and nothing in it is the user's.
+            MountPurpose::Protect | MountPurpose::Git => {}
+            MountPurpose::Identity
+            | MountPurpose::GitIdentity
+            | MountPurpose::CaCertificates
+            | MountPurpose::HostConfig
+            | MountPurpose::User
+            | MountPurpose::Proxy => warnings.push(format!(
+                "Kubernetes: {} is not in the Pod (a Pod cannot mount files of this machine)",
+                mount.target.display()
+            )),
+        }
+    }
+    if plan.security.read_only_rootfs {
+        add("tmp", "/tmp".to_string());
+    }
+    // Parents before what lies in them (the home before a workspace in it),
+    // whatever order the runtime mounts them in.
+    mounts.sort_by_key(|mount| std::path::Path::new(&mount.mount_path).components().count());
+    Ok((volumes, mounts))
+}
+
+fn resources_of(plan: &Plan) -> ResourceRequirements {
+    let mut limits = BTreeMap::new();
+    if let Some(memory) = plan.limits.memory.filter(|bytes| *bytes > 0) {
+        limits.insert("memory".to_string(), Quantity(memory.to_string()));
+    }
+    if let Some(cpus) = plan.limits.cpus.filter(|cpus| *cpus > 0.0) {
+        let millis = (cpus * 1000.0).round().max(1.0) as i64;
+        limits.insert("cpu".to_string(), Quantity(format!("{millis}m")));
+    }
+    ResourceRequirements {
+        limits: (!limits.is_empty()).then_some(limits),
+        ..Default::default()
+    }
+}
+
+fn utf8(path: &std::path::Path, what: &'static str) -> Result<String, PodError> {
+    path.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| PodError::NotUtf8 {
+            what,
+            path: path.display().to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests;

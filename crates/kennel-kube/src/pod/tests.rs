@@ -1,0 +1,198 @@
+use super::*;
+use kennel_core::plan::{EnvVar as PlanVar, Mount};
+
+fn plan() -> Plan {
+    let mut plan: Plan =
+        serde_json::from_str(include_str!("../../tests/plan.json")).expect("a Plan");
+    plan.user.uid = 1000;
+    plan.user.gid = 1000;
+    plan.user.name = "alice".into();
+    plan.command = vec!["bash".into()];
+    plan.network.proxy = None;
+    plan.security.image_init = None;
+    plan.security.seccomp_profile = None;
+    plan.limits.pids = 0;
+    plan.limits.memory = Some(512 * 1024 * 1024);
+    plan.limits.cpus = Some(1.5);
+    plan.env = vec![
+        PlanVar {
+            name: "HOME".into(),
+            value: "/home/alice".into(),
+            origin: "kennel".into(),
+            secret: false,
+        },
+        PlanVar {
+            name: "ANTHROPIC_API_KEY".into(),
+            value: "sk-secret".into(),
+            origin: "host".into(),
+            secret: true,
+        },
+    ];
+    plan.labels = BTreeMap::from([
+        ("dev.kennel.agent".to_string(), "shell".to_string()),
+        ("dev.kennel.session".to_string(), "0a1b2c3d4e5f".to_string()),
+    ]);
+    plan.workdir = "/home/alice/repo".into();
+    plan.mounts = vec![
+        Mount {
+            source: "/home/alice/repo".into(),
+            target: "/home/alice/repo".into(),
+            read_only: false,
+            purpose: MountPurpose::Workspace,
+        },
+        Mount {
+            source: "/home/alice/repo/.git/hooks".into(),
+            target: "/home/alice/repo/.git/hooks".into(),
+            read_only: true,
+            purpose: MountPurpose::Protect,
+        },
+        Mount {
+            source: "/home/alice/.local/share/kennel/homes/shell".into(),
+            target: "/home/alice".into(),
+            read_only: false,
+            purpose: MountPurpose::AgentHome,
+        },
+    ];
+    plan
+}
+
+fn settings() -> PodSettings {
+    PodSettings {
+        image: "registry.example/kennel/shell:abc".into(),
+        runtime_class: None,
+    }
+}
+
+#[test]
+fn the_plan_as_a_pod() {
+    let made = pod_for(&plan(), &settings()).expect("a Pod");
+    assert!(made.warnings.is_empty(), "{:?}", made.warnings);
+    insta::assert_json_snapshot!("the_plan_as_a_pod", made.pod);
+}
+
+#[test]
+fn secret_variables_are_read_from_a_secret_never_written_in_the_pod() {
+    let made = pod_for(&plan(), &settings()).expect("a Pod");
+    let spec = serde_json::to_string(&made.pod).expect("json");
+    assert!(
+        !spec.contains("sk-secret"),
+        "the secret is in the Pod: {spec}"
+    );
+    let secret = made.secret.expect("a Secret");
+    assert_eq!(
+        secret.metadata.name.as_deref(),
+        Some("kennel-shell-dr-881d87de-env")
+    );
+    assert_eq!(
+        secret.string_data.expect("data")["ANTHROPIC_API_KEY"],
+        "sk-secret"
+    );
+    // No secret variable, no Secret.
+    let mut plan = plan();
+    plan.env.retain(|var| !var.secret);
+    assert_eq!(pod_for(&plan, &settings()).expect("a Pod").secret, None);
+}
+
+#[test]
+fn what_a_pod_cannot_do_is_said() {
+    let mut plan = plan();
+    plan.limits.pids = 4096;
+    plan.security.seccomp_profile = Some("/var/lib/kennel/seccomp/kennel.json".into());
+    plan.mounts.push(Mount {
+        source: "/home/alice/.local/share/kennel/identity/1000/passwd".into(),
+        target: "/etc/passwd".into(),
+        read_only: true,
+        purpose: MountPurpose::Identity,
+    });
+    plan.labels
+        .insert("dev.kennel.workspace".into(), "/home/alice/repo".into());
+    let made = pod_for(&plan, &settings()).expect("a Pod");
+    let said = made.warnings.join("\n");
+    for expected in [
+        "RuntimeDefault",
+        "4096 processes",
+        "/etc/passwd is not in the Pod",
+        "dev.kennel.workspace=/home/alice/repo is not a Kubernetes label",
+    ] {
+        assert!(said.contains(expected), "{expected:?} not in {said}");
+    }
+    let labels = made.pod.metadata.labels.expect("labels");
+    assert!(!labels.contains_key("dev.kennel.workspace"));
+    assert_eq!(labels["dev.kennel.session"], "0a1b2c3d4e5f");
+}
+
+#[test]
+fn root_in_the_plan_is_not_promised_non_root_and_init_comes_first() {
+    let mut plan = plan();
+    plan.user.uid = 0;
+    plan.user.gid = 0;
+    plan.security.init = true;
+    plan.security.image_init = Some("/usr/bin/tini".into());
+    let made = pod_for(&plan, &settings()).expect("a Pod");
+    let spec = made.pod.spec.expect("spec");
+    let container = &spec.containers[0];
+    assert_eq!(
+        container.command.as_deref(),
+        Some(&["/usr/bin/tini".to_string(), "--".into(), "bash".into()][..])
+    );
+    let context = container.security_context.as_ref().expect("context");
+    assert_eq!(context.run_as_non_root, Some(false));
+    assert_eq!(
+        context.capabilities.as_ref().and_then(|c| c.drop.clone()),
+        Some(vec!["ALL".to_string()])
+    );
+    assert_eq!(context.allow_privilege_escalation, Some(false));
+}
+
+#[test]
+fn names_become_kubernetes_names() {
+    assert_eq!(
+        object_name("kennel-shell-repo-0a1b2c3d").as_deref(),
+        Some("kennel-shell-repo-0a1b2c3d")
+    );
+    assert_eq!(
+        object_name("Kennel_Shell.My Repo-1").as_deref(),
+        Some("kennel-shell-my-repo-1")
+    );
+    assert_eq!(object_name("0abc").as_deref(), Some("k-0abc"));
+    assert_eq!(object_name("---").as_deref(), None);
+    assert_eq!(object_name("").as_deref(), None);
+    assert_eq!(object_name("ünïcödé").as_deref(), Some("k--n-c-d"));
+    let long = object_name(&"x".repeat(300)).expect("a name");
+    assert!(long.len() + "-env".len() <= 63, "{long}");
+    assert_eq!(
+        pod_for(
+            &Plan {
+                name: "//".into(),
+                ..plan()
+            },
+            &settings()
+        ),
+        Err(PodError::Name("//".into()))
+    );
+}
+
+#[test]
+fn label_rules() {
+    for good in [
+        "dev.kennel.agent",
+        "app.kubernetes.io/managed-by",
+        "a",
+        "a_b.c-d",
+    ] {
+        assert!(label_key_fits(good), "{good}");
+    }
+    for bad in [
+        "",
+        "-a",
+        "a-",
+        "a/b/c",
+        "Dev.Kennel/x",
+        "a/",
+        &"k".repeat(64),
+    ] {
+        assert!(!label_key_fits(bad), "{bad}");
+    }
+    assert!(label_value_fits(""));
+    assert!(!label_value_fits("/home/alice"));
+}

@@ -1,0 +1,216 @@
+//! The Pod a Plan makes, run on a real cluster (scripts/k8s-up.sh; the
+//! set-up gives the test user a namespace and a kubeconfig of its own).
+//!
+//! A test skips (saying why) when there is no cluster, unless
+//! `KENNEL_E2E=require`, which makes that a failure.
+
+// Test code may print: why a test skipped.
+#![allow(clippy::print_stderr)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kennel_core::plan::{EnvVar, Mount, MountPurpose, Plan};
+use kennel_kube::{Cluster, ClusterSettings, PodSettings, pod_for};
+
+fn required() -> bool {
+    std::env::var("KENNEL_E2E").is_ok_and(|value| value == "require")
+}
+
+fn skip<T>(reason: &str) -> Option<T> {
+    assert!(!required(), "KENNEL_E2E=require but {reason}");
+    eprintln!("SKIP: {reason} (set KENNEL_E2E=require to make this a failure)");
+    None
+}
+
+/// The test user's kubeconfig (its own namespace, `edit` there only):
+/// `KENNEL_KUBE_TEST_KUBECONFIG`, else the one the set-up wrote.
+fn kubeconfig() -> PathBuf {
+    std::env::var_os("KENNEL_KUBE_TEST_KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/home/kennel-e2e/.kube/config"))
+}
+
+const IMAGE: &str = "docker.io/kennel-test/bookworm:latest";
+const UID: u32 = 1001;
+
+async fn cluster() -> Option<Cluster> {
+    let path = kubeconfig();
+    if !path.exists() {
+        return skip(&format!(
+            "no kubeconfig at {} (run scripts/e2e-setup.sh as root)",
+            path.display()
+        ));
+    }
+    let settings = ClusterSettings {
+        kubeconfig: Some(path),
+        ..Default::default()
+    };
+    let cluster = match Cluster::connect(&settings).await {
+        Ok(cluster) => cluster,
+        Err(error) => return skip(&format!("no cluster: {error}")),
+    };
+    match cluster.version().await {
+        Ok(_) => Some(cluster),
+        Err(error) => skip(&format!("the cluster does not answer: {error}")),
+    }
+}
+
+fn plan(name: &str, script: &str) -> Plan {
+    let mut plan: Plan = serde_json::from_str(include_str!("plan.json")).expect("the sample Plan");
+    plan.name = format!("kennel-kube-test-{name}-{}", std::process::id());
+    plan.user.uid = UID;
+    plan.user.gid = UID;
+    plan.command = vec!["sh".into(), "-c".into(), script.into()];
+    plan.tty = false;
+    plan.stdin = false;
+    plan.network.proxy = None;
+    plan.security.init = false;
+    plan.security.image_init = None;
+    plan.security.read_only_rootfs = true;
+    plan.limits.memory = Some(256 * 1024 * 1024);
+    plan.limits.cpus = Some(0.5);
+    plan.workdir = "/work/repo".into();
+    plan.mounts = vec![
+        Mount {
+            source: "/home/alice/repo".into(),
+            target: "/work/repo".into(),
+            read_only: false,
+            purpose: MountPurpose::Workspace,
+        },
+        Mount {
+            source: "/home/alice/.local/share/kennel/homes/shell".into(),
+            target: "/work/home".into(),
+            read_only: false,
+            purpose: MountPurpose::AgentHome,
+        },
+    ];
+    plan.env = vec![
+        EnvVar {
+            name: "HOME".into(),
+            value: "/work/home".into(),
+            origin: "kennel".into(),
+            secret: false,
+        },
+        EnvVar {
+            name: "KENNEL_TEST_SECRET".into(),
+            value: "s3cret-value".into(),
+            origin: "host".into(),
+            secret: true,
+        },
+    ];
+    plan
+}
+
+fn settings() -> PodSettings {
+    PodSettings {
+        image: IMAGE.into(),
+        runtime_class: None,
+    }
+}
+
+/// What a probe inside the Pod reported, `key=value` per line.
+fn report(logs: &[u8]) -> std::collections::BTreeMap<String, String> {
+    String::from_utf8_lossy(logs)
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_pod_runs_as_the_user_without_privileges_and_ends_with_its_code() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let probe = r#"
+        echo uid=$(id -u); echo gid=$(id -g)
+        echo capeff=$(awk '/^CapEff/ {print $2}' /proc/self/status)
+        echo capbnd=$(awk '/^CapBnd/ {print $2}' /proc/self/status)
+        echo nonewprivs=$(awk '/^NoNewPrivs/ {print $2}' /proc/self/status)
+        echo seccomp=$(awk '/^Seccomp:/ {print $2}' /proc/self/status)
+        touch /probe 2>/dev/null && echo root_writable=yes || echo root_writable=no
+        touch /work/repo/probe && echo workspace_writable=yes || echo workspace_writable=no
+        touch /work/home/probe && echo home_writable=yes || echo home_writable=no
+        touch /tmp/probe && echo tmp_writable=yes || echo tmp_writable=no
+        test -e /var/run/secrets/kubernetes.io/serviceaccount/token && echo token=yes || echo token=no
+        echo secret=$KENNEL_TEST_SECRET
+        exit 7
+    "#;
+    let made = pod_for(&plan("walls", probe), &settings()).expect("a Pod");
+    let name = cluster.create(&made).await.expect("created");
+    let ended = cluster.wait_ended(&name, Duration::from_secs(120)).await;
+    let logs = cluster.logs(&name).await.unwrap_or_default();
+    cluster.delete(&name).await.expect("deleted");
+    let ended = ended.expect("the agent ended");
+    let seen = report(&logs);
+    let said = String::from_utf8_lossy(&logs);
+    assert_eq!(ended.exit_code, 7, "{said}");
+    for (key, expected) in [
+        ("uid", "1001"),
+        ("gid", "1001"),
+        ("capeff", "0000000000000000"),
+        ("capbnd", "0000000000000000"),
+        ("nonewprivs", "1"),
+        ("seccomp", "2"),
+        ("root_writable", "no"),
+        ("workspace_writable", "yes"),
+        ("home_writable", "yes"),
+        ("tmp_writable", "yes"),
+        ("token", "no"),
+        ("secret", "s3cret-value"),
+    ] {
+        assert_eq!(
+            seen.get(key).map(String::as_str),
+            Some(expected),
+            "{key} in:\n{said}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_secret_goes_with_its_pod() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let made = pod_for(&plan("secret", "sleep 60"), &settings()).expect("a Pod");
+    let secret = made
+        .secret
+        .as_ref()
+        .and_then(|secret| secret.metadata.name.clone())
+        .expect("a Secret");
+    let name = cluster.create(&made).await.expect("created");
+    assert!(cluster.secret_exists(&secret).await.expect("asked"));
+    cluster.delete(&name).await.expect("deleted");
+    // The garbage collector removes what the Pod owned.
+    let mut gone = false;
+    for _ in 0..150 {
+        if !cluster.secret_exists(&secret).await.expect("asked") {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(gone, "Secret {secret} outlived its Pod by 30 s");
+}
+
+#[tokio::test]
+async fn an_image_the_cluster_cannot_have_is_a_clear_error_not_a_hang() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let settings = PodSettings {
+        image: "registry.kennel.invalid/nothing:1".into(),
+        runtime_class: None,
+    };
+    let made = pod_for(&plan("noimage", "true"), &settings).expect("a Pod");
+    let name = cluster.create(&made).await.expect("created");
+    let started = cluster.wait_started(&name, Duration::from_secs(90)).await;
+    cluster.delete(&name).await.expect("deleted");
+    let error = started.expect_err("an image that cannot be pulled does not start");
+    let message = error.to_string();
+    assert!(
+        message.contains("cannot start") && message.contains("Image"),
+        "{message}"
+    );
+}
