@@ -6,9 +6,10 @@ use std::time::Duration;
 use futures_util::AsyncReadExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, AttachParams, DeleteParams, LogParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::await_condition;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::pod::{AGENT_CONTAINER, SessionPod};
 
@@ -42,6 +43,14 @@ pub struct ClusterSettings {
 pub struct Cluster {
     client: kube::Client,
     namespace: String,
+}
+
+/// What a command run in a Pod ([`Cluster::exec`]) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Executed {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
 }
 
 /// How a Pod's agent ended.
@@ -207,6 +216,61 @@ impl Cluster {
         Ok(bytes)
     }
 
+    /// Runs `argv` in the Pod's agent container with `input` on its
+    /// standard input (then closed), and waits for it: what it wrote, and
+    /// its exit code. (How kennel sends what a Pod cannot mount, and reads
+    /// what it needs back.)
+    pub async fn exec(
+        &self,
+        name: &str,
+        argv: &[&str],
+        input: &[u8],
+    ) -> Result<Executed, ClusterError> {
+        let failed = |what: String| ClusterError::Pod {
+            pod: name.to_string(),
+            what,
+        };
+        let params = AttachParams::default()
+            .container(AGENT_CONTAINER)
+            .stdin(true)
+            .stdout(true)
+            .stderr(true);
+        let mut process = self.pods().exec(name, argv.to_vec(), &params).await?;
+        let status = process.take_status();
+        let (Some(mut stdin), Some(stdout), Some(stderr), Some(status)) =
+            (process.stdin(), process.stdout(), process.stderr(), status)
+        else {
+            return Err(failed(
+                "the exec stream has no stdin, stdout or stderr".into(),
+            ));
+        };
+        let send = async {
+            stdin.write_all(input).await?;
+            stdin.shutdown().await
+        };
+        let (sent, stdout, stderr) = tokio::join!(send, read_all(stdout), read_all(stderr));
+        let status = status.await;
+        process
+            .join()
+            .await
+            .map_err(|error| failed(format!("exec: {error}")))?;
+        sent.map_err(|error| failed(format!("sending the command's input: {error}")))?;
+        let (stdout, stderr) = (
+            stdout.map_err(|error| failed(format!("reading the command's output: {error}")))?,
+            stderr.map_err(|error| failed(format!("reading the command's errors: {error}")))?,
+        );
+        let exit_code = match status {
+            Some(status) => exit_code_of(&status)
+                .ok_or_else(|| failed(format!("exec ended without an exit code: {status:?}")))?,
+            None => return Err(failed("exec ended without a status".into())),
+        };
+        Ok(Executed {
+            exit_code,
+            stdout,
+            stderr,
+        })
+    }
+
     /// Is the Secret `name` there?
     pub async fn secret_exists(&self, name: &str) -> Result<bool, ClusterError> {
         Ok(self.secrets().get_opt(name).await?.is_some())
@@ -225,6 +289,31 @@ impl Cluster {
             Err(error) => Err(error.into()),
         }
     }
+}
+
+async fn read_all(mut stream: impl AsyncRead + Unpin) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).await?;
+    Ok(bytes)
+}
+
+/// The exit code an exec's final status gives: `Success` is 0, a failure
+/// names its code as the cause `ExitCode`.
+fn exit_code_of(status: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Status) -> Option<i32> {
+    if status.status.as_deref() == Some("Success") {
+        return Some(0);
+    }
+    status
+        .details
+        .as_ref()?
+        .causes
+        .as_ref()?
+        .iter()
+        .find(|cause| cause.reason.as_deref() == Some("ExitCode"))?
+        .message
+        .as_deref()?
+        .parse()
+        .ok()
 }
 
 fn is_running(pod: Option<&Pod>) -> bool {

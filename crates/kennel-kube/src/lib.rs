@@ -10,4 +10,4 @@ pub mod pod;
 pub use pod::{PodError, PodSettings, SessionPod, pod_for};
 pub mod cluster;
 
-pub use cluster::{Cluster, ClusterError, ClusterSettings, Ended};
+pub use cluster::{Cluster, ClusterError, ClusterSettings, Ended, Executed};

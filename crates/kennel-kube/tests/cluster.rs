@@ -214,3 +214,65 @@ async fn an_image_the_cluster_cannot_have_is_a_clear_error_not_a_hang() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn exec_sends_input_and_returns_output_and_exit_codes() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let made = pod_for(&plan("exec", "sleep 120"), &settings()).expect("a Pod");
+    let name = cluster.create(&made).await.expect("created");
+    let result = async {
+        cluster.wait_started(&name, Duration::from_secs(90)).await?;
+        // A megabyte and a half of input, byte for byte (more than any one
+        // websocket frame), written into the workspace as the user.
+        let input: Vec<u8> = (0..1_500_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let stored = cluster
+            .exec(
+                &name,
+                &[
+                    "sh",
+                    "-c",
+                    "cat > /work/repo/in && cksum < /work/repo/in && id -u",
+                ],
+                &input,
+            )
+            .await?;
+        let failed = cluster
+            .exec(&name, &["sh", "-c", "echo oops >&2; exit 42"], b"")
+            .await?;
+        let missing = cluster.exec(&name, &["/no/such/program"], b"").await;
+        Ok::<_, kennel_kube::ClusterError>((input, stored, failed, missing))
+    }
+    .await;
+    cluster.delete(&name).await.expect("deleted");
+    let (input, stored, failed, missing) = result.expect("the Pod ran the commands");
+    let local = std::process::Command::new("cksum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(&input)?;
+            child.wait_with_output()
+        })
+        .expect("cksum here");
+    let out = String::from_utf8_lossy(&stored.stdout);
+    assert_eq!(
+        stored.exit_code,
+        0,
+        "{out} {:?}",
+        String::from_utf8_lossy(&stored.stderr)
+    );
+    assert_eq!(
+        out.lines().next(),
+        String::from_utf8_lossy(&local.stdout).lines().next(),
+        "the bytes that arrived differ"
+    );
+    assert_eq!(out.lines().nth(1), Some("1001"));
+    assert_eq!(failed.exit_code, 42);
+    assert_eq!(failed.stderr, b"oops\n");
+    // A program that is not there is the API's failure, not an exit code
+    // kennel makes up.
+    assert!(missing.is_err(), "{missing:?}");
+}
