@@ -15,7 +15,11 @@
 #     linked as /usr/local/bin/claude) for the native test of an agent at work;
 #   - builds the local base image once (debootstrap minbase bookworm) and
 #     imports it as kennel-test/bookworm:latest into Docker, rootful Podman and
-#     the test user's rootless Podman.
+#     the test user's rootless Podman;
+#   - sets up Incus (scripts/incus-setup.sh) and a single-node Kubernetes
+#     cluster (scripts/k8s-build.sh once, then scripts/k8s-up.sh), with a
+#     namespace and ~/.kube/config of the test user's own and the base image
+#     in the node's containerd.
 #
 # Idempotent: safe to run any number of times. Quiet unless something fails.
 #
@@ -23,7 +27,8 @@
 #             runtime directory and rootless podman storage, the cached base
 #             rootfs and test CA, Claude Code as installed for the native tests, and the
 #             base image and every image kennel built in
-#             Docker and rootful Podman; then set up again.
+#             Docker and rootful Podman, the Kubernetes cluster's state (its
+#             binaries, a build cache, stay); then set up again.
 #             This is how to prove that a fresh machine passes `.ci/run`.
 #
 # Docker: whatever Docker answers `docker info` is used as it is. Otherwise a
@@ -50,7 +55,8 @@ SUBID_START=200000
 SUBID_COUNT=65536
 
 PACKAGES=(podman runc uidmap debootstrap tmux slirp4netns fuse-overlayfs
-          iproute2 bubblewrap catatonit curl git ca-certificates python3 util-linux)
+          iproute2 bubblewrap catatonit curl git ca-certificates python3 util-linux
+          gcc libseccomp-dev pkg-config openssl)
 
 SCRIPT_NAME=e2e-setup
 # shellcheck source=scripts/lib.sh
