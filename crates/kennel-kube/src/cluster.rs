@@ -150,52 +150,61 @@ impl Cluster {
 
     /// Waits until the Pod's agent has started (or already ended).
     pub async fn wait_started(&self, name: &str, timeout: Duration) -> Result<(), ClusterError> {
-        let started = await_condition(self.pods(), name, |pod: Option<&Pod>| {
-            is_running(pod) || agent_ended(pod).is_some() || waiting_for_good(pod).is_some()
-        });
-        let pod = tokio::time::timeout(timeout, started)
-            .await
-            .map_err(|_| ClusterError::Timeout {
-                pod: name.to_string(),
-                what: "start",
-                seconds: timeout.as_secs(),
-            })?
-            .map_err(|error| ClusterError::Pod {
-                pod: name.to_string(),
-                what: error.to_string(),
-            })?;
-        if let Some(reason) = waiting_for_good(pod.as_ref()) {
-            return Err(ClusterError::Pod {
+        let pod = self
+            .await_pod(name, timeout, "start", |pod| {
+                is_running(pod) || agent_ended(pod).is_some()
+            })
+            .await?;
+        match waiting_for_good(pod.as_ref()) {
+            Some(reason) => Err(ClusterError::Pod {
                 pod: name.to_string(),
                 what: format!("the agent's container cannot start: {reason}"),
-            });
+            }),
+            None if pod.is_none() => Err(gone(name)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Waits until the Pod's agent has ended; how it ended.
     pub async fn wait_ended(&self, name: &str, timeout: Duration) -> Result<Ended, ClusterError> {
-        let ended = await_condition(self.pods(), name, |pod: Option<&Pod>| {
-            agent_ended(pod).is_some() || waiting_for_good(pod).is_some()
+        let pod = self
+            .await_pod(name, timeout, "end", |pod| agent_ended(pod).is_some())
+            .await?;
+        if let Some(ended) = agent_ended(pod.as_ref()) {
+            return Ok(ended);
+        }
+        Err(match waiting_for_good(pod.as_ref()) {
+            Some(reason) => ClusterError::Pod {
+                pod: name.to_string(),
+                what: reason,
+            },
+            None => gone(name),
+        })
+    }
+
+    /// The Pod once `done` holds for it, or once it cannot get there by
+    /// waiting (its container cannot be made, or the Pod is gone: None).
+    async fn await_pod(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &'static str,
+        done: impl Fn(Option<&Pod>) -> bool,
+    ) -> Result<Option<Pod>, ClusterError> {
+        let condition = await_condition(self.pods(), name, move |pod: Option<&Pod>| {
+            pod.is_none() || done(pod) || waiting_for_good(pod).is_some()
         });
-        let pod = tokio::time::timeout(timeout, ended)
+        tokio::time::timeout(timeout, condition)
             .await
             .map_err(|_| ClusterError::Timeout {
                 pod: name.to_string(),
-                what: "end",
+                what,
                 seconds: timeout.as_secs(),
             })?
             .map_err(|error| ClusterError::Pod {
                 pod: name.to_string(),
                 what: error.to_string(),
-            })?;
-        if let Some(ended) = agent_ended(pod.as_ref()) {
-            return Ok(ended);
-        }
-        Err(ClusterError::Pod {
-            pod: name.to_string(),
-            what: waiting_for_good(pod.as_ref()).unwrap_or_else(|| "it is gone".to_string()),
-        })
+            })
     }
 
     /// Everything the agent wrote (stdout and stderr, as the node keeps it).
@@ -314,6 +323,13 @@ fn exit_code_of(status: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Status)
         .as_deref()?
         .parse()
         .ok()
+}
+
+fn gone(name: &str) -> ClusterError {
+    ClusterError::Pod {
+        pod: name.to_string(),
+        what: "it is gone (deleted by someone else, or evicted)".to_string(),
+    }
 }
 
 fn is_running(pod: Option<&Pod>) -> bool {

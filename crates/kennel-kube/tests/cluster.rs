@@ -276,3 +276,29 @@ async fn exec_sends_input_and_returns_output_and_exit_codes() {
     // kennel makes up.
     assert!(missing.is_err(), "{missing:?}");
 }
+
+#[tokio::test]
+async fn a_pod_deleted_while_waited_for_is_an_error_at_once() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let made = pod_for(&plan("deleted", "sleep 120"), &settings()).expect("a Pod");
+    let name = cluster.create(&made).await.expect("created");
+    cluster
+        .wait_started(&name, Duration::from_secs(90))
+        .await
+        .expect("started");
+    let waiting = {
+        let (cluster, name) = (cluster.clone(), name.clone());
+        tokio::spawn(async move { cluster.wait_ended(&name, Duration::from_secs(100)).await })
+    };
+    let asked = std::time::Instant::now();
+    cluster.delete(&name).await.expect("deleted");
+    let ended = waiting.await.expect("the waiting task");
+    // A deleted Pod's agent may still be seen ending (killed) first; what
+    // matters is that the wait ends, well before its timeout.
+    assert!(asked.elapsed() < Duration::from_secs(60), "{ended:?}");
+    if let Err(error) = &ended {
+        assert!(error.to_string().contains("gone"), "{error}");
+    }
+}
