@@ -18,6 +18,10 @@
 #   BENCH_N=100 KENNEL=target/debug/kennel bench/native.sh
 #   BENCH_GIT=0 bench/native.sh      # the workspace is not a git repository
 #                                    # (no git audit: what git costs kennel)
+#   BENCH_EXEC=1 bench/native.sh     # also `kennel exec SESSION -- true` into
+#                                    # a running native session (`kennel start`):
+#                                    # a sandbox per command, without a run's
+#                                    # registry record and git audit
 #
 # Needs: a built kennel (default target/release/kennel, else target/debug),
 # bwrap (apt-get install bubblewrap), python3, git. Runs as the invoking user.
@@ -62,7 +66,16 @@ done
 bwrap_common+=(--unshare-user --uid "$(id -u)" --gid "$(id -g)" --die-with-parent --cap-drop ALL
     --clearenv --setenv HOME "$home" --setenv PATH /usr/bin:/bin --chdir "$ws")
 
-export BENCH_N=$N BENCH_WARMUP=$WARMUP BENCH_WS=$ws
+session=
+if [[ ${BENCH_EXEC:-0} == 1 ]]; then
+    session=bench-exec-$$
+    (cd "$ws" && env -i "${kennel_env[@]}" "$KENNEL" start --backend native --network none \
+        --name "$session" shell >/dev/null) ||
+        { echo "bench: kennel start failed" >&2; exit 1; }
+    trap '(cd "$ws" && env -i "${kennel_env[@]}" "$KENNEL" rm --force "$session" >/dev/null 2>&1); rm -rf "$work"' EXIT
+fi
+
+export BENCH_N=$N BENCH_WARMUP=$WARMUP BENCH_WS=$ws BENCH_SESSION=$session
 python3 - "$TRUE" "$KENNEL" "$BWRAP" "${kennel_env[*]}" "${bwrap_common[@]}" <<'PY'
 import os, statistics, subprocess, sys, time
 
@@ -78,6 +91,9 @@ variants = {
     "kennel native --network none": [kennel, "run", "--backend", "native", "--network", "none", "shell", "--", "true"],
     "bwrap --unshare-all": [bwrap, "--unshare-all", *bwrap_common, "true"],
 }
+session = os.environ.get("BENCH_SESSION")
+if session:
+    variants["kennel exec (running session)"] = [kennel, "exec", session, "--", "true"]
 times = {name: [] for name in variants}
 for round in range(warmup + n):
     for name, argv in variants.items():
@@ -99,5 +115,8 @@ for name in times:
 for kennel_name, bwrap_name in (("kennel native", "bwrap (host net)"), ("kennel native --network none", "bwrap --unshare-all")):
     k, b = median[kennel_name], median[bwrap_name]
     print(f"{kennel_name} vs {bwrap_name}: {k - b:+.2f} ms, ratio {k / b:.2f} (goal: at most 1.20)")
+if session:
+    k, b = median["kennel exec (running session)"], median["bwrap --unshare-all"]
+    print(f"kennel exec into a running session vs bwrap --unshare-all: {k - b:+.2f} ms, ratio {k / b:.2f}")
 print(f"allowlist (proxy and forwarder) vs --network none: {median['kennel native'] - median['kennel native --network none']:+.2f} ms (goal: within 2 ms)")
 PY

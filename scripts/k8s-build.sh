@@ -49,7 +49,9 @@ if ((${#missing[@]} == 0)); then
     exit 0
 fi
 
-command -v go >/dev/null || die "go is not installed (the polyglot machines have it)"
+# Go's own installer puts it in /usr/local/go, which a bare PATH lacks.
+command -v go >/dev/null || [[ ! -x /usr/local/go/bin/go ]] || PATH=/usr/local/go/bin:$PATH
+command -v go >/dev/null || die "Go 1.24 or newer is needed to build the test cluster (https://go.dev/dl)"
 command -v gcc >/dev/null || die "gcc is not installed (apt-get install gcc)"
 if [[ ! -x $BIN/runc ]] && ! pkg-config --exists libseccomp 2>/dev/null; then
     die "runc needs libseccomp's headers: apt-get install libseccomp-dev pkg-config"
