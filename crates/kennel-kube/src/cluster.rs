@@ -280,6 +280,34 @@ impl Cluster {
         })
     }
 
+    /// Unpacks `tree` into the Pod's directory `target`, as the Pod's user
+    /// (modes kept, owners the user's).
+    pub async fn send_tree(
+        &self,
+        name: &str,
+        tree: &crate::tree::Tree,
+        target: &str,
+    ) -> Result<(), ClusterError> {
+        let unpacked = self
+            .exec(
+                name,
+                &["tar", "-x", "-p", "-f", "-", "-C", target],
+                &tree.tar,
+            )
+            .await?;
+        if unpacked.exit_code != 0 {
+            return Err(ClusterError::Pod {
+                pod: name.to_string(),
+                what: format!(
+                    "unpacking into {target} failed (tar exit {}): {}",
+                    unpacked.exit_code,
+                    String::from_utf8_lossy(&unpacked.stderr).trim()
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Is the Secret `name` there?
     pub async fn secret_exists(&self, name: &str) -> Result<bool, ClusterError> {
         Ok(self.secrets().get_opt(name).await?.is_some())

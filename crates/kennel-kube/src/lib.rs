@@ -6,8 +6,10 @@
 //! what it cannot have is said, never dropped in silence.
 
 pub mod pod;
+pub mod tree;
 
 pub use pod::{PodError, PodSettings, SessionPod, pod_for};
 pub mod cluster;
 
 pub use cluster::{Cluster, ClusterError, ClusterSettings, Ended, Executed};
+pub use tree::{Tree, TreeError, tar_of};

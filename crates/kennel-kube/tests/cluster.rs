@@ -302,3 +302,66 @@ async fn a_pod_deleted_while_waited_for_is_an_error_at_once() {
         assert!(error.to_string().contains("gone"), "{error}");
     }
 }
+
+#[tokio::test]
+async fn a_tree_sent_to_the_pod_arrives_as_it_was_packed() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    std::fs::create_dir_all(root.join(".git/refs")).expect(".git");
+    std::fs::write(root.join(".git/HEAD"), "ref: refs/heads/main\n").expect("HEAD");
+    std::fs::create_dir_all(root.join("src")).expect("src");
+    std::fs::write(root.join("src/main.rs"), "fn main() {}\n").expect("main.rs");
+    std::fs::write(root.join("run.sh"), "#!/bin/sh\necho ran\n").expect("run.sh");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+    }
+    std::os::unix::fs::symlink("/etc/shadow", root.join("shadow")).expect("link");
+    let tree = kennel_kube::tar_of(root, 1 << 20).expect("packed");
+
+    let made = pod_for(&plan("tree", "sleep 120"), &settings()).expect("a Pod");
+    let name = cluster.create(&made).await.expect("created");
+    let result = async {
+        cluster.wait_started(&name, Duration::from_secs(90)).await?;
+        cluster.send_tree(&name, &tree, "/work/repo").await?;
+        cluster
+            .exec(
+                &name,
+                &[
+                    "sh",
+                    "-c",
+                    "cd /work/repo && cat .git/HEAD src/main.rs && ./run.sh && \
+                     readlink shadow && stat -c '%a %u' run.sh src/main.rs",
+                ],
+                b"",
+            )
+            .await
+    }
+    .await;
+    cluster.delete(&name).await.expect("deleted");
+    let seen = result.expect("sent and looked at");
+    let out = String::from_utf8_lossy(&seen.stdout);
+    assert_eq!(
+        seen.exit_code,
+        0,
+        "{out} {}",
+        String::from_utf8_lossy(&seen.stderr)
+    );
+    let umask_mode = out.lines().nth(5).unwrap_or_default();
+    assert_eq!(
+        out.lines().take(5).collect::<Vec<_>>(),
+        [
+            "ref: refs/heads/main",
+            "fn main() {}",
+            "ran",
+            "/etc/shadow",
+            "755 1001"
+        ],
+        "{out}"
+    );
+    assert!(umask_mode.ends_with(" 1001"), "{out}");
+}
