@@ -56,7 +56,7 @@ SUBID_COUNT=65536
 
 PACKAGES=(podman runc uidmap debootstrap tmux slirp4netns fuse-overlayfs
           iproute2 bubblewrap catatonit curl git ca-certificates python3 util-linux
-          gcc libseccomp-dev pkg-config openssl)
+          gcc libseccomp-dev pkg-config openssl ipset)
 
 SCRIPT_NAME=e2e-setup
 # shellcheck source=scripts/lib.sh
@@ -434,6 +434,49 @@ k8s_smoke() {
     as_user "$K8S_BIN/kubectl" delete pod "$pod" --now >/dev/null
 }
 check "Kubernetes (a pod in namespace $E2E_USER, as $E2E_USER)" k8s_smoke
+# NetworkPolicies are enforced (kube-router): a Pod under a policy that
+# denies its egress loses the node's address (the kubelet's port) within
+# seconds of starting, and a Pod under none keeps it.
+k8s_policy() {
+    local node_ip pod kubectl=("$K8S_BIN/kubectl")
+    # The node's address (the test user may not read nodes).
+    node_ip=$("$K8S_BIN/kubectl" --kubeconfig /var/lib/kennel-k8s/admin.kubeconfig get node \
+        kennel-node -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
+    [[ -n $node_ip ]] || return 1
+    as_user "${kubectl[@]}" delete pod kennel-e2e-policy-open kennel-e2e-policy-closed \
+        --now --ignore-not-found >/dev/null
+    printf '%s\n' 'apiVersion: networking.k8s.io/v1' 'kind: NetworkPolicy' \
+        'metadata: {name: kennel-e2e-check-deny-egress}' \
+        'spec: {podSelector: {matchLabels: {kennel-e2e-check: closed}}, policyTypes: [Egress], egress: []}' |
+        as_user "${kubectl[@]}" apply -f - >/dev/null
+    local try="timeout 2 bash -c 'exec 3<>/dev/tcp/$node_ip/10250' 2>/dev/null"
+    local overrides='{"spec":{"securityContext":{"runAsUser":'"$E2E_UID"',"runAsNonRoot":true,"seccompProfile":{"type":"RuntimeDefault"}},"automountServiceAccountToken":false}}'
+    as_user "${kubectl[@]}" run kennel-e2e-policy-closed --labels kennel-e2e-check=closed \
+        --image "docker.io/$IMAGE" --image-pull-policy Never --restart Never --overrides "$overrides" \
+        --command -- bash -c "for i in \$(seq 120); do $try || { echo blocked after \$i tries; exit 0; }; sleep 0.5; done; echo never blocked; exit 1" >/dev/null
+    as_user "${kubectl[@]}" run kennel-e2e-policy-open --labels kennel-e2e-check=open \
+        --image "docker.io/$IMAGE" --image-pull-policy Never --restart Never --overrides "$overrides" \
+        --command -- bash -c "sleep 5; $try && echo reached" >/dev/null
+    local phase
+    for pod in closed open; do
+        for _ in $(seq 1 240); do
+            phase=$(as_user "${kubectl[@]}" get pod "kennel-e2e-policy-$pod" \
+                -o jsonpath='{.status.phase}')
+            [[ $phase == Succeeded || $phase == Failed ]] && break
+            sleep 0.5
+        done
+        if [[ $phase != Succeeded ]]; then
+            echo "pod kennel-e2e-policy-$pod: ${phase:-no phase}"
+            as_user "${kubectl[@]}" logs "kennel-e2e-policy-$pod"
+            return 1
+        fi
+    done
+    as_user "${kubectl[@]}" logs kennel-e2e-policy-closed | grep '^blocked after'
+    as_user "${kubectl[@]}" logs kennel-e2e-policy-open | grep -qx reached
+    as_user "${kubectl[@]}" delete pod kennel-e2e-policy-open kennel-e2e-policy-closed --now >/dev/null
+    as_user "${kubectl[@]}" delete networkpolicy kennel-e2e-check-deny-egress >/dev/null
+}
+check "Kubernetes NetworkPolicy enforcement (kube-router)" k8s_policy
 
 echo "docker: ready ($(docker version --format '{{.Server.Version}}' 2>/dev/null), image $IMAGE)"
 echo "podman: ready (rootful, $PODMAN_SOCK, group $PODMAN_GROUP, image $IMAGE)"

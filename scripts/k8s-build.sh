@@ -16,6 +16,8 @@
 #                       sandboxes: "can't get final child's PID from pipe");
 #                       with seccomp, so it needs libseccomp-dev and cgo
 #   pause               the pod sandbox's process, from Kubernetes' C source
+#   kube-router         NetworkPolicy enforcement (its firewall only, iptables
+#                       and ipset): Debian has no CNI plugin that enforces them
 #
 # The CNI plugins come from Debian (containernetworking-plugins).
 #
@@ -31,8 +33,9 @@ K8S_VERSION=${KENNEL_K8S_VERSION:-v1.35.4}
 ETCD_VERSION=${KENNEL_ETCD_VERSION:-v3.6.17}
 CONTAINERD_VERSION=${KENNEL_CONTAINERD_VERSION:-v2.2.10}
 RUNC_VERSION=${KENNEL_RUNC_VERSION:-v1.3.7}
+KUBE_ROUTER_VERSION=${KENNEL_KUBE_ROUTER_VERSION:-v2.1.0}
 CACHE_ROOT=${KENNEL_K8S_CACHE:-/var/cache/kennel-k8s}
-KEY="k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-containerd-${CONTAINERD_VERSION}-runc-${RUNC_VERSION}"
+KEY="k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-containerd-${CONTAINERD_VERSION}-runc-${RUNC_VERSION}-kube-router-${KUBE_ROUTER_VERSION}"
 OUT=$CACHE_ROOT/$KEY
 BIN=$OUT/bin
 
@@ -41,7 +44,7 @@ SCRIPT_NAME=k8s-build
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 WANT=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl etcd
-      containerd containerd-shim-runc-v2 ctr runc pause)
+      containerd containerd-shim-runc-v2 ctr runc pause kube-router)
 missing=()
 for name in "${WANT[@]}"; do [[ -x $BIN/$name ]] || missing+=("$name"); done
 if ((${#missing[@]} == 0)); then
@@ -128,6 +131,13 @@ if need pause; then
     gcc -Os -static -DVERSION="$K8S_VERSION" -o "$BIN/pause" \
         "$WORK/kubernetes/build/pause/linux/pause.c"
     strip "$BIN/pause"
+fi
+
+if need kube-router; then
+    log "kube-router $KUBE_ROUTER_VERSION: building"
+    source_of github.com/cloudnativelabs/kube-router/v2 "$KUBE_ROUTER_VERSION" kube-router
+    (cd "$WORK/kube-router" && go build -trimpath -ldflags "-s -w" -o "$BIN/kube-router" \
+        ./cmd/kube-router)
 fi
 
 echo "$BIN"

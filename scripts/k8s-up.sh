@@ -23,6 +23,9 @@
 #   kubelet          node `kennel-node`, cgroupfs driver, cgroup v1 allowed
 #                    (failCgroupV1: false), the CNI bridge plugin from Debian
 #                    on 10.244.0.0/24
+#   kube-router      its firewall only: NetworkPolicies enforced with
+#                    iptables and ipset (a Pod's rules come some seconds after
+#                    it starts: what relies on them checks first)
 # Certificates: one CA of the cluster's own (openssl), a certificate per
 # component; the admin's kubeconfig is $STATE/admin.kubeconfig (mode 0600).
 #
@@ -61,7 +64,7 @@ while (($#)); do
     shift
 done
 
-COMPONENTS=(kubelet kube-scheduler kube-controller-manager kube-apiserver containerd etcd)
+COMPONENTS=(kube-router kubelet kube-scheduler kube-controller-manager kube-apiserver containerd etcd)
 
 stop_all() {
     local name pid
@@ -318,6 +321,13 @@ start kubelet kubelet --config "$STATE/kubelet/config.yaml" \
     --hostname-override "$NODE" --node-ip "$HOST_IP"
 wait_for "node $NODE" 120 sh -c \
     "kubectl --kubeconfig '$STATE/admin.kubeconfig' get node $NODE -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
+
+# --- NetworkPolicy enforcement -------------------------------------------------
+command -v ipset >/dev/null || die "kube-router needs ipset (apt-get install ipset)"
+start kube-router kube-router --kubeconfig "$STATE/admin.kubeconfig" \
+    --run-firewall=true --run-router=false --run-service-proxy=false --enable-cni=false \
+    --hostname-override "$NODE" --metrics-port=0 --health-port=0
+wait_for kube-router 60 sh -c "iptables -S KUBE-ROUTER-FORWARD >/dev/null"
 
 if [[ -z $USER_SPEC ]]; then
     echo "$STATE/admin.kubeconfig"
