@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use futures_util::AsyncReadExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, AttachParams, DeleteParams, LogParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -105,33 +106,60 @@ impl Cluster {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    /// Creates the session's Secret (if it has one) and its Pod; the
-    /// Secret is then owned by the Pod, so that it goes when the Pod does.
+    fn policies(&self) -> Api<NetworkPolicy> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Creates the session's NetworkPolicy (before the Pod: the Pod is
+    /// never there without its walls asked for), its Secret and its Pod;
+    /// the policy and the Secret are then owned by the Pod, so that they go
+    /// when it does. What was made is removed again when a step fails.
     pub async fn create(&self, session: &SessionPod) -> Result<String, ClusterError> {
-        if let Some(secret) = &session.secret {
-            self.secrets()
-                .create(&PostParams::default(), secret)
-                .await?;
-        }
-        let created = match self
-            .pods()
-            .create(&PostParams::default(), &session.pod)
-            .await
-        {
-            Ok(created) => created,
-            Err(error) => {
-                if let Some(name) = session
-                    .secret
-                    .as_ref()
-                    .and_then(|s| s.metadata.name.clone())
-                {
-                    let _ = self.secrets().delete(&name, &DeleteParams::default()).await;
+        let policy = match &session.policy {
+            Some(policy) => Some(
+                self.policies()
+                    .create(&PostParams::default(), policy)
+                    .await?,
+            ),
+            None => None,
+        };
+        let policy_name = policy.and_then(|policy| policy.metadata.name);
+        let made = async {
+            let secret = match &session.secret {
+                Some(secret) => Some(
+                    self.secrets()
+                        .create(&PostParams::default(), secret)
+                        .await?,
+                ),
+                None => None,
+            };
+            let secret_name = secret.and_then(|secret| secret.metadata.name);
+            match self
+                .pods()
+                .create(&PostParams::default(), &session.pod)
+                .await
+            {
+                Ok(created) => Ok((created, secret_name)),
+                Err(error) => {
+                    if let Some(name) = &secret_name {
+                        let _ = self.secrets().delete(name, &DeleteParams::default()).await;
+                    }
+                    Err(ClusterError::from(error))
                 }
-                return Err(error.into());
+            }
+        }
+        .await;
+        let (created, secret_name) = match made {
+            Ok(made) => made,
+            Err(error) => {
+                if let Some(name) = &policy_name {
+                    let _ = self.policies().delete(name, &DeleteParams::default()).await;
+                }
+                return Err(error);
             }
         };
         let name = created.metadata.name.clone().unwrap_or_default();
-        if let (Some(secret), Some(uid)) = (&session.secret, created.metadata.uid.clone()) {
+        if let Some(uid) = created.metadata.uid.clone() {
             let owner = OwnerReference {
                 api_version: "v1".to_string(),
                 kind: "Pod".to_string(),
@@ -140,12 +168,69 @@ impl Cluster {
                 ..Default::default()
             };
             let patch = serde_json::json!({"metadata": {"ownerReferences": [owner]}});
-            let secret_name = secret.metadata.name.clone().unwrap_or_default();
-            self.secrets()
-                .patch(&secret_name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
+            let patch = Patch::Merge(&patch);
+            if let Some(secret) = &secret_name {
+                self.secrets()
+                    .patch(secret, &PatchParams::default(), &patch)
+                    .await?;
+            }
+            if let Some(policy) = &policy_name {
+                self.policies()
+                    .patch(policy, &PatchParams::default(), &patch)
+                    .await?;
+            }
         }
         Ok(name)
+    }
+
+    /// Waits until the running Pod's walls hold: from inside its agent's
+    /// container, a connection to its node (the kubelet's port, which
+    /// answers anything that may reach it) is refused. A NetworkPolicy is
+    /// enforced some time after a Pod starts (about 1.3 s on the test
+    /// cluster), so the agent starts only after this. Needs perl in the
+    /// image (perl-base is in every kennel image).
+    pub async fn wait_walled(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Duration, ClusterError> {
+        let started = std::time::Instant::now();
+        let node = self
+            .pods()
+            .get(name)
+            .await?
+            .status
+            .and_then(|status| status.host_ip)
+            .ok_or_else(|| ClusterError::Pod {
+                pod: name.to_string(),
+                what: "it has no node address yet".to_string(),
+            })?;
+        let probe = format!(
+            "use IO::Socket::INET; exit(IO::Socket::INET->new(PeerAddr => '{node}', \
+             PeerPort => 10250, Timeout => 1) ? 0 : 1)"
+        );
+        while started.elapsed() < timeout {
+            let reached = self.exec(name, &["perl", "-e", &probe], b"").await?;
+            match reached.exit_code {
+                1 => return Ok(started.elapsed()),
+                0 => tokio::time::sleep(Duration::from_millis(100)).await,
+                code => {
+                    return Err(ClusterError::Pod {
+                        pod: name.to_string(),
+                        what: format!(
+                            "the network probe failed (exit {code}): {}",
+                            String::from_utf8_lossy(&reached.stderr).trim()
+                        ),
+                    });
+                }
+            }
+        }
+        Err(ClusterError::Timeout {
+            pod: name.to_string(),
+            what: "refuse a connection to its node (its NetworkPolicy is not enforced: does \
+                   the cluster's network plugin enforce policies?)",
+            seconds: timeout.as_secs(),
+        })
     }
 
     /// Waits until the Pod's agent has started (or already ended).

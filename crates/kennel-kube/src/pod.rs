@@ -17,15 +17,19 @@ use k8s_openapi::api::core::v1::{
     PodSpec, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext,
     Volume, VolumeMount,
 };
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kennel_core::plan::{MountPurpose, Plan};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kennel_core::plan::{MountPurpose, NetworkMode, Plan};
 
 /// The container that runs the agent.
 pub const AGENT_CONTAINER: &str = "agent";
 
 /// Label of every object kennel makes on a cluster.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kennel");
+
+/// Label with the Pod's own name: what the session's NetworkPolicy selects.
+pub const POD_LABEL: &str = "dev.kennel.pod";
 
 /// Where a session's Pod runs and what it runs: the cluster's side of the
 /// settings.
@@ -40,11 +44,13 @@ pub struct PodSettings {
 }
 
 /// A session's Pod, the Secret it reads its secret variables from (if any
-/// variable is secret), and what the Pod cannot do that the Plan asked.
+/// variable is secret), the NetworkPolicy that walls it in (unless its
+/// network is `open`), and what the Pod cannot do that the Plan asked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionPod {
     pub pod: Pod,
     pub secret: Option<Secret>,
+    pub policy: Option<NetworkPolicy>,
     pub warnings: Vec<String>,
 }
 
@@ -65,7 +71,8 @@ pub fn pod_for(plan: &Plan, settings: &PodSettings) -> Result<SessionPod, PodErr
     }
     let name = object_name(&plan.name).ok_or_else(|| PodError::Name(plan.name.clone()))?;
     let mut warnings = Vec::new();
-    let labels = labels_of(plan, &mut warnings);
+    let mut labels = labels_of(plan, &mut warnings);
+    labels.insert(POD_LABEL.to_string(), name.clone());
     let secret_name = format!("{name}-env");
 
     let mut env = Vec::with_capacity(plan.env.len());
@@ -180,6 +187,7 @@ pub fn pod_for(plan: &Plan, settings: &PodSettings) -> Result<SessionPod, PodErr
         }),
         status: None,
     };
+    let policy = policy_for(plan, &name, &labels, &mut warnings);
     let secret = (!secret_data.is_empty()).then(|| Secret {
         metadata: ObjectMeta {
             name: Some(secret_name),
@@ -193,7 +201,45 @@ pub fn pod_for(plan: &Plan, settings: &PodSettings) -> Result<SessionPod, PodErr
     Ok(SessionPod {
         pod,
         secret,
+        policy,
         warnings,
+    })
+}
+
+/// The NetworkPolicy of the Pod `name`: nothing in and nothing out, unless
+/// the Plan's network is `open`. The Plan's `allowlist` and `restricted`
+/// go through kennel's egress proxy, which is not in the Pod yet: until it
+/// is, those Pods get no network at all (closed, never open), saying so.
+fn policy_for(
+    plan: &Plan,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    warnings: &mut Vec<String>,
+) -> Option<NetworkPolicy> {
+    match plan.network.mode {
+        NetworkMode::Open => return None,
+        NetworkMode::None => {}
+        NetworkMode::Allowlist | NetworkMode::Restricted => warnings.push(format!(
+            "Kubernetes: the egress proxy does not run in the Pod yet; network `{}` gets no \
+             network at all (use --network open for the cluster's own network)",
+            plan.network.mode.as_str()
+        )),
+    }
+    Some(NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}-walls")),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        },
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(POD_LABEL.to_string(), name.to_string())])),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Ingress".to_string(), "Egress".to_string()]),
+            ingress: Some(Vec::new()),
+            egress: Some(Vec::new()),
+        }),
     })
 }
 
@@ -215,8 +261,8 @@ pub fn object_name(name: &str) -> Option<String> {
     if !object.starts_with(|c: char| c.is_ascii_lowercase()) {
         object.insert_str(0, "k-");
     }
-    // Leaves room for the Secret's `-env` within the same 63.
-    object.truncate(59);
+    // Leaves room for the Secret's `-env` and the policy's `-walls`.
+    object.truncate(57);
     Some(object.trim_end_matches('-').to_string())
 }
 

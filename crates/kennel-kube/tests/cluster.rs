@@ -365,3 +365,67 @@ async fn a_tree_sent_to_the_pod_arrives_as_it_was_packed() {
     );
     assert!(umask_mode.ends_with(" 1001"), "{out}");
 }
+
+#[tokio::test]
+async fn a_pod_without_network_is_walled_in_and_an_open_one_is_not() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let mut closed = plan("walled", "sleep 120");
+    closed.network.mode = kennel_core::plan::NetworkMode::None;
+    let mut open = plan("open", "sleep 120");
+    open.network.mode = kennel_core::plan::NetworkMode::Open;
+    let closed = pod_for(&closed, &settings()).expect("a Pod");
+    let open = pod_for(&open, &settings()).expect("a Pod");
+    assert!(closed.policy.is_some() && open.policy.is_none());
+    let closed_name = cluster.create(&closed).await.expect("created");
+    let open_name = cluster.create(&open).await.expect("created");
+    let result = async {
+        cluster
+            .wait_started(&closed_name, Duration::from_secs(90))
+            .await?;
+        cluster
+            .wait_started(&open_name, Duration::from_secs(90))
+            .await?;
+        let walled = cluster
+            .wait_walled(&closed_name, Duration::from_secs(30))
+            .await;
+        // The same probe in the open Pod reaches the node: the wait for
+        // walls there runs out.
+        let unwalled = cluster
+            .wait_walled(&open_name, Duration::from_secs(5))
+            .await;
+        // And from the walled one, the world is out of reach too.
+        let world = cluster
+            .exec(
+                &closed_name,
+                &[
+                    "perl",
+                    "-MIO::Socket::INET",
+                    "-e",
+                    "exit(IO::Socket::INET->new(PeerAddr => '1.1.1.1', PeerPort => 80, \
+                     Timeout => 2) ? 0 : 1)",
+                ],
+                b"",
+            )
+            .await?;
+        Ok::<_, kennel_kube::ClusterError>((walled, unwalled, world))
+    }
+    .await;
+    cluster.delete(&closed_name).await.expect("deleted");
+    cluster.delete(&open_name).await.expect("deleted");
+    let (walled, unwalled, world) = result.expect("the Pods ran");
+    let took = walled.expect("the walled Pod's walls hold");
+    eprintln!(
+        "walls held {} ms after the Pod was running",
+        took.as_millis()
+    );
+    let unwalled = unwalled.expect_err("an open Pod reaches its node");
+    assert!(
+        unwalled
+            .to_string()
+            .contains("NetworkPolicy is not enforced"),
+        "{unwalled}"
+    );
+    assert_eq!(world.exit_code, 1, "the walled Pod reached 1.1.1.1");
+}

@@ -1,5 +1,5 @@
 use super::*;
-use kennel_core::plan::{EnvVar as PlanVar, Mount};
+use kennel_core::plan::{EnvVar as PlanVar, Mount, NetworkMode};
 
 fn plan() -> Plan {
     let mut plan: Plan =
@@ -9,6 +9,7 @@ fn plan() -> Plan {
     plan.user.name = "alice".into();
     plan.command = vec!["bash".into()];
     plan.network.proxy = None;
+    plan.network.mode = NetworkMode::Open;
     plan.security.image_init = None;
     plan.security.seccomp_profile = None;
     plan.limits.pids = 0;
@@ -195,4 +196,49 @@ fn label_rules() {
     }
     assert!(label_value_fits(""));
     assert!(!label_value_fits("/home/alice"));
+}
+
+#[test]
+fn a_pod_is_walled_in_unless_its_network_is_open() {
+    let mut plan = plan();
+    let open = pod_for(&plan, &settings()).expect("a Pod");
+    assert_eq!(open.policy, None);
+
+    plan.network.mode = NetworkMode::None;
+    let closed = pod_for(&plan, &settings()).expect("a Pod");
+    assert!(closed.warnings.is_empty(), "{:?}", closed.warnings);
+    let policy = closed.policy.expect("a NetworkPolicy");
+    let spec = policy.spec.expect("spec");
+    assert_eq!(
+        spec.policy_types.as_deref(),
+        Some(&["Ingress".to_string(), "Egress".to_string()][..])
+    );
+    assert_eq!(spec.ingress, Some(Vec::new()));
+    assert_eq!(spec.egress, Some(Vec::new()));
+    // It selects this Pod, by a label the Pod has.
+    let selected = spec
+        .pod_selector
+        .and_then(|selector| selector.match_labels)
+        .expect("labels");
+    let labels = closed.pod.metadata.labels.expect("labels");
+    for (key, value) in &selected {
+        assert_eq!(labels.get(key), Some(value), "{key}");
+    }
+    assert_eq!(selected[POD_LABEL], "kennel-shell-dr-881d87de");
+
+    // The proxy is not in the Pod yet: closed, and said.
+    for mode in [NetworkMode::Allowlist, NetworkMode::Restricted] {
+        plan.network.mode = mode;
+        let made = pod_for(&plan, &settings()).expect("a Pod");
+        let spec = made
+            .policy
+            .and_then(|policy| policy.spec)
+            .expect("a policy");
+        assert_eq!(spec.egress, Some(Vec::new()));
+        assert!(
+            made.warnings
+                .iter()
+                .any(|warning| warning.contains("no network at all"))
+        );
+    }
 }
