@@ -157,7 +157,8 @@ mod tests {
 
     fn plan() -> Plan {
         let mut plan: Plan =
-            serde_json::from_str(include_str!("../tests/plan.json")).expect("a Plan");
+            serde_json::from_str(include_str!("../../kennel-core/tests/fixtures/plan.json"))
+                .expect("a Plan");
         plan.mounts = vec![
             Mount {
                 source: "/home/alice/repo".into(),

@@ -57,7 +57,9 @@ async fn cluster() -> Option<Cluster> {
 }
 
 fn plan(name: &str, script: &str) -> Plan {
-    let mut plan: Plan = serde_json::from_str(include_str!("plan.json")).expect("the sample Plan");
+    let mut plan: Plan =
+        serde_json::from_str(include_str!("../../kennel-core/tests/fixtures/plan.json"))
+            .expect("the sample Plan");
     plan.name = format!("kennel-kube-test-{name}-{}", std::process::id());
     plan.user.uid = UID;
     plan.user.gid = UID;

@@ -2,8 +2,10 @@ use super::*;
 use kennel_core::plan::{EnvVar as PlanVar, Mount, NetworkMode};
 
 fn plan() -> Plan {
-    let mut plan: Plan =
-        serde_json::from_str(include_str!("../../tests/plan.json")).expect("a Plan");
+    let mut plan: Plan = serde_json::from_str(include_str!(
+        "../../../kennel-core/tests/fixtures/plan.json"
+    ))
+    .expect("a Plan");
     plan.user.uid = 1000;
     plan.user.gid = 1000;
     plan.user.name = "alice".into();
