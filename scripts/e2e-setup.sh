@@ -423,54 +423,57 @@ check "rootful podman (as $E2E_USER through $PODMAN_SOCK)" \
     as_user podman --remote --url "unix://$PODMAN_SOCK" run --rm "$IMAGE" true
 check "rootless podman" as_user podman run --rm "$IMAGE" true
 check "Claude Code on the host (as $E2E_USER)" as_user claude --version
+# A pod of the test user's, run as the user with kennel's restrictions:
+# k8s_pod NAME LABEL COMMAND...; k8s_done NAME SECONDS waits that long for it
+# to end and fails (printing its log) unless it succeeded.
+k8s_pod() {
+    local name=$1 label=$2
+    shift 2
+    as_user "$K8S_BIN/kubectl" delete pod "$name" --now --ignore-not-found >/dev/null
+    as_user "$K8S_BIN/kubectl" run "$name" --labels "$label" --image "docker.io/$IMAGE" \
+        --image-pull-policy Never --restart Never \
+        --overrides '{"spec":{"securityContext":{"runAsUser":'"$E2E_UID"',"runAsNonRoot":true,"seccompProfile":{"type":"RuntimeDefault"}},"automountServiceAccountToken":false}}' \
+        --command -- "$@" >/dev/null
+}
+k8s_done() {
+    local phase
+    for _ in $(seq 1 $(($2 * 2))); do
+        phase=$(as_user "$K8S_BIN/kubectl" get pod "$1" -o jsonpath='{.status.phase}')
+        [[ $phase == Succeeded || $phase == Failed ]] && break
+        sleep 0.5
+    done
+    if [[ $phase != Succeeded ]]; then
+        echo "pod $1: ${phase:-no phase}"
+        as_user "$K8S_BIN/kubectl" logs "$1"
+        return 1
+    fi
+}
 k8s_smoke() {
-    local pod=kennel-e2e-setup-check
-    as_user "$K8S_BIN/kubectl" delete pod "$pod" --now --ignore-not-found >/dev/null
-    as_user "$K8S_BIN/kubectl" run "$pod" --image "docker.io/$IMAGE" --image-pull-policy Never \
-        --restart Never --overrides '{"spec":{"securityContext":{"runAsUser":'"$E2E_UID"',"runAsNonRoot":true,"seccompProfile":{"type":"RuntimeDefault"}},"automountServiceAccountToken":false}}' \
-        --command -- id -u >/dev/null
-    as_user "$K8S_BIN/kubectl" wait --for=jsonpath='{.status.phase}'=Succeeded "pod/$pod" --timeout 90s
-    [[ $(as_user "$K8S_BIN/kubectl" logs "$pod") == "$E2E_UID" ]]
-    as_user "$K8S_BIN/kubectl" delete pod "$pod" --now >/dev/null
+    k8s_pod kennel-e2e-setup-check kennel-e2e-check=smoke id -u
+    k8s_done kennel-e2e-setup-check 90
+    [[ $(as_user "$K8S_BIN/kubectl" logs kennel-e2e-setup-check) == "$E2E_UID" ]]
+    as_user "$K8S_BIN/kubectl" delete pod kennel-e2e-setup-check --now >/dev/null
 }
 check "Kubernetes (a pod in namespace $E2E_USER, as $E2E_USER)" k8s_smoke
 # NetworkPolicies are enforced (kube-router): a Pod under a policy that
 # denies its egress loses the node's address (the kubelet's port) within
 # seconds of starting, and a Pod under none keeps it.
 k8s_policy() {
-    local node_ip pod kubectl=("$K8S_BIN/kubectl")
+    local node_ip kubectl=("$K8S_BIN/kubectl")
     # The node's address (the test user may not read nodes).
     node_ip=$("$K8S_BIN/kubectl" --kubeconfig /var/lib/kennel-k8s/admin.kubeconfig get node \
         kennel-node -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
     [[ -n $node_ip ]] || return 1
-    as_user "${kubectl[@]}" delete pod kennel-e2e-policy-open kennel-e2e-policy-closed \
-        --now --ignore-not-found >/dev/null
     printf '%s\n' 'apiVersion: networking.k8s.io/v1' 'kind: NetworkPolicy' \
         'metadata: {name: kennel-e2e-check-deny-egress}' \
         'spec: {podSelector: {matchLabels: {kennel-e2e-check: closed}}, policyTypes: [Egress], egress: []}' |
         as_user "${kubectl[@]}" apply -f - >/dev/null
     local try="timeout 2 bash -c 'exec 3<>/dev/tcp/$node_ip/10250' 2>/dev/null"
-    local overrides='{"spec":{"securityContext":{"runAsUser":'"$E2E_UID"',"runAsNonRoot":true,"seccompProfile":{"type":"RuntimeDefault"}},"automountServiceAccountToken":false}}'
-    as_user "${kubectl[@]}" run kennel-e2e-policy-closed --labels kennel-e2e-check=closed \
-        --image "docker.io/$IMAGE" --image-pull-policy Never --restart Never --overrides "$overrides" \
-        --command -- bash -c "for i in \$(seq 120); do $try || { echo blocked after \$i tries; exit 0; }; sleep 0.5; done; echo never blocked; exit 1" >/dev/null
-    as_user "${kubectl[@]}" run kennel-e2e-policy-open --labels kennel-e2e-check=open \
-        --image "docker.io/$IMAGE" --image-pull-policy Never --restart Never --overrides "$overrides" \
-        --command -- bash -c "sleep 5; $try && echo reached" >/dev/null
-    local phase
-    for pod in closed open; do
-        for _ in $(seq 1 240); do
-            phase=$(as_user "${kubectl[@]}" get pod "kennel-e2e-policy-$pod" \
-                -o jsonpath='{.status.phase}')
-            [[ $phase == Succeeded || $phase == Failed ]] && break
-            sleep 0.5
-        done
-        if [[ $phase != Succeeded ]]; then
-            echo "pod kennel-e2e-policy-$pod: ${phase:-no phase}"
-            as_user "${kubectl[@]}" logs "kennel-e2e-policy-$pod"
-            return 1
-        fi
-    done
+    k8s_pod kennel-e2e-policy-closed kennel-e2e-check=closed bash -c \
+        "for i in \$(seq 120); do $try || { echo blocked after \$i tries; exit 0; }; sleep 0.5; done; echo never blocked; exit 1"
+    k8s_pod kennel-e2e-policy-open kennel-e2e-check=open bash -c "sleep 5; $try && echo reached"
+    k8s_done kennel-e2e-policy-closed 120
+    k8s_done kennel-e2e-policy-open 120
     as_user "${kubectl[@]}" logs kennel-e2e-policy-closed | grep '^blocked after'
     as_user "${kubectl[@]}" logs kennel-e2e-policy-open | grep -qx reached
     as_user "${kubectl[@]}" delete pod kennel-e2e-policy-open kennel-e2e-policy-closed --now >/dev/null

@@ -115,48 +115,18 @@ impl Cluster {
     /// the policy and the Secret are then owned by the Pod, so that they go
     /// when it does. What was made is removed again when a step fails.
     pub async fn create(&self, session: &SessionPod) -> Result<String, ClusterError> {
-        let policy = match &session.policy {
-            Some(policy) => Some(
-                self.policies()
-                    .create(&PostParams::default(), policy)
-                    .await?,
-            ),
-            None => None,
+        let policy = create_named(&self.policies(), session.policy.as_ref()).await?;
+        let secret = match create_named(&self.secrets(), session.secret.as_ref()).await {
+            Ok(secret) => secret,
+            Err(error) => return Err(self.undo(error, policy, None).await),
         };
-        let policy_name = policy.and_then(|policy| policy.metadata.name);
-        let made = async {
-            let secret = match &session.secret {
-                Some(secret) => Some(
-                    self.secrets()
-                        .create(&PostParams::default(), secret)
-                        .await?,
-                ),
-                None => None,
-            };
-            let secret_name = secret.and_then(|secret| secret.metadata.name);
-            match self
-                .pods()
-                .create(&PostParams::default(), &session.pod)
-                .await
-            {
-                Ok(created) => Ok((created, secret_name)),
-                Err(error) => {
-                    if let Some(name) = &secret_name {
-                        let _ = self.secrets().delete(name, &DeleteParams::default()).await;
-                    }
-                    Err(ClusterError::from(error))
-                }
-            }
-        }
-        .await;
-        let (created, secret_name) = match made {
-            Ok(made) => made,
-            Err(error) => {
-                if let Some(name) = &policy_name {
-                    let _ = self.policies().delete(name, &DeleteParams::default()).await;
-                }
-                return Err(error);
-            }
+        let created = match self
+            .pods()
+            .create(&PostParams::default(), &session.pod)
+            .await
+        {
+            Ok(created) => created,
+            Err(error) => return Err(self.undo(error.into(), policy, secret).await),
         };
         let name = created.metadata.name.clone().unwrap_or_default();
         if let Some(uid) = created.metadata.uid.clone() {
@@ -169,18 +139,41 @@ impl Cluster {
             };
             let patch = serde_json::json!({"metadata": {"ownerReferences": [owner]}});
             let patch = Patch::Merge(&patch);
-            if let Some(secret) = &secret_name {
+            if let Some(secret) = &secret {
                 self.secrets()
                     .patch(secret, &PatchParams::default(), &patch)
                     .await?;
             }
-            if let Some(policy) = &policy_name {
+            if let Some(policy) = &policy {
                 self.policies()
                     .patch(policy, &PatchParams::default(), &patch)
                     .await?;
             }
         }
         Ok(name)
+    }
+
+    /// Removes the policy and Secret [`Cluster::create`] made before
+    /// `error` stopped it; the error.
+    async fn undo(
+        &self,
+        error: ClusterError,
+        policy: Option<String>,
+        secret: Option<String>,
+    ) -> ClusterError {
+        if let Some(secret) = secret {
+            let _ = self
+                .secrets()
+                .delete(&secret, &DeleteParams::default())
+                .await;
+        }
+        if let Some(policy) = policy {
+            let _ = self
+                .policies()
+                .delete(&policy, &DeleteParams::default())
+                .await;
+        }
+        error
     }
 
     /// Waits until the running Pod's walls hold: from inside its agent's
@@ -410,6 +403,22 @@ impl Cluster {
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(error) => Err(error.into()),
         }
+    }
+}
+
+/// Creates `object`, if there is one; the name it was given.
+async fn create_named<K>(api: &Api<K>, object: Option<&K>) -> Result<Option<String>, ClusterError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    match object {
+        Some(object) => Ok(api
+            .create(&PostParams::default(), object)
+            .await?
+            .meta()
+            .name
+            .clone()),
+        None => Ok(None),
     }
 }
 

@@ -555,9 +555,14 @@ fn take_check(host: &HostContext, session_id: &str) -> Vec<String> {
 /// Runs the audit of the session `session_id` (which has ended) if one is
 /// pending, tells the user what it found, and forgets it.
 pub fn finish(host: &HostContext, session_id: &str) {
-    // What the native backend's supervisor found when the agent exited.
+    tell(host, session_id, take_check(host, session_id));
+}
+
+/// Tells the user what the audit of `session_id` found: what the native
+/// backend's supervisor kept when the agent exited, then `found`.
+fn tell(host: &HostContext, session_id: &str, found: Vec<String>) {
     print_kept(&pending_dir(host).join(format!("{session_id}.warnings")));
-    for warning in take_check(host, session_id) {
+    for warning in found {
         crate::report::alarm(&warning);
     }
 }
@@ -599,7 +604,6 @@ enum Found {
 
 impl Checking {
     pub fn finish(self) {
-        print_kept(&pending_dir(&self.host).join(format!("{}.warnings", self.session_id)));
         let found = match self.found {
             Found::Pending(thread) => thread.join().unwrap_or_else(|_| {
                 vec![
@@ -610,9 +614,7 @@ impl Checking {
             }),
             Found::Made(found) => found,
         };
-        for warning in found {
-            crate::report::alarm(&warning);
-        }
+        tell(&self.host, &self.session_id, found);
     }
 }
 
