@@ -306,6 +306,30 @@ pub struct ConfigFile {
     pub secrets: BTreeMap<String, crate::credentials::CredentialBinding>,
     #[serde(default)]
     pub image: ImageConfig,
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
+}
+
+/// `[kubernetes]`: which cluster `--backend kubernetes` sends sessions to.
+/// Only the user's own (or a trusted) config may set any of it: a project
+/// that could name the cluster, context or namespace could send the code
+/// to its author.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// The kubeconfig file (default: `KUBECONFIG`, else `~/.kube/config`).
+    pub kubeconfig: Option<PathBuf>,
+    /// Its context (default: its current context).
+    pub context: Option<String>,
+    /// The namespace sessions go to (default: the context's, else `default`).
+    pub namespace: Option<String>,
+    /// A RuntimeClass for the session Pods (`gvisor`, `kata`): a wall of its
+    /// own kernel's between the agent and the node.
+    pub runtime_class: Option<String>,
+    /// Where the cluster's nodes pull kennel's agent images from: kennel's
+    /// image `kennel/claude:…` runs as `<registry>/kennel/claude:…` (you push
+    /// it there). Default: the nodes have it already.
+    pub registry: Option<String>,
 }
 
 /// `[image]`: what the agent's image holds besides kennel's base and the
@@ -1021,6 +1045,37 @@ mod tests {
             ),
             other => panic!("expected Untrusted, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn project_may_not_name_a_cluster() {
+        let (config, _dir) = load_with(
+            None,
+            Some(
+                "[kubernetes]\ncontext = \"attacker\"\nnamespace = \"theirs\"\nregistry = \"evil.example\"\n",
+            ),
+        );
+        match config {
+            Err(ConfigError::Untrusted { keys, .. }) => assert_eq!(
+                keys,
+                vec![
+                    "kubernetes.context",
+                    "kubernetes.namespace",
+                    "kubernetes.registry"
+                ]
+            ),
+            other => panic!("expected Untrusted, got {other:?}"),
+        }
+        let (config, _dir) = load_with(
+            Some("[kubernetes]\ncontext = \"team\"\nruntime_class = \"gvisor\"\n"),
+            None,
+        );
+        let config = config.expect("the user's own [kubernetes] loads");
+        assert_eq!(config.file.kubernetes.context.as_deref(), Some("team"));
+        assert_eq!(
+            config.file.kubernetes.runtime_class.as_deref(),
+            Some("gvisor")
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! in tmux, as on the container engines; when the agent ends, the container
 //! stops, and keeps the agent's exit code for `kennel ls`.
 //!
-//! Registered by the binary: `kennel_lib::backend::register(NAME, backend)`.
+//! Registered by the binary: `kennel_lib::backend::register(NAME, backend, Selection::Auto)`.
 
 mod attached;
 mod build;

@@ -66,7 +66,11 @@ fn main() {
 /// line's `--backend` values included). See
 /// `kennel_lib::backend::register`.
 fn register_backends() {
-    kennel_lib::backend::register(kennel_incus_backend::NAME, kennel_incus_backend::backend);
+    kennel_lib::backend::register(
+        kennel_incus_backend::NAME,
+        kennel_incus_backend::backend,
+        kennel_lib::backend::Selection::Auto,
+    );
 }
 
 /// Runs an async command to its end. The runtime is shut down without

@@ -317,25 +317,36 @@ const BUILT_IN: [&str; 3] = ["docker", "podman", "native"];
 /// Makes a backend (connecting nothing yet).
 pub type Factory = fn() -> Box<dyn Backend>;
 
+/// May `auto` choose a registered backend?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    /// Yes, when no container engine answers (a backend on this machine).
+    Auto,
+    /// Only when the user names it (`--backend`, or their config): a
+    /// backend that sends the user's code to another machine (a cluster)
+    /// is never chosen because Docker happened to be missing.
+    ByName,
+}
+
 /// Backends from other crates, [`register`]ed by the binary at start.
-static REGISTERED: std::sync::RwLock<Vec<(&'static str, Factory)>> =
+static REGISTERED: std::sync::RwLock<Vec<(&'static str, Factory, Selection)>> =
     std::sync::RwLock::new(Vec::new());
 
 /// Adds a backend from another crate under `name`: [`by_name`] makes it
 /// from then on, `--backend` accepts it, `auto` tries it after the
-/// container engines and before native, and `kennel doctor`, `ls` and
-/// `clean` ask it. The binary does this once per backend, first thing. (A
-/// name already known is ignored.)
-pub fn register(name: &'static str, factory: Factory) {
+/// container engines and before native when `selection` allows, and
+/// `kennel doctor`, `ls` and `clean` ask it. The binary does this once per
+/// backend, first thing. (A name already known is ignored.)
+pub fn register(name: &'static str, factory: Factory, selection: Selection) {
     let mut registered = REGISTERED
         .write()
         .unwrap_or_else(|poison| poison.into_inner());
-    if !BUILT_IN.contains(&name) && !registered.iter().any(|(known, _)| *known == name) {
-        registered.push((name, factory));
+    if !BUILT_IN.contains(&name) && !registered.iter().any(|(known, _, _)| *known == name) {
+        registered.push((name, factory, selection));
     }
 }
 
-fn registered() -> Vec<(&'static str, Factory)> {
+fn registered() -> Vec<(&'static str, Factory, Selection)> {
     REGISTERED
         .read()
         .unwrap_or_else(|poison| poison.into_inner())
@@ -346,7 +357,7 @@ fn registered() -> Vec<(&'static str, Factory)> {
 /// the registered backends, native.
 pub fn names() -> Vec<&'static str> {
     let mut names = vec![BUILT_IN[0], BUILT_IN[1]];
-    names.extend(registered().into_iter().map(|(name, _)| name));
+    names.extend(registered().into_iter().map(|(name, _, _)| name));
     names.push(BUILT_IN[2]);
     names
 }
@@ -357,8 +368,11 @@ pub fn by_name(name: &str) -> Result<Box<dyn Backend>, CliError> {
         "docker" => Box::new(ContainerBackend::new(kennel_engine::EngineKind::Docker)),
         "podman" => Box::new(ContainerBackend::new(kennel_engine::EngineKind::Podman)),
         "native" => Box::new(NativeBackend::default()),
-        other => match registered().into_iter().find(|(known, _)| *known == other) {
-            Some((_, factory)) => factory(),
+        other => match registered()
+            .into_iter()
+            .find(|(known, _, _)| *known == other)
+        {
+            Some((_, factory, _)) => factory(),
             None => {
                 return Err(CliError::kennel(format!("unknown backend `{other}`")).with_hint(
                     "this session was recorded by another version of kennel; `kennel rm --force` forgets it",
@@ -368,16 +382,26 @@ pub fn by_name(name: &str) -> Result<Box<dyn Backend>, CliError> {
     })
 }
 
+/// The registered backends `auto` may choose, made, in their order.
+fn auto_candidates() -> Vec<Box<dyn Backend>> {
+    registered()
+        .into_iter()
+        .filter(|(_, _, selection)| *selection == Selection::Auto)
+        .map(|(_, factory, _)| factory())
+        .collect()
+}
+
 /// The registered backends ([`register`]), made.
 pub fn registered_backends() -> Vec<Box<dyn Backend>> {
     registered()
         .into_iter()
-        .map(|(_, factory)| factory())
+        .map(|(_, factory, _)| factory())
         .collect()
 }
 
 /// The backend the user asked for (`auto`: Docker if it answers, else
-/// Podman, else the first registered backend that answers, else native),
+/// Podman, else the first registered backend `auto` may choose that
+/// answers, else native),
 /// and why it was chosen. `connect` false (as for
 /// `--dry-run`) connects only to resolve `auto`.
 pub async fn select(
@@ -397,7 +421,7 @@ pub async fn select(
                 Ok((Box::new(backend), choice(&name, format!("auto: {why}"))))
             }
             Err(error) => {
-                for backend in registered_backends() {
+                for backend in auto_candidates() {
                     match backend.connect().await {
                         Ok(found) => {
                             let name = backend.name();
@@ -528,15 +552,37 @@ mod tests {
     use super::*;
 
     /// A backend another crate registers is found by its name, listed
-    /// before native (the fallback), and cannot shadow a built-in one.
+    /// before native (the fallback), and cannot shadow a built-in one; one
+    /// registered `ByName` is never among `auto`'s candidates.
     #[test]
     fn registered_backends_are_found_by_name() {
         assert!(by_name("elsewhere").is_err());
-        register("elsewhere", || Box::new(NativeBackend::default()));
-        register("docker", || Box::new(NativeBackend::default()));
+        register(
+            "elsewhere",
+            || Box::new(NativeBackend::default()),
+            Selection::Auto,
+        );
+        register(
+            "docker",
+            || Box::new(NativeBackend::default()),
+            Selection::Auto,
+        );
+        register(
+            "remote",
+            || Box::new(ContainerBackend::new(kennel_engine::EngineKind::Podman)),
+            Selection::ByName,
+        );
         assert!(by_name("elsewhere").is_ok());
         assert_eq!(by_name("docker").map(|b| b.name()).ok(), Some("docker"));
-        assert_eq!(names(), ["docker", "podman", "elsewhere", "native"]);
-        assert_eq!(registered_backends().len(), 1);
+        // A backend `auto` may not choose is still chosen by its name.
+        assert_eq!(by_name("remote").map(|b| b.name()).ok(), Some("podman"));
+        assert_eq!(
+            names(),
+            ["docker", "podman", "elsewhere", "remote", "native"]
+        );
+        assert_eq!(registered_backends().len(), 2);
+        // `auto` tries only the one it may choose.
+        let candidates: Vec<_> = auto_candidates().iter().map(|b| b.name()).collect();
+        assert_eq!(candidates, ["native"]);
     }
 }
