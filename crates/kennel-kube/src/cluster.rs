@@ -12,7 +12,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::await_condition;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::pod::{AGENT_CONTAINER, SessionPod};
+use crate::pod::{AGENT_CONTAINER, MANAGED_BY, SessionPod};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -28,6 +28,13 @@ pub enum ClusterError {
         what: &'static str,
         seconds: u64,
     },
+}
+
+impl ClusterError {
+    /// The cluster refused the user's account this (HTTP 403).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, ClusterError::Api(kube::Error::Api(status)) if status.code == 403)
+    }
 }
 
 /// Which cluster, as the user's configuration names it.
@@ -52,6 +59,15 @@ pub struct Executed {
     pub exit_code: i32,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+}
+
+/// Where a Pod is ([`Cluster::pod_state`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodState {
+    /// Made, its container not started yet.
+    Pending,
+    Running,
+    Ended(Ended),
 }
 
 /// How a Pod's agent ended.
@@ -347,7 +363,7 @@ impl Cluster {
             stderr.map_err(|error| failed(format!("reading the command's errors: {error}")))?,
         );
         let exit_code = match status {
-            Some(status) => exit_code_of(&status)
+            Some(status) => exit_code(Some(&status))
                 .ok_or_else(|| failed(format!("exec ended without an exit code: {status:?}")))?,
             None => return Err(failed("exec ended without a status".into())),
         };
@@ -356,6 +372,144 @@ impl Cluster {
             stdout,
             stderr,
         })
+    }
+
+    /// Starts `argv` in the Pod's agent container attached to kennel: its
+    /// stdin and stdout, and on a terminal (`tty`) a pty whose size kennel
+    /// sets, else stderr apart. The caller drives the streams and reads
+    /// the exit code from its status ([`exit_code`]).
+    pub async fn exec_attached(
+        &self,
+        name: &str,
+        argv: &[String],
+        tty: bool,
+    ) -> Result<kube::api::AttachedProcess, ClusterError> {
+        let params = AttachParams::default()
+            .container(AGENT_CONTAINER)
+            .stdin(true)
+            .stdout(true)
+            .stderr(!tty)
+            .tty(tty);
+        Ok(self.pods().exec(name, argv.to_vec(), &params).await?)
+    }
+
+    /// Runs `argv` in the Pod (no input) with its standard output written
+    /// to `out`, at most `limit` bytes of it (the command is abandoned
+    /// past that): its exit code and what it wrote to stderr (the first
+    /// 64 KiB). For output kennel does not hold in memory, such as the
+    /// agent's commits on their way back.
+    pub async fn exec_to(
+        &self,
+        name: &str,
+        argv: &[String],
+        out: &mut (impl tokio::io::AsyncWrite + Unpin),
+        limit: u64,
+    ) -> Result<Executed, ClusterError> {
+        let failed = |what: String| ClusterError::Pod {
+            pod: name.to_string(),
+            what,
+        };
+        let params = AttachParams::default()
+            .container(AGENT_CONTAINER)
+            .stdin(false)
+            .stdout(true)
+            .stderr(true);
+        let mut process = self.pods().exec(name, argv.to_vec(), &params).await?;
+        let status = process.take_status();
+        let (Some(mut stdout), Some(stderr), Some(status)) =
+            (process.stdout(), process.stderr(), status)
+        else {
+            return Err(failed("the exec stream has no stdout or stderr".into()));
+        };
+        let copy = async {
+            let mut written = 0u64;
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                let n = stdout.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok::<bool, std::io::Error>(true);
+                }
+                written += n as u64;
+                if written > limit {
+                    return Ok(false);
+                }
+                out.write_all(&chunk[..n]).await?;
+            }
+        };
+        let errors = async {
+            let mut kept = Vec::new();
+            let _ = stderr.take(64 * 1024).read_to_end(&mut kept).await;
+            kept
+        };
+        let (copied, stderr) = tokio::join!(copy, errors);
+        let within =
+            copied.map_err(|error| failed(format!("reading the command's output: {error}")))?;
+        if !within {
+            process.abort();
+            return Err(failed(format!(
+                "`{}` wrote more than {limit} bytes",
+                argv.join(" ")
+            )));
+        }
+        out.flush()
+            .await
+            .map_err(|error| failed(format!("writing the command's output: {error}")))?;
+        let status = status.await;
+        process
+            .join()
+            .await
+            .map_err(|error| failed(format!("exec: {error}")))?;
+        let exit_code = exit_code(status.as_ref())
+            .ok_or_else(|| failed(format!("exec ended without an exit code: {status:?}")))?;
+        Ok(Executed {
+            exit_code,
+            stdout: Vec::new(),
+            stderr,
+        })
+    }
+
+    /// Where the Pod `name` is: `None` when it is gone.
+    pub async fn pod_state(&self, name: &str) -> Result<Option<PodState>, ClusterError> {
+        let Some(pod) = self.pods().get_opt(name).await? else {
+            return Ok(None);
+        };
+        if let Some(ended) = agent_ended(Some(&pod)) {
+            return Ok(Some(PodState::Ended(ended)));
+        }
+        Ok(Some(
+            match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
+                Some("Running") => PodState::Running,
+                Some("Succeeded") | Some("Failed") => PodState::Ended(Ended {
+                    exit_code: -1,
+                    reason: None,
+                }),
+                _ => PodState::Pending,
+            },
+        ))
+    }
+
+    /// The Pods kennel made that carry every label of `labels`
+    /// (`key=value` pairs), by name, with their labels.
+    pub async fn pods_labelled(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> Result<Vec<(String, std::collections::BTreeMap<String, String>)>, ClusterError> {
+        let mut selector = vec![format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)];
+        selector.extend(labels.iter().map(|(key, value)| format!("{key}={value}")));
+        let params = kube::api::ListParams::default().labels(&selector.join(","));
+        Ok(self
+            .pods()
+            .list(&params)
+            .await?
+            .items
+            .into_iter()
+            .map(|pod| {
+                (
+                    pod.metadata.name.unwrap_or_default(),
+                    pod.metadata.labels.unwrap_or_default(),
+                )
+            })
+            .collect())
     }
 
     /// Unpacks `tree` into the Pod's directory `target`, as the Pod's user
@@ -430,7 +584,10 @@ async fn read_all(mut stream: impl AsyncRead + Unpin) -> std::io::Result<Vec<u8>
 
 /// The exit code an exec's final status gives: `Success` is 0, a failure
 /// names its code as the cause `ExitCode`.
-fn exit_code_of(status: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Status) -> Option<i32> {
+pub fn exit_code(
+    status: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>,
+) -> Option<i32> {
+    let status = status?;
     if status.status.as_deref() == Some("Success") {
         return Some(0);
     }

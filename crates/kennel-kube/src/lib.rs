@@ -8,8 +8,9 @@
 pub mod pod;
 pub mod tree;
 
-pub use pod::{PodError, PodSettings, SessionPod, pod_for};
+pub use pod::{PodError, PodSettings, SessionPod, object_name, pod_for, waiting_pod_for};
 pub mod cluster;
 
-pub use cluster::{Cluster, ClusterError, ClusterSettings, Ended, Executed};
+pub use cluster::{Cluster, ClusterError, ClusterSettings, Ended, Executed, PodState, exit_code};
+pub use kube::api::{AttachedProcess, TerminalSize};
 pub use tree::{Tree, TreeError, tar_of};

@@ -101,6 +101,25 @@ pub fn pod_for(plan: &Plan, settings: &PodSettings) -> Result<SessionPod, PodErr
         }
     }
 
+    // The generated git config cannot be mounted: the identity the
+    // agent's commits carry goes in as git's own variables instead.
+    if let Some(identity) = &plan.git_identity {
+        for (name, value) in [
+            ("GIT_AUTHOR_NAME", &identity.name),
+            ("GIT_AUTHOR_EMAIL", &identity.email),
+            ("GIT_COMMITTER_NAME", &identity.name),
+            ("GIT_COMMITTER_EMAIL", &identity.email),
+        ] {
+            if !plan.env.iter().any(|var| var.name == name) {
+                env.push(EnvVar {
+                    name: name.to_string(),
+                    value: Some(value.clone()),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+
     let (volumes, volume_mounts) = volumes_of(plan, &mut warnings)?;
     if plan.security.seccomp_profile.is_some() {
         warnings.push(
@@ -204,6 +223,32 @@ pub fn pod_for(plan: &Plan, settings: &PodSettings) -> Result<SessionPod, PodErr
         policy,
         warnings,
     })
+}
+
+/// The Pod of a session whose agent kennel starts later, by exec, once the
+/// workspace is in and the walls hold ([`crate::Cluster::wait_walled`]): its
+/// container only waits (under the image's init when the Plan uses one,
+/// which reaps what the agent leaves), without a terminal of its own.
+pub fn waiting_pod_for(plan: &Plan, settings: &PodSettings) -> Result<SessionPod, PodError> {
+    let mut session = pod_for(plan, settings)?;
+    let mut command = Vec::new();
+    if let (Some(init), true) = (&plan.security.image_init, plan.security.init) {
+        command.push(utf8(init, "the image's init")?);
+        command.push("--".to_string());
+    }
+    command.extend(["sleep", "infinity"].map(String::from));
+    if let Some(container) = session
+        .pod
+        .spec
+        .as_mut()
+        .and_then(|spec| spec.containers.first_mut())
+    {
+        container.command = Some(command);
+        container.tty = Some(false);
+        container.stdin = Some(false);
+        container.stdin_once = Some(false);
+    }
+    Ok(session)
 }
 
 /// The NetworkPolicy of the Pod `name`: nothing in and nothing out, unless
@@ -341,8 +386,9 @@ fn volumes_of(
             // The workspace's protected paths and git's own: the Pod's
             // workspace is a copy, and nothing in it is the user's.
             MountPurpose::Protect | MountPurpose::Git => {}
+            // Carried by git's variables instead (see the environment).
+            MountPurpose::GitIdentity => {}
             MountPurpose::Identity
-            | MountPurpose::GitIdentity
             | MountPurpose::CaCertificates
             | MountPurpose::HostConfig
             | MountPurpose::User

@@ -180,6 +180,12 @@ const PROJECT_FILE: &str = ".kennel.toml";
 
 /// The merged config; `root`: the workspace's top level, whose
 /// `.kennel.toml` is the project layer.
+/// The system's and the user's own config, never a project's: where a
+/// backend that sends the user's code to another machine reads which one.
+pub fn user_config() -> Result<Config, CliError> {
+    load_config(&HostContext::detect()?, None)
+}
+
 fn load_config(host: &HostContext, root: Option<&Path>) -> Result<Config, CliError> {
     let trust = TrustStore::load(&host.trust_file())?;
     let sources = ConfigSources {
