@@ -153,28 +153,9 @@ impl Client {
     /// Run a command and collect its output and exit code, over websockets.
     ///
     /// The command starts only once its three websockets are connected
-    /// (`wait-for-websocket`); when Incus gives up waiting for them first
-    /// (it waits a few seconds, which a loaded machine can exceed), the
-    /// operation has ended without running anything, and the exec is
-    /// started again (at most twice more).
+    /// (see [`Client::start_connected`], which starts it again when Incus
+    /// gave up waiting for them).
     pub async fn exec(
-        &self,
-        instance: &str,
-        request: &ExecRequest,
-    ) -> Result<ExecOutput, IncusError> {
-        let mut attempt = 0;
-        loop {
-            match self.exec_once(instance, request).await {
-                Err(error) if attempt < 2 && error.to_string().contains(NOT_CONNECTABLE) => {
-                    attempt += 1;
-                    tracing::info!(%error, attempt, "the exec's websockets were not connected in time; starting it again");
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn exec_once(
         &self,
         instance: &str,
         request: &ExecRequest,
@@ -184,12 +165,12 @@ impl Client {
             wait_for_websocket: true,
             ..RawExecPost::new(request)
         };
-        let operation = self.start_exec(&action, instance, &post).await?;
-        let (stdin, stdout, stderr) = tokio::try_join!(
-            self.websocket(&action, &operation, "0"),
-            self.websocket(&action, &operation, "1"),
-            self.websocket(&action, &operation, "2"),
-        )?;
+        let (operation, sockets) = self
+            .start_connected(&action, instance, &post, ["0", "1", "2"])
+            .await?;
+        let [stdin, stdout, stderr]: [Socket; 3] = sockets
+            .try_into()
+            .map_err(|_| IncusError::protocol(&action, "the exec's websockets"))?;
         // The sockets come back with the output and are dropped (closed)
         // only once the operation has ended.
         let streams = async {
@@ -274,12 +255,13 @@ impl Client {
             height: size.rows,
             ..RawExecPost::new(request)
         };
-        let operation = self.start_exec(&action, instance, &post).await?;
         // Incus starts the command once both are connected (within 5 s).
-        let (terminal, control) = tokio::try_join!(
-            self.websocket(&action, &operation, "0"),
-            self.websocket(&action, &operation, "control"),
-        )?;
+        let (operation, sockets) = self
+            .start_connected(&action, instance, &post, ["0", "control"])
+            .await?;
+        let [terminal, control]: [Socket; 2] = sockets
+            .try_into()
+            .map_err(|_| IncusError::protocol(&action, "the exec's websockets"))?;
 
         let (caller_end, bridge_end) = tokio::io::duplex(SESSION_BUFFER);
         tokio::spawn(bridge_terminal(terminal, bridge_end));
@@ -317,6 +299,33 @@ impl Client {
             RequestBody::json(post)?,
         )
         .await
+    }
+
+    /// Starts an exec that waits for its websockets (`wait-for-websocket`)
+    /// and connects the websockets of `fds`, in that order. When Incus gave
+    /// up waiting for them first (it waits a few seconds, which a loaded
+    /// machine can exceed), the operation ended without running anything,
+    /// and it is started again (at most twice more).
+    pub(crate) async fn start_connected<const N: usize>(
+        &self,
+        action: &str,
+        instance: &str,
+        post: &RawExecPost<'_>,
+        fds: [&str; N],
+    ) -> Result<(Operation, Vec<Socket>), IncusError> {
+        let mut attempt = 0;
+        loop {
+            let operation = self.start_exec(action, instance, post).await?;
+            let connecting = fds.map(|fd| self.websocket(action, &operation, fd));
+            match futures_util::future::try_join_all(connecting).await {
+                Ok(sockets) => return Ok((operation, sockets)),
+                Err(error) if attempt < 2 && error.to_string().contains(NOT_CONNECTABLE) => {
+                    attempt += 1;
+                    tracing::info!(%error, attempt, "the exec's websockets were not connected in time; starting it again");
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// The websocket of one of the exec's fds (`0`, `1`, `2`, `control`).

@@ -34,13 +34,12 @@ impl Client {
             wait_for_websocket: true,
             ..RawExecPost::new(request)
         };
-        let operation = self.start_exec(&action, instance, &post).await?;
-        let (input, stdout, stderr, control) = tokio::try_join!(
-            self.websocket(&action, &operation, "0"),
-            self.websocket(&action, &operation, "1"),
-            self.websocket(&action, &operation, "2"),
-            self.websocket(&action, &operation, "control"),
-        )?;
+        let (operation, sockets) = self
+            .start_connected(&action, instance, &post, ["0", "1", "2", "control"])
+            .await?;
+        let [input, stdout, stderr, control]: [crate::exec::Socket; 4] = sockets
+            .try_into()
+            .map_err(|_| IncusError::protocol(&action, "the exec's websockets"))?;
         let (ended, input_ended) = oneshot::channel();
         let feeding = tokio::spawn(feed(input, stdin, input_ended));
         let (commands, receiver) = mpsc::unbounded_channel();
