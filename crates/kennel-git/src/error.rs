@@ -54,6 +54,10 @@ pub enum GitError {
     },
     #[error("refusing to use {path}: {reason}")]
     Tampered { path: PathBuf, reason: String },
+    #[error("{path} is a worktree session's checkout; only a clone can take in a sandbox's bundle")]
+    NotAClone { path: PathBuf },
+    #[error("refusing the bundle the sandbox sent back: {reason}")]
+    BadBundle { reason: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -83,6 +87,8 @@ impl GitError {
                 | GitError::OtherRepository { .. }
                 | GitError::Tampered { .. }
                 | GitError::ObjectsTampered { .. }
+                | GitError::NotAClone { .. }
+                | GitError::BadBundle { .. }
         )
     }
 
@@ -144,6 +150,11 @@ impl GitError {
             }
             GitError::ObjectsTampered { .. } => Some(
                 "nothing was merged: a session's agent may have rewritten history under your commit ids (`git show` would show its content). Inspect with `git fsck --full`; remove the files named (or restore them from a clone or backup) and discard the session(s) that ran meanwhile; kennel checks again on the next merge"
+                    .into(),
+            ),
+            GitError::NotAClone { .. } => None,
+            GitError::BadBundle { .. } => Some(
+                "nothing was changed in the session's clone; the sandbox's work is still only in the sandbox (its `git` or its repository may have been tampered with)"
                     .into(),
             ),
             GitError::Tampered { .. } => Some(

@@ -127,7 +127,15 @@ pub(crate) struct Cmd {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     cwd: Option<PathBuf>,
-    input: Option<Vec<u8>>,
+    input: Option<Input>,
+}
+
+/// What a command reads on its standard input.
+enum Input {
+    Bytes(Vec<u8>),
+    /// An open file, read from its current offset (a bundle's pack, after
+    /// its header).
+    File(std::fs::File),
 }
 
 /// What a git command left behind.
@@ -230,7 +238,13 @@ impl Cmd {
     }
 
     pub fn input(mut self, bytes: Vec<u8>) -> Cmd {
-        self.input = Some(bytes);
+        self.input = Some(Input::Bytes(bytes));
+        self
+    }
+
+    /// Standard input from `file`, from where its offset is now.
+    pub fn input_file(mut self, file: std::fs::File) -> Cmd {
+        self.input = Some(Input::File(file));
         self
     }
 
@@ -260,12 +274,13 @@ impl Cmd {
         if let Some(cwd) = &self.cwd {
             command.current_dir(cwd);
         }
+        let (stdin, bytes) = match self.input {
+            Some(Input::Bytes(bytes)) => (Stdio::piped(), Some(bytes)),
+            Some(Input::File(file)) => (Stdio::from(file), None),
+            None => (Stdio::null(), None),
+        };
         command
-            .stdin(if self.input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = command.spawn().map_err(|error| match error.kind() {
@@ -279,7 +294,7 @@ impl Cmd {
         })?;
         // Feed stdin from a thread: git may fill its stdout pipe before it
         // has read all of its input.
-        let writer = match (self.input, child.stdin.take()) {
+        let writer = match (bytes, child.stdin.take()) {
             (Some(bytes), Some(mut stdin)) => Some(std::thread::spawn(move || {
                 let _ = stdin.write_all(&bytes);
             })),

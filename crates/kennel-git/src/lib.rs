@@ -8,7 +8,10 @@
 //!   repository's git dir partly read-only ([`Repo::mounts_for_worktree`]);
 //! - **clone**: a private clone that shares nothing writable with the host
 //!   repository ([`Repo::create_clone`]); its branch comes back on
-//!   [`Repo::sync`].
+//!   [`Repo::sync`]. A sandbox that cannot share the clone's directory (a
+//!   Kubernetes Pod works on a copy) sends its work back as a git bundle
+//!   ([`bundle_command`] in the sandbox, [`Repo::receive_bundle`] on the
+//!   host), which sets the clone to what the sandbox had.
 //!
 //! and the user reviews the work with [`Repo::diff`], takes it with
 //! [`Repo::merge`] or [`Repo::apply`], or drops it with [`Repo::discard`].
@@ -42,6 +45,13 @@
 //!   ([`Repo::sync`]): git designs upload-pack to be safe in an untrusted
 //!   repository (it ignores hooks and honours `uploadpack.packObjectsHook`
 //!   only from protected config; see git's `gitsecurityboundary(7)`).
+//! - A bundle a sandbox sends back is bytes of the agent's choosing: only
+//!   its two refs are read, its objects are checked by `git index-pack
+//!   --strict` in a quarantine before they enter the clone, and its files
+//!   are written by git with no filter or hook ([`Repo::receive_bundle`]).
+//!   That is the one time kennel runs git on a clone's own git dir: a clone
+//!   that no sandbox has had (the sandbox worked on a copy), whose config is
+//!   kennel's.
 //!
 //! What a worktree sandbox mounts ([`Repo::mounts_for_worktree`]) comes
 //! from kennel's own paths and from what was recorded when the checkout
@@ -53,6 +63,7 @@
 //!
 //! This crate never prints: every failure is a [`GitError`] with a hint.
 
+mod bundle;
 mod error;
 mod git;
 mod mounts;
@@ -63,6 +74,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use bundle::{Received, WORK_TREE_REF, bundle_command};
 pub use error::{GitError, Result};
 pub use mounts::GitMount;
 pub use objects::ObjectProblem;

@@ -336,10 +336,12 @@ impl Repo {
     }
 
     /// The bind mounts for a clone: the clone and nothing of the host
-    /// repository. Its `config` and `hooks` are read-only too, although
-    /// kennel never runs git in the clone (only `upload-pack`, see
-    /// [`Repo::sync`]): they protect a user who later runs git there by
-    /// hand. `.git` is mounted onto itself so that it cannot be renamed
+    /// repository. Its `config` and `hooks` are read-only too: kennel runs
+    /// only `upload-pack` in a clone a sandbox had (see [`Repo::sync`]),
+    /// and git with the clone's config only in a clone whose config the
+    /// agent could never write (a remote backend's, which the Pod gets a
+    /// copy of: [`Repo::receive_bundle`]); they also protect a user who
+    /// later runs git there by hand. `.git` is mounted onto itself so that it cannot be renamed
     /// away and replaced by a git dir of the agent's.
     pub fn mounts_for_clone(&self, checkout: &Checkout) -> Result<Vec<GitMount>> {
         self.check_ours(checkout)?;

@@ -212,7 +212,7 @@ fn clone_tip(checkout: &Checkout) -> Result<Option<String>> {
 /// from any directory the agent names). These are checks, not a boundary:
 /// what they catch would at worst bring another local repository's objects
 /// into the session branch, never run code.
-fn trusted_clone_git_dir(checkout: &Checkout) -> Result<PathBuf> {
+pub(crate) fn trusted_clone_git_dir(checkout: &Checkout) -> Result<PathBuf> {
     if !checkout.dir.is_dir() {
         return Err(GitError::CheckoutMissing {
             path: checkout.dir.clone(),

@@ -14,6 +14,19 @@ use kennel_git::{Identity, Repo};
 /// library's) from the machine's config: `~/.gitconfig` or
 /// `/etc/gitconfig` could name hooks, fsmonitor or filters.
 pub fn isolate() {
+    isolate_with(None);
+}
+
+/// Like [`isolate`], but with `home` as `HOME` (and `XDG_CONFIG_HOME` under
+/// it), so that `home/.gitconfig` is the global config every git process of
+/// this test binary reads: for tests of what the user's own global config
+/// could make git run. A binary that uses it must call it first in every
+/// test (the first call of either function decides for the whole binary).
+pub fn isolate_with_home(home: &Path) {
+    isolate_with(Some(home));
+}
+
+fn isolate_with(home: Option<&Path>) {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // SAFETY: every test calls this before it starts any thread or
@@ -22,7 +35,14 @@ pub fn isolate() {
         // own git processes must see it too: no safe way but the environment.
         #[allow(unsafe_code)]
         unsafe {
-            std::env::set_var("GIT_CONFIG_GLOBAL", "/dev/null");
+            match home {
+                Some(home) => {
+                    std::env::set_var("HOME", home);
+                    std::env::set_var("XDG_CONFIG_HOME", home.join(".config"));
+                    std::env::remove_var("GIT_CONFIG_GLOBAL");
+                }
+                None => std::env::set_var("GIT_CONFIG_GLOBAL", "/dev/null"),
+            }
             std::env::set_var("GIT_CONFIG_NOSYSTEM", "1");
             std::env::remove_var("GIT_DIR");
             std::env::remove_var("GIT_WORK_TREE");
