@@ -120,6 +120,29 @@ pub fn pod_for(plan: &Plan, settings: &PodSettings) -> Result<SessionPod, PodErr
         }
     }
 
+    // The workspace's directory is the mount point of a volume, owned by
+    // root: git refuses a repository whose top is not the user's unless
+    // protected config (git's variables count as the command line) says
+    // it is safe. The Pod is the agent's own; so is its repository.
+    if let Some(workspace) = plan.mount(MountPurpose::Workspace)
+        && !plan.env.iter().any(|var| var.name == "GIT_CONFIG_COUNT")
+    {
+        for (name, value) in [
+            ("GIT_CONFIG_COUNT", "1".to_string()),
+            ("GIT_CONFIG_KEY_0", "safe.directory".to_string()),
+            (
+                "GIT_CONFIG_VALUE_0",
+                utf8(&workspace.target, "the workspace")?,
+            ),
+        ] {
+            env.push(EnvVar {
+                name: name.to_string(),
+                value: Some(value),
+                ..Default::default()
+            });
+        }
+    }
+
     let (volumes, volume_mounts) = volumes_of(plan, &mut warnings)?;
     if plan.security.seccomp_profile.is_some() {
         warnings.push(

@@ -71,6 +71,12 @@ fn register_backends() {
         kennel_incus_backend::backend,
         kennel_lib::backend::Selection::Auto,
     );
+    // A cluster is another machine: only when the user names it.
+    kennel_lib::backend::register(
+        kennel_kube_backend::NAME,
+        kennel_kube_backend::backend,
+        kennel_lib::backend::Selection::ByName,
+    );
 }
 
 /// Runs an async command to its end. The runtime is shut down without

@@ -66,6 +66,9 @@ mod git_identity;
 #[path = "e2e/incus.rs"]
 mod incus_only;
 
+#[path = "e2e/kubernetes.rs"]
+mod kubernetes;
+
 #[path = "e2e/broker.rs"]
 mod broker;
 

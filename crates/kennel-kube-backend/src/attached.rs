@@ -1,0 +1,160 @@
+//! The agent in its Pod attached to kennel's terminal, through the API's
+//! exec: on a pty when kennel has a terminal (raw mode, the window's size
+//! followed), else with stdout and stderr kept apart; stdin forwarded; the
+//! exit code returned. A signal to kennel ends the wait (the exec API
+//! cannot pass a signal on): the caller then ends the agent.
+
+use futures_util::SinkExt;
+use kennel_kube::Cluster;
+use kennel_lib::error::CliError;
+use kennel_term::{RawMode, StdinReader, window_size};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::cluster_error;
+
+/// How the attached agent's wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AgentEnd {
+    /// The agent exited with this code.
+    Exited(i32),
+    /// kennel got this signal first; the agent may still run.
+    Signalled(i32),
+}
+
+/// The signals that end kennel's wait for the agent.
+fn ending_signals() -> mpsc::UnboundedReceiver<i32> {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    for kind in [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+        SignalKind::quit(),
+    ] {
+        let Ok(mut stream) = signal(kind) else {
+            continue;
+        };
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                if sender.send(kind.as_raw_value()).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    receiver
+}
+
+/// Copies `from` to `to` until it ends (or `to` goes away: a reader that
+/// left is not the agent's failure, and the rest is dropped).
+async fn copy_out(mut from: impl AsyncRead + Unpin, to: impl AsyncWrite + Unpin) {
+    let mut sink = kennel_term::Sink::new(to);
+    let mut chunk = vec![0u8; 32 * 1024];
+    loop {
+        match from.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => sink.write(&chunk[..n]).await,
+        }
+    }
+    sink.flush().await;
+}
+
+/// Runs `argv` in the Pod `pod` attached to this terminal: on a pty when
+/// `tty`, with kennel's stdin forwarded when `stdin`.
+pub(crate) async fn run(
+    cluster: &Cluster,
+    pod: &str,
+    argv: &[String],
+    tty: bool,
+    stdin: bool,
+) -> Result<AgentEnd, CliError> {
+    let mut process = cluster
+        .exec_attached(pod, argv, tty)
+        .await
+        .map_err(cluster_error)?;
+    let status = process.take_status();
+    let failed = |what: &str| CliError::kennel(format!("Kubernetes: exec in Pod {pod}: {what}"));
+    let (Some(mut input), Some(output), Some(status)) = (process.stdin(), process.stdout(), status)
+    else {
+        return Err(failed("the stream has no stdin or stdout"));
+    };
+    let raw_mode = match tty {
+        true => RawMode::enter().map_err(|error| {
+            CliError::kennel(format!("cannot set the terminal to raw mode: {error}"))
+        })?,
+        false => None,
+    };
+    let mut copies = vec![tokio::spawn(copy_out(output, tokio::io::stdout()))];
+    if let Some(errors) = process.stderr() {
+        copies.push(tokio::spawn(copy_out(errors, tokio::io::stderr())));
+    }
+    let mut resize = process.terminal_size();
+    if let (Some(sender), Some((rows, cols))) = (resize.as_mut(), window_size()) {
+        let _ = sender
+            .send(kennel_kube::TerminalSize {
+                width: cols,
+                height: rows,
+            })
+            .await;
+    }
+    let mut stdin_reader = None;
+    if stdin {
+        let (reader, mut chunks) = StdinReader::spawn()
+            .map_err(|error| CliError::kennel(format!("cannot read stdin: {error}")))?;
+        stdin_reader = Some(reader);
+        tokio::spawn(async move {
+            while let Some(chunk) = chunks.recv().await {
+                if input.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            match tty {
+                // EOF on a terminal: the pty sees ^D.
+                true => {
+                    let _ = input.write_all(&[4]).await;
+                    std::future::pending::<()>().await;
+                }
+                false => {
+                    let _ = input.shutdown().await;
+                }
+            }
+        });
+    } else {
+        // Nothing to send: the agent sees its stdin end at once.
+        let _ = input.shutdown().await;
+    }
+    let mut winch = signal(SignalKind::window_change()).ok();
+    let mut signals = ending_signals();
+    tokio::pin!(status);
+    let end = loop {
+        tokio::select! {
+            status = &mut status => {
+                break match kennel_kube::exit_code(status.as_ref()) {
+                    Some(code) => Ok(AgentEnd::Exited(code)),
+                    None => Err(failed(&format!("it ended without an exit code ({status:?})"))),
+                };
+            }
+            Some(()) = async { match winch.as_mut() { Some(w) => w.recv().await, None => std::future::pending().await } } => {
+                if let (Some(sender), Some((rows, cols))) = (resize.as_mut(), window_size()) {
+                    let _ = sender.send(kennel_kube::TerminalSize { width: cols, height: rows }).await;
+                }
+            }
+            Some(signo) = signals.recv() => break Ok(AgentEnd::Signalled(signo)),
+        }
+    };
+    if let Some(mut reader) = stdin_reader {
+        reader.cancel();
+    }
+    // What the agent printed last reaches the terminal before it is restored.
+    if matches!(end, Ok(AgentEnd::Exited(_))) {
+        for copy in copies {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), copy).await;
+        }
+    } else {
+        process.abort();
+    }
+    drop(raw_mode);
+    end
+}

@@ -1,0 +1,346 @@
+//! The Kubernetes backend on the real test cluster (scripts/k8s-up.sh,
+//! started by scripts/e2e-setup.sh): the test user's own namespace and
+//! kubeconfig, kennel's `shell` image built with Docker and imported into
+//! the node's containerd (as a team pushes its images to a registry).
+//!
+//! A session there runs in clone mode: the clone goes in, the agent's
+//! commits and files come back as git objects, the review commands read
+//! them. The host steps after the run (its end, `diff`, `merge`, the
+//! user's `git status`) are tried against what an agent can plant.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::harness::{Backend, Ctx, not_ready, sh_quote};
+
+/// The test cluster's binaries (scripts/k8s-build.sh's cache).
+fn k8s_bin() -> Option<PathBuf> {
+    let cache = std::fs::read_dir("/var/cache/kennel-k8s").ok()?;
+    cache
+        .flatten()
+        .map(|entry| entry.path().join("bin"))
+        .find(|bin| bin.join("kubectl").is_file())
+}
+
+const CONTAINERD: &str = "/run/kennel-k8s/containerd.sock";
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A test's context: Docker's (which builds the `shell` image), its
+/// config pointed at the cluster in clone mode, the image on the node.
+fn kube_ctx(name: &str) -> Option<(Ctx, PathBuf)> {
+    let Some(bin) = k8s_bin() else {
+        return not_ready(
+            &format!("kubernetes::{name}"),
+            "no test cluster binaries (run scripts/e2e-setup.sh)",
+        );
+    };
+    let t = Ctx::with_shell_image(Backend::Docker, &format!("kube_{name}"))?;
+    let kubeconfig = t.user.home.join(".kube/config");
+    if !kubeconfig.is_file() {
+        return not_ready(
+            &format!("kubernetes::{name}"),
+            &format!(
+                "{} is missing (run scripts/e2e-setup.sh)",
+                kubeconfig.display()
+            ),
+        );
+    }
+    static IMPORTED: OnceLock<Result<(), String>> = OnceLock::new();
+    let imported = IMPORTED.get_or_init(|| import_shell_image(&t, &bin));
+    if let Err(error) = imported {
+        panic!("the shell image did not reach the cluster's node: {error}");
+    }
+    write_kube_config(&t, &kubeconfig, "");
+    Some((t, bin))
+}
+
+/// The user's config: the cluster by its kubeconfig, clone mode.
+fn write_kube_config(t: &Ctx, kubeconfig: &Path, defaults_extra: &str) {
+    std::fs::write(
+        t.config_home.join("kennel/config.toml"),
+        format!(
+            "[defaults]\nbase_image = \"{}\"\nbackend = \"kubernetes\"\nmode = \"clone\"\n{defaults_extra}\n\
+             [kubernetes]\nkubeconfig = \"{}\"\n",
+            crate::harness::base_image(),
+            kubeconfig.display()
+        ),
+    )
+    .expect("write the config");
+    t.user.chown(&t.config_home);
+}
+
+/// `docker save` of kennel's shell image into the node's containerd.
+fn import_shell_image(t: &Ctx, bin: &Path) -> Result<(), String> {
+    let dry = t
+        .kennel(&["run", "shell", "--backend", "docker", "--dry-run"])
+        .run();
+    if !dry.success() {
+        return Err(format!("{dry}"));
+    }
+    let reference = dry.json()["image"]["reference"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let script = format!(
+        "docker save {image} | {ctr} --address {CONTAINERD} -n k8s.io images import - >/dev/null",
+        image = sh_quote(&reference),
+        ctr = sh_quote(&bin.join("ctr").display().to_string()),
+    );
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .map_err(|error| error.to_string())?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(String::from_utf8_lossy(&out.stderr).to_string()),
+    }
+}
+
+/// The Pods kennel left in the test user's namespace.
+fn kennel_pods(t: &Ctx, bin: &Path) -> Vec<String> {
+    let kubectl = bin.join("kubectl").display().to_string();
+    let out = t
+        .as_user(&[
+            &kubectl,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/managed-by=kennel",
+            "-o",
+            "name",
+        ])
+        .run();
+    out.assert_ok();
+    out.stdout.lines().map(str::to_string).collect()
+}
+
+/// The session a `kennel run` made and its Pod's name, from what it said:
+/// `session NAME works on branch BRANCH (clone in DIR)`, the Pod named
+/// after the clone's directory.
+fn session_of(out: &crate::harness::Out) -> (String, String) {
+    let line = out
+        .stderr
+        .lines()
+        .find(|line| line.contains(" works on branch "))
+        .unwrap_or_else(|| panic!("no session line\n{out}"));
+    let session = line
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_default()
+        .to_string();
+    let dir = line
+        .rsplit_once("clone in ")
+        .map(|(_, dir)| dir.trim_end_matches(')'))
+        .unwrap_or_default();
+    let pod = Path::new(dir)
+        .file_name()
+        .map(|name| name.to_string_lossy().to_string())
+        .unwrap_or_default();
+    (session, pod)
+}
+
+/// The session `name`'s Pod is gone from the namespace (deletion takes
+/// the API a moment).
+fn assert_no_pod_of(t: &Ctx, bin: &Path, name: &str) {
+    let mut left = Vec::new();
+    for _ in 0..50 {
+        left = kennel_pods(t, bin)
+            .into_iter()
+            .filter(|pod| pod.contains(name))
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("the session's Pod is still there: {left:?}");
+}
+
+/// `kennel run` on the cluster: the agent runs as the user, walled in
+/// (no capabilities, no new privileges, seccomp, no token, no host files,
+/// no network), in the session's clone; its exit code comes back; its
+/// commit and its uncommitted files come back as git objects, and `kennel
+/// diff` and `kennel merge` review them as on every backend; the Pod is
+/// gone afterwards.
+#[test]
+fn kubernetes_run_in_clone_mode() {
+    let Some((t, bin)) = kube_ctx("run_clone") else {
+        return;
+    };
+    let host_file = t.user.home.join(".kube/config");
+    let probe = r#"
+        echo "UID=$(id -u)"
+        echo "CAPEFF=$(awk '/^CapEff/ {print $2}' /proc/self/status)"
+        echo "NONEWPRIVS=$(awk '/^NoNewPrivs/ {print $2}' /proc/self/status)"
+        echo "SECCOMP=$(awk '/^Seccomp:/ {print $2}' /proc/self/status)"
+        [ -e /var/run/secrets/kubernetes.io/serviceaccount/token ] && echo TOKEN=yes || echo TOKEN=no
+        [ -e "$1" ] && echo HOSTFILE=yes || echo HOSTFILE=no
+        perl -MIO::Socket::INET -e 'exit(IO::Socket::INET->new(PeerAddr => "1.1.1.1", PeerPort => 443, Timeout => 2) ? 0 : 1)' && echo NET=yes || echo NET=no
+        echo "BRANCH=$(git branch --show-current)"
+        echo "README=$(head -c 11 README.md)"
+        echo agent-work > added.txt
+        git add added.txt && git commit -q -m 'the agent commits'
+        echo uncommitted > loose.txt
+        echo changed >> README.md
+        exit 3
+    "#;
+    let host_file = host_file.display().to_string();
+    let out = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--network",
+            "none",
+            "--",
+            "sh",
+            "-c",
+            probe,
+            "probe",
+            &host_file,
+        ])
+        .timeout(RUN_TIMEOUT)
+        .run();
+    out.assert_code(3);
+    for (key, want) in [
+        ("UID", t.user.uid.to_string()),
+        ("CAPEFF", "0000000000000000".to_string()),
+        ("NONEWPRIVS", "1".to_string()),
+        ("SECCOMP", "2".to_string()),
+        ("TOKEN", "no".to_string()),
+        ("HOSTFILE", "no".to_string()),
+        ("NET", "no".to_string()),
+        ("README", "e2e workspa".to_string()),
+    ] {
+        assert_eq!(out.kv(key).as_deref(), Some(want.as_str()), "{key}\n{out}");
+    }
+    let branch = out.expect_kv("BRANCH");
+    assert!(branch.starts_with("kennel/"), "{out}");
+    let (name, pod) = session_of(&out);
+    assert_no_pod_of(&t, &bin, &pod);
+
+    // The session ended with the agent's code; its work came back.
+    let session = t
+        .session(&name)
+        .unwrap_or_else(|| panic!("{name} not in ls\n{out}"));
+    assert_eq!(session["exit_code"], 3, "{session}");
+    let diff = t.kennel(&["diff", &name]).run();
+    diff.assert_ok();
+    for expected in [
+        "added.txt",
+        "+agent-work",
+        "loose.txt",
+        "+uncommitted",
+        "+changed",
+    ] {
+        assert!(
+            diff.stdout.contains(expected),
+            "{expected} not in the diff\n{diff}"
+        );
+    }
+    let merged = t.kennel(&["merge", &name]).run();
+    merged.assert_ok();
+    assert_eq!(
+        std::fs::read_to_string(t.ws.join("added.txt"))
+            .ok()
+            .as_deref(),
+        Some("agent-work\n"),
+        "{merged}"
+    );
+    let log = t.git(&["log", "--format=%s", "-3"]);
+    assert!(log.contains("the agent commits"), "{log}");
+}
+
+/// Exit codes as on every backend: a command that does not exist is 127;
+/// a session that is not in clone mode is refused as a usage error (2),
+/// before anything is made on the cluster, saying how to fix it.
+#[test]
+fn kubernetes_exit_codes_and_refusals() {
+    let Some((t, bin)) = kube_ctx("codes") else {
+        return;
+    };
+    let out = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--network",
+            "none",
+            "--",
+            "kennel-e2e-no-such-command",
+        ])
+        .timeout(RUN_TIMEOUT)
+        .run();
+    out.assert_code(127);
+    // The clone kennel would make is named after the workspace, and so
+    // is the Pod: none of that name may appear.
+    let (_, pod) = session_of(&out);
+    let out = t
+        .kennel(&["run", "shell", "--mode", "direct", "--", "true"])
+        .timeout(RUN_TIMEOUT)
+        .run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("clone mode only"), "{out}");
+    assert!(out.stderr.contains("--mode clone"), "{out}");
+    assert_no_pod_of(&t, &bin, &pod);
+}
+
+/// What an agent plants in its Pod's repository does not run on the host
+/// when its work comes back, nor at `kennel diff`, `kennel merge` or the
+/// user's own `git status`: hooks, an fsmonitor and a filter in the Pod's
+/// `.git/config` stay in the Pod (only objects come back), and a link to a
+/// file of the user's arrives as a link, never followed.
+#[test]
+fn kubernetes_plants_stay_in_the_pod() {
+    let Some((t, bin)) = kube_ctx("plants") else {
+        return;
+    };
+    let marker = t.scratch().join("planted-ran");
+    let plant = format!(
+        r#"
+        set -e
+        for hook in post-checkout post-merge reference-transaction pre-commit post-commit; do
+            printf '#!/bin/sh\ntouch {marker}\n' > .git/hooks/$hook
+            chmod +x .git/hooks/$hook
+        done
+        git config core.fsmonitor 'touch {marker}'
+        git config filter.evil.smudge 'touch {marker}; cat'
+        git config filter.evil.clean 'touch {marker}; cat'
+        echo '* filter=evil' > .gitattributes
+        ln -s {secret} leak
+        git -c core.hooksPath=/dev/null add -A
+        git -c core.hooksPath=/dev/null -c core.fsmonitor=false commit -q -m planted
+        "#,
+        marker = sh_quote(&marker.display().to_string()),
+        secret = sh_quote(&t.user.home.join(".kube/config").display().to_string()),
+    );
+    let out = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--network",
+            "none",
+            "--",
+            "sh",
+            "-c",
+            &plant,
+        ])
+        .timeout(RUN_TIMEOUT)
+        .run();
+    out.assert_ok();
+    let (name, pod) = session_of(&out);
+    assert_no_pod_of(&t, &bin, &pod);
+    let diff = t.kennel(&["diff", &name]).run();
+    diff.assert_ok();
+    assert!(diff.stdout.contains("leak"), "{diff}");
+    let merged = t.kennel(&["merge", &name]).run();
+    merged.assert_ok();
+    let status = t.git(&["status", "--porcelain"]);
+    let leak = t.ws.join("leak");
+    let link = std::fs::symlink_metadata(&leak).map(|m| m.file_type().is_symlink());
+    assert_eq!(link.ok(), Some(true), "leak must be a link\n{status}");
+    assert!(
+        !marker.exists(),
+        "something the agent planted ran on the host\n{out}\n{diff}\n{merged}"
+    );
+}
