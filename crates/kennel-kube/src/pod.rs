@@ -250,8 +250,9 @@ pub fn pod_for(plan: &Plan, settings: &PodSettings) -> Result<SessionPod, PodErr
 
 /// The Pod of a session whose agent kennel starts later, by exec, once the
 /// workspace is in and the walls hold ([`crate::Cluster::wait_walled`]): its
-/// container only waits (under the image's init when the Plan uses one,
-/// which reaps what the agent leaves), without a terminal of its own.
+/// container only waits (a shell that ignores SIGTERM, under the image's
+/// init when the Plan uses one, which reaps what the agent leaves), without
+/// a terminal of its own.
 pub fn waiting_pod_for(plan: &Plan, settings: &PodSettings) -> Result<SessionPod, PodError> {
     let mut session = pod_for(plan, settings)?;
     let mut command = Vec::new();
@@ -259,7 +260,17 @@ pub fn waiting_pod_for(plan: &Plan, settings: &PodSettings) -> Result<SessionPod
         command.push(utf8(init, "the image's init")?);
         command.push("--".to_string());
     }
-    command.extend(["sleep", "infinity"].map(String::from));
+    // It outlives a SIGTERM to every process of the user's (how kennel
+    // ends the agent before its work is brought back): the loop starts
+    // its sleep again.
+    command.extend(
+        [
+            "/bin/sh",
+            "-c",
+            "trap '' TERM HUP INT; while :; do sleep 3600; done",
+        ]
+        .map(String::from),
+    );
     if let Some(container) = session
         .pod
         .spec

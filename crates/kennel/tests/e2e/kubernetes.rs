@@ -344,3 +344,61 @@ fn kubernetes_plants_stay_in_the_pod() {
         "something the agent planted ran on the host\n{out}\n{diff}\n{merged}"
     );
 }
+
+/// SIGTERM to `kennel run`: the agent is ended, what it wrote so far comes
+/// back (nothing is lost), the Pod is deleted, and kennel exits 143.
+#[test]
+fn kubernetes_sigterm_keeps_the_work_and_deletes_the_pod() {
+    let Some((t, bin)) = kube_ctx("sigterm") else {
+        return;
+    };
+    let mut bg = t.spawn_kennel(&[
+        "run",
+        "shell",
+        "--network",
+        "none",
+        "--",
+        "sh",
+        "-c",
+        "echo before-the-signal > written.txt; echo AGENT-READY; sleep 600",
+    ]);
+    let deadline = std::time::Instant::now() + RUN_TIMEOUT;
+    // A line of its own: the command line in the log's header has it too.
+    while !bg.output().lines().any(|line| line.trim() == "AGENT-READY") {
+        assert!(
+            std::time::Instant::now() < deadline && bg.try_wait().is_none(),
+            "the agent never started\n{}",
+            bg.output()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bg.signal("TERM");
+    let (status, timed_out) = bg.wait_for(Duration::from_secs(60));
+    assert!(!timed_out, "kennel did not end on SIGTERM\n{}", bg.output());
+    assert_eq!(status.and_then(|s| s.code()), Some(143), "{}", bg.output());
+    let output = bg.output();
+    let line = output
+        .lines()
+        .find(|line| line.contains(" works on branch "))
+        .unwrap_or_else(|| panic!("no session line\n{output}"));
+    let name = line
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_default()
+        .to_string();
+    let pod = line
+        .rsplit_once("clone in ")
+        .and_then(|(_, dir)| {
+            Path::new(dir.trim_end_matches(')'))
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+        })
+        .unwrap_or_default();
+    assert_no_pod_of(&t, &bin, &pod);
+    let diff = t.kennel(&["diff", &name]).run();
+    diff.assert_ok();
+    assert!(
+        diff.stdout.contains("+before-the-signal"),
+        "{diff}\n{output}"
+    );
+}
