@@ -94,9 +94,14 @@ impl Cluster {
             context: settings.context.clone(),
             ..Default::default()
         };
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
             .map_err(|error| ClusterError::Kubeconfig(error.to_string()))?;
+        // A cluster that does not answer is said soon (`kennel doctor`,
+        // `clean` and `ls` ask every backend); reads have no limit, since
+        // an agent's terminal may be quiet for as long as it likes.
+        config.connect_timeout = Some(Duration::from_secs(10));
+        config.read_timeout = None;
         let namespace = settings
             .namespace
             .clone()

@@ -120,11 +120,14 @@ fn kennel_pods(t: &Ctx, bin: &Path) -> Vec<String> {
 /// `session NAME works on branch BRANCH (clone in DIR)`, the Pod named
 /// after the clone's directory.
 fn session_of(out: &crate::harness::Out) -> (String, String) {
-    let line = out
-        .stderr
+    session_in(&out.stderr).unwrap_or_else(|| panic!("no session line\n{out}"))
+}
+
+/// [`session_of`] in any text kennel wrote.
+fn session_in(text: &str) -> Option<(String, String)> {
+    let line = text
         .lines()
-        .find(|line| line.contains(" works on branch "))
-        .unwrap_or_else(|| panic!("no session line\n{out}"));
+        .find(|line| line.contains(" works on branch "))?;
     let session = line
         .split_whitespace()
         .nth(2)
@@ -138,7 +141,7 @@ fn session_of(out: &crate::harness::Out) -> (String, String) {
         .file_name()
         .map(|name| name.to_string_lossy().to_string())
         .unwrap_or_default();
-    (session, pod)
+    Some((session, pod))
 }
 
 /// The session `name`'s Pod is gone from the namespace (deletion takes
@@ -363,7 +366,25 @@ fn kubernetes_sigterm_keeps_the_work_and_deletes_the_pod() {
         "echo before-the-signal > written.txt; echo AGENT-READY; sleep 600",
     ]);
     let deadline = std::time::Instant::now() + RUN_TIMEOUT;
-    // A line of its own: the command line in the log's header has it too.
+    wait_ready(&mut bg, deadline);
+    bg.signal("TERM");
+    let (status, timed_out) = bg.wait_for(Duration::from_secs(60));
+    assert!(!timed_out, "kennel did not end on SIGTERM\n{}", bg.output());
+    assert_eq!(status.and_then(|s| s.code()), Some(143), "{}", bg.output());
+    let output = bg.output();
+    let (name, pod) = session_in(&output).unwrap_or_else(|| panic!("no session line\n{output}"));
+    assert_no_pod_of(&t, &bin, &pod);
+    let diff = t.kennel(&["diff", &name]).run();
+    diff.assert_ok();
+    assert!(
+        diff.stdout.contains("+before-the-signal"),
+        "{diff}\n{output}"
+    );
+}
+
+/// Until the agent of `bg` printed `AGENT-READY` on a line of its own (the
+/// command line in the log's header has it too).
+fn wait_ready(bg: &mut crate::harness::Background, deadline: std::time::Instant) {
     while !bg.output().lines().any(|line| line.trim() == "AGENT-READY") {
         assert!(
             std::time::Instant::now() < deadline && bg.try_wait().is_none(),
@@ -372,33 +393,46 @@ fn kubernetes_sigterm_keeps_the_work_and_deletes_the_pod() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    bg.signal("TERM");
-    let (status, timed_out) = bg.wait_for(Duration::from_secs(60));
-    assert!(!timed_out, "kennel did not end on SIGTERM\n{}", bg.output());
-    assert_eq!(status.and_then(|s| s.code()), Some(143), "{}", bg.output());
+}
+
+/// A `kennel run` killed outright leaves its Pod running: `kennel ls`
+/// calls the session orphaned (asking the cluster), and `kennel clean
+/// --force` deletes the Pod by the registry's label.
+#[test]
+fn kubernetes_killed_kennel_leaves_an_orphan_that_clean_removes() {
+    let Some((t, bin)) = kube_ctx("killed") else {
+        return;
+    };
+    let mut bg = t.spawn_kennel(&[
+        "run",
+        "shell",
+        "--network",
+        "none",
+        "--",
+        "sh",
+        "-c",
+        "echo AGENT-READY; sleep 600",
+    ]);
+    wait_ready(&mut bg, std::time::Instant::now() + RUN_TIMEOUT);
+    bg.signal("KILL");
+    let _ = bg.wait_for(Duration::from_secs(10));
     let output = bg.output();
-    let line = output
-        .lines()
-        .find(|line| line.contains(" works on branch "))
-        .unwrap_or_else(|| panic!("no session line\n{output}"));
-    let name = line
-        .split_whitespace()
-        .nth(2)
-        .unwrap_or_default()
-        .to_string();
-    let pod = line
-        .rsplit_once("clone in ")
-        .and_then(|(_, dir)| {
-            Path::new(dir.trim_end_matches(')'))
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-        })
-        .unwrap_or_default();
-    assert_no_pod_of(&t, &bin, &pod);
-    let diff = t.kennel(&["diff", &name]).run();
-    diff.assert_ok();
+    let (name, pod) = session_in(&output).unwrap_or_else(|| panic!("no session line\n{output}"));
     assert!(
-        diff.stdout.contains("+before-the-signal"),
-        "{diff}\n{output}"
+        kennel_pods(&t, &bin)
+            .iter()
+            .any(|listed| listed.ends_with(&pod)),
+        "the Pod went with its kennel?\n{output}"
     );
+    let listed = t
+        .session(&name)
+        .unwrap_or_else(|| panic!("{name} not in ls"));
+    assert_eq!(listed["orphaned"], true, "{listed}");
+    let out = t.kennel(&["clean", "--force"]).run();
+    out.assert_ok();
+    assert_no_pod_of(&t, &bin, &pod);
+    let listed = t
+        .session(&name)
+        .unwrap_or_else(|| panic!("{name} not in ls"));
+    assert_eq!(listed["state"], "stopped", "{listed}");
 }
