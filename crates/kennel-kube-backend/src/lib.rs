@@ -20,7 +20,10 @@
 
 mod attached;
 mod launch;
+mod pod;
+mod session;
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -90,6 +93,21 @@ impl KubeBackend {
         Ok(&self.connected().await?.1)
     }
 
+    /// The Pod of a persistent session whose agent must be running.
+    async fn running<'a>(&'a self, found: &mut Found) -> Result<session::InPod<'a>, CliError> {
+        let handle = found.sandbox_handle()?;
+        let cluster = self.cluster().await?;
+        let state = session::state(cluster, &handle).await?;
+        if state == SandboxState::Running {
+            return Ok(session::InPod {
+                cluster,
+                pod: pod_name(&handle),
+            });
+        }
+        session::record(found, state, false);
+        Err(found.not_running())
+    }
+
     /// The cluster, or `None` (logged) when it does not answer.
     async fn answering(&self) -> Option<&Cluster> {
         match self.cluster().await {
@@ -122,7 +140,7 @@ fn image_for(settings: &KubernetesConfig, plan: &Plan) -> String {
     }
 }
 
-async fn state_of(cluster: &Cluster, handle: &str) -> Result<SandboxState, CliError> {
+pub(crate) async fn state_of(cluster: &Cluster, handle: &str) -> Result<SandboxState, CliError> {
     Ok(
         match cluster
             .pod_state(&pod_name(handle))
@@ -134,14 +152,6 @@ async fn state_of(cluster: &Cluster, handle: &str) -> Result<SandboxState, CliEr
             Some(PodState::Pending | PodState::Running) => SandboxState::Running,
         },
     )
-}
-
-/// What only `kennel start`'s sessions would need.
-fn persistent_not_built() -> CliError {
-    CliError::kennel(
-        "the Kubernetes backend runs `kennel run` sessions only so far; persistent sessions (`kennel start`, attach, send, capture, logs, exec) are not built yet",
-    )
-    .with_hint("use `kennel run --backend kubernetes --mode clone AGENT`, or another backend for `kennel start`")
 }
 
 #[async_trait(?Send)]
@@ -188,54 +198,102 @@ impl Backend for KubeBackend {
         launch::KubeLaunch::new(cluster, settings, plan).map(|launch| Box::new(launch) as _)
     }
 
-    async fn attach(&self, _found: &mut Found) -> Result<i32, CliError> {
-        Err(persistent_not_built())
+    async fn attach(&self, found: &mut Found) -> Result<i32, CliError> {
+        let server = self.running(found).await?;
+        kennel_lib::tmux::attach(&server).await
     }
 
-    async fn exec(&self, _found: &mut Found, _command: Vec<String>) -> Result<i32, CliError> {
-        Err(persistent_not_built())
+    async fn exec(&self, found: &mut Found, command: Vec<String>) -> Result<i32, CliError> {
+        let server = self.running(found).await?;
+        let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+        let mut argv = Vec::new();
+        if tty {
+            argv.push("env".to_string());
+            argv.push(format!("TERM={}", kennel_lib::sessions::sandbox_term()));
+        }
+        argv.extend(kennel_lib::backend::exec_argv(command));
+        match attached::run(server.cluster, &server.pod, &argv, tty, true).await? {
+            attached::AgentEnd::Exited(code) => Ok(code),
+            attached::AgentEnd::Signalled(signo) => Ok(128 + signo),
+        }
     }
 
-    async fn send(&self, _found: &mut Found, _text: &str, _enter: bool) -> Result<(), CliError> {
-        Err(persistent_not_built())
+    async fn send(&self, found: &mut Found, text: &str, enter: bool) -> Result<(), CliError> {
+        let server = self.running(found).await?;
+        kennel_lib::tmux::send(&server, text, enter).await
     }
 
     async fn capture(
         &self,
-        _found: &mut Found,
-        _history: bool,
-        _escapes: bool,
+        found: &mut Found,
+        history: bool,
+        escapes: bool,
     ) -> Result<Vec<u8>, CliError> {
-        Err(persistent_not_built())
+        let server = self.running(found).await?;
+        kennel_lib::tmux::capture(&server, history, escapes).await
     }
 
     async fn logs(
         &self,
-        _found: &mut Found,
-        _follow: bool,
-        _sink: &mut OutputSink<'_>,
+        found: &mut Found,
+        follow: bool,
+        sink: &mut OutputSink<'_>,
     ) -> Result<(), CliError> {
-        Err(persistent_not_built())
-    }
-
-    async fn stop(&self, found: &mut Found, _grace: Duration) -> Result<Stopped, CliError> {
         let handle = found.sandbox_handle()?;
         let cluster = self.cluster().await?;
-        let state = state_of(cluster, &handle).await?;
-        cluster
-            .delete(&pod_name(&handle))
-            .await
-            .map_err(cluster_error)?;
-        found.mark(State::Stopped, None);
-        Ok(match state {
-            SandboxState::Running => Stopped::Now,
-            _ => Stopped::Already,
+        let pod = pod_name(&handle);
+        session::record(found, session::state(cluster, &handle).await?, false);
+        // The Pod outlives its agent (for its logs and work) until stopped.
+        if cluster.pod_state(&pod).await.map_err(cluster_error)? == Some(PodState::Running) {
+            return session::logs(cluster, &pod, follow, sink).await;
+        }
+        match std::fs::read(session::saved_log(&found.session)) {
+            Ok(log) => {
+                sink(kennel_lib::backend::OutputStream::Stdout, &log);
+                Ok(())
+            }
+            Err(_) => Err(CliError::kennel(format!(
+                "the Pod of session {} is gone and kept no log",
+                found.session.name
+            ))),
+        }
+    }
+
+    /// SIGTERM to the agent (its tmux pane's process group); after `grace`
+    /// a hang-up; then its work comes back, its screen's log is kept, and
+    /// the Pod is deleted (the session's clone is what lasts).
+    async fn stop(&self, found: &mut Found, grace: Duration) -> Result<Stopped, CliError> {
+        let handle = found.sandbox_handle()?;
+        let cluster = self.cluster().await?;
+        let state = session::state(cluster, &handle).await?;
+        if state == SandboxState::Missing {
+            session::record(found, state, true);
+            return Ok(Stopped::Already);
+        }
+        let pod = pod_name(&handle);
+        let was_running = state == SandboxState::Running;
+        if was_running {
+            session::terminate(cluster, &pod, grace).await;
+        }
+        let code = session::exit_code(cluster, &pod).await;
+        session::wind_up(cluster, &pod, &found.session).await?;
+        found.mark(State::Stopped, code);
+        Ok(match was_running {
+            true => Stopped::Now,
+            false => Stopped::Already,
         })
     }
 
+    /// Every process of the agent's killed at once; its work (on disk in
+    /// the Pod) still comes back before the Pod goes.
     async fn kill(&self, found: &mut Found) -> Result<(), CliError> {
         let handle = found.sandbox_handle()?;
-        self.remove_sandbox(&handle).await?;
+        let cluster = self.cluster().await?;
+        let pod = pod_name(&handle);
+        if session::state(cluster, &handle).await? != SandboxState::Missing {
+            pod::signal_agent(cluster, &pod, "KILL").await;
+            session::wind_up(cluster, &pod, &found.session).await?;
+        }
         found.mark(State::Stopped, None);
         Ok(())
     }
@@ -246,10 +304,20 @@ impl Backend for KubeBackend {
         }
         let handle = found.sandbox_handle()?;
         let cluster = self.cluster().await?;
-        if state_of(cluster, &handle).await? == SandboxState::Running && !force {
+        let state = session::state(cluster, &handle).await?;
+        if state == SandboxState::Running && !force {
             return Err(found.running_error());
         }
-        self.remove_sandbox(&handle).await
+        if state != SandboxState::Missing {
+            let pod = pod_name(&handle);
+            pod::signal_agent(cluster, &pod, "KILL").await;
+            if let Err(error) = session::wind_up(cluster, &pod, &found.session).await {
+                kennel_lib::report::warn(&error.message);
+                cluster.delete(&pod).await.map_err(cluster_error)?;
+            }
+        }
+        let _ = std::fs::remove_file(session::saved_log(&found.session));
+        Ok(())
     }
 
     async fn observe(&self, session: &Session) -> Observed {
@@ -260,9 +328,12 @@ impl Backend for KubeBackend {
         let Some(cluster) = self.answering().await else {
             return Observed::Unknown;
         };
-        match state_of(cluster, handle).await {
+        match session::state(cluster, handle).await {
             Ok(SandboxState::Running) if ephemeral => Observed::Orphaned,
             Ok(SandboxState::Running) => Observed::Running,
+            Ok(SandboxState::Ended(Some(code))) if !ephemeral => {
+                Observed::Ended(State::Exited, Some(code))
+            }
             Ok(SandboxState::Ended(_) | SandboxState::Missing) => {
                 Observed::Ended(State::Stopped, None)
             }
@@ -282,16 +353,33 @@ impl Backend for KubeBackend {
             return Remains::Kept;
         };
         match state_of(cluster, handle).await {
-            Ok(SandboxState::Missing) => Remains::Gone,
+            Ok(SandboxState::Missing) if !session::saved_log(session).exists() => Remains::Gone,
             _ => Remains::Kept,
         }
     }
 
     async fn discard(&self, session: &Session) -> Result<(), CliError> {
+        let _ = std::fs::remove_file(session::saved_log(session));
         match &session.handle {
             Some(handle) => self.remove_sandbox(handle).await,
             None => Ok(()),
         }
+    }
+
+    /// The running Pod's work, into the session's clone (before a review
+    /// reads it). Nothing when the Pod is gone: its work came back when it
+    /// was stopped.
+    async fn bring_back(&self, session: &Session) -> Result<(), CliError> {
+        let Some(handle) = &session.handle else {
+            return Ok(());
+        };
+        let cluster = self.cluster().await?;
+        let pod = pod_name(handle);
+        if cluster.pod_state(&pod).await.map_err(cluster_error)? != Some(PodState::Running) {
+            return Ok(());
+        }
+        let plan = session::plan_of(session)?;
+        pod::bring_back(cluster, &pod, &pod::Work::of(&plan)?).await
     }
 
     async fn sandboxes(&self, registry_label: &str) -> Option<Vec<Sandbox>> {
@@ -334,6 +422,11 @@ pub(crate) fn session_pod(
     };
     kennel_kube::waiting_pod_for(plan, &pod_settings)
         .map_err(|error| CliError::kennel(format!("Kubernetes: {error}")))
+}
+
+/// Waits until the persistent session's tmux server answers in `pod`.
+pub(crate) async fn wait_session(cluster: &Cluster, pod: &str) -> Result<(), CliError> {
+    session::wait_session(cluster, pod).await
 }
 
 /// Does the Pod's network need its walls checked before the agent starts?

@@ -561,6 +561,12 @@ pub async fn review(query: &str) -> Result<Reviewed, CliError> {
             "sessions started with --mode worktree or --mode clone have a branch to review; a direct-mode session's changes are in your checkout (`git diff`)",
         ));
     };
+    // A sandbox on another machine works on a copy: its work first.
+    if found.session.handle.is_some()
+        && let Ok(backend) = crate::backend::by_name(&found.session.backend)
+    {
+        backend.bring_back(&found.session).await?;
+    }
     let repo = Repo::open(&found.session.workspace).map_err(git_error)?;
     let reviewed = Reviewed {
         found,

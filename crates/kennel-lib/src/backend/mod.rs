@@ -142,6 +142,14 @@ pub trait Backend: Send + Sync {
     /// Asks about a session the registry calls live.
     async fn observe(&self, session: &Session) -> Observed;
 
+    /// A sandbox that works on a copy of the session's checkout (on another
+    /// machine) brings the copy's commits and files into the checkout
+    /// kennel reviews; the review commands call this first. Nothing to do
+    /// for a sandbox that mounts the checkout itself.
+    async fn bring_back(&self, _session: &Session) -> Result<(), CliError> {
+        Ok(())
+    }
+
     /// What an ended persistent session's sandbox left (`kennel clean`).
     async fn remains(&self, session: &Session) -> Remains;
 

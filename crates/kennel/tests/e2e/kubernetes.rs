@@ -436,3 +436,135 @@ fn kubernetes_killed_kennel_leaves_an_orphan_that_clean_removes() {
         .unwrap_or_else(|| panic!("{name} not in ls"));
     assert_eq!(listed["state"], "stopped", "{listed}");
 }
+
+/// Polls `check` every 200 ms until it gives a value, at most `limit`.
+fn poll<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A persistent session on the cluster: `start` makes its Pod with the
+/// agent in tmux; `send`, `capture`, `exec` and `logs` reach it by exec;
+/// `diff` while it runs brings its work back first; `stop` ends the agent,
+/// brings its committed and uncommitted work back, keeps its screen's log
+/// and deletes the Pod; `rm` forgets it. An agent that exits on its own is
+/// `exited` with its code in `ls`.
+#[test]
+fn kubernetes_persistent_session() {
+    let Some((t, bin)) = kube_ctx("persistent") else {
+        return;
+    };
+    let name = format!("kube-{}", crate::harness::unique());
+    let out = t.start_offline(&name, &[], &[]).timeout(RUN_TIMEOUT).run();
+    out.assert_ok();
+    let (_, pod) = session_of(&out);
+    let listed = t
+        .session(&name)
+        .unwrap_or_else(|| panic!("{name} not in ls\n{out}"));
+    assert_eq!(listed["state"], "running", "{listed}");
+    assert_eq!(listed["backend"], "kubernetes", "{listed}");
+    assert!(
+        kennel_pods(&t, &bin)
+            .iter()
+            .any(|listed| listed.ends_with(&pod)),
+        "no Pod {pod}"
+    );
+
+    t.kennel(&["send", &name, "PS1='$ '"]).run().assert_ok();
+    t.kennel(&["send", &name, "echo hello-$((6*7))"])
+        .run()
+        .assert_ok();
+    let screen = poll(Duration::from_secs(20), || {
+        let out = t.kennel(&["capture", &name]).run();
+        (out.success() && out.stdout.contains("hello-42")).then_some(())
+    });
+    assert!(
+        screen.is_some(),
+        "capture never showed hello-42\n{}",
+        t.kennel(&["capture", &name]).run()
+    );
+    let out = t.kennel(&["exec", &name, "--", "id", "-u"]).run();
+    out.assert_ok();
+    assert_eq!(out.stdout.trim(), t.user.uid.to_string(), "{out}");
+    t.kennel(&["exec", &name, "--", "kennel-e2e-no-such-command"])
+        .run()
+        .assert_code(127);
+    t.kennel(&["exec", &name, "--", "sh", "-c", "exit 4"])
+        .run()
+        .assert_code(4);
+    let out = t.kennel(&["logs", &name]).run();
+    out.assert_ok();
+    assert!(out.stdout.contains("hello-42"), "{out}");
+
+    // Work done in the Pod reaches a review while the session runs.
+    t.kennel(&[
+        "send",
+        &name,
+        "echo committed > from-session.txt && git add -A && git commit -qm session-commit && echo COMMITTED-$((1+1))",
+    ])
+    .run()
+    .assert_ok();
+    let committed = poll(Duration::from_secs(20), || {
+        let out = t.kennel(&["capture", &name]).run();
+        out.stdout.contains("COMMITTED-2").then_some(())
+    });
+    assert!(
+        committed.is_some(),
+        "{}",
+        t.kennel(&["capture", &name]).run()
+    );
+    let diff = t.kennel(&["diff", &name]).run();
+    diff.assert_ok();
+    assert!(diff.stdout.contains("+committed"), "{diff}");
+
+    // stop: the uncommitted file comes back too, the Pod goes, the log stays.
+    t.kennel(&["send", &name, "echo loose > loose.txt"])
+        .run()
+        .assert_ok();
+    let written = poll(Duration::from_secs(20), || {
+        let out = t.kennel(&["exec", &name, "--", "cat", "loose.txt"]).run();
+        out.stdout.contains("loose").then_some(())
+    });
+    assert!(written.is_some(), "loose.txt never written");
+    let out = t.kennel(&["stop", &name]).timeout(RUN_TIMEOUT).run();
+    out.assert_ok();
+    assert_no_pod_of(&t, &bin, &pod);
+    let listed = t
+        .session(&name)
+        .unwrap_or_else(|| panic!("{name} not in ls"));
+    assert_eq!(listed["state"], "stopped", "{listed}");
+    let out = t.kennel(&["logs", &name]).run();
+    out.assert_ok();
+    assert!(out.stdout.contains("hello-42"), "{out}");
+    let diff = t.kennel(&["diff", &name]).run();
+    diff.assert_ok();
+    assert!(diff.stdout.contains("+loose"), "{diff}");
+    assert!(diff.stdout.contains("+committed"), "{diff}");
+    t.kennel(&["rm", &name]).run().assert_ok();
+    assert!(t.session(&name).is_none(), "rm left {name}");
+
+    // An agent that ends on its own: `exited` with its code.
+    let name = format!("kube-{}", crate::harness::unique());
+    let out = t
+        .start_offline(&name, &[], &["sh", "-c", "echo bye; exit 5"])
+        .timeout(RUN_TIMEOUT)
+        .run();
+    out.assert_ok();
+    let (_, pod) = session_of(&out);
+    let ended = poll(Duration::from_secs(30), || {
+        t.session(&name)
+            .filter(|session| session["state"] == "exited")
+    });
+    let ended = ended.unwrap_or_else(|| panic!("never exited: {:?}", t.session(&name)));
+    assert_eq!(ended["exit_code"], 5, "{ended}");
+    t.kennel(&["rm", &name]).run().assert_ok();
+    assert_no_pod_of(&t, &bin, &pod);
+}
