@@ -556,6 +556,6 @@ fn an_unknown_backend_is_a_usage_error() {
     assert_eq!(code, 2, "{stderr}");
     insta::assert_snapshot!(stderr, @r"
     kennel: error: unknown backend `teleport`
-      hint: choose one of: auto, docker, podman, incus, native
+      hint: choose one of: auto, docker, podman, incus, kubernetes, native
     ");
 }
