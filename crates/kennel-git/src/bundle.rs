@@ -71,7 +71,7 @@ base=$3
 # and its hooks', goes to standard error.
 exec 3>&1 1>&2
 cd -- "$work_tree"
-git() { command git -c core.hooksPath=/dev/null "$@"; }
+git() { command git -c core.hooksPath=/dev/null -c core.fsmonitor=false "$@"; }
 tip=$(git rev-parse --verify "refs/heads/$branch^{commit}")
 base=$(git rev-parse --verify "$base^{commit}")
 head=$(git rev-parse --verify "HEAD^{commit}")

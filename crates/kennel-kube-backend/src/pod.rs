@@ -19,6 +19,9 @@ const TREE_LIMIT: u64 = 2 << 30;
 /// The most the agent's work may weigh on its way back (a bundle of the
 /// commits and files the session added to its start).
 const BUNDLE_LIMIT: u64 = 2 << 30;
+/// The most making that bundle may take (git in the Pod is the agent's to
+/// slow down).
+const BUNDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The session's clone (on the host) and where the Pod has it.
 #[derive(Debug, Clone)]
@@ -102,9 +105,8 @@ pub(crate) async fn make_ready(
 /// Pod but its waiting shell, which outlives it (see
 /// `kennel_kube::waiting_pod_for`).
 pub(crate) async fn signal_agent(cluster: &Cluster, pod: &str, signal: &str) {
-    let sent = cluster
-        .exec(pod, &["kill", &format!("-{signal}"), "-1"], b"")
-        .await;
+    let signal = format!("-{signal}");
+    let sent = crate::session::ask(cluster, pod, &["kill", &signal, "-1"]).await;
     tracing::debug!(?sent, signal, "signal to the agent's processes");
 }
 
@@ -128,10 +130,18 @@ pub(crate) async fn bring_back(cluster: &Cluster, pod: &str, work: &Work) -> Res
         .map_err(|error| lost(format!("a temporary file: {error}")))?;
     let mut out = tokio::fs::File::from_std(file);
     let argv = kennel_git::bundle_command(&work.workspace, &work.git.branch, &work.git.base);
-    let made = cluster
-        .exec_to(pod, &argv, &mut out, BUNDLE_LIMIT)
-        .await
-        .map_err(|error| lost(error.to_string()))?;
+    let made = tokio::time::timeout(
+        BUNDLE_TIMEOUT,
+        cluster.exec_to(pod, &argv, &mut out, BUNDLE_LIMIT),
+    )
+    .await
+    .map_err(|_| {
+        lost(format!(
+            "git in the Pod did not finish within {} minutes",
+            BUNDLE_TIMEOUT.as_secs() / 60
+        ))
+    })?
+    .map_err(|error| lost(error.to_string()))?;
     if made.exit_code != 0 {
         return Err(lost(format!(
             "git in the Pod failed (exit {}): {}",

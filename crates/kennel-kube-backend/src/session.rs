@@ -34,11 +34,7 @@ impl kennel_lib::tmux::TmuxServer for InPod<'_> {
     async fn tmux(&self, args: &[&str]) -> Result<Vec<u8>, CliError> {
         let argv = session_tmux(args);
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let output = self
-            .cluster
-            .exec(&self.pod, &argv, b"")
-            .await
-            .map_err(cluster_error)?;
+        let output = ask(self.cluster, &self.pod, &argv).await?;
         if output.exit_code != 0 {
             return Err(CliError::kennel(format!(
                 "`tmux {}` in Pod {} failed ({}): {}",
@@ -78,12 +74,39 @@ pub(crate) async fn state(cluster: &Cluster, handle: &str) -> Result<SandboxStat
     })
 }
 
-/// The agent's exit code, once the session's command has recorded it.
+/// The most an exec that only asks something of a Pod may take: the
+/// files and programs it reads there are the agent's (a FIFO where a file
+/// should be would hold it forever).
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most a screen log's copy may take.
+const SAVE_LOG_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `argv` in the Pod, given at most [`ASK_TIMEOUT`].
+pub(crate) async fn ask(
+    cluster: &Cluster,
+    pod: &str,
+    argv: &[&str],
+) -> Result<kennel_kube::Executed, CliError> {
+    match tokio::time::timeout(ASK_TIMEOUT, cluster.exec(pod, argv, b"")).await {
+        Ok(done) => done.map_err(cluster_error),
+        Err(_) => Err(CliError::kennel(format!(
+            "`{}` in Pod {pod} did not answer within {} s",
+            argv.join(" "),
+            ASK_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// The agent's exit code, once the session's command has recorded it
+/// (the file is the agent's: at most a few bytes of it are read).
 pub(crate) async fn exit_code(cluster: &Cluster, pod: &str) -> Option<i32> {
-    let read = cluster
-        .exec(pod, &["cat", settings::SESSION_EXIT_FILE], b"")
-        .await
-        .ok()?;
+    let read = ask(
+        cluster,
+        pod,
+        &["head", "-c", "32", settings::SESSION_EXIT_FILE],
+    )
+    .await
+    .ok()?;
     if read.exit_code != 0 {
         return None;
     }
@@ -113,7 +136,7 @@ pub(crate) async fn wait_session(cluster: &Cluster, pod: &str) -> Result<(), Cli
     let argv = session_tmux(&["has-session", "-t", settings::SESSION_TMUX_TARGET]);
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     loop {
-        let answered = cluster.exec(pod, &argv, b"").await.map_err(cluster_error)?;
+        let answered = ask(cluster, pod, &argv).await?;
         // Running, or already ended with its code recorded.
         if answered.exit_code == 0 || exit_code(cluster, pod).await.is_some() {
             return Ok(());
@@ -133,7 +156,7 @@ pub(crate) async fn wait_session(cluster: &Cluster, pod: &str) -> Result<(), Cli
 /// then at most 2 s more.
 pub(crate) async fn terminate(cluster: &Cluster, pod: &str, grace: Duration) {
     let script = kennel_lib::tmux::terminate_agent_script();
-    let signalled = cluster.exec(pod, &["sh", "-c", &script], b"").await;
+    let signalled = ask(cluster, pod, &["sh", "-c", &script]).await;
     tracing::debug!(?signalled, "SIGTERM to the agent");
     if ended_within(cluster, pod, grace).await {
         return;
@@ -208,11 +231,11 @@ async fn save_log(cluster: &Cluster, pod: &str, session: &Session) {
     ]
     .map(String::from)
     .to_vec();
-    if let Err(error) = cluster
-        .exec_to(pod, &argv, &mut file, SAVED_LOG_LIMIT + 1)
-        .await
-    {
-        tracing::warn!("cannot keep the agent's log of Pod {pod}: {error}");
+    let copy = cluster.exec_to(pod, &argv, &mut file, SAVED_LOG_LIMIT + 1);
+    match tokio::time::timeout(SAVE_LOG_TIMEOUT, copy).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::warn!("cannot keep the agent's log of Pod {pod}: {error}"),
+        Err(_) => tracing::warn!("the agent's log of Pod {pod} did not come in time"),
     }
 }
 

@@ -325,8 +325,8 @@ impl Cluster {
     }
 
     /// Runs `argv` in the Pod's agent container with `input` on its
-    /// standard input (then closed), and waits for it: what it wrote, and
-    /// its exit code. (How kennel sends what a Pod cannot mount, and reads
+    /// standard input (then closed), and waits for it: what it wrote (an
+    /// error past 64 MiB of either stream), and its exit code. (How kennel sends what a Pod cannot mount, and reads
     /// what it needs back.)
     pub async fn exec(
         &self,
@@ -357,6 +357,11 @@ impl Cluster {
             stdin.shutdown().await
         };
         let (sent, stdout, stderr) = tokio::join!(send, read_all(stdout), read_all(stderr));
+        if let Err(error) = stdout.as_ref().and(stderr.as_ref()) {
+            // Too much, or the stream broke: the command is abandoned.
+            process.abort();
+            return Err(failed(format!("reading the command's output: {error}")));
+        }
         let status = status.await;
         process
             .join()
@@ -581,9 +586,21 @@ where
     }
 }
 
-async fn read_all(mut stream: impl AsyncRead + Unpin) -> std::io::Result<Vec<u8>> {
+/// The most of a command's output [`Cluster::exec`] holds: what runs in a
+/// Pod is the agent's, and may write without end.
+const EXEC_OUTPUT_LIMIT: u64 = 64 << 20;
+
+async fn read_all(stream: impl AsyncRead + Unpin) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).await?;
+    stream
+        .take(EXEC_OUTPUT_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .await?;
+    if bytes.len() as u64 > EXEC_OUTPUT_LIMIT {
+        return Err(std::io::Error::other(format!(
+            "more than {EXEC_OUTPUT_LIMIT} bytes"
+        )));
+    }
     Ok(bytes)
 }
 

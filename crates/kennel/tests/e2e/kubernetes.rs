@@ -568,3 +568,51 @@ fn kubernetes_persistent_session() {
     t.kennel(&["rm", &name]).run().assert_ok();
     assert_no_pod_of(&t, &bin, &pod);
 }
+
+/// The files kennel reads from a persistent session's Pod are the agent's:
+/// FIFOs where the exit file and the screen log should be do not hang
+/// `kennel ls` or `kennel stop` (each read is bounded in time), and the
+/// work still comes back.
+#[test]
+fn kubernetes_session_files_the_agent_replaced_do_not_hang_kennel() {
+    let Some((t, bin)) = kube_ctx("fifos") else {
+        return;
+    };
+    let name = format!("kube-{}", crate::harness::unique());
+    let plant = "mkfifo /tmp/kennel-exit; rm -f /tmp/kennel-agent.log; mkfifo /tmp/kennel-agent.log; \
+                 echo planted > planted.txt; echo PLANTED; exec sleep 600";
+    let out = t
+        .start_offline(&name, &[], &["sh", "-c", plant])
+        .timeout(RUN_TIMEOUT)
+        .run();
+    out.assert_ok();
+    let (_, pod) = session_of(&out);
+    let planted = poll(Duration::from_secs(30), || {
+        let out = t.kennel(&["capture", &name]).run();
+        out.stdout.contains("PLANTED").then_some(())
+    });
+    assert!(planted.is_some(), "{}", t.kennel(&["capture", &name]).run());
+    let started = std::time::Instant::now();
+    let listed = t
+        .session(&name)
+        .unwrap_or_else(|| panic!("{name} not in ls"));
+    assert_eq!(listed["state"], "running", "{listed}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "ls took {:?}",
+        started.elapsed()
+    );
+    let started = std::time::Instant::now();
+    let out = t.kennel(&["stop", &name]).timeout(RUN_TIMEOUT).run();
+    out.assert_ok();
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "stop took {:?}\n{out}",
+        started.elapsed()
+    );
+    assert_no_pod_of(&t, &bin, &pod);
+    let diff = t.kennel(&["diff", &name]).run();
+    diff.assert_ok();
+    assert!(diff.stdout.contains("+planted"), "{diff}");
+    t.kennel(&["rm", &name]).run().assert_ok();
+}
