@@ -52,6 +52,12 @@ impl<'a> KubeLaunch<'a> {
             Work::of(plan)?;
         }
         let mut warnings = crate::session_pod(settings, plan)?.warnings;
+        if !plan.ephemeral && plan.network.proxy.is_some() {
+            warnings.push(format!(
+                "Kubernetes: a started session does not reach kennel's proxy yet; network `{}` gets no network at all (`kennel run` has it)",
+                plan.network.mode.as_str()
+            ));
+        }
         warnings.push(
             "Kubernetes: the agent's home is the Pod's own and goes with it (its logins and state are not kept between sessions yet)"
                 .to_string(),
@@ -72,8 +78,20 @@ impl<'a> KubeLaunch<'a> {
         session: &SessionPod,
         plan: &Plan,
         work: &Work,
+        proxy: Option<&SessionProxy>,
     ) -> Result<i32, CliError> {
         make_ready(self.cluster, pod, session, plan, work).await?;
+        // The Pod has no network; the agent reaches kennel's proxy on this
+        // machine through the cluster's API, for as long as it runs.
+        let _tunnel = match (proxy, &plan.network.proxy) {
+            (Some(_), Some(inside)) => Some(crate::tunnel::open(
+                self.cluster.clone(),
+                pod.to_string(),
+                &inside.listen_inside,
+                inside.socket.clone(),
+            )),
+            _ => None,
+        };
         let argv = kennel_lib::backend::exec_argv(plan.command.clone());
         let end = attached::run(self.cluster, pod, &argv, plan.tty, plan.stdin).await;
         match end {
@@ -111,6 +129,25 @@ impl<'a> KubeLaunch<'a> {
                 Err(error)
             }
         }
+    }
+
+    /// The Pod made, run and deleted (kept when the agent's work could not
+    /// come back).
+    async fn run_pod(&self, plan: &Plan, proxy: Option<&SessionProxy>) -> Result<i32, CliError> {
+        let work = Work::of(plan)?;
+        let session = crate::session_pod(&self.settings, plan)?;
+        tracing::info!(image = %plan.image.reference, "starting the session's Pod");
+        let created = self.cluster.create(&session).await.map_err(cluster_error)?;
+        let result = self.run_in(&created, &session, plan, &work, proxy).await;
+        if self.keep_pod.get() {
+            return result;
+        }
+        if let Err(error) = self.cluster.delete(&created).await {
+            kennel_lib::report::warn(&format!(
+                "cannot delete Pod {created}: {error} (`kennel clean` removes it)"
+            ));
+        }
+        result
     }
 
     /// A persistent session's agent, in tmux in the ready Pod: the
@@ -173,30 +210,17 @@ impl Launch for KubeLaunch<'_> {
         plan: &Plan,
         proxy: Option<SessionProxy>,
     ) -> Result<i32, CliError> {
-        // The egress proxy is not in the Pod yet: its policy keeps the Pod
-        // off the network instead (said in the warnings).
+        let result = self.run_pod(plan, proxy.as_ref()).await;
         if let Some(proxy) = proxy {
             proxy.stop().await;
-        }
-        let work = Work::of(plan)?;
-        let session = crate::session_pod(&self.settings, plan)?;
-        tracing::info!(image = %plan.image.reference, "starting the session's Pod");
-        let created = self.cluster.create(&session).await.map_err(cluster_error)?;
-        let result = self.run_in(&created, &session, plan, &work).await;
-        if self.keep_pod.get() {
-            return result;
-        }
-        if let Err(error) = self.cluster.delete(&created).await {
-            kennel_lib::report::warn(&format!(
-                "cannot delete Pod {created}: {error} (`kennel clean` removes it)"
-            ));
         }
         result
     }
 
     /// A Pod whose agent lives in tmux; recorded as running once the agent
-    /// has started. The egress proxy is not in the Pod yet (its policy
-    /// keeps it off the network instead).
+    /// has started. It does not reach kennel's proxy yet (the tunnel lives
+    /// only as long as a `kennel run`): its policy keeps it off the
+    /// network instead, which the warnings say.
     async fn start(
         self: Box<Self>,
         plan: &Plan,

@@ -22,6 +22,7 @@ mod attached;
 mod launch;
 mod pod;
 mod session;
+mod tunnel;
 
 use std::io::IsTerminal;
 use std::time::Duration;

@@ -229,7 +229,7 @@ pub fn pod_for(plan: &Plan, settings: &PodSettings) -> Result<SessionPod, PodErr
         }),
         status: None,
     };
-    let policy = policy_for(plan, &name, &labels, &mut warnings);
+    let policy = policy_for(plan, &name, &labels);
     let secret = (!secret_data.is_empty()).then(|| Secret {
         metadata: ObjectMeta {
             name: Some(secret_name),
@@ -286,23 +286,13 @@ pub fn waiting_pod_for(plan: &Plan, settings: &PodSettings) -> Result<SessionPod
 }
 
 /// The NetworkPolicy of the Pod `name`: nothing in and nothing out, unless
-/// the Plan's network is `open`. The Plan's `allowlist` and `restricted`
-/// go through kennel's egress proxy, which is not in the Pod yet: until it
-/// is, those Pods get no network at all (closed, never open), saying so.
-fn policy_for(
-    plan: &Plan,
-    name: &str,
-    labels: &BTreeMap<String, String>,
-    warnings: &mut Vec<String>,
-) -> Option<NetworkPolicy> {
-    match plan.network.mode {
-        NetworkMode::Open => return None,
-        NetworkMode::None => {}
-        NetworkMode::Allowlist | NetworkMode::Restricted => warnings.push(format!(
-            "Kubernetes: the egress proxy does not run in the Pod yet; network `{}` gets no \
-             network at all (use --network open for the cluster's own network)",
-            plan.network.mode.as_str()
-        )),
+/// the Plan's network is `open`. `allowlist` and `restricted` are closed
+/// too: kennel's egress proxy is not on the cluster, and the agent reaches
+/// it through the cluster's API (kennel-kube-backend's tunnel), never the
+/// Pod's network.
+fn policy_for(plan: &Plan, name: &str, labels: &BTreeMap<String, String>) -> Option<NetworkPolicy> {
+    if plan.network.mode == NetworkMode::Open {
+        return None;
     }
     Some(NetworkPolicy {
         metadata: ObjectMeta {

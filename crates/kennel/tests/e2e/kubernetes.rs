@@ -56,13 +56,14 @@ fn kube_ctx(name: &str) -> Option<(Ctx, PathBuf)> {
     Some((t, bin))
 }
 
-/// The user's config: the cluster by its kubeconfig, clone mode.
-fn write_kube_config(t: &Ctx, kubeconfig: &Path, defaults_extra: &str) {
+/// The user's config: the cluster by its kubeconfig, clone mode, and
+/// `tables` after.
+fn write_kube_config(t: &Ctx, kubeconfig: &Path, tables: &str) {
     std::fs::write(
         t.config_home.join("kennel/config.toml"),
         format!(
-            "[defaults]\nbase_image = \"{}\"\nbackend = \"kubernetes\"\nmode = \"clone\"\n{defaults_extra}\n\
-             [kubernetes]\nkubeconfig = \"{}\"\n",
+            "[defaults]\nbase_image = \"{}\"\nbackend = \"kubernetes\"\nmode = \"clone\"\n\n\
+             [kubernetes]\nkubeconfig = \"{}\"\n\n{tables}\n",
             crate::harness::base_image(),
             kubeconfig.display()
         ),
@@ -615,4 +616,65 @@ fn kubernetes_session_files_the_agent_replaced_do_not_hang_kennel() {
     diff.assert_ok();
     assert!(diff.stdout.contains("+planted"), "{diff}");
     t.kennel(&["rm", &name]).run().assert_ok();
+}
+
+/// Proxy-only egress on the cluster: the Pod has no network of its own (a
+/// connection that ignores the proxy reaches nothing), and the agent's
+/// requests go through the cluster's API to kennel's proxy on this machine,
+/// which allows the allowlisted name, refuses the others with its reason,
+/// and logs both (`kennel net log`).
+#[test]
+fn kubernetes_egress_goes_through_kennels_proxy_only() {
+    let Some((t, _bin)) = kube_ctx("egress") else {
+        return;
+    };
+    if let Err(reason) = crate::network::test_net() {
+        crate::harness::not_ready::<()>("kubernetes::egress", reason);
+        return;
+    }
+    let kubeconfig = t.user.home.join(".kube/config");
+    write_kube_config(&t, &kubeconfig, crate::network::network_tables());
+    let port = crate::network::HTTP_PORT;
+    let denied_port = 20000 + (std::process::id() % 20000) as u16;
+    let script = crate::network::probe_script(&[
+        ("ALLOWED", &format!("http://allowed.kennel.test:{port}/")),
+        ("AGAIN", &format!("http://allowed.kennel.test:{port}/")),
+        ("OTHER", &format!("http://other.kennel.test:{denied_port}/")),
+        ("RAW", &format!("--noproxy '*' http://198.18.0.2:{port}/")),
+    ]) + "echo PROXY_ENV=$HTTP_PROXY\n";
+    let out = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--allow",
+            "allowed.kennel.test",
+            "--",
+            "bash",
+            "-c",
+            &script,
+        ])
+        .timeout(RUN_TIMEOUT)
+        .run();
+    out.assert_ok();
+    crate::network::expect(&out, "PROXY_ENV", "http://127.0.0.1:3128");
+    crate::network::expect(&out, "ALLOWED", "200");
+    crate::network::expect(&out, "ALLOWED_BODY", crate::network::BODY);
+    crate::network::expect(&out, "AGAIN", "200");
+    crate::network::expect(&out, "OTHER", "403");
+    crate::network::expect(&out, "OTHER_REASON", "not-allowlisted");
+    assert_eq!(
+        out.expect_kv("RAW"),
+        "000",
+        "a direct connection got through\n{out}"
+    );
+    let (session, decisions) = crate::network::find_session(&t, |d| {
+        d["host"] == "other.kennel.test" && d["port"] == u64::from(denied_port)
+    })
+    .unwrap_or_else(|| panic!("no session log has the denial\n{out}"));
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d["host"] == "allowed.kennel.test" && d["verdict"] == "allow"),
+        "{session}: {decisions:?}"
+    );
 }

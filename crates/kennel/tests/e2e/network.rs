@@ -33,7 +33,7 @@ use crate::harness::{Backend, Ctx, all_processes, not_ready, unique};
 const NS: &str = "kennel-e2e-net";
 const VETH_HOST: &str = "kennel-e2e-h";
 const VETH_NS: &str = "kennel-e2e-n";
-const HTTP_PORT: u16 = 8080;
+pub const HTTP_PORT: u16 = 8080;
 const HTTP6_PORT: u16 = 8081;
 /// The stand-in model server's port on 198.18.0.2.
 pub const MODEL_PORT: u16 = 8090;
@@ -42,7 +42,7 @@ pub const MODEL_PORT: u16 = 8090;
 pub const MODEL_TLS_PORT: u16 = 8443;
 const WORK: &str = "/var/tmp/kennel-e2e-net";
 /// What the test hosts' HTTP servers serve.
-const BODY: &str = "kennel-e2e-test-host";
+pub const BODY: &str = "kennel-e2e-test-host";
 
 /// `[network]` for every network test.
 pub fn network_tables() -> &'static str {
