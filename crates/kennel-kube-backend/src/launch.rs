@@ -52,12 +52,6 @@ impl<'a> KubeLaunch<'a> {
             Work::of(plan)?;
         }
         let mut warnings = crate::session_pod(settings, plan)?.warnings;
-        if !plan.ephemeral && plan.network.proxy.is_some() {
-            warnings.push(format!(
-                "Kubernetes: a started session does not reach kennel's proxy yet; network `{}` gets no network at all (`kennel run` has it)",
-                plan.network.mode.as_str()
-            ));
-        }
         warnings.push(
             "Kubernetes: the agent's home is the Pod's own and goes with it (its logins and state are not kept between sessions yet)"
                 .to_string(),
@@ -83,7 +77,7 @@ impl<'a> KubeLaunch<'a> {
         make_ready(self.cluster, pod, session, plan, work).await?;
         // The Pod has no network; the agent reaches kennel's proxy on this
         // machine through the cluster's API, for as long as it runs.
-        let _tunnel = match (proxy, &plan.network.proxy) {
+        let tunnel = match (proxy, &plan.network.proxy) {
             (Some(_), Some(inside)) => Some(crate::tunnel::open(
                 self.cluster.clone(),
                 pod.to_string(),
@@ -92,6 +86,9 @@ impl<'a> KubeLaunch<'a> {
             )),
             _ => None,
         };
+        if tunnel.is_some() {
+            crate::session::wait_listening(self.cluster, pod, plan).await?;
+        }
         let argv = kennel_lib::backend::exec_argv(plan.command.clone());
         let end = attached::run(self.cluster, pod, &argv, plan.tty, plan.stdin).await;
         match end {
@@ -154,14 +151,7 @@ impl<'a> KubeLaunch<'a> {
     /// session's command (see `kennel_core::settings::session_command`)
     /// started in a session of its own, so that it outlives the exec that
     /// starts it.
-    async fn start_agent(
-        &self,
-        pod: &str,
-        session: &SessionPod,
-        plan: &Plan,
-        work: &Work,
-    ) -> Result<(), CliError> {
-        make_ready(self.cluster, pod, session, plan, work).await?;
+    async fn start_agent(&self, pod: &str, plan: &Plan) -> Result<(), CliError> {
         let mut argv: Vec<String> = [
             "/bin/sh",
             "-c",
@@ -218,22 +208,52 @@ impl Launch for KubeLaunch<'_> {
     }
 
     /// A Pod whose agent lives in tmux; recorded as running once the agent
-    /// has started. It does not reach kennel's proxy yet (the tunnel lives
-    /// only as long as a `kennel run`): its policy keeps it off the
-    /// network instead, which the warnings say.
+    /// has started. With `allowlist` or `restricted`, the session's proxy
+    /// daemon (which outlives kennel) serves the proxy and holds the
+    /// tunnel to the Pod ([`crate::KubeBackend`]'s `keep_connected`); the
+    /// agent starts once the tunnel listens in the Pod.
     async fn start(
         self: Box<Self>,
         plan: &Plan,
-        _proxy: Option<ProxySpec>,
-        _host: &kennel_core::host::HostContext,
+        proxy: Option<ProxySpec>,
+        host: &kennel_core::host::HostContext,
         registry: &mut kennel_sessions::Registry,
         session_id: &str,
     ) -> Result<(), CliError> {
         // The Plan has its clone now (made after `prepare`).
         let work = Work::of(plan)?;
         let session = crate::session_pod(&self.settings, plan)?;
-        let created = self.cluster.create(&session).await.map_err(cluster_error)?;
-        if let Err(error) = self.start_agent(&created, &session, plan, &work).await {
+        let daemon = match proxy {
+            Some(spec) => Some(
+                kennel_lib::proxy_daemon::ProxyDaemon::spawn(
+                    spec,
+                    crate::NAME,
+                    &kennel_core::settings::net_log_dir(host),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let created = match self.cluster.create(&session).await {
+            Ok(created) => created,
+            Err(error) => {
+                if let Some(daemon) = daemon {
+                    daemon.abort().await;
+                }
+                return Err(cluster_error(error));
+            }
+        };
+        let started = async {
+            make_ready(self.cluster, &created, &session, plan, &work).await?;
+            if let Some(daemon) = daemon {
+                daemon.watch(&plan.name)?;
+                crate::session::wait_listening(self.cluster, &created, plan).await?;
+            }
+            self.start_agent(&created, plan).await
+        }
+        .await;
+        if let Err(error) = started {
+            // The daemon (if any) ends with the Pod.
             let _ = self.cluster.delete(&created).await;
             return Err(error);
         }

@@ -367,6 +367,23 @@ impl Backend for KubeBackend {
         }
     }
 
+    /// The started session's tunnel to its proxy (see [`tunnel`]), held by
+    /// the session's proxy daemon for as long as the Pod lives.
+    async fn keep_connected(
+        &self,
+        handle: &str,
+        proxy: &std::path::Path,
+    ) -> Result<Option<Box<dyn std::any::Any>>, CliError> {
+        let cluster = self.cluster().await?;
+        let tunnel = tunnel::open(
+            cluster.clone(),
+            pod_name(handle),
+            kennel_core::plan::PROXY_LISTEN_INSIDE,
+            proxy.to_path_buf(),
+        );
+        Ok(Some(Box::new(tunnel)))
+    }
+
     /// The running Pod's work, into the session's clone (before a review
     /// reads it). Nothing when the Pod is gone: its work came back when it
     /// was stopped.

@@ -152,6 +152,44 @@ pub(crate) async fn wait_session(cluster: &Cluster, pod: &str) -> Result<(), Cli
     }
 }
 
+/// Waits (at most 20 s) until the session's tunnel listens in `pod` on
+/// the address `HTTP_PROXY` names, so that the agent's first request finds
+/// it.
+pub(crate) async fn wait_listening(
+    cluster: &Cluster,
+    pod: &str,
+    plan: &Plan,
+) -> Result<(), CliError> {
+    let listen = plan
+        .network
+        .proxy
+        .as_ref()
+        .map(|proxy| proxy.listen_inside.as_str())
+        .unwrap_or(kennel_core::plan::PROXY_LISTEN_INSIDE);
+    let port: u16 = listen
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or(3128);
+    // A listening socket on that port in /proc/net/tcp (state 0A).
+    let probe = format!("grep -qi ':{port:04X} [0-9A-F:]* 0A' /proc/net/tcp");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if ask(cluster, pod, &["sh", "-c", &probe])
+            .await
+            .is_ok_and(|answer| answer.exit_code == 0)
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(CliError::kennel(format!(
+                "the tunnel to kennel's proxy does not listen in Pod {pod} on {listen}"
+            ))
+            .with_hint("the image needs socat (kennel's images have it); the proxy daemon's log says more (`kennel net log` names it)"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// SIGTERM to the agent; after `grace` a hang-up (tmux's server ends);
 /// then at most 2 s more.
 pub(crate) async fn terminate(cluster: &Cluster, pod: &str, grace: Duration) {

@@ -407,7 +407,24 @@ async fn serve(request: Request) -> i32 {
         return 0;
     }
     tracing::info!(%container, "serving the container");
-    watch(&backend, &container, &mut signals).await;
+    let backend = match crate::backend::by_name(&backend) {
+        Ok(backend) => backend,
+        Err(error) => {
+            tracing::warn!("{}", error.message);
+            proxy.stop().await;
+            return 1;
+        }
+    };
+    // A sandbox on another machine reaches the proxy through what the
+    // backend keeps open meanwhile.
+    let _connection = match backend.keep_connected(&container, &spec.socket).await {
+        Ok(connection) => connection,
+        Err(error) => {
+            tracing::warn!("cannot connect the sandbox to its proxy: {}", error.message);
+            None
+        }
+    };
+    watch(backend.as_ref(), &container, &mut signals).await;
     proxy.stop().await;
     tracing::info!("proxy stopped, socket directory removed");
     0
@@ -449,14 +466,7 @@ impl Signals {
 
 /// Returns once the sandbox has ended or is gone, its backend has not
 /// answered for [`UNREACHABLE_LIMIT`], or a termination signal came.
-async fn watch(backend: &str, container: &str, signals: &mut Signals) {
-    let backend = match crate::backend::by_name(backend) {
-        Ok(backend) => backend,
-        Err(error) => {
-            tracing::warn!("{}", error.message);
-            return;
-        }
-    };
+async fn watch(backend: &dyn crate::backend::Backend, container: &str, signals: &mut Signals) {
     let mut answered = Instant::now();
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

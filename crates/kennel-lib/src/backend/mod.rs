@@ -142,6 +142,19 @@ pub trait Backend: Send + Sync {
     /// Asks about a session the registry calls live.
     async fn observe(&self, session: &Session) -> Observed;
 
+    /// Keeps the sandbox `handle` connected to its egress proxy (listening
+    /// on the Unix socket `proxy`) for as long as the returned guard lives,
+    /// where the sandbox cannot have the socket mounted (a sandbox on
+    /// another machine). The proxy daemon of a started session holds it.
+    /// `None`: the sandbox has its socket already.
+    async fn keep_connected(
+        &self,
+        _handle: &str,
+        _proxy: &std::path::Path,
+    ) -> Result<Option<Box<dyn std::any::Any>>, CliError> {
+        Ok(None)
+    }
+
     /// A sandbox that works on a copy of the session's checkout (on another
     /// machine) brings the copy's commits and files into the checkout
     /// kennel reviews; the review commands call this first. Nothing to do

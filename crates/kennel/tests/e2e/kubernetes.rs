@@ -677,4 +677,48 @@ fn kubernetes_egress_goes_through_kennels_proxy_only() {
             .any(|d| d["host"] == "allowed.kennel.test" && d["verdict"] == "allow"),
         "{session}: {decisions:?}"
     );
+
+    // A started session: its proxy daemon holds the tunnel while the Pod
+    // lives; the agent's first request already finds it.
+    let name = format!("kube-{}", crate::harness::unique());
+    let agent = format!("{script}echo PROBED=yes\nexec sleep 600\n");
+    let out = t
+        .kennel(&[
+            "start",
+            "shell",
+            "--name",
+            &name,
+            "--allow",
+            "allowed.kennel.test",
+            "--",
+            "bash",
+            "-c",
+            &agent,
+        ])
+        .timeout(RUN_TIMEOUT)
+        .run();
+    out.assert_ok();
+    let logs = poll(Duration::from_secs(90), || {
+        let logs = t.kennel(&["logs", &name]).run();
+        logs.stdout.contains("PROBED=yes").then_some(logs)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the probe never finished\n{}",
+            t.kennel(&["logs", &name]).run()
+        )
+    });
+    for (key, want) in [
+        ("ALLOWED", "200"),
+        ("AGAIN", "200"),
+        ("OTHER", "403"),
+        ("RAW", "000"),
+    ] {
+        assert_eq!(logs.kv(key).as_deref(), Some(want), "{key}\n{logs}");
+    }
+    t.kennel(&["stop", &name])
+        .timeout(RUN_TIMEOUT)
+        .run()
+        .assert_ok();
+    t.kennel(&["rm", &name]).run().assert_ok();
 }
