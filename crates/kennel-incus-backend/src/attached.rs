@@ -11,7 +11,6 @@ use kennel_lib::error::CliError;
 use kennel_term::{RawMode, StdinReader, window_size};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
 
 use crate::incus_error;
 
@@ -41,31 +40,6 @@ pub async fn exec(
     } else {
         streamed(client, instance, request, true).await
     }
-}
-
-/// The signals kennel passes on to the command (as the engines' attached
-/// runs do): their numbers, as they come.
-fn forwarded_signals() -> mpsc::UnboundedReceiver<i32> {
-    let (sender, receiver) = mpsc::unbounded_channel();
-    for kind in [
-        SignalKind::interrupt(),
-        SignalKind::terminate(),
-        SignalKind::hangup(),
-        SignalKind::quit(),
-    ] {
-        let Ok(mut stream) = signal(kind) else {
-            continue;
-        };
-        let sender = sender.clone();
-        tokio::spawn(async move {
-            while stream.recv().await.is_some() {
-                if sender.send(kind.as_raw_value()).is_err() {
-                    return;
-                }
-            }
-        });
-    }
-    receiver
 }
 
 /// On a pty: kennel's terminal in raw mode, the window size followed.
@@ -113,7 +87,7 @@ async fn interactive(
         });
     }
     let mut winch = signal(SignalKind::window_change()).ok();
-    let mut signals = forwarded_signals();
+    let mut signals = kennel_term::attached_signals();
     let waiting = exit.wait();
     tokio::pin!(waiting);
     let code = loop {
@@ -168,7 +142,7 @@ async fn streamed(
             }
         };
     };
-    let signals = forwarded_signals();
+    let signals = kennel_term::attached_signals();
     let code = client
         .exec_streamed(instance, &request, input, Some(signals), &mut output)
         .await;

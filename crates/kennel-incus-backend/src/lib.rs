@@ -516,16 +516,13 @@ impl kennel_lib::tmux::TmuxServer for InInstance<'_> {
             .exec(&self.name, &self.request(&session_tmux(args)))
             .await
             .map_err(incus_error)?;
-        if output.exit_code != 0 {
-            return Err(CliError::kennel(format!(
-                "`tmux {}` in {} failed ({}): {}",
-                args.join(" "),
-                self.name,
-                output.exit_code,
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
-        }
-        Ok(output.stdout)
+        kennel_lib::tmux::tmux_output(
+            args,
+            &self.name,
+            output.exit_code,
+            output.stdout,
+            &output.stderr,
+        )
     }
 
     async fn tmux_attached(&self, args: &[&str]) -> Result<i32, CliError> {

@@ -10,7 +10,6 @@ use kennel_lib::error::CliError;
 use kennel_term::{RawMode, StdinReader, window_size};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
 
 use crate::cluster_error;
 
@@ -21,30 +20,6 @@ pub(crate) enum AgentEnd {
     Exited(i32),
     /// kennel got this signal first; the agent may still run.
     Signalled(i32),
-}
-
-/// The signals that end kennel's wait for the agent.
-fn ending_signals() -> mpsc::UnboundedReceiver<i32> {
-    let (sender, receiver) = mpsc::unbounded_channel();
-    for kind in [
-        SignalKind::interrupt(),
-        SignalKind::terminate(),
-        SignalKind::hangup(),
-        SignalKind::quit(),
-    ] {
-        let Ok(mut stream) = signal(kind) else {
-            continue;
-        };
-        let sender = sender.clone();
-        tokio::spawn(async move {
-            while stream.recv().await.is_some() {
-                if sender.send(kind.as_raw_value()).is_err() {
-                    return;
-                }
-            }
-        });
-    }
-    receiver
 }
 
 /// Copies `from` to `to` until it ends (or `to` goes away: a reader that
@@ -126,7 +101,7 @@ pub(crate) async fn run(
         let _ = input.shutdown().await;
     }
     let mut winch = signal(SignalKind::window_change()).ok();
-    let mut signals = ending_signals();
+    let mut signals = kennel_term::attached_signals();
     tokio::pin!(status);
     let end = loop {
         tokio::select! {

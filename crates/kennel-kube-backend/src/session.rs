@@ -35,16 +35,13 @@ impl kennel_lib::tmux::TmuxServer for InPod<'_> {
         let argv = session_tmux(args);
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let output = ask(self.cluster, &self.pod, &argv).await?;
-        if output.exit_code != 0 {
-            return Err(CliError::kennel(format!(
-                "`tmux {}` in Pod {} failed ({}): {}",
-                args.join(" "),
-                self.pod,
-                output.exit_code,
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
-        }
-        Ok(output.stdout)
+        kennel_lib::tmux::tmux_output(
+            args,
+            &format!("Pod {}", self.pod),
+            output.exit_code,
+            output.stdout,
+            &output.stderr,
+        )
     }
 
     async fn tmux_attached(&self, args: &[&str]) -> Result<i32, CliError> {

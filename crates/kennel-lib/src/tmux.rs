@@ -23,6 +23,25 @@ pub trait TmuxServer {
 
 const TARGET: &str = settings::SESSION_TMUX_TARGET;
 
+/// What a [`TmuxServer::tmux`] gives back: the command's stdout when it
+/// exited 0, else an error naming it, the sandbox `place` and what tmux said.
+pub fn tmux_output(
+    args: &[&str],
+    place: &str,
+    exit_code: i32,
+    stdout: Vec<u8>,
+    stderr: &[u8],
+) -> Result<Vec<u8>, CliError> {
+    if exit_code != 0 {
+        return Err(CliError::kennel(format!(
+            "`tmux {}` in {place} failed ({exit_code}): {}",
+            args.join(" "),
+            String::from_utf8_lossy(stderr).trim()
+        )));
+    }
+    Ok(stdout)
+}
+
 /// This terminal on the agent's; `C-b d` detaches.
 pub async fn attach(server: &dyn TmuxServer) -> Result<i32, CliError> {
     server

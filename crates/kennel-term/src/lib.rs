@@ -177,3 +177,31 @@ impl<W: AsyncWrite + Unpin> Sink<W> {
         }
     }
 }
+
+/// The signals that concern a sandbox attached to kennel's terminal
+/// (SIGINT, SIGTERM, SIGHUP, SIGQUIT), by number, as they come: a backend
+/// passes them on to the agent, or ends its wait for it. Must be called
+/// within a tokio runtime.
+pub fn attached_signals() -> mpsc::UnboundedReceiver<i32> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (sender, receiver) = mpsc::unbounded_channel();
+    for kind in [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+        SignalKind::quit(),
+    ] {
+        let Ok(mut stream) = signal(kind) else {
+            continue;
+        };
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                if sender.send(kind.as_raw_value()).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    receiver
+}

@@ -356,18 +356,7 @@ fn kubernetes_sigterm_keeps_the_work_and_deletes_the_pod() {
     let Some((t, bin)) = kube_ctx("sigterm") else {
         return;
     };
-    let mut bg = t.spawn_kennel(&[
-        "run",
-        "shell",
-        "--network",
-        "none",
-        "--",
-        "sh",
-        "-c",
-        "echo before-the-signal > written.txt; echo AGENT-READY; sleep 600",
-    ]);
-    let deadline = std::time::Instant::now() + RUN_TIMEOUT;
-    wait_ready(&mut bg, deadline);
+    let mut bg = spawn_ready(&t, "echo before-the-signal > written.txt");
     bg.signal("TERM");
     let (status, timed_out) = bg.wait_for(Duration::from_secs(60));
     assert!(!timed_out, "kennel did not end on SIGTERM\n{}", bg.output());
@@ -383,9 +372,22 @@ fn kubernetes_sigterm_keeps_the_work_and_deletes_the_pod() {
     );
 }
 
-/// Until the agent of `bg` printed `AGENT-READY` on a line of its own (the
-/// command line in the log's header has it too).
-fn wait_ready(bg: &mut crate::harness::Background, deadline: std::time::Instant) {
+/// `kennel run` in the background, its agent running `script` then
+/// waiting; returned once the agent has printed `AGENT-READY` on a line of
+/// its own (the command line in the log's header has it too).
+fn spawn_ready(t: &Ctx, script: &str) -> crate::harness::Background {
+    let agent = format!("{script}; echo AGENT-READY; sleep 600");
+    let mut bg = t.spawn_kennel(&[
+        "run",
+        "shell",
+        "--network",
+        "none",
+        "--",
+        "sh",
+        "-c",
+        &agent,
+    ]);
+    let deadline = std::time::Instant::now() + RUN_TIMEOUT;
     while !bg.output().lines().any(|line| line.trim() == "AGENT-READY") {
         assert!(
             std::time::Instant::now() < deadline && bg.try_wait().is_none(),
@@ -394,6 +396,7 @@ fn wait_ready(bg: &mut crate::harness::Background, deadline: std::time::Instant)
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    bg
 }
 
 /// A `kennel run` killed outright leaves its Pod running: `kennel ls`
@@ -404,17 +407,7 @@ fn kubernetes_killed_kennel_leaves_an_orphan_that_clean_removes() {
     let Some((t, bin)) = kube_ctx("killed") else {
         return;
     };
-    let mut bg = t.spawn_kennel(&[
-        "run",
-        "shell",
-        "--network",
-        "none",
-        "--",
-        "sh",
-        "-c",
-        "echo AGENT-READY; sleep 600",
-    ]);
-    wait_ready(&mut bg, std::time::Instant::now() + RUN_TIMEOUT);
+    let mut bg = spawn_ready(&t, "true");
     bg.signal("KILL");
     let _ = bg.wait_for(Duration::from_secs(10));
     let output = bg.output();
