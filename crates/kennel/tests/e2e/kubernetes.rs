@@ -118,8 +118,8 @@ fn kennel_pods(t: &Ctx, bin: &Path) -> Vec<String> {
 }
 
 /// The session a `kennel run` made and its Pod's name, from what it said:
-/// `session NAME works on branch BRANCH (clone in DIR)`, the Pod named
-/// after the clone's directory.
+/// `session NAME works on branch BRANCH (clone in DIR)` (or `continues
+/// branch`), the Pod named after the clone's directory.
 fn session_of(out: &crate::harness::Out) -> (String, String) {
     session_in(&out.stderr).unwrap_or_else(|| panic!("no session line\n{out}"))
 }
@@ -128,7 +128,7 @@ fn session_of(out: &crate::harness::Out) -> (String, String) {
 fn session_in(text: &str) -> Option<(String, String)> {
     let line = text
         .lines()
-        .find(|line| line.contains(" works on branch "))?;
+        .find(|line| line.contains(" works on branch ") || line.contains(" continues branch "))?;
     let session = line
         .split_whitespace()
         .nth(2)
@@ -714,4 +714,53 @@ fn kubernetes_egress_goes_through_kennels_proxy_only() {
         .run()
         .assert_ok();
     t.kennel(&["rm", &name]).run().assert_ok();
+}
+
+/// `kennel run --resume` on the cluster continues the session's clone in a
+/// new Pod: what the first Pod's agent committed and left uncommitted is
+/// there, on the same branch, and the review sees both sessions' work.
+#[test]
+fn kubernetes_resume_continues_the_clone_in_a_new_pod() {
+    let Some((t, _bin)) = kube_ctx("resume") else {
+        return;
+    };
+    let out = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--network",
+            "none",
+            "--",
+            "sh",
+            "-c",
+            "echo one > one.txt && git add one.txt && git commit -qm one && echo loose > loose.txt",
+        ])
+        .timeout(RUN_TIMEOUT)
+        .run();
+    out.assert_ok();
+    let out = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--network",
+            "none",
+            "--resume",
+            "--",
+            "sh",
+            "-c",
+            "echo ONE=$(cat one.txt); echo LOOSE=$(cat loose.txt); echo two > two.txt; \
+             echo BRANCH=$(git rev-parse --abbrev-ref HEAD); echo LOG=$(git log -1 --format=%s)",
+        ])
+        .timeout(RUN_TIMEOUT)
+        .run();
+    out.assert_ok();
+    assert_eq!(out.expect_kv("ONE"), "one", "{out}");
+    assert_eq!(out.expect_kv("LOOSE"), "loose", "{out}");
+    assert!(out.expect_kv("BRANCH").starts_with("kennel/"), "{out}");
+    let (second, _) = session_of(&out);
+    let diff = t.kennel(&["diff", &second, "--stat"]).run();
+    diff.assert_ok();
+    for file in ["one.txt", "loose.txt", "two.txt"] {
+        assert!(diff.stdout.contains(file), "{file}\n{diff}");
+    }
 }
