@@ -6,8 +6,9 @@
 //! only: kennel's clone of the session branch is packed and unpacked in
 //! the Pod ([`kennel_kube::tar_of`]), the agent starts by exec once the
 //! Pod's walls hold, and when it ends its work comes back as git objects —
-//! a bundle made in the Pod, fetched into the host clone with every check
-//! git has ([`kennel_git::Repo::receive_bundle`]) — never as files. The
+//! a bundle made in the Pod, read by kennel and checked object by object
+//! before it joins the host clone ([`kennel_git::Repo::receive_bundle`]) —
+//! never as files. The
 //! review commands (`diff`, `merge`, `sync`) then read the host clone as
 //! on every backend.
 //!
@@ -78,7 +79,7 @@ impl KubeBackend {
             .get_or_try_init(|| async {
                 let settings = kennel_lib::context::user_config()?.file.kubernetes;
                 let cluster = Cluster::connect(&ClusterSettings {
-                    kubeconfig: settings.kubeconfig.clone(),
+                    kubeconfig: settings.kubeconfig.as_deref().map(expand_home),
                     context: settings.context.clone(),
                     namespace: settings.namespace.clone(),
                 })
@@ -121,6 +122,14 @@ impl KubeBackend {
     }
 }
 
+/// `~/…` in the user's config, under their home.
+fn expand_home(path: &std::path::Path) -> std::path::PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => std::path::Path::new(&home).join(rest),
+        _ => path.to_path_buf(),
+    }
+}
+
 /// The Pod a session's handle (its sandbox's name) names.
 fn pod_name(handle: &str) -> String {
     kennel_kube::object_name(handle).unwrap_or_else(|| handle.to_string())
@@ -153,6 +162,22 @@ pub(crate) async fn state_of(cluster: &Cluster, handle: &str) -> Result<SandboxS
             Some(PodState::Pending | PodState::Running) => SandboxState::Running,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_kubeconfig_under_the_home_is_found_there() {
+        let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+        let expanded = super::expand_home(std::path::Path::new("~/.kube/config"));
+        if let Some(home) = home {
+            assert_eq!(expanded, home.join(".kube/config"));
+        }
+        let plain = std::path::Path::new("/etc/kube/config");
+        assert_eq!(super::expand_home(plain), plain);
+        let tilde_user = std::path::Path::new("~alice/config");
+        assert_eq!(super::expand_home(tilde_user), tilde_user);
+    }
 }
 
 #[async_trait(?Send)]
