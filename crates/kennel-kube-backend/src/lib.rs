@@ -164,22 +164,6 @@ pub(crate) async fn state_of(cluster: &Cluster, handle: &str) -> Result<SandboxS
     )
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_kubeconfig_under_the_home_is_found_there() {
-        let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
-        let expanded = super::expand_home(std::path::Path::new("~/.kube/config"));
-        if let Some(home) = home {
-            assert_eq!(expanded, home.join(".kube/config"));
-        }
-        let plain = std::path::Path::new("/etc/kube/config");
-        assert_eq!(super::expand_home(plain), plain);
-        let tilde_user = std::path::Path::new("~alice/config");
-        assert_eq!(super::expand_home(tilde_user), tilde_user);
-    }
-}
-
 #[async_trait(?Send)]
 impl Backend for KubeBackend {
     fn name(&self) -> &'static str {
@@ -475,4 +459,20 @@ pub(crate) async fn wait_session(cluster: &Cluster, pod: &str) -> Result<(), Cli
 /// Does the Pod's network need its walls checked before the agent starts?
 pub(crate) fn walled(plan: &Plan) -> bool {
     plan.network.mode != NetworkMode::Open
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_kubeconfig_under_the_home_is_found_there() {
+        let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+        let expanded = super::expand_home(std::path::Path::new("~/.kube/config"));
+        if let Some(home) = home {
+            assert_eq!(expanded, home.join(".kube/config"));
+        }
+        let plain = std::path::Path::new("/etc/kube/config");
+        assert_eq!(super::expand_home(plain), plain);
+        let tilde_user = std::path::Path::new("~alice/config");
+        assert_eq!(super::expand_home(tilde_user), tilde_user);
+    }
 }
