@@ -108,12 +108,15 @@ impl<'a> KubeLaunch<'a> {
                 let kept =
                     tokio::time::timeout(SIGNALLED_BRING_BACK, bring_back(self.cluster, pod, work))
                         .await;
-                match kept {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => kennel_lib::report::warn(&error.message),
-                    Err(_) => kennel_lib::report::warn(
-                        "the agent's work did not come back from the Pod in time; it is lost",
-                    ),
+                let failed = match kept {
+                    Ok(Ok(())) => None,
+                    Ok(Err(error)) => Some(error.message),
+                    Err(_) => {
+                        Some("the agent's work did not come back from the Pod in time".into())
+                    }
+                };
+                if let Some(why) = failed {
+                    self.keep(pod, &why);
                 }
                 Ok(128 + signo)
             }
@@ -121,11 +124,20 @@ impl<'a> KubeLaunch<'a> {
                 // The exec broke, not the agent: its work may still be
                 // there to keep.
                 if let Err(lost) = bring_back(self.cluster, pod, work).await {
-                    kennel_lib::report::warn(&lost.message);
+                    self.keep(pod, &lost.message);
                 }
                 Err(error)
             }
         }
+    }
+
+    /// Keeps the Pod `pod` (not deleted after the run) because the agent's
+    /// work in it could not come back (`why`): nothing is lost.
+    fn keep(&self, pod: &str, why: &str) {
+        self.keep_pod.set(true);
+        kennel_lib::report::warn(&format!(
+            "{why}; Pod {pod} is kept with the agent's work (`kennel clean` removes it)"
+        ));
     }
 
     /// The Pod made, run and deleted (kept when the agent's work could not
@@ -175,7 +187,7 @@ impl<'a> KubeLaunch<'a> {
             ))
             .with_hint("the image needs tmux and setsid (kennel's images have them)"));
         }
-        crate::wait_session(self.cluster, pod).await
+        crate::session::wait_session(self.cluster, pod).await
     }
 }
 

@@ -451,11 +451,6 @@ pub(crate) fn session_pod(
         .map_err(|error| CliError::kennel(format!("Kubernetes: {error}")))
 }
 
-/// Waits until the persistent session's tmux server answers in `pod`.
-pub(crate) async fn wait_session(cluster: &Cluster, pod: &str) -> Result<(), CliError> {
-    session::wait_session(cluster, pod).await
-}
-
 /// Does the Pod's network need its walls checked before the agent starts?
 pub(crate) fn walled(plan: &Plan) -> bool {
     plan.network.mode != NetworkMode::Open
