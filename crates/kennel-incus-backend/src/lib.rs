@@ -111,7 +111,7 @@ impl IncusBackend {
             let plan = found_plan(found)?;
             return Ok(InInstance { client, name, plan });
         }
-        record(found, state, false).await;
+        kennel_lib::backend::record_sandbox_state(found, state, false);
         Err(found.not_running())
     }
 }
@@ -273,7 +273,7 @@ impl Backend for IncusBackend {
                 Ok(())
             }
             state @ SandboxState::Ended(_) => {
-                record(found, state, false).await;
+                kennel_lib::backend::record_sandbox_state(found, state, false);
                 // What the agent showed stays in the stopped container.
                 let log = client
                     .pull_file(&name, settings::SESSION_LOG)
@@ -283,7 +283,7 @@ impl Backend for IncusBackend {
                 Ok(())
             }
             SandboxState::Missing => {
-                record(found, SandboxState::Missing, false).await;
+                kennel_lib::backend::record_sandbox_state(found, SandboxState::Missing, false);
                 Err(CliError::kennel(format!(
                     "the container of session {} is gone: there are no logs",
                     found.session.name
@@ -298,7 +298,7 @@ impl Backend for IncusBackend {
         let (client, name) = self.instance(found).await?;
         let state = state_of(client, &name).await?;
         if state != SandboxState::Running {
-            record(found, state, true).await;
+            kennel_lib::backend::record_sandbox_state(found, state, true);
             return Ok(Stopped::Already);
         }
         let plan = found_plan(found)?;
@@ -321,7 +321,7 @@ impl Backend for IncusBackend {
             stop_now(client, &name).await?;
             state = state_of(client, &name).await?;
         }
-        record(found, state, true).await;
+        kennel_lib::backend::record_sandbox_state(found, state, true);
         Ok(Stopped::Now)
     }
 
@@ -329,7 +329,7 @@ impl Backend for IncusBackend {
         let (client, name) = self.instance(found).await?;
         stop_now(client, &name).await?;
         let state = state_of(client, &name).await?;
-        record(found, state, true).await;
+        kennel_lib::backend::record_sandbox_state(found, state, true);
         Ok(())
     }
 
@@ -454,22 +454,6 @@ async fn wait_stopped(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Records what Incus says of a persistent session's container: `exited`
-/// with the agent's code when it recorded one, `stopped` otherwise or when
-/// kennel stopped it.
-async fn record(found: &mut Found, state: SandboxState, stopped: bool) {
-    let (new_state, code) = match state {
-        SandboxState::Running => return,
-        SandboxState::Ended(code) if stopped => (State::Stopped, code),
-        SandboxState::Ended(Some(code)) => (State::Exited, Some(code)),
-        SandboxState::Ended(None) | SandboxState::Missing => (State::Stopped, None),
-    };
-    if found.session.state == new_state && found.session.exit_code == code {
-        return;
-    }
-    found.mark(new_state, code);
 }
 
 fn stream_of(fd: u8) -> OutputStream {

@@ -106,7 +106,7 @@ impl KubeBackend {
                 pod: pod_name(&handle),
             });
         }
-        session::record(found, state, false);
+        kennel_lib::backend::record_sandbox_state(found, state, false);
         Err(found.not_running())
     }
 
@@ -252,7 +252,11 @@ impl Backend for KubeBackend {
         let handle = found.sandbox_handle()?;
         let cluster = self.cluster().await?;
         let pod = pod_name(&handle);
-        session::record(found, session::state(cluster, &handle).await?, false);
+        kennel_lib::backend::record_sandbox_state(
+            found,
+            session::state(cluster, &handle).await?,
+            false,
+        );
         // The Pod outlives its agent (for its logs and work) until stopped.
         if cluster.pod_state(&pod).await.map_err(cluster_error)? == Some(PodState::Running) {
             return session::logs(cluster, &pod, follow, sink).await;
@@ -277,7 +281,7 @@ impl Backend for KubeBackend {
         let cluster = self.cluster().await?;
         let state = session::state(cluster, &handle).await?;
         if state == SandboxState::Missing {
-            session::record(found, state, true);
+            kennel_lib::backend::record_sandbox_state(found, state, true);
             return Ok(Stopped::Already);
         }
         let pod = pod_name(&handle);

@@ -14,8 +14,7 @@ use kennel_core::settings::{self, session_tmux};
 use kennel_kube::Cluster;
 use kennel_lib::backend::{OutputSink, OutputStream, SandboxState};
 use kennel_lib::error::CliError;
-use kennel_lib::sessions::Found;
-use kennel_sessions::{Session, State};
+use kennel_sessions::Session;
 
 use crate::{cluster_error, pod_name};
 
@@ -108,22 +107,6 @@ pub(crate) async fn exit_code(cluster: &Cluster, pod: &str) -> Option<i32> {
         return None;
     }
     String::from_utf8_lossy(&read.stdout).trim().parse().ok()
-}
-
-/// Records what the cluster says of a persistent session: `exited` with
-/// the agent's code when it recorded one, `stopped` otherwise or when
-/// kennel stopped it.
-pub(crate) fn record(found: &mut Found, state: SandboxState, stopped: bool) {
-    let (new_state, code) = match state {
-        SandboxState::Running => return,
-        SandboxState::Ended(code) if stopped => (State::Stopped, code),
-        SandboxState::Ended(Some(code)) => (State::Exited, Some(code)),
-        SandboxState::Ended(None) | SandboxState::Missing => (State::Stopped, None),
-    };
-    if found.session.state == new_state && found.session.exit_code == code {
-        return;
-    }
-    found.mark(new_state, code);
 }
 
 /// Waits (at most 10 s) until the session's tmux server answers in `pod`

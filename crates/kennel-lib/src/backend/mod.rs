@@ -256,6 +256,25 @@ pub fn observe_locally(session: &Session) -> Result<(&str, bool), Observed> {
     Ok((handle, ephemeral))
 }
 
+/// Records what a backend whose sandboxes outlive their kennel says of a
+/// persistent session's sandbox: `exited` with the agent's code when the
+/// session recorded one, `stopped` otherwise or when kennel stopped it
+/// (`stopped`); nothing while it runs, or when the registry says so already.
+pub fn record_sandbox_state(found: &mut Found, state: SandboxState, stopped: bool) {
+    let (new_state, code) = match state {
+        SandboxState::Running => return,
+        SandboxState::Ended(code) if stopped => (kennel_sessions::State::Stopped, code),
+        SandboxState::Ended(Some(code)) => (kennel_sessions::State::Exited, Some(code)),
+        SandboxState::Ended(None) | SandboxState::Missing => {
+            (kennel_sessions::State::Stopped, None)
+        }
+    };
+    if found.session.state == new_state && found.session.exit_code == code {
+        return;
+    }
+    found.mark(new_state, code);
+}
+
 /// What [`Backend::remove`] does for a session that never got a sandbox:
 /// `Some` is the answer (forgotten when it ended or with `force`; a start
 /// in progress is running), `None`: there is a sandbox to remove.
