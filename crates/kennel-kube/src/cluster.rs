@@ -326,8 +326,8 @@ impl Cluster {
 
     /// Runs `argv` in the Pod's agent container with `input` on its
     /// standard input (then closed), and waits for it: what it wrote (an
-    /// error past 64 MiB of either stream), and its exit code. (How kennel sends what a Pod cannot mount, and reads
-    /// what it needs back.)
+    /// error past 64 MiB of either stream), and its exit code. (How kennel
+    /// sends what a Pod cannot mount, and reads what it needs back.)
     pub async fn exec(
         &self,
         name: &str,
@@ -338,12 +338,10 @@ impl Cluster {
             pod: name.to_string(),
             what,
         };
-        let params = AttachParams::default()
-            .container(AGENT_CONTAINER)
-            .stdin(true)
-            .stdout(true)
-            .stderr(true);
-        let mut process = self.pods().exec(name, argv.to_vec(), &params).await?;
+        let mut process = self
+            .pods()
+            .exec(name, argv.to_vec(), &in_agent(true, false))
+            .await?;
         let status = process.take_status();
         let (Some(mut stdin), Some(stdout), Some(stderr), Some(status)) =
             (process.stdin(), process.stdout(), process.stderr(), status)
@@ -362,21 +360,12 @@ impl Cluster {
             process.abort();
             return Err(failed(format!("reading the command's output: {error}")));
         }
-        let status = status.await;
-        process
-            .join()
-            .await
-            .map_err(|error| failed(format!("exec: {error}")))?;
+        let exit_code = finished(process, status, &failed).await?;
         sent.map_err(|error| failed(format!("sending the command's input: {error}")))?;
         let (stdout, stderr) = (
             stdout.map_err(|error| failed(format!("reading the command's output: {error}")))?,
             stderr.map_err(|error| failed(format!("reading the command's errors: {error}")))?,
         );
-        let exit_code = match status {
-            Some(status) => exit_code(Some(&status))
-                .ok_or_else(|| failed(format!("exec ended without an exit code: {status:?}")))?,
-            None => return Err(failed("exec ended without a status".into())),
-        };
         Ok(Executed {
             exit_code,
             stdout,
@@ -394,13 +383,10 @@ impl Cluster {
         argv: &[String],
         tty: bool,
     ) -> Result<kube::api::AttachedProcess, ClusterError> {
-        let params = AttachParams::default()
-            .container(AGENT_CONTAINER)
-            .stdin(true)
-            .stdout(true)
-            .stderr(!tty)
-            .tty(tty);
-        Ok(self.pods().exec(name, argv.to_vec(), &params).await?)
+        Ok(self
+            .pods()
+            .exec(name, argv.to_vec(), &in_agent(true, tty))
+            .await?)
     }
 
     /// Runs `argv` in the Pod (no input) with its standard output written
@@ -419,12 +405,10 @@ impl Cluster {
             pod: name.to_string(),
             what,
         };
-        let params = AttachParams::default()
-            .container(AGENT_CONTAINER)
-            .stdin(false)
-            .stdout(true)
-            .stderr(true);
-        let mut process = self.pods().exec(name, argv.to_vec(), &params).await?;
+        let mut process = self
+            .pods()
+            .exec(name, argv.to_vec(), &in_agent(false, false))
+            .await?;
         let status = process.take_status();
         let (Some(mut stdout), Some(stderr), Some(status)) =
             (process.stdout(), process.stderr(), status)
@@ -464,13 +448,7 @@ impl Cluster {
         out.flush()
             .await
             .map_err(|error| failed(format!("writing the command's output: {error}")))?;
-        let status = status.await;
-        process
-            .join()
-            .await
-            .map_err(|error| failed(format!("exec: {error}")))?;
-        let exit_code = exit_code(status.as_ref())
-            .ok_or_else(|| failed(format!("exec ended without an exit code: {status:?}")))?;
+        let exit_code = finished(process, status, &failed).await?;
         Ok(Executed {
             exit_code,
             stdout: Vec::new(),
@@ -567,6 +545,38 @@ impl Cluster {
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(error) => Err(error.into()),
         }
+    }
+}
+
+/// An exec in the agent's container: with stdin or not, on a pty (whose
+/// output is one stream) or with stderr apart.
+fn in_agent(stdin: bool, tty: bool) -> AttachParams {
+    AttachParams::default()
+        .container(AGENT_CONTAINER)
+        .stdin(stdin)
+        .stdout(true)
+        .stderr(!tty)
+        .tty(tty)
+}
+
+/// The exit code of an exec whose streams are done: its final status,
+/// once its task has ended.
+async fn finished(
+    process: kube::api::AttachedProcess,
+    status: impl std::future::Future<
+        Output = Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>,
+    >,
+    failed: &impl Fn(String) -> ClusterError,
+) -> Result<i32, ClusterError> {
+    let status = status.await;
+    process
+        .join()
+        .await
+        .map_err(|error| failed(format!("exec: {error}")))?;
+    match status {
+        Some(status) => exit_code(Some(&status))
+            .ok_or_else(|| failed(format!("exec ended without an exit code: {status:?}"))),
+        None => Err(failed("exec ended without a status".into())),
     }
 }
 
