@@ -178,14 +178,14 @@ pub fn project_file(workspace: &Workspace) -> PathBuf {
 /// The project config's name, at the workspace's top level.
 const PROJECT_FILE: &str = ".kennel.toml";
 
-/// The merged config; `root`: the workspace's top level, whose
-/// `.kennel.toml` is the project layer.
 /// The system's and the user's own config, never a project's: where a
 /// backend that sends the user's code to another machine reads which one.
 pub fn user_config() -> Result<Config, CliError> {
     load_config(&HostContext::detect()?, None)
 }
 
+/// The merged config; `root`: the workspace's top level, whose
+/// `.kennel.toml` is the project layer.
 fn load_config(host: &HostContext, root: Option<&Path>) -> Result<Config, CliError> {
     let trust = TrustStore::load(&host.trust_file())?;
     let sources = ConfigSources {
