@@ -22,11 +22,14 @@ pub enum ClusterError {
     Api(#[from] kube::Error),
     #[error("Pod {pod}: {what}")]
     Pod { pod: String, what: String },
-    #[error("Pod {pod} did not {what} within {seconds} s")]
+    #[error("Pod {pod} did not {what} within {seconds} s{}", still.as_deref().map(|why| format!(" ({why})")).unwrap_or_default())]
     Timeout {
         pod: String,
         what: &'static str,
         seconds: u64,
+        /// Why it still waits, as the cluster says (not scheduled, and the
+        /// scheduler's reason; its container still being made).
+        still: Option<String>,
     },
 }
 
@@ -244,6 +247,7 @@ impl Cluster {
             what: "refuse a connection to its node (its NetworkPolicy is not enforced: does \
                    the cluster's network plugin enforce policies?)",
             seconds: timeout.as_secs(),
+            still: None,
         })
     }
 
@@ -254,7 +258,7 @@ impl Cluster {
                 is_running(pod) || agent_ended(pod).is_some()
             })
             .await?;
-        match waiting_for_good(pod.as_ref()) {
+        match cannot_start(pod.as_ref()) {
             Some(reason) => Err(ClusterError::Pod {
                 pod: name.to_string(),
                 what: format!("the agent's container cannot start: {reason}"),
@@ -272,7 +276,7 @@ impl Cluster {
         if let Some(ended) = agent_ended(pod.as_ref()) {
             return Ok(ended);
         }
-        Err(match waiting_for_good(pod.as_ref()) {
+        Err(match cannot_start(pod.as_ref()) {
             Some(reason) => ClusterError::Pod {
                 pod: name.to_string(),
                 what: reason,
@@ -282,7 +286,8 @@ impl Cluster {
     }
 
     /// The Pod once `done` holds for it, or once it cannot get there by
-    /// waiting (its container cannot be made, or the Pod is gone: None).
+    /// waiting (its container cannot be made, the node refused or evicted
+    /// it, or the Pod is gone: None).
     async fn await_pod(
         &self,
         name: &str,
@@ -291,19 +296,24 @@ impl Cluster {
         done: impl Fn(Option<&Pod>) -> bool,
     ) -> Result<Option<Pod>, ClusterError> {
         let condition = await_condition(self.pods(), name, move |pod: Option<&Pod>| {
-            pod.is_none() || done(pod) || waiting_for_good(pod).is_some()
+            pod.is_none() || done(pod) || cannot_start(pod).is_some()
         });
-        tokio::time::timeout(timeout, condition)
-            .await
-            .map_err(|_| ClusterError::Timeout {
-                pod: name.to_string(),
-                what,
-                seconds: timeout.as_secs(),
-            })?
-            .map_err(|error| ClusterError::Pod {
+        match tokio::time::timeout(timeout, condition).await {
+            Ok(found) => found.map_err(|error| ClusterError::Pod {
                 pod: name.to_string(),
                 what: error.to_string(),
-            })
+            }),
+            Err(_) => {
+                // Say why it still waits; a failed read only loses the why.
+                let pod = self.pods().get_opt(name).await.ok().flatten();
+                Err(ClusterError::Timeout {
+                    pod: name.to_string(),
+                    what,
+                    seconds: timeout.as_secs(),
+                    still: pod.as_ref().and_then(why_waiting),
+                })
+            }
+        }
     }
 
     /// Everything the agent wrote (stdout and stderr, as the node keeps it).
@@ -659,10 +669,22 @@ fn agent_ended(pod: Option<&Pod>) -> Option<Ended> {
     })
 }
 
-/// Why the agent's container waits when it will not start by waiting
-/// longer (its image cannot be had, its command or config is wrong).
-fn waiting_for_good(pod: Option<&Pod>) -> Option<String> {
-    let status = agent_status(pod?)?;
+/// Why the agent will not start by waiting longer: the node refused or
+/// evicted the Pod before its agent ended (a node under disk or memory
+/// pressure), or the agent's container cannot be made (its image cannot
+/// be had, its command or config is wrong).
+fn cannot_start(pod: Option<&Pod>) -> Option<String> {
+    let pod = pod?;
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() == Some("Failed") && agent_ended(Some(pod)).is_none() {
+        return Some(match (&status.reason, &status.message) {
+            (Some(reason), Some(message)) => format!("the node refused it: {reason}: {message}"),
+            (Some(reason), None) => format!("the node refused it: {reason}"),
+            (None, Some(message)) => format!("the node refused it: {message}"),
+            (None, None) => "it failed before its agent started".to_string(),
+        });
+    }
+    let status = agent_status(pod)?;
     let waiting = status.state.as_ref()?.waiting.as_ref()?;
     let reason = waiting.reason.as_deref()?;
     matches!(
@@ -681,6 +703,31 @@ fn waiting_for_good(pod: Option<&Pod>) -> Option<String> {
     })
 }
 
+/// Why a Pod that may yet start has not: the scheduler's reason while it
+/// has no node (no node fits, a claim is not bound), else its agent's
+/// container's state while that is being made.
+fn why_waiting(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    let unscheduled = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|condition| condition.type_ == "PodScheduled" && condition.status == "False");
+    if let Some(condition) = unscheduled {
+        let reason = condition.reason.as_deref().unwrap_or("not scheduled");
+        return Some(match &condition.message {
+            Some(message) => format!("{reason}: {message}"),
+            None => reason.to_string(),
+        });
+    }
+    let waiting = agent_status(pod)?.state.as_ref()?.waiting.as_ref()?;
+    let reason = waiting.reason.as_deref()?;
+    Some(match &waiting.message {
+        Some(message) => format!("{reason}: {message}"),
+        None => reason.to_string(),
+    })
+}
+
 fn agent_status(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
     pod.status
         .as_ref()?
@@ -688,4 +735,82 @@ fn agent_status(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatu
         .as_ref()?
         .iter()
         .find(|status| status.name == AGENT_CONTAINER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kennel-x"},
+            "status": status,
+        }))
+        .expect("a Pod")
+    }
+
+    /// What the kubelet wrote for a Pod it refused under DiskPressure (the
+    /// cause of a CI run in which every Kubernetes test waited minutes).
+    #[test]
+    fn a_pod_the_node_refused_cannot_start_and_says_why() {
+        let refused = pod(serde_json::json!({
+            "phase": "Failed",
+            "reason": "Evicted",
+            "message": "The node had condition: [DiskPressure]. ",
+        }));
+        assert_eq!(
+            cannot_start(Some(&refused)).as_deref(),
+            Some("the node refused it: Evicted: The node had condition: [DiskPressure]. ")
+        );
+        // An agent that ran and failed ended; it is not a refusal.
+        let ended = pod(serde_json::json!({
+            "phase": "Failed",
+            "containerStatuses": [{
+                "name": AGENT_CONTAINER, "image": "i", "imageID": "", "ready": false,
+                "restartCount": 0,
+                "state": {"terminated": {"exitCode": 3, "reason": "Error"}},
+            }],
+        }));
+        assert_eq!(cannot_start(Some(&ended)), None);
+        assert_eq!(agent_ended(Some(&ended)).map(|e| e.exit_code), Some(3));
+        // Still being made: it may yet start.
+        let creating = pod(serde_json::json!({
+            "phase": "Pending",
+            "containerStatuses": [{
+                "name": AGENT_CONTAINER, "image": "i", "imageID": "", "ready": false,
+                "restartCount": 0,
+                "state": {"waiting": {"reason": "ContainerCreating"}},
+            }],
+        }));
+        assert_eq!(cannot_start(Some(&creating)), None);
+        assert_eq!(why_waiting(&creating).as_deref(), Some("ContainerCreating"));
+    }
+
+    #[test]
+    fn a_pod_without_a_node_waits_for_the_schedulers_reason() {
+        let unscheduled = pod(serde_json::json!({
+            "phase": "Pending",
+            "conditions": [{
+                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/1 nodes are available: 1 Insufficient memory.",
+            }],
+        }));
+        assert_eq!(cannot_start(Some(&unscheduled)), None);
+        let why = why_waiting(&unscheduled);
+        assert_eq!(
+            why.as_deref(),
+            Some("Unschedulable: 0/1 nodes are available: 1 Insufficient memory.")
+        );
+        let error = ClusterError::Timeout {
+            pod: "kennel-x".to_string(),
+            what: "start",
+            seconds: 180,
+            still: why,
+        };
+        assert_eq!(
+            error.to_string(),
+            "Pod kennel-x did not start within 180 s (Unschedulable: 0/1 nodes are \
+             available: 1 Insufficient memory.)"
+        );
+    }
 }

@@ -217,6 +217,27 @@ async fn an_image_the_cluster_cannot_have_is_a_clear_error_not_a_hang() {
     );
 }
 
+/// A Pod no node can take waits, and when kennel gives up it says what
+/// the scheduler said (here: more memory than the node has), not only
+/// that the time ran out.
+#[tokio::test]
+async fn a_pod_that_cannot_be_scheduled_says_why_when_the_wait_ends() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let mut plan = plan("unschedulable", "true");
+    plan.limits.memory = Some(1 << 50); // 1 PiB
+    let made = pod_for(&plan, &settings()).expect("a Pod");
+    let name = cluster.create(&made).await.expect("created");
+    let started = cluster.wait_started(&name, Duration::from_secs(5)).await;
+    cluster.delete(&name).await.expect("deleted");
+    let message = started.expect_err("no node has 1 PiB").to_string();
+    assert!(
+        message.contains("did not start within 5 s") && message.contains("Insufficient memory"),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn exec_sends_input_and_returns_output_and_exit_codes() {
     let Some(cluster) = cluster().await else {
