@@ -18,6 +18,9 @@
 #   pause               the pod sandbox's process, from Kubernetes' C source
 #   kube-router         NetworkPolicy enforcement (its firewall only, iptables
 #                       and ipset): Debian has no CNI plugin that enforces them
+#   local-path-provisioner
+#                       rancher's dynamic provisioner (what kind and k3s ship):
+#                       a PersistentVolumeClaim gets a directory on the node
 #
 # The CNI plugins come from Debian (containernetworking-plugins).
 #
@@ -26,7 +29,10 @@
 #
 # A cold build takes several minutes on 2 cores (Kubernetes alone ~7); a warm
 # one (everything cached) returns at once. Go's build cache is removed after a
-# cold build (it is larger than the binaries).
+# cold build (it is larger than the binaries). A new key (a component added,
+# or one's version changed) builds only what changed: the binaries of the
+# components whose versions are the same are linked from the cache directory
+# of an older key that has them.
 set -euo pipefail
 
 K8S_VERSION=${KENNEL_K8S_VERSION:-v1.35.4}
@@ -34,8 +40,9 @@ ETCD_VERSION=${KENNEL_ETCD_VERSION:-v3.6.17}
 CONTAINERD_VERSION=${KENNEL_CONTAINERD_VERSION:-v2.2.10}
 RUNC_VERSION=${KENNEL_RUNC_VERSION:-v1.3.7}
 KUBE_ROUTER_VERSION=${KENNEL_KUBE_ROUTER_VERSION:-v2.1.0}
+LOCAL_PATH_VERSION=${KENNEL_LOCAL_PATH_VERSION:-v0.0.30}
 CACHE_ROOT=${KENNEL_K8S_CACHE:-/var/cache/kennel-k8s}
-KEY="k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-containerd-${CONTAINERD_VERSION}-runc-${RUNC_VERSION}-kube-router-${KUBE_ROUTER_VERSION}"
+KEY="k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-containerd-${CONTAINERD_VERSION}-runc-${RUNC_VERSION}-kube-router-${KUBE_ROUTER_VERSION}-local-path-${LOCAL_PATH_VERSION}"
 OUT=$CACHE_ROOT/$KEY
 BIN=$OUT/bin
 
@@ -44,10 +51,42 @@ SCRIPT_NAME=k8s-build
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 WANT=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl etcd
-      containerd containerd-shim-runc-v2 ctr runc pause kube-router)
-missing=()
-for name in "${WANT[@]}"; do [[ -x $BIN/$name ]] || missing+=("$name"); done
-if ((${#missing[@]} == 0)); then
+      containerd containerd-shim-runc-v2 ctr runc pause kube-router local-path-provisioner)
+# Each binary's component at its version, as the key spells it.
+declare -A PART=(
+    [kube-apiserver]=k8s-$K8S_VERSION [kube-controller-manager]=k8s-$K8S_VERSION
+    [kube-scheduler]=k8s-$K8S_VERSION [kubelet]=k8s-$K8S_VERSION
+    [kubectl]=k8s-$K8S_VERSION [pause]=k8s-$K8S_VERSION
+    [etcd]=etcd-$ETCD_VERSION
+    [containerd]=containerd-$CONTAINERD_VERSION
+    [containerd-shim-runc-v2]=containerd-$CONTAINERD_VERSION
+    [ctr]=containerd-$CONTAINERD_VERSION
+    [runc]=runc-$RUNC_VERSION
+    [kube-router]=kube-router-$KUBE_ROUTER_VERSION
+    [local-path-provisioner]=local-path-$LOCAL_PATH_VERSION
+)
+missing() {
+    local name
+    for name in "${WANT[@]}"; do [[ -x $BIN/$name ]] || echo "$name"; done
+}
+
+# What this key's directory lacks, another key's may have at the same
+# version (a key made before a component was added, or before another
+# component's version changed): hard links (the same file system), so that
+# a new component does not cost a Kubernetes build and the older directory
+# stays whole for a checkout that still uses it.
+for name in $(missing); do
+    for dir in "$CACHE_ROOT"/*/bin; do
+        key=${dir%/bin}
+        key=${key##*/}
+        [[ $dir != "$BIN" && -x $dir/$name && -$key- == *"-${PART[$name]}-"* ]] || continue
+        mkdir -p "$BIN"
+        ln -f "$dir/$name" "$BIN/$name" 2>/dev/null || cp -p "$dir/$name" "$BIN/$name"
+        log "$name ${PART[$name]}: linked from $dir"
+        break
+    done
+done
+if [[ -z $(missing) ]]; then
     echo "$BIN"
     exit 0
 fi
@@ -138,6 +177,15 @@ if need kube-router; then
     source_of github.com/cloudnativelabs/kube-router/v2 "$KUBE_ROUTER_VERSION" kube-router
     (cd "$WORK/kube-router" && go build -trimpath -ldflags "-s -w" -o "$BIN/kube-router" \
         ./cmd/kube-router)
+fi
+
+if need local-path-provisioner; then
+    log "local-path-provisioner $LOCAL_PATH_VERSION: building"
+    source_of github.com/rancher/local-path-provisioner "$LOCAL_PATH_VERSION" local-path-provisioner
+    # Its vendor directory is only modules.txt (a module's zip leaves the
+    # vendored packages out): they come from the proxy like the others'.
+    (cd "$WORK/local-path-provisioner" && go build -trimpath \
+        -ldflags "-s -w -X main.VERSION=$LOCAL_PATH_VERSION" -o "$BIN/local-path-provisioner" .)
 fi
 
 echo "$BIN"

@@ -26,11 +26,21 @@
 #   kube-router      its firewall only: NetworkPolicies enforced with
 #                    iptables and ipset (a Pod's rules come some seconds after
 #                    it starts: what relies on them checks first)
+#   local-path-provisioner
+#                    rancher's dynamic provisioner, with the admin's
+#                    kubeconfig: the StorageClass `local-path` (the default
+#                    one) gives a claim a directory under $STATE/local-path,
+#                    made and removed by a helper pod in namespace
+#                    local-path-storage
 # Certificates: one CA of the cluster's own (openssl), a certificate per
 # component; the admin's kubeconfig is $STATE/admin.kubeconfig (mode 0600).
 #
 # Environment: KENNEL_K8S_STATE (default /var/lib/kennel-k8s), KENNEL_K8S_CACHE
-# and the versions of scripts/k8s-build.sh.
+# and the versions of scripts/k8s-build.sh; KENNEL_K8S_HELPER_IMAGE, the
+# provisioner's helper pods' image (default docker.io/kennel-test/bookworm:latest,
+# which scripts/e2e-setup.sh imports): any with /bin/sh that the node's
+# containerd already has, since no registry is reachable (a claim waits for
+# it: helper pods run only when a claim is provisioned or deleted).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -41,6 +51,8 @@ POD_CIDR=10.244.0.0/24
 SERVICE_CIDR=10.96.0.0/24
 SERVICE_IP=10.96.0.1
 PAUSE_IMAGE=registry.kennel.invalid/pause:3.10
+HELPER_IMAGE=${KENNEL_K8S_HELPER_IMAGE:-docker.io/kennel-test/bookworm:latest}
+LOCAL_PATH=$STATE/local-path
 
 SCRIPT_NAME=k8s-up
 # shellcheck source=scripts/lib.sh
@@ -64,7 +76,7 @@ while (($#)); do
     shift
 done
 
-COMPONENTS=(kube-router kubelet kube-scheduler kube-controller-manager kube-apiserver containerd etcd)
+COMPONENTS=(local-path-provisioner kube-router kubelet kube-scheduler kube-controller-manager kube-apiserver containerd etcd)
 
 stop_all() {
     local name pid
@@ -105,6 +117,7 @@ running() { [[ -f $RUN/$1.pid ]] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; 
 
 BIN=$("$HERE/k8s-build.sh")
 export PATH=$BIN:$PATH
+admin=(kubectl --kubeconfig "$STATE/admin.kubeconfig")
 
 mkdir -p "$STATE"/{pki,logs,etcd,containerd,kubelet,cni/net.d,cni/cache} "$RUN"
 chmod 0700 "$STATE" "$STATE/pki" "$STATE/etcd"
@@ -329,6 +342,73 @@ start kube-router kube-router --kubeconfig "$STATE/admin.kubeconfig" \
     --hostname-override "$NODE" --metrics-port=0 --health-port=0
 wait_for kube-router 60 sh -c "iptables -S KUBE-ROUTER-FORWARD >/dev/null"
 
+# --- dynamic storage ------------------------------------------------------------
+# rancher's local-path-provisioner, as kind and k3s ship it, but a process
+# of this script's with the admin's kubeconfig rather than a Deployment (no
+# registry serves its image). Its ConfigMap holds its configuration and the
+# helper pod's template (read once, at start) and the setup and teardown
+# scripts, which the helper pods mount from it. The directory is made 0777 as
+# upstream does: a hostPath volume takes no fsGroup, and a Pod's non-root
+# user must write to it. Helper pods need no API access: their
+# ServiceAccount mounts no token. Its log has an error for every helper pod
+# ("failed to save ... logs: unable to retrieve in cluster config"): it
+# copies their logs with in-cluster credentials only; nothing else fails.
+"${admin[@]}" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Namespace
+metadata: {name: local-path-storage}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: local-path-provisioner-service-account, namespace: local-path-storage}
+automountServiceAccountToken: false
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local-path
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: rancher.io/local-path
+volumeBindingMode: WaitForFirstConsumer
+reclaimPolicy: Delete
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: local-path-config, namespace: local-path-storage}
+data:
+  config.json: |-
+    {"nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["$LOCAL_PATH"]}]}
+  setup: |-
+    #!/bin/sh
+    set -eu
+    mkdir -m 0777 -p "\$VOL_DIR"
+  teardown: |-
+    #!/bin/sh
+    set -eu
+    rm -rf "\$VOL_DIR"
+  helperPod.yaml: |-
+    apiVersion: v1
+    kind: Pod
+    metadata:
+      name: helper-pod
+    spec:
+      priorityClassName: system-node-critical
+      tolerations:
+        - key: node.kubernetes.io/disk-pressure
+          operator: Exists
+          effect: NoSchedule
+      containers:
+      - name: helper-pod
+        image: $HELPER_IMAGE
+        imagePullPolicy: IfNotPresent
+EOF
+start local-path-provisioner local-path-provisioner --debug start \
+    --kubeconfig "$STATE/admin.kubeconfig" --namespace local-path-storage \
+    --configmap-name local-path-config \
+    --service-account-name local-path-provisioner-service-account --helper-image "$HELPER_IMAGE"
+wait_for local-path-provisioner 30 grep -q '"Started provisioner controller"' \
+    "$STATE/logs/local-path-provisioner.log"
+
 if [[ -z $USER_SPEC ]]; then
     echo "$STATE/admin.kubeconfig"
     exit 0
@@ -337,7 +417,6 @@ fi
 # --- a user of one namespace ------------------------------------------------
 name=${USER_SPEC%%:*}
 namespace=${USER_SPEC#*:}
-admin=(kubectl --kubeconfig "$STATE/admin.kubeconfig")
 cert "user-$name" "/CN=$name"
 kubeconfig "user-$name" "$name"
 "${admin[@]}" get namespace "$namespace" >/dev/null 2>&1 ||
@@ -345,6 +424,23 @@ kubeconfig "user-$name" "$name"
 "${admin[@]}" -n "$namespace" get rolebinding "$name-edit" >/dev/null 2>&1 ||
     "${admin[@]}" -n "$namespace" create rolebinding "$name-edit" --clusterrole edit \
         --user "$name" >/dev/null
+# The edit role has the namespace's claims; the classes they name are the
+# cluster's, which the user may read (kubectl get storageclass) and no more.
+"${admin[@]}" apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: kennel-storageclass-reader}
+rules:
+  - apiGroups: [storage.k8s.io]
+    resources: [storageclasses]
+    verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: $name-storageclass-reader}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kennel-storageclass-reader}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: $name}]
+EOF
 KUBECONFIG=$STATE/user-$name.kubeconfig kubectl config set-context kennel \
     --namespace "$namespace" >/dev/null
 echo "$STATE/user-$name.kubeconfig"
