@@ -330,6 +330,13 @@ pub struct KubernetesConfig {
     /// image `kennel/claude:…` runs as `<registry>/kennel/claude:…` (you push
     /// it there). Default: the nodes have it already.
     pub registry: Option<String>,
+    /// The StorageClass of the agents' homes (a PersistentVolumeClaim per
+    /// agent and repository). Default: the cluster's default class; with
+    /// none, each home is the Pod's own and goes with it.
+    pub storage_class: Option<String>,
+    /// What each home's claim asks for (a Kubernetes quantity; default
+    /// `10Gi`). A claim keeps the size it was made with.
+    pub home_size: Option<String>,
 }
 
 /// `[image]`: what the agent's image holds besides kennel's base and the

@@ -12,9 +12,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kennel_core::config::KubernetesConfig;
 use kennel_core::plan::Plan;
-use kennel_kube::{Cluster, SessionPod};
+use kennel_kube::{Cluster, PodSettings, SessionPod};
 use kennel_lib::backend::Launch;
 use kennel_lib::error::CliError;
 use kennel_lib::image_build::BuildOptions;
@@ -31,7 +30,7 @@ const SIGNALLED_BRING_BACK: Duration = Duration::from_secs(20);
 /// A Plan about to run as a Pod.
 pub(crate) struct KubeLaunch<'a> {
     cluster: &'a Cluster,
-    settings: KubernetesConfig,
+    settings: PodSettings,
     warnings: Vec<String>,
     /// The agent's work could not be brought back: its Pod stays, so that
     /// nothing is lost.
@@ -45,20 +44,17 @@ impl<'a> KubeLaunch<'a> {
     /// later and is refused in [`Launch::start`].)
     pub(crate) fn new(
         cluster: &'a Cluster,
-        settings: &KubernetesConfig,
+        settings: PodSettings,
         plan: &Plan,
+        mut warnings: Vec<String>,
     ) -> Result<KubeLaunch<'a>, CliError> {
         if plan.ephemeral {
             Work::of(plan)?;
         }
-        let mut warnings = crate::session_pod(settings, plan)?.warnings;
-        warnings.push(
-            "Kubernetes: the agent's home is the Pod's own and goes with it (its logins and state are not kept between sessions yet)"
-                .to_string(),
-        );
+        warnings.extend(crate::session_pod(&settings, plan)?.warnings);
         Ok(KubeLaunch {
             cluster,
-            settings: settings.clone(),
+            settings,
             warnings,
             keep_pod: std::cell::Cell::new(false),
         })

@@ -29,9 +29,11 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kennel_core::config::KubernetesConfig;
+use kennel_core::config::{Config, KubernetesConfig};
 use kennel_core::plan::{NetworkMode, Plan};
-use kennel_kube::{Cluster, ClusterError, ClusterSettings, PodSettings, PodState};
+use kennel_kube::{
+    Cluster, ClusterError, ClusterSettings, DEFAULT_HOME_SIZE, HomeVolume, PodSettings, PodState,
+};
 use kennel_lib::backend::{
     Backend, Images, Launch, Observed, OutputSink, Remains, Sandbox, SandboxState, Stopped,
 };
@@ -50,9 +52,9 @@ pub fn backend() -> Box<dyn Backend> {
 
 #[derive(Default)]
 pub struct KubeBackend {
-    /// The user's `[kubernetes]` settings and the cluster they name,
-    /// connected on first use.
-    connected: OnceCell<(KubernetesConfig, Cluster)>,
+    /// The user's own config (its `[kubernetes]` table, and where each of
+    /// its keys was set) and the cluster it names, connected on first use.
+    connected: OnceCell<(Config, Cluster)>,
 }
 
 /// A cluster failure as the user sees it, with the fix where there is one.
@@ -62,7 +64,7 @@ pub(crate) fn cluster_error(error: ClusterError) -> CliError {
             "name the cluster in your own config: `[kubernetes]` kubeconfig, context, namespace (`kennel config edit`); `kubectl config current-context` shows what kubectl uses",
         ),
         error if error.is_forbidden() => Some(
-            "your account may not do this in that namespace: kennel needs to create, read and delete Pods, pods/exec, Secrets and NetworkPolicies there (the `edit` role)",
+            "your account may not do this in that namespace: kennel needs to create, read and delete Pods, pods/exec, Secrets, NetworkPolicies and PersistentVolumeClaims there (the `edit` role)",
         ),
         ClusterError::Api(_) => Some("`kubectl version` checks that the cluster answers"),
         _ => None,
@@ -73,11 +75,12 @@ pub(crate) fn cluster_error(error: ClusterError) -> CliError {
 }
 
 impl KubeBackend {
-    /// The settings and the cluster, connected on first use.
-    async fn connected(&self) -> Result<&(KubernetesConfig, Cluster), CliError> {
+    /// The user's config and the cluster, connected on first use.
+    async fn connected(&self) -> Result<&(Config, Cluster), CliError> {
         self.connected
             .get_or_try_init(|| async {
-                let settings = kennel_lib::context::user_config()?.file.kubernetes;
+                let config = kennel_lib::context::user_config()?;
+                let settings = &config.file.kubernetes;
                 let cluster = Cluster::connect(&ClusterSettings {
                     kubeconfig: settings.kubeconfig.as_deref().map(expand_home),
                     context: settings.context.clone(),
@@ -86,7 +89,7 @@ impl KubeBackend {
                 .await
                 .map_err(cluster_error)?;
                 tracing::debug!(namespace = cluster.namespace(), "connected to Kubernetes");
-                Ok::<_, CliError>((settings, cluster))
+                Ok::<_, CliError>((config, cluster))
             })
             .await
     }
@@ -204,8 +207,10 @@ impl Backend for KubeBackend {
     }
 
     async fn prepare<'a>(&'a self, plan: &Plan) -> Result<Box<dyn Launch + 'a>, CliError> {
-        let (settings, cluster) = self.connected().await?;
-        launch::KubeLaunch::new(cluster, settings, plan).map(|launch| Box::new(launch) as _)
+        let (config, cluster) = self.connected().await?;
+        let (settings, warnings) = pod_settings(config, cluster, plan).await?;
+        launch::KubeLaunch::new(cluster, settings, plan, warnings)
+            .map(|launch| Box::new(launch) as _)
     }
 
     async fn attach(&self, found: &mut Found) -> Result<i32, CliError> {
@@ -442,16 +447,89 @@ impl Backend for KubeBackend {
     }
 }
 
-/// The Pod for `plan` as the user's settings place it.
+/// Where `plan`'s Pod runs, as the user's config and the cluster decide,
+/// and what the user should know about it: the agent's home is a claim
+/// of the class `[kubernetes] storage_class` names, else of the cluster's
+/// default class; with neither, the Pod's own (said).
+async fn pod_settings(
+    config: &Config,
+    cluster: &Cluster,
+    plan: &Plan,
+) -> Result<(PodSettings, Vec<String>), CliError> {
+    let settings = &config.file.kubernetes;
+    let set_in = |key: &str| match config.origins.get(key) {
+        Some(origin) => format!("`{key}` in {origin}"),
+        None => format!("`{key}`"),
+    };
+    let mut warnings = Vec::new();
+    let size = settings
+        .home_size
+        .clone()
+        .unwrap_or_else(|| DEFAULT_HOME_SIZE.to_string());
+    if !kennel_kube::is_size(&size) {
+        return Err(CliError::usage(format!(
+            "Kubernetes: {} is `{size}`, which is not a size",
+            set_in("kubernetes.home_size")
+        ))
+        .with_hint("write a Kubernetes quantity, such as \"10Gi\" or \"500Mi\""));
+    }
+    let home = match &settings.storage_class {
+        Some(class) => match cluster.has_storage_class(class).await {
+            Ok(true) => claim(Some(class.clone()), size),
+            Ok(false) => {
+                return Err(CliError::usage(format!(
+                    "Kubernetes: the cluster has no StorageClass `{class}` ({})",
+                    set_in("kubernetes.storage_class")
+                ))
+                .with_hint("`kubectl get storageclass` lists the cluster's classes; leave `storage_class` out for its default class"));
+            }
+            // An account limited to its namespace: the claim will say.
+            Err(error) if error.is_forbidden() => claim(Some(class.clone()), size),
+            Err(error) => return Err(cluster_error(error)),
+        },
+        None => {
+            let without = match cluster.default_storage_class().await {
+                Ok(Some(_)) => None,
+                Ok(None) => Some("the cluster has no default StorageClass"),
+                Err(error) if error.is_forbidden() => {
+                    Some("your account may not read the cluster's StorageClasses")
+                }
+                Err(error) => return Err(cluster_error(error)),
+            };
+            match without {
+                None => claim(None, size),
+                Some(why) => {
+                    warnings.push(format!(
+                        "Kubernetes: the agent's home is the Pod's own and goes with it ({why}); name a class in `[kubernetes] storage_class` to keep it between sessions"
+                    ));
+                    HomeVolume::InPod
+                }
+            }
+        }
+    };
+    Ok((
+        PodSettings {
+            image: image_for(settings, plan),
+            runtime_class: settings.runtime_class.clone(),
+            home,
+        },
+        warnings,
+    ))
+}
+
+fn claim(storage_class: Option<String>, size: String) -> HomeVolume {
+    HomeVolume::Claim {
+        storage_class,
+        size,
+    }
+}
+
+/// The Pod for `plan` as `settings` place it.
 pub(crate) fn session_pod(
-    settings: &KubernetesConfig,
+    settings: &PodSettings,
     plan: &Plan,
 ) -> Result<kennel_kube::SessionPod, CliError> {
-    let pod_settings = PodSettings {
-        image: image_for(settings, plan),
-        runtime_class: settings.runtime_class.clone(),
-    };
-    kennel_kube::waiting_pod_for(plan, &pod_settings)
+    kennel_kube::waiting_pod_for(plan, settings)
         .map_err(|error| CliError::kennel(format!("Kubernetes: {error}")))
 }
 

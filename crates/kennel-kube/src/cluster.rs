@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use futures_util::AsyncReadExt;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, AttachParams, DeleteParams, LogParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -126,6 +127,10 @@ impl Cluster {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    fn claims(&self) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
     fn secrets(&self) -> Api<Secret> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
@@ -139,6 +144,15 @@ impl Cluster {
     /// the policy and the Secret are then owned by the Pod, so that they go
     /// when it does. What was made is removed again when a step fails.
     pub async fn create(&self, session: &SessionPod) -> Result<String, ClusterError> {
+        // The home's claim first, and kept whatever happens next: it is
+        // the agent's home on this repository, not the session's.
+        if let Some(claim) = &session.home_claim {
+            match self.claims().create(&PostParams::default(), claim).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
         let policy = create_named(&self.policies(), session.policy.as_ref()).await?;
         let secret = match create_named(&self.secrets(), session.secret.as_ref()).await {
             Ok(secret) => secret,
@@ -464,6 +478,54 @@ impl Cluster {
             stdout: Vec::new(),
             stderr,
         })
+    }
+
+    /// Whether the cluster has the StorageClass `name` (a cluster-wide
+    /// object: an account limited to its namespace may not be let read it).
+    pub async fn has_storage_class(&self, name: &str) -> Result<bool, ClusterError> {
+        let classes: Api<StorageClass> = Api::all(self.client.clone());
+        Ok(classes.get_opt(name).await?.is_some())
+    }
+
+    /// The cluster's default StorageClass, if it has one (the one a claim
+    /// that names none gets).
+    pub async fn default_storage_class(&self) -> Result<Option<String>, ClusterError> {
+        let classes: Api<StorageClass> = Api::all(self.client.clone());
+        Ok(classes
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|class| {
+                class
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|annotations| {
+                        annotations
+                            .get("storageclass.kubernetes.io/is-default-class")
+                            .is_some_and(|value| value == "true")
+                    })
+            })
+            .and_then(|class| class.metadata.name))
+    }
+
+    /// The claims of agent homes kennel made here, by name.
+    pub async fn home_claims(&self) -> Result<Vec<String>, ClusterError> {
+        let selector = format!(
+            "{}={},{}",
+            MANAGED_BY.0,
+            MANAGED_BY.1,
+            crate::pod::HOME_LABEL
+        );
+        Ok(self
+            .claims()
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|claim| claim.metadata.name)
+            .collect())
     }
 
     /// Where the Pod `name` is: `None` when it is gone.

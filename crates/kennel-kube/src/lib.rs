@@ -8,7 +8,10 @@
 pub mod pod;
 pub mod tree;
 
-pub use pod::{PodError, PodSettings, SessionPod, object_name, pod_for, waiting_pod_for};
+pub use pod::{
+    DEFAULT_HOME_SIZE, HomeVolume, PodError, PodSettings, SessionPod, is_size, object_name,
+    pod_for, waiting_pod_for,
+};
 pub mod cluster;
 
 pub use cluster::{Cluster, ClusterError, ClusterSettings, Ended, Executed, PodState, exit_code};

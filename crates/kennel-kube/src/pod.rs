@@ -13,9 +13,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, Pod, PodSecurityContext,
-    PodSpec, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext,
-    Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
+    ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -31,6 +32,12 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kennel");
 /// Label with the Pod's own name: what the session's NetworkPolicy selects.
 pub const POD_LABEL: &str = "dev.kennel.pod";
 
+/// Label of an agent home's claim: the agent whose home it is.
+pub const HOME_LABEL: &str = "dev.kennel.home";
+
+/// The size a home's claim asks for unless the user says otherwise.
+pub const DEFAULT_HOME_SIZE: &str = "10Gi";
+
 /// Where a session's Pod runs and what it runs: the cluster's side of the
 /// settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +48,25 @@ pub struct PodSettings {
     /// A RuntimeClass (gVisor, Kata) for a stronger wall than the node's
     /// own kernel; None: the cluster's default.
     pub runtime_class: Option<String>,
+    pub home: HomeVolume,
+}
+
+/// Where the agent's home lives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum HomeVolume {
+    /// A directory of the Pod's own: it goes with the Pod.
+    #[default]
+    InPod,
+    /// A PersistentVolumeClaim, one per agent and repository (named after
+    /// the home the Plan mounts), made on first use and kept when the Pod
+    /// goes, so that the agent's login and state carry over to the next
+    /// session on the same repository and to no other.
+    Claim {
+        /// None: the cluster's default StorageClass.
+        storage_class: Option<String>,
+        /// What the claim asks for (a Kubernetes quantity: `10Gi`).
+        size: String,
+    },
 }
 
 /// A session's Pod, the Secret it reads its secret variables from (if any
@@ -51,6 +77,9 @@ pub struct SessionPod {
     pub pod: Pod,
     pub secret: Option<Secret>,
     pub policy: Option<NetworkPolicy>,
+    /// The claim of the agent's home ([`HomeVolume::Claim`]): made if it
+    /// is not there yet, never deleted with the Pod.
+    pub home_claim: Option<PersistentVolumeClaim>,
     pub warnings: Vec<String>,
 }
 
@@ -143,7 +172,8 @@ pub fn pod_for(plan: &Plan, settings: &PodSettings) -> Result<SessionPod, PodErr
         }
     }
 
-    let (volumes, volume_mounts) = volumes_of(plan, &mut warnings)?;
+    let home_claim = home_claim_for(plan, &settings.home);
+    let (volumes, volume_mounts) = volumes_of(plan, home_claim.as_ref(), &mut warnings)?;
     if plan.security.seccomp_profile.is_some() {
         warnings.push(
             "Kubernetes: the node's RuntimeDefault seccomp profile filters the agent's system \
@@ -217,7 +247,11 @@ pub fn pod_for(plan: &Plan, settings: &PodSettings) -> Result<SessionPod, PodErr
                 run_as_user: Some(i64::from(plan.user.uid)),
                 run_as_group: Some(i64::from(plan.user.gid)),
                 run_as_non_root: Some(non_root),
+                // The home's claim is the agent's group's to write (where
+                // its volume type lets the kubelet set ownership); checked
+                // at its top only, so a large home does not slow a start.
                 fs_group: Some(i64::from(plan.user.gid)),
+                fs_group_change_policy: home_claim.as_ref().map(|_| "OnRootMismatch".to_string()),
                 seccomp_profile: Some(SeccompProfile {
                     type_: "RuntimeDefault".to_string(),
                     localhost_profile: None,
@@ -244,6 +278,7 @@ pub fn pod_for(plan: &Plan, settings: &PodSettings) -> Result<SessionPod, PodErr
         pod,
         secret,
         policy,
+        home_claim,
         warnings,
     })
 }
@@ -381,20 +416,91 @@ fn label_value_fits(value: &str) -> bool {
     value.is_empty() || label_name_fits(value)
 }
 
-/// The Pod's volumes for the Plan's mounts: the workspace and the agent's
-/// home as directories of the Pod's own (kennel fills the workspace; a
-/// Pod cannot bind-mount the user's checkout), `/tmp` when the root is
-/// read-only; host files the Pod cannot have are named in `warnings`.
+/// The claim of the agent's home, when the home is one: named after the
+/// home the Plan mounts (`<data dir>/repo-homes/<repository>/<agent>`), so
+/// one per agent and repository, as on every backend.
+fn home_claim_for(plan: &Plan, home: &HomeVolume) -> Option<PersistentVolumeClaim> {
+    let HomeVolume::Claim {
+        storage_class,
+        size,
+    } = home
+    else {
+        return None;
+    };
+    let mount = plan.mount(MountPurpose::AgentHome)?;
+    let digest = kennel_core::trust::content_digest(mount.source.as_os_str().as_encoded_bytes());
+    let agent = object_name(&plan.agent).unwrap_or_else(|| "agent".to_string());
+    let agent: String = agent.chars().take(30).collect();
+    let name = format!(
+        "kennel-home-{}-{}",
+        agent.trim_end_matches('-'),
+        &digest[..16]
+    );
+    let mut labels = BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())]);
+    if label_value_fits(&plan.agent) {
+        labels.insert(HOME_LABEL.to_string(), plan.agent.clone());
+    }
+    Some(PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(name),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_string()]),
+            storage_class_name: storage_class.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(size.clone()),
+                )])),
+                limits: None,
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+/// Is `text` a Kubernetes quantity (`10Gi`, `500M`, `1.5Ti`)? Only the
+/// forms a size is written in: digits, an optional fraction, an optional
+/// binary or decimal suffix.
+pub fn is_size(text: &str) -> bool {
+    let number = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &text[number.len()..];
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, "0"));
+    !whole.is_empty()
+        && whole.chars().all(|c| c.is_ascii_digit())
+        && !fraction.is_empty()
+        && fraction.chars().all(|c| c.is_ascii_digit())
+        && matches!(
+            suffix,
+            "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "k" | "M" | "G" | "T" | "P" | "E"
+        )
+}
+
+/// The Pod's volumes for the Plan's mounts: the workspace as a directory
+/// of the Pod's own (kennel fills it; a Pod cannot bind-mount the user's
+/// checkout), the agent's home as its claim or as the Pod's own, `/tmp`
+/// when the root is read-only; host files the Pod cannot have are named
+/// in `warnings`.
 fn volumes_of(
     plan: &Plan,
+    home_claim: Option<&PersistentVolumeClaim>,
     warnings: &mut Vec<String>,
 ) -> Result<(Vec<Volume>, Vec<VolumeMount>), PodError> {
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
+    let home_claim = home_claim.and_then(|claim| claim.metadata.name.clone());
     let mut add = |volume: &str, target: String| {
+        let claim = (volume == "home").then(|| home_claim.clone()).flatten();
         volumes.push(Volume {
             name: volume.to_string(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
+            empty_dir: claim.is_none().then(EmptyDirVolumeSource::default),
+            persistent_volume_claim: claim.map(|claim_name| PersistentVolumeClaimVolumeSource {
+                claim_name,
+                read_only: Some(false),
+            }),
             ..Default::default()
         });
         mounts.push(VolumeMount {

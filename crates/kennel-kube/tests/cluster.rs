@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kennel_core::plan::{EnvVar, Mount, MountPurpose, Plan};
-use kennel_kube::{Cluster, ClusterSettings, PodSettings, pod_for};
+use kennel_kube::{Cluster, ClusterSettings, HomeVolume, PodSettings, pod_for};
 
 fn required() -> bool {
     std::env::var("KENNEL_E2E").is_ok_and(|value| value == "require")
@@ -108,6 +108,7 @@ fn settings() -> PodSettings {
     PodSettings {
         image: IMAGE.into(),
         runtime_class: None,
+        home: HomeVolume::InPod,
     }
 }
 
@@ -204,6 +205,7 @@ async fn an_image_the_cluster_cannot_have_is_a_clear_error_not_a_hang() {
     let settings = PodSettings {
         image: "registry.kennel.invalid/nothing:1".into(),
         runtime_class: None,
+        home: HomeVolume::InPod,
     };
     let made = pod_for(&plan("noimage", "true"), &settings).expect("a Pod");
     let name = cluster.create(&made).await.expect("created");

@@ -63,6 +63,78 @@ fn settings() -> PodSettings {
     PodSettings {
         image: "registry.example/kennel/shell:abc".into(),
         runtime_class: None,
+        home: HomeVolume::InPod,
+    }
+}
+
+/// The agent's home as a claim: one per home the Plan mounts (so per agent
+/// and repository), kept apart from the session's labels (it outlives the
+/// session), and mounted where the home is, writable by the agent's group.
+#[test]
+fn the_home_as_a_claim() {
+    let claimed = PodSettings {
+        home: HomeVolume::Claim {
+            storage_class: Some("fast".into()),
+            size: "5Gi".into(),
+        },
+        ..settings()
+    };
+    let made = pod_for(&plan(), &claimed).expect("a Pod");
+    let claim = made.home_claim.as_ref().expect("a claim");
+    insta::assert_json_snapshot!("the_home_as_a_claim", claim);
+    let claim_name = claim.metadata.name.clone().expect("named");
+    let spec = made.pod.spec.as_ref().expect("a spec");
+    let home = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|volume| volume.name == "home")
+        .expect("the home's volume");
+    assert_eq!(
+        home.persistent_volume_claim
+            .as_ref()
+            .map(|source| source.claim_name.as_str()),
+        Some(claim_name.as_str())
+    );
+    assert!(home.empty_dir.is_none());
+    let context = spec.security_context.as_ref().expect("a security context");
+    assert_eq!(context.fs_group, Some(1000));
+    assert_eq!(
+        context.fs_group_change_policy.as_deref(),
+        Some("OnRootMismatch")
+    );
+
+    // Another repository's home (another mount source) is another claim;
+    // the same home is the same claim, Pod after Pod.
+    let mut elsewhere = plan();
+    for mount in &mut elsewhere.mounts {
+        if mount.purpose == MountPurpose::AgentHome {
+            mount.source = "/home/alice/.local/share/kennel/repo-homes/other-0123/shell".into();
+        }
+    }
+    let other = pod_for(&elsewhere, &claimed).expect("a Pod");
+    let other_name = other.home_claim.and_then(|claim| claim.metadata.name);
+    assert_ne!(other_name.as_deref(), Some(claim_name.as_str()));
+    let again = pod_for(&plan(), &claimed).expect("a Pod");
+    assert_eq!(
+        again.home_claim.and_then(|claim| claim.metadata.name),
+        Some(claim_name)
+    );
+
+    // In the Pod, the home is an emptyDir and there is no claim.
+    let in_pod = pod_for(&plan(), &settings()).expect("a Pod");
+    assert!(in_pod.home_claim.is_none());
+}
+
+#[test]
+fn sizes_are_kubernetes_quantities() {
+    for size in ["10Gi", "500M", "1.5Ti", "1073741824", "2k"] {
+        assert!(is_size(size), "{size}");
+    }
+    for size in [
+        "", "Gi", "10 Gi", "10GB", "-1Gi", "1.Gi", ".5Gi", "1e3", "10gi",
+    ] {
+        assert!(!is_size(size), "{size}");
     }
 }
 

@@ -764,3 +764,160 @@ fn kubernetes_resume_continues_the_clone_in_a_new_pod() {
         assert!(diff.stdout.contains(file), "{file}\n{diff}");
     }
 }
+
+/// The home claims kennel made in the test user's namespace.
+fn home_claims(t: &Ctx, bin: &Path) -> Vec<String> {
+    let kubectl = bin.join("kubectl").display().to_string();
+    let out = t
+        .as_user(&[
+            &kubectl,
+            "get",
+            "pvc",
+            "-l",
+            "app.kubernetes.io/managed-by=kennel,dev.kennel.home",
+            "-o",
+            "name",
+        ])
+        .run();
+    out.assert_ok();
+    out.stdout.lines().map(str::to_string).collect()
+}
+
+/// The claim of `agent`'s home for a session on `workspace`: named after
+/// the home the Plan mounts (`--dry-run` shows it), as kennel-kube names
+/// it, so that a test finds its own among the claims other tests make.
+fn home_claim_of(t: &Ctx, agent: &str, workspace: &Path) -> String {
+    let home = crate::escape_homes::agent_home(t, agent, workspace);
+    let digest = kennel_core::trust::content_digest(home.as_os_str().as_encoded_bytes());
+    format!(
+        "persistentvolumeclaim/kennel-home-{agent}-{}",
+        &digest[..16]
+    )
+}
+
+/// The agent's home is a PersistentVolumeClaim of the cluster's default
+/// class, one per agent and repository: what a session leaves there (a
+/// login) is there in the next session's new Pod on the same repository,
+/// and not in a session on another repository (where a planted
+/// `~/.bashrc` line would otherwise run). A class the cluster lacks, or a
+/// size that is not one, is refused before anything is made, naming the
+/// key and the file.
+#[test]
+fn kubernetes_agent_home_is_a_claim_per_repository() {
+    let Some((t, bin)) = kube_ctx("home_claim") else {
+        return;
+    };
+    let claim_a = home_claim_of(&t, "shell", &t.ws);
+    let token = format!("login-{}", std::process::id());
+    let plant = format!(
+        "mkdir -p ~/.agent && echo {token} > ~/.agent/creds.json && \
+         echo 'echo PLANT-RAN' >> ~/.bashrc && echo HOME_IS=$HOME"
+    );
+    let out = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--network",
+            "none",
+            "--",
+            "sh",
+            "-c",
+            &plant,
+        ])
+        .timeout(RUN_TIMEOUT)
+        .run();
+    out.assert_ok();
+    assert!(
+        !out.stderr.contains("home is the Pod's own"),
+        "the cluster has a default class: the home is a claim\n{out}"
+    );
+    let claims = home_claims(&t, &bin);
+    assert!(claims.contains(&claim_a), "{claim_a} not in {claims:?}");
+
+    // The same repository, a new Pod: the home is the one left.
+    let read = "echo CREDS=$(cat ~/.agent/creds.json 2>/dev/null || echo none)";
+    let out = t
+        .kennel(&["run", "shell", "--network", "none", "--", "sh", "-c", read])
+        .timeout(RUN_TIMEOUT)
+        .run();
+    out.assert_ok();
+    assert_eq!(out.expect_kv("CREDS"), token, "{out}");
+
+    // Another repository: another home, without the login or the plant.
+    let repo_b = t.scratch().join("repository-b");
+    std::fs::create_dir_all(&repo_b).expect("mkdir");
+    t.user.chown(&repo_b);
+    let repo_b = repo_b.display().to_string();
+    t.as_user(&["git", "init", "-q", &repo_b]).run().assert_ok();
+    t.as_user(&[
+        "git",
+        "-C",
+        &repo_b,
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.invalid",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "init",
+    ])
+    .run()
+    .assert_ok();
+    let claim_b = home_claim_of(&t, "shell", Path::new(&repo_b));
+    assert_ne!(claim_a, claim_b, "two repositories, one home");
+    let out = t
+        .kennel(&[
+            "run",
+            "shell",
+            "--network",
+            "none",
+            "-w",
+            &repo_b,
+            "--",
+            "bash",
+            "-i",
+            "-c",
+            read,
+        ])
+        .timeout(RUN_TIMEOUT)
+        .run();
+    out.assert_ok();
+    assert_eq!(out.expect_kv("CREDS"), "none", "{out}");
+    assert!(!out.stdout.contains("PLANT-RAN"), "{out}");
+    let claims = home_claims(&t, &bin);
+    assert!(claims.contains(&claim_b), "{claim_b} not in {claims:?}");
+
+    // Refusals, before any Pod: a class the cluster lacks, a size.
+    let pods = kennel_pods(&t, &bin);
+    let kubeconfig = t.user.home.join(".kube/config");
+    write_kube_config(&t, &kubeconfig, "storage_class = \"no-such-class\"");
+    let out = t
+        .kennel(&["run", "shell", "--network", "none", "--", "true"])
+        .timeout(RUN_TIMEOUT)
+        .run();
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(
+        out.stderr.contains("no StorageClass `no-such-class`")
+            && out.stderr.contains("kubernetes.storage_class")
+            && out.stderr.contains("config.toml"),
+        "{out}"
+    );
+    write_kube_config(&t, &kubeconfig, "home_size = \"lots\"");
+    let out = t
+        .kennel(&["run", "shell", "--network", "none", "--", "true"])
+        .timeout(RUN_TIMEOUT)
+        .run();
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(out.stderr.contains("`lots`, which is not a size"), "{out}");
+    assert_eq!(kennel_pods(&t, &bin), pods, "a refused run makes no Pod");
+
+    // The claims are the test's: remove them (kennel keeps homes).
+    let kubectl = bin.join("kubectl").display().to_string();
+    for claim in [claim_a, claim_b] {
+        t.as_user(&[&kubectl, "delete", &claim, "--wait=false"])
+            .run()
+            .assert_ok();
+    }
+}
