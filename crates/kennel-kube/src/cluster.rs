@@ -510,24 +510,6 @@ impl Cluster {
             .and_then(|class| class.metadata.name))
     }
 
-    /// The claims of agent homes kennel made here, by name.
-    pub async fn home_claims(&self) -> Result<Vec<String>, ClusterError> {
-        let selector = format!(
-            "{}={},{}",
-            MANAGED_BY.0,
-            MANAGED_BY.1,
-            crate::pod::HOME_LABEL
-        );
-        Ok(self
-            .claims()
-            .list(&kube::api::ListParams::default().labels(&selector))
-            .await?
-            .items
-            .into_iter()
-            .filter_map(|claim| claim.metadata.name)
-            .collect())
-    }
-
     /// Where the Pod `name` is: `None` when it is gone.
     pub async fn pod_state(&self, name: &str) -> Result<Option<PodState>, ClusterError> {
         let Some(pod) = self.pods().get_opt(name).await? else {
