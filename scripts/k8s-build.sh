@@ -21,6 +21,9 @@
 #   local-path-provisioner
 #                       rancher's dynamic provisioner (what kind and k3s ship):
 #                       a PersistentVolumeClaim gets a directory on the node
+#   agent-sandbox       kubernetes-sigs' agent-sandbox-controller (a Sandbox
+#                       object gets its Pod) and its CRDs, which go beside bin
+#                       in crds/agent-sandbox (the same version as the binary)
 #
 # The CNI plugins come from Debian (containernetworking-plugins).
 #
@@ -41,8 +44,9 @@ CONTAINERD_VERSION=${KENNEL_CONTAINERD_VERSION:-v2.2.10}
 RUNC_VERSION=${KENNEL_RUNC_VERSION:-v1.3.7}
 KUBE_ROUTER_VERSION=${KENNEL_KUBE_ROUTER_VERSION:-v2.1.0}
 LOCAL_PATH_VERSION=${KENNEL_LOCAL_PATH_VERSION:-v0.0.30}
+AGENT_SANDBOX_VERSION=${KENNEL_AGENT_SANDBOX_VERSION:-v1.0.1}
 CACHE_ROOT=${KENNEL_K8S_CACHE:-/var/cache/kennel-k8s}
-KEY="k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-containerd-${CONTAINERD_VERSION}-runc-${RUNC_VERSION}-kube-router-${KUBE_ROUTER_VERSION}-local-path-${LOCAL_PATH_VERSION}"
+KEY="k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-containerd-${CONTAINERD_VERSION}-runc-${RUNC_VERSION}-kube-router-${KUBE_ROUTER_VERSION}-local-path-${LOCAL_PATH_VERSION}-agent-sandbox-${AGENT_SANDBOX_VERSION}"
 OUT=$CACHE_ROOT/$KEY
 BIN=$OUT/bin
 
@@ -51,7 +55,8 @@ SCRIPT_NAME=k8s-build
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 WANT=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl etcd
-      containerd containerd-shim-runc-v2 ctr runc pause kube-router local-path-provisioner)
+      containerd containerd-shim-runc-v2 ctr runc pause kube-router local-path-provisioner
+      agent-sandbox-controller)
 # Each binary's component at its version, as the key spells it.
 declare -A PART=(
     [kube-apiserver]=k8s-$K8S_VERSION [kube-controller-manager]=k8s-$K8S_VERSION
@@ -64,10 +69,17 @@ declare -A PART=(
     [runc]=runc-$RUNC_VERSION
     [kube-router]=kube-router-$KUBE_ROUTER_VERSION
     [local-path-provisioner]=local-path-$LOCAL_PATH_VERSION
+    [agent-sandbox-controller]=agent-sandbox-$AGENT_SANDBOX_VERSION
 )
+# A binary's files that are not programs, in a directory beside bin (what
+# k8s-up.sh applies with it): the binary counts as missing without them.
+declare -A DATA=([agent-sandbox-controller]=crds/agent-sandbox)
+has() { # dir-of-a-key name
+    [[ -x $1/bin/$2 && ( -z ${DATA[$2]:-} || -d $1/${DATA[$2]} ) ]]
+}
 missing() {
     local name
-    for name in "${WANT[@]}"; do [[ -x $BIN/$name ]] || echo "$name"; done
+    for name in "${WANT[@]}"; do has "$OUT" "$name" || echo "$name"; done
 }
 
 # What this key's directory lacks, another key's may have at the same
@@ -79,9 +91,18 @@ for name in $(missing); do
     for dir in "$CACHE_ROOT"/*/bin; do
         key=${dir%/bin}
         key=${key##*/}
-        [[ $dir != "$BIN" && -x $dir/$name && -$key- == *"-${PART[$name]}-"* ]] || continue
+        [[ $dir != "$BIN" && -$key- == *"-${PART[$name]}-"* ]] || continue
+        has "${dir%/bin}" "$name" || continue
         mkdir -p "$BIN"
         ln -f "$dir/$name" "$BIN/$name" 2>/dev/null || cp -p "$dir/$name" "$BIN/$name"
+        if [[ -n ${DATA[$name]:-} ]]; then
+            rm -rf "${OUT:?}/${DATA[$name]}"
+            mkdir -p "$(dirname "$OUT/${DATA[$name]}")"
+            cp -rl "${dir%/bin}/${DATA[$name]}" "$OUT/${DATA[$name]}" 2>/dev/null || {
+                rm -rf "${OUT:?}/${DATA[$name]}"
+                cp -rp "${dir%/bin}/${DATA[$name]}" "$OUT/${DATA[$name]}"
+            }
+        fi
         log "$name ${PART[$name]}: linked from $dir"
         break
     done
@@ -105,13 +126,13 @@ export GOFLAGS=-mod=mod CGO_ENABLED=0
 cleanup() { chmod -R u+w "$WORK" 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-need() { [[ ! -x $BIN/$1 ]]; }
+need() { ! has "$OUT" "$1"; }
 
 # The source of MODULE@VERSION, writable, in $WORK/NAME (the module cache's
 # copy is read-only).
 source_of() { # module version name
     local dir
-    dir=$(cd "$WORK" && GOFLAGS= go mod download -json "$1@$2" \
+    dir=$(cd "$WORK" && GOFLAGS='' go mod download -json "$1@$2" \
         | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
     cp -r "$dir" "$WORK/$3"
     chmod -R u+w "$WORK/$3"
@@ -186,6 +207,21 @@ if need local-path-provisioner; then
     # vendored packages out): they come from the proxy like the others'.
     (cd "$WORK/local-path-provisioner" && go build -trimpath \
         -ldflags "-s -w -X main.VERSION=$LOCAL_PATH_VERSION" -o "$BIN/local-path-provisioner" .)
+fi
+
+if need agent-sandbox-controller; then
+    log "agent-sandbox $AGENT_SANDBOX_VERSION: building"
+    source_of sigs.k8s.io/agent-sandbox "$AGENT_SANDBOX_VERSION" agent-sandbox
+    # Its go.mod wants Go 1.26: an older go fetches that toolchain from the
+    # proxy (GOTOOLCHAIN=auto). Its CRDs are copied once the binary is built,
+    # whole or not at all (a binary without them is missing, see has).
+    (cd "$WORK/agent-sandbox" && go build -trimpath -ldflags "-s -w \
+        -X sigs.k8s.io/agent-sandbox/internal/version.gitVersion=$AGENT_SANDBOX_VERSION" \
+        -o "$BIN/agent-sandbox-controller" ./cmd/agent-sandbox-controller)
+    rm -rf "${OUT:?}/crds/agent-sandbox" "$OUT/crds/agent-sandbox.tmp"
+    mkdir -p "$OUT/crds"
+    cp -r "$WORK/agent-sandbox/k8s/crds" "$OUT/crds/agent-sandbox.tmp"
+    mv "$OUT/crds/agent-sandbox.tmp" "$OUT/crds/agent-sandbox"
 fi
 
 echo "$BIN"

@@ -10,8 +10,9 @@
 #   scripts/k8s-up.sh --user NAME:NAMESPACE
 #                              # also: a user NAME (a client certificate of
 #                              # the cluster's CA) who may edit NAMESPACE
-#                              # only, as a team member would; prints the
-#                              # path of that user's kubeconfig instead
+#                              # only (its Sandboxes too), as a team member
+#                              # would; prints the path of that user's
+#                              # kubeconfig instead
 #
 # What runs (each a process of this script's, logs in $STATE/logs):
 #   etcd             127.0.0.1:2379, TLS with client certificates
@@ -32,6 +33,10 @@
 #                    one) gives a claim a directory under $STATE/local-path,
 #                    made and removed by a helper pod in namespace
 #                    local-path-storage
+#   agent-sandbox-controller
+#                    kubernetes-sigs' agent-sandbox, with the admin's
+#                    kubeconfig, its CRDs applied first: a Sandbox
+#                    (agents.x-k8s.io/v1beta1) gets a Pod of its name
 # Certificates: one CA of the cluster's own (openssl), a certificate per
 # component; the admin's kubeconfig is $STATE/admin.kubeconfig (mode 0600).
 #
@@ -76,7 +81,7 @@ while (($#)); do
     shift
 done
 
-COMPONENTS=(local-path-provisioner kube-router kubelet kube-scheduler kube-controller-manager kube-apiserver containerd etcd)
+COMPONENTS=(agent-sandbox-controller local-path-provisioner kube-router kubelet kube-scheduler kube-controller-manager kube-apiserver containerd etcd)
 
 stop_all() {
     local name pid
@@ -412,6 +417,28 @@ start local-path-provisioner local-path-provisioner --debug start \
 wait_for local-path-provisioner 30 grep -q '"Started provisioner controller"' \
     "$STATE/logs/local-path-provisioner.log"
 
+# --- agent sandboxes --------------------------------------------------------
+# kubernetes-sigs' agent-sandbox: its CRDs, from the build's cache beside
+# bin (the controller's version), applied server-side (client-side apply
+# would keep a copy of each in an annotation: the Sandbox's and the
+# SandboxTemplate's schemas hold a whole Pod spec, 65 kB, a quarter of the
+# annotations' limit, and growing); then its controller, a process of this
+# script's with the admin's kubeconfig rather than a Deployment (no registry
+# serves its image). One replica: no leader election. Its metrics and
+# health listeners are off (they would take the host's ports 8080 and
+# 8081). Without --extensions it acts on Sandboxes only: the CRDs of
+# SandboxClaim, SandboxTemplate and SandboxWarmPool are there, no controller
+# acts on them.
+"${admin[@]}" apply --server-side --field-manager kennel-k8s-up \
+    -f "${BIN%/bin}/crds/agent-sandbox" >/dev/null
+"${admin[@]}" wait --for condition=Established --timeout 60s \
+    -f "${BIN%/bin}/crds/agent-sandbox" >/dev/null
+start agent-sandbox-controller agent-sandbox-controller \
+    --kubeconfig "$STATE/admin.kubeconfig" --leader-elect=false \
+    --metrics-bind-address=0 --health-probe-bind-address=0
+wait_for agent-sandbox-controller 30 grep -q '"Starting workers".*"controller":"sandbox"' \
+    "$STATE/logs/agent-sandbox-controller.log"
+
 if [[ -z $USER_SPEC ]]; then
     echo "$STATE/admin.kubeconfig"
     exit 0
@@ -442,6 +469,22 @@ apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata: {name: $name-storageclass-reader}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kennel-storageclass-reader}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: $name}]
+---
+# The edit role knows no custom resources: the namespace's Sandboxes are
+# the user's too (the controller makes their Pods, as it would anyone's).
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: kennel-sandbox-editor, namespace: $namespace}
+rules:
+  - apiGroups: [agents.x-k8s.io]
+    resources: [sandboxes]
+    verbs: [get, list, watch, create, update, patch, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: $name-sandboxes, namespace: $namespace}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: kennel-sandbox-editor}
 subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: $name}]
 EOF
 KUBECONFIG=$STATE/user-$name.kubeconfig kubectl config set-context kennel \
