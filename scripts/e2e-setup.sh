@@ -399,9 +399,11 @@ fi
 install -d -o "$E2E_USER" -g "$E2E_USER" -m 0700 "$E2E_HOME/.kube"
 install -o "$E2E_USER" -g "$E2E_USER" -m 0600 "$k8s_user_config" "$E2E_HOME/.kube/config"
 # kennel keeps agent homes (claims) on purpose; the tests' homes are each
-# run's own, so a new run starts without the last run's.
+# run's own, so a new run starts without the last run's, or the Pods and
+# Sandboxes an interrupted run left.
 "$K8S_BIN/kubectl" --kubeconfig /var/lib/kennel-k8s/admin.kubeconfig -n "$E2E_USER" \
-    delete pvc -l dev.kennel.home --wait=false >/dev/null 2>&1 || true
+    delete sandboxes.agents.x-k8s.io,pods,pvc -l app.kubernetes.io/managed-by=kennel \
+    --wait=false >/dev/null 2>&1 || true
 # ---------------------------------------------------------- kubernetes (end)
 
 # ------------------------------------------------------------------ checks

@@ -337,6 +337,10 @@ pub struct KubernetesConfig {
     /// What each home's claim asks for (a Kubernetes quantity; default
     /// `10Gi`). A claim keeps the size it was made with.
     pub home_size: Option<String>,
+    /// Make each session's Pod through agent-sandbox's `Sandbox` (true),
+    /// or as a plain Pod (false). Default: a Sandbox where the cluster
+    /// has agent-sandbox.
+    pub agent_sandbox: Option<bool>,
 }
 
 /// `[image]`: what the agent's image holds besides kennel's base and the

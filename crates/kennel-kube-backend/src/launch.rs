@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kennel_core::plan::Plan;
-use kennel_kube::{Cluster, PodSettings, SessionPod};
+use kennel_kube::{Cluster, PodSettings, SessionPod, Workload};
 use kennel_lib::backend::Launch;
 use kennel_lib::error::CliError;
 use kennel_lib::image_build::BuildOptions;
@@ -31,6 +31,7 @@ const SIGNALLED_BRING_BACK: Duration = Duration::from_secs(20);
 pub(crate) struct KubeLaunch<'a> {
     cluster: &'a Cluster,
     settings: PodSettings,
+    workload: Workload,
     warnings: Vec<String>,
     /// The agent's work could not be brought back: its Pod stays, so that
     /// nothing is lost.
@@ -44,17 +45,22 @@ impl<'a> KubeLaunch<'a> {
     /// later and is refused in [`Launch::start`].)
     pub(crate) fn new(
         cluster: &'a Cluster,
-        settings: PodSettings,
+        placement: crate::Placement,
         plan: &Plan,
-        mut warnings: Vec<String>,
     ) -> Result<KubeLaunch<'a>, CliError> {
         if plan.ephemeral {
             Work::of(plan)?;
         }
+        let crate::Placement {
+            settings,
+            workload,
+            mut warnings,
+        } = placement;
         warnings.extend(crate::session_pod(&settings, plan)?.warnings);
         Ok(KubeLaunch {
             cluster,
             settings,
+            workload,
             warnings,
             keep_pod: std::cell::Cell::new(false),
         })
@@ -142,7 +148,11 @@ impl<'a> KubeLaunch<'a> {
         let work = Work::of(plan)?;
         let session = crate::session_pod(&self.settings, plan)?;
         tracing::info!(image = %plan.image.reference, "starting the session's Pod");
-        let created = self.cluster.create(&session).await.map_err(cluster_error)?;
+        let created = self
+            .cluster
+            .create(&session, self.workload)
+            .await
+            .map_err(cluster_error)?;
         let result = self.run_in(&created, &session, plan, &work, proxy).await;
         if self.keep_pod.get() {
             return result;
@@ -242,7 +252,7 @@ impl Launch for KubeLaunch<'_> {
             ),
             None => None,
         };
-        let created = match self.cluster.create(&session).await {
+        let created = match self.cluster.create(&session, self.workload).await {
             Ok(created) => created,
             Err(error) => {
                 if let Some(daemon) = daemon {

@@ -33,6 +33,7 @@ use kennel_core::config::{Config, KubernetesConfig};
 use kennel_core::plan::{NetworkMode, Plan};
 use kennel_kube::{
     Cluster, ClusterError, ClusterSettings, DEFAULT_HOME_SIZE, HomeVolume, PodSettings, PodState,
+    Workload,
 };
 use kennel_lib::backend::{
     Backend, Images, Launch, Observed, OutputSink, Remains, Sandbox, SandboxState, Stopped,
@@ -64,7 +65,7 @@ pub(crate) fn cluster_error(error: ClusterError) -> CliError {
             "name the cluster in your own config: `[kubernetes]` kubeconfig, context, namespace (`kennel config edit`); `kubectl config current-context` shows what kubectl uses",
         ),
         error if error.is_forbidden() => Some(
-            "your account may not do this in that namespace: kennel needs to create, read and delete Pods, pods/exec, Secrets, NetworkPolicies and PersistentVolumeClaims there (the `edit` role)",
+            "your account may not do this in that namespace: kennel needs to create, read and delete Pods, pods/exec, Secrets, NetworkPolicies and PersistentVolumeClaims there (the `edit` role), and agent-sandbox's Sandboxes where the cluster has them (or set `[kubernetes] agent_sandbox = false`)",
         ),
         ClusterError::Api(_) => Some("`kubectl version` checks that the cluster answers"),
         _ => None,
@@ -208,9 +209,8 @@ impl Backend for KubeBackend {
 
     async fn prepare<'a>(&'a self, plan: &Plan) -> Result<Box<dyn Launch + 'a>, CliError> {
         let (config, cluster) = self.connected().await?;
-        let (settings, warnings) = pod_settings(config, cluster, plan).await?;
-        launch::KubeLaunch::new(cluster, settings, plan, warnings)
-            .map(|launch| Box::new(launch) as _)
+        let placement = placement(config, cluster, plan).await?;
+        launch::KubeLaunch::new(cluster, placement, plan).map(|launch| Box::new(launch) as _)
     }
 
     async fn attach(&self, found: &mut Found) -> Result<i32, CliError> {
@@ -447,15 +447,20 @@ impl Backend for KubeBackend {
     }
 }
 
-/// Where `plan`'s Pod runs, as the user's config and the cluster decide,
-/// and what the user should know about it: the agent's home is a claim
-/// of the class `[kubernetes] storage_class` names, else of the cluster's
-/// default class; with neither, the Pod's own (said).
-async fn pod_settings(
-    config: &Config,
-    cluster: &Cluster,
-    plan: &Plan,
-) -> Result<(PodSettings, Vec<String>), CliError> {
+/// Where and how a session's Pod is made, and what the user should know
+/// about it.
+pub(crate) struct Placement {
+    pub(crate) settings: PodSettings,
+    pub(crate) workload: Workload,
+    pub(crate) warnings: Vec<String>,
+}
+
+/// `plan`'s [`Placement`], as the user's config and the cluster decide:
+/// the agent's home is a claim of the class `[kubernetes] storage_class`
+/// names, else of the cluster's default class, else the Pod's own (said);
+/// the Pod is made through a Sandbox where the cluster has agent-sandbox,
+/// unless `agent_sandbox` says otherwise.
+async fn placement(config: &Config, cluster: &Cluster, plan: &Plan) -> Result<Placement, CliError> {
     let settings = &config.file.kubernetes;
     let set_in = |key: &str| match config.origins.get(key) {
         Some(origin) => format!("`{key}` in {origin}"),
@@ -507,14 +512,29 @@ async fn pod_settings(
             }
         }
     };
-    Ok((
-        PodSettings {
+    let workload = match (settings.agent_sandbox, cluster.has_sandboxes().await) {
+        (Some(false), _) => Workload::Pod,
+        (Some(true), Ok(true)) | (None, Ok(true)) => Workload::Sandbox,
+        (None, Ok(false)) => Workload::Pod,
+        (Some(true), Ok(false)) => {
+            return Err(CliError::usage(format!(
+                "Kubernetes: the cluster has no agent-sandbox (no `sandboxes` in agents.x-k8s.io/v1beta1), and {} is true",
+                set_in("kubernetes.agent_sandbox")
+            ))
+            .with_hint("install agent-sandbox on the cluster (kubernetes-sigs/agent-sandbox), or set `agent_sandbox = false` for plain Pods"));
+        }
+        (None, Err(error)) if error.is_forbidden() => Workload::Pod,
+        (_, Err(error)) => return Err(cluster_error(error)),
+    };
+    Ok(Placement {
+        settings: PodSettings {
             image: image_for(settings, plan),
             runtime_class: settings.runtime_class.clone(),
             home,
         },
+        workload,
         warnings,
-    ))
+    })
 }
 
 fn claim(storage_class: Option<String>, size: String) -> HomeVolume {

@@ -8,7 +8,9 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, AttachParams, DeleteParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, AttachParams, DeleteParams, DynamicObject, LogParams, Patch, PatchParams, PostParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::await_condition;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
@@ -40,6 +42,19 @@ impl ClusterError {
         matches!(self, ClusterError::Api(kube::Error::Api(status)) if status.code == 403)
     }
 }
+
+/// How a session's Pod is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// By kennel, as a plain Pod.
+    Pod,
+    /// By agent-sandbox's controller, from a `Sandbox` that owns it
+    /// ([`crate::sandbox`]).
+    Sandbox,
+}
+
+/// How long agent-sandbox's controller may take to make a Sandbox's Pod.
+const SANDBOX_POD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Which cluster, as the user's configuration names it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -139,11 +154,39 @@ impl Cluster {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    fn sandboxes(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.client.clone(),
+            &self.namespace,
+            &crate::sandbox::api_resource(),
+        )
+    }
+
+    /// Whether the cluster serves agent-sandbox's `Sandbox` (its CRDs are
+    /// installed).
+    pub async fn has_sandboxes(&self) -> Result<bool, ClusterError> {
+        let group_version = format!("{}/{}", crate::sandbox::GROUP, crate::sandbox::VERSION);
+        match self.client.list_api_group_resources(&group_version).await {
+            Ok(list) => Ok(list
+                .resources
+                .iter()
+                .any(|resource| resource.name == crate::sandbox::PLURAL)),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
     /// Creates the session's NetworkPolicy (before the Pod: the Pod is
-    /// never there without its walls asked for), its Secret and its Pod;
-    /// the policy and the Secret are then owned by the Pod, so that they go
-    /// when it does. What was made is removed again when a step fails.
-    pub async fn create(&self, session: &SessionPod) -> Result<String, ClusterError> {
+    /// never there without its walls asked for), its Secret and its Pod
+    /// (as `workload` says: by kennel, or by agent-sandbox's controller
+    /// from a Sandbox, once that Pod exists); the policy and the Secret are
+    /// then owned by the Pod or the Sandbox, so that they go when it does.
+    /// What was made is removed again when a step fails.
+    pub async fn create(
+        &self,
+        session: &SessionPod,
+        workload: Workload,
+    ) -> Result<String, ClusterError> {
         // The home's claim first, and kept whatever happens next: it is
         // the agent's home on this repository, not the session's.
         if let Some(claim) = &session.home_claim {
@@ -158,19 +201,39 @@ impl Cluster {
             Ok(secret) => secret,
             Err(error) => return Err(self.undo(error, policy, None).await),
         };
-        let created = match self
-            .pods()
-            .create(&PostParams::default(), &session.pod)
-            .await
-        {
-            Ok(created) => created,
+        let made = match workload {
+            Workload::Pod => self
+                .pods()
+                .create(&PostParams::default(), &session.pod)
+                .await
+                .map(|pod| (pod.metadata, "v1".to_string(), "Pod")),
+            Workload::Sandbox => {
+                let sandbox = crate::sandbox::sandbox_for(&session.pod);
+                self.sandboxes()
+                    .create(&PostParams::default(), &sandbox)
+                    .await
+                    .map(|sandbox| {
+                        let api_version =
+                            format!("{}/{}", crate::sandbox::GROUP, crate::sandbox::VERSION);
+                        (sandbox.metadata, api_version, crate::sandbox::KIND)
+                    })
+            }
+        };
+        let (metadata, api_version, kind) = match made {
+            Ok(made) => made,
             Err(error) => return Err(self.undo(error.into(), policy, secret).await),
         };
-        let name = created.metadata.name.clone().unwrap_or_default();
-        if let Some(uid) = created.metadata.uid.clone() {
+        let name = metadata.name.clone().unwrap_or_default();
+        if workload == Workload::Sandbox
+            && let Err(error) = self.await_sandbox_pod(&name).await
+        {
+            let _ = self.delete(&name).await;
+            return Err(self.undo(error, policy, secret).await);
+        }
+        if let Some(uid) = metadata.uid {
             let owner = OwnerReference {
-                api_version: "v1".to_string(),
-                kind: "Pod".to_string(),
+                api_version,
+                kind: kind.to_string(),
                 name: name.clone(),
                 uid,
                 ..Default::default()
@@ -189,6 +252,26 @@ impl Cluster {
             }
         }
         Ok(name)
+    }
+
+    /// Waits until agent-sandbox's controller has made the Sandbox `name`'s
+    /// Pod (named after it): every later wait is on that Pod.
+    async fn await_sandbox_pod(&self, name: &str) -> Result<(), ClusterError> {
+        let appeared = await_condition(self.pods(), name, |pod: Option<&Pod>| pod.is_some());
+        match tokio::time::timeout(SANDBOX_POD_TIMEOUT, appeared).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(ClusterError::Pod {
+                pod: name.to_string(),
+                what: error.to_string(),
+            }),
+            Err(_) => Err(ClusterError::Timeout {
+                pod: name.to_string(),
+                what: "appear (made by agent-sandbox's controller from its Sandbox: is the \
+                       controller running?)",
+                seconds: SANDBOX_POD_TIMEOUT.as_secs(),
+                still: None,
+            }),
+        }
     }
 
     /// Removes the policy and Secret [`Cluster::create`] made before
@@ -587,13 +670,23 @@ impl Cluster {
         Ok(self.secrets().get_opt(name).await?.is_some())
     }
 
-    /// Deletes the Pod now (its Secret goes with it); a Pod already gone is
+    /// Deletes the session's Sandbox, if it has one, and its Pod now (its
+    /// Secret and policy go with their owner); what is already gone is
     /// not an error.
     pub async fn delete(&self, name: &str) -> Result<(), ClusterError> {
         let params = DeleteParams {
             grace_period_seconds: Some(0),
             ..DeleteParams::background()
         };
+        // Its Sandbox first, if it has one: a Pod deleted under a live
+        // Sandbox is made again by the controller. Where the cluster has no
+        // Sandboxes (404) or the account may not touch them (403, and so
+        // never made one), there is none.
+        match self.sandboxes().delete(name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if matches!(status.code, 403 | 404) => {}
+            Err(error) => return Err(error.into()),
+        }
         match self.pods().delete(name, &params).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),

@@ -6,6 +6,7 @@
 //! what it cannot have is said, never dropped in silence.
 
 pub mod pod;
+pub mod sandbox;
 pub mod tree;
 
 pub use pod::{
@@ -14,6 +15,8 @@ pub use pod::{
 };
 pub mod cluster;
 
-pub use cluster::{Cluster, ClusterError, ClusterSettings, Ended, Executed, PodState, exit_code};
+pub use cluster::{
+    Cluster, ClusterError, ClusterSettings, Ended, Executed, PodState, Workload, exit_code,
+};
 pub use kube::api::{AttachedProcess, TerminalSize};
 pub use tree::{Tree, TreeError, tar_of};

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kennel_core::plan::{EnvVar, Mount, MountPurpose, Plan};
-use kennel_kube::{Cluster, ClusterSettings, HomeVolume, PodSettings, pod_for};
+use kennel_kube::{Cluster, ClusterSettings, HomeVolume, PodSettings, Workload, pod_for};
 
 fn required() -> bool {
     std::env::var("KENNEL_E2E").is_ok_and(|value| value == "require")
@@ -141,7 +141,7 @@ async fn the_pod_runs_as_the_user_without_privileges_and_ends_with_its_code() {
         exit 7
     "#;
     let made = pod_for(&plan("walls", probe), &settings()).expect("a Pod");
-    let name = cluster.create(&made).await.expect("created");
+    let name = cluster.create(&made, Workload::Pod).await.expect("created");
     let ended = cluster.wait_ended(&name, Duration::from_secs(120)).await;
     let logs = cluster.logs(&name).await.unwrap_or_default();
     cluster.delete(&name).await.expect("deleted");
@@ -171,6 +171,56 @@ async fn the_pod_runs_as_the_user_without_privileges_and_ends_with_its_code() {
     }
 }
 
+/// Where the cluster has agent-sandbox (the test cluster does), a Sandbox
+/// makes the session's Pod under the Sandbox's name, with kennel's walls
+/// (the agent runs as the user), and deleting the session takes the
+/// Sandbox, its Pod and its Secret away, for good (no new Pod).
+#[tokio::test]
+async fn a_sandbox_makes_the_pod_and_deleting_it_leaves_nothing() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    if !cluster.has_sandboxes().await.expect("discovery") {
+        skip::<()>("the cluster has no agent-sandbox (scripts/k8s-up.sh installs it)");
+        return;
+    }
+    let made = pod_for(&plan("sandbox", "sleep 120"), &settings()).expect("a Pod");
+    let secret = made
+        .secret
+        .as_ref()
+        .and_then(|secret| secret.metadata.name.clone())
+        .expect("a Secret");
+    let name = cluster
+        .create(&made, Workload::Sandbox)
+        .await
+        .expect("created");
+    assert_eq!(Some(name.as_str()), made.pod.metadata.name.as_deref());
+    cluster
+        .wait_started(&name, Duration::from_secs(90))
+        .await
+        .expect("started");
+    let id = cluster.exec(&name, &["id", "-u"], b"").await.expect("exec");
+    assert_eq!(String::from_utf8_lossy(&id.stdout).trim(), UID.to_string());
+    assert!(cluster.secret_exists(&secret).await.expect("asked"));
+    cluster.delete(&name).await.expect("deleted");
+    let mut gone_for = 0;
+    for _ in 0..150 {
+        let pod = cluster.pod_state(&name).await.expect("asked");
+        let secret_left = cluster.secret_exists(&secret).await.expect("asked");
+        gone_for = if pod.is_none() && !secret_left {
+            gone_for + 1
+        } else {
+            0
+        };
+        // Gone, and still gone 3 s later: the controller made no new one.
+        if gone_for == 15 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the Sandbox's Pod or Secret outlived the session by 30 s");
+}
+
 #[tokio::test]
 async fn the_secret_goes_with_its_pod() {
     let Some(cluster) = cluster().await else {
@@ -182,7 +232,7 @@ async fn the_secret_goes_with_its_pod() {
         .as_ref()
         .and_then(|secret| secret.metadata.name.clone())
         .expect("a Secret");
-    let name = cluster.create(&made).await.expect("created");
+    let name = cluster.create(&made, Workload::Pod).await.expect("created");
     assert!(cluster.secret_exists(&secret).await.expect("asked"));
     cluster.delete(&name).await.expect("deleted");
     // The garbage collector removes what the Pod owned.
@@ -208,7 +258,7 @@ async fn an_image_the_cluster_cannot_have_is_a_clear_error_not_a_hang() {
         home: HomeVolume::InPod,
     };
     let made = pod_for(&plan("noimage", "true"), &settings).expect("a Pod");
-    let name = cluster.create(&made).await.expect("created");
+    let name = cluster.create(&made, Workload::Pod).await.expect("created");
     let started = cluster.wait_started(&name, Duration::from_secs(90)).await;
     cluster.delete(&name).await.expect("deleted");
     let error = started.expect_err("an image that cannot be pulled does not start");
@@ -230,7 +280,7 @@ async fn a_pod_that_cannot_be_scheduled_says_why_when_the_wait_ends() {
     let mut plan = plan("unschedulable", "true");
     plan.limits.memory = Some(1 << 50); // 1 PiB
     let made = pod_for(&plan, &settings()).expect("a Pod");
-    let name = cluster.create(&made).await.expect("created");
+    let name = cluster.create(&made, Workload::Pod).await.expect("created");
     let started = cluster.wait_started(&name, Duration::from_secs(5)).await;
     cluster.delete(&name).await.expect("deleted");
     let message = started.expect_err("no node has 1 PiB").to_string();
@@ -246,7 +296,7 @@ async fn exec_sends_input_and_returns_output_and_exit_codes() {
         return;
     };
     let made = pod_for(&plan("exec", "sleep 120"), &settings()).expect("a Pod");
-    let name = cluster.create(&made).await.expect("created");
+    let name = cluster.create(&made, Workload::Pod).await.expect("created");
     let result = async {
         cluster.wait_started(&name, Duration::from_secs(90)).await?;
         // A megabyte and a half of input, byte for byte (more than any one
@@ -308,7 +358,7 @@ async fn a_pod_deleted_while_waited_for_is_an_error_at_once() {
         return;
     };
     let made = pod_for(&plan("deleted", "sleep 120"), &settings()).expect("a Pod");
-    let name = cluster.create(&made).await.expect("created");
+    let name = cluster.create(&made, Workload::Pod).await.expect("created");
     cluster
         .wait_started(&name, Duration::from_secs(90))
         .await
@@ -349,7 +399,7 @@ async fn a_tree_sent_to_the_pod_arrives_as_it_was_packed() {
     let tree = kennel_kube::tar_of(root, 1 << 20).expect("packed");
 
     let made = pod_for(&plan("tree", "sleep 120"), &settings()).expect("a Pod");
-    let name = cluster.create(&made).await.expect("created");
+    let name = cluster.create(&made, Workload::Pod).await.expect("created");
     let result = async {
         cluster.wait_started(&name, Duration::from_secs(90)).await?;
         cluster.send_tree(&name, &tree, "/work/repo").await?;
@@ -403,8 +453,11 @@ async fn a_pod_without_network_is_walled_in_and_an_open_one_is_not() {
     let closed = pod_for(&closed, &settings()).expect("a Pod");
     let open = pod_for(&open, &settings()).expect("a Pod");
     assert!(closed.policy.is_some() && open.policy.is_none());
-    let closed_name = cluster.create(&closed).await.expect("created");
-    let open_name = cluster.create(&open).await.expect("created");
+    let closed_name = cluster
+        .create(&closed, Workload::Pod)
+        .await
+        .expect("created");
+    let open_name = cluster.create(&open, Workload::Pod).await.expect("created");
     let result = async {
         cluster
             .wait_started(&closed_name, Duration::from_secs(90))

@@ -117,6 +117,24 @@ fn kennel_pods(t: &Ctx, bin: &Path) -> Vec<String> {
     out.stdout.lines().map(str::to_string).collect()
 }
 
+/// The Sandboxes (agent-sandbox's) in the test user's namespace, by name.
+fn kennel_sandboxes(t: &Ctx, bin: &Path) -> Vec<String> {
+    let kubectl = bin.join("kubectl").display().to_string();
+    let out = t
+        .as_user(&[
+            &kubectl,
+            "get",
+            "sandboxes.agents.x-k8s.io",
+            "-l",
+            "app.kubernetes.io/managed-by=kennel",
+            "-o",
+            "name",
+        ])
+        .run();
+    out.assert_ok();
+    out.stdout.lines().map(str::to_string).collect()
+}
+
 /// The session a `kennel run` made and its Pod's name, from what it said:
 /// `session NAME works on branch BRANCH (clone in DIR)` (or `continues
 /// branch`), the Pod named after the clone's directory.
@@ -145,13 +163,14 @@ fn session_in(text: &str) -> Option<(String, String)> {
     Some((session, pod))
 }
 
-/// The session `name`'s Pod is gone from the namespace (deletion takes
-/// the API a moment).
+/// The session `name`'s Pod, and its Sandbox if it had one, are gone
+/// from the namespace (deletion takes the API a moment).
 fn assert_no_pod_of(t: &Ctx, bin: &Path, name: &str) {
     let mut left = Vec::new();
     for _ in 0..50 {
         left = kennel_pods(t, bin)
             .into_iter()
+            .chain(kennel_sandboxes(t, bin))
             .filter(|pod| pod.contains(name))
             .collect();
         if left.is_empty() {
@@ -167,13 +186,15 @@ fn assert_no_pod_of(t: &Ctx, bin: &Path, name: &str) {
 /// no network), in the session's clone; its exit code comes back; its
 /// commit and its uncommitted files come back as git objects, and `kennel
 /// diff` and `kennel merge` review them as on every backend; the Pod is
-/// gone afterwards.
+/// gone afterwards. A plain Pod (`agent_sandbox = false`), where the other
+/// tests get a Sandbox's Pod (the test cluster has agent-sandbox).
 #[test]
 fn kubernetes_run_in_clone_mode() {
     let Some((t, bin)) = kube_ctx("run_clone") else {
         return;
     };
     let host_file = t.user.home.join(".kube/config");
+    write_kube_config(&t, &host_file, "agent_sandbox = false");
     let probe = r#"
         echo "UID=$(id -u)"
         echo "CAPEFF=$(awk '/^CapEff/ {print $2}' /proc/self/status)"
@@ -471,6 +492,26 @@ fn kubernetes_persistent_session() {
             .any(|listed| listed.ends_with(&pod)),
         "no Pod {pod}"
     );
+    // The test cluster has agent-sandbox: the Pod is its Sandbox's.
+    assert!(
+        kennel_sandboxes(&t, &bin)
+            .iter()
+            .any(|listed| listed.ends_with(&format!("/{pod}"))),
+        "no Sandbox {pod}: {:?}",
+        kennel_sandboxes(&t, &bin)
+    );
+    let kubectl = bin.join("kubectl").display().to_string();
+    let owner = t
+        .as_user(&[
+            &kubectl,
+            "get",
+            "pod",
+            &pod,
+            "-o",
+            "jsonpath={.metadata.ownerReferences[0].kind}",
+        ])
+        .run();
+    assert_eq!(owner.stdout.trim(), "Sandbox", "{owner}");
 
     t.kennel(&["send", &name, "PS1='$ '"]).run().assert_ok();
     t.kennel(&["send", &name, "echo hello-$((6*7))"])
@@ -890,7 +931,6 @@ fn kubernetes_agent_home_is_a_claim_per_repository() {
     assert!(claims.contains(&claim_b), "{claim_b} not in {claims:?}");
 
     // Refusals, before any Pod: a class the cluster lacks, a size.
-    let pods = kennel_pods(&t, &bin);
     let kubeconfig = t.user.home.join(".kube/config");
     write_kube_config(&t, &kubeconfig, "storage_class = \"no-such-class\"");
     let out = t
@@ -911,7 +951,17 @@ fn kubernetes_agent_home_is_a_claim_per_repository() {
         .run();
     assert_eq!(out.code(), Some(2), "{out}");
     assert!(out.stderr.contains("`lots`, which is not a size"), "{out}");
-    assert_eq!(kennel_pods(&t, &bin), pods, "a refused run makes no Pod");
+    // No session of this test has a Pod now (a Pod is named after its
+    // session's checkout): not the ended runs', not the refused ones'.
+    let checkouts: Vec<String> = std::fs::read_dir(t.data_home.join("kennel/checkouts"))
+        .expect("the test's checkouts")
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(checkouts.len() >= 3, "{checkouts:?}");
+    for checkout in &checkouts {
+        assert_no_pod_of(&t, &bin, checkout);
+    }
 
     // The claims are the test's: remove them (kennel keeps homes).
     let kubectl = bin.join("kubectl").display().to_string();
