@@ -99,40 +99,45 @@ fn import_shell_image(t: &Ctx, bin: &Path) -> Result<(), String> {
     }
 }
 
-/// The Pods kennel left in the test user's namespace.
-fn kennel_pods(t: &Ctx, bin: &Path) -> Vec<String> {
+/// The names (`kind/name`) of the objects of `kind` kennel made in the
+/// test user's namespace that carry every label of `selector` too.
+fn kennel_objects(t: &Ctx, bin: &Path, kind: &str, selector: &str) -> Vec<String> {
     let kubectl = bin.join("kubectl").display().to_string();
+    let mut labels = "app.kubernetes.io/managed-by=kennel".to_string();
+    if !selector.is_empty() {
+        labels = format!("{labels},{selector}");
+    }
     let out = t
-        .as_user(&[
-            &kubectl,
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/managed-by=kennel",
-            "-o",
-            "name",
-        ])
+        .as_user(&[&kubectl, "get", kind, "-l", &labels, "-o", "name"])
         .run();
     out.assert_ok();
     out.stdout.lines().map(str::to_string).collect()
 }
 
-/// The Sandboxes (agent-sandbox's) in the test user's namespace, by name.
+/// The Pods kennel left in the test user's namespace.
+fn kennel_pods(t: &Ctx, bin: &Path) -> Vec<String> {
+    kennel_objects(t, bin, "pods", "")
+}
+
+/// The Sandboxes (agent-sandbox's) kennel made in the test user's namespace.
 fn kennel_sandboxes(t: &Ctx, bin: &Path) -> Vec<String> {
-    let kubectl = bin.join("kubectl").display().to_string();
-    let out = t
-        .as_user(&[
-            &kubectl,
-            "get",
-            "sandboxes.agents.x-k8s.io",
-            "-l",
-            "app.kubernetes.io/managed-by=kennel",
-            "-o",
-            "name",
-        ])
-        .run();
-    out.assert_ok();
-    out.stdout.lines().map(str::to_string).collect()
+    kennel_objects(t, bin, "sandboxes.agents.x-k8s.io", "")
+}
+
+/// `kennel run shell --network none -- sh -c SCRIPT` on the cluster.
+fn run_sh(t: &Ctx, script: &str) -> crate::harness::Out {
+    t.kennel(&[
+        "run",
+        "shell",
+        "--network",
+        "none",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ])
+    .timeout(RUN_TIMEOUT)
+    .run()
 }
 
 /// The session a `kennel run` made and its Pod's name, from what it said:
@@ -339,19 +344,7 @@ fn kubernetes_plants_stay_in_the_pod() {
         marker = sh_quote(&marker.display().to_string()),
         secret = sh_quote(&t.user.home.join(".kube/config").display().to_string()),
     );
-    let out = t
-        .kennel(&[
-            "run",
-            "shell",
-            "--network",
-            "none",
-            "--",
-            "sh",
-            "-c",
-            &plant,
-        ])
-        .timeout(RUN_TIMEOUT)
-        .run();
+    let out = run_sh(&t, &plant);
     out.assert_ok();
     let (name, pod) = session_of(&out);
     assert_no_pod_of(&t, &bin, &pod);
@@ -765,19 +758,10 @@ fn kubernetes_resume_continues_the_clone_in_a_new_pod() {
     let Some((t, _bin)) = kube_ctx("resume") else {
         return;
     };
-    let out = t
-        .kennel(&[
-            "run",
-            "shell",
-            "--network",
-            "none",
-            "--",
-            "sh",
-            "-c",
-            "echo one > one.txt && git add one.txt && git commit -qm one && echo loose > loose.txt",
-        ])
-        .timeout(RUN_TIMEOUT)
-        .run();
+    let out = run_sh(
+        &t,
+        "echo one > one.txt && git add one.txt && git commit -qm one && echo loose > loose.txt",
+    );
     out.assert_ok();
     let out = t
         .kennel(&[
@@ -808,20 +792,7 @@ fn kubernetes_resume_continues_the_clone_in_a_new_pod() {
 
 /// The home claims kennel made in the test user's namespace.
 fn home_claims(t: &Ctx, bin: &Path) -> Vec<String> {
-    let kubectl = bin.join("kubectl").display().to_string();
-    let out = t
-        .as_user(&[
-            &kubectl,
-            "get",
-            "pvc",
-            "-l",
-            "app.kubernetes.io/managed-by=kennel,dev.kennel.home",
-            "-o",
-            "name",
-        ])
-        .run();
-    out.assert_ok();
-    out.stdout.lines().map(str::to_string).collect()
+    kennel_objects(t, bin, "pvc", "dev.kennel.home")
 }
 
 /// The claim of `agent`'s home for a session on `workspace`: named after
@@ -854,19 +825,7 @@ fn kubernetes_agent_home_is_a_claim_per_repository() {
         "mkdir -p ~/.agent && echo {token} > ~/.agent/creds.json && \
          echo 'echo PLANT-RAN' >> ~/.bashrc && echo HOME_IS=$HOME"
     );
-    let out = t
-        .kennel(&[
-            "run",
-            "shell",
-            "--network",
-            "none",
-            "--",
-            "sh",
-            "-c",
-            &plant,
-        ])
-        .timeout(RUN_TIMEOUT)
-        .run();
+    let out = run_sh(&t, &plant);
     out.assert_ok();
     assert!(
         !out.stderr.contains("home is the Pod's own"),
@@ -877,10 +836,7 @@ fn kubernetes_agent_home_is_a_claim_per_repository() {
 
     // The same repository, a new Pod: the home is the one left.
     let read = "echo CREDS=$(cat ~/.agent/creds.json 2>/dev/null || echo none)";
-    let out = t
-        .kennel(&["run", "shell", "--network", "none", "--", "sh", "-c", read])
-        .timeout(RUN_TIMEOUT)
-        .run();
+    let out = run_sh(&t, read);
     out.assert_ok();
     assert_eq!(out.expect_kv("CREDS"), token, "{out}");
 
