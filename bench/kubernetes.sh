@@ -14,6 +14,7 @@
 #
 #   bench/kubernetes.sh                   # BENCH_N=10 runs of each, 1 warm-up
 #   BENCH_N=20 KENNEL=target/debug/kennel bench/kubernetes.sh
+#   BENCH_KUBERNETES='agent_sandbox = false' bench/kubernetes.sh   # plain Pods
 #
 # Needs: a built kennel (default target/release/kennel, else target/debug),
 # a cluster the invoking user's kubeconfig reaches (KUBECONFIG, else
@@ -46,8 +47,9 @@ git -C "$work/ws" -c user.name=bench -c user.email=bench@example.invalid commit 
 image=${BENCH_IMAGE:-$(cd "$work/ws" && XDG_CONFIG_HOME=$work/config XDG_DATA_HOME=$work/data \
     "$KENNEL" run --backend docker --dry-run shell |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["image"]["reference"])')}
-printf '[defaults]\nbackend = "kubernetes"\nmode = "clone"\n\n[kubernetes]\nkubeconfig = "%s"\n' \
-    "$KUBECONFIG" >"$work/config/kennel/config.toml"
+# BENCH_KUBERNETES: more lines for [kubernetes] (`agent_sandbox = false`).
+printf '[defaults]\nbackend = "kubernetes"\nmode = "clone"\n\n[kubernetes]\nkubeconfig = "%s"\n%s\n' \
+    "$KUBECONFIG" "${BENCH_KUBERNETES:-}" >"$work/config/kennel/config.toml"
 export XDG_CONFIG_HOME=$work/config XDG_DATA_HOME=$work/data
 cd "$work/ws"
 
@@ -101,4 +103,14 @@ for name, samples in results.items():
 k, b = results[variants[0][0]], results[variants[1][0]]
 print(f"ratio kennel / kubectl: to READY {median([s[0] for s in k]) / median([s[0] for s in b]):.2f}, "
       f"to the end {median([s[1] for s in k]) / median([s[1] for s in b]):.2f}")
+
+# kennel keeps agent homes; the bench's (its workspace's) goes: its claim
+# is named after the home the Plan mounts.
+import hashlib, json
+plan = json.loads(subprocess.run([kennel, "run", "--image", image, "--dry-run", "shell"],
+                                 capture_output=True, check=True).stdout)
+home = next(m["source"] for m in plan["mounts"] if m["purpose"] == "agent-home")
+claim = "kennel-home-shell-" + hashlib.sha256(home.encode()).hexdigest()[:16]
+subprocess.run([kubectl, "delete", "pvc", claim, "--wait=false", "--ignore-not-found"],
+               stdout=subprocess.DEVNULL, check=False)
 PY
