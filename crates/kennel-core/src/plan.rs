@@ -248,6 +248,20 @@ pub struct ProxyPlan {
     pub logins: Vec<LoginPlan>,
 }
 
+impl ProxyPlan {
+    /// `listen_inside` as the host and port a forwarder binds.
+    pub fn listen_address(&self) -> (&str, u16) {
+        listen_address(&self.listen_inside)
+    }
+}
+
+/// A forwarder's `host:port` (such as [`PROXY_LISTEN_INSIDE`]) as the host
+/// and port it binds (`127.0.0.1`, 3128 where it does not say).
+pub fn listen_address(listen: &str) -> (&str, u16) {
+    let (host, port) = listen.rsplit_once(':').unwrap_or(("127.0.0.1", "3128"));
+    (host, port.parse().unwrap_or(3128))
+}
+
 /// A subscription login brokered in this session (see
 /// [`crate::credentials::OAuthBinding`]). No token is ever in the Plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -302,11 +302,8 @@ pub fn container_command(plan: &Plan) -> Vec<String> {
     let Some(proxy) = &plan.network.proxy else {
         return plan.command.clone();
     };
-    let (host, port) = proxy
-        .listen_inside
-        .rsplit_once(':')
-        .unwrap_or(("127.0.0.1", "3128"));
-    let port_hex = format!("{:04X}", port.parse::<u16>().unwrap_or(3128));
+    let (host, port) = proxy.listen_address();
+    let port_hex = format!("{port:04X}");
     let script = [
         "if command -v socat >/dev/null 2>&1; then".to_string(),
         format!(

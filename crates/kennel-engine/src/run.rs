@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::error::{EngineError, status_of};
-use crate::term::{RawMode, StdinReader, pump_output, window_size};
+use crate::term::{AtEof, RawMode, pump_output, window_size};
 use crate::{Engine, EngineKind, raw};
 
 /// How long a signalled container gets before it is killed.
@@ -375,7 +375,7 @@ impl Engine {
         let wait = raw::wait(&self.socket, &self.api_version, id, "next-exit").await?;
         let mut wait_task = tokio::spawn(wait);
 
-        let (reader, mut writer) = attached.stream.into_split();
+        let (reader, writer) = attached.stream.into_split();
         let mut output_task = tokio::spawn(pump_output(reader, attached.leftover, plan.tty));
 
         let raw_mode = if plan.tty {
@@ -415,23 +415,10 @@ impl Engine {
         // stdin → container; at EOF, half-close so the container sees EOF too.
         let mut stdin_reader = None;
         let stdin_task = if plan.stdin {
-            let (reader, mut chunks) =
-                StdinReader::spawn().map_err(|err| EngineError::io("reading stdin", err))?;
+            let (reader, task) = kennel_term::forward_stdin(writer, AtEof::HalfClose)
+                .map_err(|err| EngineError::io("reading stdin", err))?;
             stdin_reader = Some(reader);
-            Some(tokio::spawn(async move {
-                while let Some(chunk) = chunks.recv().await {
-                    if let Err(err) = writer.write_all(&chunk).await {
-                        debug!(%err, "forwarding stdin stopped");
-                        return;
-                    }
-                }
-                if let Err(err) = writer.shutdown().await {
-                    debug!(%err, "half-closing the attach stream failed");
-                }
-                debug!("stdin EOF forwarded");
-                // Keep the (half-closed) write half alive until the task is dropped.
-                std::future::pending::<()>().await;
-            }))
+            Some(task)
         } else {
             // Keep the write half open: dropping it would half-close the stream.
             Some(tokio::spawn(async move {

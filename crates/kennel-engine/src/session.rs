@@ -16,7 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::debug;
 
 use crate::error::{EngineError, status_of};
-use crate::term::{RawMode, StdinReader, pump_output, window_size};
+use crate::term::{AtEof, RawMode, pump_output, window_size};
 use crate::{Engine, raw};
 
 /// What the engine says about a session's container.
@@ -195,7 +195,7 @@ impl Engine {
     ) -> Result<i32, EngineError> {
         let exec_id = self.create_exec(id, argv, env, tty, stdin).await?;
         let attached = raw::exec_start(&self.socket, &self.api_version, &exec_id, tty).await?;
-        let (reader, mut writer) = attached.stream.into_split();
+        let (reader, writer) = attached.stream.into_split();
         let mut output_task = tokio::spawn(pump_output(reader, attached.leftover, tty));
         let raw_mode = if tty {
             RawMode::enter()
@@ -211,18 +211,10 @@ impl Engine {
         };
         let mut stdin_reader = None;
         let stdin_task = if stdin {
-            let (reader, mut chunks) =
-                StdinReader::spawn().map_err(|err| EngineError::io("reading stdin", err))?;
+            let (reader, task) = kennel_term::forward_stdin(writer, AtEof::HalfClose)
+                .map_err(|err| EngineError::io("reading stdin", err))?;
             stdin_reader = Some(reader);
-            tokio::spawn(async move {
-                while let Some(chunk) = chunks.recv().await {
-                    if writer.write_all(&chunk).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = writer.shutdown().await;
-                std::future::pending::<()>().await;
-            })
+            task
         } else {
             tokio::spawn(async move {
                 let _writer = writer;

@@ -4,7 +4,7 @@ use tokio::io::AsyncReadExt;
 use tracing::debug;
 
 use kennel_term::Sink;
-pub(crate) use kennel_term::{RawMode, StdinReader, window_size};
+pub(crate) use kennel_term::{AtEof, RawMode, window_size};
 
 /// Copy the attach stream to kennel's stdout/stderr until the engine closes it.
 /// With a TTY the stream is raw; otherwise it is multiplexed in 8-byte-headed frames.

@@ -8,8 +8,8 @@ use std::io::Write;
 use kennel_core::plan::Plan;
 use kennel_incus::{Client, ExecRequest, TerminalSize};
 use kennel_lib::error::CliError;
-use kennel_term::{RawMode, StdinReader, window_size};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use kennel_term::{AtEof, RawMode, StdinReader, window_size};
+use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::incus_error;
@@ -55,7 +55,7 @@ async fn interactive(
         .await
         .map_err(incus_error)?;
     let (stream, control, exit) = session.into_parts();
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (mut reader, writer) = tokio::io::split(stream);
     let raw_mode = RawMode::enter().map_err(|error| {
         CliError::kennel(format!("cannot set the terminal to raw mode: {error}"))
     })?;
@@ -72,19 +72,9 @@ async fn interactive(
     });
     let mut stdin_reader = None;
     if stdin {
-        let (reader, mut chunks) = StdinReader::spawn()
+        let (reader, _forwarding) = kennel_term::forward_stdin(writer, AtEof::ControlD)
             .map_err(|error| CliError::kennel(format!("cannot read stdin: {error}")))?;
         stdin_reader = Some(reader);
-        tokio::spawn(async move {
-            while let Some(chunk) = chunks.recv().await {
-                if writer.write_all(&chunk).await.is_err() {
-                    return;
-                }
-            }
-            // EOF on a terminal: the pty sees ^D.
-            let _ = writer.write_all(&[4]).await;
-            std::future::pending::<()>().await;
-        });
     }
     let mut winch = signal(SignalKind::window_change()).ok();
     let mut signals = kennel_term::attached_signals();

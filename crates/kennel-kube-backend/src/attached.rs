@@ -7,7 +7,7 @@
 use futures_util::SinkExt;
 use kennel_kube::Cluster;
 use kennel_lib::error::CliError;
-use kennel_term::{RawMode, StdinReader, window_size};
+use kennel_term::{AtEof, RawMode, window_size};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -34,6 +34,28 @@ async fn copy_out(mut from: impl AsyncRead + Unpin, to: impl AsyncWrite + Unpin)
         }
     }
     sink.flush().await;
+}
+
+/// A command of the user's (`kennel exec`, `kennel attach`'s tmux) in the
+/// Pod `pod`, attached to this terminal with stdin forwarded; on a pty
+/// with the sandbox's `TERM` when `tty`. Its exit code, or 128 + the
+/// signal kennel got first.
+pub(crate) async fn run_for_user(
+    cluster: &Cluster,
+    pod: &str,
+    command: impl IntoIterator<Item = String>,
+    tty: bool,
+) -> Result<i32, CliError> {
+    let mut argv = Vec::new();
+    if tty {
+        argv.push("env".to_string());
+        argv.push(format!("TERM={}", kennel_lib::sessions::sandbox_term()));
+    }
+    argv.extend(command);
+    Ok(match run(cluster, pod, &argv, tty, true).await? {
+        AgentEnd::Exited(code) => code,
+        AgentEnd::Signalled(signo) => 128 + signo,
+    })
 }
 
 /// Runs `argv` in the Pod `pod` attached to this terminal: on a pty when
@@ -76,26 +98,13 @@ pub(crate) async fn run(
     }
     let mut stdin_reader = None;
     if stdin {
-        let (reader, mut chunks) = StdinReader::spawn()
+        let at_eof = match tty {
+            true => AtEof::ControlD,
+            false => AtEof::HalfClose,
+        };
+        let (reader, _forwarding) = kennel_term::forward_stdin(input, at_eof)
             .map_err(|error| CliError::kennel(format!("cannot read stdin: {error}")))?;
         stdin_reader = Some(reader);
-        tokio::spawn(async move {
-            while let Some(chunk) = chunks.recv().await {
-                if input.write_all(&chunk).await.is_err() {
-                    return;
-                }
-            }
-            match tty {
-                // EOF on a terminal: the pty sees ^D.
-                true => {
-                    let _ = input.write_all(&[4]).await;
-                    std::future::pending::<()>().await;
-                }
-                false => {
-                    let _ = input.shutdown().await;
-                }
-            }
-        });
     } else {
         // Nothing to send: the agent sees its stdin end at once.
         let _ = input.shutdown().await;

@@ -83,7 +83,7 @@ impl<'a> KubeLaunch<'a> {
             (Some(_), Some(inside)) => Some(crate::tunnel::open(
                 self.cluster.clone(),
                 pod.to_string(),
-                &inside.listen_inside,
+                inside.listen_address(),
                 inside.socket.clone(),
             )),
             _ => None,

@@ -155,17 +155,20 @@ fn image_for(settings: &KubernetesConfig, plan: &Plan) -> String {
 }
 
 pub(crate) async fn state_of(cluster: &Cluster, handle: &str) -> Result<SandboxState, CliError> {
-    Ok(
-        match cluster
-            .pod_state(&pod_name(handle))
-            .await
-            .map_err(cluster_error)?
-        {
-            None => SandboxState::Missing,
-            Some(PodState::Ended(ended)) => SandboxState::Ended(Some(ended.exit_code)),
-            Some(PodState::Pending | PodState::Running) => SandboxState::Running,
-        },
-    )
+    let pod = cluster
+        .pod_state(&pod_name(handle))
+        .await
+        .map_err(cluster_error)?;
+    Ok(sandbox_state(pod.as_ref()))
+}
+
+/// A Pod's state as a sandbox's (`None`: the Pod is gone).
+pub(crate) fn sandbox_state(pod: Option<&PodState>) -> SandboxState {
+    match pod {
+        None => SandboxState::Missing,
+        Some(PodState::Ended(ended)) => SandboxState::Ended(Some(ended.exit_code)),
+        Some(PodState::Pending | PodState::Running) => SandboxState::Running,
+    }
 }
 
 #[async_trait(?Send)]
@@ -221,16 +224,8 @@ impl Backend for KubeBackend {
     async fn exec(&self, found: &mut Found, command: Vec<String>) -> Result<i32, CliError> {
         let server = self.running(found).await?;
         let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-        let mut argv = Vec::new();
-        if tty {
-            argv.push("env".to_string());
-            argv.push(format!("TERM={}", kennel_lib::sessions::sandbox_term()));
-        }
-        argv.extend(kennel_lib::backend::exec_argv(command));
-        match attached::run(server.cluster, &server.pod, &argv, tty, true).await? {
-            attached::AgentEnd::Exited(code) => Ok(code),
-            attached::AgentEnd::Signalled(signo) => Ok(128 + signo),
-        }
+        let argv = kennel_lib::backend::exec_argv(command);
+        attached::run_for_user(server.cluster, &server.pod, argv, tty).await
     }
 
     async fn send(&self, found: &mut Found, text: &str, enter: bool) -> Result<(), CliError> {
@@ -257,13 +252,11 @@ impl Backend for KubeBackend {
         let handle = found.sandbox_handle()?;
         let cluster = self.cluster().await?;
         let pod = pod_name(&handle);
-        kennel_lib::backend::record_sandbox_state(
-            found,
-            session::state(cluster, &handle).await?,
-            false,
-        );
+        let pod_state = cluster.pod_state(&pod).await.map_err(cluster_error)?;
+        let state = session::state_in(cluster, &pod, pod_state.as_ref()).await;
+        kennel_lib::backend::record_sandbox_state(found, state, false);
         // The Pod outlives its agent (for its logs and work) until stopped.
-        if cluster.pod_state(&pod).await.map_err(cluster_error)? == Some(PodState::Running) {
+        if pod_state == Some(PodState::Running) {
             return session::logs(cluster, &pod, follow, sink).await;
         }
         match std::fs::read(session::saved_log(&found.session)) {
@@ -294,7 +287,12 @@ impl Backend for KubeBackend {
         if was_running {
             session::terminate(cluster, &pod, grace).await;
         }
-        let code = session::exit_code(cluster, &pod).await;
+        // The code the agent ended with, once it has (read again after
+        // stopping a running agent: it has just written it).
+        let code = match state {
+            SandboxState::Ended(code) => code,
+            _ => session::exit_code(cluster, &pod).await,
+        };
         session::wind_up(cluster, &pod, &found.session).await?;
         found.mark(State::Stopped, code);
         Ok(match was_running {
@@ -396,7 +394,7 @@ impl Backend for KubeBackend {
         let tunnel = tunnel::open(
             cluster.clone(),
             pod_name(handle),
-            kennel_core::plan::PROXY_LISTEN_INSIDE,
+            kennel_core::plan::listen_address(kennel_core::plan::PROXY_LISTEN_INSIDE),
             proxy.to_path_buf(),
         );
         Ok(Some(Box::new(tunnel)))

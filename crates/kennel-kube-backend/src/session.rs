@@ -44,15 +44,7 @@ impl kennel_lib::tmux::TmuxServer for InPod<'_> {
     }
 
     async fn tmux_attached(&self, args: &[&str]) -> Result<i32, CliError> {
-        let mut argv = vec![
-            "env".to_string(),
-            format!("TERM={}", kennel_lib::sessions::sandbox_term()),
-        ];
-        argv.extend(session_tmux(args));
-        match crate::attached::run(self.cluster, &self.pod, &argv, true, true).await? {
-            crate::attached::AgentEnd::Exited(code) => Ok(code),
-            crate::attached::AgentEnd::Signalled(signo) => Ok(128 + signo),
-        }
+        crate::attached::run_for_user(self.cluster, &self.pod, session_tmux(args), true).await
     }
 }
 
@@ -60,14 +52,28 @@ impl kennel_lib::tmux::TmuxServer for InPod<'_> {
 /// agent's code once the session's command recorded one (the Pod waits on,
 /// for its logs and work), `Missing` once the Pod is gone.
 pub(crate) async fn state(cluster: &Cluster, handle: &str) -> Result<SandboxState, CliError> {
-    Ok(match crate::state_of(cluster, handle).await? {
+    let pod = pod_name(handle);
+    let pod_state = cluster
+        .pod_state(&pod)
+        .await
+        .map_err(crate::cluster_error)?;
+    Ok(state_in(cluster, &pod, pod_state.as_ref()).await)
+}
+
+/// [`state`] of the Pod `pod`, whose own state was just read.
+pub(crate) async fn state_in(
+    cluster: &Cluster,
+    pod: &str,
+    pod_state: Option<&kennel_kube::PodState>,
+) -> SandboxState {
+    match crate::sandbox_state(pod_state) {
         // A Pod that has not started yet has no exit file to read either.
-        SandboxState::Running => match exit_code(cluster, &pod_name(handle)).await {
+        SandboxState::Running => match exit_code(cluster, pod).await {
             Some(code) => SandboxState::Ended(Some(code)),
             None => SandboxState::Running,
         },
         other => other,
-    })
+    }
 }
 
 /// The most an exec that only asks something of a Pod may take: the
@@ -146,10 +152,7 @@ pub(crate) async fn wait_listening(
         .as_ref()
         .map(|proxy| proxy.listen_inside.as_str())
         .unwrap_or(kennel_core::plan::PROXY_LISTEN_INSIDE);
-    let port: u16 = listen
-        .rsplit_once(':')
-        .and_then(|(_, port)| port.parse().ok())
-        .unwrap_or(3128);
+    let (_, port) = kennel_core::plan::listen_address(listen);
     // A listening socket on that port in /proc/net/tcp (state 0A).
     let probe = format!("grep -qi ':{port:04X} [0-9A-F:]* 0A' /proc/net/tcp");
     let deadline = Instant::now() + Duration::from_secs(20);

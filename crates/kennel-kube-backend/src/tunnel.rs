@@ -49,10 +49,15 @@ enum Event {
     Failed(String),
 }
 
-/// Opens the tunnel: connections to `listen` (`127.0.0.1:3128`) in `pod`
-/// reach the proxy's Unix socket `socket` on this machine.
-pub(crate) fn open(cluster: Cluster, pod: String, listen: &str, socket: PathBuf) -> Tunnel {
-    let (host, port) = listen.rsplit_once(':').unwrap_or(("127.0.0.1", "3128"));
+/// Opens the tunnel: connections to `listen` (host and port:
+/// `127.0.0.1`, 3128) in `pod` reach the proxy's Unix socket `socket` on
+/// this machine.
+pub(crate) fn open(
+    cluster: Cluster,
+    pod: String,
+    (host, port): (&str, u16),
+    socket: PathBuf,
+) -> Tunnel {
     let argv = vec![
         "socat".to_string(),
         format!("TCP-LISTEN:{port},bind={host},reuseaddr,reuseport"),

@@ -95,6 +95,47 @@ impl StdinReader {
     }
 }
 
+/// What the sandbox's end of an attached stream gets when kennel's stdin
+/// ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtEof {
+    /// A pty: the ^D a terminal's EOF is.
+    ControlD,
+    /// A pipe: the write half closed, so the reader sees EOF.
+    HalfClose,
+}
+
+/// Forwards kennel's stdin to `writer` until either ends, then tells the
+/// sandbox as `at_eof` says; `writer` is kept (a dropped writer may end
+/// the stream) until the task is aborted or the runtime ends. The reader
+/// stops reading when dropped or cancelled.
+pub fn forward_stdin<W>(
+    mut writer: W,
+    at_eof: AtEof,
+) -> std::io::Result<(StdinReader, tokio::task::JoinHandle<()>)>
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (reader, mut chunks) = StdinReader::spawn()?;
+    let task = tokio::spawn(async move {
+        while let Some(chunk) = chunks.recv().await {
+            if let Err(err) = writer.write_all(&chunk).await {
+                debug!(%err, "forwarding stdin stopped");
+                return;
+            }
+        }
+        let told = match at_eof {
+            AtEof::ControlD => writer.write_all(&[4]).await,
+            AtEof::HalfClose => writer.shutdown().await,
+        };
+        if let Err(err) = told {
+            debug!(%err, "telling the sandbox that stdin ended failed");
+        }
+        std::future::pending::<()>().await;
+    });
+    Ok((reader, task))
+}
+
 impl Drop for StdinReader {
     fn drop(&mut self) {
         self.cancel();
