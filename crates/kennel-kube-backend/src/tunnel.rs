@@ -4,31 +4,40 @@
 //! brokered credentials never on the cluster. The agent reaches it through
 //! the cluster's API:
 //!
-//! kennel keeps [`ARMED`] listeners waiting in the Pod, each an exec of
-//! `socat TCP-LISTEN:<port>,bind=127.0.0.1,reuseport STDIO` (the address
-//! `HTTP_PROXY` names). A listener accepts one connection and relays it
-//! over its exec's stdin and stdout; kennel joins that to a connection to
-//! its proxy's socket, and arms another listener as soon as one is taken
-//! (`reuseport` lets them all listen on the one port). An agent that opens
-//! more connections at once than are armed waits for a listener (its
-//! connection is refused only for the moment no listener is bound).
+//! One exec in the Pod runs a small multiplexer (`tunnel_mux.pl`, in
+//! perl, which every kennel image has): it listens on the address
+//! `HTTP_PROXY` names and carries every connection it accepts over the
+//! exec's stdin and stdout, in frames; kennel joins each connection to one
+//! of its proxy's socket. One exec for all of them: an agent opening many
+//! connections at once (a package manager does) is never refused for want
+//! of a listener. If the exec ends (the agent may kill it), kennel starts
+//! another.
 //!
-//! The Pod's end of each stream is the agent's to write: what comes out of
-//! it goes only to kennel's proxy, which reads it as it reads any
-//! sandbox's requests.
+//! The Pod's end of the stream is the agent's to write: kennel reads its
+//! frames as hostile (bounded in size and number, unknown connections
+//! ignored), and what they carry goes only to kennel's proxy, which reads
+//! it as it reads any sandbox's requests.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use kennel_kube::Cluster;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 
-/// Listeners kept waiting in the Pod.
-const ARMED: usize = 8;
-/// The wait after a listener failed to start, before the next.
+/// The multiplexer run in the Pod.
+const MUX: &str = include_str!("tunnel_mux.pl");
+/// The wait after the multiplexer ended or failed to start, before the next.
 const RETRY: Duration = Duration::from_millis(250);
+/// The largest frame kennel reads (the multiplexer sends at most 64 KiB).
+const MAX_FRAME: usize = 64 * 1024;
+/// The most connections open at once; more are closed as they open.
+const MAX_CONNECTIONS: usize = 512;
+/// Frames of one connection waiting for the proxy to take them (each at
+/// most [`MAX_FRAME`]): what the Pod sends faster than the proxy reads
+/// waits in the Pod instead.
+const QUEUED: usize = 16;
 
 /// The tunnel of one Pod; it stops when dropped.
 pub(crate) struct Tunnel {
@@ -41,14 +50,6 @@ impl Drop for Tunnel {
     }
 }
 
-/// What a listener tells the tunnel.
-enum Event {
-    /// It has a connection (a new listener is needed).
-    Taken,
-    /// It ended without one.
-    Failed(String),
-}
-
 /// Opens the tunnel: connections to `listen` (host and port:
 /// `127.0.0.1`, 3128) in `pod` reach the proxy's Unix socket `socket` on
 /// this machine.
@@ -59,9 +60,11 @@ pub(crate) fn open(
     socket: PathBuf,
 ) -> Tunnel {
     let argv = vec![
-        "socat".to_string(),
-        format!("TCP-LISTEN:{port},bind={host},reuseaddr,reuseport"),
-        "STDIO".to_string(),
+        "perl".to_string(),
+        "-e".to_string(),
+        MUX.to_string(),
+        host.to_string(),
+        port.to_string(),
     ];
     Tunnel {
         task: tokio::spawn(serve(cluster, pod, argv, socket)),
@@ -69,67 +72,101 @@ pub(crate) fn open(
 }
 
 async fn serve(cluster: Cluster, pod: String, argv: Vec<String>, socket: PathBuf) {
-    let (events, mut received) = mpsc::unbounded_channel();
-    let mut listeners = JoinSet::new();
-    let mut armed = 0;
     loop {
-        while armed < ARMED {
-            listeners.spawn(listener(
-                cluster.clone(),
-                pod.clone(),
-                argv.clone(),
-                socket.clone(),
-                events.clone(),
-            ));
-            armed += 1;
-        }
-        match received.recv().await {
-            Some(Event::Taken) => armed -= 1,
-            Some(Event::Failed(why)) => {
-                armed -= 1;
-                tracing::debug!("a tunnel listener in Pod {pod} ended: {why}");
-                tokio::time::sleep(RETRY).await;
-            }
-            None => return,
-        }
-        // Reap the relays that are done.
-        while listeners.try_join_next().is_some() {}
+        let why = match cluster.exec_attached(&pod, &argv, false).await {
+            Ok(mut process) => match (process.stdin(), process.stdout()) {
+                (Some(to_pod), Some(from_pod)) => {
+                    let why = carry(from_pod, to_pod, &socket).await;
+                    process.abort();
+                    why
+                }
+                _ => "the exec has no stdin or stdout".to_string(),
+            },
+            Err(error) => error.to_string(),
+        };
+        tracing::debug!("the tunnel in Pod {pod} ended: {why}; starting it again");
+        tokio::time::sleep(RETRY).await;
     }
 }
 
-/// One listener in the Pod: waits for a connection, then relays it to the
-/// proxy until either side ends.
-async fn listener(
-    cluster: Cluster,
-    pod: String,
-    argv: Vec<String>,
-    socket: PathBuf,
-    events: mpsc::UnboundedSender<Event>,
-) {
-    let failed = |why: String| {
-        let _ = events.send(Event::Failed(why));
-    };
-    let mut process = match cluster.exec_attached(&pod, &argv, false).await {
-        Ok(process) => process,
-        Err(error) => return failed(error.to_string()),
-    };
-    let (Some(mut to_pod), Some(mut from_pod)) = (process.stdin(), process.stdout()) else {
-        return failed("the exec has no stdin or stdout".into());
-    };
-    // socat's complaints (a port it cannot bind) say why it failed.
-    let complaints = process.stderr();
-    let mut first = vec![0u8; 16 * 1024];
-    let n = match from_pod.read(&mut first).await {
-        Ok(0) | Err(_) => {
-            let mut said = String::new();
-            if let Some(mut stderr) = complaints {
-                let _ = (&mut stderr).take(4096).read_to_string(&mut said).await;
+/// A frame's type.
+const OPENED: u8 = b'O';
+const DATA: u8 = b'D';
+const CLOSED: u8 = b'C';
+
+/// Carries the multiplexer's connections until its stream ends; why it
+/// ended.
+async fn carry(
+    mut from_pod: impl AsyncRead + Unpin,
+    mut to_pod: impl AsyncWrite + Unpin + Send + 'static,
+    socket: &std::path::Path,
+) -> String {
+    // Everything kennel sends the Pod goes through one writer.
+    let (frames, mut outgoing) = mpsc::channel::<(u8, u32, Vec<u8>)>(64);
+    let writer = tokio::spawn(async move {
+        while let Some((kind, id, data)) = outgoing.recv().await {
+            if to_pod.write_all(&frame(kind, id, &data)).await.is_err() {
+                return;
             }
-            return failed(format!("socat: {}", said.trim()));
         }
-        Ok(n) => n,
+    });
+    let mut connections: HashMap<u32, mpsc::Sender<Option<Vec<u8>>>> = HashMap::new();
+    let why = loop {
+        let mut header = [0u8; 9];
+        if let Err(error) = from_pod.read_exact(&mut header).await {
+            break format!("its stream ended ({error})");
+        }
+        let kind = header[0];
+        let id = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+        let length = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) as usize;
+        if length > MAX_FRAME {
+            break format!("a frame of {length} bytes (at most {MAX_FRAME})");
+        }
+        let mut data = vec![0u8; length];
+        if let Err(error) = from_pod.read_exact(&mut data).await {
+            break format!("its stream ended in a frame ({error})");
+        }
+        match kind {
+            OPENED => {
+                connections.retain(|_, queue| !queue.is_closed());
+                if connections.len() >= MAX_CONNECTIONS || connections.contains_key(&id) {
+                    let _ = frames.send((CLOSED, id, Vec::new())).await;
+                    continue;
+                }
+                let (queue, queued) = mpsc::channel(QUEUED);
+                connections.insert(id, queue);
+                tokio::spawn(join_to_proxy(
+                    id,
+                    socket.to_path_buf(),
+                    queued,
+                    frames.clone(),
+                ));
+            }
+            DATA | CLOSED => {
+                let message = (kind == DATA).then_some(data);
+                if let Some(queue) = connections.get(&id)
+                    && queue.send(message).await.is_err()
+                {
+                    connections.remove(&id);
+                }
+            }
+            other => break format!("a frame of unknown type {other}"),
+        }
     };
-    let _ = events.send(Event::Taken);
+    drop(frames);
+    drop(connections);
+    writer.abort();
+    why
+}
+
+/// One connection of the Pod's, joined to a connection to the proxy until
+/// both directions have ended.
+async fn join_to_proxy(
+    id: u32,
+    socket: PathBuf,
+    mut from_pod: mpsc::Receiver<Option<Vec<u8>>>,
+    to_pod: mpsc::Sender<(u8, u32, Vec<u8>)>,
+) {
     let proxy = match tokio::net::UnixStream::connect(&socket).await {
         Ok(proxy) => proxy,
         Err(error) => {
@@ -137,23 +174,42 @@ async fn listener(
                 "the tunnel cannot reach kennel's proxy at {}: {error}",
                 socket.display()
             );
-            process.abort();
+            let _ = to_pod.send((CLOSED, id, Vec::new())).await;
             return;
         }
     };
     let (mut proxy_read, mut proxy_write) = proxy.into_split();
     let upstream = async {
-        proxy_write.write_all(&first[..n]).await?;
-        tokio::io::copy(&mut from_pod, &mut proxy_write).await?;
-        proxy_write.shutdown().await
+        while let Some(Some(data)) = from_pod.recv().await {
+            if proxy_write.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+        let _ = proxy_write.shutdown().await;
     };
     let downstream = async {
-        tokio::io::copy(&mut proxy_read, &mut to_pod).await?;
-        to_pod.shutdown().await
+        let mut chunk = vec![0u8; MAX_FRAME];
+        loop {
+            match proxy_read.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to_pod.send((DATA, id, chunk[..n].to_vec())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = to_pod.send((CLOSED, id, Vec::new())).await;
     };
-    let (up, down) = tokio::join!(upstream, downstream);
-    tracing::trace!(?up, ?down, "a tunnelled connection ended");
-    drop(to_pod);
-    drop(from_pod);
-    let _ = process.join().await;
+    tokio::join!(upstream, downstream);
+}
+
+/// A frame as the multiplexer reads it.
+fn frame(kind: u8, id: u32, data: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(9 + data.len());
+    bytes.push(kind);
+    bytes.extend_from_slice(&id.to_be_bytes());
+    bytes.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(data);
+    bytes
 }

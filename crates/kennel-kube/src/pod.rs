@@ -100,7 +100,7 @@ pub fn pod_for(plan: &Plan, settings: &PodSettings) -> Result<SessionPod, PodErr
     }
     let name = object_name(&plan.name).ok_or_else(|| PodError::Name(plan.name.clone()))?;
     let mut warnings = Vec::new();
-    let mut labels = labels_of(plan, &mut warnings);
+    let (mut labels, annotations) = labels_of(plan, &mut warnings);
     labels.insert(POD_LABEL.to_string(), name.clone());
     let secret_name = format!("{name}-env");
 
@@ -230,6 +230,7 @@ pub fn pod_for(plan: &Plan, settings: &PodSettings) -> Result<SessionPod, PodErr
         metadata: ObjectMeta {
             name: Some(name.clone()),
             labels: Some(labels.clone()),
+            annotations: (!annotations.is_empty()).then_some(annotations),
             ..Default::default()
         },
         spec: Some(PodSpec {
@@ -370,21 +371,29 @@ pub fn object_name(name: &str) -> Option<String> {
     Some(object.trim_end_matches('-').to_string())
 }
 
-/// The Plan's labels that Kubernetes takes as they are (kennel's keys and
-/// values are made to fit; one that does not is left out, saying so), and
-/// kennel's own.
-fn labels_of(plan: &Plan, warnings: &mut Vec<String>) -> BTreeMap<String, String> {
+/// The Plan's labels that Kubernetes takes as they are, and kennel's own;
+/// and as annotations, the Plan's labels whose values no label may hold
+/// (a key that is not a Kubernetes key is left out, saying so).
+fn labels_of(
+    plan: &Plan,
+    warnings: &mut Vec<String>,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
     let mut labels = BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())]);
+    let mut annotations = BTreeMap::new();
     for (key, value) in &plan.labels {
         if label_key_fits(key) && label_value_fits(value) {
             labels.insert(key.clone(), value.clone());
+        } else if label_key_fits(key) {
+            // A value no label may hold (the workspace's path) is kept as
+            // an annotation, which may hold any text.
+            annotations.insert(key.clone(), value.clone());
         } else {
             warnings.push(format!(
                 "Kubernetes: the label {key}={value} is not a Kubernetes label; left out"
             ));
         }
     }
-    labels
+    (labels, annotations)
 }
 
 fn label_name_fits(name: &str) -> bool {
@@ -518,11 +527,12 @@ fn volumes_of(
             MountPurpose::Protect | MountPurpose::Git => {}
             // Carried by git's variables instead (see the environment).
             MountPurpose::GitIdentity => {}
+            // Reached through the cluster's API instead (the tunnel).
+            MountPurpose::Proxy => {}
             MountPurpose::Identity
             | MountPurpose::CaCertificates
             | MountPurpose::HostConfig
-            | MountPurpose::User
-            | MountPurpose::Proxy => warnings.push(format!(
+            | MountPurpose::User => warnings.push(format!(
                 "Kubernetes: {} is not in the Pod (a Pod cannot mount files of this machine)",
                 mount.target.display()
             )),

@@ -24,8 +24,8 @@ pub fn api_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, KIND), PLURAL)
 }
 
-/// The Sandbox whose controller makes `pod`: the same name and labels,
-/// the Pod's labels and spec as its template, running.
+/// The Sandbox whose controller makes `pod`: the same name, labels and
+/// annotations, the Pod's as its template, running.
 pub fn sandbox_for(pod: &Pod) -> DynamicObject {
     let mut sandbox = DynamicObject::new(
         pod.metadata.name.as_deref().unwrap_or_default(),
@@ -34,12 +34,16 @@ pub fn sandbox_for(pod: &Pod) -> DynamicObject {
     sandbox.metadata = ObjectMeta {
         name: pod.metadata.name.clone(),
         labels: pod.metadata.labels.clone(),
+        annotations: pod.metadata.annotations.clone(),
         ..Default::default()
     };
     sandbox.data = serde_json::json!({
         "spec": {
             "podTemplate": {
-                "metadata": {"labels": pod.metadata.labels.clone().unwrap_or_default()},
+                "metadata": {
+                    "labels": pod.metadata.labels.clone().unwrap_or_default(),
+                    "annotations": pod.metadata.annotations.clone().unwrap_or_default(),
+                },
                 "spec": pod.spec.clone().unwrap_or_default(),
             },
             "operatingMode": "Running",
@@ -58,6 +62,7 @@ mod tests {
             "metadata": {
                 "name": "kennel-shell-ws-0a1b",
                 "labels": {"app.kubernetes.io/managed-by": "kennel", "dev.kennel.pod": "kennel-shell-ws-0a1b"},
+                "annotations": {"dev.kennel.workspace": "/home/alice/repo"},
             },
             "spec": {
                 "containers": [{"name": "agent", "image": "kennel/shell:1"}],
@@ -72,6 +77,9 @@ mod tests {
           "apiVersion": "agents.x-k8s.io/v1beta1",
           "kind": "Sandbox",
           "metadata": {
+            "annotations": {
+              "dev.kennel.workspace": "/home/alice/repo"
+            },
             "labels": {
               "app.kubernetes.io/managed-by": "kennel",
               "dev.kennel.pod": "kennel-shell-ws-0a1b"
@@ -82,6 +90,9 @@ mod tests {
             "operatingMode": "Running",
             "podTemplate": {
               "metadata": {
+                "annotations": {
+                  "dev.kennel.workspace": "/home/alice/repo"
+                },
                 "labels": {
                   "app.kubernetes.io/managed-by": "kennel",
                   "dev.kennel.pod": "kennel-shell-ws-0a1b"

@@ -181,19 +181,26 @@ fn what_a_pod_cannot_do_is_said() {
     });
     plan.labels
         .insert("dev.kennel.workspace".into(), "/home/alice/repo".into());
+    plan.labels.insert("Dev.Kennel/x".into(), "y".into());
     let made = pod_for(&plan, &settings()).expect("a Pod");
     let said = made.warnings.join("\n");
     for expected in [
         "RuntimeDefault",
         "4096 processes",
         "/etc/passwd is not in the Pod",
-        "dev.kennel.workspace=/home/alice/repo is not a Kubernetes label",
+        "the label Dev.Kennel/x=y is not a Kubernetes label",
     ] {
         assert!(said.contains(expected), "{expected:?} not in {said}");
     }
+    // The workspace's path is no label value: it is an annotation.
+    assert!(!said.contains("dev.kennel.workspace"), "{said}");
     let labels = made.pod.metadata.labels.expect("labels");
     assert!(!labels.contains_key("dev.kennel.workspace"));
+    assert!(!labels.contains_key("Dev.Kennel/x"));
     assert_eq!(labels["dev.kennel.session"], "0a1b2c3d4e5f");
+    let annotations = made.pod.metadata.annotations.expect("annotations");
+    assert_eq!(annotations["dev.kennel.workspace"], "/home/alice/repo");
+    assert!(!annotations.contains_key("Dev.Kennel/x"));
 }
 
 #[test]

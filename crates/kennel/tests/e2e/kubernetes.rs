@@ -649,7 +649,7 @@ fn kubernetes_session_files_the_agent_replaced_do_not_hang_kennel() {
 /// connection that ignores the proxy reaches nothing), and the agent's
 /// requests go through the cluster's API to kennel's proxy on this machine,
 /// which allows the allowlisted name, refuses the others with its reason,
-/// and logs both (`kennel net log`).
+/// and logs both (`kennel net log`); 16 requests at once all arrive.
 #[test]
 fn kubernetes_egress_goes_through_kennels_proxy_only() {
     let Some((t, _bin)) = kube_ctx("egress") else {
@@ -669,6 +669,13 @@ fn kubernetes_egress_goes_through_kennels_proxy_only() {
         ("OTHER", &format!("http://other.kennel.test:{denied_port}/")),
         ("RAW", &format!("--noproxy '*' http://198.18.0.2:{port}/")),
     ]) + "echo PROXY_ENV=$HTTP_PROXY\n";
+    // Many connections at once (a package manager opens them so): every
+    // one is carried, none refused for want of a listener.
+    let parallel = format!(
+        "for i in $(seq 1 16); do (curl -sS -m 30 -o /dev/null -w '%{{http_code}}\\n' \
+         http://allowed.kennel.test:{port}/ > /tmp/parallel-$i 2>&1) & done; wait; \
+         echo PARALLEL=$(cat /tmp/parallel-* | grep -c '^200$')\n"
+    );
     let out = t
         .kennel(&[
             "run",
@@ -678,11 +685,12 @@ fn kubernetes_egress_goes_through_kennels_proxy_only() {
             "--",
             "bash",
             "-c",
-            &script,
+            &format!("{script}{parallel}"),
         ])
         .timeout(RUN_TIMEOUT)
         .run();
     out.assert_ok();
+    crate::network::expect(&out, "PARALLEL", "16");
     crate::network::expect(&out, "PROXY_ENV", "http://127.0.0.1:3128");
     crate::network::expect(&out, "ALLOWED", "200");
     crate::network::expect(&out, "ALLOWED_BODY", crate::network::BODY);
