@@ -213,3 +213,118 @@ fn frame(kind: u8, id: u32, data: &[u8]) -> Vec<u8> {
     bytes.extend_from_slice(data);
     bytes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::duplex;
+    use tokio::net::UnixListener;
+
+    /// A stand-in for kennel's proxy: answers every connection with what
+    /// it read, in capitals, then closes.
+    fn shouting_proxy(dir: &std::path::Path) -> PathBuf {
+        let path = dir.join("proxy.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut read = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while let Ok(n) = stream.read(&mut chunk).await {
+                        if n == 0 {
+                            break;
+                        }
+                        read.extend_from_slice(&chunk[..n]);
+                    }
+                    let _ = stream.write_all(&read.to_ascii_uppercase()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        path
+    }
+
+    /// Reads frames from kennel until `id` has closed (within 10 s); what
+    /// came for it.
+    async fn answer_for(from_kennel: &mut (impl AsyncRead + Unpin), id: u32) -> Vec<u8> {
+        tokio::time::timeout(Duration::from_secs(10), read_answer(from_kennel, id))
+            .await
+            .unwrap_or_else(|_| panic!("connection {id} was not closed within 10 s"))
+    }
+
+    async fn read_answer(from_kennel: &mut (impl AsyncRead + Unpin), id: u32) -> Vec<u8> {
+        let mut answer = Vec::new();
+        loop {
+            let mut header = [0u8; 9];
+            from_kennel.read_exact(&mut header).await.expect("a frame");
+            let length = u32::from_be_bytes([header[5], header[6], header[7], header[8]]);
+            let mut data = vec![0u8; length as usize];
+            from_kennel.read_exact(&mut data).await.expect("its data");
+            if u32::from_be_bytes([header[1], header[2], header[3], header[4]]) != id {
+                continue;
+            }
+            match header[0] {
+                DATA => answer.extend_from_slice(&data),
+                CLOSED => return answer,
+                other => panic!("kennel sent a frame of type {other}"),
+            }
+        }
+    }
+
+    /// The Pod's end of the stream is the agent's (it can write into the
+    /// multiplexer's stdout): connections carry data both ways, frames for
+    /// connections never opened are ignored, an open beyond the limit is
+    /// closed at once, and a frame larger than any the multiplexer sends
+    /// ends the stream before kennel allocates it.
+    #[tokio::test]
+    async fn hostile_frames_are_bounded_and_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = shouting_proxy(dir.path());
+        let (pod_side, kennel_side) = duplex(1 << 20);
+        let (from_pod, to_pod) = tokio::io::split(kennel_side);
+        let carried = tokio::spawn(async move { carry(from_pod, to_pod, &socket).await });
+        let (mut from_kennel, mut to_kennel) = tokio::io::split(pod_side);
+
+        // Data for a connection that was never opened: ignored.
+        to_kennel
+            .write_all(&frame(DATA, 99, b"nobody"))
+            .await
+            .unwrap();
+        // A connection, both ways.
+        to_kennel.write_all(&frame(OPENED, 1, b"")).await.unwrap();
+        to_kennel
+            .write_all(&frame(DATA, 1, b"hello "))
+            .await
+            .unwrap();
+        to_kennel
+            .write_all(&frame(DATA, 1, b"proxy"))
+            .await
+            .unwrap();
+        to_kennel.write_all(&frame(CLOSED, 1, b"")).await.unwrap();
+        assert_eq!(answer_for(&mut from_kennel, 1).await, b"HELLO PROXY");
+
+        // More open connections than allowed: the one past the limit is
+        // closed at once (the others wait, still open).
+        for id in 2..(2 + MAX_CONNECTIONS as u32) {
+            to_kennel.write_all(&frame(OPENED, id, b"")).await.unwrap();
+        }
+        let over = 2 + MAX_CONNECTIONS as u32;
+        to_kennel
+            .write_all(&frame(OPENED, over, b""))
+            .await
+            .unwrap();
+        to_kennel.write_all(&frame(DATA, over, b"x")).await.unwrap();
+        assert_eq!(answer_for(&mut from_kennel, over).await, b"");
+
+        // A frame claiming 4 GiB: the stream ends, nothing is allocated.
+        let mut huge = vec![DATA];
+        huge.extend_from_slice(&2u32.to_be_bytes());
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        to_kennel.write_all(&huge).await.unwrap();
+        let why = tokio::time::timeout(Duration::from_secs(10), carried)
+            .await
+            .expect("carry ended")
+            .expect("carry's task");
+        assert!(why.contains("at most 65536"), "{why}");
+    }
+}

@@ -674,7 +674,10 @@ fn kubernetes_egress_goes_through_kennels_proxy_only() {
     let parallel = format!(
         "for i in $(seq 1 16); do (curl -sS -m 30 -o /dev/null -w '%{{http_code}}\\n' \
          http://allowed.kennel.test:{port}/ > /tmp/parallel-$i 2>&1) & done; wait; \
-         echo PARALLEL=$(cat /tmp/parallel-* | grep -c '^200$')\n"
+         echo PARALLEL=$(cat /tmp/parallel-* | grep -c '^200$')\n\
+         for p in /proc/[0-9]*; do case \"$(tr '\\0' ' ' < $p/cmdline 2>/dev/null | head -c 16)\" in \
+         'perl -e # kennel') kill ${{p#/proc/}} && echo KILLED=yes;; esac; done; sleep 2\n\
+         r RESTARTED http://allowed.kennel.test:{port}/\n"
     );
     let out = t
         .kennel(&[
@@ -691,6 +694,10 @@ fn kubernetes_egress_goes_through_kennels_proxy_only() {
         .run();
     out.assert_ok();
     crate::network::expect(&out, "PARALLEL", "16");
+    // The agent may kill the tunnel's multiplexer (it is its Pod): kennel
+    // starts another.
+    crate::network::expect(&out, "KILLED", "yes");
+    crate::network::expect(&out, "RESTARTED", "200");
     crate::network::expect(&out, "PROXY_ENV", "http://127.0.0.1:3128");
     crate::network::expect(&out, "ALLOWED", "200");
     crate::network::expect(&out, "ALLOWED_BODY", crate::network::BODY);
