@@ -218,8 +218,32 @@ fn signal_stops_sandbox(b: Backend, name: &str, sig: &str) {
     let Some(t) = Ctx::with_shell_image(b, name) else {
         return;
     };
-    let mut bg = t.spawn_kennel(&["run", "shell", "--", "sleep", "300"]);
+    let mut bg = t.spawn_kennel(&[
+        "run",
+        "shell",
+        "--",
+        "sh",
+        "-c",
+        "echo AGENT-READY; exec sleep 300",
+    ]);
     let id = t.wait_for_container(&mut bg, Duration::from_secs(120));
+    // The agent runs (so the container's init has its signal handlers): a
+    // signal in the first instants of a container can be lost in its init
+    // and then waits for kennel's kill after 10 s (seen once in CI under
+    // load), which is not what this test is about.
+    let ready = Instant::now();
+    while !bg.output().lines().any(|line| line.trim() == "AGENT-READY") {
+        if ready.elapsed() > Duration::from_secs(60) || bg.try_wait().is_some() {
+            bg.stop();
+            t.remove_containers();
+            panic!(
+                "the agent never started
+{}",
+                bg.output()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let sent = Instant::now();
     bg.signal(sig);
     let (status, timed_out) = bg.wait_for(Duration::from_secs(10));
