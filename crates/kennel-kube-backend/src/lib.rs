@@ -453,77 +453,18 @@ pub(crate) struct Placement {
     pub(crate) warnings: Vec<String>,
 }
 
-/// `plan`'s [`Placement`], as the user's config and the cluster decide:
-/// the agent's home is a claim of the class `[kubernetes] storage_class`
-/// names, else of the cluster's default class, else the Pod's own (said);
-/// the Pod is made through a Sandbox where the cluster has agent-sandbox,
-/// unless `agent_sandbox` says otherwise.
+/// `plan`'s [`Placement`], as the user's config and the cluster decide
+/// (both questions to the cluster asked at once).
 async fn placement(config: &Config, cluster: &Cluster, plan: &Plan) -> Result<Placement, CliError> {
     let settings = &config.file.kubernetes;
     let set_in = |key: &str| match config.origins.get(key) {
         Some(origin) => format!("`{key}` in {origin}"),
         None => format!("`{key}`"),
     };
-    let mut warnings = Vec::new();
-    let size = settings
-        .home_size
-        .clone()
-        .unwrap_or_else(|| DEFAULT_HOME_SIZE.to_string());
-    if !kennel_kube::is_size(&size) {
-        return Err(CliError::usage(format!(
-            "Kubernetes: {} is `{size}`, which is not a size",
-            set_in("kubernetes.home_size")
-        ))
-        .with_hint("write a Kubernetes quantity, such as \"10Gi\" or \"500Mi\""));
-    }
-    let home = match &settings.storage_class {
-        Some(class) => match cluster.has_storage_class(class).await {
-            Ok(true) => claim(Some(class.clone()), size),
-            Ok(false) => {
-                return Err(CliError::usage(format!(
-                    "Kubernetes: the cluster has no StorageClass `{class}` ({})",
-                    set_in("kubernetes.storage_class")
-                ))
-                .with_hint("`kubectl get storageclass` lists the cluster's classes; leave `storage_class` out for its default class"));
-            }
-            // An account limited to its namespace: the claim will say.
-            Err(error) if error.is_forbidden() => claim(Some(class.clone()), size),
-            Err(error) => return Err(cluster_error(error)),
-        },
-        None => {
-            let without = match cluster.default_storage_class().await {
-                Ok(Some(_)) => None,
-                Ok(None) => Some("the cluster has no default StorageClass"),
-                Err(error) if error.is_forbidden() => {
-                    Some("your account may not read the cluster's StorageClasses")
-                }
-                Err(error) => return Err(cluster_error(error)),
-            };
-            match without {
-                None => claim(None, size),
-                Some(why) => {
-                    warnings.push(format!(
-                        "Kubernetes: the agent's home is the Pod's own and goes with it ({why}); name a class in `[kubernetes] storage_class` to keep it between sessions"
-                    ));
-                    HomeVolume::InPod
-                }
-            }
-        }
-    };
-    let workload = match (settings.agent_sandbox, cluster.has_sandboxes().await) {
-        (Some(false), _) => Workload::Pod,
-        (Some(true), Ok(true)) | (None, Ok(true)) => Workload::Sandbox,
-        (None, Ok(false)) => Workload::Pod,
-        (Some(true), Ok(false)) => {
-            return Err(CliError::usage(format!(
-                "Kubernetes: the cluster has no agent-sandbox (no `sandboxes` in agents.x-k8s.io/v1beta1), and {} is true",
-                set_in("kubernetes.agent_sandbox")
-            ))
-            .with_hint("install agent-sandbox on the cluster (kubernetes-sigs/agent-sandbox), or set `agent_sandbox = false` for plain Pods"));
-        }
-        (None, Err(error)) if error.is_forbidden() => Workload::Pod,
-        (_, Err(error)) => return Err(cluster_error(error)),
-    };
+    let ((home, warnings), workload) = tokio::try_join!(
+        home_volume(settings, cluster, &set_in),
+        workload(settings, cluster, &set_in)
+    )?;
     Ok(Placement {
         settings: PodSettings {
             image: image_for(settings, plan),
@@ -535,10 +476,86 @@ async fn placement(config: &Config, cluster: &Cluster, plan: &Plan) -> Result<Pl
     })
 }
 
-fn claim(storage_class: Option<String>, size: String) -> HomeVolume {
-    HomeVolume::Claim {
-        storage_class,
-        size,
+/// The agent's home: a claim of the class `[kubernetes] storage_class`
+/// names, else of the cluster's default class, else the Pod's own (said
+/// in the warnings).
+async fn home_volume(
+    settings: &KubernetesConfig,
+    cluster: &Cluster,
+    set_in: &impl Fn(&str) -> String,
+) -> Result<(HomeVolume, Vec<String>), CliError> {
+    let size = settings
+        .home_size
+        .clone()
+        .unwrap_or_else(|| DEFAULT_HOME_SIZE.to_string());
+    if !kennel_kube::is_size(&size) {
+        return Err(CliError::usage(format!(
+            "Kubernetes: {} is `{size}`, which is not a size",
+            set_in("kubernetes.home_size")
+        ))
+        .with_hint("write a Kubernetes quantity, such as \"10Gi\" or \"500Mi\""));
+    }
+    let claim = |storage_class| {
+        Ok((
+            HomeVolume::Claim {
+                storage_class,
+                size: size.clone(),
+            },
+            Vec::new(),
+        ))
+    };
+    let without = match &settings.storage_class {
+        Some(class) => {
+            return match cluster.has_storage_class(class).await {
+                Ok(true) => claim(Some(class.clone())),
+                Ok(false) => Err(CliError::usage(format!(
+                    "Kubernetes: the cluster has no StorageClass `{class}` ({})",
+                    set_in("kubernetes.storage_class")
+                ))
+                .with_hint("`kubectl get storageclass` lists the cluster's classes; leave `storage_class` out for its default class")),
+                // An account limited to its namespace: the claim will say.
+                Err(error) if error.is_forbidden() => claim(Some(class.clone())),
+                Err(error) => Err(cluster_error(error)),
+            };
+        }
+        None => match cluster.default_storage_class().await {
+            Ok(Some(_)) => return claim(None),
+            Ok(None) => "the cluster has no default StorageClass",
+            Err(error) if error.is_forbidden() => {
+                "your account may not read the cluster's StorageClasses"
+            }
+            Err(error) => return Err(cluster_error(error)),
+        },
+    };
+    Ok((
+        HomeVolume::InPod,
+        vec![format!(
+            "Kubernetes: the agent's home is the Pod's own and goes with it ({without}); name a class in `[kubernetes] storage_class` to keep it between sessions"
+        )],
+    ))
+}
+
+/// How the Pod is made: through a Sandbox where the cluster has
+/// agent-sandbox, unless `[kubernetes] agent_sandbox` says otherwise (the
+/// cluster is not asked when it says false).
+async fn workload(
+    settings: &KubernetesConfig,
+    cluster: &Cluster,
+    set_in: &impl Fn(&str) -> String,
+) -> Result<Workload, CliError> {
+    if settings.agent_sandbox == Some(false) {
+        return Ok(Workload::Pod);
+    }
+    match (settings.agent_sandbox, cluster.has_sandboxes().await) {
+        (_, Ok(true)) => Ok(Workload::Sandbox),
+        (None, Ok(false)) => Ok(Workload::Pod),
+        (_, Ok(false)) => Err(CliError::usage(format!(
+            "Kubernetes: the cluster has no agent-sandbox (no `sandboxes` in agents.x-k8s.io/v1beta1), and {} is true",
+            set_in("kubernetes.agent_sandbox")
+        ))
+        .with_hint("install agent-sandbox on the cluster (kubernetes-sigs/agent-sandbox), or set `agent_sandbox = false` for plain Pods")),
+        (None, Err(error)) if error.is_forbidden() => Ok(Workload::Pod),
+        (_, Err(error)) => Err(cluster_error(error)),
     }
 }
 

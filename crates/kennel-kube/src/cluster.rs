@@ -154,6 +154,10 @@ impl Cluster {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    fn storage_classes(&self) -> Api<StorageClass> {
+        Api::all(self.client.clone())
+    }
+
     fn sandboxes(&self) -> Api<DynamicObject> {
         Api::namespaced_with(
             self.client.clone(),
@@ -566,15 +570,14 @@ impl Cluster {
     /// Whether the cluster has the StorageClass `name` (a cluster-wide
     /// object: an account limited to its namespace may not be let read it).
     pub async fn has_storage_class(&self, name: &str) -> Result<bool, ClusterError> {
-        let classes: Api<StorageClass> = Api::all(self.client.clone());
-        Ok(classes.get_opt(name).await?.is_some())
+        Ok(self.storage_classes().get_opt(name).await?.is_some())
     }
 
     /// The cluster's default StorageClass, if it has one (the one a claim
     /// that names none gets).
     pub async fn default_storage_class(&self) -> Result<Option<String>, ClusterError> {
-        let classes: Api<StorageClass> = Api::all(self.client.clone());
-        Ok(classes
+        Ok(self
+            .storage_classes()
             .list(&Default::default())
             .await?
             .items
@@ -814,9 +817,8 @@ fn cannot_start(pod: Option<&Pod>) -> Option<String> {
     let pod = pod?;
     let status = pod.status.as_ref()?;
     if status.phase.as_deref() == Some("Failed") && agent_ended(Some(pod)).is_none() {
-        return Some(match (&status.reason, &status.message) {
-            (Some(reason), Some(message)) => format!("the node refused it: {reason}: {message}"),
-            (Some(reason), None) => format!("the node refused it: {reason}"),
+        return Some(match (status.reason.as_deref(), &status.message) {
+            (Some(reason), message) => format!("the node refused it: {}", said(reason, message)),
             (None, Some(message)) => format!("the node refused it: {message}"),
             (None, None) => "it failed before its agent started".to_string(),
         });
@@ -834,10 +836,7 @@ fn cannot_start(pod: Option<&Pod>) -> Option<String> {
             | "CreateContainerError"
             | "RunContainerError"
     )
-    .then(|| match &waiting.message {
-        Some(message) => format!("{reason}: {message}"),
-        None => reason.to_string(),
-    })
+    .then(|| said(reason, &waiting.message))
 }
 
 /// Why a Pod that may yet start has not: the scheduler's reason while it
@@ -852,17 +851,19 @@ fn why_waiting(pod: &Pod) -> Option<String> {
         .find(|condition| condition.type_ == "PodScheduled" && condition.status == "False");
     if let Some(condition) = unscheduled {
         let reason = condition.reason.as_deref().unwrap_or("not scheduled");
-        return Some(match &condition.message {
-            Some(message) => format!("{reason}: {message}"),
-            None => reason.to_string(),
-        });
+        return Some(said(reason, &condition.message));
     }
     let waiting = agent_status(pod)?.state.as_ref()?.waiting.as_ref()?;
-    let reason = waiting.reason.as_deref()?;
-    Some(match &waiting.message {
+    Some(said(waiting.reason.as_deref()?, &waiting.message))
+}
+
+/// What the cluster said of something: its reason, and its message if any
+/// (`Unschedulable: 0/1 nodes are available: …`).
+fn said(reason: &str, message: &Option<String>) -> String {
+    match message {
         Some(message) => format!("{reason}: {message}"),
         None => reason.to_string(),
-    })
+    }
 }
 
 fn agent_status(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {

@@ -378,22 +378,27 @@ fn labels_of(
     plan: &Plan,
     warnings: &mut Vec<String>,
 ) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
-    let mut labels = BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())]);
+    let mut labels = managed();
     let mut annotations = BTreeMap::new();
     for (key, value) in &plan.labels {
-        if label_key_fits(key) && label_value_fits(value) {
-            labels.insert(key.clone(), value.clone());
-        } else if label_key_fits(key) {
-            // A value no label may hold (the workspace's path) is kept as
-            // an annotation, which may hold any text.
-            annotations.insert(key.clone(), value.clone());
-        } else {
+        if !label_key_fits(key) {
             warnings.push(format!(
                 "Kubernetes: the label {key}={value} is not a Kubernetes label; left out"
             ));
+        } else if label_value_fits(value) {
+            labels.insert(key.clone(), value.clone());
+        } else {
+            // A value no label may hold (the workspace's path) is kept as
+            // an annotation, which may hold any text.
+            annotations.insert(key.clone(), value.clone());
         }
     }
     (labels, annotations)
+}
+
+/// The label every object kennel makes carries.
+fn managed() -> BTreeMap<String, String> {
+    BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())])
 }
 
 fn label_name_fits(name: &str) -> bool {
@@ -445,7 +450,7 @@ fn home_claim_for(plan: &Plan, home: &HomeVolume) -> Option<PersistentVolumeClai
         agent.trim_end_matches('-'),
         &digest[..16]
     );
-    let mut labels = BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())]);
+    let mut labels = managed();
     if label_value_fits(&plan.agent) {
         labels.insert(HOME_LABEL.to_string(), plan.agent.clone());
     }
@@ -500,9 +505,8 @@ fn volumes_of(
 ) -> Result<(Vec<Volume>, Vec<VolumeMount>), PodError> {
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
-    let home_claim = home_claim.and_then(|claim| claim.metadata.name.clone());
-    let mut add = |volume: &str, target: String| {
-        let claim = (volume == "home").then(|| home_claim.clone()).flatten();
+    // A volume of the Pod's own (an emptyDir), or the claim named `claim`.
+    let mut add = |volume: &str, target: String, claim: Option<String>| {
         volumes.push(Volume {
             name: volume.to_string(),
             empty_dir: claim.is_none().then(EmptyDirVolumeSource::default),
@@ -520,8 +524,14 @@ fn volumes_of(
     };
     for mount in &plan.mounts {
         match mount.purpose {
-            MountPurpose::Workspace => add("workspace", utf8(&mount.target, "the workspace")?),
-            MountPurpose::AgentHome => add("home", utf8(&mount.target, "the agent's home")?),
+            MountPurpose::Workspace => {
+                add("workspace", utf8(&mount.target, "the workspace")?, None)
+            }
+            MountPurpose::AgentHome => add(
+                "home",
+                utf8(&mount.target, "the agent's home")?,
+                home_claim.and_then(|claim| claim.metadata.name.clone()),
+            ),
             // The workspace's protected paths and git's own: the Pod's
             // workspace is a copy, and nothing in it is the user's.
             MountPurpose::Protect | MountPurpose::Git => {}
@@ -539,7 +549,7 @@ fn volumes_of(
         }
     }
     if plan.security.read_only_rootfs {
-        add("tmp", "/tmp".to_string());
+        add("tmp", "/tmp".to_string(), None);
     }
     // Parents before what lies in them (the home before a workspace in it),
     // whatever order the runtime mounts them in.
