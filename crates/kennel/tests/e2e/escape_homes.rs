@@ -33,7 +33,7 @@ pub fn agent_home(t: &Ctx, agent: &str, workspace: &Path) -> PathBuf {
 const SHELL_WITH_LOGIN: &str = "[agents.shell]\nlogin = [\"~/.fake-agent/creds.json\"]\n";
 
 /// A second repository of the test user, outside the test's workspace.
-fn other_repository(t: &Ctx, name: &str) -> PathBuf {
+pub(crate) fn other_repository(t: &Ctx, name: &str) -> PathBuf {
     let dir = t.scratch().join(name);
     std::fs::create_dir_all(&dir).unwrap();
     t.user.chown(&dir);

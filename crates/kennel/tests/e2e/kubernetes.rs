@@ -124,20 +124,18 @@ fn kennel_sandboxes(t: &Ctx, bin: &Path) -> Vec<String> {
     kennel_objects(t, bin, "sandboxes.agents.x-k8s.io", "")
 }
 
+/// `kennel run shell --network none FLAGS -- COMMAND` on the cluster.
+fn run_in_pod(t: &Ctx, flags: &[&str], command: &[&str]) -> crate::harness::Out {
+    let mut args = vec!["run", "shell", "--network", "none"];
+    args.extend(flags);
+    args.push("--");
+    args.extend(command);
+    t.kennel(&args).timeout(RUN_TIMEOUT).run()
+}
+
 /// `kennel run shell --network none -- sh -c SCRIPT` on the cluster.
 fn run_sh(t: &Ctx, script: &str) -> crate::harness::Out {
-    t.kennel(&[
-        "run",
-        "shell",
-        "--network",
-        "none",
-        "--",
-        "sh",
-        "-c",
-        script,
-    ])
-    .timeout(RUN_TIMEOUT)
-    .run()
+    run_in_pod(t, &[], &["sh", "-c", script])
 }
 
 /// The session a `kennel run` made and its Pod's name, from what it said:
@@ -217,21 +215,7 @@ fn kubernetes_run_in_clone_mode() {
         exit 3
     "#;
     let host_file = host_file.display().to_string();
-    let out = t
-        .kennel(&[
-            "run",
-            "shell",
-            "--network",
-            "none",
-            "--",
-            "sh",
-            "-c",
-            probe,
-            "probe",
-            &host_file,
-        ])
-        .timeout(RUN_TIMEOUT)
-        .run();
+    let out = run_in_pod(&t, &[], &["sh", "-c", probe, "probe", &host_file]);
     out.assert_code(3);
     for (key, want) in [
         ("UID", t.user.uid.to_string()),
@@ -290,17 +274,7 @@ fn kubernetes_exit_codes_and_refusals() {
     let Some((t, bin)) = kube_ctx("codes") else {
         return;
     };
-    let out = t
-        .kennel(&[
-            "run",
-            "shell",
-            "--network",
-            "none",
-            "--",
-            "kennel-e2e-no-such-command",
-        ])
-        .timeout(RUN_TIMEOUT)
-        .run();
+    let out = run_in_pod(&t, &[], &["kennel-e2e-no-such-command"]);
     out.assert_code(127);
     // The clone kennel would make is named after the workspace, and so
     // is the Pod: none of that name may appear.
@@ -778,21 +752,16 @@ fn kubernetes_resume_continues_the_clone_in_a_new_pod() {
         "echo one > one.txt && git add one.txt && git commit -qm one && echo loose > loose.txt",
     );
     out.assert_ok();
-    let out = t
-        .kennel(&[
-            "run",
-            "shell",
-            "--network",
-            "none",
-            "--resume",
-            "--",
+    let out = run_in_pod(
+        &t,
+        &["--resume"],
+        &[
             "sh",
             "-c",
             "echo ONE=$(cat one.txt); echo LOOSE=$(cat loose.txt); echo two > two.txt; \
              echo BRANCH=$(git rev-parse --abbrev-ref HEAD); echo LOG=$(git log -1 --format=%s)",
-        ])
-        .timeout(RUN_TIMEOUT)
-        .run();
+        ],
+    );
     out.assert_ok();
     assert_eq!(out.expect_kv("ONE"), "one", "{out}");
     assert_eq!(out.expect_kv("LOOSE"), "loose", "{out}");
@@ -856,11 +825,9 @@ fn kubernetes_agent_home_is_a_claim_per_repository() {
     assert_eq!(out.expect_kv("CREDS"), token, "{out}");
 
     // Another repository: another home, without the login or the plant.
-    let repo_b = t.scratch().join("repository-b");
-    std::fs::create_dir_all(&repo_b).expect("mkdir");
-    t.user.chown(&repo_b);
-    let repo_b = repo_b.display().to_string();
-    t.as_user(&["git", "init", "-q", &repo_b]).run().assert_ok();
+    let repo_b = crate::escape_homes::other_repository(&t, "repository-b")
+        .display()
+        .to_string();
     t.as_user(&[
         "git",
         "-C",
@@ -879,22 +846,7 @@ fn kubernetes_agent_home_is_a_claim_per_repository() {
     .assert_ok();
     let claim_b = home_claim_of(&t, "shell", Path::new(&repo_b));
     assert_ne!(claim_a, claim_b, "two repositories, one home");
-    let out = t
-        .kennel(&[
-            "run",
-            "shell",
-            "--network",
-            "none",
-            "-w",
-            &repo_b,
-            "--",
-            "bash",
-            "-i",
-            "-c",
-            read,
-        ])
-        .timeout(RUN_TIMEOUT)
-        .run();
+    let out = run_in_pod(&t, &["-w", &repo_b], &["bash", "-i", "-c", read]);
     out.assert_ok();
     assert_eq!(out.expect_kv("CREDS"), "none", "{out}");
     assert!(!out.stdout.contains("PLANT-RAN"), "{out}");
@@ -904,10 +856,7 @@ fn kubernetes_agent_home_is_a_claim_per_repository() {
     // Refusals, before any Pod: a class the cluster lacks, a size.
     let kubeconfig = t.user.home.join(".kube/config");
     write_kube_config(&t, &kubeconfig, "storage_class = \"no-such-class\"");
-    let out = t
-        .kennel(&["run", "shell", "--network", "none", "--", "true"])
-        .timeout(RUN_TIMEOUT)
-        .run();
+    let out = run_in_pod(&t, &[], &["true"]);
     assert_eq!(out.code(), Some(2), "{out}");
     assert!(
         out.stderr.contains("no StorageClass `no-such-class`")
@@ -916,10 +865,7 @@ fn kubernetes_agent_home_is_a_claim_per_repository() {
         "{out}"
     );
     write_kube_config(&t, &kubeconfig, "home_size = \"lots\"");
-    let out = t
-        .kennel(&["run", "shell", "--network", "none", "--", "true"])
-        .timeout(RUN_TIMEOUT)
-        .run();
+    let out = run_in_pod(&t, &[], &["true"]);
     assert_eq!(out.code(), Some(2), "{out}");
     assert!(out.stderr.contains("`lots`, which is not a size"), "{out}");
     // No session of this test has a Pod now (a Pod is named after its
